@@ -1,0 +1,131 @@
+"""Runtime configuration: a frozen msgspec Struct, Marcus's config shape, env overrides.
+
+Precedence, lowest first: defaults, ``config_marcus.json``
+(``features.persistence`` and ``features.persistence_options``), keyword
+options, ``MARCUS_PERSIST_<OPTION>`` environment variables.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from ._errors import ConfigError
+
+__all__ = ("Config",)
+
+log = logging.getLogger("marcus_persist")
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+
+ENV_PREFIX = "MARCUS_PERSIST_"
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Every option of the runtime, with its default."""
+
+    data_dir: str = "data"
+    #: ``file`` (embedded default), ``memory``, ``sqlite`` or ``postgres``
+    backend: str = "file"
+    #: ``batch``: fsync every batch before answering; ``interval``: the audit
+    #: trail fsyncs every ``fsync_interval_ms``; ``none``: never fsync
+    durability: Literal["batch", "interval", "none"] = "batch"
+    fsync_interval_ms: Positive = 1000
+    max_batch: Positive = 1024
+    inbox_size: Positive = 4096
+    #: what to do with a corrupt file found at startup
+    on_corrupt: Literal["error", "quarantine"] = "error"
+    cache_mb: Positive = 64
+    backup_enabled: bool = False
+    backup_interval_hours: NonNegative = 24.0
+    dsn: str | None = None
+    redis_url: str | None = None
+    audit_daily_days: Positive = 7
+    audit_weekly_weeks: Positive = 8
+    audit_retention_days: Positive | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def fsync(self) -> bool:
+        return self.durability != "none"
+
+    def replace(self, **options: Any) -> Config:
+        """A copy with *options* changed and validated (``None`` values are ignored)."""
+        given = {k: v for k, v in options.items() if v is not None}
+        return _build({**msgspec.structs.asdict(self), **given}, "option")
+
+    def with_env(self, environ: Mapping[str, str] | None = None) -> Config:
+        """A copy with every ``MARCUS_PERSIST_<OPTION>`` variable applied."""
+        environ = os.environ if environ is None else environ
+        fields = {f.name for f in msgspec.structs.fields(Config)}
+        found = {
+            key[len(ENV_PREFIX) :].lower(): value
+            for key, value in environ.items()
+            if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in fields
+        }
+        if not found:
+            return self
+        merged = {**msgspec.structs.asdict(self), **found}
+        return _build(merged, "environment variable", strict=False)
+
+    @classmethod
+    def from_marcus(cls, document: Mapping[str, Any]) -> Config:
+        """Read Marcus's ``config_marcus.json`` shape; keys Marcus uses elsewhere are ignored.
+
+        ``persistence_options.storage_dir`` names Marcus's ``marcus_state``
+        directory; the data root is its parent when it ends in ``marcus_state``.
+        """
+        features = document.get("features", {})
+        if not isinstance(features, Mapping):
+            raise ConfigError("features: expected an object")
+        options = dict(features.get("persistence_options") or {})
+        if "persistence" in features:
+            options.setdefault("backend", features["persistence"])
+        storage_dir = options.pop("storage_dir", None)
+        if storage_dir is not None and "data_dir" not in options:
+            storage = Path(str(storage_dir))
+            options["data_dir"] = str(storage.parent if storage.name == "marcus_state" else storage)
+        known = {f.name for f in msgspec.structs.fields(cls)}
+        for key in sorted(set(options) - known):
+            log.warning("features.persistence_options.%s is not an option; ignored", key)
+            del options[key]
+        return _build(options, "features.persistence_options")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Config:
+        """Load a ``config_marcus.json`` file."""
+        try:
+            document = msgspec.json.decode(Path(path).read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        except msgspec.DecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+        if not isinstance(document, dict):
+            raise ConfigError(f"{path}: expected a JSON object at the top")
+        return cls.from_marcus(document)
+
+
+def _build(options: Mapping[str, Any], where: str, *, strict: bool = True) -> Config:
+    try:
+        config = msgspec.convert(options, Config, strict=strict)
+    except msgspec.ValidationError as exc:
+        # msgspec says "... - at `$.max_batch`"; name the option the user wrote
+        message = str(exc).replace("`$.", f"{where} `").replace("`$`", where)
+        raise ConfigError(message) from None
+    from .backends import BACKEND_NAMES
+
+    if config.backend not in BACKEND_NAMES:
+        raise ConfigError(
+            f"{where} backend: unknown backend {config.backend!r}; "
+            f"expected one of {', '.join(BACKEND_NAMES)}"
+        )
+    return config

@@ -1,0 +1,81 @@
+"""Atomic, durable file replacement and directory creation (blocking; run in a thread).
+
+The commit protocol of DESIGN.md: write ``NAME.tmp-<unique>`` beside the live
+file, fsync it, rename it over ``NAME``, fsync the directory. The live file is
+never written in place, so a crash leaves either the old or the new bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from pathlib import Path
+
+from ._fs import OS_FS, FileSystem
+
+__all__ = ("TEMP_MARKER", "ensure_dir", "is_temp_name", "remove_stale_temps", "write_atomic")
+
+TEMP_MARKER = ".tmp-"
+_TEMP_NAME = re.compile(r".+\.tmp-[0-9a-f]{12}$")
+
+
+def write_atomic(path: Path, data: bytes, *, fs: FileSystem = OS_FS, sync: bool = True) -> None:
+    """Replace *path* with *data* so that a crash leaves the old or the new content.
+
+    With ``sync=False`` the fsyncs are skipped (durability ``none``): still
+    atomic against a process crash, not against power loss.
+    """
+    tmp = path.with_name(f"{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+    fd = fs.create(tmp)
+    try:
+        try:
+            fs.write_all(fd, data)
+            if sync:
+                fs.fsync(fd)  # the new bytes are durable before the rename makes them live
+        finally:
+            fs.close(fd)
+        fs.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fs.unlink(tmp)
+        raise
+    if sync:
+        fs.fsync_dir(path.parent)  # the rename itself is durable
+
+
+def ensure_dir(path: Path, *, fs: FileSystem = OS_FS, sync: bool = True) -> None:
+    """Create *path* and missing parents, each made durable in its parent."""
+    missing: list[Path] = []
+    cursor = path
+    while not cursor.exists():
+        missing.append(cursor)
+        cursor = cursor.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            fs.mkdir(directory)
+        if sync:
+            fs.fsync_dir(directory.parent)
+    if not path.is_dir():
+        raise NotADirectoryError(20, "not a directory", str(path))
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the name of a temp file written by :func:`write_atomic`."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def remove_stale_temps(root: Path, *, fs: FileSystem = OS_FS) -> list[Path]:
+    """Delete temp files a crashed commit left under *root*; return what was removed.
+
+    Only called while holding the data-directory lock, so no live commit owns them.
+    """
+    removed: list[Path] = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if is_temp_name(name):
+                stale = Path(dirpath, name)
+                fs.unlink(stale)
+                removed.append(stale)
+    return removed

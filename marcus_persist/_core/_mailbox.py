@@ -1,0 +1,97 @@
+"""Request/reply over a bounded memory object stream.
+
+A caller's :meth:`Mailbox.request` puts a :class:`Request` in the inbox (waiting
+while it is full: backpressure) and then waits until the actor answers it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+import anyio
+import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .._errors import RuntimeClosed
+
+__all__ = ("ActorStatistics", "Mailbox", "Request")
+
+M = TypeVar("M")
+
+
+class ActorStatistics(msgspec.Struct, frozen=True):
+    """A snapshot of one actor's counters."""
+
+    name: str
+    queued: int  #: messages waiting in the inbox (and senders blocked on it)
+    batches: int  #: batches committed or failed so far
+    items: int  #: messages taken from the inbox so far
+    failed_commits: int
+    last_commit_seconds: float
+    mean_batch_size: float
+
+
+class Request(Generic[M]):
+    """One message and the slot its answer goes into; answered exactly once."""
+
+    __slots__ = ("_done", "_error", "_value", "message")
+
+    def __init__(self, message: M) -> None:
+        self.message = message
+        self._done = anyio.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self._done.is_set()
+
+    def resolve(self, value: Any) -> None:
+        if not self._done.is_set():
+            self._value = value
+            self._done.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self._done.is_set():
+            self._error = error
+            self._done.set()
+
+    async def outcome(self) -> Any:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class Mailbox(Generic[M]):
+    """The bounded inbox of one actor."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name = name
+        send, receive = anyio.create_memory_object_stream[Request[M]](size)
+        self._send: MemoryObjectSendStream[Request[M]] = send
+        self.inbox: MemoryObjectReceiveStream[Request[M]] = receive
+
+    async def request(self, message: M) -> Any:
+        """Send *message* and return the actor's answer once it is durable.
+
+        :raises RuntimeClosed: if the runtime no longer takes messages
+        """
+        request = Request(message)
+        try:
+            await self._send.send(request)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise RuntimeClosed(f"{self.name}: the runtime is closed") from None
+        return await request.outcome()
+
+    def close(self) -> None:
+        """Stop intake: messages already sent are still processed and answered."""
+        self._send.close()
+
+    def queued(self) -> int:
+        stats = self._send.statistics()
+        return stats.current_buffer_used + stats.tasks_waiting_send
+
+    @property
+    def closed(self) -> bool:
+        return self._send.statistics().open_send_streams == 0

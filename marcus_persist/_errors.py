@@ -1,0 +1,94 @@
+"""One error root and its families; every error the runtime raises is one of these."""
+
+from __future__ import annotations
+
+import errno as _errno
+
+__all__ = (
+    "BackendError",
+    "ConfigError",
+    "CorruptDataError",
+    "DataDirLocked",
+    "NotFound",
+    "PersistenceError",
+    "RuntimeClosed",
+    "TaskAlreadyAssigned",
+    "ValidationError",
+)
+
+
+class PersistenceError(Exception):
+    """Root of every marcus_persist error.
+
+    Raised as such when a commit fails (ENOSPC, EIO, a failed fsync): every
+    caller of that batch gets it, with :attr:`errno` set, and nothing of the
+    batch is acknowledged.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, what: str) -> PersistenceError:
+        """Wrap an OSError from a commit, keeping its errno."""
+        name = _errno.errorcode.get(exc.errno or 0, "?")
+        return cls(f"{what} failed: [{name}] {exc.strerror or exc}", errno=exc.errno)
+
+
+class ValidationError(PersistenceError, ValueError):
+    """Raised before anything is written when a message or record is malformed.
+
+    The message names the offending field. The rest of the batch goes on.
+    """
+
+
+class ConfigError(PersistenceError, ValueError):
+    """Raised when a configuration value is unknown or of the wrong type;
+    the message names its JSON path or environment variable."""
+
+
+class NotFound(PersistenceError, LookupError):
+    """Raised by a read-modify-write (``update``, ``renew_lease`` ...) whose key
+    holds nothing; nothing is written."""
+
+
+class TaskAlreadyAssigned(PersistenceError):
+    """Raised by ``assign`` when another worker already holds the task."""
+
+    def __init__(self, task_id: str, holder: str) -> None:
+        super().__init__(f"task {task_id!r} is already assigned to worker {holder!r}")
+        self.task_id = task_id
+        self.holder = holder
+
+
+class CorruptDataError(PersistenceError):
+    """Raised at startup when a stored file is corrupt, truncated, empty or of
+    the wrong shape and the configuration does not ask for quarantine.
+
+    The file is left byte-for-byte as it was.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class DataDirLocked(PersistenceError):
+    """Raised when another runtime (in this or another process) owns the data
+    directory; :attr:`pid` is the holder's process id when it could be read."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(f"data directory {path} is locked by {holder}")
+        self.path = path
+        self.pid = pid
+
+
+class BackendError(PersistenceError):
+    """Raised when a database driver fails; the driver's exception is chained."""
+
+
+class RuntimeClosed(PersistenceError):
+    """Raised by a call made after the runtime stopped taking new messages."""

@@ -1,0 +1,21 @@
+"""Storage backends, one contract (:mod:`._contract`), chosen by name."""
+
+from __future__ import annotations
+
+import importlib
+
+from .._config import Config
+from .._core._fs import FileSystem
+from ._contract import Backend
+
+__all__ = ("BACKEND_NAMES", "Backend", "create_backend")
+
+#: backend name -> module defining ``Backend``
+BACKEND_NAMES = ("file", "memory")
+
+
+def create_backend(config: Config, fs: FileSystem) -> Backend:
+    """Build the backend *config* names (the module is imported on demand)."""
+    module = importlib.import_module(f"{__name__}.{config.backend}")
+    backend: Backend = module.create(config, fs)
+    return backend

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import errno
+import threading
+from pathlib import Path
+
+import pytest
+
+from marcus_persist._core._fs import FileSystem
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every async test runs on both event loops."""
+    return str(request.param)
+
+
+class FaultyFS(FileSystem):
+    """Fails the chosen syscall with an errno while ``fail`` is set; can block fsync."""
+
+    def __init__(self) -> None:
+        self.fail: dict[str, int] = {}  # method name -> errno
+        self.calls: dict[str, int] = {}
+        self.fsync_gate = threading.Event()
+        self.fsync_gate.set()
+
+    def _maybe_fail(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        if name in self.fail:
+            code = self.fail[name]
+            raise OSError(code, errno.errorcode.get(code, "injected"))
+
+    def write(self, fd: int, data: bytes | memoryview) -> int:
+        self._maybe_fail("write")
+        return super().write(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        self.fsync_gate.wait(30)
+        self._maybe_fail("fsync")
+        super().fsync(fd)
+
+    def replace(self, src: Path, dst: Path) -> None:
+        self._maybe_fail("replace")
+        super().replace(src, dst)
+
+    def fsync_dir(self, path: Path) -> None:
+        self._maybe_fail("fsync_dir")
+        super().fsync_dir(path)
+
+
+@pytest.fixture
+def faulty_fs() -> FaultyFS:
+    return FaultyFS()

@@ -1,0 +1,33 @@
+"""The README's set-up commands are the ones CI and users run; fail when they drift."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def setup_commands() -> list[str]:
+    block = re.search(r"## Set up.*?```bash\n(.*?)```", README, re.S)
+    assert block, "README has no Set up block"
+    return [line for line in block.group(1).splitlines() if line and not line.startswith("#")]
+
+
+def test_exactly_two_setup_commands() -> None:
+    demo, tests = setup_commands()
+    assert demo.endswith("marcus-persist demo")
+    assert tests.endswith("python -m pytest")
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    _demo, tests = setup_commands()
+    assert tests in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_every_cli_command_is_in_the_readme() -> None:
+    from marcus_persist.cli import cli
+
+    for name in cli.commands:
+        assert f"marcus-persist {name}" in README, name
