@@ -21,7 +21,9 @@ from ._core._fs import OS_FS, FileSystem
 from ._core._mailbox import ActorStatistics
 from .backends import Backend, create_backend
 from .backends._files import Quarantined
+from .stores._audit_storage import AuditStorage, FileAuditStorage, MemoryAuditStorage
 from .stores.assignments import AssignmentsHandler, AssignmentStore
+from .stores.audit import AuditHandler, AuditStore
 
 __all__ = ("LAYOUT", "Runtime", "open_runtime")
 
@@ -44,6 +46,7 @@ class Runtime:
     """The running stores. Get one from :func:`open_runtime`; valid inside its ``async with``."""
 
     assignments: AssignmentStore
+    audit: AuditStore
 
     def __init__(self, config: Config, backend: Backend, actors: list[Actor[Any]]) -> None:
         self.config = config
@@ -116,6 +119,7 @@ async def open_runtime(
         store_backend = create_backend(config, fs)
 
     lock = DirLock(config.path) if store_backend.uses_data_dir else None
+    audit_storage = _audit_storage(store_backend, config, fs)
     try:
         if lock is not None:
             await anyio.to_thread.run_sync(_prepare_dir, config, lock, fs)
@@ -128,19 +132,44 @@ async def open_runtime(
         ]
         runtime = Runtime(config, store_backend, actors)
         runtime.assignments = AssignmentStore(actors[0], assignments)
+        audit = AuditHandler(audit_storage)
+        await anyio.to_thread.run_sync(audit.load)
+        audit_actor = Actor(
+            "audit", audit, inbox_size=config.inbox_size, max_batch=config.max_batch
+        )
+        actors.append(audit_actor)
+        runtime.audit = AuditStore(audit_actor, audit, config, clock)
         async with anyio.create_task_group() as tg:
             for actor in actors:
                 await tg.start(actor.run)
+            await tg.start(runtime.audit.run_maintenance)
             try:
                 yield runtime
             finally:
+                runtime.audit.stop_maintenance()
                 for actor in actors:
                     actor.mailbox.close()  # stop intake; each actor drains, commits, exits
     finally:
         with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(audit_storage.close)  # syncs "interval" lines
+            except OSError as exc:
+                log.error("audit: final fsync failed: %s", exc)
             await anyio.to_thread.run_sync(store_backend.close)
             if lock is not None:
                 lock.release()
+
+
+def _audit_storage(backend: Backend, config: Config, fs: FileSystem) -> AuditStorage:
+    """The backend's own audit storage if it has one, else JSON Lines files beside its
+    data (file, sqlite), else memory."""
+    provided = getattr(backend, "audit", None)
+    if callable(provided):
+        storage: AuditStorage = provided()
+        return storage
+    if backend.uses_data_dir:
+        return FileAuditStorage(config.path / "audit_logs", fs, config.durability)
+    return MemoryAuditStorage()
 
 
 def _prepare_dir(config: Config, lock: DirLock, fs: FileSystem) -> None:

@@ -9,7 +9,7 @@ import msgspec
 
 from .._errors import ValidationError
 
-__all__ = ("decode", "encode", "json_copy")
+__all__ = ("check_json", "decode", "encode", "json_copy")
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
@@ -38,6 +38,14 @@ def json_copy(value: Any, field: str) -> Any:
     except RecursionError:
         raise ValidationError(f"{field}: nested too deeply to store") from None
     return _decoder.decode(_encoder.encode(value))
+
+
+def check_json(value: Any, field: str) -> None:
+    """Check that *value* is plain JSON (see :func:`json_copy`) without copying it."""
+    try:
+        _check(value, field)
+    except RecursionError:
+        raise ValidationError(f"{field}: nested too deeply to store") from None
 
 
 def _check(value: Any, path: str) -> None:

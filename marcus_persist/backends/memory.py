@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from .._config import Config
 from .._core._fs import FileSystem
+from ..stores._audit_storage import MemoryAuditStorage
 from ._contract import CheckRecords, KeyedWrite, Record, Scope
 
 __all__ = ("MemoryBackend", "create")
@@ -34,9 +35,13 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self._assignments = MemoryAssignmentStorage()
+        self._audit = MemoryAuditStorage()
 
     def assignments(self) -> MemoryAssignmentStorage:
         return self._assignments
+
+    def audit(self) -> MemoryAuditStorage:
+        return self._audit
 
     def close(self) -> None:
         pass
