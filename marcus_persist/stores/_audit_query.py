@@ -61,6 +61,13 @@ class Filter(msgspec.Struct, frozen=True):
     tool_name: str | None = None
     success: bool | None = None
 
+    def needles(self) -> tuple[bytes, ...]:
+        """Bytes every matching line contains: ``"value"`` of each plain-ASCII field
+        filter (encoded alike by every JSON encoder). Lines without them are skipped
+        unparsed, so with such a filter bad lines are counted among candidates only."""
+        fields = (self.event_type, self.client_id, self.tool_name)
+        return tuple(b'"' + v.encode() + b'"' for v in fields if v is not None and _plain(v))
+
     def keeps(self, event: _Brief, when: datetime | None) -> bool:
         return (
             (self.event_type is None or event.event_type == self.event_type)
@@ -111,11 +118,12 @@ class _Scan:
         self.bad_count += 1
         if len(self.bad) < _KEPT_BAD:
             self.bad.append(BadLine(source, number, reason))
-        log.warning("%s line %d: unreadable audit event (%s); skipped", source, number, reason)
+            log.warning("%s line %d: unreadable audit event (%s); skipped", source, number, reason)
 
     def _walk(
         self, chosen: list[tuple[AuditSource, bool]]
     ) -> Generator[tuple[_Brief, bytes], None, None]:
+        needles = self.where.needles()
         for source, check_time in chosen:
             try:
                 stream = source.open()
@@ -125,7 +133,7 @@ class _Scan:
                 number = 0
                 for raw in _lines(stream, source):
                     number += 1
-                    if not raw.strip():
+                    if not raw.strip() or (needles and not all(n in raw for n in needles)):
                         continue
                     try:
                         event = _brief.decode(raw)
@@ -236,6 +244,10 @@ def _lines(stream: Any, source: AuditSource) -> Iterator[bytes]:
         yield from parts
     if rest and not source.daily:  # a day file's unterminated tail is an append in flight
         yield rest
+
+
+def _plain(value: str) -> bool:
+    return value.isascii() and value.isprintable() and '"' not in value and "\\" not in value
 
 
 def _parse_time(text: str) -> datetime:
