@@ -16,12 +16,14 @@ from ._runtime import open_runtime as open_runtime
 from .backends._files import Quarantined as Quarantined
 from .backends.memory import MemoryBackend as MemoryBackend
 from .stores.assignments import AssignmentStore as AssignmentStore
+from .stores.audit import AuditStore as AuditStore
 
 __version__ = "0.1.0"
 
 __all__ = (
     "ActorStatistics",
     "AssignmentStore",
+    "AuditStore",
     "BackendError",
     "Config",
     "ConfigError",

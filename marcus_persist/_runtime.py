@@ -169,6 +169,10 @@ def _audit_storage(backend: Backend, config: Config, fs: FileSystem) -> AuditSto
         return storage
     if backend.uses_data_dir:
         return FileAuditStorage(config.path / "audit_logs", fs, config.durability)
+    if backend.name != "memory":
+        log.warning(
+            "backend %s has no audit storage: the audit trail is kept in memory", backend.name
+        )
     return MemoryAuditStorage()
 
 

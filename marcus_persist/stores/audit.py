@@ -32,7 +32,7 @@ from .._core._actor import Actor
 from .._core._clock import Clock, iso_utc
 from .._core._codec import check_json, encode
 from .._core._mailbox import ActorStatistics, Request
-from .._errors import PersistenceError, RuntimeClosed, ValidationError
+from .._errors import PersistenceError, ValidationError
 from ._audit_query import AuditQuery, Filter, as_bound, scan_usage_stats, select_sources
 from ._audit_rotation import RotationPolicy, RotationReport
 from ._audit_storage import AuditStorage
@@ -215,7 +215,9 @@ class AuditStore:
                 event_type, client_id, client_type, tool_name, details, success, error
             )
             self._actor.mailbox.post_nowait(_Unawaited(message, self))
-        except (anyio.WouldBlock, RuntimeClosed, ValidationError) as exc:
+        except Exception as exc:
+            # full inbox, closed runtime, bad fields: counted, never raised (no bare
+            # raise here on purpose: an audit failure must not fail a tool call)
             self._dropped += 1
             if self._dropped == 1 or self._dropped % 1000 == 0:
                 log.warning("audit: event dropped (%d so far): %r", self._dropped, exc)

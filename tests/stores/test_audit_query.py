@@ -80,6 +80,16 @@ class TestQuery:
             query = rt.audit.query(start=DAY, end=DAY)
             assert len([e async for e in query]) == 3 and query.bad_lines == 0
 
+    async def test_non_ascii_values_written_escaped_by_marcus_still_match(
+        self, trail: Path
+    ) -> None:
+        path = day_file(trail, DAY)  # json.dumps escapes non-ASCII as \\uXXXX
+        extra = event_line(at(DAY, 5), 7, client_id="agént-ü", tool_name='say "hi"')
+        path.write_bytes(path.read_bytes() + extra)
+        async with open_runtime(trail, clock=FakeClock(at(DAY, 0))) as rt:
+            assert [e["details"]["n"] async for e in rt.audit.query(client_id="agént-ü")] == [7]
+            assert len([e async for e in rt.audit.query(tool_name='say "hi"')]) == 1
+
     async def test_early_exit_closes_the_query(self, trail: Path) -> None:
         async with (
             open_runtime(trail, clock=FakeClock(at(DAY, 0))) as rt,
