@@ -6,27 +6,22 @@ is written to a temp file, fsynced, renamed into place and its directory
 fsynced *before* any day file that went into it is unlinked. A failure while
 archiving removes the temp file and keeps every source.
 
-A weekly that already exists (a later day of the same week becomes old) is
-extended by copying its gzip members and adding one member per new day
-(concatenated gzip members are one valid gzip stream).
+Writing a weekly is idempotent (see :mod:`._audit_weekly`): a day file left
+behind by a crash after its weekly was committed is recognised and only deleted.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import io
 import logging
 import re
-import uuid
 from collections import defaultdict
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import msgspec
 
-from .._core._atomic import TEMP_MARKER
 from .._core._fs import FileSystem
+from ._audit_weekly import write_weekly
 
 __all__ = (
     "RotationPolicy",
@@ -39,7 +34,6 @@ __all__ = (
 
 log = logging.getLogger("marcus_persist")
 
-_COPY_CHUNK = 1 << 20
 _DAILY = re.compile(r"audit_(\d{8})\.jsonl")
 _WEEKLY = re.compile(r"audit_(\d{4})-W(\d{2})\.jsonl\.gz")
 
@@ -113,9 +107,9 @@ def rotate_directory(
         weeks[weekly_name(parsed[0])].append(path)
     for name, days in sorted(weeks.items()):
         target = archive_dir / name if (archive_dir / name).exists() else weekly_dir / name
-        _write_weekly(target, days, fs=fs, sync=policy.sync)
-        report.weeklies.append(name)
-        for day in days:  # only now that the weekly is durable
+        if write_weekly(target, days, fs=fs, sync=policy.sync):
+            report.weeklies.append(name)
+        for day in days:  # only now that the weekly holding them is durable
             fs.unlink(day)
             report.compacted.append(day.name)
         if policy.sync:
@@ -151,50 +145,3 @@ def rotate_directory(
             if removed and policy.sync:
                 fs.fsync_dir(folder)
     return report
-
-
-class _FdWriter(io.RawIOBase):
-    """A write-only file object over a descriptor, every byte through the FileSystem."""
-
-    def __init__(self, fs: FileSystem, fd: int) -> None:
-        super().__init__()
-        self._fs, self._fd = fs, fd
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        chunk = bytes(data)
-        self._fs.write_all(self._fd, chunk)
-        return len(chunk)
-
-
-def _write_weekly(target: Path, days: list[Path], *, fs: FileSystem, sync: bool) -> None:
-    """Atomically replace *target* with its old members plus one gzip member per day file."""
-    tmp = target.with_name(f"{target.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
-    fd = fs.create(tmp)
-    try:
-        try:
-            out = _FdWriter(fs, fd)
-            if target.exists():
-                with target.open("rb") as old:
-                    while chunk := old.read(_COPY_CHUNK):
-                        out.write(chunk)
-            for day in days:
-                with (
-                    day.open("rb") as source,
-                    gzip.GzipFile(day.name, "wb", 6, out, mtime=0) as member,
-                ):
-                    while chunk := source.read(_COPY_CHUNK):
-                        member.write(chunk)
-            if sync:
-                fs.fsync(fd)  # the archive is durable before it replaces anything
-        finally:
-            fs.close(fd)
-        fs.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            fs.unlink(tmp)
-        raise
-    if sync:
-        fs.fsync_dir(target.parent)

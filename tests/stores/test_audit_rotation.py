@@ -117,6 +117,29 @@ class TestRotation:
             await rt.audit.rotate()  # works once the disk does
             assert names(logs / "weekly")
 
+    async def test_a_crash_after_the_weekly_never_duplicates_a_day(self, tmp_path: Path) -> None:
+        class NoUnlink(FaultyFS):
+            def unlink(self, path: Path) -> None:
+                self._maybe_fail("unlink")
+                super().unlink(path)
+
+        days = fill_days(tmp_path, FIRST, TODAY)
+        fs = NoUnlink()
+        weekly = tmp_path / "audit_logs" / "weekly" / week_of(date(2026, 3, 2))
+        async with open_runtime(tmp_path, fs=fs, clock=FakeClock(noon(TODAY))) as rt:
+            fs.fail["unlink"] = errno.EIO  # "crash" right after the first weekly is durable
+            with pytest.raises(PersistenceError):
+                await rt.audit.rotate()
+            del fs.fail["unlink"]
+            assert day_file(tmp_path, FIRST).exists()  # the source is still there
+            report = await rt.audit.rotate()
+            assert week_of(FIRST) not in report.weeklies  # recognised, not written again
+            assert day_file(tmp_path, FIRST).name in report.compacted
+            assert not day_file(tmp_path, FIRST).exists()
+            assert len([e async for e in rt.audit.query()]) == 2 * len(days)
+            expected = b"".join(days[d] for d in sorted(days) if week_of(d) == weekly.name)
+            assert gzip.decompress(weekly.read_bytes()) == expected
+
     async def test_the_background_task_rotates_on_a_new_day(self, tmp_path: Path) -> None:
         fill_days(tmp_path, FIRST, FIRST + timedelta(days=2))
         async with open_runtime(

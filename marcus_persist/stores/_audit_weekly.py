@@ -1,0 +1,114 @@
+"""Weekly gzip archives of the audit trail, written atomically and idempotently.
+
+A weekly is a sequence of gzip members (one valid gzip stream: ``gzip -dc``
+and ``gzip.open`` read it whole). The first member is empty; its header's
+file name is the index ``audit-days:YYYYMMDD,...`` of the day files it holds.
+Each following member is one day file, named after it. Adding days rewrites
+the weekly (temp, fsync, rename, directory fsync): a fresh index, the old data
+members copied as they are, then the new days. Because the index is committed
+with the data, a day file that a crash left behind after its weekly was made
+durable is recognised and never added twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import uuid
+import zlib
+from pathlib import Path
+
+from .._core._atomic import TEMP_MARKER
+from .._core._fs import FileSystem
+
+__all__ = ("weekly_days", "write_weekly")
+
+_INDEX = "audit-days:"
+_COPY_CHUNK = 1 << 20
+_FNAME = 0x08
+
+
+def weekly_days(path: Path) -> tuple[set[str], int]:
+    """The day stamps (``YYYYMMDD``) a weekly holds, and the offset its data members start at.
+
+    A gzip without our index (written by something else) gives ``(set(), 0)``.
+    """
+    with path.open("rb") as stream:
+        head = stream.read(64 * 1024)
+    if len(head) < 10 or head[:2] != b"\x1f\x8b" or not head[3] & _FNAME or head[3] & ~_FNAME:
+        return set(), 0
+    name_end = head.find(b"\0", 10)
+    name = head[10:name_end].decode("latin-1") if name_end > 0 else ""
+    if not name.startswith(_INDEX):
+        return set(), 0
+    inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflate.decompress(head[name_end + 1 :])
+    if not inflate.eof:
+        return set(), 0
+    data_start = len(head) - len(inflate.unused_data) + 8  # + CRC32 and ISIZE
+    return {d for d in name[len(_INDEX) :].split(",") if d}, data_start
+
+
+def write_weekly(target: Path, days: list[Path], *, fs: FileSystem, sync: bool) -> bool:
+    """Make *target* hold every day file in *days* (``audit_YYYYMMDD.jsonl``), durably.
+
+    Returns ``False`` when it already held them all (nothing written). On
+    failure the temp file is removed and *target* is as it was.
+    """
+    held, data_start = weekly_days(target) if target.exists() else (set(), 0)
+    fresh = [day for day in days if _stamp(day) not in held]
+    if not fresh:
+        return False
+    index = _INDEX + ",".join(sorted(held | {_stamp(day) for day in fresh}))
+    tmp = target.with_name(f"{target.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+    fd = fs.create(tmp)
+    try:
+        try:
+            out = _FdWriter(fs, fd)
+            with gzip.GzipFile(index, "wb", 6, out, mtime=0):
+                pass  # the index member: empty content, the days in its name
+            if target.exists():
+                with target.open("rb") as old:
+                    old.seek(data_start)
+                    while chunk := old.read(_COPY_CHUNK):
+                        out.write(chunk)
+            for day in fresh:
+                with (
+                    day.open("rb") as source,
+                    gzip.GzipFile(day.name, "wb", 6, out, mtime=0) as member,
+                ):
+                    while chunk := source.read(_COPY_CHUNK):
+                        member.write(chunk)
+            if sync:
+                fs.fsync(fd)  # the archive is durable before it replaces anything
+        finally:
+            fs.close(fd)
+        fs.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fs.unlink(tmp)
+        raise
+    if sync:
+        fs.fsync_dir(target.parent)
+    return True
+
+
+def _stamp(day: Path) -> str:
+    return day.name[len("audit_") : len("audit_") + 8]
+
+
+class _FdWriter(io.RawIOBase):
+    """A write-only file object over a descriptor, every byte through the FileSystem."""
+
+    def __init__(self, fs: FileSystem, fd: int) -> None:
+        super().__init__()
+        self._fs, self._fd = fs, fd
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        chunk = bytes(data)
+        self._fs.write_all(self._fd, chunk)
+        return len(chunk)
