@@ -203,13 +203,15 @@ class MemoryAuditStorage:
 
     def __init__(self) -> None:
         self._days: dict[date, list[bytes]] = {}
+        self._lock = threading.Lock()  # the actor's thread appends while readers list
 
     def load(self) -> list[Path]:
         return []
 
     def append(self, groups: Mapping[date, Sequence[bytes]]) -> None:
-        for day, lines in groups.items():
-            self._days.setdefault(day, []).extend(lines)
+        with self._lock:
+            for day, lines in groups.items():
+                self._days.setdefault(day, []).extend(lines)
 
     def sync(self) -> int:
         return 0
@@ -219,10 +221,11 @@ class MemoryAuditStorage:
         return 0
 
     def sources(self) -> list[AuditSource]:
-        return [
-            AuditSource(daily_name(day), day, day, _memory_opener(list(lines)), True)
-            for day, lines in sorted(self._days.items())
-        ]
+        with self._lock:
+            return [
+                AuditSource(daily_name(day), day, day, _memory_opener(list(lines)), True)
+                for day, lines in sorted(self._days.items())
+            ]
 
     def rotate(self, today: date, policy: RotationPolicy) -> RotationReport:
         return RotationReport()

@@ -18,7 +18,6 @@ at append), or never (``"none"``).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
@@ -29,13 +28,12 @@ from anyio.abc import TaskStatus
 
 from .._config import Config
 from .._core._actor import Actor
-from .._core._clock import Clock, iso_utc
-from .._core._codec import check_json, encode
+from .._core._clock import Clock
 from .._core._mailbox import ActorStatistics, Request
-from .._errors import PersistenceError, ValidationError
+from .._errors import PersistenceError
+from ._audit_actor import AuditHandler, Message, Sync, build_event, marcus_context
 from ._audit_query import AuditQuery, Filter, as_bound, scan_usage_stats, select_sources
 from ._audit_rotation import RotationPolicy, RotationReport
-from ._audit_storage import AuditStorage
 
 __all__ = ("AuditHandler", "AuditStatistics", "AuditStore", "marcus_context")
 
@@ -43,18 +41,6 @@ log = logging.getLogger("marcus_persist")
 
 #: how often the maintenance task looks for a new UTC day to rotate on
 ROTATION_CHECK_SECONDS = 60.0
-
-
-class Append(msgspec.Struct, frozen=True, tag=True):
-    day: date
-    line: bytes  #: one encoded event, ending in ``\n``
-
-
-class Sync(msgspec.Struct, frozen=True, tag=True):
-    """Make every appended line durable (the ``interval`` timer sends it)."""
-
-
-Message = Append | Sync
 
 
 class AuditStatistics(msgspec.Struct, frozen=True):
@@ -68,64 +54,6 @@ class AuditStatistics(msgspec.Struct, frozen=True):
     torn_tails: int  #: torn last lines cut into ``.torn`` files at startup
     rotations: int
     last_rotation: RotationReport | None
-
-
-def marcus_context() -> dict[str, str]:
-    """Marcus's ``context`` block, read from the environment once."""
-    return {
-        "host": os.environ.get("HOSTNAME", "unknown"),
-        "transport": os.environ.get("MARCUS_TRANSPORT", "stdio"),
-        "version": os.environ.get("MARCUS_VERSION", "unknown"),
-    }
-
-
-class AuditHandler:
-    """The actor's side: the storage and a line counter."""
-
-    def __init__(self, storage: AuditStorage) -> None:
-        self.storage = storage
-        self.lines = 0
-        self.torn: list[str] = []
-
-    def load(self) -> None:
-        """Recover the files (cut torn tails); blocking, at startup."""
-        self.torn = [str(p) for p in self.storage.load()]
-
-    def begin(self) -> _Transaction:
-        return _Transaction(self)
-
-
-class _Transaction:
-    """One batch: its lines grouped by day, in arrival order, and whether to sync."""
-
-    def __init__(self, handler: AuditHandler) -> None:
-        self._h = handler
-        self._groups: dict[date, list[bytes]] = {}
-        self._count = 0
-        self._sync = False
-
-    @property
-    def changed(self) -> bool:
-        return bool(self._groups) or self._sync
-
-    def apply(self, message: Message) -> None:
-        match message:
-            case Append(day, line):
-                self._groups.setdefault(day, []).append(line)
-                self._count += 1
-            case Sync():
-                self._sync = True
-            case _:
-                raise ValidationError(f"unknown audit message {type(message).__name__}")
-
-    def commit(self) -> None:
-        if self._groups:
-            self._h.storage.append(self._groups)
-        if self._sync:
-            self._h.storage.sync()
-
-    def publish(self) -> None:
-        self._h.lines += self._count
 
 
 class _Unawaited(Request[Message]):
@@ -189,8 +117,16 @@ class AuditStore:
         :raises ValidationError: if a field has the wrong type or *details* is not JSON
         :raises PersistenceError: if the batch's append or fsync failed (nothing of it kept)
         """
-        message = self._event(
-            event_type, client_id, client_type, tool_name, details, success, error
+        message = build_event(
+            self._clock.now(),
+            self._context,
+            event_type,
+            client_id,
+            client_type,
+            tool_name,
+            details,
+            success,
+            error,
         )
         await self._actor.request(message)
 
@@ -211,8 +147,16 @@ class AuditStore:
         counted in :meth:`statistics` and logged, never raised into the caller's work.
         """
         try:
-            message = self._event(
-                event_type, client_id, client_type, tool_name, details, success, error
+            message = build_event(
+                self._clock.now(),
+                self._context,
+                event_type,
+                client_id,
+                client_type,
+                tool_name,
+                details,
+                success,
+                error,
             )
             self._actor.mailbox.post_nowait(_Unawaited(message, self))
         except Exception as exc:
@@ -376,43 +320,3 @@ class AuditStore:
     def __repr__(self) -> str:
         s = self.statistics()
         return f"<AuditStore lines={s.lines} dropped={s.dropped} {self._actor!r}>"
-
-    def _event(
-        self,
-        event_type: Any,
-        client_id: Any,
-        client_type: Any,
-        tool_name: Any,
-        details: Any,
-        success: Any,
-        error: Any,
-    ) -> Append:
-        if not isinstance(event_type, str) or not event_type:
-            raise ValidationError(f"event_type: expected a non-empty string, got {event_type!r}")
-        for field, value in (
-            ("client_id", client_id),
-            ("client_type", client_type),
-            ("tool_name", tool_name),
-            ("error", error),
-        ):
-            if value is not None and not isinstance(value, str):
-                raise ValidationError(f"{field}: expected a string or None, got {value!r}")
-        if not isinstance(details, dict):
-            raise ValidationError(f"details: expected a dict, got {type(details).__name__}")
-        if not isinstance(success, bool):
-            raise ValidationError(f"success: expected a bool, got {success!r}")
-        check_json(details, "details")
-        moment = self._clock.now().astimezone(UTC)
-        event: dict[str, Any] = {
-            "timestamp": iso_utc(moment),
-            "event_type": event_type,
-            "client_id": client_id,
-            "client_type": client_type,
-            "tool_name": tool_name,
-            "success": success,
-            "details": details,
-        }
-        if error:  # Marcus writes "error" only when there is one
-            event["error"] = error
-        event["context"] = self._context
-        return Append(moment.date(), encode(event) + b"\n")
