@@ -189,10 +189,14 @@ class FileAuditStorage:
         for day in [d for d in self._open if d < before]:
             file = self._open[day]
             try:
+                file.repair()
                 if self._sync:
                     file.sync()
+                file.repair()  # a failed sync is cut now
             except OSError as exc:
-                log.error("%s: final fsync failed (%s); unsynced lines were cut", file.path, exc)
+                # kept open (and so never rotated) until a later batch can cut it back
+                log.error("%s: cannot close cleanly yet (%s)", file.path, exc)
+                continue
             with self._lock:
                 del self._open[day]
             file.close()
