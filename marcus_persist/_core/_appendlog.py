@@ -39,6 +39,8 @@ class AppendFile:
         self._sync = sync
         size = path.stat().st_size if path.exists() else 0
         self._fd: int | None = fs.open_append(path)
+        # the file's name (it may be new) is made durable once, with its first fsync
+        self._dir_synced = not sync
         self.end = size
         self.durable = size
         self.needs_repair = False
@@ -77,6 +79,9 @@ class AppendFile:
             self.end = self.durable
             self.needs_repair = True
             raise
+        if not self._dir_synced:
+            self._fs.fsync_dir(self.path.parent)
+            self._dir_synced = True
         self.durable = self.end
 
     def rollback(self, offset: int) -> None:

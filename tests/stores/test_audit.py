@@ -138,6 +138,18 @@ class TestFailures:
         async with open_runtime(tmp_path, clock=clock) as rt:
             assert [e["details"]["n"] async for e in rt.audit.query()] == [0, 21]
 
+    async def test_a_new_day_file_is_acknowledged_only_once_its_name_is_durable(
+        self, tmp_path: Path, faulty_fs: FaultyFS
+    ) -> None:
+        async with open_runtime(tmp_path, fs=faulty_fs) as rt:
+            faulty_fs.fail["fsync_dir"] = errno.EIO
+            with pytest.raises(PersistenceError) as caught:
+                await rt.audit.log_event("tool_call", "a", "agent", "t", {"n": 0})
+            assert caught.value.errno == errno.EIO
+            del faulty_fs.fail["fsync_dir"]
+            await rt.audit.log_event("tool_call", "a", "agent", "t", {"n": 1})
+            assert [e["details"]["n"] async for e in rt.audit.query()] == [1]
+
 
 class TestNowait:
     async def test_never_raises_and_counts_drops(self, tmp_path: Path) -> None:
