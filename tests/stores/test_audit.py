@@ -196,6 +196,27 @@ class TestDurabilityPolicies:
         # leaving the runtime synced the rest
         assert rt.audit.statistics().unsynced_bytes == 0
 
+    async def test_interval_fsync_failure_cuts_back_to_the_last_durable_offset(
+        self, tmp_path: Path, faulty_fs: FaultyFS
+    ) -> None:
+        clock = FakeClock(datetime(2026, 4, 2, 8, tzinfo=UTC))
+        live = day_file(tmp_path, clock.moment)
+        async with open_runtime(
+            tmp_path, fs=faulty_fs, clock=clock, durability="interval", fsync_interval_ms=3_600_000
+        ) as rt:
+            await rt.audit.log_event("tool_call", "a", "agent", "t", {"n": 0})
+            await rt.audit.sync()
+            durable = live.read_bytes()
+            for n in range(1, 4):  # answered at append, not yet durable
+                await rt.audit.log_event("tool_call", "a", "agent", "t", {"n": n})
+            faulty_fs.fail["fsync"] = errno.EIO
+            with pytest.raises(PersistenceError):
+                await rt.audit.sync()
+            assert live.read_bytes() == durable  # never kept on the word of a later fsync
+            del faulty_fs.fail["fsync"]
+            await rt.audit.log_event("tool_call", "a", "agent", "t", {"n": 4})
+        assert [e["details"]["n"] for e in read_events(live)] == [0, 4]
+
     async def test_interval_timer_fsyncs(self, tmp_path: Path) -> None:
         async with open_runtime(tmp_path, durability="interval", fsync_interval_ms=5) as rt:
             await rt.audit.log_event("tool_call", "a", "agent", "t", {})
