@@ -170,18 +170,23 @@ async def child_case(root: Path, case: str) -> dict[str, Any]:
 
 
 async def marcus_usage_stats(path: Path) -> int:
-    """Marcus's get_usage_stats reading loop: aiofiles, one line at a time, json.loads."""
+    """Marcus's get_usage_stats reading loop: aiofiles, one line at a time, json.loads,
+    the timestamp parsed for the date check, every counter Marcus keeps."""
     import aiofiles
 
-    total = 0
-    by_tool: dict[str, int] = {}
+    counters: dict[str, dict[str, int]] = {"client_type": {}, "tool_name": {}, "event_type": {}}
     clients: set[str] = set()
+    total = errors = 0
     async with aiofiles.open(path) as f:
         async for line in f:
             event = json.loads(line.strip())
+            datetime.fromisoformat(event["timestamp"])
             total += 1
             clients.add(event["client_id"])
-            by_tool[event["tool_name"]] = by_tool.get(event["tool_name"], 0) + 1
+            for key, counts in counters.items():
+                if event.get(key):
+                    counts[event[key]] = counts.get(event[key], 0) + 1
+            errors += not event.get("success", True)
     return total
 
 
