@@ -10,13 +10,17 @@ from pathlib import Path
 import anyio
 import click
 import msgspec
+from rich.console import Console
+from rich.table import Table
 
 from ._backup import BACKUPS_DIR, create_backup, prune_backups, restore_backup
 from ._config import Config
 from ._core._dirlock import DirLock
 from ._demo import run_demo
+from ._doctor import diagnose
 from ._errors import PersistenceError
 from ._runtime import prepare_data_dir
+from ._stats import collect_stats
 
 __all__ = ("cli", "main")
 
@@ -146,6 +150,78 @@ def restore(backup_path: Path, data_dir: Path, force: bool) -> None:
         f"restored {len(manifest.files)} files ({manifest.total_bytes:,} bytes) "
         f"into {data_dir} in {time.perf_counter() - started:.2f} s"
     )
+
+
+@cli.command()
+@DATA_DIR
+@click.option("--repair", is_flag=True, help="Quarantine corrupt files, remove stale temps.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def doctor(data_dir: Path, repair: bool, as_json: bool) -> None:
+    """Validate every file of DATA_DIR; exit 0 clean, 1 problems found, 2 could not check.
+
+    --repair never deletes data: corrupt files are renamed aside
+    (NAME.corrupt-<time>) and only temp files of interrupted commits are removed.
+    """
+    try:
+        findings = diagnose(data_dir, repair=repair)
+    except (OSError, PersistenceError) as exc:
+        click.echo(f"could not check {data_dir}: {exc}", err=True)
+        raise SystemExit(2) from None
+    problems = [f for f in findings if f.severity != "info" and f.repaired is None]
+    if as_json:
+        click.echo(msgspec.json.encode(findings).decode())
+    elif not findings:
+        click.echo(f"{data_dir}: clean")
+    else:
+        table = Table("severity", "path", "problem", "repair", title=str(data_dir))
+        for f in findings:
+            table.add_row(f.severity, f.path, f.problem, f.repaired or "")
+        Console().print(table)
+    raise SystemExit(1 if problems else 0)
+
+
+@cli.command()
+@DATA_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+def stats(data_dir: Path, as_json: bool) -> None:
+    """Records, bytes and files per data type, and the audit trail by day."""
+    if not data_dir.is_dir():
+        raise click.ClickException(f"{data_dir} is not a directory")
+    result = collect_stats(data_dir)
+    if as_json:
+        click.echo(msgspec.json.encode(result).decode())
+        return
+    table = Table(
+        "data type",
+        "records",
+        "bytes",
+        "files",
+        "oldest",
+        "newest",
+        "per day",
+        title=f"{data_dir} ({result.total_bytes:,} bytes)",
+    )
+    for t in result.types:
+        table.add_row(
+            t.name,
+            _opt(t.records),
+            f"{t.bytes:,}",
+            str(t.files),
+            t.oldest or "",
+            t.newest or "",
+            _opt(t.growth_per_day),
+        )
+    console = Console()
+    console.print(table)
+    if result.audit_days:
+        days = Table("day", "events", "bytes", title="audit trail by day")
+        for d in result.audit_days:
+            days.add_row(d.day, f"{d.events:,}", f"{d.bytes:,}")
+        console.print(days)
+
+
+def _opt(value: float | None) -> str:
+    return "" if value is None else f"{value:,}"
 
 
 def main() -> int:
