@@ -21,6 +21,8 @@ from ._core._dirlock import DirLock
 from ._core._fs import OS_FS, FileSystem
 from ._core._mailbox import ActorStatistics
 from ._errors import PersistenceError
+from ._metrics import Metrics, actor_metrics, instrument
+from ._stats import collect_stats
 from .backends import Backend, create_backend
 from .backends._files import Quarantined
 from .stores.assignments import AssignmentsHandler, AssignmentStore
@@ -110,6 +112,19 @@ class Runtime:
             except (PersistenceError, OSError) as exc:  # a failed backup must not stop the stores
                 log.error("scheduled backup failed: %s", exc)
 
+    async def metrics(self) -> Metrics:
+        """Per actor: queue depth, batch-size and commit-latency histograms, items
+        committed; bytes on disk per data type; the last backup."""
+        sizes: dict[str, int] = {}
+        if self.backend.uses_data_dir:
+            stats = await anyio.to_thread.run_sync(collect_stats, self.data_dir)
+            sizes = {t.name: t.bytes for t in stats.types}
+        return Metrics(
+            actors=actor_metrics(self._actors),
+            bytes_on_disk=sizes,
+            last_backup=str(self.last_backup) if self.last_backup else None,
+        )
+
     def statistics(self) -> dict[str, ActorStatistics]:
         """Each actor's counters, by store name."""
         return {actor.name: actor.statistics() for actor in self._actors}
@@ -185,6 +200,7 @@ async def open_runtime(
         async with anyio.create_task_group() as tg:
             for actor in actors:
                 await tg.start(actor.run)
+            stop_telemetry = instrument(runtime)
             background = anyio.CancelScope()
             if config.backup_enabled and store_backend.uses_data_dir:
                 tg.start_soon(_in_scope, background, runtime._scheduled_backups)
@@ -192,6 +208,8 @@ async def open_runtime(
                 yield runtime
             finally:
                 background.cancel()
+                if stop_telemetry is not None:
+                    stop_telemetry()
                 for actor in actors:
                     actor.mailbox.close()  # stop intake; each actor drains, commits, exits
     finally:

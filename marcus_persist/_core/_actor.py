@@ -23,6 +23,7 @@ from anyio.abc import TaskStatus
 
 from .._errors import PersistenceError, RuntimeClosed
 from ._mailbox import ActorStatistics, Barrier, Mailbox, Request
+from ._metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS, Histogram
 
 __all__ = ("Actor", "Handler", "Transaction")
 
@@ -77,8 +78,11 @@ class Actor(Generic[M]):
         self._limiter = anyio.CapacityLimiter(1)  # commits never queue behind the host's threads
         self._batches = 0
         self._items = 0
+        self._committed = 0
         self._failed_commits = 0
         self._last_commit = math.nan
+        self.batch_sizes = Histogram(BATCH_SIZE_BOUNDS)
+        self.commit_seconds = Histogram(COMMIT_SECONDS_BOUNDS)
 
     async def request(self, message: M) -> Any:
         return await self.mailbox.request(message)
@@ -89,6 +93,7 @@ class Actor(Generic[M]):
             queued=self.mailbox.queued(),
             batches=self._batches,
             items=self._items,
+            committed=self._committed,
             failed_commits=self._failed_commits,
             last_commit_seconds=self._last_commit,
             mean_batch_size=self._items / self._batches if self._batches else 0.0,
@@ -166,6 +171,7 @@ class Actor(Generic[M]):
     async def _process(self, batch: list[Request[M]]) -> None:
         self._batches += 1
         self._items += len(batch)
+        self.batch_sizes.observe(len(batch))
         txn = self._handler.begin()
         staged: list[tuple[Request[M], Any]] = []
         for request in batch:
@@ -190,7 +196,9 @@ class Actor(Generic[M]):
                 return
             finally:
                 self._last_commit = time.perf_counter() - started
+                self.commit_seconds.observe(self._last_commit)
             txn.publish()
+        self._committed += len(staged)
         for request, answer in staged:
             request.resolve(answer)
 

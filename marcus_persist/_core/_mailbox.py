@@ -29,6 +29,7 @@ class ActorStatistics(msgspec.Struct, frozen=True):
     failed_commits: int
     last_commit_seconds: float
     mean_batch_size: float
+    committed: int = 0  #: messages acknowledged as durable
 
 
 class Barrier:
