@@ -29,7 +29,7 @@ from anyio.abc import TaskStatus
 from .._config import Config
 from .._core._actor import Actor
 from .._core._clock import Clock
-from .._core._mailbox import ActorStatistics, Request
+from .._core._mailbox import ActorStatistics, Barrier, Request
 from .._errors import PersistenceError
 from ._audit_actor import AuditHandler, Message, Sync, build_event, marcus_context
 from ._audit_query import AuditQuery, Filter, as_bound, scan_usage_stats, select_sources
@@ -56,7 +56,7 @@ class AuditStatistics(msgspec.Struct, frozen=True):
     last_rotation: RotationReport | None
 
 
-class _Unawaited(Request[Message]):
+class _Unawaited(Request[Message | Barrier]):
     """A ``log_event_nowait`` request: nobody awaits it, so a failure is counted here."""
 
     __slots__ = ("_store",)
