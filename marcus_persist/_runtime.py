@@ -95,7 +95,7 @@ class Runtime:
         if not self.backend.uses_data_dir:
             raise PersistenceError(f"the {self.backend.name} backend keeps no files to back up")
         dest = Path(to) if to is not None else self.data_dir / BACKUPS_DIR
-        async with self.paused():
+        async with self.audit.rotation_held(), self.paused():  # audit files stay put
             path = await anyio.to_thread.run_sync(
                 lambda: create_backup(self.data_dir, dest, sync=self.config.fsync)
             )

@@ -17,8 +17,9 @@ at append), or never (``"none"``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -94,7 +95,7 @@ class AuditStore:
             config.audit_retention_days,
             sync=config.fsync,
         )
-        self._rotation_limiter = anyio.CapacityLimiter(1)
+        self._rotation_lock = anyio.Lock()  # one rotation at a time, none during a backup
         self._maintenance: anyio.CancelScope | None = None
         self._dropped = 0
         self._nowait_failed = 0
@@ -269,14 +270,19 @@ class AuditStore:
         """
         today = (now or self._clock.now()).astimezone(UTC).date()
         try:
-            report = await anyio.to_thread.run_sync(
-                self._storage.rotate, today, self._policy, limiter=self._rotation_limiter
-            )
+            async with self._rotation_lock:
+                report = await anyio.to_thread.run_sync(self._storage.rotate, today, self._policy)
         except OSError as exc:
             raise PersistenceError.from_os_error(exc, "audit rotation") from exc
         self._rotations += 1
         self._last_rotation = report
         return report
+
+    @contextlib.asynccontextmanager
+    async def rotation_held(self) -> AsyncIterator[None]:
+        """No rotation runs inside this block (files stay put while a backup copies them)."""
+        async with self._rotation_lock:
+            yield
 
     async def run_maintenance(self, *, task_status: TaskStatus[None]) -> None:
         """The background upkeep: the ``interval`` fsync timer and rotation on a new day."""

@@ -158,3 +158,22 @@ class TestRotation:
             report = await rt.audit.rotate(noon(TODAY))  # FIRST is old, but still open
             assert report.compacted == []
             assert day_file(tmp_path, FIRST).exists()
+
+
+class TestWithBackups:
+    async def test_a_backup_holds_rotation_and_copies_the_trail(self, tmp_path: Path) -> None:
+        monday = FIRST + timedelta(days=1)
+        days = fill_days(tmp_path, monday, monday + timedelta(days=1))
+        async with open_runtime(tmp_path, clock=FakeClock(noon(TODAY))) as rt:
+            async with anyio.create_task_group() as tg, rt.audit.rotation_held():
+                tg.start_soon(rt.audit.rotate)
+                await anyio.wait_all_tasks_blocked()
+                assert rt.audit.statistics().rotations == 0  # waits for the holder
+                assert day_file(tmp_path, monday).exists()
+            assert rt.audit.statistics().rotations == 1
+            await rt.audit.log_event("tool_call", "a", "agent", "t", {"n": 5})
+            backup = await rt.backup()
+        copied = sorted((backup / "audit_logs").rglob("audit_*"))
+        assert [p.name for p in copied] == [day_file(tmp_path, TODAY).name, week_of(monday)]
+        assert gzip.decompress(copied[1].read_bytes()) == b"".join(days.values())
+        assert b'"n":5' in copied[0].read_bytes()
