@@ -290,6 +290,7 @@ class AuditStore:
         tick = self._config.fsync_interval_ms / 1000 if interval else ROTATION_CHECK_SECONDS
         tick = min(tick, ROTATION_CHECK_SECONDS)
         rotated_on: date | None = None
+        retry_at = 0.0
         with anyio.CancelScope() as self._maintenance:
             task_status.started()
             while True:
@@ -300,12 +301,15 @@ class AuditStore:
                     except PersistenceError as exc:
                         log.error("audit: interval fsync failed: %s", exc)
                 today = self._clock.now().astimezone(UTC).date()
-                if today != rotated_on and self._actor.mailbox.queued() == 0:  # idle time
-                    rotated_on = today
+                idle = self._actor.mailbox.queued() == 0
+                if today != rotated_on and idle and anyio.current_time() >= retry_at:
                     try:
                         await self.rotate()
                     except PersistenceError as exc:
-                        log.error("audit: rotation failed, sources kept: %s", exc)
+                        log.error("audit: rotation failed, sources kept; will retry: %s", exc)
+                        retry_at = anyio.current_time() + ROTATION_CHECK_SECONDS
+                    else:
+                        rotated_on = today
 
     def stop_maintenance(self) -> None:
         if self._maintenance is not None:
