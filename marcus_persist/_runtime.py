@@ -21,7 +21,7 @@ from ._core._fs import OS_FS, FileSystem
 from ._core._mailbox import ActorStatistics
 from .backends import Backend, create_backend
 from .backends._files import Quarantined
-from .stores.assignments import AssignmentsHandler, AssignmentStore
+from .stores.assignments import AssignmentStore, assignments_handler
 
 __all__ = ("LAYOUT", "Runtime", "open_runtime")
 
@@ -119,7 +119,7 @@ async def open_runtime(
     try:
         if lock is not None:
             await anyio.to_thread.run_sync(_prepare_dir, config, lock, fs)
-        assignments = AssignmentsHandler(store_backend.assignments(), clock)
+        assignments = assignments_handler(store_backend, clock)
         await anyio.to_thread.run_sync(assignments.load)
         actors: list[Actor[Any]] = [
             Actor(
