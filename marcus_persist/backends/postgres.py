@@ -58,6 +58,8 @@ class PgDatabase:
         self.schema = schema
         self.ident = sql.Identifier(schema)
         self.dbname = ""
+        self._dsn = dsn
+        self._app = f"marcus_persist:{schema}"
         self._lock = threading.Lock()
         self._opened = False
         self.pool: psycopg_pool.ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
@@ -67,7 +69,7 @@ class PgDatabase:
             open=False,
             timeout=10.0,
             name=f"marcus_persist:{schema}",
-            kwargs={"autocommit": True, "application_name": f"marcus_persist:{schema}"},
+            kwargs={"autocommit": True, "application_name": self._app},
             configure=_configure,
             check=psycopg_pool.ConnectionPool.check_connection,  # a dead one is replaced
         )
@@ -78,10 +80,14 @@ class PgDatabase:
             if self._opened:
                 return
             try:
-                self.pool.open(wait=True, timeout=10.0)
-                with self.pool.connection() as conn:
+                # one direct connection first: an unreachable server fails now, not
+                # after the pool's reconnection attempts
+                with psycopg.connect(
+                    self._dsn, autocommit=True, application_name=self._app
+                ) as conn:
                     self.dbname = conn.info.dbname
                     migrate(conn, self.schema)
+                self.pool.open(wait=True, timeout=10.0)
             except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
                 self.pool.close()
                 raise BackendError(f"postgres: cannot open the database: {exc}") from exc
