@@ -183,6 +183,8 @@ class PostgresBackend:
         self.redis_url = redis_url
         self._assignments = PostgresAssignmentStorage(db)
         self._closers: list[Callable[[], None]] = []
+        #: the Redis cache of the assignments, once the runtime made one
+        self.cache: Any = None
 
     def assignments(self) -> PostgresAssignmentStorage:
         return self._assignments
@@ -197,6 +199,7 @@ class PostgresBackend:
 
             cache = AssignmentCache(self.redis_url, f"marcus_persist:{self.db.schema}")
             self._closers.append(cache.close)
+            self.cache = cache
         return PgAssignmentsHandler(self.db, cache, clock)
 
     def close(self) -> None:
