@@ -1,19 +1,26 @@
 """Assignments on PostgreSQL: the database, not this process, is the authority.
 
 Several processes share one table. ``apply`` only stages a message and
-returns a :class:`Deferred`; ``commit`` runs the batch as one transaction, one
-SAVEPOINT per message, and fills each answer in:
+returns a :class:`Deferred`; ``commit`` runs the batch as one transaction
+and fills each answer in once it committed:
 
-* ``UNIQUE (scope, task_id)`` keeps a task held by at most one worker; an
-  ``assign`` that hits it rolls back its own savepoint and fails its caller
-  alone with :class:`TaskAlreadyAssigned`;
-* before writing, the batch takes transaction-scoped advisory locks on every
-  worker and task it names, in one global order, so concurrent batches of
-  different processes queue instead of deadlocking (a deadlock PostgreSQL
-  still detects fails only that message, with :class:`BackendError`);
+* ``UNIQUE (scope, task_id)`` keeps a task held by at most one worker, across
+  every process;
+* first the batch takes transaction-scoped advisory locks on every worker and
+  task it names, in one global order: concurrent batches of other processes
+  touching the same keys queue behind it instead of deadlocking, and what it
+  reads of those keys stays true until it commits;
+* so ``assign``/``save``/``remove`` run pipelined (one round trip for a run
+  of them): each statement writes only when no other worker holds the task,
+  and says who does; a refused ``assign`` fails its caller alone with
+  :class:`TaskAlreadyAssigned`;
 * ``update(fn)`` reads the row ``FOR UPDATE`` and runs *fn* inside the
-  transaction (in the commit's worker thread): a read-modify-write no other
-  process can interleave with;
+  transaction (in the commit's worker thread), in a SAVEPOINT: a
+  read-modify-write no other process can interleave with, whose failure is
+  its caller's alone;
+* if a pipelined run hits a database error (a message PostgreSQL refuses, a
+  writer outside this runtime racing the constraint), the batch is rolled
+  back and run again with a SAVEPOINT per message, so only that message fails;
 * after ``COMMIT`` the Redis cache is invalidated, then callers are answered.
 
 Reads go to the cache (worker -> record, task -> holder) and else to the database.
@@ -39,8 +46,6 @@ from .postgres import Connection, PgDatabase, scope_key
 
 __all__ = ("PgAssignmentsHandler",)
 
-_MAX_TRIES = 3  # a holder that vanished between the violation and the look-up: try again
-
 
 class PgAssignmentsHandler:
     """The assignments actor's handler over the shared table (reads: cache, then table)."""
@@ -51,15 +56,20 @@ class PgAssignmentsHandler:
         self.clock = clock
         t = db.table("assignments")
         self.sql_claim = sql.SQL(
-            # the worker's previous task (for the cache), then the upsert; a retried
-            # assign of the task the worker already holds changes nothing
-            "WITH old AS (SELECT task_id FROM {t} WHERE scope = %(s)s AND worker_id = %(w)s),"
+            # the worker's previous assignment and the task's other holder (if
+            # any), then the write unless another worker holds the task; a
+            # retried assign of the task the worker already holds changes nothing
+            "WITH old AS (SELECT task_id, record FROM {t}"
+            " WHERE scope = %(s)s AND worker_id = %(w)s),"
+            " holder AS (SELECT worker_id FROM {t}"
+            " WHERE scope = %(s)s AND task_id = %(t)s AND worker_id <> %(w)s),"
             " up AS (INSERT INTO {t} AS a (scope, worker_id, task_id, record)"
-            " VALUES (%(s)s, %(w)s, %(t)s, %(r)s::jsonb)"
+            " SELECT %(s)s, %(w)s, %(t)s, %(r)s::jsonb WHERE NOT EXISTS (SELECT 1 FROM holder)"
             " ON CONFLICT (scope, worker_id) DO UPDATE"
             " SET task_id = excluded.task_id, record = excluded.record, committed_at = now()"
             " WHERE %(always)s OR a.task_id <> excluded.task_id RETURNING 1)"
-            " SELECT (SELECT task_id FROM old), EXISTS (SELECT 1 FROM up)"
+            " SELECT (SELECT task_id FROM old), (SELECT record FROM old),"
+            " (SELECT worker_id FROM holder), EXISTS (SELECT 1 FROM up)"
         ).format(t=t)
         self.sql_record = sql.SQL(
             "SELECT record FROM {} WHERE scope = %s AND worker_id = %s"
@@ -139,13 +149,19 @@ class PgAssignmentsHandler:
         return self.db.run(lambda c: c.execute(self.sql_all, (scope,)).fetchall())
 
 
+Outcome = tuple[Any, BaseException | None, list[CacheKey]]  # value, error, keys written
+
+
+class _SlowPath(Exception):
+    """The pipelined run hit a database error: run the batch again, one savepoint each."""
+
+
 class _PgTransaction:
     """One batch: messages staged in order, run in one database transaction at commit."""
 
     def __init__(self, handler: PgAssignmentsHandler) -> None:
         self._h = handler
         self._staged: list[tuple[Message, Deferred, str]] = []
-        self._touched: list[CacheKey] = []
 
     @property
     def changed(self) -> bool:
@@ -158,19 +174,42 @@ class _PgTransaction:
 
     def commit(self) -> None:
         try:
-            with self._h.db.connection() as conn, conn.transaction():
-                conn.execute(self._h.sql_lock_keys, (sorted(self._lock_keys()),))
-                for message, answer, now in self._staged:
-                    self._run_one(conn, message, answer, now)
+            outcomes = self._attempt(pipelined=True)
+        except _SlowPath:
+            outcomes = self._attempt(pipelined=False)
+        # committed: now each caller's answer, and the cache
+        touched: list[CacheKey] = []
+        for (_message, answer, _now), (value, error, keys) in zip(
+            self._staged, outcomes, strict=True
+        ):
+            if error is not None:
+                answer.fail(error)
+            else:
+                answer.resolve(value)
+                touched.extend(keys)
+        if self._h.cache is not None:
+            self._h.cache.invalidate(touched)
+
+    def publish(self) -> None:
+        pass  # nothing kept in memory: the database is the committed state
+
+    def _attempt(self, *, pipelined: bool) -> list[Outcome]:
+        try:
+            with self._h.db.connection() as conn:
+                try:
+                    with conn.transaction():
+                        conn.execute(self._h.sql_lock_keys, (sorted(self._lock_keys()),))
+                        if pipelined:
+                            return self._run_pipelined(conn)
+                        return [self._in_savepoint(conn, i) for i in range(len(self._staged))]
+                except psycopg.Error:
+                    if pipelined and not (conn.broken or conn.closed):
+                        raise _SlowPath from None
+                    raise
         except BackendError:
             raise
         except psycopg.Error as exc:
             raise BackendError(f"postgres: assignments commit failed: {exc}") from exc
-        if self._h.cache is not None:
-            self._h.cache.invalidate(self._touched)
-
-    def publish(self) -> None:
-        pass  # nothing kept in memory: the database is the committed state
 
     def _lock_keys(self) -> set[str]:
         schema = self._h.db.schema
@@ -182,93 +221,116 @@ class _PgTransaction:
                 keys.add(f"{schema}\x1ft\x1f{scope}\x1f{message.task_id}")
         return keys
 
-    def _run_one(self, conn: Connection, message: Message, answer: Deferred, now: str) -> None:
+    def _run_pipelined(self, conn: Connection) -> list[Outcome]:
+        """Runs of assign/save/remove in one round trip each; every update on its own."""
+        outcomes: list[Outcome] = []
+        staged, i = self._staged, 0
+        while i < len(staged):
+            if isinstance(staged[i][0], Update):
+                outcomes.append(self._in_savepoint(conn, i))
+                i += 1
+                continue
+            j = i
+            while j < len(staged) and not isinstance(staged[j][0], Update):
+                j += 1
+            with conn.pipeline():
+                cursors = [self._send(conn, *staged[k][::2]) for k in range(i, j)]
+                rows = [cursor.fetchone() for cursor in cursors]
+            outcomes.extend(
+                self._interpret(staged[k][0], staged[k][2], rows[k - i]) for k in range(i, j)
+            )
+            i = j
+        return outcomes
+
+    def _in_savepoint(self, conn: Connection, index: int) -> Outcome:
         """Run one message in its own savepoint; only this caller sees its failure."""
-        for _ in range(_MAX_TRIES):
-            claim: list[str] = []  # the task this message writes, once known
-            try:
-                with conn.transaction():
-                    value, touched = self._run(conn, message, now, claim)
-            except errors.UniqueViolation:  # rolled back to the savepoint
-                holder = self._holder(conn, scope_key(message.scope), claim[-1])
-                if holder is None:
-                    continue  # released meanwhile: try again
-                answer.fail(TaskAlreadyAssigned(claim[-1], holder))
-                return
-            except Exception as exc:
-                if conn.broken or conn.closed:
-                    raise  # the connection is gone: the whole batch fails
-                if isinstance(exc, psycopg.Error):
-                    exc = BackendError(f"postgres: {type(exc).__name__}: {exc}")
-                answer.fail(exc)
-                return
-            self._touched.extend(touched)
-            answer.resolve(value)
-            return
-        answer.fail(BackendError(f"task {claim[-1]!r}: holder kept changing; try again"))
+        message, _answer, now = self._staged[index]
+        claim: list[str] = []  # the task this message writes, once known
+        try:
+            with conn.transaction():
+                if isinstance(message, Update):
+                    return self._update(conn, message, claim)
+                return self._interpret(message, now, self._send(conn, message, now).fetchone())
+        except errors.UniqueViolation:  # a writer outside the advisory locks; rolled back
+            task_id = claim[-1] if claim else getattr(message, "task_id", "?")
+            row = conn.execute(self._h.sql_holder, (scope_key(message.scope), task_id)).fetchone()
+            if row is None:
+                return None, BackendError(f"task {task_id!r}: claimed concurrently; try again"), []
+            return None, TaskAlreadyAssigned(task_id, row[0]), []
+        except Exception as exc:
+            if conn.broken or conn.closed:
+                raise  # the connection is gone: the whole batch fails
+            if isinstance(exc, psycopg.Error):
+                exc = BackendError(f"postgres: {type(exc).__name__}: {exc}")
+            return None, exc, []
 
-    def _holder(self, conn: Connection, scope: str, task_id: str) -> str | None:
-        row = conn.execute(self._h.sql_holder, (scope, task_id)).fetchone()
-        return row[0] if row else None
-
-    def _run(
-        self, conn: Connection, message: Message, now: str, claim: list[str]
-    ) -> tuple[Any, list[CacheKey]]:
-        h = self._h
+    def _send(self, conn: Connection, message: Message, now: str) -> psycopg.Cursor[Any]:
         scope = scope_key(message.scope)
-        worker: CacheKey = ("w", scope, message.worker_id)
         match message:
             case Assign(_, worker_id, task_id, task_data) | Save(_, worker_id, task_id, task_data):
-                claim.append(task_id)
                 fresh: Record = {"task_id": task_id, "assigned_at": now, "task_data": task_data}
-                always = isinstance(message, Save)
                 params = {
                     "s": scope,
                     "w": worker_id,
                     "t": task_id,
                     "r": _json(fresh),
-                    "always": always,
+                    "always": isinstance(message, Save),
                 }
-                row = conn.execute(h.sql_claim, params).fetchone()
-                assert row is not None
-                old_task, written = row
+                return conn.execute(self._h.sql_claim, params)
+            case Remove(_, worker_id):
+                return conn.execute(self._h.sql_delete, (scope, worker_id))
+        raise ValidationError(f"unknown assignments message {type(message).__name__}")
+
+    def _interpret(self, message: Message, now: str, row: Any) -> Outcome:
+        scope = scope_key(message.scope)
+        worker: CacheKey = ("w", scope, message.worker_id)
+        match message:
+            case Assign(_, _, task_id, task_data) | Save(_, _, task_id, task_data):
+                old_task, old_record, holder, written = row
+                if holder is not None:
+                    return None, TaskAlreadyAssigned(task_id, holder), []
+                if not written:  # a retried assign: what is stored is the answer
+                    return old_record, None, []
                 touched = [worker, ("t", scope, task_id)]
                 if old_task is not None and old_task != task_id:
                     touched.append(("t", scope, old_task))
-                if always:
-                    return None, touched
-                if not written:  # a retried assign: what is stored is the answer
-                    stored = conn.execute(h.sql_record, (scope, worker_id)).fetchone()
-                    assert stored is not None
-                    return stored[0], []
-                return copy.deepcopy(fresh), touched
-            case Remove(_, worker_id):
-                row = conn.execute(h.sql_delete, (scope, worker_id)).fetchone()
+                if isinstance(message, Save):
+                    return None, None, touched
+                return (
+                    {"task_id": task_id, "assigned_at": now, "task_data": task_data},
+                    None,
+                    touched,
+                )
+            case Remove():
                 if row is None:
-                    return False, []
-                return True, [worker, ("t", scope, row[0])]
-            case Update(_, worker_id, mutate):
-                row = conn.execute(h.sql_lock_row, (scope, worker_id)).fetchone()
-                if row is None:
-                    raise NotFound(f"worker {worker_id!r} has no assignment")
-                current: Record = row[0]
-                touched = [worker, ("t", scope, current["task_id"])]
-                result = mutate(copy.deepcopy(current))
-                if result is None:
-                    conn.execute(h.sql_delete, (scope, worker_id))
-                    return None, touched
-                record = json_copy(result, "assignment")
-                if not isinstance(record, dict):
-                    raise ValidationError("assignment: update must return a dict or None")
-                try:
-                    check_record(worker_id, record)
-                except ValueError as exc:
-                    raise ValidationError(str(exc)) from None
-                claim.append(record["task_id"])
-                conn.execute(h.sql_set, (record["task_id"], _json(record), scope, worker_id))
-                touched.append(("t", scope, record["task_id"]))
-                return copy.deepcopy(record), touched
+                    return False, None, []
+                return True, None, [worker, ("t", scope, row[0])]
         raise ValidationError(f"unknown assignments message {type(message).__name__}")
+
+    def _update(self, conn: Connection, message: Update, claim: list[str]) -> Outcome:
+        h = self._h
+        scope = scope_key(message.scope)
+        worker_id = message.worker_id
+        row = conn.execute(h.sql_lock_row, (scope, worker_id)).fetchone()
+        if row is None:
+            raise NotFound(f"worker {worker_id!r} has no assignment")
+        current: Record = row[0]
+        touched: list[CacheKey] = [("w", scope, worker_id), ("t", scope, current["task_id"])]
+        result = message.mutate(copy.deepcopy(current))
+        if result is None:
+            conn.execute(h.sql_delete, (scope, worker_id))
+            return None, None, touched
+        record = json_copy(result, "assignment")
+        if not isinstance(record, dict):
+            raise ValidationError("assignment: update must return a dict or None")
+        try:
+            check_record(worker_id, record)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        claim.append(record["task_id"])
+        conn.execute(h.sql_set, (record["task_id"], _json(record), scope, worker_id))
+        touched.append(("t", scope, record["task_id"]))
+        return copy.deepcopy(record), None, touched
 
 
 def _json(record: Record) -> str:

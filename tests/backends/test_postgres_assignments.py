@@ -199,3 +199,23 @@ async def test_unreachable_database_is_a_backend_error() -> None:
     with pytest.raises(BackendError, match="cannot open"):
         async with open_runtime(backend="postgres", dsn=dsn, pg_schema="nowhere"):
             pass
+
+
+async def test_a_message_postgres_refuses_fails_alone(pg: dict[str, Any]) -> None:
+    """jsonb has no NUL character: the pipelined batch is rerun one savepoint each."""
+    async with open_runtime(**pg) as rt:
+        results: dict[str, Any] = {}
+
+        async def attempt(worker: str, data: dict[str, Any]) -> None:
+            try:
+                results[worker] = await rt.assignments.assign(worker, f"task-{worker}", data)
+            except BackendError as exc:
+                results[worker] = exc
+
+        async with anyio.create_task_group() as tg:
+            for n in range(10):
+                tg.start_soon(attempt, f"w{n}", {"bad": "nul\x00"} if n == 4 else {"n": n})
+        assert isinstance(results.pop("w4"), BackendError)
+        assert all(isinstance(r, dict) for r in results.values())
+        assert rt.statistics()["assignments"].failed_commits == 0
+        assert set(await rt.assignments.get_all_assignments()) == set(results)
