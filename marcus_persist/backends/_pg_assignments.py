@@ -71,6 +71,29 @@ class PgAssignmentsHandler:
             " SELECT (SELECT task_id FROM old), (SELECT record FROM old),"
             " (SELECT worker_id FROM holder), EXISTS (SELECT 1 FROM up)"
         ).format(t=t)
+        # the same for a run of assigns (or saves) naming distinct workers and
+        # distinct tasks: one statement, one row per message in order
+        claim_many = (
+            "WITH i AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
+            " WITH ORDINALITY AS i(s, w, t, r, n)),"
+            " old AS (SELECT i.n, a.task_id, a.record FROM i"
+            " JOIN {t} a ON a.scope = i.s AND a.worker_id = i.w),"
+            " holder AS (SELECT i.n, a.worker_id FROM i"
+            " JOIN {t} a ON a.scope = i.s AND a.task_id = i.t AND a.worker_id <> i.w),"
+            " up AS (INSERT INTO {t} AS a (scope, worker_id, task_id, record)"
+            " SELECT i.s, i.w, i.t, i.r::jsonb FROM i"
+            " WHERE NOT EXISTS (SELECT 1 FROM holder h WHERE h.n = i.n)"
+            " ON CONFLICT (scope, worker_id) DO UPDATE"
+            " SET task_id = excluded.task_id, record = excluded.record, committed_at = now()"
+            " {only_moves} RETURNING a.scope, a.worker_id)"
+            " SELECT o.task_id, o.record, h.worker_id,"
+            " EXISTS (SELECT 1 FROM up WHERE up.scope = i.s AND up.worker_id = i.w)"
+            " FROM i LEFT JOIN old o ON o.n = i.n LEFT JOIN holder h ON h.n = i.n ORDER BY i.n"
+        )
+        self.sql_assign_many = sql.SQL(claim_many).format(
+            t=t, only_moves=sql.SQL("WHERE a.task_id <> excluded.task_id")
+        )
+        self.sql_save_many = sql.SQL(claim_many).format(t=t, only_moves=sql.SQL(""))
         self.sql_record = sql.SQL(
             "SELECT record FROM {} WHERE scope = %s AND worker_id = %s"
         ).format(t)
@@ -156,6 +179,15 @@ class _SlowPath(Exception):
     """The pipelined run hit a database error: run the batch again, one savepoint each."""
 
 
+class _OutOfOrder(Exception):
+    """A run's single statement would not answer as running it in order would."""
+
+
+def _claim_keys(message: Assign | Save) -> frozenset[tuple[str, str, str]]:
+    scope = scope_key(message.scope)
+    return frozenset({("w", scope, message.worker_id), ("t", scope, message.task_id)})
+
+
 class _PgTransaction:
     """One batch: messages staged in order, run in one database transaction at commit."""
 
@@ -222,25 +254,80 @@ class _PgTransaction:
         return keys
 
     def _run_pipelined(self, conn: Connection) -> list[Outcome]:
-        """Runs of assign/save/remove in one round trip each; every update on its own."""
+        """Few round trips: a run of assigns (or saves) with distinct workers and tasks
+        is one statement, a run of removes one pipeline, every update on its own."""
         outcomes: list[Outcome] = []
         staged, i = self._staged, 0
         while i < len(staged):
-            if isinstance(staged[i][0], Update):
+            first = staged[i][0]
+            if isinstance(first, Update):
                 outcomes.append(self._in_savepoint(conn, i))
                 i += 1
                 continue
-            j = i
-            while j < len(staged) and not isinstance(staged[j][0], Update):
-                j += 1
-            with conn.pipeline():
-                cursors = [self._send(conn, *staged[k][::2]) for k in range(i, j)]
-                rows = [cursor.fetchone() for cursor in cursors]
-            outcomes.extend(
-                self._interpret(staged[k][0], staged[k][2], rows[k - i]) for k in range(i, j)
-            )
+            j = i + 1
+            if isinstance(first, Remove):
+                while j < len(staged) and isinstance(staged[j][0], Remove):
+                    j += 1
+                outcomes.extend(self._pipeline(conn, i, j))
+            else:
+                keys = set(_claim_keys(first))
+                while j < len(staged):
+                    following = staged[j][0]
+                    if type(following) is not type(first):
+                        break
+                    assert isinstance(following, Assign | Save)
+                    claims = _claim_keys(following)
+                    if not keys.isdisjoint(claims):  # names a worker or task again
+                        break
+                    keys |= claims
+                    j += 1
+                outcomes.extend(self._claim_run(conn, i, j))
             i = j
         return outcomes
+
+    def _pipeline(self, conn: Connection, i: int, j: int) -> list[Outcome]:
+        """Messages ``i:j`` one statement each, in one round trip."""
+        staged = self._staged
+        with conn.pipeline():
+            cursors = [self._send(conn, staged[k][0], staged[k][2]) for k in range(i, j)]
+            rows = [cursor.fetchone() for cursor in cursors]
+        return [self._interpret(staged[k][0], staged[k][2], rows[k - i]) for k in range(i, j)]
+
+    def _claim_run(self, conn: Connection, i: int, j: int) -> list[Outcome]:
+        """Assigns (or saves) ``i:j`` as one statement, all against the state before it.
+
+        That differs from running them in order only when a message is refused
+        because an earlier one's worker held its task and moved off it in this
+        run; then the run is rolled back (savepoint) and sent one by one.
+        """
+        staged = self._staged
+        if j - i == 1:
+            return self._pipeline(conn, i, j)
+        columns: list[list[str]] = [[], [], [], []]
+        for message, _answer, now in staged[i:j]:
+            assert isinstance(message, Assign | Save)
+            fresh = {"task_id": message.task_id, "assigned_at": now, "task_data": message.task_data}
+            for column, value in zip(
+                columns,
+                (scope_key(message.scope), message.worker_id, message.task_id, _json(fresh)),
+                strict=True,
+            ):
+                column.append(value)
+        query = self._h.sql_save_many if isinstance(staged[i][0], Save) else self._h.sql_assign_many
+        try:
+            with conn.transaction():
+                rows = conn.execute(query, columns).fetchall()
+                outcomes: list[Outcome] = []
+                earlier: set[tuple[str, str]] = set()
+                for (message, _answer, now), row in zip(staged[i:j], rows, strict=True):
+                    scope = scope_key(message.scope)
+                    if row[2] is not None and (scope, row[2]) in earlier:
+                        raise _OutOfOrder
+                    earlier.add((scope, message.worker_id))
+                    outcomes.append(self._interpret(message, now, row))
+                return outcomes
+        except _OutOfOrder:
+            return self._pipeline(conn, i, j)
 
     def _in_savepoint(self, conn: Connection, index: int) -> Outcome:
         """Run one message in its own savepoint; only this caller sees its failure."""

@@ -1,0 +1,83 @@
+"""One batch on PostgreSQL answers exactly as running its messages in order would,
+whichever way it is sent (one statement per run, pipelined, savepoint each)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from marcus_persist import TaskAlreadyAssigned
+from marcus_persist._core._clock import SYSTEM_CLOCK
+from marcus_persist._core._deferred import Deferred
+from marcus_persist.backends._pg_assignments import PgAssignmentsHandler
+from marcus_persist.backends.postgres import PgDatabase
+from marcus_persist.stores.assignments import Assign, Message, Remove, Save
+
+
+@pytest.fixture
+def handler(pg: dict[str, Any]) -> Iterator[PgAssignmentsHandler]:
+    db = PgDatabase(pg["dsn"], pg["pg_schema"], pool_size=2)
+    handler = PgAssignmentsHandler(db, None, SYSTEM_CLOCK)
+    handler.load()
+    yield handler
+    db.close()
+
+
+def batch(handler: PgAssignmentsHandler, *messages: Message) -> list[Any]:
+    """Commit *messages* as one batch; each answer, or the error its caller would get."""
+    txn = handler.begin()
+    answers: list[Deferred] = [txn.apply(message) for message in messages]
+    txn.commit()
+    results: list[Any] = []
+    for answer in answers:
+        value, error = answer.outcome()
+        results.append(error if error is not None else value)
+    return results
+
+
+def holders(handler: PgAssignmentsHandler) -> dict[str, str]:
+    rows = handler._db_all("")
+    return {worker: task for worker, _record, task in rows}
+
+
+def assign(worker: str, task: str) -> Assign:
+    return Assign(None, worker, task, {})
+
+
+def test_a_task_freed_earlier_in_the_batch_can_be_taken_later(
+    handler: PgAssignmentsHandler,
+) -> None:
+    batch(handler, assign("w1", "tA"))
+    moved, taken, other = batch(handler, assign("w1", "tB"), assign("w2", "tA"), assign("w3", "tC"))
+    assert moved["task_id"] == "tB" and taken["task_id"] == "tA" and other["task_id"] == "tC"
+    assert holders(handler) == {"w1": "tB", "w2": "tA", "w3": "tC"}
+
+
+def test_a_task_freed_later_in_the_batch_is_still_taken_when_asked(
+    handler: PgAssignmentsHandler,
+) -> None:
+    batch(handler, assign("w2", "tA"))
+    refused, moved = batch(handler, assign("w4", "tA"), assign("w2", "tD"))
+    assert isinstance(refused, TaskAlreadyAssigned) and refused.holder == "w2"
+    assert moved["task_id"] == "tD"
+    assert holders(handler) == {"w2": "tD"}
+
+
+def test_runs_that_name_a_worker_twice_keep_their_order(handler: PgAssignmentsHandler) -> None:
+    first = batch(handler, assign("w7", "t7"))[0]
+    results = batch(
+        handler,
+        Save(None, "w5", "t5", {}),
+        Save(None, "w5", "t6", {"v": 2}),
+        assign("w6", "t8"),
+        Remove(None, "w6"),
+        assign("w8", "t8"),
+        assign("w7", "t7"),  # retried: the stored record is the answer
+        assign("w9", "t7"),
+    )
+    assert results[:5] == [None, None, results[2], True, results[4]]
+    assert results[5] == first
+    assert isinstance(results[6], TaskAlreadyAssigned) and results[6].holder == "w7"
+    assert holders(handler) == {"w5": "t6", "w7": "t7", "w8": "t8"}
