@@ -81,3 +81,36 @@ def test_runs_that_name_a_worker_twice_keep_their_order(handler: PgAssignmentsHa
     assert results[5] == first
     assert isinstance(results[6], TaskAlreadyAssigned) and results[6].holder == "w7"
     assert holders(handler) == {"w5": "t6", "w7": "t7", "w8": "t8"}
+
+
+def test_a_run_of_updates_answers_each_in_order(handler: PgAssignmentsHandler) -> None:
+    from marcus_persist import NotFound, ValidationError
+    from marcus_persist.stores.assignments import Update
+
+    batch(handler, *(assign(f"w{n}", f"t{n}") for n in range(1, 7)))
+
+    def progress(record: dict[str, Any]) -> dict[str, Any]:
+        return {**record, "progress_percentage": 10}
+
+    def boom(record: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("boom")
+
+    results = batch(
+        handler,
+        Update(None, "w1", progress),
+        Update(None, "w2", boom),
+        Update(None, "nobody", progress),
+        Update(None, "w3", lambda r: None),  # frees t3 ...
+        Update(None, "w4", lambda r: {**r, "task_id": "t3"}),  # ... which w4 takes
+        Update(None, "w5", lambda r: {**r, "task_id": "t1"}),  # held by w1
+        Update(None, "w6", lambda r: {"no": "task"}),
+    )
+    assert results[0]["progress_percentage"] == 10
+    assert isinstance(results[1], RuntimeError)
+    assert isinstance(results[2], NotFound)
+    assert results[3] is None
+    assert results[4]["task_id"] == "t3"
+    assert isinstance(results[5], TaskAlreadyAssigned) and results[5].holder == "w1"
+    assert isinstance(results[6], ValidationError)
+    assert holders(handler) == {"w1": "t1", "w2": "t2", "w4": "t3", "w5": "t5", "w6": "t6"}
+    assert handler._db_record(("w", "", "w1")) == results[0]
