@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._errors import PersistenceError
+
 __all__ = ("Deferred",)
 
 
@@ -37,7 +39,5 @@ class Deferred:
     def outcome(self) -> tuple[Any, BaseException | None]:
         """``(value, error)``; an answer never filled in is an error, never a silent ``None``."""
         if not self._done:
-            from .._errors import PersistenceError
-
             return None, PersistenceError("the commit did not settle this message")
         return self._value, self._error

@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -32,6 +32,9 @@ from .._core._fs import FileSystem
 from .._errors import BackendError, ConfigError, CorruptDataError
 from ._contract import CheckRecords, KeyedWrite, Record, Scope
 from ._pg_schema import check_schema_name, migrate
+
+if TYPE_CHECKING:
+    from ..stores.assignments import AssignmentsView
 
 __all__ = ("PgDatabase", "PostgresAssignmentStorage", "PostgresBackend", "create")
 
@@ -189,7 +192,7 @@ class PostgresBackend:
     def assignments(self) -> PostgresAssignmentStorage:
         return self._assignments
 
-    def assignments_handler(self, clock: Clock) -> Any:
+    def assignments_handler(self, clock: Clock) -> AssignmentsView:
         """The database-backed handler the runtime's assignments actor uses."""
         from ._pg_assignments import PgAssignmentsHandler
 

@@ -114,3 +114,21 @@ def test_a_run_of_updates_answers_each_in_order(handler: PgAssignmentsHandler) -
     assert isinstance(results[6], ValidationError)
     assert holders(handler) == {"w1": "t1", "w2": "t2", "w4": "t3", "w5": "t5", "w6": "t6"}
     assert handler._db_record(("w", "", "w1")) == results[0]
+
+
+def test_the_whole_collection_storage_round_trips(handler: PgAssignmentsHandler) -> None:
+    """``backend.assignments()``: what a copy between backends goes through."""
+    from marcus_persist.backends._contract import KeyedWrite
+    from marcus_persist.backends.postgres import PostgresAssignmentStorage
+    from marcus_persist.stores.assignments import check_records
+
+    storage = PostgresAssignmentStorage(handler.db)
+    marcus = {"task_id": "t1", "assigned_at": "2025-08-31T10:15:00", "custom": {"kept": True}}
+    storage.commit(
+        {
+            None: KeyedWrite({}, {"w1": marcus, "w2": {"task_id": "t2"}}),
+            "alpha": KeyedWrite({}, {"w1": {"task_id": "t1"}}),
+        }
+    )
+    storage.commit({None: KeyedWrite({}, {"w2": None})})
+    assert storage.load(check_records) == {None: {"w1": marcus}, "alpha": {"w1": {"task_id": "t1"}}}
