@@ -43,6 +43,14 @@ log = logging.getLogger("marcus_persist")
 #: ``("t", scope, task_id)`` -> holder worker id or None; scope ``""`` is global
 CacheKey = tuple[str, str, str]
 
+_INVALIDATE = """
+for _, key in ipairs(KEYS) do
+  redis.call('INCR', key)
+  redis.call('EXPIRE', key, ARGV[1])
+end
+return #KEYS
+"""
+
 _LOOKUP = """
 local g = redis.call('GET', KEYS[1]) or '0'
 return {g, redis.call('GET', ARGV[1] .. g .. ARGV[2])}
@@ -72,6 +80,7 @@ class AssignmentCache:
             retry=Retry(NoBackoff(), 0),  # fail fast: PostgreSQL answers instead
         )
         self._lookup = self._client.register_script(_LOOKUP)
+        self._invalidate = self._client.register_script(_INVALIDATE)
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._dirty = False  # an invalidation was lost: purge before trusting entries
@@ -143,20 +152,16 @@ class AssignmentCache:
             self._failed(exc, "fill")
 
     def invalidate(self, keys: Iterable[CacheKey]) -> None:
-        """Bump the generation of every key a committed batch touched (one round trip)."""
+        """Bump the generation of every key a committed batch touched (one script call)."""
         unique = sorted(set(keys))
         if not unique:
             return
         if not self._usable() or not self._recover():
             self._dirty = True
             return
-        pipe = self._client.pipeline(transaction=False)
-        for key in unique:
-            gen_key = self._gen_key(key)
-            pipe.incr(gen_key)
-            pipe.expire(gen_key, 86_400)  # outlives every entry (ttl) by far
         try:
-            pipe.execute()
+            # generations outlive every entry (ttl) by far
+            self._invalidate(keys=[self._gen_key(key) for key in unique], args=[86_400])
         except redis.RedisError as exc:
             self._dirty = True
             self._failed(exc, "invalidate")
