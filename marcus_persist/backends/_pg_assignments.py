@@ -49,6 +49,7 @@ class PgAssignmentsHandler:
         self.db = db
         self.cache = cache
         self.clock = clock
+        self._readers = anyio.CapacityLimiter(db.read_limiter_size)
         t = db.table("assignments")
         self.sql_claim = sql.SQL(
             # the worker's previous assignment and the task's other holder (if
@@ -140,20 +141,24 @@ class PgAssignmentsHandler:
     # -- reads ----------------------------------------------------------------
     async def read_one(self, scope: Scope, worker_id: str) -> Record | None:
         key = ("w", scope_key(scope), worker_id)
-        record: Record | None = await anyio.to_thread.run_sync(self._cached, key, self._db_record)
+        record: Record | None = await anyio.to_thread.run_sync(
+            self._cached, key, self._db_record, limiter=self._readers
+        )
         return record
 
     async def read_holder(self, scope: Scope, task_id: str) -> str | None:
         key = ("t", scope_key(scope), task_id)
-        holder: str | None = await anyio.to_thread.run_sync(self._cached, key, self._db_holder)
+        holder: str | None = await anyio.to_thread.run_sync(
+            self._cached, key, self._db_holder, limiter=self._readers
+        )
         return holder
 
     async def read_all(self, scope: Scope) -> dict[str, Record]:
-        rows = await anyio.to_thread.run_sync(self._db_all, scope_key(scope))
+        rows = await anyio.to_thread.run_sync(self._db_all, scope_key(scope), limiter=self._readers)
         return {worker_id: record for worker_id, record, _task in rows}
 
     async def read_task_ids(self, scope: Scope) -> set[str]:
-        rows = await anyio.to_thread.run_sync(self._db_all, scope_key(scope))
+        rows = await anyio.to_thread.run_sync(self._db_all, scope_key(scope), limiter=self._readers)
         return {task for _worker, _record, task in rows}
 
     def _cached(self, key: CacheKey, read: Any) -> Any:

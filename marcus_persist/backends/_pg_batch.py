@@ -80,7 +80,7 @@ class PgBatch:
 
     def _attempt(self, *, pipelined: bool) -> list[Outcome]:
         try:
-            with self._h.db.connection() as conn:
+            with self._h.db.connection(write=True) as conn:
                 try:
                     with conn.transaction():
                         conn.execute(self._h.sql_lock_keys, (sorted(self._lock_keys()),))

@@ -65,13 +65,20 @@ class PgDatabase:
         self._app = f"marcus_persist:{schema}"
         self._lock = threading.Lock()
         self._opened = False
-        self.pool: psycopg_pool.ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
+        # the actors' commits have a pool of their own: reads never starve them
+        self.pool = self._make_pool(dsn, "read", max(1, pool_size - 1))
+        self.write_pool = self._make_pool(dsn, "write", 1)
+        #: bounds the reads waiting in worker threads to the read connections
+        self.read_limiter_size = max(1, pool_size - 1)
+
+    def _make_pool(self, dsn: str, role: str, size: int) -> psycopg_pool.ConnectionPool[Connection]:
+        return psycopg_pool.ConnectionPool(
             dsn,
             min_size=1,
-            max_size=max(2, pool_size),
+            max_size=size,
             open=False,
             timeout=10.0,
-            name=f"marcus_persist:{schema}",
+            name=f"marcus_persist:{self.schema}:{role}",
             kwargs={"autocommit": True, "application_name": self._app},
             configure=_configure,
             check=psycopg_pool.ConnectionPool.check_connection,  # a dead one is replaced
@@ -91,16 +98,18 @@ class PgDatabase:
                     self.dbname = conn.info.dbname
                     migrate(conn, self.schema)
                 self.pool.open(wait=True, timeout=10.0)
+                self.write_pool.open(wait=True, timeout=10.0)
             except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-                self.pool.close()
+                self.close()
                 raise BackendError(f"postgres: cannot open the database: {exc}") from exc
             self._opened = True
 
     @contextmanager
-    def connection(self) -> Iterator[Connection]:
-        """A pooled connection; driver and pool errors become :class:`BackendError`."""
+    def connection(self, *, write: bool = False) -> Iterator[Connection]:
+        """A pooled connection (*write*: the actors' pool); driver and pool errors
+        become :class:`BackendError`."""
         try:
-            with self.pool.connection() as conn:
+            with (self.write_pool if write else self.pool).connection() as conn:
                 yield conn
         except psycopg_pool.PoolTimeout as exc:
             raise BackendError(f"postgres: no connection: {exc}") from exc
@@ -116,6 +125,7 @@ class PgDatabase:
 
     def close(self) -> None:
         self.pool.close()
+        self.write_pool.close()
 
 
 def _configure(conn: Connection) -> None:
@@ -174,7 +184,8 @@ class PostgresAssignmentStorage:
                             )
                             conn.execute(upsert, row)
 
-        self._db.run(write)
+        with self._db.connection(write=True) as conn:
+            write(conn)
 
 
 class PostgresBackend:
