@@ -49,7 +49,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     dsn: str | None = None
     #: the PostgreSQL schema (namespace) that holds the tables; created at open
     pg_schema: str = "marcus_persist"
-    #: PostgreSQL connections per runtime: one for the actors' commits, the rest read
+    #: PostgreSQL connections per runtime for reads (the actors' commits have up to 4 more)
     pg_pool_size: Positive = 8
     redis_url: str | None = None
     audit_daily_days: Positive = 7

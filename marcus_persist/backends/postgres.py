@@ -66,10 +66,10 @@ class PgDatabase:
         self._lock = threading.Lock()
         self._opened = False
         # the actors' commits have a pool of their own: reads never starve them
-        self.pool = self._make_pool(dsn, "read", max(1, pool_size - 1))
-        self.write_pool = self._make_pool(dsn, "write", 1)
+        self.pool = self._make_pool(dsn, "read", pool_size)
+        self.write_pool = self._make_pool(dsn, "write", 4)  # grows with the actors that commit
         #: bounds the reads waiting in worker threads to the read connections
-        self.read_limiter_size = max(1, pool_size - 1)
+        self.read_limiter_size = pool_size
 
     def _make_pool(self, dsn: str, role: str, size: int) -> psycopg_pool.ConnectionPool[Connection]:
         return psycopg_pool.ConnectionPool(
