@@ -1,5 +1,7 @@
 """marcus_persist: crash-safe, actor-based persistence for Marcus, on asyncio and trio."""
 
+import logging as _logging
+
 from ._config import Config as Config
 from ._core._mailbox import ActorStatistics as ActorStatistics
 from ._errors import BackendError as BackendError
@@ -18,6 +20,9 @@ from .backends.memory import MemoryBackend as MemoryBackend
 from .stores.assignments import AssignmentStore as AssignmentStore
 
 __version__ = "0.1.0"
+
+# a library logs, the host decides where it goes
+_logging.getLogger("marcus_persist").addHandler(_logging.NullHandler())
 
 __all__ = (
     "ActorStatistics",

@@ -12,6 +12,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
+from ._backup import BACKUPS_DIR, create_backup, prune_backups
 from ._config import Config
 from ._core._actor import Actor
 from ._core._atomic import ensure_dir, remove_stale_temps
@@ -19,6 +20,9 @@ from ._core._clock import SYSTEM_CLOCK, Clock
 from ._core._dirlock import DirLock
 from ._core._fs import OS_FS, FileSystem
 from ._core._mailbox import ActorStatistics
+from ._errors import PersistenceError
+from ._metrics import Metrics, actor_metrics, instrument
+from ._stats import collect_stats
 from .backends import Backend, create_backend
 from .backends._files import Quarantined
 from .stores.assignments import AssignmentStore, assignments_handler
@@ -50,6 +54,7 @@ class Runtime:
         self.backend = backend
         self._actors = actors
         self._token = anyio.lowlevel.current_token()
+        self.last_backup: Path | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -60,6 +65,65 @@ class Runtime:
         """Corrupt files moved aside at startup (quarantine policy only)."""
         ctx = getattr(self.backend, "ctx", None)
         return tuple(ctx.quarantined) if ctx is not None else ()
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """Hold every actor between two batches for the duration of the block.
+
+        Inside, every message sent before entering is committed and answered
+        and nothing else is written: the stores' files are a consistent point.
+        Writers wait (backpressure) until the block exits.
+        """
+        barriers = []
+        try:
+            for actor in self._actors:
+                barriers.append(await actor.hold())  # noqa: PERF401 (release partial holds)
+            yield
+        finally:
+            for barrier in barriers:
+                barrier.release.set()
+
+    async def backup(self, to: str | Path | None = None, *, keep: int | None = None) -> Path:
+        """Take a consistent online backup (every store between batches) and return its path.
+
+        *to* defaults to ``<data>/backups``; *keep* deletes all but the newest
+        *keep* backups there afterwards.
+        """
+        if not self.backend.uses_data_dir:
+            raise PersistenceError(f"the {self.backend.name} backend keeps no files to back up")
+        dest = Path(to) if to is not None else self.data_dir / BACKUPS_DIR
+        async with self.paused():
+            path = await anyio.to_thread.run_sync(
+                lambda: create_backup(self.data_dir, dest, sync=self.config.fsync)
+            )
+        if keep is not None:
+            await anyio.to_thread.run_sync(prune_backups, dest, keep)
+        self.last_backup = path
+        log.info("backup written to %s", path)
+        return path
+
+    async def _scheduled_backups(self) -> None:
+        """Back up every ``backup_interval_hours`` while the runtime runs."""
+        interval = self.config.backup_interval_hours * 3600
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self.backup()
+            except (PersistenceError, OSError) as exc:  # a failed backup must not stop the stores
+                log.error("scheduled backup failed: %s", exc)
+
+    async def metrics(self) -> Metrics:
+        """Per actor: queue depth, batch-size and commit-latency histograms, items
+        committed; bytes on disk per data type; the last backup."""
+        sizes: dict[str, int] = {}
+        if self.backend.uses_data_dir:
+            stats = await anyio.to_thread.run_sync(collect_stats, self.data_dir)
+            sizes = {t.name: t.bytes for t in stats.types}
+        return Metrics(
+            actors=actor_metrics(self._actors),
+            bytes_on_disk=sizes,
+            last_backup=str(self.last_backup) if self.last_backup else None,
+        )
 
     def statistics(self) -> dict[str, ActorStatistics]:
         """Each actor's counters, by store name."""
@@ -76,6 +140,11 @@ class Runtime:
     def __repr__(self) -> str:
         actors = ", ".join(repr(a) for a in self._actors)
         return f"<Runtime {self.config.backend} {str(self.data_dir)!r} [{actors}]>"
+
+
+async def _in_scope(scope: anyio.CancelScope, fn: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await fn()
 
 
 async def _call(fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
@@ -118,7 +187,7 @@ async def open_runtime(
     lock = DirLock(config.path) if store_backend.uses_data_dir else None
     try:
         if lock is not None:
-            await anyio.to_thread.run_sync(_prepare_dir, config, lock, fs)
+            await anyio.to_thread.run_sync(prepare_data_dir, config, lock, fs)
         assignments = assignments_handler(store_backend, clock)
         await anyio.to_thread.run_sync(assignments.load)
         actors: list[Actor[Any]] = [
@@ -131,9 +200,16 @@ async def open_runtime(
         async with anyio.create_task_group() as tg:
             for actor in actors:
                 await tg.start(actor.run)
+            stop_telemetry = instrument(runtime)
+            background = anyio.CancelScope()
+            if config.backup_enabled and store_backend.uses_data_dir:
+                tg.start_soon(_in_scope, background, runtime._scheduled_backups)
             try:
                 yield runtime
             finally:
+                background.cancel()
+                if stop_telemetry is not None:
+                    stop_telemetry()
                 for actor in actors:
                     actor.mailbox.close()  # stop intake; each actor drains, commits, exits
     finally:
@@ -143,7 +219,7 @@ async def open_runtime(
                 lock.release()
 
 
-def _prepare_dir(config: Config, lock: DirLock, fs: FileSystem) -> None:
+def prepare_data_dir(config: Config, lock: DirLock, fs: FileSystem = OS_FS) -> None:
     """Lock the directory, create the layout, clear what crashed commits left (blocking)."""
     ensure_dir(config.path, fs=fs, sync=config.fsync)
     lock.acquire()

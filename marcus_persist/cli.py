@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import click
 import msgspec
+from rich.console import Console
+from rich.table import Table
 
+from ._backup import BACKUPS_DIR, create_backup, prune_backups, restore_backup
+from ._config import Config
+from ._core._dirlock import DirLock
 from ._demo import run_demo
+from ._doctor import diagnose
 from ._errors import PersistenceError
+from ._runtime import prepare_data_dir
+from ._stats import collect_stats
 
 __all__ = ("cli", "main")
 
@@ -54,6 +65,163 @@ def demo(
     click.echo(f"data directory {report.data_dir}:")
     for name, size in report.files.items():
         click.echo(f"  {name:<40} {size:>10,} bytes")
+
+
+DATA_DIR = click.argument(
+    "data_dir", default="data", type=click.Path(file_okay=False, path_type=Path)
+)
+
+
+@contextlib.contextmanager
+def offline(data_dir: Path) -> Iterator[None]:
+    """Own *data_dir* for an offline operation (``DataDirLocked`` if a runtime serves it)."""
+    lock = DirLock(data_dir)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@cli.command()
+@DATA_DIR
+def init(data_dir: Path) -> None:
+    """Create the data layout in DATA_DIR (default ./data)."""
+    config = Config(data_dir=str(data_dir))
+    lock = DirLock(data_dir)
+    try:
+        prepare_data_dir(config, lock)
+    finally:
+        lock.release()
+    click.echo(f"initialised {data_dir}")
+
+
+@cli.command()
+@DATA_DIR
+@click.option(
+    "--to",
+    "dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where backups go (default DATA_DIR/backups).",
+)
+@click.option("--keep", type=click.IntRange(min=1), default=None, help="Keep the newest N only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def backup(data_dir: Path, dest: Path | None, keep: int | None, as_json: bool) -> None:
+    """Back up DATA_DIR offline: a verified copy with a checksum manifest.
+
+    While a runtime serves DATA_DIR, back up through it instead
+    (``await rt.backup()`` or ``backup_enabled`` in the config).
+    """
+    dest = dest or data_dir / BACKUPS_DIR
+    started = time.perf_counter()
+    with offline(data_dir):
+        path = create_backup(data_dir, dest)
+        pruned = prune_backups(dest, keep) if keep else []
+    seconds = time.perf_counter() - started
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    result = {
+        "backup": str(path),
+        "files": len(files) - 1,
+        "seconds": round(seconds, 3),
+        "bytes": sum(p.stat().st_size for p in files),
+        "pruned": [str(p) for p in pruned],
+    }
+    if as_json:
+        click.echo(msgspec.json.encode(result).decode())
+    else:
+        click.echo(
+            f"backup {path}: {result['files']} files, {result['bytes']:,} bytes, "
+            f"{seconds:.2f} s" + (f"; pruned {len(pruned)}" if pruned else "")
+        )
+
+
+@cli.command()
+@click.argument("backup_path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@DATA_DIR
+@click.option("--force", is_flag=True, help="Replace a non-empty DATA_DIR (old files kept aside).")
+def restore(backup_path: Path, data_dir: Path, force: bool) -> None:
+    """Restore BACKUP_PATH into DATA_DIR after verifying every checksum."""
+    started = time.perf_counter()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with offline(data_dir):
+        manifest = restore_backup(backup_path, data_dir, force=force)
+    click.echo(
+        f"restored {len(manifest.files)} files ({manifest.total_bytes:,} bytes) "
+        f"into {data_dir} in {time.perf_counter() - started:.2f} s"
+    )
+
+
+@cli.command()
+@DATA_DIR
+@click.option("--repair", is_flag=True, help="Quarantine corrupt files, remove stale temps.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def doctor(data_dir: Path, repair: bool, as_json: bool) -> None:
+    """Validate every file of DATA_DIR; exit 0 clean, 1 problems found, 2 could not check.
+
+    --repair never deletes data: corrupt files are renamed aside
+    (NAME.corrupt-<time>) and only temp files of interrupted commits are removed.
+    """
+    try:
+        findings = diagnose(data_dir, repair=repair)
+    except (OSError, PersistenceError) as exc:
+        click.echo(f"could not check {data_dir}: {exc}", err=True)
+        raise SystemExit(2) from None
+    problems = [f for f in findings if f.severity != "info" and f.repaired is None]
+    if as_json:
+        click.echo(msgspec.json.encode(findings).decode())
+    elif not findings:
+        click.echo(f"{data_dir}: clean")
+    else:
+        table = Table("severity", "path", "problem", "repair", title=str(data_dir))
+        for f in findings:
+            table.add_row(f.severity, f.path, f.problem, f.repaired or "")
+        Console().print(table)
+    raise SystemExit(1 if problems else 0)
+
+
+@cli.command()
+@DATA_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+def stats(data_dir: Path, as_json: bool) -> None:
+    """Records, bytes and files per data type, and the audit trail by day."""
+    if not data_dir.is_dir():
+        raise click.ClickException(f"{data_dir} is not a directory")
+    result = collect_stats(data_dir)
+    if as_json:
+        click.echo(msgspec.json.encode(result).decode())
+        return
+    table = Table(
+        "data type",
+        "records",
+        "bytes",
+        "files",
+        "oldest",
+        "newest",
+        "per day",
+        title=f"{data_dir} ({result.total_bytes:,} bytes)",
+    )
+    for t in result.types:
+        table.add_row(
+            t.name,
+            _opt(t.records),
+            f"{t.bytes:,}",
+            str(t.files),
+            t.oldest or "",
+            t.newest or "",
+            _opt(t.growth_per_day),
+        )
+    console = Console()
+    console.print(table)
+    if result.audit_days:
+        days = Table("day", "events", "bytes", title="audit trail by day")
+        for d in result.audit_days:
+            days.add_row(d.day, f"{d.events:,}", f"{d.bytes:,}")
+        console.print(days)
+
+
+def _opt(value: float | None) -> str:
+    return "" if value is None else f"{value:,}"
 
 
 def main() -> int:

@@ -18,14 +18,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import anyio
 from anyio.abc import TaskStatus
 
 from .._errors import PersistenceError, RuntimeClosed
 from ._deferred import Deferred
-from ._mailbox import ActorStatistics, Mailbox, Request
+from ._mailbox import ActorStatistics, Barrier, Mailbox, Request
+from ._metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS, Histogram
 
 __all__ = ("Actor", "Handler", "Transaction")
 
@@ -80,8 +81,11 @@ class Actor(Generic[M]):
         self._limiter = anyio.CapacityLimiter(1)  # commits never queue behind the host's threads
         self._batches = 0
         self._items = 0
+        self._committed = 0
         self._failed_commits = 0
         self._last_commit = math.nan
+        self.batch_sizes = Histogram(BATCH_SIZE_BOUNDS)
+        self.commit_seconds = Histogram(COMMIT_SECONDS_BOUNDS)
 
     async def request(self, message: M) -> Any:
         return await self.mailbox.request(message)
@@ -92,6 +96,7 @@ class Actor(Generic[M]):
             queued=self.mailbox.queued(),
             batches=self._batches,
             items=self._items,
+            committed=self._committed,
             failed_commits=self._failed_commits,
             last_commit_seconds=self._last_commit,
             mean_batch_size=self._items / self._batches if self._batches else 0.0,
@@ -115,13 +120,13 @@ class Actor(Generic[M]):
                     return
                 batch.extend(self._drain(limit=self._max_batch - 1))
                 with anyio.CancelScope(shield=True):
-                    await self._process(batch)
+                    await self._handle(batch)
         except anyio.get_cancelled_exc_class():
             # The host is going away: stop intake, then commit what was received.
             self.mailbox.close()
             with anyio.move_on_after(FINAL_FLUSH_SECONDS, shield=True):
                 while batch := self._drain(limit=self._max_batch):
-                    await self._process(batch)
+                    await self._handle(batch)
             raise
         finally:
             # Whatever is still queued (flush timed out, or the actor failed)
@@ -131,8 +136,8 @@ class Actor(Generic[M]):
                 request.fail(RuntimeClosed(f"{self.name}: the runtime closed before this ran"))
             inbox.close()
 
-    def _drain(self, limit: int | None) -> list[Request[M]]:
-        taken: list[Request[M]] = []
+    def _drain(self, limit: int | None) -> list[Request[M | Barrier]]:
+        taken: list[Request[M | Barrier]] = []
         while limit is None or len(taken) < limit:
             try:
                 taken.append(self.mailbox.inbox.receive_nowait())
@@ -140,9 +145,36 @@ class Actor(Generic[M]):
                 break
         return taken
 
+    async def hold(self) -> Barrier:
+        """Stop this actor between batches; it resumes when ``barrier.release`` is set.
+
+        Returns once every message sent before the call has been committed and
+        answered. The caller must set ``release`` (in a ``finally``).
+        """
+        barrier = Barrier()
+        await self.mailbox.request(barrier)
+        return barrier
+
+    async def _handle(self, batch: list[Request[M | Barrier]]) -> None:
+        """Process *batch*, splitting it at barriers (which hold the actor in place)."""
+        segment: list[Request[M]] = []
+        for request in batch:
+            message = request.message
+            if isinstance(message, Barrier):
+                if segment:
+                    await self._process(segment)
+                    segment = []
+                request.resolve(None)
+                await message.release.wait()
+            else:
+                segment.append(cast("Request[M]", request))
+        if segment:
+            await self._process(segment)
+
     async def _process(self, batch: list[Request[M]]) -> None:
         self._batches += 1
         self._items += len(batch)
+        self.batch_sizes.observe(len(batch))
         txn = self._handler.begin()
         staged: list[tuple[Request[M], Any]] = []
         for request in batch:
@@ -167,6 +199,7 @@ class Actor(Generic[M]):
                 return
             finally:
                 self._last_commit = time.perf_counter() - started
+                self.commit_seconds.observe(self._last_commit)
             txn.publish()
         for request, answer in staged:
             if isinstance(answer, Deferred):  # the commit decided: a value or an error
@@ -175,6 +208,7 @@ class Actor(Generic[M]):
                     request.fail(failure)
                     continue
                 answer = value
+            self._committed += 1
             request.resolve(answer)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 
@@ -67,12 +68,17 @@ def is_temp_name(name: str) -> bool:
 
 
 def remove_stale_temps(root: Path, *, fs: FileSystem = OS_FS) -> list[Path]:
-    """Delete temp files a crashed commit left under *root*; return what was removed.
+    """Delete temp files (and temp directories of unfinished backups) that a
+    crash left under *root*; return what was removed.
 
     Only called while holding the data-directory lock, so no live commit owns them.
     """
     removed: list[Path] = []
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        for name in [d for d in dirs if is_temp_name(d)]:
+            shutil.rmtree(Path(dirpath, name))
+            removed.append(Path(dirpath, name))
+            dirs.remove(name)
         for name in files:
             if is_temp_name(name):
                 stale = Path(dirpath, name)

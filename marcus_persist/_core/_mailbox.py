@@ -14,7 +14,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._errors import RuntimeClosed
 
-__all__ = ("ActorStatistics", "Mailbox", "Request")
+__all__ = ("ActorStatistics", "Barrier", "Mailbox", "Request")
 
 M = TypeVar("M")
 
@@ -29,6 +29,21 @@ class ActorStatistics(msgspec.Struct, frozen=True):
     failed_commits: int
     last_commit_seconds: float
     mean_batch_size: float
+    committed: int = 0  #: messages acknowledged as durable
+
+
+class Barrier:
+    """A control message: the actor stops between two batches until released.
+
+    It travels through the inbox like any message, so everything sent before
+    it is committed (and everything after it waits) while it holds: a point at
+    which the store's files are consistent, for an online backup.
+    """
+
+    __slots__ = ("release",)
+
+    def __init__(self) -> None:
+        self.release = anyio.Event()
 
 
 class Request(Generic[M]):
@@ -68,16 +83,16 @@ class Mailbox(Generic[M]):
 
     def __init__(self, name: str, size: int) -> None:
         self.name = name
-        send, receive = anyio.create_memory_object_stream[Request[M]](size)
-        self._send: MemoryObjectSendStream[Request[M]] = send
-        self.inbox: MemoryObjectReceiveStream[Request[M]] = receive
+        send, receive = anyio.create_memory_object_stream[Request[M | Barrier]](size)
+        self._send: MemoryObjectSendStream[Request[M | Barrier]] = send
+        self.inbox: MemoryObjectReceiveStream[Request[M | Barrier]] = receive
 
-    async def request(self, message: M) -> Any:
+    async def request(self, message: M | Barrier) -> Any:
         """Send *message* and return the actor's answer once it is durable.
 
         :raises RuntimeClosed: if the runtime no longer takes messages
         """
-        request = Request(message)
+        request: Request[M | Barrier] = Request(message)
         try:
             await self._send.send(request)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):

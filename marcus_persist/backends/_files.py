@@ -38,8 +38,10 @@ class FileContext:
     root: Path
     fs: FileSystem
     sync: bool
-    on_corrupt: Literal["error", "quarantine"]
+    #: ``report`` (used by ``doctor``) records the problem and changes nothing
+    on_corrupt: Literal["error", "quarantine", "report"]
     quarantined: list[Quarantined] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
 
     def quarantine(self, path: Path, reason: str) -> None:
         """Rename *path* aside (never delete it), durably, and record it."""
@@ -71,7 +73,10 @@ def read_json(path: Path, ctx: FileContext, shape: Callable[[Any], T]) -> T | No
             reason = str(exc)
     if ctx.on_corrupt == "error":
         raise CorruptDataError(str(path), reason)
-    ctx.quarantine(path, reason)
+    if ctx.on_corrupt == "report":
+        ctx.problems.append((str(path), reason))
+    else:
+        ctx.quarantine(path, reason)
     return None
 
 

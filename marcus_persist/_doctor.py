@@ -1,0 +1,93 @@
+"""``doctor``: validate every file of a data directory, and repair without deleting.
+
+Checks run the stores' own loaders in a report-only mode, so what doctor
+calls corrupt is exactly what would stop the runtime from starting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from ._core._atomic import is_temp_name
+from ._core._clock import SYSTEM_CLOCK
+from ._core._dirlock import LOCK_NAME, DirLock
+from ._core._fs import OS_FS
+from ._errors import DataDirLocked
+from .backends._files import FileContext
+from .backends.file import FileBackend
+from .stores.assignments import AssignmentsHandler
+
+__all__ = ("Finding", "diagnose")
+
+
+class Finding(msgspec.Struct, frozen=True):
+    """One thing doctor noticed."""
+
+    path: str
+    problem: str
+    #: ``error`` stops the runtime from starting; ``warning`` needs a look; ``info`` is a fact
+    severity: Literal["error", "warning", "info"]
+    repaired: str | None = None
+
+
+def diagnose(data_dir: Path, *, repair: bool = False) -> list[Finding]:
+    """Check every file under *data_dir*; with *repair*, quarantine what is corrupt
+    and remove what crashed commits left. Never deletes data.
+
+    :raises DataDirLocked: for *repair* while a runtime serves the directory
+    :raises NotADirectoryError: if *data_dir* is not a directory
+    """
+    if not data_dir.is_dir():
+        raise NotADirectoryError(20, "not a data directory", str(data_dir))
+    lock = DirLock(data_dir)
+    findings: list[Finding] = []
+    try:
+        lock.acquire()
+    except DataDirLocked as exc:
+        if repair:
+            raise
+        findings.append(Finding(str(lock.path), f"in use: {exc}; checked read-only", "info"))
+    try:
+        findings += _leftovers(data_dir, repair)
+        findings += _stores(data_dir, repair)
+    finally:
+        lock.release()  # a no-op when it was not taken
+    return findings
+
+
+def _leftovers(data_dir: Path, repair: bool) -> list[Finding]:
+    """Temp files of interrupted commits; files earlier repairs set aside."""
+    found: list[Finding] = []
+    for dirpath, dirs, files in os.walk(data_dir):
+        for name in sorted(files + [d for d in dirs if is_temp_name(d)]):
+            path = Path(dirpath, name)
+            if is_temp_name(name):
+                repaired = None
+                if repair and path.is_file():
+                    OS_FS.unlink(path)
+                    repaired = "removed (an interrupted commit's temp file, never live)"
+                found.append(Finding(str(path), "stale temp file", "warning", repaired))
+            elif ".corrupt-" in name:
+                found.append(Finding(str(path), "a quarantined file: inspect, then delete", "info"))
+            elif name.endswith(".torn"):
+                found.append(Finding(str(path), "a torn tail cut off at startup", "info"))
+            elif name == LOCK_NAME and Path(dirpath) == data_dir:
+                continue
+    return found
+
+
+def _stores(data_dir: Path, repair: bool) -> list[Finding]:
+    """Load every store the way the runtime does, recording what is wrong."""
+    ctx = FileContext(data_dir, OS_FS, sync=True, on_corrupt="quarantine" if repair else "report")
+    backend = FileBackend(ctx)
+    AssignmentsHandler(backend.assignments(), SYSTEM_CLOCK).load()
+    found = [Finding(path, reason, "error") for path, reason in ctx.problems]
+    found += [
+        Finding(q.path, q.reason, "error", f"quarantined as {Path(q.moved_to).name}")
+        for q in ctx.quarantined
+    ]
+    return found
