@@ -100,26 +100,30 @@ def main() -> None:
             dirs = [{"data_dir": os.path.join(tmp, f"file-{count}-{p}")} for p in range(count)]
             label = "file" if count == 1 else "file (separate data dirs)"
             rows.append((label, count, measure(dirs, args.agents, args.seconds)))
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    pg = {"backend": "postgres", "dsn": args.dsn, "pg_schema": schema}
-    try:
-        variants = [("postgres", pg)]
-        if args.redis_url:
-            variants.append(("postgres + redis", {**pg, "redis_url": args.redis_url}))
-        for label, options in variants:
-            for count in (1, 4):
-                rate = measure([options] * count, args.agents, args.seconds)
-                rows.append((label, count, rate))
-    finally:
-        import psycopg
-
-        with psycopg.connect(args.dsn, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    variants: list[tuple[str, dict[str, Any]]] = [("postgres", {})]
+    if args.redis_url:
+        variants.append(("postgres + redis", {"redis_url": args.redis_url}))
+    for label, extra in variants:
+        for count in (1, 4):
+            schema = f"bench_{uuid.uuid4().hex[:12]}"  # a fresh table for every row
+            options = {"backend": "postgres", "dsn": args.dsn, "pg_schema": schema, **extra}
+            try:
+                rows.append((label, count, measure([options] * count, args.agents, args.seconds)))
+            finally:
+                _drop(args.dsn, schema)
 
     print(f"{args.agents} agents per process, {args.seconds:g} s, {os.cpu_count()} CPUs")
     print(f"{'backend':<28}{'processes':>10}{'acked assignments/s':>22}")
     for label, count, rate in rows:
         print(f"{label:<28}{count:>10}{rate:>22,.0f}")
+
+
+def _drop(dsn: str, schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 if __name__ == "__main__":
