@@ -110,7 +110,7 @@ def main() -> None:
             try:
                 rows.append((label, count, measure([options] * count, args.agents, args.seconds)))
             finally:
-                _drop(args.dsn, schema)
+                _drop(args.dsn, schema, args.redis_url)
 
     print(f"{args.agents} agents per process, {args.seconds:g} s, {os.cpu_count()} CPUs")
     print(f"{'backend':<28}{'processes':>10}{'acked assignments/s':>22}")
@@ -118,12 +118,23 @@ def main() -> None:
         print(f"{label:<28}{count:>10}{rate:>22,.0f}")
 
 
-def _drop(dsn: str, schema: str) -> None:
+def _drop(dsn: str, schema: str, redis_url: str | None) -> None:
+    """Remove the schema and its cache entries (``marcus_persist:<db>:<schema>:*``)."""
     import psycopg
     from psycopg import sql
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    if redis_url:
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        try:
+            keys = list(client.scan_iter(f"marcus_persist:*:{schema}:*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.delete(*keys[start : start + 1000])
+        finally:
+            client.close()
 
 
 if __name__ == "__main__":
