@@ -25,6 +25,8 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 
 ENV_PREFIX = "MARCUS_PERSIST_"
+#: other names some variables go by (``MARCUS_PERSIST_DSN`` wins over its alias)
+ENV_ALIASES = {"MARCUS_PERSIST_PG_DSN": "dsn"}
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -45,6 +47,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     backup_enabled: bool = False
     backup_interval_hours: NonNegative = 24.0
     dsn: str | None = None
+    #: the PostgreSQL schema (namespace) that holds the tables; created at open
+    pg_schema: str = "marcus_persist"
+    #: PostgreSQL connections per runtime for reads (the actors' commits have up to 4 more)
+    pg_pool_size: Positive = 8
     redis_url: str | None = None
     audit_daily_days: Positive = 7
     audit_weekly_weeks: Positive = 8
@@ -72,6 +78,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             for key, value in environ.items()
             if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in fields
         }
+        for variable, name in ENV_ALIASES.items():
+            if variable in environ:
+                found.setdefault(name, environ[variable])
         if not found:
             return self
         merged = {**msgspec.structs.asdict(self), **found}

@@ -26,7 +26,7 @@ from ._stats import collect_stats
 from .backends import Backend, create_backend
 from .backends._files import Quarantined
 from .stores._audit_storage import AuditStorage, FileAuditStorage, MemoryAuditStorage
-from .stores.assignments import AssignmentsHandler, AssignmentStore
+from .stores.assignments import AssignmentStore, assignments_handler
 from .stores.audit import AuditHandler, AuditStore
 
 __all__ = ("LAYOUT", "Runtime", "open_runtime")
@@ -192,7 +192,7 @@ async def open_runtime(
     try:
         if lock is not None:
             await anyio.to_thread.run_sync(prepare_data_dir, config, lock, fs)
-        assignments = AssignmentsHandler(store_backend.assignments(), clock)
+        assignments = assignments_handler(store_backend, clock)
         await anyio.to_thread.run_sync(assignments.load)
         actors: list[Actor[Any]] = [
             Actor(

@@ -7,6 +7,8 @@ Invariants:
   as it was, so the rest of its batch goes on;
 * a batch is acknowledged only after its commit returned; a failed commit fails
   every caller of the batch and leaves the committed state unchanged;
+* an answer that is a :class:`Deferred` is decided by the commit: after it,
+  each such caller gets its own value or its own error;
 * a batch that was taken is committed and answered even when the host is
   cancelled, and on the way out every message still in the inbox is too.
 """
@@ -22,6 +24,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from .._errors import PersistenceError, RuntimeClosed
+from ._deferred import Deferred
 from ._mailbox import ActorStatistics, Barrier, Mailbox, Request
 from ._metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS, Histogram
 
@@ -198,8 +201,14 @@ class Actor(Generic[M]):
                 self._last_commit = time.perf_counter() - started
                 self.commit_seconds.observe(self._last_commit)
             txn.publish()
-        self._committed += len(staged)
         for request, answer in staged:
+            if isinstance(answer, Deferred):  # the commit decided: a value or an error
+                value, failure = answer.outcome()
+                if failure is not None:
+                    request.fail(failure)
+                    continue
+                answer = value
+            self._committed += 1
             request.resolve(answer)
 
 

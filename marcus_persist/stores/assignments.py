@@ -12,18 +12,24 @@ import copy
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
-from .._core._actor import Actor
+from .._core._actor import Actor, Transaction
 from .._core._clock import Clock, iso_utc
 from .._core._codec import json_copy
 from .._core._mailbox import ActorStatistics
 from .._errors import NotFound, TaskAlreadyAssigned, ValidationError
-from ..backends._contract import AssignmentStorage, KeyedWrite, Record, Scope
+from ..backends._contract import AssignmentStorage, Backend, KeyedWrite, Record, Scope
 
-__all__ = ("AssignmentRecord", "AssignmentStore", "AssignmentsHandler")
+__all__ = (
+    "AssignmentRecord",
+    "AssignmentStore",
+    "AssignmentsHandler",
+    "AssignmentsView",
+    "assignments_handler",
+)
 
 _PROJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -105,6 +111,35 @@ class _Scope:
         self.by_task = {record["task_id"]: worker for worker, record in records.items()}
 
 
+class AssignmentsView(Protocol):
+    """What the store API needs from a handler: the actor's batches and the committed reads.
+
+    Reads return copies and never see a change that is not durable. The
+    in-memory handler answers from its committed state; a shared database's
+    handler asks the database (or its cache), so it sees other processes' writes.
+    """
+
+    clock: Clock
+
+    def load(self) -> None: ...
+    def begin(self) -> Transaction[Message]: ...
+    async def read_one(self, scope: Scope, worker_id: str) -> Record | None: ...
+    async def read_all(self, scope: Scope) -> dict[str, Record]: ...
+    async def read_holder(self, scope: Scope, task_id: str) -> str | None: ...
+    async def read_task_ids(self, scope: Scope) -> set[str]: ...
+
+
+def assignments_handler(backend: Backend, clock: Clock) -> AssignmentsView:
+    """The handler for *backend*: its own when it is shared by several processes
+    (``backend.assignments_handler(clock)``: the database is the authority),
+    else the in-memory one over its storage."""
+    own = getattr(backend, "assignments_handler", None)
+    if own is not None:
+        handler: AssignmentsView = own(clock)
+        return handler
+    return AssignmentsHandler(backend.assignments(), clock)
+
+
 class AssignmentsHandler:
     """The actor's side: committed state, one transaction per batch."""
 
@@ -125,6 +160,20 @@ class AssignmentsHandler:
 
     def begin(self) -> _Transaction:
         return _Transaction(self)
+
+    # -- reads: the committed state of this process (the only writer) --------
+    async def read_one(self, scope: Scope, worker_id: str) -> Record | None:
+        record = self.scope(scope).records.get(worker_id)
+        return copy.deepcopy(record) if record is not None else None
+
+    async def read_all(self, scope: Scope) -> dict[str, Record]:
+        return copy.deepcopy(self.scope(scope).records)
+
+    async def read_holder(self, scope: Scope, task_id: str) -> str | None:
+        return self.scope(scope).by_task.get(task_id)
+
+    async def read_task_ids(self, scope: Scope) -> set[str]:
+        return set(self.scope(scope).by_task)
 
 
 class _Transaction:
@@ -237,11 +286,12 @@ class AssignmentStore:
     """``rt.assignments``: Marcus's ``AssignmentPersistence`` API over one actor.
 
     Writes go through the actor and return once durable. Reads look at the
-    committed state directly: they never see a change that is not durable.
+    committed state (through the handler): they never see a change that is
+    not durable.
     """
 
     def __init__(
-        self, actor: Actor[Message], handler: AssignmentsHandler, scope: Scope = None
+        self, actor: Actor[Message], handler: AssignmentsView, scope: Scope = None
     ) -> None:
         self._actor = actor
         self._handler = handler
@@ -343,44 +393,39 @@ class AssignmentStore:
     # -- reads (committed state only) -----------------------------------------
     async def get_assignment(self, worker_id: str) -> Record | None:
         """A copy of *worker_id*'s assignment, or ``None``."""
-        record = self._committed.records.get(worker_id)
-        return copy.deepcopy(record) if record is not None else None
+        return await self._handler.read_one(self._scope, worker_id)
 
     async def get_all_assignments(self) -> dict[str, Record]:
         """A copy of every assignment, by worker."""
-        return copy.deepcopy(self._committed.records)
+        return await self._handler.read_all(self._scope)
 
     async def get_all_assigned_task_ids(self) -> set[str]:
-        return set(self._committed.by_task)
+        return await self._handler.read_task_ids(self._scope)
 
     async def is_task_assigned(self, task_id: str) -> bool:
         """O(1), through the index by task."""
-        return task_id in self._committed.by_task
+        return await self._handler.read_holder(self._scope, task_id) is not None
 
     async def get_worker_for_task(self, task_id: str) -> str | None:
         """O(1), through the index by task."""
-        return self._committed.by_task.get(task_id)
+        return await self._handler.read_holder(self._scope, task_id)
 
     async def expired(self, now: datetime | None = None) -> list[str]:
         """Workers whose ``lease_expires`` is before *now* (default: the clock's now)."""
         moment = now or self._handler.clock.now()
         late: list[str] = []
-        for worker_id, record in self._committed.records.items():
+        for worker_id, record in (await self._handler.read_all(self._scope)).items():
             expires = _parse_time(record.get("lease_expires"))
             if expires is not None and expires < moment:
                 late.append(worker_id)
         return late
-
-    @property
-    def _committed(self) -> _Scope:
-        return self._handler.scope(self._scope)
 
     def statistics(self) -> ActorStatistics:
         return self._actor.statistics()
 
     def __repr__(self) -> str:
         where = "global" if self._scope is None else f"project {self._scope!r}"
-        return f"<AssignmentStore {where} workers={len(self._committed.records)} {self._actor!r}>"
+        return f"<AssignmentStore {where} {self._actor!r}>"
 
 
 def _text(field: str, value: Any) -> str:

@@ -1,0 +1,141 @@
+"""Acknowledged assignments per second: PostgreSQL with 1 and 4 processes, next to
+the file backend.
+
+    .venv/bin/python benchmarks/postgres_assignments.py --dsn postgresql://postgres@127.0.0.1:5432/test
+
+Each process opens its own runtime and runs ``--agents`` agents that assign
+themselves a fresh task in a loop for ``--seconds`` (every call is a durable
+write: a move to a new task). The processes start together; the rate is the
+sum of their acknowledged assignments over the longest measured window. The
+file backend cannot share a data directory between processes (it is locked),
+so its 4-process row runs 4 separate directories: an upper bound, not a shared store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import tempfile
+import time
+import uuid
+from multiprocessing.synchronize import Barrier
+from typing import Any
+
+import anyio
+
+from marcus_persist import open_runtime
+
+
+async def _agents(
+    options: dict[str, Any], process: int, agents: int, seconds: float, barrier: Barrier
+) -> tuple[int, float]:
+    done = 0
+    async with open_runtime(**options) as rt:
+        await anyio.to_thread.run_sync(barrier.wait)
+        started = time.perf_counter()
+        deadline = started + seconds
+
+        async def agent(j: int) -> None:
+            nonlocal done
+            n = 0
+            while time.perf_counter() < deadline:
+                await rt.assignments.assign(f"p{process}-a{j}", f"p{process}-a{j}-t{n}", {"n": n})
+                n += 1
+                done += 1
+
+        async with anyio.create_task_group() as tg:
+            for j in range(agents):
+                tg.start_soon(agent, j)
+        return done, time.perf_counter() - started
+
+
+def _process(
+    options: dict[str, Any],
+    process: int,
+    agents: int,
+    seconds: float,
+    barrier: Barrier,
+    results: Any,
+) -> None:
+    results.put(anyio.run(_agents, options, process, agents, seconds, barrier))
+
+
+def measure(options: list[dict[str, Any]], agents: int, seconds: float) -> float:
+    """Run one process per entry of *options*; acknowledged assignments per second."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(len(options)), ctx.Queue()
+    children = [
+        ctx.Process(target=_process, args=(opts, p, agents, seconds, barrier, results))
+        for p, opts in enumerate(options)
+    ]
+    for child in children:
+        child.start()
+    outcomes: list[tuple[int, float]] = [results.get(timeout=120 + seconds) for _ in children]
+    for child in children:
+        child.join()
+    return sum(n for n, _ in outcomes) / max(w for _, w in outcomes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("MARCUS_PERSIST_PG_DSN") or os.environ.get("MARCUS_TEST_PG_DSN"),
+    )
+    parser.add_argument(
+        "--redis-url", default=None, help="also run the postgres rows with the Redis cache"
+    )
+    parser.add_argument("--agents", type=int, default=250, help="agents per process")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    if not args.dsn:
+        parser.error("give --dsn (or set MARCUS_PERSIST_PG_DSN)")
+
+    rows: list[tuple[str, int, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for count in (1, 4):
+            dirs = [{"data_dir": os.path.join(tmp, f"file-{count}-{p}")} for p in range(count)]
+            label = "file" if count == 1 else "file (separate data dirs)"
+            rows.append((label, count, measure(dirs, args.agents, args.seconds)))
+    variants: list[tuple[str, dict[str, Any]]] = [("postgres", {})]
+    if args.redis_url:
+        variants.append(("postgres + redis", {"redis_url": args.redis_url}))
+    for label, extra in variants:
+        for count in (1, 4):
+            schema = f"bench_{uuid.uuid4().hex[:12]}"  # a fresh table for every row
+            options = {"backend": "postgres", "dsn": args.dsn, "pg_schema": schema, **extra}
+            try:
+                rows.append((label, count, measure([options] * count, args.agents, args.seconds)))
+            finally:
+                _drop(args.dsn, schema, args.redis_url)
+
+    print(f"{args.agents} agents per process, {args.seconds:g} s, {os.cpu_count()} CPUs")
+    print(f"{'backend':<28}{'processes':>10}{'acked assignments/s':>22}")
+    for label, count, rate in rows:
+        print(f"{label:<28}{count:>10}{rate:>22,.0f}")
+
+
+def _drop(dsn: str, schema: str, redis_url: str | None) -> None:
+    """Remove the schema and its cache entries (``marcus_persist:<db>:<schema>:*``)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    if redis_url:
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        try:
+            keys = list(client.scan_iter(f"marcus_persist:*:{schema}:*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.delete(*keys[start : start + 1000])
+        finally:
+            client.close()
+
+
+if __name__ == "__main__":
+    main()
