@@ -13,6 +13,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from ._audit_cli import audit, rotate
 from ._backup import BACKUPS_DIR, create_backup, prune_backups, restore_backup
 from ._config import Config
 from ._core._dirlock import DirLock
@@ -222,6 +223,10 @@ def stats(data_dir: Path, as_json: bool) -> None:
 
 def _opt(value: float | None) -> str:
     return "" if value is None else f"{value:,}"
+
+
+cli.add_command(audit)
+cli.add_command(rotate)
 
 
 def main() -> int:
