@@ -12,6 +12,7 @@ from typing import Literal
 
 import msgspec
 
+from ._core._appendlog import cut_torn_tail
 from ._core._atomic import is_temp_name
 from ._core._clock import SYSTEM_CLOCK
 from ._core._dirlock import LOCK_NAME, DirLock
@@ -19,6 +20,8 @@ from ._core._fs import OS_FS
 from ._errors import DataDirLocked
 from .backends._files import FileContext
 from .backends.file import FileBackend
+from .stores._audit_query import find_bad_lines, select_sources
+from .stores._audit_storage import FileAuditStorage
 from .stores.assignments import AssignmentsHandler
 
 __all__ = ("Finding", "diagnose")
@@ -54,6 +57,7 @@ def diagnose(data_dir: Path, *, repair: bool = False) -> list[Finding]:
     try:
         findings += _leftovers(data_dir, repair)
         findings += _stores(data_dir, repair)
+        findings += _audit(data_dir, repair)
     finally:
         lock.release()  # a no-op when it was not taken
     return findings
@@ -91,3 +95,31 @@ def _stores(data_dir: Path, repair: bool) -> list[Finding]:
         for q in ctx.quarantined
     ]
     return found
+
+
+def _audit(data_dir: Path, repair: bool) -> list[Finding]:
+    """Torn last lines of day files (cut on repair, kept in ``.torn``) and unreadable lines."""
+    directory = data_dir / "audit_logs"
+    if not directory.is_dir():
+        return []
+    found: list[Finding] = []
+    storage = FileAuditStorage(directory, OS_FS, "batch")
+    for path in sorted(directory.glob("audit_*.jsonl")):
+        if path.stat().st_size and _last_byte(path) != b"\n":
+            repaired = None
+            if repair:
+                kept = cut_torn_tail(path)
+                repaired = f"cut into {kept.name}" if kept else None
+            found.append(Finding(str(path), "torn last line (no newline)", "warning", repaired))
+    count, first = find_bad_lines(select_sources(storage.sources(), None, None))
+    found += [Finding(bad.source, f"line {bad.line}: {bad.reason}", "warning") for bad in first]
+    if count > len(first):
+        more = f"{count - len(first)} more unreadable lines"
+        found.append(Finding(str(directory), more, "warning"))
+    return found
+
+
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as stream:
+        stream.seek(-1, os.SEEK_END)
+        return stream.read(1)

@@ -97,3 +97,17 @@ def test_stats_counts_records_and_audit_days(tmp_path: Path) -> None:
     assert stats["audit_days"] == [{"day": "2025-08-31", "bytes": 18, "events": 2}]
     table = CliRunner().invoke(cli, ["stats", str(data)])
     assert table.exit_code == 0 and "assignments" in table.output
+
+
+def test_audit_torn_tail_and_garbage_line(tmp_path: Path) -> None:
+    data = filled(tmp_path / "data")
+    day = data / "audit_logs" / "audit_20250831.jsonl"
+    good = b'{"timestamp": "2025-08-31T10:00:00+00:00", "event_type": "x"}\n'
+    day.write_bytes(good + b"garbage in the middle\n" + good + b'{"torn": ')
+    findings = {(f.path, f.problem.split(":")[0]) for f in diagnose(data)}
+    assert (str(day), "torn last line (no newline)") in findings
+    assert (str(day), "line 2") in findings
+    result = CliRunner().invoke(cli, ["doctor", str(data), "--repair"])
+    assert result.exit_code == 1  # the garbage line is reported, never cut
+    assert day.read_bytes() == good + b"garbage in the middle\n" + good
+    assert (data / "audit_logs" / "audit_20250831.jsonl.torn").read_bytes() == b'{"torn": '

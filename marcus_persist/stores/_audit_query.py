@@ -21,7 +21,15 @@ import msgspec
 
 from ._audit_storage import AuditSource
 
-__all__ = ("AuditQuery", "BadLine", "Filter", "as_bound", "scan_usage_stats", "select_sources")
+__all__ = (
+    "AuditQuery",
+    "BadLine",
+    "Filter",
+    "as_bound",
+    "find_bad_lines",
+    "scan_usage_stats",
+    "select_sources",
+)
 
 log = logging.getLogger("marcus_persist")
 
@@ -234,6 +242,13 @@ def scan_usage_stats(chosen: list[tuple[AuditSource, bool]], where: Filter) -> d
     stats = scan.usage_stats()
     stats["bad_lines"] = scan.bad_count
     return stats
+
+
+def find_bad_lines(chosen: list[tuple[AuditSource, bool]]) -> tuple[int, list[BadLine]]:
+    """Blocking: how many lines cannot be read as events, and the first of them."""
+    scan = _Scan(chosen, Filter())
+    scan.usage_stats()
+    return scan.bad_count, list(scan.bad)
 
 
 def _lines(stream: Any, source: AuditSource) -> Iterator[bytes]:
