@@ -262,7 +262,9 @@ class SimFS(FileSystem):
                     payload = op.data
                     if tear is not None and tear[0] == i:
                         cut = tear[1]
-                        payload = payload[:cut] if cut >= 0 else random.Random(i).randbytes(len(payload))
+                        payload = (
+                            payload[:cut] if cut >= 0 else random.Random(i).randbytes(len(payload))
+                        )
                     buf = data.setdefault(op.inode, bytearray())
                     if len(buf) < op.offset:
                         buf.extend(bytes(op.offset - len(buf)))
