@@ -19,6 +19,7 @@ from ._core._clock import SYSTEM_CLOCK, Clock
 from ._core._dirlock import DirLock
 from ._core._fs import OS_FS, FileSystem
 from ._core._mailbox import ActorStatistics
+from ._errors import PersistenceError
 from .backends import Backend, create_backend
 from .backends._files import Quarantined
 from .stores.assignments import AssignmentsHandler, AssignmentStore
@@ -118,9 +119,9 @@ async def open_runtime(
     lock = DirLock(config.path) if store_backend.uses_data_dir else None
     try:
         if lock is not None:
-            await anyio.to_thread.run_sync(_prepare_dir, config, lock, fs)
+            await anyio.to_thread.run_sync(_startup, _prepare_dir, config, lock, fs)
         assignments = AssignmentsHandler(store_backend.assignments(), clock)
-        await anyio.to_thread.run_sync(assignments.load)
+        await anyio.to_thread.run_sync(_startup, assignments.load)
         actors: list[Actor[Any]] = [
             Actor(
                 "assignments", assignments, inbox_size=config.inbox_size, max_batch=config.max_batch
@@ -141,6 +142,14 @@ async def open_runtime(
             await anyio.to_thread.run_sync(store_backend.close)
             if lock is not None:
                 lock.release()
+
+
+def _startup(step: Callable[..., None], *args: Any) -> None:
+    """Run a blocking startup step; an I/O error becomes a ``PersistenceError`` with its errno."""
+    try:
+        step(*args)
+    except OSError as exc:
+        raise PersistenceError.from_os_error(exc, "startup") from exc
 
 
 def _prepare_dir(config: Config, lock: DirLock, fs: FileSystem) -> None:
