@@ -24,6 +24,7 @@ import anyio
 from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._core._clock import iso_utc
+from marcus_persist._errors import NotFound, PersistenceError
 from marcus_persist._runtime import Runtime
 
 from .simfs import Image, SimFS, materialise
@@ -187,8 +188,10 @@ async def run_steps(
             async def one(op: Op, failed: list[BaseException] = failed) -> None:
                 try:
                     await history.adapter.submit(rt, op)
-                except Exception as exc:  # a failed commit: the step is not acknowledged
-                    failed.append(exc)
+                except NotFound:
+                    pass  # rejected alone, like the model's progress on a missing worker
+                except PersistenceError as exc:
+                    failed.append(exc)  # a failed commit: the step is not acknowledged
 
             async with anyio.create_task_group() as tg:
                 for op in step:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import anyio
+import pytest
 
 from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
@@ -84,6 +85,7 @@ async def _observe(data: Path) -> State:
         return await ASSIGNMENTS.observe(rt)
 
 
+@pytest.mark.timeout(max(120, KILLS // 5))  # about 50 ms a kill; the soak run needs longer
 def test_kill_storm(tmp_path: Path) -> None:
     data = tmp_path / "data"
     rng = random.Random(8)
