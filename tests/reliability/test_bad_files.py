@@ -161,3 +161,27 @@ class TestBadAssignmentFiles:
         assert not stale.exists()
         assert (data / "assignments" / "assignments.json").read_bytes() == live
         COUNTS["bad files tried"] += 2
+
+    @pytest.mark.parametrize("policy", ["error", "quarantine"])
+    async def test_a_corrupt_batch_journal(self, tmp_path: Path, policy: str) -> None:
+        data = tmp_path / "data"
+        async with open_runtime(data) as rt:
+            await rt.assignments.assign("w1", "t1")
+        journal = data / "assignments" / "batch.json"
+        for content in (b"", b"[[null, {", b'[["../x", {}]]', b'{"a": 1}', b"[[null, []]]"):
+            journal.write_bytes(content)
+            before = _snapshot(data)
+            if policy == "error":
+                with pytest.raises(CorruptDataError) as caught:
+                    async with open_runtime(data, on_corrupt=policy):
+                        pass
+                assert caught.value.path == str(journal)
+                assert _snapshot(data) == before
+                journal.unlink()
+            else:
+                async with open_runtime(data, on_corrupt=policy) as rt:
+                    assert [q.path for q in rt.quarantined] == [str(journal)]
+                    assert await rt.assignments.get_assignment("w1") is not None
+                    assert Path(rt.quarantined[0].moved_to).read_bytes() == content
+                    Path(rt.quarantined[0].moved_to).unlink()
+            COUNTS["bad files tried"] += 1

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
-from marcus_persist._core._atomic import TEMP_MARKER
+from marcus_persist._core._atomic import TEMP_MARKER, ensure_dir, write_atomic
+from marcus_persist._core._codec import encode
 from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist.backends import file as file_backend
+from marcus_persist.backends._contract import KeyedWrite, Scope
 from marcus_persist.stores import assignments as assignments_store
 
 from .oracle import COUNTS
-from .test_crash_points import THREE_COMMITS, crash_run, fail_nth
+from .test_crash_points import THREE_COMMITS, TWO_SCOPES, crash_run, fail_nth
 
 pytestmark = pytest.mark.anyio
 
@@ -123,5 +125,22 @@ class TestBrokenVariantsAreCaught:
             "ack after failed commit", THREE_COMMITS, tmp_path, fail_nth("fsync", 2)
         )
         assert violations, "an acknowledged failed commit was not caught"
+        assert "crash after op" in violations[0]
+        COUNTS["broken variants caught"] += 1
+
+    async def test_multi_file_batch_without_a_journal(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def file_by_file(
+            self: file_backend.FileAssignmentStorage, writes: Mapping[Scope, KeyedWrite]
+        ) -> None:
+            for scope, write in writes.items():
+                path = self.path(scope)
+                ensure_dir(path.parent, fs=self._ctx.fs)
+                write_atomic(path, encode(write.merged()), fs=self._ctx.fs)
+
+        monkeypatch.setattr(file_backend.FileAssignmentStorage, "commit", file_by_file)
+        violations, _fs = await crash_run("no journal", TWO_SCOPES, tmp_path)
+        assert violations, "half a two-file batch after a crash was not caught"
         assert "crash after op" in violations[0]
         COUNTS["broken variants caught"] += 1

@@ -95,14 +95,43 @@ class TestCrashPoints:
         assert violations == []
         assert any(op.kind == "fsync_failed" for op in fs.trace) or method == "fsync_dir"
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG (reported): a batch touching two scopes writes two files with two "
-        "renames; a crash between them keeps half the batch (not cut at a batch boundary)",
-    )
     async def test_two_scope_commit_is_all_or_nothing(self, tmp_path: Path) -> None:
-        violations, _fs = await crash_run("two-scope commit", TWO_SCOPES, tmp_path)
+        # before the journal (issue 8), a crash between the two renames kept half a batch
+        violations, fs = await crash_run("two-scope commit", TWO_SCOPES, tmp_path)
         assert violations == []
+        assert any(op.path.endswith("batch.json") for op in fs.trace if op.kind == "unlink")
+
+    @pytest.mark.parametrize(
+        ("method", "n"),
+        # replaces: 1 commit 1; 2 the journal, 3 the global file, 4 the project file
+        [("replace", 2), ("replace", 3), ("replace", 4), ("unlink", 1), ("fsync_dir", 10)],
+    )
+    async def test_failed_two_scope_commit_is_undone(
+        self, tmp_path: Path, method: str, n: int
+    ) -> None:
+        steps = [*TWO_SCOPES, [("assign", "p1", "w4", "t4")]]
+        violations, _fs = await crash_run(
+            f"two-scope commit, failed {method} #{n}", steps, tmp_path, fail_nth(method, n)
+        )
+        assert violations == []
+
+    async def test_crash_while_rolling_a_journal_forward(self, tmp_path: Path) -> None:
+        first = tmp_path / "first"
+        first.mkdir()
+        _violations, fs = await crash_run("setup", TWO_SCOPES, first)
+        # the journal is durable, the project file not yet written
+        k = next(i for i, op in enumerate(fs.trace) if "project_p1" in op.path) + 1
+        image = fs.build("journal only", fs.split(k)[0])
+        assert "data/assignments/batch.json" in image.files
+        base = tmp_path / "base"
+        materialise(image, base)
+        rfs = SimFS(base)
+        await run_steps(History(ASSIGNMENTS), rfs, base / "data", [])
+        assert any(op.kind == "unlink" for op in rfs.trace)
+        full = ASSIGNMENTS.apply(ASSIGNMENTS.apply({}, TWO_SCOPES[0][0]), TWO_SCOPES[1][0])
+        full = ASSIGNMENTS.apply(full, TWO_SCOPES[1][1])
+        report = await enumerate_crashes("rolling forward", rfs, _Fixed(full), tmp_path / "r")
+        assert report.violations == []
 
     async def test_two_scope_commit_each_file_is_whole(self, tmp_path: Path) -> None:
         """Per file, the weaker promise holds: each file is at a batch boundary."""
