@@ -9,8 +9,8 @@ import errno
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
+import anyio
 import pytest
 
 from marcus_persist import open_runtime
@@ -33,10 +33,11 @@ KINDS: tuple[int | str, ...] = (
 )
 SETUP: Op = ("assign", None, "w1", "t1")
 NEXT: Op = ("assign", None, "w9", "t9")
-PHASES: dict[str, Op | None] = {
-    "global commit": ("assign", None, "w2", "t2"),
-    "project commit": ("assign", "p1", "w3", "t3"),
-    "startup": None,
+PHASES: dict[str, list[Op]] = {
+    "global commit": [("assign", None, "w2", "t2")],
+    "project commit": [("assign", "p1", "w3", "t3")],
+    "two-file commit": [("assign", None, "w2", "t2"), ("assign", "p1", "w3", "t3")],
+    "startup": [],
 }
 
 
@@ -102,10 +103,10 @@ async def _one_case(template: Path, work: Path, phase: str, plan: Plan) -> bool:
     shutil.copytree(template, work)
     before_bytes, before_fds = _files(work), _fds()
     fs = SimFS(work.parent, plan)
-    op = PHASES[phase]
+    ops = PHASES[phase]
     acked: list[Op] = [SETUP]
     failed: list[Op] = []
-    if op is None:
+    if not ops:
         plan.armed = True
         try:
             async with open_runtime(work, fs=fs, clock=CLOCK) as rt:
@@ -120,15 +121,27 @@ async def _one_case(template: Path, work: Path, phase: str, plan: Plan) -> bool:
     else:
         async with open_runtime(work, fs=fs, clock=CLOCK) as rt:
             plan.armed = True
-            try:
-                await ASSIGNMENTS.submit(rt, op)
-            except PersistenceError as exc:
-                assert plan.fired and exc.errno is not None, exc
-                failed.append(op)
-                _check_live(before_bytes, _files(work), fs, acked, op)
-            else:
-                acked.append(op)
+            outcomes: dict[Op, BaseException | None] = {}
+
+            async def submit(op: Op) -> None:
+                try:
+                    await ASSIGNMENTS.submit(rt, op)
+                except PersistenceError as exc:
+                    assert plan.fired and exc.errno is not None, exc
+                    outcomes[op] = exc
+                else:
+                    outcomes[op] = None
+
+            async with anyio.create_task_group() as tg:  # one batch
+                for op in ops:
+                    tg.start_soon(submit, op)
             plan.armed = False
+            assert len({type(e) for e in outcomes.values()}) == 1, f"half a batch: {outcomes}"
+            if outcomes[ops[0]] is None:
+                acked.extend(ops)
+            else:
+                failed.extend(ops)
+                _check_live(before_bytes, _files(work), fs)
             await ASSIGNMENTS.submit(rt, NEXT)  # the fault cleared: the next batch works
             acked.append(NEXT)
     COUNTS["I/O faults injected"] += plan.fired
@@ -142,7 +155,7 @@ async def _one_case(template: Path, work: Path, phase: str, plan: Plan) -> bool:
     return plan.fired == 0 or (plan.kind in ("short", "zero") and not failed)
 
 
-def _check_live(before: dict[str, bytes], after: dict[str, bytes], fs: SimFS, *_: Any) -> None:
+def _check_live(before: dict[str, bytes], after: dict[str, bytes], fs: SimFS) -> None:
     """Live files are byte-identical, unless the fault came after the rename (dir fsync)."""
     renamed = {op.dst.removeprefix("data/") for op in fs.trace if op.kind == "replace"}
     for name, data in before.items():
