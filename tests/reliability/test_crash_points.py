@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 from pathlib import Path
 
@@ -59,8 +60,10 @@ async def crash_run(
     root.mkdir()
     fs = SimFS(root, fault)
     history = History(ASSIGNMENTS)
+    fds = set(os.listdir("/proc/self/fd"))
     await run_steps(history, fs, root / "data", steps)
     report = await enumerate_crashes(name, fs, history, tmp)
+    assert set(os.listdir("/proc/self/fd")) == fds, "leaked file descriptors"
     assert report.images > report.crash_points >= len(fs.trace)
     return report.violations, fs
 
