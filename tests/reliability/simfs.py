@@ -142,10 +142,8 @@ class SimFS(FileSystem):
             return 0
         if outcome == "short":
             chunk = chunk[: max(1, len(chunk) // 2)]
-        offset = os.lseek(fd, 0, os.SEEK_CUR)
         written = super().write(fd, chunk)
-        if os.fstat(fd).st_size < offset + written:  # O_APPEND moved the offset
-            offset = os.fstat(fd).st_size - written
+        offset = os.lseek(fd, 0, os.SEEK_CUR) - written  # right for O_APPEND too
         rel, inode = self._fds[fd]
         self.trace.append(Op("write", rel, inode, chunk[:written], offset))
         return written

@@ -86,3 +86,16 @@ class TestDurableModel:
         where = tmp_path / "image"
         materialise(fs.build("all", list(range(len(fs.trace)))), where)
         assert (where / "d" / "a").read_bytes() == b"x"
+
+    def test_appends_land_at_the_end(self, tmp_path: Path) -> None:
+        (tmp_path / "log").write_bytes(b"line1\n")
+        fs = SimFS(tmp_path)
+        fd = fs.open_append(tmp_path / "log")
+        fs.write_all(fd, b"line2\n")
+        fs.fsync(fd)
+        fs.write_all(fd, b"line3\n")  # not synced: may be lost or torn, never misplaced
+        fs.close(fd)
+        logs = {i.files["log"] for i in fs.images(len(fs.trace))}
+        assert logs == {b"line1\nline2\n", b"line1\nline2\nline3\n"} | {
+            i.files["log"] for i in fs.images(len(fs.trace)) if i.kind.startswith("garbage")
+        }
