@@ -191,9 +191,9 @@ async def open_runtime(
     audit_storage = _audit_storage(store_backend, config, fs)
     try:
         if lock is not None:
-            await anyio.to_thread.run_sync(prepare_data_dir, config, lock, fs)
+            await anyio.to_thread.run_sync(_startup, prepare_data_dir, config, lock, fs)
         assignments = assignments_handler(store_backend, clock)
-        await anyio.to_thread.run_sync(assignments.load)
+        await anyio.to_thread.run_sync(_startup, assignments.load)
         actors: list[Actor[Any]] = [
             Actor(
                 "assignments", assignments, inbox_size=config.inbox_size, max_batch=config.max_batch
@@ -202,7 +202,7 @@ async def open_runtime(
         runtime = Runtime(config, store_backend, actors)
         runtime.assignments = AssignmentStore(actors[0], assignments)
         audit = AuditHandler(audit_storage)
-        await anyio.to_thread.run_sync(audit.load)
+        await anyio.to_thread.run_sync(_startup, audit.load)
         audit_actor = Actor(
             "audit", audit, inbox_size=config.inbox_size, max_batch=config.max_batch
         )
@@ -250,6 +250,14 @@ def _audit_storage(backend: Backend, config: Config, fs: FileSystem) -> AuditSto
             "backend %s has no audit storage: the audit trail is kept in memory", backend.name
         )
     return MemoryAuditStorage()
+
+
+def _startup(step: Callable[..., None], *args: Any) -> None:
+    """Run a blocking startup step; an I/O error becomes a ``PersistenceError`` with its errno."""
+    try:
+        step(*args)
+    except OSError as exc:
+        raise PersistenceError.from_os_error(exc, "startup") from exc
 
 
 def prepare_data_dir(config: Config, lock: DirLock, fs: FileSystem = OS_FS) -> None:

@@ -87,3 +87,5 @@ def _parse(raw: bytes) -> Any:
         return decode(raw)
     except msgspec.DecodeError as exc:
         raise ValueError(f"not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec's nesting limit: a hostile or damaged file, not a crash
+        raise ValueError("not valid JSON: nested too deeply") from None

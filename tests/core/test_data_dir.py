@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from marcus_persist import CorruptDataError, DataDirLocked, open_runtime
+from marcus_persist import CorruptDataError, DataDirLocked, PersistenceError, open_runtime
 from marcus_persist._runtime import LAYOUT
 
 pytestmark = pytest.mark.anyio
@@ -78,9 +79,10 @@ class TestLayout:
 
     async def test_a_file_where_the_directory_should_be(self, tmp_path: Path) -> None:
         (tmp_path / "assignments").write_text("oops")
-        with pytest.raises(NotADirectoryError):
+        with pytest.raises(PersistenceError) as caught:  # not a bare OSError (issue 8)
             async with open_runtime(tmp_path):
                 pass
+        assert caught.value.errno == errno.ENOTDIR
         assert (tmp_path / "assignments").read_text() == "oops"
 
 

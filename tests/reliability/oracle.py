@@ -1,0 +1,275 @@
+"""The crash oracle, and the per-store adapters that plug a store into it.
+
+A store joins the reliability suites with one :class:`StoreAdapter`: a plain
+in-memory *model* (``initial``/``apply``), how to *submit* an operation to a
+running runtime, and how to *observe* the recovered state in the model's
+shape. The oracle (issue 8): after any crash the recovered state equals the
+model after some prefix of the submitted steps (a step is one batch) that
+contains every acknowledged step; a legal crash state must open; recovery
+leaves no temp file and touches no live file.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+
+from marcus_persist import open_runtime
+from marcus_persist._core._atomic import is_temp_name
+from marcus_persist._core._clock import iso_utc
+from marcus_persist._errors import NotFound, PersistenceError
+from marcus_persist._runtime import Runtime
+
+from .simfs import Image, SimFS, materialise
+
+__all__ = (
+    "ASSIGNMENTS",
+    "CLOCK",
+    "COUNTS",
+    "AssignmentsAdapter",
+    "CrashReport",
+    "History",
+    "StoreAdapter",
+    "enumerate_crashes",
+    "run_steps",
+)
+
+Op = tuple[Any, ...]
+State = Any
+
+#: journals that recovery rolls forward (and then removes), relative to the image root
+ROLL_FORWARD = ("data/assignments/batch.json",)
+
+#: what the suites did, printed at the end of the session (tests/reliability/conftest.py)
+COUNTS: Counter[str] = Counter()
+
+
+class FixedClock:
+    """A clock that never moves, so the model can predict every timestamp."""
+
+    def __init__(self) -> None:
+        self.moment = datetime(2026, 1, 2, 23, 59, 30, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+CLOCK = FixedClock()
+
+
+class Legal(Protocol):
+    adapter: StoreAdapter
+
+    def legal(self, k: int) -> list[State]: ...
+
+
+class StoreAdapter(Protocol):
+    """What the suites need from a store: a model, a way to drive it, a way to read it back."""
+
+    name: str
+
+    def initial(self) -> State: ...
+
+    def apply(self, state: State, op: Op) -> State:
+        """The model state after *op* (must not mutate *state*)."""
+        ...
+
+    async def submit(self, rt: Runtime, op: Op) -> None: ...
+
+    async def observe(self, rt: Runtime) -> State:
+        """The recovered state, in the model's shape."""
+        ...
+
+
+class AssignmentsAdapter:
+    """Ops: ``("assign", scope, worker, task)``, ``("remove", scope, worker)``,
+    ``("progress", scope, worker, percent)``; scope ``None`` is the global file."""
+
+    name = "assignments"
+
+    def __init__(self, projects: tuple[str, ...] = ("p1", "p2")) -> None:
+        self.projects = projects
+
+    def initial(self) -> State:
+        return {}
+
+    def apply(self, state: State, op: Op) -> State:
+        new = copy.deepcopy(state)
+        kind, scope, worker = op[0], op[1], op[2]
+        records = new.setdefault(scope, {})
+        stamp = iso_utc(CLOCK.now())
+        if kind == "assign":
+            current = records.get(worker)
+            if current is None or current["task_id"] != op[3]:
+                records[worker] = {
+                    "task_id": op[3],
+                    "assigned_at": stamp,
+                    "task_data": {"n": op[3]},
+                }
+        elif kind == "remove":
+            records.pop(worker, None)
+        elif kind == "progress" and worker in records:
+            records[worker].update(progress_percentage=op[3], last_progress_update=stamp)
+        return {s: r for s, r in new.items() if r}
+
+    def _store(self, rt: Runtime, scope: str | None) -> Any:
+        return rt.assignments if scope is None else rt.assignments.for_project(scope)
+
+    async def submit(self, rt: Runtime, op: Op) -> None:
+        store = self._store(rt, op[1])
+        if op[0] == "assign":
+            await store.assign(op[2], op[3], {"n": op[3]})
+        elif op[0] == "remove":
+            await store.remove_assignment(op[2])
+        else:
+            await store.update_progress(op[2], op[3])
+
+    async def observe(self, rt: Runtime) -> State:
+        state = {}
+        for scope in (None, *self.projects):
+            records = await self._store(rt, scope).get_all_assignments()
+            if records:
+                state[scope] = records
+        return state
+
+
+ASSIGNMENTS = AssignmentsAdapter()
+
+
+@dataclass
+class History:
+    """Steps submitted in order; where in the fs trace each was submitted and acknowledged."""
+
+    adapter: StoreAdapter
+    steps: list[list[Op]] = field(default_factory=list)
+    submitted_at: list[int] = field(default_factory=list)
+    acked_at: list[int | None] = field(default_factory=list)  # None: the step failed
+
+    def legal(self, k: int) -> list[State]:
+        """Every state the oracle accepts after a crash following trace op *k*."""
+        states: list[State] = []
+        state = self.adapter.initial()
+        must = 0  # steps before the last one acknowledged by k must all be there
+        for i, ack in enumerate(self.acked_at):
+            if ack is not None and ack <= k:
+                must = i + 1
+        if must == 0:
+            states.append(state)
+        for i, (step, at, ack) in enumerate(
+            zip(self.steps, self.submitted_at, self.acked_at, strict=True)
+        ):
+            if at > k:
+                break
+            candidate = state
+            for op in step:
+                candidate = self.adapter.apply(candidate, op)
+            if i + 1 >= must:
+                states.append(candidate)
+            if ack is not None:  # a failed step is never folded into what follows
+                state = candidate
+        return states
+
+
+async def run_steps(
+    history: History, fs: SimFS, data: Path, steps: list[list[Op]], *, expect_one_batch: bool = True
+) -> None:
+    """Run *steps* (each one batch) on a runtime over *fs*, recording the history."""
+    async with open_runtime(data, fs=fs, clock=CLOCK) as rt:
+        for step in steps:
+            history.steps.append(step)
+            history.submitted_at.append(len(fs.trace))
+            before = rt.statistics()[history.adapter.name].batches
+            failed: list[BaseException] = []
+
+            async def one(op: Op, failed: list[BaseException] = failed) -> None:
+                try:
+                    await history.adapter.submit(rt, op)
+                except NotFound:
+                    pass  # rejected alone, like the model's progress on a missing worker
+                except PersistenceError as exc:
+                    failed.append(exc)  # a failed commit: the step is not acknowledged
+
+            async with anyio.create_task_group() as tg:
+                for op in step:
+                    tg.start_soon(one, op)
+            batches = rt.statistics()[history.adapter.name].batches - before
+            assert not expect_one_batch or batches == 1, f"step {step} took {batches} batches"
+            history.acked_at.append(None if failed else len(fs.trace))
+
+
+@dataclass
+class CrashReport:
+    crash_points: int = 0
+    images: int = 0
+    opened: int = 0
+    violations: list[str] = field(default_factory=list)
+
+
+async def recover(image: Image, where: Path, adapter: StoreAdapter) -> tuple[State, str | None]:
+    """Open *image* with the real runtime; its state, or why recovery is wrong."""
+    materialise(image, where)
+    before = _files(where)
+    try:
+        async with open_runtime(where / "data", clock=CLOCK) as rt:
+            state = await adapter.observe(rt)
+    except Exception as exc:
+        return None, f"refused a legal crash state: {exc!r}"
+    after = _files(where)
+    temps = [name for name in after if is_temp_name(Path(name).name)]
+    if temps:
+        return state, f"temp files left after recovery: {temps}"
+    if any(name in after for name in ROLL_FORWARD):
+        return state, f"a journal survived recovery: {sorted(set(ROLL_FORWARD) & set(after))}"
+    if any(name in before for name in ROLL_FORWARD):
+        return state, None  # rolling a journal forward rewrites live files by design
+    touched = [n for n, b in after.items() if n in before and before[n] != b and n != "data/.lock"]
+    if touched:
+        return state, f"recovery changed live files: {touched}"
+    return state, None
+
+
+async def enumerate_crashes(
+    name: str, fs: SimFS, history: Legal, workdir: Path, *, first: int = 0
+) -> CrashReport:
+    """Build every crash image after each trace op from *first* on and check the oracle."""
+    report = CrashReport()
+    outcomes: dict[str, tuple[State, str | None]] = {}
+    for k in range(first, len(fs.trace) + 1):
+        report.crash_points += 1
+        legal = history.legal(k)
+        where = fs.trace[k - 1].describe() if k else "before any op"
+        for image in fs.images(k):
+            report.images += 1
+            digest = image.digest()
+            if digest not in outcomes:
+                report.opened += 1
+                outcomes[digest] = await recover(
+                    image, workdir / f"img{report.opened}", history.adapter
+                )
+            state, problem = outcomes[digest]
+            if problem is None and state not in legal:
+                problem = f"recovered {state!r}, legal states {legal!r}"
+            if problem is not None:
+                report.violations.append(
+                    f"{name}: crash after op {k} [{where}], image {image.kind}: {problem}"
+                )
+    COUNTS["crash points"] += report.crash_points
+    COUNTS["crash images checked"] += report.images
+    COUNTS["distinct crash images opened"] += report.opened
+    return report
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for n in names:
+            path = Path(dirpath, n)
+            found[os.path.relpath(path, root)] = path.read_bytes()
+    return found
