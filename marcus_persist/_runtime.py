@@ -22,6 +22,7 @@ from ._core._mailbox import ActorStatistics
 from .backends import Backend, create_backend
 from .backends._files import Quarantined
 from .stores.assignments import AssignmentsHandler, AssignmentStore
+from .stores.state import StateHandler, StateStore
 
 __all__ = ("LAYOUT", "Runtime", "open_runtime")
 
@@ -44,6 +45,7 @@ class Runtime:
     """The running stores. Get one from :func:`open_runtime`; valid inside its ``async with``."""
 
     assignments: AssignmentStore
+    state: StateStore
 
     def __init__(self, config: Config, backend: Backend, actors: list[Actor[Any]]) -> None:
         self.config = config
@@ -126,8 +128,15 @@ async def open_runtime(
                 "assignments", assignments, inbox_size=config.inbox_size, max_batch=config.max_batch
             )
         ]
+        state = StateHandler(store_backend.state(), clock)
+        await anyio.to_thread.run_sync(state.load)
+        state_actor: Actor[Any] = Actor(
+            "state", state, inbox_size=config.inbox_size, max_batch=config.max_batch
+        )
+        actors.append(state_actor)
         runtime = Runtime(config, store_backend, actors)
         runtime.assignments = AssignmentStore(actors[0], assignments)
+        runtime.state = StateStore(state_actor, state)
         async with anyio.create_task_group() as tg:
             for actor in actors:
                 await tg.start(actor.run)
