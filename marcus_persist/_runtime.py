@@ -123,13 +123,13 @@ async def open_runtime(
             await anyio.to_thread.run_sync(_prepare_dir, config, lock, fs)
         assignments = AssignmentsHandler(store_backend.assignments(), clock)
         await anyio.to_thread.run_sync(assignments.load)
+        state = StateHandler(store_backend.state(), clock)
+        await anyio.to_thread.run_sync(state.load)  # every store loads before any actor exists
         actors: list[Actor[Any]] = [
             Actor(
                 "assignments", assignments, inbox_size=config.inbox_size, max_batch=config.max_batch
             )
         ]
-        state = StateHandler(store_backend.state(), clock)
-        await anyio.to_thread.run_sync(state.load)
         state_actor: Actor[Any] = Actor(
             "state", state, inbox_size=config.inbox_size, max_batch=config.max_batch
         )
