@@ -16,6 +16,7 @@ from ._runtime import open_runtime as open_runtime
 from .backends._files import Quarantined as Quarantined
 from .backends.memory import MemoryBackend as MemoryBackend
 from .stores.assignments import AssignmentStore as AssignmentStore
+from .stores.state import StateStore as StateStore
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ __all__ = (
     "Quarantined",
     "Runtime",
     "RuntimeClosed",
+    "StateStore",
     "TaskAlreadyAssigned",
     "ValidationError",
     "open_runtime",
