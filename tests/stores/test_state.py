@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 from datetime import datetime, timedelta
@@ -10,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from marcus_persist import ConfigError, CorruptDataError, ValidationError, open_runtime
+from marcus_persist import (
+    Config,
+    ConfigError,
+    CorruptDataError,
+    PersistenceError,
+    ValidationError,
+    open_runtime,
+)
 from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends._shards import MANIFEST, SHARDS_DIR, ShardStore
@@ -183,3 +191,46 @@ class TestBadInput:
             async with open_runtime(tmp_path, backend="mongo"):
                 pass
         assert not (tmp_path / "marcus_state").exists()
+
+
+class TestCommitFailure:
+    async def test_failed_commit_fails_the_batch_and_changes_nothing(
+        self, tmp_path: Path, faulty_fs: Any
+    ) -> None:
+        async with open_runtime(tmp_path, fs=faulty_fs) as rt:
+            await rt.state.store("c", "k", {"v": 1})
+            faulty_fs.fail["replace"] = errno.ENOSPC
+            with pytest.raises(PersistenceError) as caught:
+                await rt.state.store_many("c", {"k": {"v": 2}, "other": {"v": 3}})
+            assert caught.value.errno == errno.ENOSPC
+            assert await rt.state.retrieve("c", "other") is None
+            del faulty_fs.fail["replace"]
+            await rt.state.store("c", "after", {})  # the actor keeps serving
+        async with open_runtime(tmp_path) as rt:
+            got = await rt.state.retrieve("c", "k")
+            assert got is not None and got["v"] == 1
+            assert await rt.state.retrieve("c", "other") is None
+            assert await rt.state.count("c") == 2
+
+
+class TestChosenByConfig:
+    async def test_marcus_config_selects_sqlite(self, tmp_path: Path) -> None:
+        config = Config.from_marcus(
+            {
+                "features": {
+                    "persistence": "sqlite",
+                    "persistence_options": {"storage_dir": str(tmp_path / "marcus_state")},
+                }
+            }
+        )
+        async with open_runtime(config) as rt:
+            await rt.state.store("projects", "p1", {"id": "p1"})
+            await rt.assignments.assign("agent-1", "task-1", {})
+        conn = sqlite3.connect(tmp_path / "marcus_state.db")
+        tables = {
+            row[0]: conn.execute(f"SELECT COUNT(*) FROM {row[0]}").fetchone()[0]
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        conn.close()
+        assert tables == {"persistence": 1, "marcus_assignments": 1}
+        assert not (tmp_path / "assignments" / "assignments.json").exists()
