@@ -125,16 +125,26 @@ def build_gb_state(data: Path, gigabytes: float) -> tuple[int, str]:
 def child(data: str, key: str) -> None:
     """In a fresh process: open, retrieve one key, report time and peak RSS."""
 
-    async def main() -> float:
-        started = time.perf_counter()
-        async with open_runtime(data) as rt:
-            got = await rt.state.retrieve("c", key)
-            elapsed = time.perf_counter() - started
-            assert got is not None
-        return elapsed
+    fs = CountingFS()
+    timings: dict[str, float] = {}
 
-    elapsed = anyio.run(main) if key else 0.0
-    print(json.dumps({"open_and_retrieve_s": elapsed, **memory_mb()}))
+    async def main() -> None:
+        started = time.perf_counter()
+        async with open_runtime(data, fs=fs) as rt:
+            got = await rt.state.retrieve("c", key)
+            timings["open_and_retrieve_s"] = time.perf_counter() - started
+            timings.update({f"open_{k}": v for k, v in memory_mb().items()})
+            assert got is not None
+            for name in ("first_commit", "second_commit"):
+                fs.written = 0
+                started = time.perf_counter()
+                await rt.state.store("c", f"new-{name}", RECORD)
+                timings[f"{name}_s"] = time.perf_counter() - started
+                timings[f"{name}_bytes"] = fs.written
+
+    if key:
+        anyio.run(main)
+    print(json.dumps({**timings, **memory_mb()}))
 
 
 def memory_mb() -> dict[str, float]:
@@ -208,8 +218,16 @@ def main() -> None:
         opened = run_child(gb_dir, key)
         print(
             f"open {size / (1 << 30):.2f} GiB state + one retrieve: "
-            f"{opened['open_and_retrieve_s']:.3f} s, peak RSS {opened['peak_rss_mb']:.0f} MB "
-            f"(a process that only imports the package: {bare['peak_rss_mb']:.0f} MB)"
+            f"{opened['open_and_retrieve_s']:.3f} s, peak RSS then "
+            f"{opened['open_peak_rss_mb']:.0f} MB (a process that only imports the package: "
+            f"{bare['peak_rss_mb']:.0f} MB)"
+        )
+        print(
+            f"then one-key commits: first (sweeps crash leftovers) "
+            f"{opened['first_commit_s'] * 1000:.0f} ms, second "
+            f"{opened['second_commit_s'] * 1000:.0f} ms, "
+            f"{opened['second_commit_bytes']:.0f} bytes written; peak RSS at the end "
+            f"{opened['peak_rss_mb']:.0f} MB"
         )
         rows.append(
             {
