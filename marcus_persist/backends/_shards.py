@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import threading
+import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -41,7 +42,7 @@ from typing import Any
 
 import msgspec
 
-from .._core._atomic import ensure_dir, write_atomic
+from .._core._atomic import TEMP_MARKER, ensure_dir
 from .._core._codec import encode
 from .._core._fs import FileSystem
 from .._errors import CorruptDataError, ValidationError
@@ -312,6 +313,7 @@ class ShardStore:
         fresh: list[tuple[tuple[str, str], dict[str, Record], int]] = []
         written: list[Path] = []
         superseded: list[tuple[tuple[str, str], Path]] = []
+        renamed: list[bool] = []
         try:
             for collection, batch in changes.items():
                 check_collection_name(collection)
@@ -368,11 +370,16 @@ class ShardStore:
                     n: {s: list(vc) for s, vc in sh.items()} for n, sh in collections.items()
                 },
             }
-            write_atomic(self.manifest_path, encode(document), fs=fs, sync=sync)  # commit point
+            _replace(fs, self.manifest_path, encode(document), sync, renamed)  # commit point
         except BaseException:
-            for path in written:  # unnamed files; the sweep at open would remove them too
-                with contextlib.suppress(OSError):
-                    fs.unlink(path)
+            if not renamed:  # no manifest names them: remove them (a later sweep would too)
+                for path in written:
+                    with contextlib.suppress(OSError):
+                        fs.unlink(path)
+            # else the rename happened but was not made durable: the new manifest may
+            # be live on disk, so its files stay; the batch may or may not survive a
+            # restart and is not acknowledged. Memory keeps the old manifest, whose
+            # files are all still there, and the next commit replaces it again.
             raise
         with self._lock:
             self._seq = version
@@ -412,6 +419,22 @@ class ShardStore:
 def _within(shard: str, depth: int, index: int) -> bool:
     d, i = _parse_shard(shard)
     return d >= depth and i & ((1 << depth) - 1) == index
+
+
+def _replace(fs: FileSystem, path: Path, data: bytes, sync: bool, renamed: list[bool]) -> None:
+    """:func:`write_atomic`, telling the caller (through *renamed*) whether the
+    rename happened before a failure."""
+    tmp = path.with_name(f"{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+    try:
+        _write_new(fs, tmp, data, sync)
+        fs.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fs.unlink(tmp)
+        raise
+    renamed.append(True)
+    if sync:
+        fs.fsync_dir(path.parent)
 
 
 def _write_new(fs: FileSystem, path: Path, data: bytes, sync: bool) -> None:

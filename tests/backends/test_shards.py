@@ -145,3 +145,23 @@ class TestShardStore:
         with pytest.raises(ValidationError):
             store.commit({"../x": {"k": {}}})
         assert not (tmp_path / MANIFEST).exists()
+
+    def test_failure_after_the_rename_leaves_a_readable_store(self, tmp_path: Path) -> None:
+        class FailRootFsync(FileSystem):
+            def fsync_dir(self, path: Path) -> None:
+                if path == tmp_path:
+                    raise OSError(5, "EIO")
+                super().fsync_dir(path)
+
+        store = make(tmp_path)
+        store.commit({"c": {"k": {"v": 1}}})
+        broken = ShardStore(tmp_path, FileContext(tmp_path, FailRootFsync(), True, "error"))
+        broken.open()
+        with pytest.raises(OSError):
+            broken.commit({"c": {"k": {"v": 2}}})
+        assert broken.get("c", "k") == {"v": 1}  # not acknowledged: memory is as before
+        survived = make(tmp_path).get("c", "k")  # the rename did happen: either is allowed,
+        assert survived in ({"v": 1}, {"v": 2})  # but never a missing shard
+        again = make(tmp_path)
+        again.commit({"c": {"other": {"v": 3}}})
+        assert make(tmp_path).get("c", "other") == {"v": 3}
