@@ -199,12 +199,12 @@ class TestCommitFailure:
     ) -> None:
         async with open_runtime(tmp_path, fs=faulty_fs) as rt:
             await rt.state.store("c", "k", {"v": 1})
-            faulty_fs.fail["replace"] = errno.ENOSPC
+            faulty_fs.fail["write"] = errno.ENOSPC
             with pytest.raises(PersistenceError) as caught:
                 await rt.state.store_many("c", {"k": {"v": 2}, "other": {"v": 3}})
             assert caught.value.errno == errno.ENOSPC
             assert await rt.state.retrieve("c", "other") is None
-            del faulty_fs.fail["replace"]
+            del faulty_fs.fail["write"]
             await rt.state.store("c", "after", {})  # the actor keeps serving
         async with open_runtime(tmp_path) as rt:
             got = await rt.state.retrieve("c", "k")
