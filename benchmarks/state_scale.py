@@ -81,6 +81,7 @@ async def one_key_case(base: Path, backend: str, size: int, commits: int) -> dic
         prefill_shards(data, size)
     else:
         await prefill_sqlite(data, size)
+    os.sync()  # the prefill was not fsynced: do not let its writeback land in the timings
     fs = CountingFS()
     latencies: list[float] = []
     async with open_runtime(data, backend=backend, fs=fs) as rt:
@@ -209,6 +210,7 @@ def main() -> None:
         gb_dir = base / "gb"
         started = time.perf_counter()
         count, key = build_gb_state(gb_dir, args.gb)
+        os.sync()
         size = sum(f.stat().st_size for f in (gb_dir / "marcus_state").rglob("*") if f.is_file())
         print(
             f"built {size / (1 << 30):.2f} GiB, {count} records in "
