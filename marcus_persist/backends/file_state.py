@@ -15,6 +15,7 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ._contract import Record, StateChanges
@@ -44,7 +45,7 @@ class FileStateStorage:
                 if path.name != MANIFEST and path.is_file():
                     self._import(path)
 
-    def _import(self, path: Any) -> None:
+    def _import(self, path: Path) -> None:
         try:
             collection = check_collection_name(path.stem)
         except ValueError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -240,3 +241,35 @@ class TestShardStore:
         again = make(tmp_path)
         again.commit({"c": {"other": {"v": 3}}})
         assert make(tmp_path).get("c", "other") == {"v": 3}
+
+    @pytest.mark.parametrize("seed", [1, 2])
+    def test_matches_a_dict_through_splits_checkpoints_and_reopens(
+        self, tmp_path: Path, seed: int
+    ) -> None:
+        rng = random.Random(seed)
+        model: dict[str, dict[str, dict[str, object]]] = {}
+        store = ShardStore(tmp_path, FileContext(tmp_path, OS_FS, False, "error"), shard_bytes=1024)
+        store._manifest._checkpoint_bytes = 2048  # checkpoint often
+        store.open()
+        for step in range(200):
+            batch: dict[str, dict[str, dict[str, object] | None]] = {}
+            for _ in range(rng.randint(1, 8)):
+                coll = rng.choice(["a", "b"])
+                key = f"k{rng.randint(0, 150)}"
+                value = None if rng.random() < 0.3 else {"s": step, "pad": "p" * rng.randint(0, 60)}
+                batch.setdefault(coll, {})[key] = value
+            store.commit(batch)
+            for coll, changes in batch.items():
+                for key, value in changes.items():
+                    if value is None:
+                        model.get(coll, {}).pop(key, None)
+                    else:
+                        model.setdefault(coll, {})[key] = value
+            if step % 50 == 49:
+                store = make(tmp_path, shard_bytes=1024)
+                store._manifest._checkpoint_bytes = 2048
+            for coll in ("a", "b"):
+                assert store.count(coll) == len(model.get(coll, {}))
+        for coll in ("a", "b"):
+            assert dict(store.iter(coll)) == model.get(coll, {})
+            assert dict(make(tmp_path).iter(coll)) == model.get(coll, {})
