@@ -11,7 +11,14 @@ from typing import Any
 import anyio
 import pytest
 
-from marcus_persist import MemoryBackend, NotFound, Runtime, ValidationError, open_runtime
+from marcus_persist import (
+    MemoryBackend,
+    NotFound,
+    Runtime,
+    TaskAlreadyAssigned,
+    ValidationError,
+    open_runtime,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -159,3 +166,22 @@ class TestContract:
         async with opener() as rt:
             keys = {k async for k, _ in rt.state.iter("one")}
             assert keys == {f"k{i}" for i in range(1000)}
+
+
+class TestAssignmentsContract:
+    async def test_assignments_round_trip_and_reopen(self, opener: Opener) -> None:
+        async with opener() as rt:
+            await rt.assignments.assign("agent-1", "task-1", {"name": "x"})
+            await rt.assignments.for_project("p1").assign("agent-2", "task-2", {})
+            await rt.assignments.update_progress("agent-1", 40)
+            with pytest.raises(TaskAlreadyAssigned):
+                await rt.assignments.assign("agent-3", "task-1", {})
+            await rt.assignments.save_assignment("agent-4", "task-4", {})
+            assert await rt.assignments.remove_assignment("agent-4") is True
+        async with opener() as rt:
+            got = await rt.assignments.get_assignment("agent-1")
+            assert got is not None and got["progress_percentage"] == 40
+            assert await rt.assignments.get_all_assigned_task_ids() == {"task-1"}
+            project = rt.assignments.for_project("p1")
+            assert await project.get_worker_for_task("task-2") == "agent-2"
+            assert await rt.assignments.get_assignment("agent-4") is None

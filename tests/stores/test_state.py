@@ -234,3 +234,12 @@ class TestChosenByConfig:
         conn.close()
         assert tables == {"persistence": 1, "marcus_assignments": 1}
         assert not (tmp_path / "assignments" / "assignments.json").exists()
+
+
+class TestCorruptDatabase:
+    async def test_not_a_database(self, tmp_path: Path) -> None:
+        (tmp_path / "marcus_state.db").write_bytes(b"this is not sqlite" * 100)
+        with pytest.raises(CorruptDataError, match=r"marcus_state\.db"):
+            async with open_runtime(tmp_path, backend="sqlite"):
+                pass
+        assert (tmp_path / "marcus_state.db").read_bytes() == b"this is not sqlite" * 100
