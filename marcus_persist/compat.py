@@ -18,6 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from ._compat_host import Host, acquire, release
 from ._config import Config
 from ._runtime import Runtime
@@ -96,8 +98,6 @@ class _HostedBackend(PersistenceBackend):
             release(host)
 
     async def aclose(self) -> None:
-        import anyio
-
         await anyio.to_thread.run_sync(self.close)
 
 
@@ -276,9 +276,14 @@ class Persistence:
     cleanup_old_data = cleanup
 
     def close(self) -> None:
+        """Close the backend if it can be (blocking: the last user flushes the runtime)."""
         close = getattr(self.backend, "close", None)
         if close is not None:
             close()
+
+    async def aclose(self) -> None:
+        """:meth:`close` without blocking the event loop."""
+        await anyio.to_thread.run_sync(self.close)
 
 
 class AssignmentPersistence:
@@ -322,9 +327,13 @@ class AssignmentPersistence:
         return await self.host.call(_is_task_assigned, task_id)
 
     def close(self) -> None:
+        """Release the runtime (the last user flushes and stops it); blocking."""
         host, self._host = self._host, None
         if host is not None:
             release(host)
+
+    async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self.close)
 
 
 async def _save_assignment(rt: Runtime, worker_id: str, task_id: str, data: dict[str, Any]) -> None:

@@ -111,7 +111,7 @@ class TestBackends:
         try:
             await persistence.store_event(event(1))
         finally:
-            persistence.close()
+            await persistence.aclose()
         assert (tmp_path / "data" / "marcus_state" / "_shards" / "events").is_dir()
 
 
