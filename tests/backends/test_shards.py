@@ -273,3 +273,84 @@ class TestShardStore:
         for coll in ("a", "b"):
             assert dict(store.iter(coll)) == model.get(coll, {})
             assert dict(make(tmp_path).iter(coll)) == model.get(coll, {})
+
+
+class Crash(BaseException):
+    """The process dies here."""
+
+
+class CrashAt(FileSystem):
+    """Dies at the n-th mutating call."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.calls = 0
+
+    def _step(self) -> None:
+        self.calls += 1
+        if self.calls == self.at:
+            raise Crash
+
+    def create(self, path: Path) -> int:
+        self._step()
+        return super().create(path)
+
+    def open_append(self, path: Path) -> int:
+        self._step()
+        return super().open_append(path)
+
+    def write(self, fd: int, data: bytes | memoryview) -> int:
+        self._step()
+        return super().write(fd, bytes(data)[: max(1, len(data) // 2)])  # short writes too
+
+    def fsync(self, fd: int) -> None:
+        self._step()
+        super().fsync(fd)
+
+    def replace(self, src: Path, dst: Path) -> None:
+        self._step()
+        super().replace(src, dst)
+
+    def unlink(self, path: Path) -> None:
+        self._step()
+        super().unlink(path)
+
+    def fsync_dir(self, path: Path) -> None:
+        self._step()
+        super().fsync_dir(path)
+
+
+class TestCrashAtEveryStep:
+    @pytest.mark.parametrize("checkpoint", [False, True])
+    def test_a_batch_is_all_or_nothing(self, tmp_path: Path, checkpoint: bool) -> None:
+        before = {f"k{i}": record(i) for i in range(40)}
+        batch: dict[str, dict[str, object] | None] = {f"k{i}": record(-i) for i in range(0, 60, 3)}
+        batch["k1"] = None
+        after = {k: v for k, v in before.items() if k != "k1"}
+        after.update({k: v for k, v in batch.items() if v is not None})
+        at = 0
+        while True:
+            at += 1
+            root = tmp_path / str(at)
+            setup = make(root, shard_bytes=1024)
+            setup.commit({"c": before})
+            fs = CrashAt(at)
+            store = ShardStore(root, FileContext(root, fs, True, "error"), shard_bytes=1024)
+            store.open()
+            if checkpoint:
+                store._manifest._must_checkpoint = True
+            try:
+                store.commit({"c": batch, "d": {"x": {"v": 1}}})
+                done = True
+            except Crash:
+                done = False
+            reopened = make(root, shard_bytes=1024)
+            state = dict(reopened.iter("c"))
+            assert state in (before, after), f"crash at step {at}"
+            assert (reopened.get("d", "x") is not None) == (state == after)
+            if done:
+                assert state == after
+                break
+            reopened.commit({"c": {"again": {"v": 2}}})  # and it keeps working
+            assert make(root).get("c", "again") == {"v": 2}
+        assert at > 10
