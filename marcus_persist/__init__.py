@@ -19,6 +19,7 @@ from .backends._files import Quarantined as Quarantined
 from .backends.memory import MemoryBackend as MemoryBackend
 from .stores.assignments import AssignmentStore as AssignmentStore
 from .stores.audit import AuditStore as AuditStore
+from .stores.state import StateStore as StateStore
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ __all__ = (
     "Quarantined",
     "Runtime",
     "RuntimeClosed",
+    "StateStore",
     "TaskAlreadyAssigned",
     "ValidationError",
     "open_runtime",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ import anyio.lowlevel
 
 from ._backup import BACKUPS_DIR, create_backup, prune_backups
 from ._config import Config
-from ._core._actor import Actor
+from ._core._actor import Actor, Handler
 from ._core._atomic import ensure_dir, remove_stale_temps
 from ._core._clock import SYSTEM_CLOCK, Clock
 from ._core._dirlock import DirLock
@@ -26,8 +27,9 @@ from ._stats import collect_stats
 from .backends import Backend, create_backend
 from .backends._files import Quarantined
 from .stores._audit_storage import AuditStorage, FileAuditStorage, MemoryAuditStorage
-from .stores.assignments import AssignmentStore, assignments_handler
+from .stores.assignments import AssignmentStore, AssignmentsView, assignments_handler
 from .stores.audit import AuditHandler, AuditStore
+from .stores.state import StateHandler, StateStore
 
 __all__ = ("LAYOUT", "Runtime", "open_runtime")
 
@@ -51,6 +53,7 @@ class Runtime:
 
     assignments: AssignmentStore
     audit: AuditStore
+    state: StateStore
 
     def __init__(self, config: Config, backend: Backend, actors: list[Actor[Any]]) -> None:
         self.config = config
@@ -192,24 +195,17 @@ async def open_runtime(
     try:
         if lock is not None:
             await anyio.to_thread.run_sync(_startup, prepare_data_dir, config, lock, fs)
-        assignments = assignments_handler(store_backend, clock)
-        await anyio.to_thread.run_sync(_startup, assignments.load)
-        actors: list[Actor[Any]] = [
-            Actor(
-                "assignments", assignments, inbox_size=config.inbox_size, max_batch=config.max_batch
-            )
-        ]
-        runtime = Runtime(config, store_backend, actors)
-        runtime.assignments = AssignmentStore(actors[0], assignments)
-        audit = AuditHandler(audit_storage)
-        await anyio.to_thread.run_sync(_startup, audit.load)
-        audit_actor = Actor(
-            "audit", audit, inbox_size=config.inbox_size, max_batch=config.max_batch
-        )
-        actors.append(audit_actor)
-        runtime.audit = AuditStore(audit_actor, audit, config, clock)
+        stores = await anyio.to_thread.run_sync(_load_stores, store_backend, audit_storage, clock)
+        actors = {
+            name: Actor(name, handler, inbox_size=config.inbox_size, max_batch=config.max_batch)
+            for name, handler in stores.handlers().items()
+        }
+        runtime = Runtime(config, store_backend, list(actors.values()))
+        runtime.assignments = AssignmentStore(actors["assignments"], stores.assignments)
+        runtime.state = StateStore(actors["state"], stores.state)
+        runtime.audit = AuditStore(actors["audit"], stores.audit, config, clock)
         async with anyio.create_task_group() as tg:
-            for actor in actors:
+            for actor in actors.values():
                 await tg.start(actor.run)
             await tg.start(runtime.audit.run_maintenance)
             stop_telemetry = instrument(runtime)
@@ -223,7 +219,7 @@ async def open_runtime(
                 background.cancel()
                 if stop_telemetry is not None:
                     stop_telemetry()
-                for actor in actors:
+                for actor in actors.values():
                     actor.mailbox.close()  # stop intake; each actor drains, commits, exits
     finally:
         with anyio.CancelScope(shield=True):
@@ -250,6 +246,29 @@ def _audit_storage(backend: Backend, config: Config, fs: FileSystem) -> AuditSto
             "backend %s has no audit storage: the audit trail is kept in memory", backend.name
         )
     return MemoryAuditStorage()
+
+
+@dataclass
+class _Stores:
+    """Every store's handler, loaded (blocking) before any actor exists."""
+
+    assignments: AssignmentsView
+    state: StateHandler
+    audit: AuditHandler
+
+    def handlers(self) -> dict[str, Handler[Any]]:
+        return {"assignments": self.assignments, "state": self.state, "audit": self.audit}
+
+
+def _load_stores(backend: Backend, audit_storage: AuditStorage, clock: Clock) -> _Stores:
+    stores = _Stores(
+        assignments_handler(backend, clock),
+        StateHandler(backend.state(), clock),
+        AuditHandler(audit_storage),
+    )
+    for handler in stores.handlers().values():
+        _startup(handler.load)  # type: ignore[attr-defined]
+    return stores
 
 
 def _startup(step: Callable[..., None], *args: Any) -> None:

@@ -11,7 +11,7 @@ from ._contract import Backend
 __all__ = ("BACKEND_NAMES", "Backend", "create_backend")
 
 #: backend name -> module defining ``Backend``
-BACKEND_NAMES = ("file", "memory", "postgres")
+BACKEND_NAMES = ("file", "memory", "sqlite", "postgres")
 
 
 def create_backend(config: Config, fs: FileSystem) -> Backend:

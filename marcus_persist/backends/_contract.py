@@ -7,10 +7,19 @@ makes the whole write durable or raises, leaving what was durable before.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ("AssignmentStorage", "Backend", "CheckRecords", "KeyedWrite", "Record", "Scope")
+__all__ = (
+    "AssignmentStorage",
+    "Backend",
+    "CheckRecords",
+    "KeyedWrite",
+    "Record",
+    "Scope",
+    "StateChanges",
+    "StateStorage",
+)
 
 Record = dict[str, Any]
 #: ``None`` for the global assignments, else a project id
@@ -42,12 +51,45 @@ class AssignmentStorage(Protocol):
         ...
 
 
+#: one state batch: collection -> key -> record (``None`` deletes)
+StateChanges = Mapping[str, Mapping[str, Record | None]]
+
+
+class StateStorage(Protocol):
+    """Marcus's ``marcus_state`` collections: string keys -> JSON records.
+
+    Every method is blocking and thread-safe against the one committer; reads
+    see committed data only. Returned records may be shared: callers copy.
+    """
+
+    def load(self) -> None:
+        """Open (and import what Marcus left, if any); corrupt data raises ``CorruptDataError``."""
+        ...
+
+    def get(self, collection: str, key: str) -> Record | None: ...
+
+    def count(self, collection: str) -> int: ...
+
+    def collections(self) -> list[str]: ...
+
+    def chunks(self, collection: str) -> Iterator[list[tuple[str, Record]]]:
+        """Every committed ``(key, record)``, a bounded chunk per ``next()``; call
+        ``next()`` from worker threads, one at a time."""
+        ...
+
+    def commit(self, changes: StateChanges) -> None:
+        """Make the whole batch durable, all-or-nothing, or raise."""
+        ...
+
+
 class Backend(Protocol):
     name: str
     #: whether the backend keeps files under the data directory (and needs its lock)
     uses_data_dir: bool
 
     def assignments(self) -> AssignmentStorage: ...
+
+    def state(self) -> StateStorage: ...
 
     def close(self) -> None:
         """Release connections and handles; blocking."""

@@ -44,6 +44,18 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         )
         """,
     ),
+    (
+        2,
+        "state",
+        """
+        CREATE TABLE IF NOT EXISTS {schema}.state (
+            collection text NOT NULL,
+            key text NOT NULL,
+            data jsonb NOT NULL,
+            PRIMARY KEY (collection, key)
+        )
+        """,
+    ),
 )
 
 

@@ -13,6 +13,7 @@ from .._core._codec import encode
 from .._core._fs import FileSystem
 from ._contract import CheckRecords, KeyedWrite, Record, Scope
 from ._files import FileContext, read_json
+from .file_state import FileStateStorage
 
 __all__ = ("FileAssignmentStorage", "FileBackend", "create")
 
@@ -125,19 +126,24 @@ class FileBackend:
     name = "file"
     uses_data_dir = True
 
-    def __init__(self, ctx: FileContext) -> None:
+    def __init__(self, ctx: FileContext, *, cache_mb: int = 64) -> None:
         self.ctx = ctx
         self._assignments = FileAssignmentStorage(ctx)
+        self._state = FileStateStorage(ctx, cache_bytes=cache_mb << 20)
 
     def assignments(self) -> FileAssignmentStorage:
         return self._assignments
+
+    def state(self) -> FileStateStorage:
+        return self._state
 
     def close(self) -> None:
         pass
 
 
 def create(config: Config, fs: FileSystem) -> FileBackend:
-    return FileBackend(FileContext(config.path, fs, config.fsync, config.on_corrupt))
+    ctx = FileContext(config.path, fs, config.fsync, config.on_corrupt)
+    return FileBackend(ctx, cache_mb=config.cache_mb)
 
 
 def _kind(value: object) -> str:

@@ -7,12 +7,12 @@ close a runtime and reopen the same data.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from .._config import Config
 from .._core._fs import FileSystem
 from ..stores._audit_storage import MemoryAuditStorage
-from ._contract import CheckRecords, KeyedWrite, Record, Scope
+from ._contract import CheckRecords, KeyedWrite, Record, Scope, StateChanges
 
 __all__ = ("MemoryBackend", "create")
 
@@ -29,6 +29,46 @@ class MemoryAssignmentStorage:
             self._scopes[scope] = write.merged()
 
 
+class MemoryStateStorage:
+    """Collections as dicts; a commit swaps in new dicts, so readers see whole batches."""
+
+    CHUNK = 1000
+
+    def __init__(self) -> None:
+        self._collections: dict[str, dict[str, Record]] = {}
+
+    def load(self) -> None:
+        pass
+
+    def get(self, collection: str, key: str) -> Record | None:
+        return self._collections.get(collection, {}).get(key)
+
+    def count(self, collection: str) -> int:
+        return len(self._collections.get(collection, {}))
+
+    def collections(self) -> list[str]:
+        return sorted(self._collections)
+
+    def chunks(self, collection: str) -> Iterator[list[tuple[str, Record]]]:
+        items = list(self._collections.get(collection, {}).items())  # a snapshot
+        for start in range(0, len(items), self.CHUNK):
+            yield items[start : start + self.CHUNK]
+
+    def commit(self, changes: StateChanges) -> None:
+        updated = dict(self._collections)
+        for collection, batch in changes.items():
+            if collection not in updated and all(r is None for r in batch.values()):
+                continue
+            records = dict(updated.get(collection, {}))
+            for key, record in batch.items():
+                if record is None:
+                    records.pop(key, None)
+                else:
+                    records[key] = record  # a private copy made by the store
+            updated[collection] = records
+        self._collections = updated  # one reference swap: the batch appears at once
+
+
 class MemoryBackend:
     name = "memory"
     uses_data_dir = False
@@ -36,12 +76,16 @@ class MemoryBackend:
     def __init__(self) -> None:
         self._assignments = MemoryAssignmentStorage()
         self._audit = MemoryAuditStorage()
+        self._state = MemoryStateStorage()
 
     def assignments(self) -> MemoryAssignmentStorage:
         return self._assignments
 
     def audit(self) -> MemoryAuditStorage:
         return self._audit
+
+    def state(self) -> MemoryStateStorage:
+        return self._state
 
     def close(self) -> None:
         pass

@@ -35,6 +35,7 @@ from ._pg_schema import check_schema_name, migrate
 
 if TYPE_CHECKING:
     from ..stores.assignments import AssignmentsView
+    from ._pg_state import PostgresStateStorage
 
 __all__ = ("PgDatabase", "PostgresAssignmentStorage", "PostgresBackend", "create")
 
@@ -202,6 +203,11 @@ class PostgresBackend:
 
     def assignments(self) -> PostgresAssignmentStorage:
         return self._assignments
+
+    def state(self) -> PostgresStateStorage:
+        from ._pg_state import PostgresStateStorage
+
+        return PostgresStateStorage(self.db)
 
     def assignments_handler(self, clock: Clock) -> AssignmentsView:
         """The database-backed handler the runtime's assignments actor uses."""

@@ -22,6 +22,7 @@ from marcus_persist import (
 )
 from marcus_persist._config import Config
 from marcus_persist._runtime import Runtime
+from marcus_persist.backends._pg_schema import MIGRATIONS
 from tests.stores import test_assignments as file_suite
 
 pytestmark = pytest.mark.anyio
@@ -165,7 +166,7 @@ async def test_schema_is_versioned_and_migrations_idempotent(
         rows = conn.execute(
             f"SELECT version, name FROM {pg['pg_schema']}.schema_version ORDER BY version"
         ).fetchall()
-    assert rows == [(1, "assignments")]
+    assert rows == [(version, name) for version, name, _sql in MIGRATIONS]
 
 
 async def test_dsn_from_the_environment(
