@@ -17,9 +17,11 @@ from ._core._atomic import is_temp_name
 from ._core._clock import SYSTEM_CLOCK
 from ._core._dirlock import LOCK_NAME, DirLock
 from ._core._fs import OS_FS
-from ._errors import DataDirLocked
+from ._errors import CorruptDataError, DataDirLocked
 from .backends._files import FileContext
+from .backends._shards import ShardStore
 from .backends.file import FileBackend
+from .backends.file_state import STATE_DIR
 from .stores._audit_query import find_bad_lines, select_sources
 from .stores._audit_storage import FileAuditStorage
 from .stores.assignments import AssignmentsHandler
@@ -57,6 +59,7 @@ def diagnose(data_dir: Path, *, repair: bool = False) -> list[Finding]:
     try:
         findings += _leftovers(data_dir, repair)
         findings += _stores(data_dir, repair)
+        findings += _state(data_dir, repair)
         findings += _audit(data_dir, repair)
     finally:
         lock.release()  # a no-op when it was not taken
@@ -123,3 +126,35 @@ def _last_byte(path: Path) -> bytes:
     with path.open("rb") as stream:
         stream.seek(-1, os.SEEK_END)
         return stream.read(1)
+
+
+def _state(data_dir: Path, repair: bool) -> list[Finding]:
+    """The state manifest, every shard it names, and shard files it does not name."""
+    directory = data_dir / STATE_DIR
+    if not directory.is_dir():
+        return []
+    ctx = FileContext(data_dir, OS_FS, sync=True, on_corrupt="quarantine" if repair else "error")
+    store = ShardStore(directory, ctx)
+    found: list[Finding] = []
+    try:
+        store.open()
+    except CorruptDataError as exc:
+        return [Finding(exc.path, exc.reason, "error")]
+    for collection in store.collections():
+        for shard in store.shards(collection):
+            try:
+                store.items_in(collection, shard)
+            except CorruptDataError as exc:
+                found.append(Finding(exc.path, exc.reason, "error"))
+    orphans = store.orphans()
+    if repair and orphans:
+        store.sweep()
+    found += [
+        Finding(str(p), "shard file no manifest names", "warning", "removed" if repair else None)
+        for p in orphans
+    ]
+    found += [
+        Finding(q.path, q.reason, "error", f"quarantined as {Path(q.moved_to).name}")
+        for q in ctx.quarantined
+    ]
+    return found

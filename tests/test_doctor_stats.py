@@ -111,3 +111,29 @@ def test_audit_torn_tail_and_garbage_line(tmp_path: Path) -> None:
     assert result.exit_code == 1  # the garbage line is reported, never cut
     assert day.read_bytes() == good + b"garbage in the middle\n" + good
     assert (data / "audit_logs" / "audit_20250831.jsonl.torn").read_bytes() == b'{"torn": '
+
+
+def test_state_corrupt_shard_and_orphan(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+
+    async def fill() -> None:
+        async with open_runtime(data) as rt:
+            await rt.state.store_many("events", {f"e{n}": {"n": n} for n in range(50)})
+
+    anyio.run(fill)
+    shards = sorted((data / "marcus_state" / "_shards" / "events").glob("*.json"))
+    assert shards
+    victim = shards[0]
+    victim.write_bytes(b'{"broken": ')
+    orphan = victim.with_name("9-ff.999999.json")
+    orphan.write_bytes(b"{}")
+    findings = {(f.path, f.severity) for f in diagnose(data)}
+    assert (str(victim), "error") in findings
+    assert (str(orphan), "warning") in findings
+    assert victim.read_bytes() == b'{"broken": ' and orphan.exists()  # checking changed nothing
+
+    result = CliRunner().invoke(cli, ["doctor", str(data), "--repair"])
+    assert result.exit_code == 0, result.output
+    assert not orphan.exists()
+    (moved,) = victim.parent.glob(f"{victim.name}.corrupt-*")
+    assert moved.read_bytes() == b'{"broken": '

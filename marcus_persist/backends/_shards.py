@@ -195,31 +195,37 @@ class ShardStore:
 
     def sweep(self) -> None:
         """Remove shard files no manifest names (left by a crashed or failed commit)."""
-        self._sweep(self.root / SHARDS_DIR)
+        touched: set[Path] = set()
+        for orphan in self.orphans():
+            match = _SHARD_FILE.fullmatch(orphan.name)
+            assert match is not None
+            self._next = max(self._next, int(match["version"]) + 1)  # never reuse a version
+            log.info("removing shard file no manifest names: %s", orphan)
+            self._ctx.fs.unlink(orphan)
+            touched.add(orphan.parent)
+        if self._ctx.sync:
+            for directory in touched:
+                self._ctx.fs.fsync_dir(directory)
         self._swept = True
 
-    def _sweep(self, shards_dir: Path) -> None:
+    def orphans(self) -> list[Path]:
+        """Shard files no manifest names (left by a crashed or failed commit)."""
+        shards_dir = self.root / SHARDS_DIR
         if not shards_dir.is_dir():
-            return
-        for name in os.listdir(shards_dir):
+            return []
+        found: list[Path] = []
+        for name in sorted(os.listdir(shards_dir)):
             directory = shards_dir / name
             if not directory.is_dir():
                 continue
             live = self._collections.get(name)
             expected = {f"{s}.{v}.json" for s, (v, _c) in live.shards.items()} if live else set()
-            removed = False
-            for entry in os.listdir(directory):
-                if entry in expected:
-                    continue
-                match = _SHARD_FILE.fullmatch(entry)
-                if match is None:
-                    continue
-                self._next = max(self._next, int(match["version"]) + 1)
-                log.info("removing shard file no manifest names: %s", directory / entry)
-                self._ctx.fs.unlink(directory / entry)
-                removed = True
-            if removed and self._ctx.sync:
-                self._ctx.fs.fsync_dir(directory)
+            found += [
+                directory / entry
+                for entry in sorted(os.listdir(directory))
+                if entry not in expected and _SHARD_FILE.fullmatch(entry)
+            ]
+        return found
 
     # -- reads --------------------------------------------------------------------
     @property
