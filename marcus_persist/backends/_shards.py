@@ -1,0 +1,419 @@
+"""Sharded key -> JSON record collections on files, committed through one small manifest.
+
+Layout under ``root`` (every file is readable JSON)::
+
+    _manifest.json                      {"format": 1, "seq": N, "meta": {...},
+                                         "collections": {name: {shard: [version, count]}}}
+    _shards/<collection>/<shard>.<version>.json     {key: record, ...}
+
+A key lives in the shard ``<depth>-<index>`` with ``index = crc32(key) mod 2**depth``
+(extendible hashing): a shard whose encoded size passes ``shard_bytes`` splits
+into its two children, so a shard's size, and the cost of rewriting it, follows
+``shard_bytes`` and not the size of the collection.
+
+Commit protocol (blocking; the actor's worker thread):
+
+1. every dirty shard is written as a NEW file ``<shard>.<seq>.json`` (fsynced,
+   never a live file in place), then its directory is fsynced;
+2. the manifest naming the new versions is replaced atomically (temp + fsync +
+   rename + directory fsync): that rename is the commit point, so a batch over
+   many keys and collections is all-or-nothing;
+3. only then are the superseded shard files unlinked.
+
+A crash before step 2 leaves new files no manifest names: they are swept at
+the next :meth:`ShardStore.open`. Shards load on demand into an LRU cache
+bounded by ``cache_bytes`` (counted in encoded bytes), so opening a large
+store reads the manifest only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .._core._atomic import ensure_dir, write_atomic
+from .._core._codec import encode
+from .._core._fs import FileSystem
+from .._errors import CorruptDataError, ValidationError
+from ._contract import Record
+from ._files import FileContext, read_json
+
+__all__ = ("MANIFEST", "SHARDS_DIR", "ShardStore", "check_collection_name")
+
+log = logging.getLogger("marcus_persist")
+
+MANIFEST = "_manifest.json"
+SHARDS_DIR = "_shards"
+FORMAT = 1
+MAX_DEPTH = 32
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SHARD_FILE = re.compile(r"(?P<shard>\d+-[0-9a-f]+)\.(?P<version>\d+)\.json")
+
+#: one batch: collection -> key -> record (``None`` deletes)
+Changes = Mapping[str, Mapping[str, Record | None]]
+
+
+def check_collection_name(name: Any) -> str:
+    """A collection name is a file-name-safe string; raises ``ValidationError`` otherwise."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValidationError(
+            f"collection: {name!r} must be 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def key_hash(key: str) -> int:
+    return zlib.crc32(key.encode("utf-8", "surrogatepass"))
+
+
+def _shard(depth: int, index: int) -> str:
+    return f"{depth}-{index:x}"
+
+
+def _parse_shard(name: str) -> tuple[int, int]:
+    depth, index = name.split("-")
+    return int(depth), int(index, 16)
+
+
+class _Collection:
+    """The manifest's view of one collection: shard -> (version, count)."""
+
+    __slots__ = ("depths", "shards")
+
+    def __init__(self, shards: dict[str, tuple[int, int]]) -> None:
+        self.shards = shards
+        self.depths = sorted({_parse_shard(s)[0] for s in shards})
+
+    def locate(self, h: int) -> str | None:
+        for depth in self.depths:
+            name = _shard(depth, h & ((1 << depth) - 1))
+            if name in self.shards:
+                return name
+        return None
+
+    def count(self) -> int:
+        return sum(count for _version, count in self.shards.values())
+
+
+class ShardStore:
+    """Named collections of string keys -> JSON records (dicts) under *root*.
+
+    Thread-safe: one committer (the actor) and any number of readers in worker
+    threads. Readers see only committed data.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        ctx: FileContext,
+        *,
+        cache_bytes: int = 64 << 20,
+        shard_bytes: int = 32 << 10,
+    ) -> None:
+        self.root = root
+        self._ctx = ctx
+        self._cache_bytes = cache_bytes
+        self._shard_bytes = shard_bytes
+        self._lock = threading.RLock()
+        self._seq = 0
+        self._next = 1  # version of the next commit attempt; never reused, even after failure
+        self._meta: dict[str, Any] = {}
+        self._collections: dict[str, _Collection] = {}
+        self._cache: OrderedDict[tuple[str, str], tuple[dict[str, Record], int]] = OrderedDict()
+        self._cached = 0
+
+    # -- opening ----------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def open(self) -> None:
+        """Read the manifest (not the shards) and sweep files no manifest names."""
+        manifest = read_json(self.manifest_path, self._ctx, _check_manifest)
+        shards_dir = self.root / SHARDS_DIR
+        if manifest is None and self._ctx.quarantined and shards_dir.exists():
+            quarantined = self._ctx.quarantined[-1].path
+            if quarantined == str(self.manifest_path):  # keep the shards it named, aside
+                self._ctx.quarantine(shards_dir, "its manifest was corrupt")
+        with self._lock:
+            self._seq = manifest["seq"] if manifest else 0
+            self._meta = dict(manifest["meta"]) if manifest else {}
+            self._collections = {
+                name: _Collection({s: (v, c) for s, (v, c) in shards.items()})
+                for name, shards in (manifest["collections"] if manifest else {}).items()
+            }
+            self._next = self._seq + 1
+            self._cache.clear()
+            self._cached = 0
+        self._sweep(shards_dir)
+
+    def _sweep(self, shards_dir: Path) -> None:
+        if not shards_dir.is_dir():
+            return
+        for directory in shards_dir.iterdir():
+            live = self._collections.get(directory.name)
+            if not directory.is_dir():
+                continue
+            removed = False
+            for entry in directory.iterdir():
+                match = _SHARD_FILE.fullmatch(entry.name)
+                if match is None:
+                    continue
+                named = live.shards.get(match["shard"]) if live else None
+                version = int(match["version"])
+                self._next = max(self._next, version + 1)
+                if named is None or named[0] != version:
+                    log.info("removing shard file no manifest names: %s", entry)
+                    self._ctx.fs.unlink(entry)
+                    removed = True
+            if removed and self._ctx.sync:
+                self._ctx.fs.fsync_dir(directory)
+
+    # -- reads --------------------------------------------------------------------
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Caller-owned metadata stored in the manifest (a copy)."""
+        with self._lock:
+            return dict(self._meta)
+
+    def collections(self) -> list[str]:
+        with self._lock:
+            return sorted(self._collections)
+
+    def count(self, collection: str) -> int:
+        with self._lock:
+            found = self._collections.get(collection)
+            return found.count() if found else 0
+
+    def get(self, collection: str, key: str) -> Record | None:
+        """The committed record of *key* (the cached object itself: do not mutate)."""
+        with self._lock:
+            found = self._collections.get(collection)
+            shard = found.locate(key_hash(key)) if found else None
+            if shard is None:
+                return None
+            return self._load(collection, shard).get(key)
+
+    def shards(self, collection: str) -> list[str]:
+        """The shard names of *collection* now; pass each to :meth:`items_in`."""
+        with self._lock:
+            found = self._collections.get(collection)
+            return sorted(found.shards) if found else []
+
+    def items_in(self, collection: str, shard: str) -> list[tuple[str, Record]]:
+        """Committed ``(key, record)`` pairs whose hash falls in *shard*'s range, even if
+        that shard has since been split; so iterating :meth:`shards` of one moment
+        yields every key present throughout exactly once."""
+        depth, index = _parse_shard(shard)
+        mask = (1 << depth) - 1
+        with self._lock:
+            found = self._collections.get(collection)
+            if found is None:
+                return []
+            owner = found.locate(index)
+            names = [owner] if owner is not None and _parse_shard(owner)[0] <= depth else []
+            if not names:  # split since: every current shard inside the range
+                names = [s for s in found.shards if _within(s, depth, index)]
+            out: list[tuple[str, Record]] = []
+            for name in names:
+                for key, record in self._load(collection, name).items():
+                    if key_hash(key) & mask == index:
+                        out.append((key, record))
+            return out
+
+    def iter(self, collection: str) -> Iterator[tuple[str, Record]]:
+        """Every committed ``(key, record)``, one shard in memory at a time."""
+        for shard in self.shards(collection):
+            yield from self.items_in(collection, shard)
+
+    def _load(self, collection: str, shard: str) -> dict[str, Record]:
+        # caller holds the lock
+        cache_key = (collection, shard)
+        hit = self._cache.get(cache_key)
+        if hit is not None:
+            self._cache.move_to_end(cache_key)
+            return hit[0]
+        version, _count = self._collections[collection].shards[shard]
+        path = self._shard_path(collection, shard, version)
+        try:
+            raw_size = path.stat().st_size
+        except FileNotFoundError:
+            raw_size = 0
+        records = read_json(path, self._ctx, _check_shard)
+        if records is None:
+            if not self._ctx.quarantined or self._ctx.quarantined[-1].path != str(path):
+                if self._ctx.on_corrupt == "error":
+                    raise CorruptDataError(str(path), "shard named by the manifest is missing")
+                log.warning("%s: shard named by the manifest is missing; reading it as empty", path)
+            records = {}
+        self._remember(cache_key, records, raw_size)
+        return records
+
+    def _remember(self, cache_key: tuple[str, str], records: dict[str, Record], size: int) -> None:
+        old = self._cache.pop(cache_key, None)
+        if old is not None:
+            self._cached -= old[1]
+        self._cache[cache_key] = (records, size)
+        self._cached += size
+        while self._cached > self._cache_bytes and len(self._cache) > 1:
+            _key, (_records, evicted) = self._cache.popitem(last=False)
+            self._cached -= evicted
+
+    def _shard_path(self, collection: str, shard: str, version: int) -> Path:
+        return self.root / SHARDS_DIR / collection / f"{shard}.{version}.json"
+
+    # -- the commit -----------------------------------------------------------------
+    def commit(self, changes: Changes, meta: Mapping[str, Any] | None = None) -> None:
+        """Apply *changes* (and replace ``meta`` if given) all-or-nothing; durable on return."""
+        fs, sync = self._ctx.fs, self._ctx.sync
+        version = self._next
+        self._next += 1
+        staged: dict[str, dict[str, tuple[int, int]]] = {}
+        fresh: list[tuple[tuple[str, str], dict[str, Record], int]] = []
+        written: list[Path] = []
+        superseded: list[tuple[tuple[str, str], Path]] = []
+        try:
+            for collection, batch in changes.items():
+                check_collection_name(collection)
+                if not batch:
+                    continue
+                with self._lock:
+                    existing = self._collections.get(collection)
+                if existing is None and all(r is None for r in batch.values()):
+                    continue  # deleting from a collection that does not exist
+                current = existing or _Collection({})
+                shards = dict(current.shards)
+                by_shard: dict[str, list[tuple[str, Record | None]]] = {}
+                for key, record in batch.items():
+                    name = current.locate(key_hash(key)) or _shard(0, 0)
+                    by_shard.setdefault(name, []).append((key, record))
+                directory = self.root / SHARDS_DIR / collection
+                ensure_dir(directory, fs=fs, sync=sync)
+                for name, edits in by_shard.items():
+                    if name in shards:
+                        with self._lock:
+                            records = dict(self._load(collection, name))
+                        superseded.append(
+                            (
+                                (collection, name),
+                                self._shard_path(collection, name, shards[name][0]),
+                            )
+                        )
+                        del shards[name]
+                    else:
+                        records = {}
+                    for key, record in edits:
+                        if record is None:
+                            records.pop(key, None)
+                        else:
+                            records[key] = record
+                    for piece, piece_records, data in self._split(name, records):
+                        path = self._shard_path(collection, piece, version)
+                        _write_new(fs, path, data, sync)
+                        written.append(path)
+                        shards[piece] = (version, len(piece_records))
+                        fresh.append(((collection, piece), piece_records, len(data)))
+                if sync:
+                    fs.fsync_dir(directory)
+                staged[collection] = shards
+            with self._lock:
+                collections = {n: dict(c.shards) for n, c in self._collections.items()}
+                new_meta = dict(meta) if meta is not None else self._meta
+            collections.update(staged)
+            document = {
+                "format": FORMAT,
+                "seq": version,
+                "meta": new_meta,
+                "collections": {
+                    n: {s: list(vc) for s, vc in sh.items()} for n, sh in collections.items()
+                },
+            }
+            write_atomic(self.manifest_path, encode(document), fs=fs, sync=sync)  # commit point
+        except BaseException:
+            for path in written:  # unnamed files; the sweep at open would remove them too
+                with contextlib.suppress(OSError):
+                    fs.unlink(path)
+            raise
+        with self._lock:
+            self._seq = version
+            self._meta = new_meta
+            for name, shards in staged.items():
+                self._collections[name] = _Collection(shards)
+            for cache_key, _path in superseded:
+                old = self._cache.pop(cache_key, None)
+                if old is not None:
+                    self._cached -= old[1]
+            for cache_key, records, size in fresh:
+                self._remember(cache_key, records, size)
+            # the manifest rename is durable: nothing names the old files any more
+            for _cache_key, path in superseded:
+                try:
+                    fs.unlink(path)
+                except OSError as exc:
+                    log.warning("could not remove superseded shard %s: %s", path, exc)
+
+    def _split(
+        self, name: str, records: dict[str, Record]
+    ) -> Iterator[tuple[str, dict[str, Record], bytes]]:
+        """*records* as one shard file, or split into children until each fits."""
+        data = encode(records)
+        depth, index = _parse_shard(name)
+        if len(data) <= self._shard_bytes or len(records) < 2 or depth >= MAX_DEPTH:
+            yield name, records, data
+            return
+        low: dict[str, Record] = {}
+        high: dict[str, Record] = {}
+        for key, record in records.items():
+            (high if key_hash(key) >> depth & 1 else low)[key] = record
+        yield from self._split(_shard(depth + 1, index), low)
+        yield from self._split(_shard(depth + 1, index | 1 << depth), high)
+
+
+def _within(shard: str, depth: int, index: int) -> bool:
+    d, i = _parse_shard(shard)
+    return d >= depth and i & ((1 << depth) - 1) == index
+
+
+def _write_new(fs: FileSystem, path: Path, data: bytes, sync: bool) -> None:
+    fd = fs.create(path)
+    try:
+        fs.write_all(fd, data)
+        if sync:
+            fs.fsync(fd)
+    finally:
+        fs.close(fd)
+
+
+def _check_manifest(document: Any) -> dict[str, Any]:
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ValueError(f"not a format-{FORMAT} shard manifest")
+    seq, meta, collections = document.get("seq"), document.get("meta"), document.get("collections")
+    if not isinstance(seq, int) or not isinstance(meta, dict) or not isinstance(collections, dict):
+        raise ValueError("manifest needs an integer seq and objects meta and collections")
+    for name, shards in collections.items():
+        if not _NAME.fullmatch(name) or not isinstance(shards, dict):
+            raise ValueError(f"collection {name!r}: expected an object of shards")
+        for shard, entry in shards.items():
+            ok = isinstance(entry, list) and len(entry) == 2
+            if not ok or not all(isinstance(n, int) for n in entry):
+                raise ValueError(f"collection {name!r} shard {shard!r}: expected [version, count]")
+            if not re.fullmatch(r"\d+-[0-9a-f]+", shard):
+                raise ValueError(f"collection {name!r}: bad shard name {shard!r}")
+    return document
+
+
+def _check_shard(document: Any) -> dict[str, Record]:
+    if not isinstance(document, dict):
+        raise ValueError("expected an object of key -> record")
+    for key, record in document.items():
+        if not isinstance(record, dict):
+            raise ValueError(f"key {key!r}: expected an object, got {type(record).__name__}")
+    return document
