@@ -22,6 +22,8 @@ from ._core._mailbox import ActorStatistics
 from .backends import Backend, create_backend
 from .backends._files import Quarantined
 from .stores.assignments import AssignmentsHandler, AssignmentStore
+from .stores.patterns import PatternsHandler, PatternStore, run_prune_schedule
+from .stores.tokens import TokensHandler, TokenStore
 
 __all__ = ("LAYOUT", "Runtime", "open_runtime")
 
@@ -44,6 +46,8 @@ class Runtime:
     """The running stores. Get one from :func:`open_runtime`; valid inside its ``async with``."""
 
     assignments: AssignmentStore
+    patterns: PatternStore
+    tokens: TokenStore
 
     def __init__(self, config: Config, backend: Backend, actors: list[Actor[Any]]) -> None:
         self.config = config
@@ -126,14 +130,31 @@ async def open_runtime(
                 "assignments", assignments, inbox_size=config.inbox_size, max_batch=config.max_batch
             )
         ]
+        patterns = PatternsHandler(store_backend.patterns(), clock)
+        await anyio.to_thread.run_sync(patterns.load)
+        tokens = TokensHandler(store_backend.tokens(), clock, config)
+        await anyio.to_thread.run_sync(tokens.load)
+        patterns_actor = Actor(
+            "patterns", patterns, inbox_size=config.inbox_size, max_batch=config.max_batch
+        )
+        tokens_actor = Actor(
+            "tokens", tokens, inbox_size=config.inbox_size, max_batch=config.max_batch
+        )
+        actors += [patterns_actor, tokens_actor]
         runtime = Runtime(config, store_backend, actors)
         runtime.assignments = AssignmentStore(actors[0], assignments)
+        runtime.patterns = PatternStore(patterns_actor, patterns)
+        runtime.tokens = TokenStore(tokens_actor, tokens)
+        schedules = anyio.CancelScope()
         async with anyio.create_task_group() as tg:
             for actor in actors:
                 await tg.start(actor.run)
+            if config.patterns_prune_hours is not None:
+                tg.start_soon(_scheduled, schedules, runtime.patterns, config)
             try:
                 yield runtime
             finally:
+                schedules.cancel()  # background jobs stop before intake does
                 for actor in actors:
                     actor.mailbox.close()  # stop intake; each actor drains, commits, exits
     finally:
@@ -141,6 +162,18 @@ async def open_runtime(
             await anyio.to_thread.run_sync(store_backend.close)
             if lock is not None:
                 lock.release()
+
+
+async def _scheduled(scope: anyio.CancelScope, store: PatternStore, config: Config) -> None:
+    assert config.patterns_prune_hours is not None
+    with scope:
+        await run_prune_schedule(
+            store,
+            config.patterns_prune_hours,
+            config.patterns_keep_days,
+            config.patterns_min_confidence,
+            config.patterns_max,
+        )
 
 
 def _prepare_dir(config: Config, lock: DirLock, fs: FileSystem) -> None:

@@ -84,6 +84,17 @@ class Mailbox(Generic[M]):
             raise RuntimeClosed(f"{self.name}: the runtime is closed") from None
         return await request.outcome()
 
+    def post_nowait(self, request: Request[M]) -> None:
+        """Queue *request* without waiting for room or for its answer.
+
+        :raises anyio.WouldBlock: if the inbox is full
+        :raises RuntimeClosed: if the runtime no longer takes messages
+        """
+        try:
+            self._send.send_nowait(request)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise RuntimeClosed(f"{self.name}: the runtime is closed") from None
+
     def close(self) -> None:
         """Stop intake: messages already sent are still processed and answered."""
         self._send.close()

@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ("AssignmentStorage", "Backend", "CheckRecords", "KeyedWrite", "Record", "Scope")
+__all__ = (
+    "AssignmentStorage",
+    "Backend",
+    "CheckRecords",
+    "KeyedWrite",
+    "PatternStorage",
+    "Record",
+    "Scope",
+    "TokenStorage",
+)
 
 Record = dict[str, Any]
 #: ``None`` for the global assignments, else a project id
@@ -42,12 +51,58 @@ class AssignmentStorage(Protocol):
         ...
 
 
+class PatternStorage(Protocol):
+    """Learned patterns by key ``type\x1fpattern``; a commit costs the batch, not the total."""
+
+    def load(self, check: Callable[[dict[str, Any]], Mapping[str, Any]]) -> Mapping[str, Any]:
+        """Every stored pattern, through *check* (which raises ``ValueError``)."""
+        ...
+
+    def legacy(self, check: Callable[[Any], Any]) -> Any:
+        """The parsed Marcus ``learned_patterns.json`` still to import, else ``None``;
+        *check* raises ``ValueError`` for a file that is not of that shape."""
+        ...
+
+    def retire_legacy(self) -> None:
+        """Move the imported legacy file aside (kept, never deleted)."""
+        ...
+
+    def commit(self, write: KeyedWrite) -> None:
+        """Make ``write.changes`` durable, all or nothing."""
+        ...
+
+
+class TokenStorage(Protocol):
+    """Token usage: one live document, plus one archive document per month."""
+
+    def load(self, check: Callable[[dict[str, Any]], Any]) -> dict[str, Any] | None:
+        """The live document as stored (ours or Marcus's shape), ``None`` if there is none;
+        *check* raises ``ValueError`` for a document of the wrong shape."""
+        ...
+
+    def commit(self, document: dict[str, Any], archives: Mapping[str, dict[str, Any]]) -> None:
+        """Write each archive month (``YYYY-MM``) durably, then the live document."""
+        ...
+
+    def archive(self, month: str) -> dict[str, Any] | None:
+        """One archived month, ``None`` if there is none."""
+        ...
+
+    def archive_months(self) -> list[str]:
+        """Every archived month, sorted."""
+        ...
+
+
 class Backend(Protocol):
     name: str
     #: whether the backend keeps files under the data directory (and needs its lock)
     uses_data_dir: bool
 
     def assignments(self) -> AssignmentStorage: ...
+
+    def patterns(self) -> PatternStorage: ...
+
+    def tokens(self) -> TokenStorage: ...
 
     def close(self) -> None:
         """Release connections and handles; blocking."""

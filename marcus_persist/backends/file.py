@@ -12,6 +12,7 @@ from .._core._atomic import ensure_dir, write_atomic
 from .._core._codec import encode
 from .._core._fs import FileSystem
 from ._contract import CheckRecords, KeyedWrite, Record, Scope
+from ._file_pt import FilePatternStorage, FileTokenStorage
 from ._files import FileContext, read_json
 
 __all__ = ("FileAssignmentStorage", "FileBackend", "create")
@@ -66,9 +67,17 @@ class FileBackend:
     def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx
         self._assignments = FileAssignmentStorage(ctx)
+        self._patterns = FilePatternStorage(ctx)
+        self._tokens = FileTokenStorage(ctx)
 
     def assignments(self) -> FileAssignmentStorage:
         return self._assignments
+
+    def patterns(self) -> FilePatternStorage:
+        return self._patterns
+
+    def tokens(self) -> FileTokenStorage:
+        return self._tokens
 
     def close(self) -> None:
         pass

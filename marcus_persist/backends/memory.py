@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from .._config import Config
 from .._core._fs import FileSystem
 from ._contract import CheckRecords, KeyedWrite, Record, Scope
+from ._memory_pt import MemoryPatternStorage, MemoryTokenStorage
 
 __all__ = ("MemoryBackend", "create")
 
@@ -34,9 +35,17 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self._assignments = MemoryAssignmentStorage()
+        self._patterns = MemoryPatternStorage()
+        self._tokens = MemoryTokenStorage()
 
     def assignments(self) -> MemoryAssignmentStorage:
         return self._assignments
+
+    def patterns(self) -> MemoryPatternStorage:
+        return self._patterns
+
+    def tokens(self) -> MemoryTokenStorage:
+        return self._tokens
 
     def close(self) -> None:
         pass
