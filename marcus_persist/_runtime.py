@@ -125,15 +125,15 @@ async def open_runtime(
             await anyio.to_thread.run_sync(_prepare_dir, config, lock, fs)
         assignments = AssignmentsHandler(store_backend.assignments(), clock)
         await anyio.to_thread.run_sync(assignments.load)
+        patterns = PatternsHandler(store_backend.patterns(), clock)
+        await anyio.to_thread.run_sync(patterns.load)
+        tokens = TokensHandler(store_backend.tokens(), clock, config)
+        await anyio.to_thread.run_sync(tokens.load)
         actors: list[Actor[Any]] = [
             Actor(
                 "assignments", assignments, inbox_size=config.inbox_size, max_batch=config.max_batch
             )
         ]
-        patterns = PatternsHandler(store_backend.patterns(), clock)
-        await anyio.to_thread.run_sync(patterns.load)
-        tokens = TokensHandler(store_backend.tokens(), clock, config)
-        await anyio.to_thread.run_sync(tokens.load)
         patterns_actor = Actor(
             "patterns", patterns, inbox_size=config.inbox_size, max_batch=config.max_batch
         )

@@ -2,8 +2,8 @@
 
 Confidence is kept as an exact integer sum: ``score_ppm`` is the sum over
 observations of ``confidence`` in parts per million times ``examples``, so the
-examples-weighted mean ``score_ppm / examples / 1e6`` is the same whatever the
-order in which concurrent observations arrived.
+examples-weighted mean ``score_ppm / (examples * 1e6)`` (one correctly rounded
+division) is the same whatever the order in which concurrent observations arrived.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def made(
     data: dict[str, Any] | None,
 ) -> Pattern:
     return Pattern(
-        type_, pattern, score_ppm / examples / PPM, examples, score_ppm, first, last, data
+        type_, pattern, score_ppm / (examples * PPM), examples, score_ppm, first, last, data
     )
 
 
