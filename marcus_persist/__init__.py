@@ -16,6 +16,8 @@ from ._runtime import open_runtime as open_runtime
 from .backends._files import Quarantined as Quarantined
 from .backends.memory import MemoryBackend as MemoryBackend
 from .stores.assignments import AssignmentStore as AssignmentStore
+from .stores.patterns import PatternStore as PatternStore
+from .stores.tokens import TokenStore as TokenStore
 
 __version__ = "0.1.0"
 
@@ -29,11 +31,13 @@ __all__ = (
     "DataDirLocked",
     "MemoryBackend",
     "NotFound",
+    "PatternStore",
     "PersistenceError",
     "Quarantined",
     "Runtime",
     "RuntimeClosed",
     "TaskAlreadyAssigned",
+    "TokenStore",
     "ValidationError",
     "open_runtime",
 )

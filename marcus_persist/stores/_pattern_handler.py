@@ -149,7 +149,8 @@ class _Transaction:
                         old.examples + examples,
                         first,
                         last,
-                        data if data is not None else old.data,
+                        data,
+                        None if data is not None else old.data_json,
                     )
                 self._staged[key] = new
                 return new.as_dict()
@@ -215,8 +216,7 @@ class _RawView(Mapping[str, dict[str, Any]]):
 
 
 def _raw(record: Pattern) -> dict[str, Any]:
-    out: dict[str, Any] = msgspec.to_builtins(record)
-    return out
+    return record.stored()
 
 
 def _ts(text: str) -> float:

@@ -16,11 +16,13 @@ from typing import Any
 import msgspec
 
 from .._core._clock import iso_utc
+from .._core._codec import decode, encode
 
 __all__ = (
     "PROJECT_TYPE",
     "SEP",
     "Pattern",
+    "StoredPattern",
     "check_patterns",
     "from_legacy",
     "key_of",
@@ -39,8 +41,8 @@ PROJECT_TYPE = "project"
 PPM = 1_000_000
 
 
-class Pattern(msgspec.Struct, frozen=True, gc=False):
-    """One learned pattern, as stored (``data`` keeps a Marcus record whole)."""
+class StoredPattern(msgspec.Struct, frozen=True):
+    """One learned pattern as a shard stores it (``data`` keeps a Marcus record whole)."""
 
     type: str
     pattern: str
@@ -51,13 +53,51 @@ class Pattern(msgspec.Struct, frozen=True, gc=False):
     last_seen: str
     data: dict[str, Any] | None = None
 
+
+class Pattern(msgspec.Struct, frozen=True, gc=False):
+    """One learned pattern in memory.
+
+    ``data`` is held encoded and nothing here is tracked by the garbage
+    collector, so a million patterns add no objects for it to walk.
+    """
+
+    type: str
+    pattern: str
+    confidence: float
+    examples: int
+    score_ppm: int
+    first_seen: str
+    last_seen: str
+    data_json: bytes | None = None
+
     @property
     def key(self) -> str:
         return key_of(self.type, self.pattern)
 
+    @property
+    def data(self) -> dict[str, Any] | None:
+        """A fresh copy of the pattern's data."""
+        if self.data_json is None:
+            return None
+        data: dict[str, Any] = decode(self.data_json)
+        return data
+
+    def stored(self) -> dict[str, Any]:
+        """The record as a shard stores it."""
+        return {
+            "type": self.type,
+            "pattern": self.pattern,
+            "confidence": self.confidence,
+            "examples": self.examples,
+            "score_ppm": self.score_ppm,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "data": self.data,
+        }
+
     def as_dict(self) -> dict[str, Any]:
         """A plain copy for callers (``score_ppm`` is internal)."""
-        out: dict[str, Any] = msgspec.to_builtins(self)
+        out = self.stored()
         del out["score_ppm"]
         return out
 
@@ -78,10 +118,13 @@ def made(
     first: str,
     last: str,
     data: dict[str, Any] | None,
+    data_json: bytes | None = None,
 ) -> Pattern:
-    return Pattern(
-        type_, pattern, score_ppm / (examples * PPM), examples, score_ppm, first, last, data
-    )
+    """A pattern with its confidence derived from the exact sum (one rounding)."""
+    if data is not None:
+        data_json = encode(data)
+    confidence = score_ppm / (examples * PPM)
+    return Pattern(type_, pattern, confidence, examples, score_ppm, first, last, data_json)
 
 
 def check_patterns(document: dict[str, Any]) -> dict[str, Pattern]:
@@ -89,12 +132,13 @@ def check_patterns(document: dict[str, Any]) -> dict[str, Pattern]:
     out: dict[str, Pattern] = {}
     for key, raw in document.items():
         try:
-            record = msgspec.convert(raw, Pattern)
+            r = msgspec.convert(raw, StoredPattern)
         except msgspec.ValidationError as exc:
             raise ValueError(f"pattern {key!r}: {exc}") from None
-        if record.key != key or record.examples < 1:
+        if key_of(r.type, r.pattern) != key or r.examples < 1:
             raise ValueError(f"pattern {key!r}: key or examples do not match the record")
-        out[key] = record
+        first, last = r.first_seen, r.last_seen
+        out[key] = made(r.type, r.pattern, r.score_ppm, r.examples, first, last, r.data)
     return out
 
 

@@ -152,7 +152,7 @@ class PatternStore:
         """Marcus's ``ProjectPattern`` records of *project_id*, exactly as stored, newest first."""
         keys = self._h.by_project.get(project_id, set())
         found = sorted((self._h.by_key[k] for k in keys), key=_seen, reverse=True)
-        return [dict(p.data or {}) for p in found]
+        return [p.data or {} for p in found]
 
     def __len__(self) -> int:
         return len(self._h.by_key)

@@ -270,3 +270,12 @@ class TestMarcusFile:
             project = await rt.tokens.project("project-001")
             assert project is not None
             assert (project["total_tokens"], project["total_cost"]) == (500000, 12.5)
+
+
+async def test_the_demo_records_tokens_and_patterns(tmp_path: Path) -> None:
+    from marcus_persist._demo import run_demo
+
+    report = await run_demo(tmp_path, agents=10, seconds=0.3)
+    assert report.token_requests == report.tasks_completed > 0
+    assert 0 < report.patterns <= 10
+    assert abs(report.token_cost_usd - 0.0081 * report.tasks_completed) <= 0.005 + 1e-9
