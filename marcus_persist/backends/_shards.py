@@ -21,7 +21,7 @@ Commit protocol (blocking; the actor's worker thread):
 3. only then are the superseded shard files unlinked.
 
 A crash before step 2 leaves new files no manifest names: they are swept at
-the next :meth:`ShardStore.open`. Shards load on demand into an LRU cache
+the first commit after :meth:`ShardStore.open`. Shards load on demand into an LRU cache
 bounded by ``cache_bytes`` (counted in encoded bytes), so opening a large
 store reads the manifest only.
 """
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import threading
 import zlib
@@ -37,6 +38,8 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from .._core._atomic import ensure_dir, write_atomic
 from .._core._codec import encode
@@ -88,10 +91,9 @@ class _Collection:
 
     __slots__ = ("depths", "shards")
 
-    def __init__(self, shards: dict[str, tuple[int, int]], depths: list[int] | None = None) -> None:
+    def __init__(self, shards: dict[str, tuple[int, int]]) -> None:
         self.shards = shards
-        # *depths* may name a depth no shard has any more: locate() only skips it
-        self.depths = depths if depths is not None else sorted({_parse_shard(s)[0] for s in shards})
+        self.depths = sorted({int(s.partition("-")[0]) for s in shards})  # ValueError if bad
 
     def locate(self, h: int) -> str | None:
         for depth in self.depths:
@@ -128,6 +130,7 @@ class ShardStore:
         self._next = 1  # version of the next commit attempt; never reused, even after failure
         self._meta: dict[str, Any] = {}
         self._collections: dict[str, _Collection] = {}
+        self._swept = False
         self._cache: OrderedDict[tuple[str, str], tuple[dict[str, Record], int]] = OrderedDict()
         self._cached = 0
 
@@ -137,44 +140,70 @@ class ShardStore:
         return self.root / MANIFEST
 
     def open(self) -> None:
-        """Read the manifest (not the shards) and sweep files no manifest names."""
-        manifest = read_json(self.manifest_path, self._ctx, _check_manifest)
+        """Read the manifest, and only the manifest (files a crashed commit left are
+        swept before the first commit, so opening a large store stays cheap)."""
+        collections = self._read_manifest()
         shards_dir = self.root / SHARDS_DIR
-        if manifest is None and self._ctx.quarantined and shards_dir.exists():
+        if collections is None and self._ctx.quarantined and shards_dir.exists():
             quarantined = self._ctx.quarantined[-1].path
             if quarantined == str(self.manifest_path):  # keep the shards it named, aside
                 self._ctx.quarantine(shards_dir, "its manifest was corrupt")
         with self._lock:
-            self._seq = manifest["seq"] if manifest else 0
-            self._meta = dict(manifest["meta"]) if manifest else {}
-            self._collections = {
-                name: _Collection({s: (v, c) for s, (v, c) in shards.items()})
-                for name, shards in (manifest["collections"] if manifest else {}).items()
-            }
+            self._collections = collections or {}
             self._next = self._seq + 1
             self._cache.clear()
             self._cached = 0
-        self._sweep(shards_dir)
+            self._swept = False
+
+    def _read_manifest(self) -> dict[str, _Collection] | None:
+        path = self.manifest_path
+        self._seq, self._meta = 0, {}
+        try:
+            raw = self._ctx.fs.read_bytes(path)
+        except FileNotFoundError:
+            return None
+        try:
+            manifest = _MANIFEST.decode(raw)  # typed and checked in C: it can be large
+            if manifest.format != FORMAT:
+                raise ValueError(f"format {manifest.format}, expected {FORMAT}")
+            for name in manifest.collections:
+                if not _NAME.fullmatch(name):
+                    raise ValueError(f"bad collection name {name!r}")
+            collections = {n: _Collection(dict(s)) for n, s in manifest.collections.items()}
+        except (msgspec.DecodeError, ValueError) as exc:
+            reason = f"not a valid shard manifest: {exc}"
+            if self._ctx.on_corrupt == "error":
+                raise CorruptDataError(str(path), reason) from None
+            self._ctx.quarantine(path, reason)
+            return None
+        self._seq, self._meta = manifest.seq, dict(manifest.meta)
+        return collections
+
+    def sweep(self) -> None:
+        """Remove shard files no manifest names (left by a crashed or failed commit)."""
+        self._sweep(self.root / SHARDS_DIR)
+        self._swept = True
 
     def _sweep(self, shards_dir: Path) -> None:
         if not shards_dir.is_dir():
             return
-        for directory in shards_dir.iterdir():
-            live = self._collections.get(directory.name)
+        for name in os.listdir(shards_dir):
+            directory = shards_dir / name
             if not directory.is_dir():
                 continue
+            live = self._collections.get(name)
+            expected = {f"{s}.{v}.json" for s, (v, _c) in live.shards.items()} if live else set()
             removed = False
-            for entry in directory.iterdir():
-                match = _SHARD_FILE.fullmatch(entry.name)
+            for entry in os.listdir(directory):
+                if entry in expected:
+                    continue
+                match = _SHARD_FILE.fullmatch(entry)
                 if match is None:
                     continue
-                named = live.shards.get(match["shard"]) if live else None
-                version = int(match["version"])
-                self._next = max(self._next, version + 1)
-                if named is None or named[0] != version:
-                    log.info("removing shard file no manifest names: %s", entry)
-                    self._ctx.fs.unlink(entry)
-                    removed = True
+                self._next = max(self._next, int(match["version"]) + 1)
+                log.info("removing shard file no manifest names: %s", directory / entry)
+                self._ctx.fs.unlink(directory / entry)
+                removed = True
             if removed and self._ctx.sync:
                 self._ctx.fs.fsync_dir(directory)
 
@@ -275,10 +304,11 @@ class ShardStore:
     def commit(self, changes: Changes, meta: Mapping[str, Any] | None = None) -> None:
         """Apply *changes* (and replace ``meta`` if given) all-or-nothing; durable on return."""
         fs, sync = self._ctx.fs, self._ctx.sync
+        if not self._swept:
+            self.sweep()  # before any new version is chosen: orphans may hold the next one
         version = self._next
         self._next += 1
         staged: dict[str, dict[str, tuple[int, int]]] = {}
-        depths: dict[str, list[int]] = {}
         fresh: list[tuple[tuple[str, str], dict[str, Record], int]] = []
         written: list[Path] = []
         superseded: list[tuple[tuple[str, str], Path]] = []
@@ -326,19 +356,17 @@ class ShardStore:
                 if sync:
                     fs.fsync_dir(directory)
                 staged[collection] = shards
-                # the depths are kept up to date, not recomputed from every shard name
-                pieces = {_parse_shard(key[1])[0] for key, _r, _n in fresh if key[0] == collection}
-                depths[collection] = sorted(set(current.depths) | pieces)
             with self._lock:
-                # a committed _Collection's shards are never mutated: no copy needed
-                collections = {n: c.shards for n, c in self._collections.items()}
+                collections = {n: dict(c.shards) for n, c in self._collections.items()}
                 new_meta = dict(meta) if meta is not None else self._meta
             collections.update(staged)
             document = {
                 "format": FORMAT,
                 "seq": version,
                 "meta": new_meta,
-                "collections": collections,  # (version, count) tuples encode as arrays
+                "collections": {
+                    n: {s: list(vc) for s, vc in sh.items()} for n, sh in collections.items()
+                },
             }
             write_atomic(self.manifest_path, encode(document), fs=fs, sync=sync)  # commit point
         except BaseException:
@@ -350,7 +378,7 @@ class ShardStore:
             self._seq = version
             self._meta = new_meta
             for name, shards in staged.items():
-                self._collections[name] = _Collection(shards, depths[name])
+                self._collections[name] = _Collection(shards)
             for cache_key, _path in superseded:
                 old = self._cache.pop(cache_key, None)
                 if old is not None:
@@ -396,22 +424,14 @@ def _write_new(fs: FileSystem, path: Path, data: bytes, sync: bool) -> None:
         fs.close(fd)
 
 
-def _check_manifest(document: Any) -> dict[str, Any]:
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise ValueError(f"not a format-{FORMAT} shard manifest")
-    seq, meta, collections = document.get("seq"), document.get("meta"), document.get("collections")
-    if not isinstance(seq, int) or not isinstance(meta, dict) or not isinstance(collections, dict):
-        raise ValueError("manifest needs an integer seq and objects meta and collections")
-    for name, shards in collections.items():
-        if not _NAME.fullmatch(name) or not isinstance(shards, dict):
-            raise ValueError(f"collection {name!r}: expected an object of shards")
-        for shard, entry in shards.items():
-            ok = isinstance(entry, list) and len(entry) == 2
-            if not ok or not all(isinstance(n, int) for n in entry):
-                raise ValueError(f"collection {name!r} shard {shard!r}: expected [version, count]")
-            if not re.fullmatch(r"\d+-[0-9a-f]+", shard):
-                raise ValueError(f"collection {name!r}: bad shard name {shard!r}")
-    return document
+class _Manifest(msgspec.Struct, frozen=True):
+    format: int
+    seq: int
+    meta: dict[str, Any]
+    collections: dict[str, dict[str, tuple[int, int]]]
+
+
+_MANIFEST = msgspec.json.Decoder(_Manifest)
 
 
 def _check_shard(document: Any) -> dict[str, Record]:

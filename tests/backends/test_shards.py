@@ -87,9 +87,10 @@ class TestShardStore:
         orphan = tmp_path / SHARDS_DIR / "c" / "0-0.999.json"
         orphan.write_text('{"k": {"v": "never committed"}}')
         again = make(tmp_path)
-        assert not orphan.exists()
+        assert orphan.exists()  # opening reads the manifest only
         assert again.get("c", "k") == {"v": 1}
-        again.commit({"c": {"k": {"v": 2}}})  # versions never reuse a swept name
+        again.commit({"c": {"k": {"v": 2}}})  # sweeps first; never reuses an orphan's version
+        assert not orphan.exists()
         assert make(tmp_path).get("c", "k") == {"v": 2}
 
     def test_failed_commit_changes_nothing(self, tmp_path: Path) -> None:
