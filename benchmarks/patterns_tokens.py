@@ -9,9 +9,10 @@ Measured, in one process so the ratio holds on a noisy machine:
 
 1. **observe commit cost vs total**: a data directory is filled with N
    patterns (written straight through the pattern storage, without fsync, to
-   save set-up time), then the runtime opens it and ``observe`` runs one call
-   at a time (so every call is its own batch, one durable commit each), half
-   on existing patterns and half on new ones. Reported: p50/p90/p99/max of the
+   save set-up time); both runtimes are open at once and single ``observe``
+   calls alternate between them (so every call is its own batch, one durable
+   commit each, and both totals see the same machine load), half on existing
+   patterns and half on new ones. Reported: p50/p90/p99/max of the
    acknowledged latency and ops/s, for N = 1,000 and N = 1,000,000.
 2. **durable token records/s**: 100 concurrent callers ``await
    rt.tokens.record(...)`` for a fixed time; every acknowledged call is
@@ -24,10 +25,10 @@ Every record carries the event loop, backend and versions; the JSON goes to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import random
 import statistics
-import sys
 import tempfile
 import time
 from importlib.metadata import version
@@ -100,39 +101,55 @@ def fill(data_dir: Path, total: int) -> None:
     storage.commit(KeyedWrite({}, changes))
 
 
-async def observe_case(total: int, ops: int, loop: str) -> Case:
-    with tempfile.TemporaryDirectory(dir=".") as tmp:
-        data_dir = Path(tmp)
-        started = time.perf_counter()
-        await anyio.to_thread.run_sync(fill, data_dir, total)
-        setup = time.perf_counter() - started
-        started = time.perf_counter()
-        async with open_runtime(data_dir, durability="batch") as rt:
-            opened = time.perf_counter() - started
-            assert len(rt.patterns) == total
+async def observe_cases(totals: tuple[int, ...], ops: int, loop: str) -> list[Case]:
+    """Open one runtime per total at once and alternate single observes between
+    them, so every total is measured under the same machine load."""
+    with contextlib.ExitStack() as dirs:
+        paths = [Path(dirs.enter_context(tempfile.TemporaryDirectory(dir="."))) for _ in totals]
+        setup: list[float] = []
+        for path, total in zip(paths, totals, strict=True):
+            started = time.perf_counter()
+            await anyio.to_thread.run_sync(fill, path, total)
+            setup.append(time.perf_counter() - started)
+        async with contextlib.AsyncExitStack() as stack:
+            runtimes, opened = [], []
+            for path, total in zip(paths, totals, strict=True):
+                started = time.perf_counter()
+                rt = await stack.enter_async_context(open_runtime(path, durability="batch"))
+                opened.append(time.perf_counter() - started)
+                assert len(rt.patterns) == total
+                runtimes.append(rt)
             rng = random.Random(7)
-            latencies: list[float] = []
-            began = time.perf_counter()
+            latencies: list[list[float]] = [[] for _ in totals]
+            spent = [0.0 for _ in totals]
             for i in range(ops):
                 kind = ("dependency", "workflow", "structure", "strategy")[i % 4]
-                existing = i % 2 == 0
-                name = f"pattern-{rng.randrange(total):07d}" if existing else f"fresh-{i:07d}"
-                t = time.perf_counter()
-                await rt.patterns.observe(kind, name, rng.random(), 1, data={"i": i})
-                latencies.append(time.perf_counter() - t)
-            elapsed = time.perf_counter() - began
-    return Case(
-        case="observe, one per commit",
-        total_patterns=total,
-        ops=ops,
-        ops_per_second=round(ops / elapsed, 1),
-        setup_seconds=round(setup, 2),
-        open_seconds=round(opened, 2),
-        loop=loop,
-        backend="file",
-        versions=versions(),
-        **percentiles(latencies),
-    )
+                order = list(range(len(totals)))
+                rng.shuffle(order)  # neither total always goes first
+                for which in order:
+                    total = totals[which]
+                    existing = i % 2 == 0
+                    name = f"pattern-{rng.randrange(total):07d}" if existing else f"fresh-{i:07d}"
+                    t = time.perf_counter()
+                    await runtimes[which].patterns.observe(kind, name, rng.random(), data={"i": i})
+                    took = time.perf_counter() - t
+                    latencies[which].append(took)
+                    spent[which] += took
+    return [
+        Case(
+            case="observe, one per commit",
+            total_patterns=total,
+            ops=ops,
+            ops_per_second=round(ops / spent[which], 1),
+            setup_seconds=round(setup[which], 2),
+            open_seconds=round(opened[which], 2),
+            loop=loop,
+            backend="file",
+            versions=versions(),
+            **percentiles(latencies[which]),
+        )
+        for which, total in enumerate(totals)
+    ]
 
 
 async def tokens_case(callers: int, seconds: float, loop: str) -> Case:
@@ -180,7 +197,7 @@ async def tokens_case(callers: int, seconds: float, loop: str) -> Case:
 
 async def run(args: argparse.Namespace, loop: str) -> list[Case]:
     big = 100_000 if args.quick else 1_000_000
-    cases = [await observe_case(n, args.ops, loop) for n in (1_000, big)]
+    cases = await observe_cases((1_000, big), args.ops, loop)
     cases.append(await tokens_case(100, args.seconds, loop))
     return cases
 
@@ -210,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(msgspec.json.format(msgspec.json.encode(cases)))
-    print(f"wrote {out}", file=sys.stderr)
+    print(f"wrote {out}")
     return 0
 
 

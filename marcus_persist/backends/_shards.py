@@ -91,9 +91,12 @@ class _Collection:
 
     __slots__ = ("depths", "shards")
 
-    def __init__(self, shards: dict[str, tuple[int, int]]) -> None:
+    def __init__(self, shards: dict[str, tuple[int, int]], depths: list[int] | None = None) -> None:
         self.shards = shards
-        self.depths = sorted({int(s.partition("-")[0]) for s in shards})  # ValueError if bad
+        # *depths* may name a depth no shard has any more: locate() only skips it
+        if depths is None:
+            depths = sorted({int(s.partition("-")[0]) for s in shards})  # ValueError if bad
+        self.depths = depths
 
     def locate(self, h: int) -> str | None:
         for depth in self.depths:
@@ -309,6 +312,7 @@ class ShardStore:
         version = self._next
         self._next += 1
         staged: dict[str, dict[str, tuple[int, int]]] = {}
+        depths: dict[str, list[int]] = {}
         fresh: list[tuple[tuple[str, str], dict[str, Record], int]] = []
         written: list[Path] = []
         superseded: list[tuple[tuple[str, str], Path]] = []
@@ -356,17 +360,19 @@ class ShardStore:
                 if sync:
                     fs.fsync_dir(directory)
                 staged[collection] = shards
+                # depths are kept up to date, not recomputed from every shard name per commit
+                pieces = {_parse_shard(key[1])[0] for key, _r, _n in fresh if key[0] == collection}
+                depths[collection] = sorted(set(current.depths) | pieces)
             with self._lock:
-                collections = {n: dict(c.shards) for n, c in self._collections.items()}
+                # a committed _Collection's shards are never mutated: no copy needed
+                collections = {n: c.shards for n, c in self._collections.items()}
                 new_meta = dict(meta) if meta is not None else self._meta
             collections.update(staged)
             document = {
                 "format": FORMAT,
                 "seq": version,
                 "meta": new_meta,
-                "collections": {
-                    n: {s: list(vc) for s, vc in sh.items()} for n, sh in collections.items()
-                },
+                "collections": collections,  # (version, count) tuples encode as arrays
             }
             write_atomic(self.manifest_path, encode(document), fs=fs, sync=sync)  # commit point
         except BaseException:
@@ -378,7 +384,7 @@ class ShardStore:
             self._seq = version
             self._meta = new_meta
             for name, shards in staged.items():
-                self._collections[name] = _Collection(shards)
+                self._collections[name] = _Collection(shards, depths[name])
             for cache_key, _path in superseded:
                 old = self._cache.pop(cache_key, None)
                 if old is not None:
