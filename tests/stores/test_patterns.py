@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -13,12 +11,12 @@ from typing import Any
 import anyio
 import pytest
 
-from marcus_persist import CorruptDataError, MemoryBackend, Runtime, ValidationError, open_runtime
+from marcus_persist import CorruptDataError, MemoryBackend, ValidationError, open_runtime
 from marcus_persist._core._fs import FileSystem
 
-pytestmark = pytest.mark.anyio
+from ._pt_backends import BACKENDS, Opener, make_opener
 
-Opener = Callable[..., AbstractAsyncContextManager[Runtime]]
+pytestmark = pytest.mark.anyio
 
 
 class FakeClock:
@@ -32,17 +30,10 @@ class FakeClock:
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 
-@pytest.fixture(params=["file", "memory"])
+@pytest.fixture(params=BACKENDS)
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     """Opens a runtime on the same data each time, on the backend under test."""
-    memory = MemoryBackend()
-
-    def open_(**options: Any) -> AbstractAsyncContextManager[Runtime]:
-        if request.param == "memory":
-            return open_runtime(tmp_path, backend=memory, **options)
-        return open_runtime(tmp_path, **options)
-
-    return open_
+    return make_opener(str(request.param), tmp_path)
 
 
 def weighted(observations: list[tuple[float, int]]) -> float:
@@ -242,11 +233,12 @@ MARCUS_FILE: dict[str, Any] = {
 
 
 class TestMarcusFile:
-    async def test_loads_every_value(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("kind", ["file", "sqlite"])
+    async def test_loads_every_value(self, tmp_path: Path, kind: str) -> None:
         legacy = tmp_path / "learned_patterns.json"
         legacy.write_text(json.dumps(MARCUS_FILE))
-        for _ in range(2):  # imported once; the second start reads our own files
-            async with open_runtime(tmp_path) as rt:
+        for _ in range(2):  # imported once; the second start reads our own storage
+            async with make_opener(kind, tmp_path)() as rt:
                 first, second, drifted, anonymous, _junk, _generic = MARCUS_FILE["patterns"]
                 assert await rt.patterns.project_patterns("proj-1") == [second, first]
                 assert await rt.patterns.project_patterns("proj-2") == [drifted]
@@ -296,11 +288,11 @@ class TestScale:
         async with open_runtime(tmp_path, fs=fs) as rt:
 
             async def observe_many(start: int) -> None:
-                for n in range(start, 4000, 50):
+                for n in range(start, 2000, 200):
                     await rt.patterns.observe("t", f"pattern-{n:06d}", 0.5, data={"n": n})
 
             async with anyio.create_task_group() as tg:
-                for start in range(50):
+                for start in range(200):
                     tg.start_soon(observe_many, start)
             shards = list((tmp_path / "learned_patterns" / "_shards" / "patterns").iterdir())
             assert len(shards) > 8
@@ -309,6 +301,6 @@ class TestScale:
             names = sorted(p.name for p in fs.created)
             assert len(names) == 2, names  # one new shard version and the manifest's temp
         async with open_runtime(tmp_path) as rt:
-            assert len(rt.patterns) == 4000
+            assert len(rt.patterns) == 2000
             got = await rt.patterns.get("t", "pattern-000123")
             assert got is not None and got["examples"] == 2 and got["confidence"] == 0.7

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,10 +15,9 @@ import pytest
 from marcus_persist import MemoryBackend, Runtime, ValidationError, open_runtime
 
 from ..conftest import FaultyFS
+from ._pt_backends import BACKENDS, Opener, make_opener
 
 pytestmark = pytest.mark.anyio
-
-Opener = Callable[..., AbstractAsyncContextManager[Runtime]]
 
 
 class FakeClock:
@@ -34,16 +31,10 @@ class FakeClock:
 T0 = datetime(2026, 3, 1, 23, 59, 59, 900000, tzinfo=UTC)
 
 
-@pytest.fixture(params=["file", "memory"])
+@pytest.fixture(params=BACKENDS)
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    memory = MemoryBackend()
-
-    def open_(**options: Any) -> AbstractAsyncContextManager[Runtime]:
-        if request.param == "memory":
-            return open_runtime(tmp_path, backend=memory, **options)
-        return open_runtime(tmp_path, **options)
-
-    return open_
+    """Opens a runtime on the same data each time, on the backend under test."""
+    return make_opener(str(request.param), tmp_path)
 
 
 class TestRecord:
@@ -229,26 +220,33 @@ class TestReports:
 
 
 class TestMarcusFile:
-    async def test_tracker_file_loads_as_project_totals(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("kind", ["file", "sqlite"])
+    async def test_tracker_file_loads_as_project_totals(self, tmp_path: Path, kind: str) -> None:
         legacy = {
             "project_tokens": {"project-001": 500000, "project-002": 7},
             "project_costs": {"project-001": 12.5, "project-002": 0.01},
             "last_updated": "2025-08-31T10:00:00",
         }
         (tmp_path / "token_usage.json").write_text(json.dumps(legacy))
-        async with open_runtime(tmp_path) as rt:
+        async with make_opener(kind, tmp_path)() as rt:
             projects = await rt.tokens.by_project()
             assert projects["project-001"]["total_tokens"] == 500000
             assert projects["project-001"]["total_cost"] == 12.5
             assert projects["project-002"]["total_tokens"] == 7
             assert projects["project-002"]["total_cost"] == 0.01
             await rt.tokens.record("anthropic", 1000, 0, 0.5, project_id="project-001")
+        async with make_opener(kind, tmp_path)() as rt:
+            totals = await rt.tokens.project("project-001")
+            assert totals is not None and totals["total_cost"] == 13.0
+        if kind != "file":
+            return
         written = json.loads((tmp_path / "token_usage.json").read_text())
         assert written["project_tokens"]["project-001"] == 501000  # Marcus can still read it
         assert written["project_costs"]["project-001"] == 13.0
         assert written["project_costs"]["project-002"] == 0.01
 
-    async def test_daily_usage_shape_loads(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("kind", ["file", "sqlite"])
+    async def test_daily_usage_shape_loads(self, tmp_path: Path, kind: str) -> None:
         document = {
             "daily_usage": {
                 "2025-08-31": {
@@ -259,7 +257,7 @@ class TestMarcusFile:
         }
         (tmp_path / "token_usage.json").write_text(json.dumps(document))
         clock = FakeClock(datetime(2025, 9, 1, tzinfo=UTC))
-        async with open_runtime(tmp_path, clock=clock) as rt:
+        async with make_opener(kind, tmp_path)(clock=clock) as rt:
             day = (await rt.tokens.daily(date(2025, 8, 31), date(2025, 8, 31)))["2025-08-31"]
             usage = day["anthropic"]
             assert (usage["tokens_used"], usage["cost_usd"], usage["requests"]) == (
