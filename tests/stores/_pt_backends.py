@@ -64,25 +64,24 @@ class Runner:
                 self._conn = None
 
 
-class SQLitePatternsTokensBackend:
+class SQLitePatternsTokensBackend(MemoryBackend):
+    """Patterns and tokens on SQLite; every other store as :class:`MemoryBackend` has it."""
+
     name = "sqlite"
     uses_data_dir = True
 
     def __init__(self, root: Path) -> None:
+        super().__init__()
         self._db = Runner(root / "marcus_state.db")
         ctx = FileContext(root, OS_FS, True, "error")
-        self._assignments = MemoryBackend().assignments()
-        self._patterns = SQLitePatternStorage(self._db, ctx)
-        self._tokens = SQLiteTokenStorage(self._db, ctx)
+        self._sqlite_patterns = SQLitePatternStorage(self._db, ctx)
+        self._sqlite_tokens = SQLiteTokenStorage(self._db, ctx)
 
-    def assignments(self) -> Any:
-        return self._assignments
+    def patterns(self) -> SQLitePatternStorage:  # type: ignore[override]
+        return self._sqlite_patterns
 
-    def patterns(self) -> SQLitePatternStorage:
-        return self._patterns
-
-    def tokens(self) -> SQLiteTokenStorage:
-        return self._tokens
+    def tokens(self) -> SQLiteTokenStorage:  # type: ignore[override]
+        return self._sqlite_tokens
 
     def close(self) -> None:
         self._db.close()
