@@ -1,9 +1,10 @@
-"""Sharded key -> JSON record collections on files, committed through one small manifest.
+"""Sharded key -> JSON record collections on files, committed through a small manifest.
 
 Layout under ``root`` (every file is readable JSON)::
 
-    _manifest.json                      {"format": 1, "seq": N, "meta": {...},
-                                         "collections": {name: {shard: [version, count]}}}
+    _manifest.json     {"format": 1, "seq": N, "meta": {...},
+                        "collections": {name: {shard: [version, count]}}}
+    _manifest.log      one JSON line per commit since: the shards it changed
     _shards/<collection>/<shard>.<version>.json     {key: record, ...}
 
 A key lives in the shard ``<depth>-<index>`` with ``index = crc32(key) mod 2**depth``
@@ -13,17 +14,19 @@ into its two children, so a shard's size, and the cost of rewriting it, follows
 
 Commit protocol (blocking; the actor's worker thread):
 
-1. every dirty shard is written as a NEW file ``<shard>.<seq>.json`` (fsynced,
-   never a live file in place), then its directory is fsynced;
-2. the manifest naming the new versions is replaced atomically (temp + fsync +
-   rename + directory fsync): that rename is the commit point, so a batch over
-   many keys and collections is all-or-nothing;
+1. every dirty shard is written as a NEW file ``<shard>.<version>.json``
+   (fsynced, never a live file in place), then its directory is fsynced;
+2. the manifest records the new versions (:mod:`._manifest`): one appended,
+   fsynced log line, or now and then a new base replaced atomically. That
+   append (or rename) is the commit point, so a batch over many keys and
+   collections is all-or-nothing, and its cost does not grow with the number
+   of shards;
 3. only then are the superseded shard files unlinked.
 
-A crash before step 2 leaves new files no manifest names: they are swept at
-the first commit after :meth:`ShardStore.open`. Shards load on demand into an LRU cache
-bounded by ``cache_bytes`` (counted in encoded bytes), so opening a large
-store reads the manifest only.
+A crash before step 2 leaves new files no manifest names: they are swept
+before the first commit after :meth:`ShardStore.open`. Shards load on demand
+into an LRU cache bounded by ``cache_bytes`` (counted in encoded bytes), so
+opening a large store reads the manifest only.
 """
 
 from __future__ import annotations
@@ -33,28 +36,33 @@ import logging
 import os
 import re
 import threading
+import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
-from .._core._atomic import ensure_dir, write_atomic
+from .._core._atomic import TEMP_MARKER, ensure_dir
 from .._core._codec import encode
 from .._core._fs import FileSystem
 from .._errors import CorruptDataError, ValidationError
 from ._contract import Record
 from ._files import FileContext, read_json
+from ._manifest import LOG, MANIFEST, Manifest, ShardMap
 
-__all__ = ("MANIFEST", "SHARDS_DIR", "ShardStore", "check_collection_name")
+__all__ = (
+    "LOG",
+    "MANIFEST",
+    "SHARDS_DIR",
+    "ShardStore",
+    "check_collection_name",
+    "replace_file",
+)
 
 log = logging.getLogger("marcus_persist")
 
-MANIFEST = "_manifest.json"
 SHARDS_DIR = "_shards"
-FORMAT = 1
 MAX_DEPTH = 32
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHARD_FILE = re.compile(r"(?P<shard>\d+-[0-9a-f]+)\.(?P<version>\d+)\.json")
@@ -91,12 +99,9 @@ class _Collection:
 
     __slots__ = ("depths", "shards")
 
-    def __init__(self, shards: dict[str, tuple[int, int]], depths: list[int] | None = None) -> None:
+    def __init__(self, shards: dict[str, tuple[int, int]]) -> None:
         self.shards = shards
-        # *depths* may name a depth no shard has any more: locate() only skips it
-        if depths is None:
-            depths = sorted({int(s.partition("-")[0]) for s in shards})  # ValueError if bad
-        self.depths = depths
+        self.depths = sorted({int(s.partition("-")[0]) for s in shards})  # ValueError if bad
 
     def locate(self, h: int) -> str | None:
         for depth in self.depths:
@@ -134,6 +139,7 @@ class ShardStore:
         self._meta: dict[str, Any] = {}
         self._collections: dict[str, _Collection] = {}
         self._swept = False
+        self._manifest = Manifest(root, ctx)
         self._cache: OrderedDict[tuple[str, str], tuple[dict[str, Record], int]] = OrderedDict()
         self._cached = 0
 
@@ -145,42 +151,26 @@ class ShardStore:
     def open(self) -> None:
         """Read the manifest, and only the manifest (files a crashed commit left are
         swept before the first commit, so opening a large store stays cheap)."""
-        collections = self._read_manifest()
+        loaded = self._manifest.load()
         shards_dir = self.root / SHARDS_DIR
-        if collections is None and self._ctx.quarantined and shards_dir.exists():
-            quarantined = self._ctx.quarantined[-1].path
-            if quarantined == str(self.manifest_path):  # keep the shards it named, aside
+        if loaded is None and self._ctx.quarantined and shards_dir.exists():
+            quarantined = {q.path for q in self._ctx.quarantined}
+            if str(self.manifest_path) in quarantined:  # keep the shards it named, aside
                 self._ctx.quarantine(shards_dir, "its manifest was corrupt")
+        seq, meta, collections = loaded or (0, {}, {})
+        try:
+            parsed = {name: _Collection(shards) for name, shards in collections.items()}
+            bad = next((n for n in parsed if not _NAME.fullmatch(n)), None)
+            if bad is not None:
+                raise ValueError(f"bad collection name {bad!r}")
+        except ValueError as exc:
+            raise CorruptDataError(str(self.manifest_path), str(exc)) from None
         with self._lock:
-            self._collections = collections or {}
-            self._next = self._seq + 1
+            self._seq, self._meta, self._collections = seq, meta, parsed
+            self._next = seq + 1
             self._cache.clear()
             self._cached = 0
             self._swept = False
-
-    def _read_manifest(self) -> dict[str, _Collection] | None:
-        path = self.manifest_path
-        self._seq, self._meta = 0, {}
-        try:
-            raw = self._ctx.fs.read_bytes(path)
-        except FileNotFoundError:
-            return None
-        try:
-            manifest = _MANIFEST.decode(raw)  # typed and checked in C: it can be large
-            if manifest.format != FORMAT:
-                raise ValueError(f"format {manifest.format}, expected {FORMAT}")
-            for name in manifest.collections:
-                if not _NAME.fullmatch(name):
-                    raise ValueError(f"bad collection name {name!r}")
-            collections = {n: _Collection(dict(s)) for n, s in manifest.collections.items()}
-        except (msgspec.DecodeError, ValueError) as exc:
-            reason = f"not a valid shard manifest: {exc}"
-            if self._ctx.on_corrupt == "error":
-                raise CorruptDataError(str(path), reason) from None
-            self._ctx.quarantine(path, reason)
-            return None
-        self._seq, self._meta = manifest.seq, dict(manifest.meta)
-        return collections
 
     def sweep(self) -> None:
         """Remove shard files no manifest names (left by a crashed or failed commit)."""
@@ -312,10 +302,11 @@ class ShardStore:
         version = self._next
         self._next += 1
         staged: dict[str, dict[str, tuple[int, int]]] = {}
-        depths: dict[str, list[int]] = {}
         fresh: list[tuple[tuple[str, str], dict[str, Record], int]] = []
         written: list[Path] = []
         superseded: list[tuple[tuple[str, str], Path]] = []
+        renamed: list[bool] = []
+        delta: dict[str, dict[str, tuple[int, int] | None]] = {}
         try:
             for collection, batch in changes.items():
                 check_collection_name(collection)
@@ -360,31 +351,39 @@ class ShardStore:
                 if sync:
                     fs.fsync_dir(directory)
                 staged[collection] = shards
-                # depths are kept up to date, not recomputed from every shard name per commit
-                pieces = {_parse_shard(key[1])[0] for key, _r, _n in fresh if key[0] == collection}
-                depths[collection] = sorted(set(current.depths) | pieces)
+                changed = delta.setdefault(collection, {})
+                for name in by_shard:
+                    changed[name] = shards.get(name)  # None: split into children
+                for (coll, piece), _records, _size in fresh:
+                    if coll == collection:
+                        changed[piece] = shards[piece]
             with self._lock:
-                # a committed _Collection's shards are never mutated: no copy needed
-                collections = {n: c.shards for n, c in self._collections.items()}
                 new_meta = dict(meta) if meta is not None else self._meta
-            collections.update(staged)
-            document = {
-                "format": FORMAT,
-                "seq": version,
-                "meta": new_meta,
-                "collections": collections,  # (version, count) tuples encode as arrays
-            }
-            write_atomic(self.manifest_path, encode(document), fs=fs, sync=sync)  # commit point
+
+            def whole() -> tuple[dict[str, Any], ShardMap]:
+                with self._lock:
+                    everything = {n: dict(c.shards) for n, c in self._collections.items()}
+                everything.update(staged)
+                return new_meta, everything
+
+            self._manifest.commit(
+                version, new_meta if meta is not None else None, delta, whole, renamed
+            )  # the commit point
         except BaseException:
-            for path in written:  # unnamed files; the sweep at open would remove them too
-                with contextlib.suppress(OSError):
-                    fs.unlink(path)
+            if not renamed:  # nothing names them: remove them (a later sweep would too)
+                for path in written:
+                    with contextlib.suppress(OSError):
+                        fs.unlink(path)
+            # else the manifest may name them on disk (a rename or an append that
+            # could not be undone), so the files stay; the batch may or may not survive a
+            # restart and is not acknowledged. Memory keeps the old manifest, whose
+            # files are all still there, and the next commit replaces it again.
             raise
         with self._lock:
             self._seq = version
             self._meta = new_meta
             for name, shards in staged.items():
-                self._collections[name] = _Collection(shards, depths[name])
+                self._collections[name] = _Collection(shards)
             for cache_key, _path in superseded:
                 old = self._cache.pop(cache_key, None)
                 if old is not None:
@@ -420,6 +419,22 @@ def _within(shard: str, depth: int, index: int) -> bool:
     return d >= depth and i & ((1 << depth) - 1) == index
 
 
+def replace_file(fs: FileSystem, path: Path, data: bytes, sync: bool, renamed: list[bool]) -> None:
+    """:func:`write_atomic`, telling the caller (through *renamed*) whether the
+    rename happened before a failure."""
+    tmp = path.with_name(f"{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
+    try:
+        _write_new(fs, tmp, data, sync)
+        fs.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fs.unlink(tmp)
+        raise
+    renamed.append(True)
+    if sync:
+        fs.fsync_dir(path.parent)
+
+
 def _write_new(fs: FileSystem, path: Path, data: bytes, sync: bool) -> None:
     fd = fs.create(path)
     try:
@@ -428,16 +443,6 @@ def _write_new(fs: FileSystem, path: Path, data: bytes, sync: bool) -> None:
             fs.fsync(fd)
     finally:
         fs.close(fd)
-
-
-class _Manifest(msgspec.Struct, frozen=True):
-    format: int
-    seq: int
-    meta: dict[str, Any]
-    collections: dict[str, dict[str, tuple[int, int]]]
-
-
-_MANIFEST = msgspec.json.Decoder(_Manifest)
 
 
 def _check_shard(document: Any) -> dict[str, Record]:

@@ -9,7 +9,7 @@ import pytest
 from marcus_persist import CorruptDataError, ValidationError
 from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist.backends._files import FileContext
-from marcus_persist.backends._shards import MANIFEST, SHARDS_DIR, ShardStore
+from marcus_persist.backends._shards import LOG, MANIFEST, SHARDS_DIR, ShardStore
 
 
 class CountingFS(FileSystem):
@@ -93,20 +93,92 @@ class TestShardStore:
         assert not orphan.exists()
         assert make(tmp_path).get("c", "k") == {"v": 2}
 
-    def test_failed_commit_changes_nothing(self, tmp_path: Path) -> None:
+    def test_failed_checkpoint_changes_nothing(self, tmp_path: Path) -> None:
         class FailRename(FileSystem):
             def replace(self, src: Path, dst: Path) -> None:
                 raise OSError(28, "no space")
 
-        store = make(tmp_path)
-        store.commit({"c": {"k": {"v": 1}}})
         broken = ShardStore(tmp_path, FileContext(tmp_path, FailRename(), True, "error"))
         broken.open()
-        with pytest.raises(OSError):
+        with pytest.raises(OSError):  # the first commit writes the base manifest
             broken.commit({"c": {"k": {"v": 2}, "other": {"v": 3}}})
-        assert broken.get("c", "k") == {"v": 1}
-        assert make(tmp_path).get("c", "other") is None
-        assert len(list((tmp_path / SHARDS_DIR / "c").iterdir())) == 1
+        assert broken.get("c", "k") is None
+        assert make(tmp_path).collections() == []
+        assert list((tmp_path / SHARDS_DIR / "c").iterdir()) == []
+
+    @pytest.mark.parametrize("failing", ["write", "fsync"])
+    def test_failed_append_is_cut_off(self, tmp_path: Path, failing: str) -> None:
+        class FailLog(FileSystem):
+            def __init__(self) -> None:
+                self.log_fds: set[int] = set()
+                self.armed = True
+
+            def open_append(self, path: Path) -> int:
+                fd = super().open_append(path)
+                if path.name == LOG:
+                    self.log_fds.add(fd)
+                return fd
+
+            def close(self, fd: int) -> None:
+                self.log_fds.discard(fd)
+                super().close(fd)
+
+            def write(self, fd: int, data: bytes | memoryview) -> int:
+                if failing == "write" and self.armed and fd in self.log_fds:
+                    super().write(fd, bytes(data)[:7])  # a torn piece reaches the file
+                    raise OSError(28, "no space")
+                return super().write(fd, data)
+
+            def fsync(self, fd: int) -> None:
+                if failing == "fsync" and self.armed and fd in self.log_fds:
+                    raise OSError(5, "EIO")
+                super().fsync(fd)
+
+        fs = FailLog()
+        store = ShardStore(tmp_path, FileContext(tmp_path, fs, True, "error"))
+        store.open()
+        store.commit({"c": {"k": {"v": 1}}})  # the base
+        with pytest.raises(OSError):
+            store.commit({"c": {"k": {"v": 2}, "other": {"v": 3}}})
+        assert store.get("c", "k") == {"v": 1}
+        reopened = make(tmp_path)
+        assert reopened.get("c", "k") == {"v": 1} and reopened.get("c", "other") is None
+        fs.armed = False
+        store.commit({"c": {"later": {"v": 4}}})  # appends after the cut
+        again = make(tmp_path)
+        assert again.get("c", "later") == {"v": 4} and again.get("c", "other") is None
+
+    def test_log_replays_and_checkpoints(self, tmp_path: Path) -> None:
+        store = make(tmp_path, shard_bytes=2048)
+        for i in range(400):
+            store.commit({"c": {f"k{i}": record(i)}})
+        log_size = (tmp_path / LOG).stat().st_size if (tmp_path / LOG).exists() else 0
+        assert log_size <= max(256 << 10, (tmp_path / MANIFEST).stat().st_size)
+        again = make(tmp_path, shard_bytes=2048)
+        assert again.count("c") == 400
+        assert all(again.get("c", f"k{i}") == record(i) for i in range(400))
+        assert len(list((tmp_path / SHARDS_DIR / "c").iterdir())) == len(again.shards("c"))
+
+    def test_torn_log_line_is_ignored(self, tmp_path: Path) -> None:
+        store = make(tmp_path)
+        store.commit({"c": {"k": {"v": 1}}})
+        store.commit({"c": {"k2": {"v": 2}}})
+        with (tmp_path / LOG).open("ab") as f:
+            f.write(b'{"seq": 99, "collections": {"c": {"0-0": [99')
+        again = make(tmp_path)
+        assert again.get("c", "k2") == {"v": 2}
+        again.commit({"c": {"k3": {"v": 3}}})  # writes a new base
+        assert not (tmp_path / LOG).exists()
+        assert make(tmp_path).get("c", "k3") == {"v": 3}
+
+    def test_garbage_inside_the_log_is_corruption(self, tmp_path: Path) -> None:
+        store = make(tmp_path)
+        store.commit({"c": {"k": {"v": 1}}})
+        store.commit({"c": {"k2": {"v": 2}}})
+        with (tmp_path / LOG).open("ab") as f:
+            f.write(b"garbage\n")
+        with pytest.raises(CorruptDataError, match="line 2"):
+            make(tmp_path)
 
     def test_corrupt_manifest_and_shard(self, tmp_path: Path) -> None:
         store = make(tmp_path)
@@ -124,14 +196,17 @@ class TestShardStore:
     def test_quarantine_moves_manifest_and_its_shards_aside(self, tmp_path: Path) -> None:
         store = make(tmp_path)
         store.commit({"c": {"k": {"v": 1}}})
+        store.commit({"c": {"k2": {"v": 1}}})  # a log line too
         (tmp_path / MANIFEST).write_text("not json")
         ctx = FileContext(tmp_path, OS_FS, True, "quarantine")
         fresh = ShardStore(tmp_path, ctx)
         fresh.open()
         assert fresh.collections() == []
-        assert len(ctx.quarantined) == 2
+        assert len(ctx.quarantined) == 3
         kept = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
-        assert len(kept) == 2
+        assert len(kept) == 3
+        fresh.commit({"c": {"new": {}}})
+        assert make(tmp_path).collections() == ["c"]
 
     def test_cache_is_bounded(self, tmp_path: Path) -> None:
         store = make(tmp_path, shard_bytes=2048, cache_bytes=8192)
@@ -145,3 +220,23 @@ class TestShardStore:
         with pytest.raises(ValidationError):
             store.commit({"../x": {"k": {}}})
         assert not (tmp_path / MANIFEST).exists()
+
+    def test_failure_after_the_rename_leaves_a_readable_store(self, tmp_path: Path) -> None:
+        class FailRootFsync(FileSystem):
+            def fsync_dir(self, path: Path) -> None:
+                if path == tmp_path:
+                    raise OSError(5, "EIO")
+                super().fsync_dir(path)
+
+        store = make(tmp_path)
+        store.commit({"c": {"k": {"v": 1}}})
+        broken = ShardStore(tmp_path, FileContext(tmp_path, FailRootFsync(), True, "error"))
+        broken.open()
+        with pytest.raises(OSError):
+            broken.commit({"c": {"k": {"v": 2}}})
+        assert broken.get("c", "k") == {"v": 1}  # not acknowledged: memory is as before
+        survived = make(tmp_path).get("c", "k")  # the rename did happen: either is allowed,
+        assert survived in ({"v": 1}, {"v": 2})  # but never a missing shard
+        again = make(tmp_path)
+        again.commit({"c": {"other": {"v": 3}}})
+        assert make(tmp_path).get("c", "other") == {"v": 3}
