@@ -99,9 +99,12 @@ class _Collection:
 
     __slots__ = ("depths", "shards")
 
-    def __init__(self, shards: dict[str, tuple[int, int]]) -> None:
+    def __init__(self, shards: dict[str, tuple[int, int]], depths: list[int] | None = None) -> None:
         self.shards = shards
-        self.depths = sorted({int(s.partition("-")[0]) for s in shards})  # ValueError if bad
+        if depths is None:  # a commit passes them: no walk over every shard name per commit
+            depths = sorted({int(s.partition("-")[0]) for s in shards})  # ValueError if bad
+        # may name a depth no shard has any more (its shards split): locate() skips it
+        self.depths = depths
 
     def locate(self, h: int) -> str | None:
         for depth in self.depths:
@@ -302,6 +305,7 @@ class ShardStore:
         version = self._next
         self._next += 1
         staged: dict[str, dict[str, tuple[int, int]]] = {}
+        depths: dict[str, list[int]] = {}
         fresh: list[tuple[tuple[str, str], dict[str, Record], int]] = []
         written: list[Path] = []
         superseded: list[tuple[tuple[str, str], Path]] = []
@@ -351,6 +355,8 @@ class ShardStore:
                 if sync:
                     fs.fsync_dir(directory)
                 staged[collection] = shards
+                grown = {_parse_shard(piece)[0] for (c, piece), _r, _n in fresh if c == collection}
+                depths[collection] = sorted(set(current.depths) | grown)
                 changed = delta.setdefault(collection, {})
                 for name in by_shard:
                     changed[name] = shards.get(name)  # None: split into children
@@ -383,7 +389,7 @@ class ShardStore:
             self._seq = version
             self._meta = new_meta
             for name, shards in staged.items():
-                self._collections[name] = _Collection(shards)
+                self._collections[name] = _Collection(shards, depths[name])
             for cache_key, _path in superseded:
                 old = self._cache.pop(cache_key, None)
                 if old is not None:

@@ -19,6 +19,7 @@ from ._pattern_records import (
     Pattern,
     check_patterns,
     from_legacy,
+    key_of,
     legacy_entries,
     made,
     parse_time,
@@ -135,7 +136,7 @@ class _Transaction:
     def apply(self, message: Message) -> Any:
         match message:
             case Observe(kind, name, ppm, examples, at, data):
-                key = f"{kind}\x1f{name}"
+                key = key_of(kind, name)
                 old = self._get(key)
                 if old is None:
                     new = made(kind, name, ppm * examples, examples, at, at, data)
