@@ -19,6 +19,7 @@ import msgspec
 
 from .._config import Config
 from .._core._clock import Clock, iso_utc
+from .._errors import ValidationError
 from ..backends._contract import TokenStorage
 from ._token_doc import add_usage, empty_document, merge_days, normalize, with_marcus_totals
 
@@ -126,6 +127,10 @@ class _Transaction:
         raise TypeError(f"unknown tokens message {type(message).__name__}")
 
     def _record(self, rec: Record) -> None:
+        archived = self._archived_on or self._h.archived_on
+        if archived is not None and rec.at.date() < archived - timedelta(days=self._h.keep_days):
+            # its day is in an archive already; counting it live would split the day
+            raise ValidationError(f"at: {rec.at.date()} is already archived")
         tokens = rec.input_tokens + rec.output_tokens
         delta = {
             "tokens_used": tokens,
