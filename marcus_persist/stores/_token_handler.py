@@ -102,7 +102,12 @@ class _Transaction:
         section = self._sec(name)
         if (name, key) not in self._copied:
             old = section.get(key)
-            section[key] = copy.deepcopy(old) if old is not None else fresh
+            if old is None:
+                section[key] = fresh
+            elif isinstance(old, list):  # request ids: immutable strings, a flat copy will do
+                section[key] = list(old)
+            else:
+                section[key] = copy.deepcopy(old)
             self._copied.add((name, key))
         return section[key]
 
