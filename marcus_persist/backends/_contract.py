@@ -73,15 +73,25 @@ class PatternStorage(Protocol):
 
 
 class TokenStorage(Protocol):
-    """Token usage: one live document, plus one archive document per month."""
+    """Token usage: one live document, the records committed since it was last
+    written whole, and one archive document per month."""
 
-    def load(self, check: Callable[[dict[str, Any]], Any]) -> dict[str, Any] | None:
-        """The live document as stored (ours or Marcus's shape), ``None`` if there is none;
-        *check* raises ``ValueError`` for a document of the wrong shape."""
+    def load(
+        self, check: Callable[[dict[str, Any]], Any]
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The live document as last written whole (ours or Marcus's shape, ``None``
+        if there is none; *check* raises ``ValueError`` for a wrong shape), and the
+        records committed since then, in order."""
         ...
 
-    def commit(self, document: dict[str, Any], archives: Mapping[str, dict[str, Any]]) -> None:
-        """Write each archive month (``YYYY-MM``) durably, then the live document."""
+    def commit(
+        self,
+        records: list[dict[str, Any]],
+        document: Callable[[], dict[str, Any]],
+        archives: Mapping[str, dict[str, Any]],
+    ) -> None:
+        """Make one batch durable, all or nothing: append its *records* to a log,
+        or write ``document()`` whole (each archive month durably before it)."""
         ...
 
     def archive(self, month: str) -> dict[str, Any] | None:

@@ -6,20 +6,17 @@ small shard and the manifest, never the whole set. Marcus's own
 ``learned_patterns.json`` is read once, imported, and then renamed
 ``learned_patterns.json.imported`` (kept, never deleted).
 
-Token usage is one small document, ``token_usage.json``, replaced atomically
-per batch; archived months are ``token_usage_archive/YYYY-MM.json``.
+Token usage is in :mod:`._file_tokens`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-from .._core._atomic import ensure_dir, write_atomic
-from .._core._codec import encode
+from .._core._atomic import ensure_dir
 from ._contract import KeyedWrite
+from ._file_tokens import FileTokenStorage
 from ._files import FileContext, read_json
 from ._shards import ShardStore
 
@@ -28,9 +25,6 @@ __all__ = ("FilePatternStorage", "FileTokenStorage")
 PATTERNS_DIR = "learned_patterns"
 PATTERNS_COLLECTION = "patterns"
 LEGACY_PATTERNS = "learned_patterns.json"
-TOKENS_FILE = "token_usage.json"
-ARCHIVE_DIR = "token_usage_archive"
-_MONTH = re.compile(r"\d{4}-\d{2}")
 
 
 class FilePatternStorage:
@@ -70,50 +64,3 @@ class FilePatternStorage:
     def commit(self, write: KeyedWrite) -> None:
         # only the changes: the shard store rewrites just the shards they fall in
         self.shards.commit({PATTERNS_COLLECTION: write.changes})
-
-
-class FileTokenStorage:
-    def __init__(self, ctx: FileContext) -> None:
-        self._ctx = ctx
-        self.path = ctx.root / TOKENS_FILE
-        self.archive_dir = ctx.root / ARCHIVE_DIR
-
-    def load(self, check: Callable[[dict[str, Any]], Any]) -> dict[str, Any] | None:
-        def shape(document: Any) -> dict[str, Any]:
-            check(document)
-            result: dict[str, Any] = document
-            return result
-
-        return read_json(self.path, self._ctx, shape)
-
-    def commit(self, document: dict[str, Any], archives: Mapping[str, dict[str, Any]]) -> None:
-        fs, sync = self._ctx.fs, self._ctx.sync
-        if archives:
-            ensure_dir(self.archive_dir, fs=fs, sync=sync)
-        # archived days are durable before the live document that drops them
-        for month, archived in archives.items():
-            write_atomic(self._month_path(month), encode(archived), fs=fs, sync=sync)
-        write_atomic(self.path, encode(document), fs=fs, sync=sync)
-
-    def archive(self, month: str) -> dict[str, Any] | None:
-        def shape(document: Any) -> dict[str, Any]:
-            if not isinstance(document, dict) or not isinstance(document.get("daily_usage"), dict):
-                raise ValueError("expected an object with a 'daily_usage' object")
-            result: dict[str, Any] = document
-            return result
-
-        return read_json(self._month_path(month), self._ctx, shape)
-
-    def archive_months(self) -> list[str]:
-        if not self.archive_dir.is_dir():
-            return []
-        return sorted(
-            p.stem
-            for p in self.archive_dir.iterdir()
-            if _MONTH.fullmatch(p.stem) and p.suffix == ".json"
-        )
-
-    def _month_path(self, month: str) -> Path:
-        if not _MONTH.fullmatch(month):
-            raise ValueError(f"not a month: {month!r}")
-        return self.archive_dir / f"{month}.json"

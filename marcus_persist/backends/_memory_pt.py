@@ -46,15 +46,22 @@ class MemoryTokenStorage:
         self.document: dict[str, Any] | None = None
         self.archives: dict[str, dict[str, Any]] = {}
 
-    def load(self, check: Callable[[dict[str, Any]], Any]) -> dict[str, Any] | None:
+    def load(
+        self, check: Callable[[dict[str, Any]], Any]
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         if self.document is not None:
             check(self.document)
-        return copy.deepcopy(self.document)
+        return copy.deepcopy(self.document), []
 
-    def commit(self, document: dict[str, Any], archives: Mapping[str, dict[str, Any]]) -> None:
+    def commit(
+        self,
+        records: list[dict[str, Any]],
+        document: Callable[[], dict[str, Any]],
+        archives: Mapping[str, dict[str, Any]],
+    ) -> None:
         for month, archived in archives.items():
             self.archives[month] = copy.deepcopy(archived)
-        self.document = copy.deepcopy(document)
+        self.document = copy.deepcopy(document())
 
     def archive(self, month: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.archives.get(month))

@@ -118,7 +118,9 @@ class SQLiteTokenStorage:
         row = self._db.run(lambda c: c.execute(sql, (name,)).fetchone())
         return _json(self._db, "marcus_token_usage", name, row[0]) if row else None
 
-    def load(self, check: Callable[[dict[str, Any]], Any]) -> dict[str, Any] | None:
+    def load(
+        self, check: Callable[[dict[str, Any]], Any]
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         _ensure_schema(self._db)
         document = self._row(LIVE)
         if document is None:
@@ -127,12 +129,17 @@ class SQLiteTokenStorage:
             check(document)
         except ValueError as exc:
             raise CorruptDataError(f"{self._db.path} (marcus_token_usage)", str(exc)) from None
-        result: dict[str, Any] = document
-        return result
+        return document, []
 
-    def commit(self, document: dict[str, Any], archives: Mapping[str, dict[str, Any]]) -> None:
+    def commit(
+        self,
+        records: list[dict[str, Any]],
+        document: Callable[[], dict[str, Any]],
+        archives: Mapping[str, dict[str, Any]],
+    ) -> None:
+        # one row per batch, in the batch's transaction (SQLite appends to its own WAL)
         rows = [(f"{ARCHIVE}{month}", encode(doc).decode()) for month, doc in archives.items()]
-        rows.append((LIVE, encode(document).decode()))
+        rows.append((LIVE, encode(document()).decode()))
 
         def body(conn: sqlite3.Connection) -> None:
             conn.executemany(

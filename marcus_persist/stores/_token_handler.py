@@ -19,7 +19,7 @@ import msgspec
 
 from .._config import Config
 from .._core._clock import Clock, iso_utc
-from .._errors import ValidationError
+from .._errors import CorruptDataError, ValidationError
 from ..backends._contract import TokenStorage
 from ._token_doc import add_usage, empty_document, merge_days, normalize, with_marcus_totals
 
@@ -65,18 +65,32 @@ class TokensHandler:
         self.archived_on: date | None = None
 
     def load(self) -> None:
-        """Read the live document, ours or Marcus's (blocking; at startup)."""
-        raw = self.storage.load(normalize)
+        """Read the live document, ours or Marcus's, then replay the records logged
+        since it was written (blocking; at startup)."""
+        raw, logged = self.storage.load(normalize)
         self.doc = normalize(raw) if raw is not None else empty_document()
-        self.seen = {rid: day for day, ids in self.doc["request_ids"].items() for rid in ids}
+        # request ids live in ``seen`` only; the document gets them when it is written
+        self.seen = {rid: day for day, ids in self.doc.pop("request_ids").items() for rid in ids}
+        self.doc["request_ids"] = {}
+        if logged:
+            txn = _Transaction(self, replaying=True)
+            for raw_record in logged:
+                try:
+                    txn.apply(msgspec.convert(raw_record, Record | SetBudget))
+                except (msgspec.ValidationError, ValidationError) as exc:
+                    raise CorruptDataError("token usage log", f"a logged record: {exc}") from None
+            txn.publish()
 
     def begin(self) -> _Transaction:
         return _Transaction(self)
 
 
 class _Transaction:
-    def __init__(self, handler: TokensHandler) -> None:
+    def __init__(self, handler: TokensHandler, *, replaying: bool = False) -> None:
         self._h = handler
+        self._replaying = replaying  # re-applying logged records at load: no archiving
+        self._logged: list[Record | SetBudget] = []  # what replays this batch
+        self._forget: str | None = None  # request ids of days before this are dropped
         self._doc: dict[str, Any] | None = None  # copy-on-write of the committed document
         self._copied: set[tuple[str, str]] = set()
         self._seen: dict[str, str] = {}
@@ -104,8 +118,6 @@ class _Transaction:
             old = section.get(key)
             if old is None:
                 section[key] = fresh
-            elif isinstance(old, list):  # request ids: immutable strings, a flat copy will do
-                section[key] = list(old)
             else:
                 section[key] = copy.deepcopy(old)
             self._copied.add((name, key))
@@ -119,6 +131,7 @@ class _Transaction:
                 ):
                     return False  # a retried call: already counted
                 self._record(rec)
+                self._logged.append(rec)
                 return True
             case SetBudget(project_id, amount):
                 budgets = self._sec("budgets")
@@ -126,6 +139,7 @@ class _Transaction:
                     budgets.pop(project_id, None)
                 else:
                     budgets[project_id] = amount
+                self._logged.append(message)
                 return None
             case Archive(today):
                 return self._archive_before(today)
@@ -157,10 +171,9 @@ class _Transaction:
             if rec.task_id is not None and rec.task_id not in project["tasks"]:
                 project["tasks"].append(rec.task_id)
         if rec.request_id is not None:
-            self._section("request_ids", day, []).append(rec.request_id)
             self._seen[rec.request_id] = day
         today = self._h.clock.now().date()
-        if self._h.archived_on != today and self._archived_on is None:
+        if self._h.archived_on != today and self._archived_on is None and not self._replaying:
             # the first batch of each day also moves old days to the archives
             self._archive_before(today)
 
@@ -172,16 +185,12 @@ class _Transaction:
         doc = self._doc if self._doc is not None else self._h.doc
         old_days = [d for d in doc["daily_usage"] if d < cutoff]
         old_hours = [h for h in doc["hourly"] if h[:10] < cutoff]
-        old_ids = [d for d in doc["request_ids"] if d < forget]
-        if not (old_days or old_hours or old_ids):
+        self._forget = forget
+        if not (old_days or old_hours):
             return 0
         for day in old_days:
             self._archive.setdefault(day[:7], {})[day] = doc["daily_usage"][day]
-        for name, keys in (
-            ("daily_usage", old_days),
-            ("hourly", old_hours),
-            ("request_ids", old_ids),
-        ):
+        for name, keys in (("daily_usage", old_days), ("hourly", old_hours)):
             section = self._sec(name)
             for key in keys:
                 del section[key]
@@ -196,14 +205,26 @@ class _Transaction:
             written = with_marcus_totals({**empty_document(), "daily_usage": days})
             merge_days(current, written["daily_usage"])
             archives[month] = current
-        self._doc["last_updated"] = iso_utc(self._h.clock.now())
-        self._h.storage.commit(with_marcus_totals(self._doc), archives)
+        records = [msgspec.to_builtins(m) for m in self._logged]
+        self._h.storage.commit(records, self._document, archives)
+
+    def _document(self) -> dict[str, Any]:
+        """The whole live document as stored (only built when the storage writes it whole)."""
+        assert self._doc is not None
+        request_ids: dict[str, list[str]] = {}
+        for seen in (self._h.seen, self._seen):
+            for rid, day in seen.items():
+                if self._forget is None or day >= self._forget:
+                    request_ids.setdefault(day, []).append(rid)
+        now = iso_utc(self._h.clock.now())
+        return with_marcus_totals({**self._doc, "request_ids": request_ids, "last_updated": now})
 
     def publish(self) -> None:
-        assert self._doc is not None
-        self._h.doc = self._doc
+        if self._doc is not None:
+            self._h.doc = self._doc
         self._h.seen.update(self._seen)
         if self._archived_on is not None:
             self._h.archived_on = self._archived_on
-            kept = self._doc["request_ids"]
-            self._h.seen = {r: d for r, d in self._h.seen.items() if d in kept}
+        if self._forget is not None:
+            forget = self._forget
+            self._h.seen = {r: d for r, d in self._h.seen.items() if d >= forget}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from marcus_persist import MemoryBackend, Runtime, ValidationError, open_runtime
+from marcus_persist import CorruptDataError, MemoryBackend, Runtime, ValidationError, open_runtime
+from marcus_persist.backends._file_tokens import FileTokenStorage
+from marcus_persist.backends._files import FileContext
 
 from ..conftest import FaultyFS
 from ._pt_backends import BACKENDS, Opener, make_opener
@@ -287,3 +290,99 @@ async def test_the_demo_records_tokens_and_patterns(tmp_path: Path) -> None:
     assert report.token_requests == report.tasks_completed > 0
     assert 0 < report.patterns <= 10
     assert abs(report.token_cost_usd - 0.0081 * report.tasks_completed) <= 0.005 + 1e-9
+
+
+class TestLog:
+    """On files a batch is one fsynced log line; the document is written whole at checkpoints."""
+
+    async def test_batches_append_and_replay_after_reopen(self, tmp_path: Path) -> None:
+        async with open_runtime(tmp_path) as rt:
+            await rt.tokens.record("anthropic", 1, 1, 0.01, request_id="first")  # a checkpoint
+            async with anyio.create_task_group() as tg:
+                for n in range(30):
+                    tg.start_soon(
+                        rt.tokens.record, "anthropic", n, 1, 0.01, None, "p", None, f"r{n}"
+                    )
+            await rt.tokens.set_budget("p", 0.2)
+        lines = (tmp_path / "token_usage.log").read_bytes().splitlines()
+        assert 1 <= len(lines) <= 31
+        assert json.loads((tmp_path / "token_usage.json").read_text())["daily_usage"] != {}
+        async with open_runtime(tmp_path) as rt:
+            usage = (await rt.tokens.by_provider())["anthropic"]
+            assert (usage["requests"], usage["input_tokens"]) == (31, 1 + sum(range(30)))
+            assert usage["cost_usd"] == 0.31
+            assert await rt.tokens.record("anthropic", 5, 5, 1.0, request_id="r7") is False
+            assert await rt.tokens.over_budget() == [
+                {"project_id": "p", "budget_usd": 0.2, "spent_usd": 0.3, "over_usd": 0.1}
+            ]
+
+    async def test_a_torn_last_line_is_kept_aside_and_ignored(self, tmp_path: Path) -> None:
+        async with open_runtime(tmp_path) as rt:
+            for n in range(3):
+                await rt.tokens.record("anthropic", 10, 0, 0.5, request_id=f"r{n}")
+        torn = b'{"seq":99,"records":[{"type":"Record","provider":"anth'
+        with (tmp_path / "token_usage.log").open("ab") as log:
+            log.write(torn)
+        for expected in (3, 4):
+            async with open_runtime(tmp_path) as rt:
+                usage = (await rt.tokens.by_provider())["anthropic"]
+                assert (usage["requests"], usage["cost_usd"]) == (expected, expected * 0.5)
+                if expected == 3:
+                    await rt.tokens.record("anthropic", 10, 0, 0.5, request_id="r3")
+        assert (tmp_path / "token_usage.log.torn").read_bytes() == torn
+
+    async def test_garbage_in_a_complete_line_is_corruption(self, tmp_path: Path) -> None:
+        async with open_runtime(tmp_path) as rt:
+            await rt.tokens.record("anthropic", 10, 0, 0.5)
+            await rt.tokens.record("anthropic", 10, 0, 0.5)
+        log = tmp_path / "token_usage.log"
+        log.write_bytes(b"not json\n" + log.read_bytes())
+        with pytest.raises(CorruptDataError, match="line 1"):
+            async with open_runtime(tmp_path):
+                pass
+
+
+def test_checkpoints_bound_the_log_and_a_failed_append_is_superseded(tmp_path: Path) -> None:
+    fs = FaultyFS()
+    ctx = FileContext(tmp_path, fs, True, "error")
+    storage = FileTokenStorage(ctx, checkpoint_bytes=120)
+    assert storage.load(lambda d: d) == (None, [])
+    logged: list[int] = []
+
+    def document_at(n: int) -> Callable[[], dict[str, Any]]:
+        return lambda: {"upto": n, "logged": list(logged)}
+
+    for n in range(40):
+        if n == 25:
+            fs.fail["fsync"] = errno.EIO
+            with pytest.raises(OSError):
+                storage.commit([{"n": n}], document_at(n), {})
+            del fs.fail["fsync"]
+            continue  # not acknowledged: must never come back
+        storage.commit([{"n": n}], document_at(n), {})
+        logged.append(n)
+        assert (tmp_path / "token_usage.log").stat().st_size <= 120 + 40
+    document, records = FileTokenStorage(ctx).load(lambda d: d)
+    assert document is not None
+    # the checkpoint holds everything before it, the log the rest: together every batch once
+    replayed = [r["n"] for r in records]
+    assert document["logged"] + [document["upto"]] + replayed == logged
+    assert 25 not in replayed
+
+
+def test_log_lines_a_checkpoint_includes_are_skipped(tmp_path: Path) -> None:
+    """A crash after the checkpoint's rename, before the log was emptied."""
+    ctx = FileContext(tmp_path, FaultyFS(), True, "error")
+    storage = FileTokenStorage(ctx)
+    storage.load(lambda d: d)
+    storage.commit([{"n": 0}], lambda: {"upto": 0}, {})  # the first commit: a checkpoint
+    storage.commit([{"n": 1}], lambda: {"upto": 1}, {})
+    storage.commit([{"n": 2}], lambda: {"upto": 2}, {})
+    old_log = (tmp_path / "token_usage.log").read_bytes()
+    assert len(old_log.splitlines()) == 2
+    archived: dict[str, dict[str, Any]] = {"2026-01": {"daily_usage": {}}}
+    storage.commit([{"n": 3}], lambda: {"upto": 3}, archived)  # archiving: a checkpoint
+    (tmp_path / "token_usage.log").write_bytes(old_log)  # as if it was never emptied
+    document, records = FileTokenStorage(ctx).load(lambda d: d)
+    assert document is not None and document["upto"] == 3
+    assert records == []
