@@ -142,10 +142,16 @@ class Manifest:
         """
         line = encode(_Delta(seq, changes, meta)) + b"\n"
         limit = max(self._checkpoint_bytes, self._base_size)
-        if self._must_checkpoint or self._log_size + len(line) > limit:
-            self._checkpoint(seq, *whole(), maybe_live)
-        else:
-            self._append(line, maybe_live)
+        try:
+            if self._must_checkpoint or self._log_size + len(line) > limit:
+                self._checkpoint(seq, *whole(), maybe_live)
+            else:
+                self._append(line, maybe_live)
+        except BaseException:
+            # whatever reached the disk, the next commit writes a whole new base
+            # from the committed map, superseding it (its seq is newer)
+            self._must_checkpoint = True
+            raise
 
     def _checkpoint(
         self, seq: int, meta: dict[str, Any], shards: ShardMap, maybe_live: list[bool]

@@ -95,16 +95,34 @@ def _parse_shard(name: str) -> tuple[int, int]:
 
 
 class _Collection:
-    """The manifest's view of one collection: shard -> (version, count)."""
+    """The manifest's view of one collection: shard -> (version, count).
 
-    __slots__ = ("depths", "shards")
+    Kept up to date in place by the committer (under the store's lock), so a
+    commit's cost follows its batch, not the number of shards.
+    """
 
-    def __init__(self, shards: dict[str, tuple[int, int]], depths: list[int] | None = None) -> None:
-        self.shards = shards
-        if depths is None:  # a commit passes them: no walk over every shard name per commit
-            depths = sorted({int(s.partition("-")[0]) for s in shards})  # ValueError if bad
-        # may name a depth no shard has any more (its shards split): locate() skips it
-        self.depths = depths
+    __slots__ = ("_per_depth", "depths", "shards", "total")
+
+    def __init__(self, shards: dict[str, tuple[int, int]]) -> None:
+        self.shards: dict[str, tuple[int, int]] = {}
+        self._per_depth: dict[int, int] = {}
+        self.depths: list[int] = []
+        self.total = 0
+        self.apply(shards)
+
+    def apply(self, changes: Mapping[str, tuple[int, int] | None]) -> None:
+        """Set (or, for ``None``, drop) each shard's entry; raises ``ValueError`` for a bad name."""
+        for name, entry in changes.items():
+            old = self.shards.pop(name, None)
+            depth = int(name.partition("-")[0])
+            if old is not None:
+                self.total -= old[1]
+                self._per_depth[depth] -= 1
+            if entry is not None:
+                self.shards[name] = entry
+                self.total += entry[1]
+                self._per_depth[depth] = self._per_depth.get(depth, 0) + 1
+        self.depths = sorted(d for d, n in self._per_depth.items() if n)
 
     def locate(self, h: int) -> str | None:
         for depth in self.depths:
@@ -114,7 +132,7 @@ class _Collection:
         return None
 
     def count(self) -> int:
-        return sum(count for _version, count in self.shards.values())
+        return self.total
 
 
 class ShardStore:
@@ -304,8 +322,6 @@ class ShardStore:
             self.sweep()  # before any new version is chosen: orphans may hold the next one
         version = self._next
         self._next += 1
-        staged: dict[str, dict[str, tuple[int, int]]] = {}
-        depths: dict[str, list[int]] = {}
         fresh: list[tuple[tuple[str, str], dict[str, Record], int]] = []
         written: list[Path] = []
         superseded: list[tuple[tuple[str, str], Path]] = []
@@ -320,25 +336,23 @@ class ShardStore:
                     existing = self._collections.get(collection)
                 if existing is None and all(r is None for r in batch.values()):
                     continue  # deleting from a collection that does not exist
+                # only this thread changes ``current``: reading it unlocked is safe here
                 current = existing or _Collection({})
-                shards = dict(current.shards)
                 by_shard: dict[str, list[tuple[str, Record | None]]] = {}
                 for key, record in batch.items():
                     name = current.locate(key_hash(key)) or _shard(0, 0)
                     by_shard.setdefault(name, []).append((key, record))
                 directory = self.root / SHARDS_DIR / collection
                 ensure_dir(directory, fs=fs, sync=sync)
+                changed = delta.setdefault(collection, {})
                 for name, edits in by_shard.items():
-                    if name in shards:
+                    entry = current.shards.get(name)
+                    if entry is not None:
                         with self._lock:
                             records = dict(self._load(collection, name))
-                        superseded.append(
-                            (
-                                (collection, name),
-                                self._shard_path(collection, name, shards[name][0]),
-                            )
-                        )
-                        del shards[name]
+                        path = self._shard_path(collection, name, entry[0])
+                        superseded.append(((collection, name), path))
+                        changed[name] = None  # unless a piece below keeps the name
                     else:
                         records = {}
                     for key, record in edits:
@@ -350,26 +364,23 @@ class ShardStore:
                         path = self._shard_path(collection, piece, version)
                         _write_new(fs, path, data, sync)
                         written.append(path)
-                        shards[piece] = (version, len(piece_records))
+                        changed[piece] = (version, len(piece_records))
                         fresh.append(((collection, piece), piece_records, len(data)))
                 if sync:
                     fs.fsync_dir(directory)
-                staged[collection] = shards
-                grown = {_parse_shard(piece)[0] for (c, piece), _r, _n in fresh if c == collection}
-                depths[collection] = sorted(set(current.depths) | grown)
-                changed = delta.setdefault(collection, {})
-                for name in by_shard:
-                    changed[name] = shards.get(name)  # None: split into children
-                for (coll, piece), _records, _size in fresh:
-                    if coll == collection:
-                        changed[piece] = shards[piece]
             with self._lock:
                 new_meta = dict(meta) if meta is not None else self._meta
 
-            def whole() -> tuple[dict[str, Any], ShardMap]:
+            def whole() -> tuple[dict[str, Any], ShardMap]:  # for a checkpoint only
                 with self._lock:
                     everything = {n: dict(c.shards) for n, c in self._collections.items()}
-                everything.update(staged)
+                for name, changed in delta.items():
+                    target = everything.setdefault(name, {})
+                    for shard, entry in changed.items():
+                        if entry is None:
+                            target.pop(shard, None)
+                        else:
+                            target[shard] = entry
                 return new_meta, everything
 
             self._manifest.commit(
@@ -381,15 +392,16 @@ class ShardStore:
                     with contextlib.suppress(OSError):
                         fs.unlink(path)
             # else the manifest may name them on disk (a rename or an append that
-            # could not be undone), so the files stay; the batch may or may not survive a
-            # restart and is not acknowledged. Memory keeps the old manifest, whose
-            # files are all still there, and the next commit replaces it again.
+            # could not be undone), so the files stay; the batch may or may not
+            # survive a restart and is not acknowledged. Memory keeps the old map,
+            # whose files are all still there, and the next commit writes a new
+            # base from it, superseding whatever reached the disk.
             raise
         with self._lock:
             self._seq = version
             self._meta = new_meta
-            for name, shards in staged.items():
-                self._collections[name] = _Collection(shards, depths[name])
+            for name, changed in delta.items():
+                self._collections.setdefault(name, _Collection({})).apply(changed)
             for cache_key, _path in superseded:
                 old = self._cache.pop(cache_key, None)
                 if old is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -240,3 +241,116 @@ class TestShardStore:
         again = make(tmp_path)
         again.commit({"c": {"other": {"v": 3}}})
         assert make(tmp_path).get("c", "other") == {"v": 3}
+
+    @pytest.mark.parametrize("seed", [1, 2])
+    def test_matches_a_dict_through_splits_checkpoints_and_reopens(
+        self, tmp_path: Path, seed: int
+    ) -> None:
+        rng = random.Random(seed)
+        model: dict[str, dict[str, dict[str, object]]] = {}
+        store = ShardStore(tmp_path, FileContext(tmp_path, OS_FS, False, "error"), shard_bytes=1024)
+        store._manifest._checkpoint_bytes = 2048  # checkpoint often
+        store.open()
+        for step in range(200):
+            batch: dict[str, dict[str, dict[str, object] | None]] = {}
+            for _ in range(rng.randint(1, 8)):
+                coll = rng.choice(["a", "b"])
+                key = f"k{rng.randint(0, 150)}"
+                value = None if rng.random() < 0.3 else {"s": step, "pad": "p" * rng.randint(0, 60)}
+                batch.setdefault(coll, {})[key] = value
+            store.commit(batch)
+            for coll, changes in batch.items():
+                for key, value in changes.items():
+                    if value is None:
+                        model.get(coll, {}).pop(key, None)
+                    else:
+                        model.setdefault(coll, {})[key] = value
+            if step % 50 == 49:
+                store = make(tmp_path, shard_bytes=1024)
+                store._manifest._checkpoint_bytes = 2048
+            for coll in ("a", "b"):
+                assert store.count(coll) == len(model.get(coll, {}))
+        for coll in ("a", "b"):
+            assert dict(store.iter(coll)) == model.get(coll, {})
+            assert dict(make(tmp_path).iter(coll)) == model.get(coll, {})
+
+
+class Crash(BaseException):
+    """The process dies here."""
+
+
+class CrashAt(FileSystem):
+    """Dies at the n-th mutating call."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.calls = 0
+
+    def _step(self) -> None:
+        self.calls += 1
+        if self.calls == self.at:
+            raise Crash
+
+    def create(self, path: Path) -> int:
+        self._step()
+        return super().create(path)
+
+    def open_append(self, path: Path) -> int:
+        self._step()
+        return super().open_append(path)
+
+    def write(self, fd: int, data: bytes | memoryview) -> int:
+        self._step()
+        return super().write(fd, bytes(data)[: max(1, len(data) // 2)])  # short writes too
+
+    def fsync(self, fd: int) -> None:
+        self._step()
+        super().fsync(fd)
+
+    def replace(self, src: Path, dst: Path) -> None:
+        self._step()
+        super().replace(src, dst)
+
+    def unlink(self, path: Path) -> None:
+        self._step()
+        super().unlink(path)
+
+    def fsync_dir(self, path: Path) -> None:
+        self._step()
+        super().fsync_dir(path)
+
+
+class TestCrashAtEveryStep:
+    @pytest.mark.parametrize("checkpoint", [False, True])
+    def test_a_batch_is_all_or_nothing(self, tmp_path: Path, checkpoint: bool) -> None:
+        before = {f"k{i}": record(i) for i in range(40)}
+        batch: dict[str, dict[str, object] | None] = {f"k{i}": record(-i) for i in range(0, 60, 3)}
+        batch["k1"] = None
+        after = {k: v for k, v in before.items() if k != "k1"}
+        after.update({k: v for k, v in batch.items() if v is not None})
+        at = 0
+        while True:
+            at += 1
+            root = tmp_path / str(at)
+            setup = make(root, shard_bytes=1024)
+            setup.commit({"c": before})
+            fs = CrashAt(at)
+            store = ShardStore(root, FileContext(root, fs, True, "error"), shard_bytes=1024)
+            store.open()
+            if checkpoint:
+                store._manifest._must_checkpoint = True
+            try:
+                store.commit({"c": batch, "d": {"x": {"v": 1}}})
+                done = True
+            except Crash:
+                done = False
+            reopened = make(root, shard_bytes=1024)
+            state = dict(reopened.iter("c"))
+            assert state in (before, after), f"crash at step {at}"
+            assert (reopened.get("d", "x") is not None) == (state == after)
+            if done:
+                assert state == after
+                break
+            reopened.commit({"c": {"again": {"v": 2}}})  # and it keeps working
+            assert make(root).get("c", "again") == {"v": 2}
+        assert at > 10

@@ -1,4 +1,4 @@
-"""Shard depths are kept up to date by each commit, not recomputed from every shard name."""
+"""Keys stay findable while shards split, in the live store and after reopening."""
 
 from __future__ import annotations
 
