@@ -12,7 +12,8 @@ emptied) happens when the log outgrows ``max(checkpoint_bytes, document
 size)``, when days are archived, and after any failed or torn append. Loading
 replays the complete log lines newer than ``log_seq``; a torn last line (no
 ``\\n``) was never acknowledged: it is kept byte-exact in ``token_usage.log.torn``
-and ignored. Garbage in a complete line is corruption.
+and ignored. Garbage in a complete line is corruption (under the quarantine
+policy the log is moved aside and the store starts from the last checkpoint).
 """
 
 from __future__ import annotations
@@ -85,7 +86,13 @@ class FileTokenStorage:
                 if not isinstance(seq, int) or not isinstance(batch, list):
                     raise ValueError("seq or records of the wrong type")
             except (msgspec.DecodeError, ValueError, TypeError, KeyError) as exc:
-                raise CorruptDataError(str(self.log_path), f"line {number}: {exc}") from None
+                reason = f"line {number}: {exc}"
+                if self._ctx.on_corrupt == "error":
+                    raise CorruptDataError(str(self.log_path), reason) from None
+                # quarantine: keep it aside whole; start from the last checkpoint
+                self._ctx.quarantine(self.log_path, reason)
+                self._must_checkpoint = True
+                return []
             self._seq = max(self._seq, seq)
             if seq > base:
                 records.extend(batch)

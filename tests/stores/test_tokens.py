@@ -340,6 +340,13 @@ class TestLog:
         with pytest.raises(CorruptDataError, match="line 1"):
             async with open_runtime(tmp_path):
                 pass
+        async with open_runtime(tmp_path, on_corrupt="quarantine") as rt:
+            assert [q.path for q in rt.quarantined] == [str(log)]
+            usage = (await rt.tokens.by_provider())["anthropic"]
+            assert usage["requests"] == 1  # the checkpoint (first commit); the log is aside
+            await rt.tokens.record("anthropic", 10, 0, 0.5)
+        async with open_runtime(tmp_path) as rt:
+            assert (await rt.tokens.by_provider())["anthropic"]["requests"] == 2
 
 
 def test_checkpoints_bound_the_log_and_a_failed_append_is_superseded(tmp_path: Path) -> None:
