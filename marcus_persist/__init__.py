@@ -19,7 +19,9 @@ from .backends._files import Quarantined as Quarantined
 from .backends.memory import MemoryBackend as MemoryBackend
 from .stores.assignments import AssignmentStore as AssignmentStore
 from .stores.audit import AuditStore as AuditStore
+from .stores.patterns import PatternStore as PatternStore
 from .stores.state import StateStore as StateStore
+from .stores.tokens import TokenStore as TokenStore
 
 __version__ = "0.1.0"
 
@@ -37,12 +39,14 @@ __all__ = (
     "DataDirLocked",
     "MemoryBackend",
     "NotFound",
+    "PatternStore",
     "PersistenceError",
     "Quarantined",
     "Runtime",
     "RuntimeClosed",
     "StateStore",
     "TaskAlreadyAssigned",
+    "TokenStore",
     "ValidationError",
     "open_runtime",
 )

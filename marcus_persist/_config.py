@@ -55,6 +55,18 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     audit_daily_days: Positive = 7
     audit_weekly_weeks: Positive = 8
     audit_retention_days: Positive | None = None
+    #: learned patterns: prune every this many hours (``None``: only when asked) with
+    #: these limits (each ``None`` means that limit is not applied)
+    patterns_prune_hours: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    patterns_keep_days: NonNegative | None = None
+    patterns_min_confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    patterns_max: Positive | None = None
+    #: token usage: days kept live before they move, aggregated, to monthly archives
+    token_keep_days: Positive = 90
+    #: token usage: a retried ``request_id`` is recognised for this many days
+    token_dedupe_days: Positive = 2
+    #: token usage: USD per million tokens by model, ``{"model": {"input": 3.0, "output": 15.0}}``
+    token_prices: dict[str, dict[str, NonNegative]] = {}
 
     @property
     def path(self) -> Path:

@@ -30,6 +30,9 @@ class DemoReport(msgspec.Struct, frozen=True):
     tasks_completed: int
     data_dir: str
     files: dict[str, int]
+    patterns: int = 0
+    token_requests: int = 0
+    token_cost_usd: float = 0.0
 
 
 async def run_demo(
@@ -59,6 +62,20 @@ async def run_demo(
                 await timed(store.update_progress(worker, 100))
                 await timed(store.remove_assignment(worker))
                 completed += 1
+                # what the AI calls of this task cost, and what Marcus learned from it
+                # (counted in token_requests and patterns, not in operations)
+                await rt.tokens.record(
+                    "anthropic",
+                    1200,
+                    300,
+                    0.0081,
+                    "claude-demo",
+                    f"project-{number % 5}",
+                    request_id=f"{task}-ai",
+                )
+                await rt.patterns.observe(
+                    "workflow", f"agent-{number % 20}-finishes", 0.5 + (number % 5) / 10
+                )
 
         started = time.monotonic()
         async with anyio.create_task_group() as tg:
@@ -66,6 +83,9 @@ async def run_demo(
                 tg.start_soon(agent, number, started + seconds)
         elapsed = time.monotonic() - started
         stats = rt.statistics()["assignments"]
+        patterns = len(rt.patterns)
+        tokens = sum(u["requests"] for u in (await rt.tokens.by_provider()).values())
+        cost = sum(p["total_cost"] for p in (await rt.tokens.by_project()).values())
 
     latencies.sort()
     return DemoReport(
@@ -79,6 +99,9 @@ async def run_demo(
         tasks_completed=completed,
         data_dir=str(await anyio.Path(data_dir).absolute()),
         files=await anyio.to_thread.run_sync(_file_sizes, data_dir),
+        patterns=patterns,
+        token_requests=tokens,
+        token_cost_usd=round(cost, 2),
     )
 
 

@@ -29,7 +29,9 @@ from .backends._files import Quarantined
 from .stores._audit_storage import AuditStorage, FileAuditStorage, MemoryAuditStorage
 from .stores.assignments import AssignmentStore, AssignmentsView, assignments_handler
 from .stores.audit import AuditHandler, AuditStore
+from .stores.patterns import PatternsHandler, PatternStore, run_prune_schedule
 from .stores.state import StateHandler, StateStore
+from .stores.tokens import TokensHandler, TokenStore
 
 __all__ = ("LAYOUT", "Runtime", "open_runtime")
 
@@ -54,6 +56,8 @@ class Runtime:
     assignments: AssignmentStore
     audit: AuditStore
     state: StateStore
+    patterns: PatternStore
+    tokens: TokenStore
 
     def __init__(self, config: Config, backend: Backend, actors: list[Actor[Any]]) -> None:
         self.config = config
@@ -195,7 +199,9 @@ async def open_runtime(
     try:
         if lock is not None:
             await anyio.to_thread.run_sync(_startup, prepare_data_dir, config, lock, fs)
-        stores = await anyio.to_thread.run_sync(_load_stores, store_backend, audit_storage, clock)
+        stores = await anyio.to_thread.run_sync(
+            _load_stores, store_backend, audit_storage, clock, config
+        )
         actors = {
             name: Actor(name, handler, inbox_size=config.inbox_size, max_batch=config.max_batch)
             for name, handler in stores.handlers().items()
@@ -204,6 +210,8 @@ async def open_runtime(
         runtime.assignments = AssignmentStore(actors["assignments"], stores.assignments)
         runtime.state = StateStore(actors["state"], stores.state)
         runtime.audit = AuditStore(actors["audit"], stores.audit, config, clock)
+        runtime.patterns = PatternStore(actors["patterns"], stores.patterns)
+        runtime.tokens = TokenStore(actors["tokens"], stores.tokens)
         async with anyio.create_task_group() as tg:
             for actor in actors.values():
                 await tg.start(actor.run)
@@ -212,11 +220,13 @@ async def open_runtime(
             background = anyio.CancelScope()
             if config.backup_enabled and store_backend.uses_data_dir:
                 tg.start_soon(_in_scope, background, runtime._scheduled_backups)
+            if config.patterns_prune_hours is not None:
+                tg.start_soon(_in_scope, background, lambda: _prune_patterns(runtime, config))
             try:
                 yield runtime
             finally:
                 runtime.audit.stop_maintenance()
-                background.cancel()
+                background.cancel()  # background jobs stop before intake does
                 if stop_telemetry is not None:
                     stop_telemetry()
                 for actor in actors.values():
@@ -255,16 +265,28 @@ class _Stores:
     assignments: AssignmentsView
     state: StateHandler
     audit: AuditHandler
+    patterns: PatternsHandler
+    tokens: TokensHandler
 
     def handlers(self) -> dict[str, Handler[Any]]:
-        return {"assignments": self.assignments, "state": self.state, "audit": self.audit}
+        return {
+            "assignments": self.assignments,
+            "state": self.state,
+            "audit": self.audit,
+            "patterns": self.patterns,
+            "tokens": self.tokens,
+        }
 
 
-def _load_stores(backend: Backend, audit_storage: AuditStorage, clock: Clock) -> _Stores:
+def _load_stores(
+    backend: Backend, audit_storage: AuditStorage, clock: Clock, config: Config
+) -> _Stores:
     stores = _Stores(
         assignments_handler(backend, clock),
         StateHandler(backend.state(), clock),
         AuditHandler(audit_storage),
+        PatternsHandler(backend.patterns(), clock),
+        TokensHandler(backend.tokens(), clock, config),
     )
     for handler in stores.handlers().values():
         _startup(handler.load)  # type: ignore[attr-defined]
@@ -277,6 +299,17 @@ def _startup(step: Callable[..., None], *args: Any) -> None:
         step(*args)
     except OSError as exc:
         raise PersistenceError.from_os_error(exc, "startup") from exc
+
+
+async def _prune_patterns(runtime: Runtime, config: Config) -> None:
+    assert config.patterns_prune_hours is not None
+    await run_prune_schedule(
+        runtime.patterns,
+        config.patterns_prune_hours,
+        config.patterns_keep_days,
+        config.patterns_min_confidence,
+        config.patterns_max,
+    )
 
 
 def prepare_data_dir(config: Config, lock: DirLock, fs: FileSystem = OS_FS) -> None:

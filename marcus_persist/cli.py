@@ -63,6 +63,9 @@ def demo(
     click.echo(f"  ack latency p50      {report.p50_ms:>10.2f} ms")
     click.echo(f"  ack latency p99      {report.p99_ms:>10.2f} ms")
     click.echo(f"  tasks completed      {report.tasks_completed:>10,}")
+    click.echo(f"  learned patterns     {report.patterns:>10,}")
+    click.echo(f"  AI calls recorded    {report.token_requests:>10,}")
+    click.echo(f"  AI cost recorded     {report.token_cost_usd:>10,.2f} USD")
     click.echo(f"data directory {report.data_dir}:")
     for name, size in report.files.items():
         click.echo(f"  {name:<40} {size:>10,} bytes")

@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import errno
 import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from marcus_persist._core._fs import FileSystem
+from tests._services import drop_schema, service
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -51,3 +55,26 @@ class FaultyFS(FileSystem):
 @pytest.fixture
 def faulty_fs() -> FaultyFS:
     return FaultyFS()
+
+
+@pytest.fixture
+def pg_dsn() -> str:
+    return service("MARCUS_TEST_PG_DSN")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return service("MARCUS_TEST_REDIS_URL")
+
+
+@pytest.fixture
+def pg_schema(pg_dsn: str) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    yield name
+    drop_schema(pg_dsn, name)
+
+
+@pytest.fixture
+def pg(pg_dsn: str, pg_schema: str) -> dict[str, Any]:
+    """``open_runtime(**pg)`` opens a runtime on this test's schema (no cache)."""
+    return {"backend": "postgres", "dsn": pg_dsn, "pg_schema": pg_schema}

@@ -15,10 +15,12 @@ __all__ = (
     "Backend",
     "CheckRecords",
     "KeyedWrite",
+    "PatternStorage",
     "Record",
     "Scope",
     "StateChanges",
     "StateStorage",
+    "TokenStorage",
 )
 
 Record = dict[str, Any]
@@ -82,6 +84,58 @@ class StateStorage(Protocol):
         ...
 
 
+class PatternStorage(Protocol):
+    """Learned patterns by key ``type\x1fpattern``; a commit costs the batch, not the total."""
+
+    def load(self, check: Callable[[dict[str, Any]], Mapping[str, Any]]) -> Mapping[str, Any]:
+        """Every stored pattern, through *check* (which raises ``ValueError``)."""
+        ...
+
+    def legacy(self, check: Callable[[Any], Any]) -> Any:
+        """The parsed Marcus ``learned_patterns.json`` still to import, else ``None``;
+        *check* raises ``ValueError`` for a file that is not of that shape."""
+        ...
+
+    def retire_legacy(self) -> None:
+        """Move the imported legacy file aside (kept, never deleted)."""
+        ...
+
+    def commit(self, write: KeyedWrite) -> None:
+        """Make ``write.changes`` durable, all or nothing."""
+        ...
+
+
+class TokenStorage(Protocol):
+    """Token usage: one live document, the records committed since it was last
+    written whole, and one archive document per month."""
+
+    def load(
+        self, check: Callable[[dict[str, Any]], Any]
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The live document as last written whole (ours or Marcus's shape, ``None``
+        if there is none; *check* raises ``ValueError`` for a wrong shape), and the
+        records committed since then, in order."""
+        ...
+
+    def commit(
+        self,
+        records: list[dict[str, Any]],
+        document: Callable[[], dict[str, Any]],
+        archives: Mapping[str, dict[str, Any]],
+    ) -> None:
+        """Make one batch durable, all or nothing: append its *records* to a log,
+        or write ``document()`` whole (each archive month durably before it)."""
+        ...
+
+    def archive(self, month: str) -> dict[str, Any] | None:
+        """One archived month, ``None`` if there is none."""
+        ...
+
+    def archive_months(self) -> list[str]:
+        """Every archived month, sorted."""
+        ...
+
+
 class Backend(Protocol):
     name: str
     #: whether the backend keeps files under the data directory (and needs its lock)
@@ -90,6 +144,10 @@ class Backend(Protocol):
     def assignments(self) -> AssignmentStorage: ...
 
     def state(self) -> StateStorage: ...
+
+    def patterns(self) -> PatternStorage: ...
+
+    def tokens(self) -> TokenStorage: ...
 
     def close(self) -> None:
         """Release connections and handles; blocking."""

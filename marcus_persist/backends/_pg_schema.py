@@ -56,6 +56,22 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         )
         """,
     ),
+    (
+        3,
+        "patterns and token usage",
+        """
+        CREATE TABLE IF NOT EXISTS {schema}.patterns (
+            key text PRIMARY KEY,
+            type text NOT NULL,
+            data jsonb NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS patterns_by_type ON {schema}.patterns (type);
+        CREATE TABLE IF NOT EXISTS {schema}.token_usage (
+            name text PRIMARY KEY,
+            data jsonb NOT NULL
+        )
+        """,
+    ),
 )
 
 

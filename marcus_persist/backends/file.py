@@ -12,6 +12,7 @@ from .._core._atomic import ensure_dir, write_atomic
 from .._core._codec import encode
 from .._core._fs import FileSystem
 from ._contract import CheckRecords, KeyedWrite, Record, Scope
+from ._file_pt import FilePatternStorage, FileTokenStorage
 from ._files import FileContext, read_json
 from .file_state import FileStateStorage
 
@@ -130,12 +131,20 @@ class FileBackend:
         self.ctx = ctx
         self._assignments = FileAssignmentStorage(ctx)
         self._state = FileStateStorage(ctx, cache_bytes=cache_mb << 20)
+        self._patterns = FilePatternStorage(ctx)
+        self._tokens = FileTokenStorage(ctx)
 
     def assignments(self) -> FileAssignmentStorage:
         return self._assignments
 
     def state(self) -> FileStateStorage:
         return self._state
+
+    def patterns(self) -> FilePatternStorage:
+        return self._patterns
+
+    def tokens(self) -> FileTokenStorage:
+        return self._tokens
 
     def close(self) -> None:
         pass

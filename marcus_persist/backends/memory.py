@@ -13,6 +13,7 @@ from .._config import Config
 from .._core._fs import FileSystem
 from ..stores._audit_storage import MemoryAuditStorage
 from ._contract import CheckRecords, KeyedWrite, Record, Scope, StateChanges
+from ._memory_pt import MemoryPatternStorage, MemoryTokenStorage
 
 __all__ = ("MemoryBackend", "create")
 
@@ -77,6 +78,8 @@ class MemoryBackend:
         self._assignments = MemoryAssignmentStorage()
         self._audit = MemoryAuditStorage()
         self._state = MemoryStateStorage()
+        self._patterns = MemoryPatternStorage()
+        self._tokens = MemoryTokenStorage()
 
     def assignments(self) -> MemoryAssignmentStorage:
         return self._assignments
@@ -86,6 +89,12 @@ class MemoryBackend:
 
     def state(self) -> MemoryStateStorage:
         return self._state
+
+    def patterns(self) -> MemoryPatternStorage:
+        return self._patterns
+
+    def tokens(self) -> MemoryTokenStorage:
+        return self._tokens
 
     def close(self) -> None:
         pass

@@ -35,6 +35,7 @@ from ._pg_schema import check_schema_name, migrate
 
 if TYPE_CHECKING:
     from ..stores.assignments import AssignmentsView
+    from ._pg_pt import PostgresPatternStorage, PostgresTokenStorage
     from ._pg_state import PostgresStateStorage
 
 __all__ = ("PgDatabase", "PostgresAssignmentStorage", "PostgresBackend", "create")
@@ -208,6 +209,16 @@ class PostgresBackend:
         from ._pg_state import PostgresStateStorage
 
         return PostgresStateStorage(self.db)
+
+    def patterns(self) -> PostgresPatternStorage:
+        from ._pg_pt import PostgresPatternStorage
+
+        return PostgresPatternStorage(self.db)
+
+    def tokens(self) -> PostgresTokenStorage:
+        from ._pg_pt import PostgresTokenStorage
+
+        return PostgresTokenStorage(self.db)
 
     def assignments_handler(self, clock: Clock) -> AssignmentsView:
         """The database-backed handler the runtime's assignments actor uses."""

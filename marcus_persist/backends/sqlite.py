@@ -24,9 +24,11 @@ import msgspec
 
 from .._config import Config
 from .._core._codec import decode, encode
-from .._core._fs import FileSystem
+from .._core._fs import OS_FS, FileSystem
 from .._errors import BackendError, CorruptDataError
 from ._contract import CheckRecords, KeyedWrite, Record, Scope, StateChanges
+from ._files import FileContext
+from ._sqlite_pt import SQLitePatternStorage, SQLiteTokenStorage
 
 __all__ = ("DB_NAME", "SQLiteBackend", "create")
 
@@ -213,16 +215,22 @@ class SQLiteAssignmentStorage:
 
 
 class SQLiteBackend:
-    """Assignments and core state in one SQLite database file."""
+    """Assignments, core state, learned patterns and token usage in one SQLite file."""
 
     name = "sqlite"
     uses_data_dir = True
 
-    def __init__(self, path: Path, *, sync: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, sync: bool = True, fs: FileSystem = OS_FS, on_corrupt: Any = "error"
+    ) -> None:
         self.path = path
         self._db = _Db(path, sync)
         self._assignments = SQLiteAssignmentStorage(self._db)
         self._state = SQLiteStateStorage(self._db)
+        # Marcus's own JSON files beside the database are imported from here
+        self.ctx = FileContext(path.parent, fs, sync, on_corrupt)
+        self._patterns = SQLitePatternStorage(self._db, self.ctx)
+        self._tokens = SQLiteTokenStorage(self._db, self.ctx)
 
     def assignments(self) -> SQLiteAssignmentStorage:
         return self._assignments
@@ -230,9 +238,17 @@ class SQLiteBackend:
     def state(self) -> SQLiteStateStorage:
         return self._state
 
+    def patterns(self) -> SQLitePatternStorage:
+        return self._patterns
+
+    def tokens(self) -> SQLiteTokenStorage:
+        return self._tokens
+
     def close(self) -> None:
         self._db.close()
 
 
 def create(config: Config, fs: FileSystem) -> SQLiteBackend:
-    return SQLiteBackend(config.path / DB_NAME, sync=config.fsync)
+    return SQLiteBackend(
+        config.path / DB_NAME, sync=config.fsync, fs=fs, on_corrupt=config.on_corrupt
+    )

@@ -17,7 +17,8 @@ import anyio
 import pytest
 
 from marcus_persist import BackendError, open_runtime
-from tests.backends.conftest import free_port, unavailable
+from tests._services import unavailable
+from tests.backends.conftest import free_port
 
 pytestmark = pytest.mark.anyio
 

@@ -226,13 +226,21 @@ class TestChosenByConfig:
         async with open_runtime(config) as rt:
             await rt.state.store("projects", "p1", {"id": "p1"})
             await rt.assignments.assign("agent-1", "task-1", {})
+            await rt.patterns.observe("dependency", "frontend_needs_api", 0.9)
+            await rt.tokens.record("anthropic", 100, 50, cost_usd=0.01)
         conn = sqlite3.connect(tmp_path / "marcus_state.db")
         tables = {
             row[0]: conn.execute(f"SELECT COUNT(*) FROM {row[0]}").fetchone()[0]
             for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
         conn.close()
-        assert tables == {"persistence": 1, "marcus_assignments": 1}
+        assert tables == {
+            "persistence": 1,
+            "marcus_assignments": 1,
+            "marcus_patterns": 1,
+            "marcus_token_usage": tables.get("marcus_token_usage", -1),
+        }
+        assert tables["marcus_token_usage"] >= 1
         assert not (tmp_path / "assignments" / "assignments.json").exists()
 
 

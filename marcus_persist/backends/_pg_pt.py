@@ -1,0 +1,118 @@
+"""Learned patterns and token usage in PostgreSQL (tables ``patterns``, ``token_usage``).
+
+The same shapes as on SQLite: one row per pattern, so a batch writes the rows
+it changed; the token document and one row per archived month. A batch is one
+transaction. The stores keep their state in process memory, so two processes
+writing the same pattern or the token document is last-writer-wins (see the
+README's PostgreSQL section).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from .._core._codec import encode
+from .._errors import CorruptDataError
+from ._contract import KeyedWrite
+from .postgres import Connection, PgDatabase
+
+__all__ = ("PostgresPatternStorage", "PostgresTokenStorage")
+
+LIVE = "live"
+ARCHIVE = "archive:"
+
+
+def _jsonb(value: Any) -> Jsonb:
+    return Jsonb(value, dumps=lambda v: encode(v).decode())
+
+
+class PostgresPatternStorage:
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+        self._name = f'"{db.schema}"."patterns"'
+
+    def load(self, check: Callable[[dict[str, Any]], Mapping[str, Any]]) -> Mapping[str, Any]:
+        self._db.open()
+        query = f"SELECT key, data FROM {self._name}"
+        rows = self._db.run(lambda c: c.execute(query).fetchall())
+        try:
+            return check(dict(rows))
+        except ValueError as exc:
+            raise CorruptDataError(f"postgres {self._name}", str(exc)) from None
+
+    def legacy(self, check: Callable[[Any], Any]) -> Any:
+        return None  # Marcus never kept patterns in PostgreSQL: nothing to import
+
+    def retire_legacy(self) -> None:
+        pass
+
+    def commit(self, write: KeyedWrite) -> None:
+        upsert = (
+            f"INSERT INTO {self._name} (key, type, data) VALUES (%s, %s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET type = EXCLUDED.type, data = EXCLUDED.data"
+        )
+        delete = f"DELETE FROM {self._name} WHERE key = %s"
+        stored = [(k, r["type"], _jsonb(r)) for k, r in write.changes.items() if r is not None]
+        gone = [(k,) for k, r in write.changes.items() if r is None]
+        with self._db.connection(write=True) as conn, conn.transaction(), conn.cursor() as cur:
+            if stored:
+                cur.executemany(upsert, stored)
+            if gone:
+                cur.executemany(delete, gone)
+
+
+class PostgresTokenStorage:
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+        self._name = f'"{db.schema}"."token_usage"'
+
+    def _row(self, name: str) -> Any:
+        query = f"SELECT data FROM {self._name} WHERE name = %s"
+        row = self._db.run(lambda c: c.execute(query, (name,)).fetchone())
+        return row[0] if row else None
+
+    def load(
+        self, check: Callable[[dict[str, Any]], Any]
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        self._db.open()
+        document = self._row(LIVE)
+        if document is None:
+            return None, []
+        try:
+            check(document)
+        except ValueError as exc:
+            raise CorruptDataError(f"postgres {self._name}", str(exc)) from None
+        return document, []
+
+    def commit(
+        self,
+        records: list[dict[str, Any]],
+        document: Callable[[], dict[str, Any]],
+        archives: Mapping[str, dict[str, Any]],
+    ) -> None:
+        rows = [(f"{ARCHIVE}{month}", _jsonb(doc)) for month, doc in archives.items()]
+        rows.append((LIVE, _jsonb(document())))
+        upsert = (
+            f"INSERT INTO {self._name} (name, data) VALUES (%s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET data = EXCLUDED.data"
+        )
+
+        def write(conn: Connection) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(upsert, rows)
+
+        with self._db.connection(write=True) as conn:
+            write(conn)
+
+    def archive(self, month: str) -> dict[str, Any] | None:
+        found = self._row(f"{ARCHIVE}{month}")
+        if found is not None and not isinstance(found, dict):
+            raise CorruptDataError(f"postgres {self._name}", f"{month}: not an object")
+        return found
+
+    def archive_months(self) -> list[str]:
+        query = f"SELECT name FROM {self._name} WHERE name LIKE 'archive:%%' ORDER BY name"
+        return self._db.run(lambda c: [row[0][len(ARCHIVE) :] for row in c.execute(query)])

@@ -1,0 +1,164 @@
+"""The token-usage document: exact counters, Marcus's shapes in and out, monthly archives.
+
+Money is kept as integer micro-dollars (``cost_micros``) so sums are exact;
+``cost_usd`` / ``total_cost`` are written beside them for Marcus's readers and
+read back only when ``cost_micros`` is absent (Marcus's own files).
+
+Live document::
+
+    {"daily_usage": {"YYYY-MM-DD": {provider: Usage + {"models": {model: Usage}}}},
+     "project_usage": {project_id: {"total_tokens", "total_cost", "cost_micros",
+                                    "input_tokens", "output_tokens", "requests", "tasks"}},
+     "hourly": {"YYYY-MM-DDTHH": Usage}, "request_ids": {"YYYY-MM-DD": [ids]},
+     "budgets": {project_id: micros},
+     "project_tokens": {...}, "project_costs": {...}, "last_updated": ...}  # Marcus's
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = (
+    "COUNTERS",
+    "add_usage",
+    "empty_document",
+    "normalize",
+    "project_view",
+    "usage_view",
+    "with_marcus_totals",
+)
+
+#: the integer counters of one usage cell
+COUNTERS = ("tokens_used", "input_tokens", "output_tokens", "cost_micros", "requests")
+PROJECT_COUNTERS = ("total_tokens", "input_tokens", "output_tokens", "cost_micros", "requests")
+
+
+def empty_document() -> dict[str, Any]:
+    return {
+        "daily_usage": {},
+        "project_usage": {},
+        "hourly": {},
+        "request_ids": {},
+        "budgets": {},
+    }
+
+
+def micros(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0
+    return round(value * 1_000_000)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _cell(raw: Any) -> dict[str, int]:
+    """One usage cell, from ours or Marcus's (``cost_usd`` only) shape."""
+    raw = raw if isinstance(raw, dict) else {}
+    cell = {name: _int(raw.get(name)) for name in COUNTERS}
+    if "cost_micros" not in raw:
+        cell["cost_micros"] = micros(raw.get("cost_usd"))
+    if "tokens_used" not in raw:
+        cell["tokens_used"] = cell["input_tokens"] + cell["output_tokens"]
+    return cell
+
+
+def _day(raw: Any) -> dict[str, Any]:
+    providers: dict[str, Any] = {}
+    for provider, cell in (raw if isinstance(raw, dict) else {}).items():
+        usage: dict[str, Any] = _cell(cell)
+        models = cell.get("models") if isinstance(cell, dict) else None
+        usage["models"] = {m: _cell(c) for m, c in (models or {}).items()}
+        providers[provider] = usage
+    return providers
+
+
+def normalize(raw: dict[str, Any]) -> dict[str, Any]:
+    """Our document from what is stored, ours or Marcus's; never loses a project total.
+
+    :raises ValueError: if a top-level section is not an object
+    """
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected an object, got {type(raw).__name__}")
+    sections = ("daily_usage", "project_usage", "project_tokens", "project_costs", "budgets")
+    for section in (*sections, "hourly", "request_ids"):
+        if section in raw and not isinstance(raw[section], dict):
+            raise ValueError(f"{section!r} is not an object")
+    doc = empty_document()
+    doc["daily_usage"] = {day: _day(cell) for day, cell in raw.get("daily_usage", {}).items()}
+    for project, cell in raw.get("project_usage", {}).items():
+        cell = cell if isinstance(cell, dict) else {}
+        usage = {name: _int(cell.get(name)) for name in PROJECT_COUNTERS}
+        if "cost_micros" not in cell:
+            usage["cost_micros"] = micros(cell.get("total_cost"))
+        tasks = cell.get("tasks")
+        doc["project_usage"][project] = {**usage, "tasks": _list(tasks)}
+    # Marcus's TokenTracker file: project totals only. Kept where we have no better figure.
+    for project, tokens in raw.get("project_tokens", {}).items():
+        entry = doc["project_usage"].setdefault(project, _project_cell())
+        if not entry["total_tokens"]:
+            entry["total_tokens"] = _int(tokens)
+    for project, cost in raw.get("project_costs", {}).items():
+        entry = doc["project_usage"].setdefault(project, _project_cell())
+        if not entry["cost_micros"]:
+            entry["cost_micros"] = micros(cost)
+    doc["hourly"] = {hour: _cell(cell) for hour, cell in raw.get("hourly", {}).items()}
+    doc["request_ids"] = {d: _list(ids) for d, ids in raw.get("request_ids", {}).items()}
+    doc["budgets"] = {p: _int(v) for p, v in raw.get("budgets", {}).items()}
+    if "last_updated" in raw:
+        doc["last_updated"] = raw["last_updated"]
+    return doc
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _project_cell() -> dict[str, Any]:
+    return {**dict.fromkeys(PROJECT_COUNTERS, 0), "tasks": []}
+
+
+def add_usage(cell: dict[str, Any], delta: dict[str, int]) -> None:
+    for name, value in delta.items():
+        cell[name] = cell.get(name, 0) + value
+
+
+def usage_view(cell: dict[str, Any]) -> dict[str, Any]:
+    """A usage cell for callers and files: counters plus ``cost_usd``."""
+    out: dict[str, Any] = {name: cell.get(name, 0) for name in COUNTERS}
+    out["cost_usd"] = out["cost_micros"] / 1_000_000
+    if "models" in cell:
+        out["models"] = {m: usage_view(c) for m, c in cell["models"].items()}
+    return out
+
+
+def project_view(cell: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {name: cell.get(name, 0) for name in PROJECT_COUNTERS}
+    out["total_cost"] = out["cost_micros"] / 1_000_000
+    out["tasks"] = len(cell.get("tasks", []))
+    return out
+
+
+def with_marcus_totals(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document as written: Marcus's readable fields added beside ours."""
+    out = dict(doc)
+    out["daily_usage"] = {
+        day: {p: usage_view(cell) for p, cell in providers.items()}
+        for day, providers in doc["daily_usage"].items()
+    }
+    out["project_usage"] = {
+        p: {**project_view(cell), "tasks": cell.get("tasks", [])}
+        for p, cell in doc["project_usage"].items()
+    }
+    out["project_tokens"] = {p: c["total_tokens"] for p, c in doc["project_usage"].items()}
+    out["project_costs"] = {
+        p: c["cost_micros"] / 1_000_000 for p, c in doc["project_usage"].items()
+    }
+    return out
+
+
+def merge_days(into: dict[str, Any], days: dict[str, Any]) -> None:
+    """Put whole days into an archive's ``daily_usage`` (replace by day: idempotent)."""
+    into.setdefault("daily_usage", {}).update(days)
