@@ -19,6 +19,13 @@ import pytest
 from tests._services import unavailable
 
 
+@pytest.fixture
+def pg_cached(pg: dict[str, Any], redis_url: str) -> Iterator[dict[str, Any]]:
+    """Like ``pg``, with the Redis cache; the namespace is deleted afterwards."""
+    yield {**pg, "redis_url": redis_url}
+    drop_redis_namespace(redis_url, pg["pg_schema"])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
