@@ -1,10 +1,5 @@
-"""Real PostgreSQL and Redis for the backend tests: addresses from the environment.
-
-``MARCUS_TEST_PG_DSN`` and ``MARCUS_TEST_REDIS_URL`` (``.ci/run`` sets both).
-Unset, the tests skip; under ``CI=true`` a missing service fails instead. Each
-test gets its own schema (and Redis namespace), dropped afterwards, so
-parallel runs never collide.
-"""
+"""Fixtures of the backend tests beyond ``tests/conftest.py``'s: the Redis cache,
+private servers a test may stop (see ``tests/_services.py`` for the rules)."""
 
 from __future__ import annotations
 
@@ -13,10 +8,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from tests._services import unavailable
+from tests._services import drop_redis_namespace, unavailable
 
 
 @pytest.fixture
