@@ -167,18 +167,19 @@ class _Transaction:
             raise TaskAlreadyAssigned(task_id, holder)
 
     def apply(self, message: Message) -> Any:
-        now = iso_utc(self._h.clock.now())
         match message:
             case Assign(scope, worker_id, task_id, task_data):
                 self._claim(scope, worker_id, task_id)
                 current = self._get(scope, worker_id)
                 if current is not None and current["task_id"] == task_id:
                     return copy.deepcopy(current)  # a retried assign: already durable
+                now = iso_utc(self._h.clock.now())
                 fresh: Record = {"task_id": task_id, "assigned_at": now, "task_data": task_data}
                 self._put(scope, worker_id, fresh)
                 return copy.deepcopy(fresh)
             case Save(scope, worker_id, task_id, task_data):
                 self._claim(scope, worker_id, task_id)
+                now = iso_utc(self._h.clock.now())
                 self._put(
                     scope,
                     worker_id,
