@@ -103,7 +103,7 @@ def case_result(
     backend: str,
     loop: str,
     concurrency: int,
-    latencies: list[float],
+    latencies: Iterable[float],
     seconds: float,
     correct: bool,
     mean_batch: float | None = None,

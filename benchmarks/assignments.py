@@ -20,6 +20,7 @@ found its assignment, and the store (and the file on disk) ends empty.
 from __future__ import annotations
 
 import argparse
+import array
 import functools
 import json
 import shutil
@@ -62,7 +63,7 @@ class Settings:
         self,
         *,
         concurrency: Sequence[int] = (1, 10, 100, 1000, 10000),
-        seconds: float = 3.0,
+        seconds: float = 5.0,
         loops: Sequence[str] = ("asyncio", "trio"),
         backends: Sequence[str] = ("file", "memory", "sqlite"),
         baselines: Sequence[str] = BASELINES,
@@ -85,7 +86,9 @@ SMOKE = {"concurrency": (1, 10), "seconds": 0.05, "baseline_max_concurrency": 10
 
 class _Run:
     def __init__(self) -> None:
-        self.latencies: list[float] = []
+        # an array, not a list: one buffer the garbage collector never traverses,
+        # so recording does not slow down the collections of the system measured
+        self.latencies = array.array("d")
         self.misses = 0  # removes that found nothing: a wrong answer
         self.seconds = 0.0
 
@@ -107,7 +110,8 @@ async def drive(agents: int, seconds: float, save: Save, remove: Remove) -> _Run
             t1 = clock()
             removed = await remove(worker)
             t2 = clock()
-            run.latencies += (t1 - t0, t2 - t1)
+            run.latencies.append(t1 - t0)
+            run.latencies.append(t2 - t1)
             run.misses += removed is False
             cycle += 1
             if t2 >= end[0]:
@@ -208,26 +212,29 @@ def run(settings: Settings) -> tuple[list[CaseResult], list[str]]:
     """Run every case; return the results and the cases skipped (with why)."""
     results: list[CaseResult] = []
     skipped: list[str] = []
+    known = [b for b in settings.backends if b in BACKEND_NAMES]
+    skipped += [
+        f"{b}: not a backend of this runtime yet" for b in settings.backends if b not in known
+    ]
     base = Path(tempfile.mkdtemp(prefix="mp-bench-", dir=settings.work_dir))
     try:
-        for name in settings.baselines:
-            for agents in settings.concurrency:
+        # by concurrency, then system: baselines and ours run close together in time,
+        # so a change in the machine's load shifts both sides of a ratio alike
+        for agents in settings.concurrency:
+            for name in settings.baselines:
                 if agents > settings.baseline_max_concurrency:
                     skipped.append(f"baseline:{name} x{agents}: above --baseline-max")
                     continue
                 coro = functools.partial(_baseline, name, agents, settings, base)
                 results.append(_report(anyio.run(coro, backend="asyncio")))
-        for backend in settings.backends:
-            if backend not in BACKEND_NAMES:
-                skipped.append(f"{backend}: not a backend of this runtime yet")
-                continue
-            for loop in settings.loops:
-                for agents in settings.concurrency:
+            for backend in known:
+                for loop in settings.loops:
                     coro = functools.partial(_ours, backend, loop, agents, settings, base)
                     results.append(_report(anyio.run(coro, backend=loop)))
     finally:
         shutil.rmtree(base, ignore_errors=True)
     ratios(results)
+    results.sort(key=lambda r: (r.system, r.backend, r.loop, r.concurrency))
     return results, skipped
 
 
@@ -247,7 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", help="comma-separated agent counts")
     parser.add_argument("--seconds", type=float, help="time per case")
     parser.add_argument("--baseline-max", type=int, help="largest concurrency for baselines")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
+    parser.add_argument(
+        "--out", type=Path, help="results directory (default: results/, quick runs results/quick/)"
+    )
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--work-dir", type=Path, help="where the data directories go")
     args = parser.parse_args(argv)
@@ -273,9 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = assignment_targets(results)
     print_targets(targets)
     mode_name = "quick" if args.quick else "smoke" if args.smoke else "full"
-    save_results(
-        NAME, results, targets=targets, mode=mode_name, out_dir=args.out, plot=not args.no_plot
-    )
+    out = args.out or (RESULTS_DIR if mode_name == "full" else RESULTS_DIR / "quick")
+    save_results(NAME, results, targets=targets, mode=mode_name, out_dir=out, plot=not args.no_plot)
     wrong = [r.label for r in results if not r.correct]
     if wrong or not results:
         print(f"WRONG ANSWERS: {wrong}" if wrong else "no case ran", file=sys.stderr)
