@@ -62,3 +62,11 @@ def test_percentile_is_nearest_rank() -> None:
     assert [percentile(values, q) for q in (50, 90, 99, 100)] == [50.0, 90.0, 99.0, 100.0]
     assert percentile([7.0], 99) == 7.0
     assert percentile([], 50) == 0.0
+
+
+def test_run_all_finds_the_benchmark_modules_only() -> None:
+    from benchmarks.__main__ import discover
+
+    names = discover()
+    assert names[0] == "assignments"
+    assert not {"baselines", "_harness", "_plot", "_report", "__main__"} & set(names)
