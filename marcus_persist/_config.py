@@ -40,7 +40,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     durability: Literal["batch", "interval", "none"] = "batch"
     fsync_interval_ms: Positive = 1000
     max_batch: Positive = 1024
-    inbox_size: Positive = 4096
+    #: above the number of concurrent callers: callers past a full inbox wait in
+    #: anyio's blocked-send path, ~3x dearer per call (benchmarks/README.md)
+    inbox_size: Positive = 16384
     #: what to do with a corrupt file found at startup
     on_corrupt: Literal["error", "quarantine"] = "error"
     cache_mb: Positive = 64

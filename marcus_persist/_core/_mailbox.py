@@ -94,7 +94,12 @@ class Mailbox(Generic[M]):
         """
         request: Request[M | Barrier] = Request(message)
         try:
-            await self._send.send(request)
+            try:
+                # Room in the inbox: no wait, so skip send()'s extra scheduling
+                # round-trip (awaiting the answer below is this call's checkpoint).
+                self._send.send_nowait(request)
+            except anyio.WouldBlock:
+                await self._send.send(request)  # full: wait for room (backpressure)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise RuntimeClosed(f"{self.name}: the runtime is closed") from None
         return await request.outcome()

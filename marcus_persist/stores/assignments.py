@@ -183,6 +183,13 @@ class _Transaction:
         self._h = handler
         self._records: dict[Scope, dict[str, Record | None]] = {}
         self._tasks: dict[Scope, dict[str, str | None]] = {}
+        self._now: str | None = None
+
+    def _stamp(self) -> str:
+        """The batch's timestamp: read once, shared by its records (committed together)."""
+        if self._now is None:
+            self._now = iso_utc(self._h.clock.now())
+        return self._now
 
     @property
     def changed(self) -> bool:
@@ -216,18 +223,19 @@ class _Transaction:
             raise TaskAlreadyAssigned(task_id, holder)
 
     def apply(self, message: Message) -> Any:
-        now = iso_utc(self._h.clock.now())
         match message:
             case Assign(scope, worker_id, task_id, task_data):
                 self._claim(scope, worker_id, task_id)
                 current = self._get(scope, worker_id)
                 if current is not None and current["task_id"] == task_id:
                     return copy.deepcopy(current)  # a retried assign: already durable
+                now = self._stamp()
                 fresh: Record = {"task_id": task_id, "assigned_at": now, "task_data": task_data}
                 self._put(scope, worker_id, fresh)
                 return copy.deepcopy(fresh)
             case Save(scope, worker_id, task_id, task_data):
                 self._claim(scope, worker_id, task_id)
+                now = self._stamp()
                 self._put(
                     scope,
                     worker_id,
