@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from ._core._atomic import TEMP_MARKER, ensure_dir, is_temp_name
+from ._core._atomic import TEMP_MARKER, ensure_dir, is_temp_name, write_new
 from ._core._dirlock import LOCK_NAME
 from ._core._fs import OS_FS, FileSystem
 from ._errors import CorruptDataError, PersistenceError
@@ -91,7 +91,9 @@ def create_backup(
             rel: _copy(data_dir / rel, staging / rel, fs, sync) for rel in data_files(data_dir)
         }
         manifest = BackupManifest(created_at=now.isoformat(), source=str(data_dir), files=files)
-        _write_new(staging / MANIFEST, msgspec.json.format(msgspec.json.encode(manifest)), fs, sync)
+        write_new(
+            staging / MANIFEST, msgspec.json.format(msgspec.json.encode(manifest)), fs=fs, sync=sync
+        )
         if sync:
             fs.fsync_dir(staging)
         fs.replace(staging, final)
@@ -210,13 +212,3 @@ def _copy(source: Path, target: Path, fs: FileSystem, sync: bool) -> BackupFile:
     finally:
         fs.close(fd)
     return BackupFile(size=size, sha256=sha.hexdigest())
-
-
-def _write_new(path: Path, data: bytes, fs: FileSystem, sync: bool) -> None:
-    fd = fs.create(path)
-    try:
-        fs.write_all(fd, data)
-        if sync:
-            fs.fsync(fd)
-    finally:
-        fs.close(fd)

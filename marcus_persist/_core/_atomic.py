@@ -16,7 +16,14 @@ from pathlib import Path
 
 from ._fs import OS_FS, FileSystem
 
-__all__ = ("TEMP_MARKER", "ensure_dir", "is_temp_name", "remove_stale_temps", "write_atomic")
+__all__ = (
+    "TEMP_MARKER",
+    "ensure_dir",
+    "is_temp_name",
+    "remove_stale_temps",
+    "write_atomic",
+    "write_new",
+)
 
 TEMP_MARKER = ".tmp-"
 _TEMP_NAME = re.compile(r".+\.tmp-[0-9a-f]{12}$")
@@ -29,14 +36,8 @@ def write_atomic(path: Path, data: bytes, *, fs: FileSystem = OS_FS, sync: bool 
     atomic against a process crash, not against power loss.
     """
     tmp = path.with_name(f"{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
-    fd = fs.create(tmp)
     try:
-        try:
-            fs.write_all(fd, data)
-            if sync:
-                fs.fsync(fd)  # the new bytes are durable before the rename makes them live
-        finally:
-            fs.close(fd)
+        write_new(tmp, data, fs=fs, sync=sync)  # durable before the rename makes it live
         fs.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -44,6 +45,21 @@ def write_atomic(path: Path, data: bytes, *, fs: FileSystem = OS_FS, sync: bool 
         raise
     if sync:
         fs.fsync_dir(path.parent)  # the rename itself is durable
+
+
+def write_new(path: Path, data: bytes, *, fs: FileSystem = OS_FS, sync: bool = True) -> None:
+    """Create *path* (it must not exist) holding *data*, fsynced unless ``sync=False``.
+
+    Its directory entry is not yet durable: the caller fsyncs the directory
+    (or renames the file and fsyncs that directory).
+    """
+    fd = fs.create(path)
+    try:
+        fs.write_all(fd, data)
+        if sync:
+            fs.fsync(fd)
+    finally:
+        fs.close(fd)
 
 
 def ensure_dir(path: Path, *, fs: FileSystem = OS_FS, sync: bool = True) -> None:

@@ -43,7 +43,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .._core._atomic import TEMP_MARKER, ensure_dir
+from .._core._atomic import TEMP_MARKER, ensure_dir, write_new
 from .._core._codec import encode
 from .._core._fs import FileSystem
 from .._errors import CorruptDataError, ValidationError
@@ -368,7 +368,7 @@ class ShardStore:
                             records[key] = record
                     for piece, piece_records, data in self._split(name, records):
                         path = self._shard_path(collection, piece, version)
-                        _write_new(fs, path, data, sync)
+                        write_new(path, data, fs=fs, sync=sync)
                         written.append(path)
                         changed[piece] = (version, len(piece_records))
                         fresh.append(((collection, piece), piece_records, len(data)))
@@ -448,7 +448,7 @@ def replace_file(fs: FileSystem, path: Path, data: bytes, sync: bool, renamed: l
     rename happened before a failure."""
     tmp = path.with_name(f"{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
     try:
-        _write_new(fs, tmp, data, sync)
+        write_new(tmp, data, fs=fs, sync=sync)
         fs.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -457,16 +457,6 @@ def replace_file(fs: FileSystem, path: Path, data: bytes, sync: bool, renamed: l
     renamed.append(True)
     if sync:
         fs.fsync_dir(path.parent)
-
-
-def _write_new(fs: FileSystem, path: Path, data: bytes, sync: bool) -> None:
-    fd = fs.create(path)
-    try:
-        fs.write_all(fd, data)
-        if sync:
-            fs.fsync(fd)
-    finally:
-        fs.close(fd)
 
 
 def _check_shard(document: Any) -> dict[str, Record]:
