@@ -22,6 +22,7 @@ import anyio
 
 from ._compat_host import Host, acquire, release
 from ._config import Config
+from ._errors import RuntimeClosed
 from ._runtime import Runtime
 from .backends.memory import MemoryBackend
 from .backends.sqlite import DB_NAME, SQLiteBackend
@@ -60,19 +61,32 @@ class PersistenceBackend(abc.ABC):
     async def clear_old(self, collection: str, days: int) -> int: ...
 
 
-class _HostedBackend(PersistenceBackend):
-    """The contract over ``rt.state`` of a hosted runtime."""
+class _Hosted:
+    """Holds a share of a hosted runtime until :meth:`close`."""
 
-    def __init__(self, host: Host) -> None:
-        self._host: Host | None = host
+    _host: Host | None
 
     @property
     def host(self) -> Host:
         if self._host is None:
-            from ._errors import RuntimeClosed
-
             raise RuntimeClosed(f"{type(self).__name__} was closed")
         return self._host
+
+    def close(self) -> None:
+        """Release the runtime (the last user flushes and stops it); blocking."""
+        host, self._host = self._host, None
+        if host is not None:
+            release(host)
+
+    async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self.close)
+
+
+class _HostedBackend(_Hosted, PersistenceBackend):
+    """The contract over ``rt.state`` of a hosted runtime."""
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
 
     async def store(self, collection: str, key: str, data: dict[str, Any]) -> None:
         await self.host.call(_store, collection, key, data)
@@ -90,15 +104,6 @@ class _HostedBackend(PersistenceBackend):
 
     async def clear_old(self, collection: str, days: int) -> int:
         return await self.host.call(_clear_old, collection, days)
-
-    def close(self) -> None:
-        """Release the runtime (the last user flushes and stops it); blocking."""
-        host, self._host = self._host, None
-        if host is not None:
-            release(host)
-
-    async def aclose(self) -> None:
-        await anyio.to_thread.run_sync(self.close)
 
 
 async def _store(rt: Runtime, collection: str, key: str, data: dict[str, Any]) -> None:
@@ -286,7 +291,7 @@ class Persistence:
         await anyio.to_thread.run_sync(self.close)
 
 
-class AssignmentPersistence:
+class AssignmentPersistence(_Hosted):
     """Marcus's assignment store: ``storage_dir`` is its ``data/assignments`` directory.
 
     Shares the runtime of its data directory with the state classes above (so
@@ -296,15 +301,7 @@ class AssignmentPersistence:
 
     def __init__(self, storage_dir: Path | str | None = None) -> None:
         self.storage_dir = Path(storage_dir or "data/assignments")
-        self._host: Host | None = acquire(_data_root(self.storage_dir, "assignments"), None)
-
-    @property
-    def host(self) -> Host:
-        if self._host is None:
-            from ._errors import RuntimeClosed
-
-            raise RuntimeClosed("AssignmentPersistence was closed")
-        return self._host
+        self._host = acquire(_data_root(self.storage_dir, "assignments"), None)
 
     async def save_assignment(
         self, worker_id: str, task_id: str, task_data: dict[str, Any]
@@ -325,15 +322,6 @@ class AssignmentPersistence:
 
     async def is_task_assigned(self, task_id: str) -> bool:
         return await self.host.call(_is_task_assigned, task_id)
-
-    def close(self) -> None:
-        """Release the runtime (the last user flushes and stops it); blocking."""
-        host, self._host = self._host, None
-        if host is not None:
-            release(host)
-
-    async def aclose(self) -> None:
-        await anyio.to_thread.run_sync(self.close)
 
 
 async def _save_assignment(rt: Runtime, worker_id: str, task_id: str, data: dict[str, Any]) -> None:
