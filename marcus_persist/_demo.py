@@ -33,6 +33,8 @@ class DemoReport(msgspec.Struct, frozen=True):
     patterns: int = 0
     token_requests: int = 0
     token_cost_usd: float = 0.0
+    audit_events: int = 0
+    state_events: int = 0
 
 
 async def run_demo(
@@ -62,6 +64,14 @@ async def run_demo(
                 await timed(store.update_progress(worker, 100))
                 await timed(store.remove_assignment(worker))
                 completed += 1
+                # the tool call is audited and the completion kept as an event
+                # (counted in audit_events and state_events, not in operations)
+                await rt.audit.log_tool_call(
+                    worker, "agent", "report_task_progress", {"task": task}, "ok", 1.0
+                )
+                await rt.state.store(
+                    "events", f"{task}-done", {"event_type": "task_completed", "source": worker}
+                )
                 # what the AI calls of this task cost, and what Marcus learned from it
                 # (counted in token_requests and patterns, not in operations)
                 await rt.tokens.record(
@@ -86,6 +96,8 @@ async def run_demo(
         patterns = len(rt.patterns)
         tokens = sum(u["requests"] for u in (await rt.tokens.by_provider()).values())
         cost = sum(p["total_cost"] for p in (await rt.tokens.by_project()).values())
+        audited = (await rt.audit.get_usage_stats())["total_events"]
+        events = await rt.state.count("events")
 
     latencies.sort()
     return DemoReport(
@@ -102,6 +114,8 @@ async def run_demo(
         patterns=patterns,
         token_requests=tokens,
         token_cost_usd=round(cost, 2),
+        audit_events=audited,
+        state_events=events,
     )
 
 

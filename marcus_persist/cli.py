@@ -66,6 +66,8 @@ def demo(
     click.echo(f"  learned patterns     {report.patterns:>10,}")
     click.echo(f"  AI calls recorded    {report.token_requests:>10,}")
     click.echo(f"  AI cost recorded     {report.token_cost_usd:>10,.2f} USD")
+    click.echo(f"  audit events         {report.audit_events:>10,}")
+    click.echo(f"  state events         {report.state_events:>10,}")
     click.echo(f"data directory {report.data_dir}:")
     for name, size in report.files.items():
         click.echo(f"  {name:<40} {size:>10,} bytes")

@@ -17,6 +17,7 @@ def test_demo_through_click(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["operations"] == 4 * report["tasks_completed"] > 0
+    assert report["audit_events"] == report["state_events"] == report["tasks_completed"]
     assert "assignments/assignments.json" in report["files"]
 
 
