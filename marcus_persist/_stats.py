@@ -11,6 +11,10 @@ import msgspec
 
 from ._backup import BACKUPS_DIR, list_backups
 from ._core._codec import decode
+from ._core._fs import OS_FS
+from ._errors import CorruptDataError
+from .backends._files import FileContext
+from .backends._shards import MANIFEST, ShardStore
 
 __all__ = ("AuditDay", "DataStats", "TypeStats", "collect_stats")
 
@@ -42,23 +46,39 @@ class DataStats(msgspec.Struct, frozen=True):
 
 def collect_stats(data_dir: Path) -> DataStats:
     """Sizes and record counts per data type; safe while a runtime serves *data_dir*."""
-    types = [
-        _assignments(data_dir),
-        _files("audit_logs", data_dir / "audit_logs"),
-        _files("marcus_state", data_dir / "marcus_state", data_dir.glob("marcus_state.db*")),
-        _files("learned_patterns", None, data_dir.glob("learned_patterns*")),
-        _files("token_usage", data_dir / "token_usage_archive", data_dir.glob("token_usage.json")),
-        _files(BACKUPS_DIR, data_dir / BACKUPS_DIR),
-    ]
-    backups = list_backups(data_dir / BACKUPS_DIR)
-    if backups:
-        types[-1] = msgspec.structs.replace(types[-1], records=len(backups))
     days = [
         AuditDay(f"{m[1]}-{m[2]}-{m[3]}", p.stat().st_size, _count_lines(p))
         for p in sorted((data_dir / "audit_logs").glob("audit_*.jsonl"))
         if (m := _AUDIT_DAY.fullmatch(p.name))
     ]
+    audit = _files("audit_logs", data_dir / "audit_logs")
+    if days and not audit.files - len(days):  # only day files: their lines are every event
+        audit = msgspec.structs.replace(audit, records=sum(d.events for d in days))
+    state = _files("marcus_state", data_dir / "marcus_state", data_dir.glob("marcus_state.db*"))
+    patterns = _files("learned_patterns", data_dir / "learned_patterns")
+    backups = _files(BACKUPS_DIR, data_dir / BACKUPS_DIR)
+    types = [
+        _assignments(data_dir),
+        audit,
+        msgspec.structs.replace(state, records=_sharded(data_dir / "marcus_state")),
+        msgspec.structs.replace(patterns, records=_sharded(data_dir / "learned_patterns")),
+        _files("token_usage", data_dir / "token_usage_archive", data_dir.glob("token_usage.*")),
+        msgspec.structs.replace(backups, records=len(list_backups(data_dir / BACKUPS_DIR))),
+    ]
     return DataStats(str(data_dir), types, days, sum(t.bytes for t in types))
+
+
+def _sharded(root: Path) -> int | None:
+    """Records of a sharded store, from its manifest alone; ``None`` if there is none
+    (or it cannot be read: ``doctor`` says why)."""
+    if not (root / MANIFEST).exists():
+        return None
+    store = ShardStore(root, FileContext(root, OS_FS, sync=False, on_corrupt="error"))
+    try:
+        store.open()
+    except (CorruptDataError, OSError):
+        return None
+    return sum(store.count(c) for c in store.collections())
 
 
 def _assignments(data_dir: Path) -> TypeStats:

@@ -87,6 +87,14 @@ def test_missing_directory_exits_2(tmp_path: Path) -> None:
 
 def test_stats_counts_records_and_audit_days(tmp_path: Path) -> None:
     data = filled(tmp_path / "data", n=7)
+
+    async def more() -> None:
+        async with open_runtime(data) as rt:
+            await rt.state.store_many("events", {f"e{n}": {"n": n} for n in range(12)})
+            await rt.state.store("projects", "p1", {"id": "p1", "name": "P"})
+            await rt.patterns.observe("dependency", "frontend_needs_api", 0.9)
+
+    anyio.run(more)
     (data / "audit_logs" / "audit_20250831.jsonl").write_text('{"a": 1}\n{"a": 2}\n')
     result = CliRunner().invoke(cli, ["stats", str(data), "--json"])
     assert result.exit_code == 0, result.output
@@ -94,6 +102,8 @@ def test_stats_counts_records_and_audit_days(tmp_path: Path) -> None:
     by_name = {t["name"]: t for t in stats["types"]}
     assert by_name["assignments"]["records"] == 8
     assert by_name["assignments"]["files"] == 2
+    assert by_name["marcus_state"]["records"] == 13
+    assert by_name["learned_patterns"]["records"] == 1
     assert stats["audit_days"] == [{"day": "2025-08-31", "bytes": 18, "events": 2}]
     table = CliRunner().invoke(cli, ["stats", str(data)])
     assert table.exit_code == 0 and "assignments" in table.output
