@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -31,3 +33,13 @@ def test_every_cli_command_is_in_the_readme() -> None:
 
     for name in cli.commands:
         assert f"marcus-persist {name}" in README, name
+
+
+def test_quick_start_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    block = re.search(r"## Quick start.*?```python\n(.*?)```", README, re.S)
+    assert block, "README has no Quick start block"
+    monkeypatch.chdir(tmp_path)
+    code = block.group(1)
+    exec(compile(code, "README quick start", "exec"), {"__name__": "readme"})
+    stored = (tmp_path / "data" / "assignments" / "assignments.json").read_text()
+    assert stored == "{}"  # it assigned, moved on and removed: nothing left held
