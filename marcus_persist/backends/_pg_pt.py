@@ -2,14 +2,21 @@
 
 The same shapes as on SQLite: one row per pattern, so a batch writes the rows
 it changed; the token document and one row per archived month. A batch is one
-transaction. The stores keep their state in process memory, so two processes
-writing the same pattern or the token document is last-writer-wins (see the
-README's PostgreSQL section).
+transaction.
+
+Patterns are shared safely by several processes: the handler commits through
+:meth:`PostgresPatternStorage.batch`, which takes a transaction-scoped
+advisory lock on every key the batch names (sorted, so batches never
+deadlock), re-reads those rows, lets the handler re-apply its messages to
+them, and writes the result in the same transaction. A ``prune`` re-reads
+every row; its deletes of keys no message named are conditional on the row
+being unchanged since it was read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -62,6 +69,52 @@ class PostgresPatternStorage:
                 cur.executemany(upsert, stored)
             if gone:
                 cur.executemany(delete, gone)
+
+    @contextmanager
+    def batch(self, keys: list[str], *, whole: bool = False) -> Iterator[_PatternBatch]:
+        """One transaction holding a lock on each of *keys*; the view's ``rows`` are
+        those keys as stored now (every row if *whole*). Committed on a clean exit."""
+        with self._db.connection(write=True) as conn, conn.transaction():
+            if keys:
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))"
+                    " FROM unnest(%s::text[]) WITH ORDINALITY AS u(k, n) ORDER BY n",
+                    (sorted(f"{self._db.schema}\x1fpattern\x1f{k}" for k in keys),),
+                )
+            if whole:
+                rows = conn.execute(f"SELECT key, data FROM {self._name}").fetchall()
+            elif keys:
+                query = f"SELECT key, data FROM {self._name} WHERE key = ANY(%s)"
+                rows = conn.execute(query, (keys,)).fetchall()
+            else:
+                rows = []
+            yield _PatternBatch(self._name, conn, dict(rows), set(keys))
+
+
+class _PatternBatch:
+    """The rows one batch's transaction read, and its one write."""
+
+    def __init__(self, table: str, conn: Connection, rows: dict[str, Any], named: set[str]) -> None:
+        self.rows = rows
+        self._table = table
+        self._conn = conn
+        self._named = named
+
+    def commit(self, write: KeyedWrite) -> None:
+        upsert = (
+            f"INSERT INTO {self._table} (key, type, data) VALUES (%s, %s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET type = EXCLUDED.type, data = EXCLUDED.data"
+        )
+        delete = f"DELETE FROM {self._table} WHERE key = %s"
+        delete_if = f"{delete} AND data = %s"  # a key not locked: only if unchanged
+        with self._conn.pipeline():
+            for key, record in sorted(write.changes.items()):  # one lock order everywhere
+                if record is not None:
+                    self._conn.execute(upsert, (key, record["type"], _jsonb(record)))
+                elif key in self._named or key not in self.rows:
+                    self._conn.execute(delete, (key,))
+                else:
+                    self._conn.execute(delete_if, (key, _jsonb(self.rows[key])))
 
 
 class PostgresTokenStorage:
