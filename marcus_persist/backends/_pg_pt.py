@@ -11,6 +11,11 @@ deadlock), re-reads those rows, lets the handler re-apply its messages to
 them, and writes the result in the same transaction. A ``prune`` re-reads
 every row; its deletes of keys no message named are conditional on the row
 being unchanged since it was read.
+
+Token usage likewise: :meth:`PostgresTokenStorage.batch` locks the token
+document (one advisory lock), re-reads it, and the handler re-applies its
+batch to it before writing; so records from several processes all count and
+a request id is counted once across them.
 """
 
 from __future__ import annotations
@@ -34,6 +39,24 @@ ARCHIVE = "archive:"
 
 def _jsonb(value: Any) -> Jsonb:
     return Jsonb(value, dumps=lambda v: encode(v).decode())
+
+
+def upsert_rows(
+    conn: Connection,
+    table: str,
+    document: Callable[[], dict[str, Any]],
+    archives: Mapping[str, dict[str, Any]],
+) -> None:
+    """Write the month archives, then the live document (archived days are never
+    only in neither)."""
+    rows = [(f"{ARCHIVE}{month}", _jsonb(doc)) for month, doc in sorted(archives.items())]
+    rows.append((LIVE, _jsonb(document())))
+    upsert = (
+        f"INSERT INTO {table} (name, data) VALUES (%s, %s) "
+        "ON CONFLICT (name) DO UPDATE SET data = EXCLUDED.data"
+    )
+    with conn.cursor() as cur:
+        cur.executemany(upsert, rows)
 
 
 class PostgresPatternStorage:
@@ -146,19 +169,21 @@ class PostgresTokenStorage:
         document: Callable[[], dict[str, Any]],
         archives: Mapping[str, dict[str, Any]],
     ) -> None:
-        rows = [(f"{ARCHIVE}{month}", _jsonb(doc)) for month, doc in archives.items()]
-        rows.append((LIVE, _jsonb(document())))
-        upsert = (
-            f"INSERT INTO {self._name} (name, data) VALUES (%s, %s) "
-            "ON CONFLICT (name) DO UPDATE SET data = EXCLUDED.data"
-        )
+        with self._db.connection(write=True) as conn, conn.transaction():
+            upsert_rows(conn, self._name, document, archives)
 
-        def write(conn: Connection) -> None:
-            with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(upsert, rows)
-
-        with self._db.connection(write=True) as conn:
-            write(conn)
+    @contextmanager
+    def batch(self) -> Iterator[_TokenBatch]:
+        """One transaction holding the lock of the token document; the view's
+        ``document`` is the live document as stored now. Committed on a clean exit."""
+        with self._db.connection(write=True) as conn, conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"{self._db.schema}\x1ftokens",),
+            )
+            view = _TokenBatch(self, conn)
+            view.document = view.row(LIVE)
+            yield view
 
     def archive(self, month: str) -> dict[str, Any] | None:
         found = self._row(f"{ARCHIVE}{month}")
@@ -169,3 +194,31 @@ class PostgresTokenStorage:
     def archive_months(self) -> list[str]:
         query = f"SELECT name FROM {self._name} WHERE name LIKE 'archive:%%' ORDER BY name"
         return self._db.run(lambda c: [row[0][len(ARCHIVE) :] for row in c.execute(query)])
+
+
+class _TokenBatch:
+    """The token storage as one locked transaction sees it (no ``batch`` of its own)."""
+
+    def __init__(self, storage: PostgresTokenStorage, conn: Connection) -> None:
+        self._s = storage
+        self._conn = conn
+        self.document: dict[str, Any] | None = None
+
+    def row(self, name: str) -> Any:
+        query = f"SELECT data FROM {self._s._name} WHERE name = %s"
+        found = self._conn.execute(query, (name,)).fetchone()
+        return found[0] if found else None
+
+    def archive(self, month: str) -> dict[str, Any] | None:
+        found = self.row(f"{ARCHIVE}{month}")
+        if found is not None and not isinstance(found, dict):
+            raise CorruptDataError(f"postgres {self._s._name}", f"{month}: not an object")
+        return found
+
+    def commit(
+        self,
+        records: list[dict[str, Any]],
+        document: Callable[[], dict[str, Any]],
+        archives: Mapping[str, dict[str, Any]],
+    ) -> None:
+        upsert_rows(self._conn, self._s._name, document, archives)
