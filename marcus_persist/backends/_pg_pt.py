@@ -29,6 +29,7 @@ from psycopg.types.json import Jsonb
 from .._core._codec import encode
 from .._errors import CorruptDataError
 from ._contract import KeyedWrite
+from ._pg_locks import lock_keys
 from .postgres import Connection, PgDatabase
 
 __all__ = ("PostgresPatternStorage", "PostgresTokenStorage")
@@ -98,12 +99,7 @@ class PostgresPatternStorage:
         """One transaction holding a lock on each of *keys*; the view's ``rows`` are
         those keys as stored now (every row if *whole*). Committed on a clean exit."""
         with self._db.connection(write=True) as conn, conn.transaction():
-            if keys:
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))"
-                    " FROM unnest(%s::text[]) WITH ORDINALITY AS u(k, n) ORDER BY n",
-                    (sorted(f"{self._db.schema}\x1fpattern\x1f{k}" for k in keys),),
-                )
+            lock_keys(conn, self._db.schema, {"patterns": keys})
             if whole:
                 rows = conn.execute(f"SELECT key, data FROM {self._name}").fetchall()
             elif keys:

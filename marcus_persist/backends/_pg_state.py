@@ -1,14 +1,15 @@
 """Marcus's ``marcus_state`` collections in PostgreSQL: one row per (collection, key).
 
 Blocking; the state actor calls it from worker threads. A batch is one
-transaction (:meth:`PostgresStateStorage.batch`): it first takes a
-transaction-scoped advisory lock on every key its messages name, in one
-sorted order, then runs its reads and its writes on that connection. So an
+transaction (:meth:`PostgresStateStorage.batch`): it first takes
+transaction-scoped advisory locks on the keys its messages name
+(:mod:`._pg_locks`: per key, or the whole collection for a large batch),
+then runs its reads and its writes on that connection. So an
 ``update`` from one process and any write of the same key from another are
 serialised (no lost update), and two batches cannot deadlock: locks are
 taken sorted before any row is written, and rows are written sorted.
-``clear_old`` removes only the old keys it can lock without waiting (a key
-locked elsewhere is being written, so it is not old) and re-reads them.
+``clear_old``'s finds are not locked: each is deleted only if its
+``_stored_at`` is still the one read, so a row rewritten meanwhile is kept.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from .._core._codec import decode, encode
 from ._contract import Record, StateChanges
+from ._pg_locks import lock_keys
 from .postgres import Connection, PgDatabase
 
 __all__ = ("PostgresStateStorage",)
@@ -71,16 +73,11 @@ class PostgresStateStorage:
         the view's reads and its one :meth:`commit` run inside it. Committed on a
         clean exit, rolled back if the block raises."""
         with self._db.connection(write=True) as conn, conn.transaction():
-            if keys:
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))"
-                    " FROM unnest(%s::text[]) WITH ORDINALITY AS u(k, n) ORDER BY n",
-                    (sorted({self._lock_name(c, k) for c, k in keys}),),
-                )
+            groups: dict[str, list[str]] = {}
+            for collection, key in keys:
+                groups.setdefault(collection, []).append(key)
+            lock_keys(conn, f"{self._db.schema}{chr(0x1F)}state", groups)
             yield _StateBatch(self, conn, set(keys))
-
-    def _lock_name(self, collection: str, key: str) -> str:
-        return f"{self._db.schema}\x1fstate\x1f{collection}\x1f{key}"
 
     def _name(self) -> str:
         return f'"{self._db.schema}"."state"'

@@ -107,3 +107,32 @@ async def test_clear_old_through_the_runtime(pg: dict[str, Any]) -> None:
         assert await rt.state.clear_old("c", 2) == 1
         assert await rt.state.retrieve("c", "old") is None
         assert await rt.state.retrieve("c", "new") is not None
+
+
+async def test_a_batch_naming_many_keys_locks_the_collection_instead(
+    pg: dict[str, Any],
+) -> None:
+    from marcus_persist.backends._pg_locks import FINE
+
+    many = {f"k{i:05d}": {"n": 0} for i in range(FINE * 3)}
+    async with open_runtime(**pg) as a, open_runtime(**pg) as b:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(a.state.store_many, "big", many)
+            tg.start_soon(b.state.store_many, "big", {k: {"n": 1} for k in many})
+            for _ in range(5):
+                tg.start_soon(b.state.store, "big", "k00000", {"n": 9})
+        assert await a.state.count("big") == FINE * 3
+        db = PgDatabase(pg["dsn"], pg["pg_schema"], pool_size=2)
+        storage = PostgresStateStorage(db)
+        try:
+            storage.load()
+            with storage.batch([("big", k) for k in many]) as view:
+                with db.connection() as conn:  # the locks this batch holds, seen from outside
+                    held = conn.execute(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
+                        (view._conn.info.backend_pid,),
+                    ).fetchone()
+                assert held is not None and held[0] == 1  # the collection, not 768 keys
+                assert view.count("big") == FINE * 3
+        finally:
+            db.close()
