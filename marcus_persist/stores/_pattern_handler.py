@@ -239,6 +239,9 @@ class _Transaction:
             view.commit(KeyedWrite(self._h.raw(), changes))
 
     def publish(self) -> None:
+        if self._whole:  # every stored row was read: what is not there was removed
+            for key in [k for k in self._h.by_key if k not in self._fresh]:
+                self._h._unindex(key)
         for key, fresh in self._fresh.items():  # what other processes committed
             if key not in self._staged:
                 self._h._unindex(key)

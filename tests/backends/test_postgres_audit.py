@@ -90,6 +90,13 @@ async def test_rotation_drops_days_past_retention(pg: dict[str, Any]) -> None:
         # a day dropped under a running writer is made again on its next append
         storage.append({date(2026, 3, 1): [b'{"late": true}\n']})
         assert partition_name(date(2026, 3, 1)) in partitions(pg)
+        other = PostgresAuditStorage(db)  # another process, which dropped it meanwhile
+        assert other.rotate(date(2026, 3, 10), RotationPolicy(retention_days=3)).deleted == [
+            partition_name(date(2026, 3, 1))
+        ]
+        storage.append({date(2026, 3, 1): [b'{"later": true}\n']})
+        lines = storage.sources()[0].open().read().splitlines()
+        assert lines == [b'{"later": true}']
     finally:
         db.close()
     async with open_runtime(**pg) as rt:

@@ -51,6 +51,9 @@ async def test_prune_sees_the_other_runtimes_patterns(pg: dict[str, Any]) -> Non
         assert await a.patterns.prune(min_confidence=0.5) == 2
         assert await a.patterns.get("workflow", "strong-b") is not None
         assert await a.patterns.get("workflow", "weak-a") is None
+        # b's memory drops what a pruned once b prunes (re-reads) too
+        assert await b.patterns.prune(min_confidence=0.5) == 0
+        assert await b.patterns.get("workflow", "weak-b") is None
     async with open_runtime(**pg) as fresh:
         names = sorted(p["pattern"] for p in await fresh.patterns.top("workflow"))
         assert names == ["strong-b"]
