@@ -72,6 +72,20 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         )
         """,
     ),
+    (
+        4,
+        "audit events partitioned by day",
+        # one partition per UTC day, made on demand (see _pg_audit): retention
+        # drops a partition. id orders a day's lines; the index is per partition.
+        """
+        CREATE TABLE IF NOT EXISTS {schema}.audit_events (
+            day date NOT NULL,
+            id bigserial NOT NULL,
+            line bytea NOT NULL
+        ) PARTITION BY RANGE (day);
+        CREATE INDEX IF NOT EXISTS audit_events_by_id ON {schema}.audit_events (id)
+        """,
+    ),
 )
 
 

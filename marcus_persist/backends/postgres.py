@@ -35,6 +35,7 @@ from ._pg_schema import check_schema_name, migrate
 
 if TYPE_CHECKING:
     from ..stores.assignments import AssignmentsView
+    from ._pg_audit import PostgresAuditStorage
     from ._pg_pt import PostgresPatternStorage, PostgresTokenStorage
     from ._pg_state import PostgresStateStorage
 
@@ -219,6 +220,12 @@ class PostgresBackend:
         from ._pg_pt import PostgresTokenStorage
 
         return PostgresTokenStorage(self.db)
+
+    def audit(self) -> PostgresAuditStorage:
+        """The audit trail in day partitions (the runtime uses it instead of files)."""
+        from ._pg_audit import PostgresAuditStorage
+
+        return PostgresAuditStorage(self.db)
 
     def assignments_handler(self, clock: Clock) -> AssignmentsView:
         """The database-backed handler the runtime's assignments actor uses."""

@@ -1,12 +1,17 @@
 """The patterns actor's side: messages, committed state with its indexes, one transaction per batch.
 
 Storage is keyed, so a batch commits only the records it changed whatever the
-total (the file backend shards them). Marcus's own ``learned_patterns.json``
-(``{"patterns": [ProjectPattern, ...]}``) is imported whole at first start.
+total (the file backend shards them). A storage shared by several processes
+(postgres: it has a ``batch`` method) gets every answer deferred to the commit,
+which locks the touched keys, re-reads their rows and re-applies the batch's
+messages to them, so two processes observing one pattern both count.
+Marcus's own ``learned_patterns.json`` (``{"patterns": [ProjectPattern, ...]}``)
+is imported whole at first start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -14,6 +19,7 @@ from typing import Any
 import msgspec
 
 from .._core._clock import Clock
+from .._core._deferred import Deferred
 from ..backends._contract import KeyedWrite, PatternStorage, Record
 from ._pattern_records import (
     Pattern,
@@ -118,22 +124,39 @@ class _Transaction:
     def __init__(self, handler: PatternsHandler) -> None:
         self._h = handler
         self._staged: dict[str, Pattern | None] = {}
+        #: rows re-read in the commit's transaction (shared storage), by key
+        self._fresh: dict[str, Pattern | None] = {}
+        self._whole = False  # _fresh holds every stored pattern
+        #: the messages to run at commit, for a storage shared by several processes
+        self._replay: list[tuple[Message, Deferred]] | None = (
+            [] if hasattr(handler.storage, "batch") else None
+        )
 
     @property
     def changed(self) -> bool:
-        return bool(self._staged)
+        return bool(self._staged) or bool(self._replay)
 
     def _get(self, key: str) -> Pattern | None:
         if key in self._staged:
             return self._staged[key]
+        if key in self._fresh or self._whole:
+            return self._fresh.get(key)
         return self._h.by_key.get(key)
 
     def _live(self) -> list[Pattern]:
         """Every pattern as staged so far (only ``prune`` needs the whole set)."""
-        merged = {**self._h.by_key, **self._staged}
+        base = self._fresh if self._whole else {**self._h.by_key, **self._fresh}
+        merged = {**base, **self._staged}
         return [p for p in merged.values() if p is not None]
 
     def apply(self, message: Message) -> Any:
+        if self._replay is not None:
+            answer = Deferred()  # decided against the rows re-read at commit
+            self._replay.append((message, answer))
+            return answer
+        return self._apply(message)
+
+    def _apply(self, message: Message) -> Any:
         match message:
             case Observe(kind, name, ppm, examples, at, data):
                 key = key_of(kind, name)
@@ -183,10 +206,47 @@ class _Transaction:
         return len(doomed)
 
     def commit(self) -> None:
+        if self._replay is not None:
+            self._commit_shared(self._replay)
+            return
         changes = {k: (_raw(v) if v is not None else None) for k, v in self._staged.items()}
         self._h.storage.commit(KeyedWrite(self._h.raw(), changes))
 
+    def _commit_shared(self, replay: list[tuple[Message, Deferred]]) -> None:
+        """Lock the keys the messages name, re-read them (every row if one prunes),
+        run the messages on what is stored now and write the result, in one
+        transaction of the storage's :meth:`batch`."""
+        named: set[str] = set()
+        for message, _answer in replay:
+            match message:
+                case Observe(kind, name):
+                    named.add(key_of(kind, name))
+                case Learn(record, at):
+                    with contextlib.suppress(Exception):  # else its apply fails it
+                        named.add(project_pattern(record, at, "").key)
+        whole = any(isinstance(message, Prune) for message, _answer in replay)
+        batch = self._h.storage.batch  # type: ignore[attr-defined]
+        with batch(sorted(named), whole=whole) as view:
+            self._fresh = {key: None for key in named}
+            self._fresh.update(check_patterns(view.rows))
+            self._whole, self._staged = whole, {}
+            for message, answer in replay:
+                try:
+                    answer.resolve(self._apply(message))
+                except Exception as exc:  # this message fails alone
+                    answer.fail(exc)
+            changes = {k: (_raw(v) if v is not None else None) for k, v in self._staged.items()}
+            view.commit(KeyedWrite(self._h.raw(), changes))
+
     def publish(self) -> None:
+        if self._whole:  # every stored row was read: what is not there was removed
+            for key in [k for k in self._h.by_key if k not in self._fresh]:
+                self._h._unindex(key)
+        for key, fresh in self._fresh.items():  # what other processes committed
+            if key not in self._staged:
+                self._h._unindex(key)
+                if fresh is not None:
+                    self._h._index(fresh)
         for key, record in self._staged.items():
             self._h._unindex(key)
             if record is not None:

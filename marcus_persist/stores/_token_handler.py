@@ -6,6 +6,11 @@ see a whole committed document. Archived days are written (durably) before
 the live document that no longer holds them, and reports read the live
 document first, then the archives: a day is never missed, and a day found in
 both is the same day (taken once, by day key).
+
+A storage shared by several processes (postgres: it has a ``batch`` method)
+gets every answer deferred to the commit, which locks the live document,
+re-reads it and re-applies the batch's messages to it: two processes
+recording usage both count, and a request id is counted once across them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import msgspec
 
 from .._config import Config
 from .._core._clock import Clock, iso_utc
+from .._core._deferred import Deferred
 from .._errors import CorruptDataError, ValidationError
 from ..backends._contract import TokenStorage
 from ._token_doc import add_usage, empty_document, merge_days, normalize, with_marcus_totals
@@ -96,10 +102,15 @@ class _Transaction:
         self._seen: dict[str, str] = {}
         self._archive: dict[str, dict[str, Any]] = {}
         self._archived_on: date | None = None
+        #: the messages to run at commit, for a storage shared by several processes
+        self._replay: list[tuple[Message, Deferred]] | None = (
+            [] if hasattr(handler.storage, "batch") and not replaying else None
+        )
+        self._shared: _Transaction | None = None  # the replay, once committed
 
     @property
     def changed(self) -> bool:
-        return self._doc is not None
+        return self._doc is not None or bool(self._replay)
 
     def _sec(self, name: str) -> dict[str, Any]:
         """The staged, writable ``doc[name]`` (a shallow copy of the committed one)."""
@@ -124,6 +135,13 @@ class _Transaction:
         return section[key]
 
     def apply(self, message: Message) -> Any:
+        if self._replay is not None:
+            answer = Deferred()  # decided against the document re-read at commit
+            self._replay.append((message, answer))
+            return answer
+        return self._apply(message)
+
+    def _apply(self, message: Message) -> Any:
         match message:
             case Record() as rec:
                 if rec.request_id is not None and (
@@ -198,6 +216,9 @@ class _Transaction:
         return len(old_days)
 
     def commit(self) -> None:
+        if self._replay is not None:
+            self._commit_shared(self._replay)
+            return
         assert self._doc is not None
         archives: dict[str, dict[str, Any]] = {}
         for month, days in self._archive.items():
@@ -207,6 +228,25 @@ class _Transaction:
             archives[month] = current
         records = [msgspec.to_builtins(m) for m in self._logged]
         self._h.storage.commit(records, self._document, archives)
+
+    def _commit_shared(self, replay: list[tuple[Message, Deferred]]) -> None:
+        """Lock and re-read the live document, run the messages on it and write the
+        result, in one transaction of the storage's ``batch``."""
+        with self._h.storage.batch() as view:  # type: ignore[attr-defined]
+            base = copy.copy(self._h)  # the handler as the database has it now
+            base.storage = view
+            base.doc = normalize(view.document) if view.document is not None else empty_document()
+            base.seen = {rid: d for d, ids in base.doc.pop("request_ids").items() for rid in ids}
+            base.doc["request_ids"] = {}
+            txn = _Transaction(base, replaying=False)
+            for message, answer in replay:
+                try:
+                    answer.resolve(txn._apply(message))
+                except Exception as exc:  # this message fails alone
+                    answer.fail(exc)
+            if txn._doc is not None:
+                txn.commit()
+        self._shared = txn
 
     def _document(self) -> dict[str, Any]:
         """The whole live document as stored (only built when the storage writes it whole)."""
@@ -220,6 +260,12 @@ class _Transaction:
         return with_marcus_totals({**self._doc, "request_ids": request_ids, "last_updated": now})
 
     def publish(self) -> None:
+        if self._shared is not None:  # what is stored now becomes the committed state
+            self._shared.publish()
+            base = self._shared._h
+            self._h.doc, self._h.seen = base.doc, base.seen
+            self._h.archived_on = base.archived_on
+            return
         if self._doc is not None:
             self._h.doc = self._doc
         self._h.seen.update(self._seen)

@@ -115,7 +115,21 @@ class _Transaction:
         return outcome
 
     def commit(self) -> None:
-        # worker thread: run every step in order over an overlay, then commit once
+        # A storage shared by several processes (postgres) gives a batch view: the
+        # reads and the write in one database transaction, holding a lock on every
+        # key the messages name, so an update's read-modify-write is atomic across
+        # processes. The others have one writer (this actor) and need none.
+        open_batch: Callable[[list[tuple[str, str]]], Any] | None = getattr(
+            self._storage, "batch", None
+        )
+        if open_batch is None:
+            self._commit(self._storage)
+            return
+        with open_batch(_named_keys(self._ops)) as storage:
+            self._commit(storage)
+
+    def _commit(self, storage: StateStorage) -> None:
+        self._storage = storage
         overlay: dict[str, dict[str, Record | None]] = {}
         for message, outcome in self._ops:
             staged: dict[str, dict[str, Record | None]] = {}
@@ -174,6 +188,20 @@ class _Transaction:
 
     def publish(self) -> None:
         pass  # the storage committed it; there is no other copy to fold into
+
+
+def _named_keys(ops: list[tuple[Message, Outcome]]) -> list[tuple[str, str]]:
+    """Every ``(collection, key)`` a message names (not ``clear_old``'s finds), sorted."""
+    keys: set[tuple[str, str]] = set()
+    for message, _outcome in ops:
+        match message:
+            case Put(collection, items):
+                keys.update((collection, key) for key in items)
+            case Drop(collection, names):
+                keys.update((collection, key) for key in names)
+            case Update(collection, key):
+                keys.add((collection, key))
+    return sorted(keys)
 
 
 def _merged(
