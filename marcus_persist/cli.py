@@ -20,6 +20,7 @@ from ._core._dirlock import DirLock
 from ._demo import run_demo
 from ._doctor import diagnose
 from ._errors import PersistenceError
+from ._migrate_cli import migrate_command
 from ._runtime import prepare_data_dir
 from ._stats import collect_stats
 
@@ -230,6 +231,7 @@ def _opt(value: float | None) -> str:
 
 cli.add_command(audit)
 cli.add_command(rotate)
+cli.add_command(migrate_command)
 
 
 def main() -> int:
