@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 
 from ._config import Config
-from ._core._clock import SYSTEM_CLOCK
 from ._core._fs import OS_FS
 from ._migrate import PROGRESS_NAME, Endpoint, MigrationReport, OnProgress, migrate
 from .backends import create_backend
@@ -85,6 +85,7 @@ def import_marcus(
             Endpoint(target),
             progress or Path(tmp) / PROGRESS_NAME,
             on_progress=on_progress,
+            source_id=f"Marcus directory {marcus_dir.resolve()}",
         )
     files = [f for f in files if f not in {s.path for s in skipped}]
     return ImportReport(str(marcus_dir), files, skipped, report)
@@ -149,7 +150,11 @@ def _load_in_staging(staging: Path, scratch: Path) -> list[Skipped]:
     ctx = FileContext(staging, OS_FS, False, "quarantine")
     backend = FileBackend(ctx)
     backend.state().load()  # imports marcus_state/*.json
-    PatternsHandler(backend.patterns(), SYSTEM_CLOCK).load()  # imports learned_patterns.json
+    legacy = staging / "learned_patterns.json"
+    if legacy.exists():  # fields Marcus left out are stamped with the file's own time, so
+        # importing the same directory again gives the same records (a resumed import agrees)
+        clock = _FixedClock(datetime.fromtimestamp(legacy.stat().st_mtime, UTC))
+        PatternsHandler(backend.patterns(), clock).load()
     database = staging / "marcus_state.db"
     if database.exists():
         skipped += _import_database(database, scratch, backend)
@@ -166,6 +171,14 @@ def _load_in_staging(staging: Path, scratch: Path) -> list[Skipped]:
         rel = Path(q.path).relative_to(staging).as_posix()
         skipped.append(Skipped(rel, f"corrupt, not imported: {q.reason}"))
     return skipped
+
+
+class _FixedClock:
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def now(self) -> datetime:
+        return self.moment
 
 
 def _import_database(database: Path, scratch: Path, into: FileBackend) -> list[Skipped]:

@@ -124,8 +124,14 @@ def migrate(
     progress_file: Path,
     *,
     on_progress: OnProgress | None = None,
+    source_id: str | None = None,
 ) -> MigrationReport:
     """Copy every store of *source* into *target*, resumably; verify counts and checksums.
+
+    *source_id* names the source in the progress file (default: its
+    description); a progress file of another source is refused. A store
+    finished by an earlier run is checked against the source again: if the
+    source changed since, the store is reported as a mismatch.
 
     :raises PersistenceError: if the target holds data and there is no
         progress file of an earlier run, or a directory is locked
@@ -133,25 +139,31 @@ def migrate(
     report = MigrationReport(source.describe(), target.describe(), [])
     tick = on_progress or (lambda store, done, total: None)
     progress = _load_progress(progress_file)
-    with _open(source, target=False) as src, _open(target, target=True) as dst:
-        _refuse_unimported(src)
-        src.backend.state().load()
-        dst.backend.state().load()
-        if not progress_file.exists() and _holds_data(dst):
-            raise PersistenceError(
-                f"target {report.target} already holds data; migrate into an empty target"
-            )
-        _save_progress(progress_file, progress)
-        expected: dict[str, rd.Digest] = {}
-        try:
-            _copy_all(src, dst, progress, progress_file, tick, expected, report)
-        finally:
-            if dst.audit is not None:
-                dst.audit.close()
+    identity = source_id or report.source
+    if progress.setdefault("source", identity) != identity:
+        raise PersistenceError(
+            f"{progress_file} belongs to a migration from {progress['source']}, not {identity}"
+        )
+    expected: dict[str, rd.Digest] = {}
+    with _open(source, target=False) as src:
+        _refuse_unimported(src)  # before the target is created
+        with _open(target, target=True) as dst:
+            src.backend.state().load()
+            dst.backend.state().load()
+            if not progress_file.exists() and _holds_data(dst):
+                raise PersistenceError(
+                    f"target {report.target} already holds data; migrate into an empty target"
+                )
+            _save_progress(progress_file, progress)
+            try:
+                _copy_all(src, dst, progress, progress_file, tick, expected, report)
+            finally:
+                if dst.audit is not None:
+                    dst.audit.close()
     with _open(target, target=True) as fresh:
         fresh.backend.state().load()
         for result in report.stores:
-            if result.store not in expected:
+            if result.store not in expected or result.status == "mismatch":
                 continue
             actual = _DIGEST[result.store](fresh)
             if actual != expected[result.store]:
@@ -173,7 +185,11 @@ def _copy_all(
         done = progress["done"].get(store)
         if done is not None:
             expected[store] = rd.Digest(*done)
-            report.stores.append(StoreResult(store, "done earlier", *done))
+            result = StoreResult(store, "done earlier", *done)
+            if _DIGEST[store](src) != expected[store]:
+                result.status = "mismatch"
+                result.note = "the source changed since the earlier run: start again"
+            report.stores.append(result)
             continue
         lacking = _lacks(store, src, dst)
         if lacking:
@@ -195,14 +211,16 @@ def _lacks(store: str, src: _Opened, dst: _Opened) -> str:
 
 
 def _refuse_unimported(src: _Opened) -> None:
-    """Loading Marcus files imports them (renames them): that is import-marcus's job."""
-    if src.backend.name != "file":
+    """Loading Marcus's files imports them (renames them): that is import-marcus's job."""
+    if not src.backend.uses_data_dir:
         return
-    state_dir = src.config.path / "marcus_state"
-    legacy = [p.name for p in state_dir.glob("*.json") if p.name != "_manifest.json"]
+    root = src.config.path
+    legacy = [p for p in (root / "marcus_state").glob("*.json") if p.name != "_manifest.json"]
+    legacy += [p for p in (root / "learned_patterns.json",) if p.exists()]
     if legacy:
+        names = ", ".join(sorted(p.relative_to(root).as_posix() for p in legacy))
         raise PersistenceError(
-            f"{state_dir} holds Marcus files not yet imported ({', '.join(sorted(legacy))}); "
+            f"{root} holds Marcus files not yet imported ({names}); "
             "bring them over with import-marcus"
         )
 
@@ -211,7 +229,7 @@ def _holds_data(dst: _Opened) -> bool:
     backend = dst.backend
     if any(rd.assignments_of(backend).values()) or backend.state().collections():
         return True
-    if rd.patterns_of(backend, with_legacy=False):
+    if rd.patterns_of(backend):
         return True
     document, logged = backend.tokens().load(normalize)
     if document is not None or logged:
@@ -321,7 +339,7 @@ def _audit_digest(side: _Opened) -> rd.Digest:
 _DIGEST: dict[str, Callable[[_Opened], rd.Digest]] = {
     "assignments": lambda s: rd.assignments_digest(rd.assignments_of(s.backend)),
     "state": lambda s: rd.state_digest(s.backend),
-    "patterns": lambda s: rd.patterns_digest(rd.patterns_of(s.backend, with_legacy=False)),
+    "patterns": lambda s: rd.patterns_digest(rd.patterns_of(s.backend)),
     "tokens": lambda s: rd.tokens_digest(rd.tokens_of(s.backend, s.config)),
     "audit": _audit_digest,
 }

@@ -17,7 +17,7 @@ from ._config import Config
 from ._core._clock import SYSTEM_CLOCK
 from .backends._contract import Backend, Record, Scope
 from .stores._audit_storage import AuditStorage
-from .stores._pattern_records import check_patterns, from_legacy, legacy_entries
+from .stores._pattern_records import check_patterns
 from .stores._token_handler import TokensHandler
 from .stores.assignments import check_records
 
@@ -78,16 +78,9 @@ def state_digest(backend: Backend) -> Digest:
     return digest(items())
 
 
-def patterns_of(backend: Backend, *, with_legacy: bool = True) -> dict[str, dict[str, Any]]:
-    """Every stored pattern as stored, plus (if *with_legacy*) the Marcus
-    ``learned_patterns.json`` not yet imported, converted as the store would."""
-    storage = backend.patterns()
-    records = {key: p.stored() for key, p in storage.load(check_patterns).items()}
-    legacy = storage.legacy(legacy_entries) if with_legacy else None
-    if legacy is not None:
-        for pattern in from_legacy(legacy, datetime.now(UTC)):
-            records[pattern.key] = pattern.stored()  # import = put, as the store does
-    return records
+def patterns_of(backend: Backend) -> dict[str, dict[str, Any]]:
+    """Every stored pattern, as stored (Marcus's own file is import-marcus's job)."""
+    return {key: p.stored() for key, p in backend.patterns().load(check_patterns).items()}
 
 
 def patterns_digest(records: dict[str, dict[str, Any]]) -> Digest:

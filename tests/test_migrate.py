@@ -61,20 +61,33 @@ def snapshot(end: Endpoint) -> dict[str, Any]:
         }
 
 
+def files(root: Path) -> dict[str, bytes]:
+    """Every file's bytes but the lock's (its holder pid) and SQLite's WAL companions."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".lock" and not p.name.endswith(("-wal", "-shm"))
+    }
+
+
 def end(path: Path, backend: str = "file", **options: Any) -> Endpoint:
     return Endpoint(Config(data_dir=str(path), backend=backend, **options))
 
 
 async def test_file_sqlite_file_round_trip_is_identical(tmp_path: Path) -> None:
     await populate(tmp_path / "a")
+    source_files = files(tmp_path / "a")
     one = migrate(
         end(tmp_path / "a"), end(tmp_path / "b", "sqlite"), tmp_path / "b" / PROGRESS_NAME
     )
     assert one.ok and [s.status for s in one.stores] == ["copied"] * len(STORES)
+    sqlite_files = files(tmp_path / "b")
     two = migrate(
         end(tmp_path / "b", "sqlite"), end(tmp_path / "c"), tmp_path / "c" / PROGRESS_NAME
     )
     assert two.ok
+    # the sources were only read
+    assert files(tmp_path / "a") == source_files and files(tmp_path / "b") == sqlite_files
     before, after = snapshot(end(tmp_path / "a")), snapshot(end(tmp_path / "c"))
     assert before == after
     assert before["state"].records == 2501 and before["audit"].records == 30
@@ -192,3 +205,36 @@ def test_migrate_as_a_subprocess(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert msgspec.json.decode(done.stdout)["stores"][0]["records"] == 2
+
+
+async def test_refusals_and_a_source_changed_between_runs(tmp_path: Path) -> None:
+    await populate(tmp_path / "a")
+    progress = tmp_path / "b" / PROGRESS_NAME
+
+    def stop_at_audit(store: str, done: int, total: int | None) -> None:
+        if store == "audit":
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        migrate(end(tmp_path / "a"), end(tmp_path / "b"), progress, on_progress=stop_at_audit)
+    # another source cannot take over this progress file
+    (tmp_path / "other").mkdir()
+    with pytest.raises(PersistenceError, match="belongs to a migration from"):
+        migrate(end(tmp_path / "other"), end(tmp_path / "b"), progress)
+    # the source changes before the rerun: the finished store no longer matches it
+    async with open_runtime(tmp_path / "a") as rt:
+        await rt.state.store("events", "late", {"n": 1})
+        # and a served source is refused (its lock)
+        with pytest.raises(PersistenceError, match="lock"):
+            migrate(end(tmp_path / "a"), end(tmp_path / "b"), progress)
+    report = migrate(end(tmp_path / "a"), end(tmp_path / "b"), progress)
+    assert not report.ok
+    statuses = {s.store: s.status for s in report.stores}
+    assert statuses["state"] == "mismatch" and statuses["assignments"] == "done earlier"
+    # Marcus files not yet imported are import-marcus's job; the source is left as it is
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "learned_patterns.json").write_text('{"patterns": []}')
+    with pytest.raises(PersistenceError, match="import-marcus"):
+        migrate(end(tmp_path / "m"), end(tmp_path / "n"), tmp_path / "n" / PROGRESS_NAME)
+    assert (tmp_path / "m" / "learned_patterns.json").read_text() == '{"patterns": []}'
+    assert not (tmp_path / "n").exists()
