@@ -13,8 +13,7 @@ count and checksum compared with the source's.
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,26 +22,27 @@ import msgspec
 
 from . import _migrate_read as rd
 from ._config import Config
-from ._core._atomic import write_atomic
 from ._core._dirlock import DirLock
 from ._core._fs import OS_FS
 from ._errors import PersistenceError
+from ._migrate_copy import COPY, DIGEST, OnProgress, Opened, load_progress, save_progress
 from ._runtime import prepare_data_dir
 from .backends import Backend, create_backend
-from .backends._contract import KeyedWrite
 from .stores._audit_storage import AuditStorage, FileAuditStorage, MemoryAuditStorage
-from .stores._pattern_records import check_patterns
-from .stores._token_doc import normalize, with_marcus_totals
-from .stores.assignments import check_records
+from .stores._token_doc import normalize
 
-__all__ = ("PROGRESS_NAME", "STORES", "Endpoint", "MigrationReport", "StoreResult", "migrate")
+__all__ = (
+    "PROGRESS_NAME",
+    "STORES",
+    "Endpoint",
+    "MigrationReport",
+    "OnProgress",
+    "StoreResult",
+    "migrate",
+)
 
 STORES = ("assignments", "state", "patterns", "tokens", "audit")
 PROGRESS_NAME = ".migrate-progress.json"
-CHUNK = 1000  #: records (or audit lines) per target commit
-
-#: ``(store, records done so far, total or None)``
-OnProgress = Callable[[str, int, "int | None"], None]
 
 
 @dataclass
@@ -78,15 +78,8 @@ class MigrationReport(msgspec.Struct):
         return all(s.status != "mismatch" for s in self.stores)
 
 
-@dataclass
-class _Opened:
-    backend: Backend
-    audit: AuditStorage | None
-    config: Config
-
-
 @contextlib.contextmanager
-def _open(end: Endpoint, *, target: bool) -> Iterator[_Opened]:
+def _open(end: Endpoint, *, target: bool) -> Iterator[Opened]:
     """Open *end* under its directory lock (a target gets its layout created)."""
     config = end.config
     backend = end.backend
@@ -110,7 +103,7 @@ def _open(end: Endpoint, *, target: bool) -> Iterator[_Opened]:
             audit = FileAuditStorage(config.path / "audit_logs", OS_FS, config.durability)
         elif audit is None and backend.name == "memory" and end.backend is None:
             audit = MemoryAuditStorage()
-        yield _Opened(backend, audit, config)
+        yield Opened(backend, audit, config)
     finally:
         if backend is not None and end.backend is None:
             backend.close()
@@ -138,7 +131,7 @@ def migrate(
     """
     report = MigrationReport(source.describe(), target.describe(), [])
     tick = on_progress or (lambda store, done, total: None)
-    progress = _load_progress(progress_file)
+    progress = load_progress(progress_file)
     identity = source_id or report.source
     if progress.setdefault("source", identity) != identity:
         raise PersistenceError(
@@ -154,7 +147,7 @@ def migrate(
                 raise PersistenceError(
                     f"target {report.target} already holds data; migrate into an empty target"
                 )
-            _save_progress(progress_file, progress)
+            save_progress(progress_file, progress)
             try:
                 _copy_all(src, dst, progress, progress_file, tick, expected, report)
             finally:
@@ -165,7 +158,7 @@ def migrate(
         for result in report.stores:
             if result.store not in expected or result.status == "mismatch":
                 continue
-            actual = _DIGEST[result.store](fresh)
+            actual = DIGEST[result.store](fresh)
             if actual != expected[result.store]:
                 result.status = "mismatch"
                 result.note = f"target has {actual.records} records, checksum {actual.checksum}"
@@ -173,8 +166,8 @@ def migrate(
 
 
 def _copy_all(
-    src: _Opened,
-    dst: _Opened,
+    src: Opened,
+    dst: Opened,
     progress: dict[str, Any],
     progress_file: Path,
     tick: OnProgress,
@@ -186,7 +179,7 @@ def _copy_all(
         if done is not None:
             expected[store] = rd.Digest(*done)
             result = StoreResult(store, "done earlier", *done)
-            if _DIGEST[store](src) != expected[store]:
+            if DIGEST[store](src) != expected[store]:
                 result.status = "mismatch"
                 result.note = "the source changed since the earlier run: start again"
             report.stores.append(result)
@@ -195,13 +188,13 @@ def _copy_all(
         if lacking:
             report.stores.append(StoreResult(store, "skipped", note=lacking))
             continue
-        expected[store] = _COPY[store](src, dst, progress, progress_file, tick)
+        expected[store] = COPY[store](src, dst, progress, progress_file, tick)
         progress["done"][store] = list(expected[store])
-        _save_progress(progress_file, progress)
+        save_progress(progress_file, progress)
         report.stores.append(StoreResult(store, "copied", *expected[store]))
 
 
-def _lacks(store: str, src: _Opened, dst: _Opened) -> str:
+def _lacks(store: str, src: Opened, dst: Opened) -> str:
     if store != "audit":
         return ""
     for side, name in ((src, "source"), (dst, "target")):
@@ -210,7 +203,7 @@ def _lacks(store: str, src: _Opened, dst: _Opened) -> str:
     return ""
 
 
-def _refuse_unimported(src: _Opened) -> None:
+def _refuse_unimported(src: Opened) -> None:
     """Loading Marcus's files imports them (renames them): that is import-marcus's job."""
     if not src.backend.uses_data_dir:
         return
@@ -225,7 +218,7 @@ def _refuse_unimported(src: _Opened) -> None:
         )
 
 
-def _holds_data(dst: _Opened) -> bool:
+def _holds_data(dst: Opened) -> bool:
     backend = dst.backend
     if any(rd.assignments_of(backend).values()) or backend.state().collections():
         return True
@@ -235,133 +228,3 @@ def _holds_data(dst: _Opened) -> bool:
     if document is not None or logged:
         return True
     return dst.audit is not None and bool(dst.audit.sources())
-
-
-def _copy_assignments(
-    src: _Opened, dst: _Opened, progress: dict[str, Any], path: Path, tick: OnProgress
-) -> rd.Digest:
-    scopes = rd.assignments_of(src.backend)
-    storage = dst.backend.assignments()
-    present = storage.load(check_records)
-    total = sum(len(r) for r in scopes.values())
-    done = 0
-    for scope, records in scopes.items():
-        storage.commit({scope: KeyedWrite(present.get(scope, {}), records)})
-        done += len(records)
-        tick("assignments", done, total)
-    return rd.assignments_digest(scopes)
-
-
-def _copy_state(
-    src: _Opened, dst: _Opened, progress: dict[str, Any], path: Path, tick: OnProgress
-) -> rd.Digest:
-    source, target = src.backend.state(), dst.backend.state()
-    collections = source.collections()
-    total = sum(source.count(c) for c in collections)
-    done = 0
-    for collection in collections:
-        if collection in progress["collections"]:
-            done += source.count(collection)
-            continue
-        for chunk in source.chunks(collection):
-            for start in range(0, len(chunk), CHUNK):
-                part = chunk[start : start + CHUNK]
-                target.commit({collection: dict(part)})
-                done += len(part)
-                tick("state", done, total)
-        progress["collections"].append(collection)
-        _save_progress(path, progress)
-    return rd.state_digest(src.backend)
-
-
-def _copy_patterns(
-    src: _Opened, dst: _Opened, progress: dict[str, Any], path: Path, tick: OnProgress
-) -> rd.Digest:
-    records = rd.patterns_of(src.backend)
-    storage = dst.backend.patterns()
-    present = {key: p.stored() for key, p in storage.load(check_patterns).items()}
-    keys = sorted(records)
-    for start in range(0, len(keys), CHUNK):
-        changes = {k: records[k] for k in keys[start : start + CHUNK]}
-        storage.commit(KeyedWrite(present, changes))
-        present.update(changes)
-        tick("patterns", start + len(changes), len(keys))
-    return rd.patterns_digest(records)
-
-
-def _copy_tokens(
-    src: _Opened, dst: _Opened, progress: dict[str, Any], path: Path, tick: OnProgress
-) -> rd.Digest:
-    tokens = rd.tokens_of(src.backend, src.config)
-    storage = dst.backend.tokens()
-    storage.load(normalize)
-    document = with_marcus_totals(dict(tokens.document))
-    storage.commit([], lambda: document, tokens.archives)
-    tick("tokens", 1, 1)
-    return rd.tokens_digest(tokens)
-
-
-def _copy_audit(
-    src: _Opened, dst: _Opened, progress: dict[str, Any], path: Path, tick: OnProgress
-) -> rd.Digest:
-    assert src.audit is not None and dst.audit is not None
-    dst.audit.load()
-    present: Counter[Any] = Counter()
-    for day, lines in rd.audit_days(dst.audit):
-        present[day] += len(lines)
-    seen: Counter[Any] = Counter()
-    done = 0
-    for day, lines in rd.audit_days(src.audit):
-        skip = max(0, present[day] - seen[day])  # the target holds a prefix of each day
-        seen[day] += len(lines)
-        todo = lines[skip:]
-        for start in range(0, len(todo), CHUNK):
-            dst.audit.append({day: todo[start : start + CHUNK]})
-        done += len(lines)
-        tick("audit", done, None)
-    return rd.audit_digest(src.audit)
-
-
-_COPY: dict[str, Callable[..., rd.Digest]] = {
-    "assignments": _copy_assignments,
-    "state": _copy_state,
-    "patterns": _copy_patterns,
-    "tokens": _copy_tokens,
-    "audit": _copy_audit,
-}
-
-
-def _audit_digest(side: _Opened) -> rd.Digest:
-    assert side.audit is not None
-    return rd.audit_digest(side.audit)
-
-
-_DIGEST: dict[str, Callable[[_Opened], rd.Digest]] = {
-    "assignments": lambda s: rd.assignments_digest(rd.assignments_of(s.backend)),
-    "state": lambda s: rd.state_digest(s.backend),
-    "patterns": lambda s: rd.patterns_digest(rd.patterns_of(s.backend)),
-    "tokens": lambda s: rd.tokens_digest(rd.tokens_of(s.backend, s.config)),
-    "audit": _audit_digest,
-}
-
-
-def _load_progress(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {"format": 1, "done": {}, "collections": []}
-    try:
-        loaded = msgspec.json.decode(path.read_bytes())
-    except msgspec.DecodeError as exc:
-        raise PersistenceError(f"{path}: unreadable migration progress ({exc})") from None
-    if not (
-        isinstance(loaded, dict)
-        and isinstance(loaded.get("done"), dict)
-        and isinstance(loaded.get("collections"), list)
-    ):
-        raise PersistenceError(f"{path}: not a migration progress file")
-    result: dict[str, Any] = loaded
-    return result
-
-
-def _save_progress(path: Path, progress: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, msgspec.json.encode(progress), fs=OS_FS, sync=True)
