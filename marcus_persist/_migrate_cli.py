@@ -102,6 +102,12 @@ def migrate_command(
         raise click.UsageError(f"--to {target} needs --to-dir")
     if to_dir is not None and target != "postgres" and to_dir.resolve() == data_dir.resolve():
         raise click.UsageError("the target directory is the source directory")
+    if source == "memory":
+        click.echo(
+            "note: a memory backend opened by this command is empty; to migrate a running "
+            "process's memory data, call marcus_persist._migrate.migrate with its backend",
+            err=True,
+        )
     src = _endpoint(source, data_dir, from_dsn, from_schema)
     dst = _endpoint(target, to_dir, to_dsn, to_schema)
     if progress_file is None:
