@@ -32,6 +32,9 @@ from .stores.assignments import check_records
 __all__ = ("CHUNK", "COPY", "DIGEST", "OnProgress", "Opened", "load_progress", "save_progress")
 
 CHUNK = 1000  #: records (or audit lines) per target commit
+#: state records and patterns per target commit: keys hash over every shard, so a
+#: commit rewrites most shards whatever its size; fewer, larger commits cost less
+BIG_CHUNK = 25_000
 
 #: ``(store, records done so far, total or None)``
 OnProgress = Callable[[str, int, "int | None"], None]
@@ -70,12 +73,18 @@ def _copy_state(
         if collection in progress["collections"]:
             done += source.count(collection)
             continue
+        batch: dict[str, Any] = {}
         for chunk in source.chunks(collection):
-            for start in range(0, len(chunk), CHUNK):
-                part = chunk[start : start + CHUNK]
-                target.commit({collection: dict(part)})
-                done += len(part)
+            batch.update(chunk)
+            if len(batch) >= BIG_CHUNK:
+                target.commit({collection: batch})
+                done += len(batch)
                 tick("state", done, total)
+                batch = {}
+        if batch:
+            target.commit({collection: batch})
+            done += len(batch)
+            tick("state", done, total)
         progress["collections"].append(collection)
         save_progress(path, progress)
     return rd.state_digest(src.backend)
@@ -88,8 +97,8 @@ def _copy_patterns(
     storage = dst.backend.patterns()
     present = {key: p.stored() for key, p in storage.load(check_patterns).items()}
     keys = sorted(records)
-    for start in range(0, len(keys), CHUNK):
-        changes = {k: records[k] for k in keys[start : start + CHUNK]}
+    for start in range(0, len(keys), BIG_CHUNK):
+        changes = {k: records[k] for k in keys[start : start + BIG_CHUNK]}
         storage.commit(KeyedWrite(present, changes))
         present.update(changes)
         tick("patterns", start + len(changes), len(keys))

@@ -102,8 +102,9 @@ async def test_file_sqlite_file_round_trip_is_identical(tmp_path: Path) -> None:
 
 
 async def test_an_interrupted_migration_resumes_without_loss_or_duplicates(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("marcus_persist._migrate_copy.BIG_CHUNK", 1000)  # stop mid-collection
     await populate(tmp_path / "a")
     progress = tmp_path / "b" / PROGRESS_NAME
     calls = 0
