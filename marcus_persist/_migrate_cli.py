@@ -67,8 +67,22 @@ def _endpoint(kind: str, data_dir: Path | None, dsn: str | None, schema: str | N
 
 @click.command("migrate")
 @click.argument("data_dir", default="data", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--from", "source", type=click.Choice(SOURCES), default="file", show_default=True)
-@click.option("--to", "target", type=click.Choice(TARGETS), default="file", show_default=True)
+@click.option(
+    "--from",
+    "source",
+    type=click.Choice(SOURCES),
+    default="file",
+    show_default=True,
+    help="Source backend.",
+)
+@click.option(
+    "--to",
+    "target",
+    type=click.Choice(TARGETS),
+    default="file",
+    show_default=True,
+    help="Target backend.",
+)
 @click.option("--to-dir", type=click.Path(file_okay=False, path_type=Path), help="Target data dir.")
 @click.option("--from-dsn", help="PostgreSQL DSN of the source.")
 @click.option("--to-dsn", help="PostgreSQL DSN of the target.")

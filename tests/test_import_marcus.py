@@ -157,6 +157,9 @@ def test_cli_import_marcus_runner_and_subprocess(tmp_path: Path) -> None:
     again = CliRunner().invoke(cli, ["import-marcus", str(source), str(tmp_path / "one")])
     assert again.exit_code == 0, again.output  # resumed: everything done earlier
     assert "done earlier" in again.output and "README.txt" in again.output
+    other = marcus_dir(tmp_path / "other-marcus")
+    refused = CliRunner().invoke(cli, ["import-marcus", str(other), str(tmp_path / "one")])
+    assert refused.exit_code == 2 and "belongs to a migration from" in refused.output
     missing = CliRunner().invoke(cli, ["import-marcus", str(tmp_path / "nope"), str(tmp_path)])
     assert missing.exit_code == 2
     done = subprocess.run(
