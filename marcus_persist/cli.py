@@ -20,6 +20,8 @@ from ._core._dirlock import DirLock
 from ._demo import run_demo
 from ._doctor import diagnose
 from ._errors import PersistenceError
+from ._migrate_cli import migrate_command
+from ._ops_cli import bench, import_marcus_command, prune
 from ._runtime import prepare_data_dir
 from ._stats import collect_stats
 
@@ -232,6 +234,10 @@ def _opt(value: float | None) -> str:
 
 cli.add_command(audit)
 cli.add_command(rotate)
+cli.add_command(migrate_command)
+cli.add_command(import_marcus_command)
+cli.add_command(prune)
+cli.add_command(bench)
 
 
 def main() -> int:
