@@ -3,7 +3,7 @@
 Run::
 
     .venv/bin/python -m benchmarks.patterns_tokens            # 1,000 vs 1,000,000 patterns
-    .venv/bin/python -m benchmarks.patterns_tokens --quick    # 1,000 vs 100,000 (a smoke run)
+    .venv/bin/python -m benchmarks.patterns_tokens --quick    # 1,000 vs 10,000 (a smoke run)
 
 Measured, in one process so the ratio holds on a noisy machine:
 
@@ -196,19 +196,24 @@ async def tokens_case(callers: int, seconds: float, loop: str) -> Case:
 
 
 async def run(args: argparse.Namespace, loop: str) -> list[Case]:
-    big = 100_000 if args.quick else 1_000_000
-    cases = await observe_cases((1_000, big), args.ops, loop)
-    cases.append(await tokens_case(100, args.seconds, loop))
+    big = 10_000 if args.quick else 1_000_000
+    ops = min(args.ops, 50) if args.quick else args.ops
+    seconds = min(args.seconds, 0.5) if args.quick else args.seconds
+    cases = await observe_cases((1_000, big), ops, loop)
+    for callers in (1, 100):
+        cases.append(await tokens_case(callers, seconds, loop))
     return cases
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100,000 instead of 1,000,000")
+    parser.add_argument(
+        "--quick", action="store_true", help="10,000 instead of 1,000,000, short cases"
+    )
     parser.add_argument("--ops", type=int, default=400, help="observe calls per case")
     parser.add_argument("--seconds", type=float, default=5.0, help="token benchmark duration")
     parser.add_argument("--loop", choices=["asyncio", "trio"], default="asyncio")
-    parser.add_argument("--out", default="benchmarks/results/patterns_tokens.json")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results[/quick]/")
     args = parser.parse_args(argv)
     cases = anyio.run(run, args, args.loop, backend=args.loop)
     header = f"{'case':<40} {'patterns':>10} {'ops':>7} {'ops/s':>9} "
@@ -224,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         f"observe p50 at {large.total_patterns:,} / at {small.total_patterns:,}: "
         f"{large.p50_ms / small.p50_ms:.2f}x (same process, same run)"
     )
-    out = Path(args.out)
+    out = Path(
+        args.out or f"benchmarks/results/{'quick/' if args.quick else ''}patterns_tokens.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(msgspec.json.format(msgspec.json.encode(cases)))
     print(f"wrote {out}")
