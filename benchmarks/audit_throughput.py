@@ -19,7 +19,8 @@ asyncio-only), on the same disk, so the ratios hold on a noisy machine:
 
 Then ``--gb`` of Marcus-format lines are written straight into ten day files
 (fast: no runtime involved), and each query case runs in a fresh child process
-so its peak RSS (``ru_maxrss``) is its own: a filtered ``rt.audit.query``
+so its peak RSS (``VmHWM``: reset by exec, unlike ``ru_maxrss``, which a child
+inherits from the process it forked from) is its own: a filtered ``rt.audit.query``
 matching ~10% of the events, ``get_usage_stats`` over everything, an idle
 runtime (the interpreter's own footprint), and Marcus's ``get_usage_stats``
 way (aiofiles, line by line, ``json.loads``) over the first day file only (it
@@ -34,7 +35,6 @@ import argparse
 import asyncio
 import functools
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -157,8 +157,13 @@ async def child_case(root: Path, case: str) -> dict[str, Any]:
             elif case == "stats":
                 events = (await rt.audit.get_usage_stats())["total_events"]
     seconds = time.perf_counter() - started
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "events": events, "peak_rss_mb": rss_mb}
+    return {"seconds": seconds, "events": events, "peak_rss_mb": _own_peak_rss_mb()}
+
+
+def _own_peak_rss_mb() -> float:
+    """``VmHWM`` of this process: its own peak, reset by exec."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
 
 
 async def marcus_usage_stats(path: Path) -> int:
