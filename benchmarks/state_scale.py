@@ -312,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="100 and 1,000 keys, short cases")
     parser.add_argument("--sizes", help="comma-separated collection sizes")
-    parser.add_argument("--seconds", type=float, help="time per store case")
+    parser.add_argument("--seconds", type=float, help="time per case")
     parser.add_argument("--out", type=Path, help="results directory")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--work-dir", type=Path, help="where the data directories go")
@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.sizes:
         options["sizes"] = tuple(int(n) for n in args.sizes.split(","))
     if args.seconds is not None:
-        options["seconds"] = args.seconds
+        options["seconds"] = options["lookups"] = args.seconds
     work = Path(tempfile.mkdtemp(prefix="mp-state-", dir=args.work_dir))
     try:
         results = run(options["sizes"], options["seconds"], options["lookups"], work)
