@@ -23,7 +23,7 @@ __all__ = ("discover", "main")
 
 NOT_BENCHMARKS = frozenset({"baselines"})
 #: run first, in this order; any other module found runs after them, by name
-PREFERRED = ("assignments", "state_scale", "audit_throughput", "patterns_tokens")
+PREFERRED = ("assignments", "state_scale", "audit_throughput", "patterns_tokens", "startup")
 
 
 def discover(directory: Path = Path(__file__).parent) -> list[str]:

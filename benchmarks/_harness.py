@@ -22,7 +22,8 @@ import resource
 import shlex
 import sqlite3
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,10 @@ import msgspec
 __all__ = (
     "RESULTS_DIR",
     "CaseResult",
+    "Drive",
     "Target",
     "case_result",
+    "drive_calls",
     "environment",
     "peak_rss_mb",
     "percentile",
@@ -193,9 +196,14 @@ def print_table(results: Iterable[CaseResult], baselines: Sequence[str] = ()) ->
     head = ["system", "backend", "loop", "conc", "ops", "ops/s", "p50 ms", "p90 ms"]
     head += ["p99 ms", "max ms", "batch", "RSS MB", "ok"]
     head += [f"x {name}" for name in baselines]
+    results = list(results)
+    several = len({r.workload for r in results}) > 1  # then say which workload each row is
+    if several:
+        head.insert(0, "workload")
     rows = [head]
     for r in results:
-        row = [r.system, r.backend, r.loop, str(r.concurrency), str(r.ops), _fmt(r.ops_per_s)]
+        row = [r.workload] if several else []
+        row += [r.system, r.backend, r.loop, str(r.concurrency), str(r.ops), _fmt(r.ops_per_s)]
         row += [_fmt(r.p50_ms), _fmt(r.p90_ms), _fmt(r.p99_ms), _fmt(r.max_ms)]
         row += [_fmt(r.mean_batch), _fmt(r.peak_rss_mb), "yes" if r.correct else "NO"]
         row += [_fmt(r.ratios.get(name)) for name in baselines]
@@ -249,3 +257,66 @@ def save_results(
     for item in written:
         print(f"wrote {item}", flush=True)
     return written
+
+
+class Drive(msgspec.Struct):
+    """What :func:`drive_calls` measured: one latency per acknowledged call, and the window."""
+
+    latencies: list[float]
+    seconds: float
+    errors: int
+    capped: bool = False  #: calls still in flight at *cap* were abandoned (not counted)
+
+
+async def drive_calls(
+    callers: int,
+    seconds: float,
+    call: Callable[[int, int], Awaitable[object]],
+    *,
+    max_calls: int | None = None,
+    cap: float | None = None,
+) -> Drive:
+    """Run *callers* tasks that each ``await call(caller, n)`` until *seconds* are up
+    (every caller makes at least one call; at most *max_calls* each); time every call.
+
+    All callers are spawned and parked before the clock starts. An exception from a
+    call is counted in ``errors`` (a wrong answer), not raised. With *cap*, calls still
+    running *cap* seconds after the start are cancelled and not counted.
+    """
+    import anyio
+    from anyio import wait_all_tasks_blocked
+
+    clock = time.perf_counter
+    latencies: list[float] = []
+    errors = 0
+    gun = anyio.Event()
+    end = [0.0]
+
+    async def caller(index: int) -> None:
+        nonlocal errors
+        await gun.wait()
+        n = 0
+        while True:
+            t0 = clock()
+            try:
+                await call(index, n)
+            except Exception:
+                errors += 1
+            t1 = clock()
+            latencies.append(t1 - t0)
+            n += 1
+            if t1 >= end[0] or (max_calls is not None and n >= max_calls):
+                return
+
+    start = 0.0
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            for index in range(callers):
+                tg.start_soon(caller, index)
+            await wait_all_tasks_blocked()
+            start = clock()
+            end[0] = start + seconds
+            if cap is not None:
+                scope.deadline = anyio.current_time() + cap
+            gun.set()
+    return Drive(latencies, clock() - start, errors, scope.cancelled_caught)

@@ -29,21 +29,27 @@ def markdown(document: dict[str, Any]) -> str:
     machine = env["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     baselines = sorted({name for case in document["cases"] for name in case.get("ratios", {})})
+    several = len({case["workload"] for case in document["cases"]}) > 1
+    notes = any(case.get("note") for case in document["cases"])
     lines = [
         f"Command: `{env['command']}` ({document['mode']} mode, {env['date']})  ",
         f"Machine: {machine['cpu']}, {machine['cpus']} CPUs, {machine['memory_gb']} GB, "
         f"{machine['platform']}  ",
         f"Versions: {versions}",
         "",
-        "| system | backend | loop | callers | ops/s | p50 ms | p90 ms | p99 ms | max ms "
-        "| mean batch | peak RSS MB | correct | " + " | ".join(f"x {b}" for b in baselines) + " |",
-        "|" + "---|" * (12 + len(baselines)),
+        "| " + ("workload | " if several else "") + "system | backend | loop | callers "
+        "| ops/s | p50 ms | p90 ms | p99 ms | max ms | mean batch | peak RSS MB | correct | "
+        + "".join(f"x {b} | " for b in baselines)
+        + ("note |" if notes else ""),
+        "|" + "---|" * (12 + len(baselines) + several + notes),
     ]
     for c in document["cases"]:
-        cells = [c["system"], c["backend"], c["loop"], f"{c['concurrency']:,}"]
+        cells = [c["workload"]] if several else []
+        cells += [c["system"], c["backend"], c["loop"], f"{c['concurrency']:,}"]
         cells += [_num(c[k]) for k in ("ops_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms")]
         cells += [_num(c["mean_batch"]), _num(c["peak_rss_mb"]), "yes" if c["correct"] else "NO"]
         cells += [_num(c.get("ratios", {}).get(b)) for b in baselines]
+        cells += [c.get("note", "")] if notes else []
         lines.append("| " + " | ".join(cells) + " |")
     if document.get("targets"):
         lines += ["", "| target | goal | measured | verdict |", "|---|---|---|---|"]

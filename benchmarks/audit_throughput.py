@@ -19,7 +19,8 @@ asyncio-only), on the same disk, so the ratios hold on a noisy machine:
 
 Then ``--gb`` of Marcus-format lines are written straight into ten day files
 (fast: no runtime involved), and each query case runs in a fresh child process
-so its peak RSS (``ru_maxrss``) is its own: a filtered ``rt.audit.query``
+so its peak RSS (``VmHWM``: reset by exec, unlike ``ru_maxrss``, which a child
+inherits from the process it forked from) is its own: a filtered ``rt.audit.query``
 matching ~10% of the events, ``get_usage_stats`` over everything, an idle
 runtime (the interpreter's own footprint), and Marcus's ``get_usage_stats``
 way (aiofiles, line by line, ``json.loads``) over the first day file only (it
@@ -32,17 +33,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
-import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -51,76 +49,70 @@ import msgspec
 
 from marcus_persist import open_runtime
 
+from ._harness import (
+    RESULTS_DIR,
+    CaseResult,
+    Target,
+    case_result,
+    drive_calls,
+    environment,
+    print_table,
+    print_targets,
+    save_results,
+)
+
+NAME = "audit_throughput"
+
 DAYS = 10
 TOOLS = [f"tool_{n}" for n in range(10)]
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-    return {
-        "p50_ms": at(0.50),
-        "p90_ms": at(0.90),
-        "p99_ms": at(0.99),
-        "max_ms": ordered[-1] * 1000,
-    }
 
 
 def details(n: int) -> dict[str, Any]:
     return {"arguments": {"agent_id": f"agent-{n % 100}", "n": n}, "result": {"ok": True}}
 
 
-async def run_loggers(loggers: int, events: int, log_one: Any) -> tuple[float, list[float]]:
-    latencies: list[float] = []
-
-    async def logger(k: int) -> None:
-        for n in range(events):
-            started = time.perf_counter()
-            await log_one(k, n)
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for k in range(loggers):
-            tg.start_soon(logger, k)
-    return time.perf_counter() - started, latencies
+def _lines(directory: Path) -> int:
+    return sum(f.read_bytes().count(b"\n") for f in directory.rglob("*.jsonl"))
 
 
-async def bench_runtime(root: Path, loggers: int, events: int) -> dict[str, Any]:
+async def bench_ours(root: Path, loop: str, loggers: int, seconds: float) -> CaseResult:
+    """Our audit trail, file backend, durability ``batch``: every ack is fsynced."""
     async with open_runtime(root, durability="batch") as rt:
 
         async def log_one(k: int, n: int) -> None:
             await rt.audit.log_event("tool_call", f"agent-{k}", "agent", "ping", details(n))
 
-        seconds, latencies = await run_loggers(loggers, events, log_one)
-        batch = rt.audit.statistics().actor.mean_batch_size
-    return {"case": "marcus_persist (durable)", "seconds": seconds, "mean_batch": batch,
-            **percentiles(latencies)}  # fmt: skip
+        run = await drive_calls(loggers, seconds, log_one)
+        stats = rt.audit.statistics()
+    on_disk = _lines(root / "audit_logs")
+    correct = run.errors == 0 and on_disk == len(run.latencies) and stats.actor.failed_commits == 0
+    return case_result(
+        workload="audit-append", system="marcus_persist", backend="file", loop=loop,
+        concurrency=loggers, latencies=run.latencies, seconds=run.seconds, correct=correct,
+        mean_batch=stats.actor.mean_batch_size,
+        env=environment(),
+    )  # fmt: skip
 
 
-async def bench_marcus(root: Path, loggers: int, events: int, fsync: bool) -> dict[str, Any]:
-    import aiofiles
+async def bench_marcus(root: Path, loggers: int, seconds: float) -> CaseResult:
+    """Marcus's AuditLogger.log_event: open-append-close per event, no fsync."""
+    from .baselines import MarcusAuditLogger
 
-    context = {"host": "bench", "transport": "stdio", "version": "unknown"}
+    logger = MarcusAuditLogger(root)
 
     async def log_one(k: int, n: int) -> None:
-        # Marcus's AuditLogger.log_event: build the dict, open-append-close per event
-        now = datetime.now(UTC)
-        event = {"timestamp": now.isoformat(), "event_type": "tool_call",
-                 "client_id": f"agent-{k}", "client_type": "agent", "tool_name": "ping",
-                 "success": True, "details": details(n), "context": context}  # fmt: skip
-        async with aiofiles.open(root / f"audit_{now:%Y%m%d}.jsonl", mode="a") as f:
-            await f.write(json.dumps(event) + "\n")
-            if fsync:
-                await f.flush()
-                await asyncio.to_thread(os.fsync, f.fileno())
+        await logger.log_event("tool_call", f"agent-{k}", "agent", "ping", details(n))
 
-    seconds, latencies = await run_loggers(loggers, events, log_one)
-    name = "marcus aiofiles + fsync" if fsync else "marcus aiofiles (not durable)"
-    return {"case": name, "seconds": seconds, **percentiles(latencies)}
+    # a cap: at 1,000 loggers each open-append-close goes through aiofiles' thread pool
+    run = await drive_calls(loggers, seconds, log_one, cap=max(3 * seconds, 2.0))
+    on_disk = _lines(root)
+    acked = len(run.latencies)
+    correct = run.errors == 0 and acked <= on_disk <= acked + loggers
+    return case_result(
+        workload="audit-append", system="baseline:marcus_audit", backend="jsonl",
+        loop="asyncio", concurrency=loggers, latencies=run.latencies, seconds=run.seconds,
+        correct=correct, note="open-append-close, no fsync", env=environment(),
+    )  # fmt: skip
 
 
 def generate(logs: Path, total_bytes: int) -> tuple[int, int]:
@@ -165,8 +157,13 @@ async def child_case(root: Path, case: str) -> dict[str, Any]:
             elif case == "stats":
                 events = (await rt.audit.get_usage_stats())["total_events"]
     seconds = time.perf_counter() - started
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "events": events, "peak_rss_mb": rss_mb}
+    return {"seconds": seconds, "events": events, "peak_rss_mb": _own_peak_rss_mb()}
+
+
+def _own_peak_rss_mb() -> float:
+    """``VmHWM`` of this process: its own peak, reset by exec."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
 
 
 async def marcus_usage_stats(path: Path) -> int:
@@ -205,74 +202,129 @@ def run_child(root: Path, case: str) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--loggers", type=int, default=100)
-    parser.add_argument("--events", type=int, default=200, help="events per logger")
-    parser.add_argument("--gb", type=float, default=1.0, help="size of the generated logs")
+def main(argv: list[str] | None = None) -> int:
+    """Command line: run, print the tables and targets, write JSON and the plot."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.audit_throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="short cases, 20 MB of logs")
+    parser.add_argument("--loggers", default="1,100,1000", help="comma-separated")
+    parser.add_argument("--seconds", type=float, default=None, help="time per append case")
+    parser.add_argument("--gb", type=float, default=None, help="size of the generated logs")
     parser.add_argument("--dir", type=Path, default=None, help="scratch directory")
-    parser.add_argument("--json", type=Path, default=None, help="write the records here")
+    parser.add_argument("--out", type=Path, help="results directory")
+    parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(anyio.run(child_case, args.dir, args.child, backend="asyncio")))
-        return
-
+        return 0
+    seconds = args.seconds or (0.3 if args.quick else 3.0)
+    gigabytes = args.gb or (0.02 if args.quick else 1.0)
     scratch = Path(tempfile.mkdtemp(prefix="audit-bench-", dir=args.dir))
-    meta = {"loop": "asyncio", "backend": "file", "python": platform.python_version(),
-            **{p: version(p) for p in ("anyio", "msgspec", "aiofiles")}}  # fmt: skip
-    records: list[dict[str, Any]] = []
-    try:
-        total = args.loggers * args.events
-        for name in ("ours", "marcus", "fsync"):
-            where = scratch / name
-            if name == "ours":
-                record = asyncio.run(bench_runtime(where, args.loggers, args.events))
-            else:
-                where.mkdir(parents=True)
-                fsync = name == "fsync"
-                record = asyncio.run(bench_marcus(where, args.loggers, args.events, fsync))
-            shutil.rmtree(where)
-            rate = total / record["seconds"]
-            record.update(meta, loggers=args.loggers, events=total, events_per_s=rate)
-            record["kind"] = f"append/{name}"
-            records.append(record)
+    results: list[CaseResult] = []
 
+    def report(r: CaseResult) -> None:
+        results.append(r)
+        print(f"  {r.workload} {r.label} x{r.concurrency}: {r.ops_per_s:,.0f}/s, "
+              f"p99 {r.p99_ms:.1f} ms, ok={r.correct} {r.note}", flush=True)  # fmt: skip
+
+    try:
+        for loggers in (int(n) for n in args.loggers.split(",")):
+            where = scratch / f"marcus-{loggers}"
+            report(asyncio.run(bench_marcus(where, loggers, seconds)))
+            shutil.rmtree(where)
+            for loop in ("asyncio", "trio"):
+                where = scratch / f"ours-{loop}-{loggers}"
+                coro = functools.partial(bench_ours, where, loop, loggers, seconds)
+                report(anyio.run(coro, backend=loop))
+                shutil.rmtree(where)
         data = scratch / "data"
-        started = time.perf_counter()
-        size, lines = generate(data / "audit_logs", int(args.gb * 1024**3))
-        print(f"generated {size / 1024**2:.0f} MB, {lines} lines in "
-              f"{time.perf_counter() - started:.1f}s", file=sys.stderr)  # fmt: skip
-        first_day = sorted((data / "audit_logs").glob("audit_*.jsonl"))[0].stat().st_size
-        for case, label, scanned in (
-            ("idle", "runtime idle (no query)", 0),
-            ("query", "rt.audit.query(tool_name=...)", size),
-            ("stats", "rt.audit.get_usage_stats()", size),
-            ("marcus_stats", "marcus get_usage_stats loop (1 day)", first_day),
+        size, lines = generate(data / "audit_logs", int(gigabytes * 1024**3))
+        first_day = sorted((data / "audit_logs").glob("audit_*.jsonl"))[0]
+        first_lines = first_day.read_bytes().count(b"\n")
+        idle = run_child(data, "idle")
+        for case, system, scanned, expected in (
+            ("query", "marcus_persist", size, lines // len(TOOLS)),
+            ("stats", "marcus_persist", size, lines),
+            ("marcus_stats", "baseline:marcus_audit", first_day.stat().st_size, first_lines),
         ):
-            result = run_child(data, case)
+            got = run_child(data, case)
             mb = scanned / 1024**2
-            records.append({"case": label, "kind": f"query/{case}", "scanned_mb": mb,
-                            "mb_per_s": mb / result["seconds"] if scanned else 0.0,
-                            **result, **meta})  # fmt: skip
+            r = case_result(
+                workload=f"audit-{'query' if case == 'query' else 'stats'}", system=system,
+                backend="file" if system == "marcus_persist" else "jsonl", loop="asyncio",
+                concurrency=1, latencies=[got["seconds"]], seconds=got["seconds"],
+                correct=got["events"] == expected,
+                note=f"{mb / got['seconds']:,.1f} MB/s over {mb:,.0f} MB, {got['events']:,} events;"
+                f" peak RSS {got['peak_rss_mb']:.0f} MB (idle runtime {idle['peak_rss_mb']:.0f})",
+                env={**environment(), "mb_per_s": mb / got["seconds"], **got},
+            )  # fmt: skip
+            r.peak_rss_mb = round(got["peak_rss_mb"], 1)
+            report(r)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    _ratios(results)
+    print()
+    print_table(results, ("marcus_audit",))
+    targets = audit_targets(results)
+    print_targets(targets)
+    mode = "quick" if args.quick else "full"
+    out = args.out or (RESULTS_DIR if mode == "full" else RESULTS_DIR / "quick")
+    appends = [r for r in results if r.workload == "audit-append"]
+    save_results(NAME, results, targets=targets, mode=mode, out_dir=out, plot=False)
+    if not args.no_plot:
+        from ._plot import plot_scaling
 
-    print(f"\n{'append case':34} {'events/s':>10} {'p50 ms':>8} {'p90 ms':>8} "
-          f"{'p99 ms':>8} {'max ms':>8}")  # fmt: skip
-    for r in records:
-        if r["kind"].startswith("append/"):
-            print(f"{r['case']:34} {r['events_per_s']:10.0f} {r['p50_ms']:8.2f} "
-                  f"{r['p90_ms']:8.2f} {r['p99_ms']:8.2f} {r['max_ms']:8.1f}")  # fmt: skip
-    print(f"\n{'query case':38} {'MB':>8} {'seconds':>8} {'MB/s':>8} {'events':>10} {'RSS MB':>8}")
-    for r in records:
-        if r["kind"].startswith("query/"):
-            print(f"{r['case']:38} {r['scanned_mb']:8.0f} {r['seconds']:8.2f} "
-                  f"{r['mb_per_s']:8.1f} {r['events']:10d} {r['peak_rss_mb']:8.1f}")  # fmt: skip
-    print(f"\n{meta}")
-    if args.json:
-        args.json.write_text(json.dumps(records, indent=2))
+        png = plot_scaling("audit append", appends, out / f"{NAME}.png")
+        if png is not None:
+            print(f"wrote {png}")
+    wrong = [f"{r.workload} {r.label} x{r.concurrency}" for r in results if not r.correct]
+    if wrong or not results:
+        print(f"WRONG ANSWERS: {wrong}" if wrong else "no case ran", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _ratios(results: list[CaseResult]) -> None:
+    base = {
+        r.concurrency: r.ops_per_s
+        for r in results
+        if r.system == "baseline:marcus_audit" and r.workload == "audit-append"
+    }
+    for r in results:
+        if (
+            r.system == "marcus_persist"
+            and r.workload == "audit-append"
+            and base.get(r.concurrency)
+        ):
+            r.ratios = {"marcus_audit": round(r.ops_per_s / base[r.concurrency], 1)}
+
+
+def audit_targets(results: list[CaseResult]) -> list[Target]:
+    """>= 50,000 durable events/s at 100 loggers; query >= 100 MB/s with peak RSS <= 100 MB."""
+    targets: list[Target] = []
+    for r in results:
+        if r.system != "marcus_persist":
+            continue
+        if r.workload == "audit-append" and r.concurrency == 100:
+            targets.append(Target(
+                name=f"audit, 100 loggers, file, {r.loop}", goal=">= 50,000 durable events/s",
+                measured=f"{r.ops_per_s:,.0f} events/s (p99 {r.p99_ms:.1f} ms)",
+                met=r.ops_per_s >= 50_000,
+            ))  # fmt: skip
+        elif r.workload in ("audit-query", "audit-stats"):
+            rate = float(r.env["mb_per_s"])
+            targets.append(Target(
+                name=f"{r.workload} over {r.env['events']:,} events",
+                goal=">= 100 MB/s, peak RSS <= 100 MB",
+                measured=f"{rate:,.1f} MB/s, peak RSS {r.peak_rss_mb:.0f} MB",
+                met=rate >= 100 and r.peak_rss_mb <= 100,
+            ))  # fmt: skip
+    return targets
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

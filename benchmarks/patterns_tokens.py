@@ -3,7 +3,7 @@
 Run::
 
     .venv/bin/python -m benchmarks.patterns_tokens            # 1,000 vs 1,000,000 patterns
-    .venv/bin/python -m benchmarks.patterns_tokens --quick    # 1,000 vs 100,000 (a smoke run)
+    .venv/bin/python -m benchmarks.patterns_tokens --quick    # 1,000 vs 10,000 (a smoke run)
 
 Measured, in one process so the ratio holds on a noisy machine:
 
@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import random
-import statistics
+import sys
 import tempfile
 import time
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -45,46 +43,22 @@ from marcus_persist.backends._file_pt import FilePatternStorage
 from marcus_persist.backends._files import FileContext
 from marcus_persist.stores._pattern_records import key_of, made
 
+from ._harness import (
+    RESULTS_DIR,
+    CaseResult,
+    Drive,
+    case_result,
+    drive_calls,
+    environment,
+    print_table,
+    save_results,
+)
+
 __all__ = ("main",)
 
 
-class Case(msgspec.Struct):
-    case: str
-    total_patterns: int
-    ops: int
-    ops_per_second: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    setup_seconds: float
-    open_seconds: float
-    loop: str
-    backend: str
-    versions: dict[str, str]
-
-
-def versions() -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "marcus_persist": version("marcus-persist"),
-        "anyio": version("anyio"),
-        "msgspec": version("msgspec"),
-    }
-
-
-def percentiles(latencies: list[float]) -> dict[str, float]:
-    ordered = sorted(latencies)
-
-    def at(q: float) -> float:
-        return round(ordered[min(int(len(ordered) * q), len(ordered) - 1)] * 1000, 3)
-
-    return {
-        "p50_ms": round(statistics.median(ordered) * 1000, 3),
-        "p90_ms": at(0.90),
-        "p99_ms": at(0.99),
-        "max_ms": round(ordered[-1] * 1000, 3),
-    }
+NAME = "patterns_tokens"
+KINDS = ("dependency", "workflow", "structure", "strategy")
 
 
 def fill(data_dir: Path, total: int) -> None:
@@ -101,133 +75,145 @@ def fill(data_dir: Path, total: int) -> None:
     storage.commit(KeyedWrite({}, changes))
 
 
-async def observe_cases(totals: tuple[int, ...], ops: int, loop: str) -> list[Case]:
-    """Open one runtime per total at once and alternate single observes between
-    them, so every total is measured under the same machine load."""
-    with contextlib.ExitStack() as dirs:
-        paths = [Path(dirs.enter_context(tempfile.TemporaryDirectory(dir="."))) for _ in totals]
-        setup: list[float] = []
-        for path, total in zip(paths, totals, strict=True):
-            started = time.perf_counter()
-            await anyio.to_thread.run_sync(fill, path, total)
-            setup.append(time.perf_counter() - started)
-        async with contextlib.AsyncExitStack() as stack:
-            runtimes, opened = [], []
-            for path, total in zip(paths, totals, strict=True):
-                started = time.perf_counter()
-                rt = await stack.enter_async_context(open_runtime(path, durability="batch"))
-                opened.append(time.perf_counter() - started)
-                assert len(rt.patterns) == total
-                runtimes.append(rt)
-            rng = random.Random(7)
-            latencies: list[list[float]] = [[] for _ in totals]
-            spent = [0.0 for _ in totals]
-            for i in range(ops):
-                kind = ("dependency", "workflow", "structure", "strategy")[i % 4]
-                order = list(range(len(totals)))
-                rng.shuffle(order)  # neither total always goes first
-                for which in order:
-                    total = totals[which]
-                    existing = i % 2 == 0
-                    name = f"pattern-{rng.randrange(total):07d}" if existing else f"fresh-{i:07d}"
-                    t = time.perf_counter()
-                    await runtimes[which].patterns.observe(kind, name, rng.random(), data={"i": i})
-                    took = time.perf_counter() - t
-                    latencies[which].append(took)
-                    spent[which] += took
-    return [
-        Case(
-            case="observe, one per commit",
-            total_patterns=total,
-            ops=ops,
-            ops_per_second=round(ops / spent[which], 1),
-            setup_seconds=round(setup[which], 2),
-            open_seconds=round(opened[which], 2),
-            loop=loop,
-            backend="file",
-            versions=versions(),
-            **percentiles(latencies[which]),
-        )
-        for which, total in enumerate(totals)
-    ]
-
-
-async def tokens_case(callers: int, seconds: float, loop: str) -> Case:
-    with tempfile.TemporaryDirectory(dir=".") as tmp:
-        latencies: list[float] = []
-        async with open_runtime(Path(tmp), durability="batch") as rt:
-            began = time.perf_counter()
-            deadline = began + seconds
-
-            async def caller(number: int) -> None:
-                n = 0
-                while time.perf_counter() < deadline:
-                    n += 1
-                    t = time.perf_counter()
-                    await rt.tokens.record(
-                        ("anthropic", "openai")[number % 2],
-                        1000 + n,
-                        200,
-                        0.0123,
-                        model="model-a",
-                        project_id=f"project-{number % 10}",
-                        request_id=f"caller-{number}-{n}",
-                    )
-                    latencies.append(time.perf_counter() - t)
-
-            async with anyio.create_task_group() as tg:
-                for number in range(callers):
-                    tg.start_soon(caller, number)
-            elapsed = time.perf_counter() - began
-            usage = await rt.tokens.by_provider()
-        assert sum(u["requests"] for u in usage.values()) == len(latencies)
-    return Case(
-        case=f"tokens.record, {callers} concurrent callers",
-        total_patterns=0,
-        ops=len(latencies),
-        ops_per_second=round(len(latencies) / elapsed, 1),
-        setup_seconds=0.0,
-        open_seconds=0.0,
-        loop=loop,
+def _result(
+    workload: str, loop: str, callers: int, run: Drive, correct: bool, **extra: Any
+) -> CaseResult:
+    return case_result(
+        workload=workload,
+        system="marcus_persist",
         backend="file",
-        versions=versions(),
-        **percentiles(latencies),
+        loop=loop,
+        concurrency=callers,
+        latencies=run.latencies,
+        seconds=run.seconds,
+        correct=correct and run.errors == 0,
+        env=environment(),
+        **extra,
     )
 
 
-async def run(args: argparse.Namespace, loop: str) -> list[Case]:
-    big = 100_000 if args.quick else 1_000_000
-    cases = await observe_cases((1_000, big), args.ops, loop)
-    cases.append(await tokens_case(100, args.seconds, loop))
+async def observe_cases(
+    totals: tuple[int, ...], ops: int, seconds: float, loop: str
+) -> list[CaseResult]:
+    """Open one runtime per total at once. 1 caller: single observes alternate between
+    them (each its own commit; every total sees the same machine load). 100 callers:
+    each runtime in turn for *seconds*. Half the calls hit existing patterns."""
+    out: list[CaseResult] = []
+    with contextlib.ExitStack() as dirs:
+        paths = [Path(dirs.enter_context(tempfile.TemporaryDirectory(dir="."))) for _ in totals]
+        for path, total in zip(paths, totals, strict=True):
+            await anyio.to_thread.run_sync(fill, path, total)
+        async with contextlib.AsyncExitStack() as stack:
+            runtimes = []
+            for path in paths:
+                rt = await stack.enter_async_context(open_runtime(path, durability="batch"))
+                runtimes.append(rt)
+            rng = random.Random(7)
+            latencies: list[list[float]] = [[] for _ in totals]
+            fresh = [0 for _ in totals]
+            for i in range(ops):
+                order = list(range(len(totals)))
+                rng.shuffle(order)  # neither total always goes first
+                for which in order:
+                    index = rng.randrange(totals[which])
+                    kind, name = KINDS[index % 4], f"pattern-{index:07d}"  # as fill() made it
+                    if i % 2:
+                        kind, name = KINDS[i % 4], f"fresh-{i:07d}"
+                        fresh[which] += 1
+                    t = time.perf_counter()
+                    await runtimes[which].patterns.observe(kind, name, rng.random(), data={"i": i})
+                    latencies[which].append(time.perf_counter() - t)
+            for which, total in enumerate(totals):
+                run = Drive(latencies[which], sum(latencies[which]), 0)
+                correct = len(runtimes[which].patterns) == total + fresh[which]
+                out.append(_result(f"observe@{total}", loop, 1, run, correct))
+            for which, total in enumerate(totals):
+                rt = runtimes[which]
+                before = len(rt.patterns)
+                made_new = [0]
+
+                async def call(
+                    caller: int, n: int, rt: Any = rt, total: int = total, new: Any = made_new
+                ) -> None:
+                    index = (caller * 7919 + n) % total
+                    kind, name = KINDS[index % 4], f"pattern-{index:07d}"
+                    if n % 2 == 0:
+                        kind, name = KINDS[n % 4], f"many-{caller}-{n}"
+                        new[0] += 1
+                    await rt.patterns.observe(kind, name, 0.5, data={"n": n})
+
+                run = await drive_calls(100, seconds, call)
+                correct = len(rt.patterns) == before + made_new[0]
+                batch = rt.patterns.statistics()
+                out.append(
+                    _result(
+                        f"observe@{total}",
+                        loop,
+                        100,
+                        run,
+                        correct,
+                        mean_batch=getattr(batch, "mean_batch_size", None),
+                    )
+                )
+    return out
+
+
+async def tokens_case(callers: int, seconds: float, loop: str) -> CaseResult:
+    with tempfile.TemporaryDirectory(dir=".") as tmp:
+        async with open_runtime(Path(tmp), durability="batch") as rt:
+
+            async def call(number: int, n: int) -> None:
+                await rt.tokens.record(
+                    ("anthropic", "openai")[number % 2],
+                    1000 + n,
+                    200,
+                    0.0123,
+                    model="model-a",
+                    project_id=f"project-{number % 10}",
+                    request_id=f"caller-{number}-{n}",
+                )
+
+            run = await drive_calls(callers, seconds, call)
+            usage = await rt.tokens.by_provider()
+            batch = rt.tokens.statistics()
+        correct = sum(u["requests"] for u in usage.values()) == len(run.latencies)
+    return _result(
+        "tokens.record", loop, callers, run, correct,
+        mean_batch=getattr(batch, "mean_batch_size", None),
+    )  # fmt: skip
+
+
+async def run(args: argparse.Namespace, loop: str) -> list[CaseResult]:
+    big = 10_000 if args.quick else 1_000_000
+    ops = min(args.ops, 50) if args.quick else args.ops
+    seconds = min(args.seconds, 0.5) if args.quick else args.seconds
+    cases = await observe_cases((1_000, big), ops, seconds, loop)
+    for callers in (1, 100):
+        cases.append(await tokens_case(callers, seconds, loop))
     return cases
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: run on each loop, print the table, write JSON; non-zero if wrong."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100,000 instead of 1,000,000")
-    parser.add_argument("--ops", type=int, default=400, help="observe calls per case")
-    parser.add_argument("--seconds", type=float, default=5.0, help="token benchmark duration")
-    parser.add_argument("--loop", choices=["asyncio", "trio"], default="asyncio")
-    parser.add_argument("--out", default="benchmarks/results/patterns_tokens.json")
+    parser.add_argument("--quick", action="store_true", help="10,000 instead of 1,000,000")
+    parser.add_argument("--ops", type=int, default=400, help="single observe calls per total")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per 100-caller case")
+    parser.add_argument("--loops", default="asyncio,trio")
+    parser.add_argument("--out", type=Path, help="results directory")
     args = parser.parse_args(argv)
-    cases = anyio.run(run, args, args.loop, backend=args.loop)
-    header = f"{'case':<40} {'patterns':>10} {'ops':>7} {'ops/s':>9} "
-    print(header + f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'open s':>7}")
-    for c in cases:
-        print(
-            f"{c.case:<40} {c.total_patterns:>10,} {c.ops:>7,} {c.ops_per_second:>9,.0f} "
-            f"{c.p50_ms:>8.2f} {c.p90_ms:>8.2f} {c.p99_ms:>8.2f} {c.max_ms:>8.2f} "
-            f"{c.open_seconds:>7.2f}"
-        )
-    small, large = cases[0], cases[1]
-    print(
-        f"observe p50 at {large.total_patterns:,} / at {small.total_patterns:,}: "
-        f"{large.p50_ms / small.p50_ms:.2f}x (same process, same run)"
-    )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(msgspec.json.format(msgspec.json.encode(cases)))
-    print(f"wrote {out}")
+    results: list[CaseResult] = []
+    for loop in args.loops.split(","):
+        results += anyio.run(run, args, loop, backend=loop)
+    results.sort(key=lambda r: (r.workload, r.loop, r.concurrency))
+    print_table(results)
+    mode = "quick" if args.quick else "full"
+    out = args.out or (RESULTS_DIR if mode == "full" else RESULTS_DIR / "quick")
+    save_results(NAME, results, mode=mode, out_dir=out, plot=False)
+    wrong = [f"{r.workload} {r.label} x{r.concurrency}" for r in results if not r.correct]
+    if wrong or not results:
+        print(f"WRONG ANSWERS: {wrong}" if wrong else "no case ran", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,266 +1,353 @@
-"""Core state at scale: one-key commit cost vs collection size, and opening a 1 GB state.
+"""State: one-key stores into big collections, retrieve and filtered query, vs Marcus's way.
 
-Run: ``python -m benchmarks.state_scale`` (options: ``--gb 1.0``, ``--commits 200``,
-``--json out.json``, ``--dir /tmp``).
+Run (full, the committed results)::
 
-1. One-key commit: a collection of 100, then 100,000 records (~200 B each) is
-   laid down, a runtime opens it (file backend, durability ``batch``: fsync on),
-   and ``--commits`` sequential ``rt.state.store`` calls each add one key (both
-   sizes open at once, their commits alternating, so noise hits both alike). Per
-   case: latency p50/p90/p99/max, ops/s and file bytes written per commit
-   (counted through the ``FileSystem`` interface). The same is run on the
-   ``sqlite`` backend for comparison. The 100-record baseline runs in the same
-   process, so the ratio holds on a noisy machine.
-2. Open a 1 GB state (``--gb``; 1 KB records in shard files written directly in
-   the store's format), in a fresh child process: time to ``open_runtime`` and
-   serve one ``retrieve``, and the child's peak RSS (``VmHWM``) beside that of
-   a child that only imports the package.
+    python -m benchmarks.state_scale            # collections of 100, 10,000, 100,000 keys
+    python -m benchmarks.state_scale --quick    # 100 and 1,000 keys, short cases
+
+Cases, all in one process so the ratios hold on a noisy machine:
+
+1. **store**: a collection of N records (~200 B each) is laid down (without
+   fsync, set-up only), a runtime opens it, and 1 or 100 writers each
+   ``await rt.state.store(c, new_key, record)`` until the case's time is up.
+   On our file, sqlite and memory backends, on asyncio and trio; durability
+   ``batch`` (the file backend fsyncs every batch before answering). Marcus's
+   ``FilePersistence.store`` (read + parse the whole file, change one key,
+   rewrite it all; no fsync) runs beside it on asyncio; its calls are
+   abandoned (not counted) once the case's cap passes, since at 100,000 keys
+   each call takes about a second. Correct: no call failed and the collection
+   ends with exactly N + acknowledged keys.
+2. **retrieve** one existing key at a time (1 caller), and a **filtered
+   query** (``limit=None``, 1% of the records match) repeated; correct when
+   every retrieve returns its record and every query the exact match count.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import json
-import os
-import platform
+import random
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
-import zlib
-from importlib.metadata import version
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
-import msgspec
 
 from marcus_persist import open_runtime
-from marcus_persist._core._fs import OS_FS, FileSystem
+from marcus_persist._core._fs import OS_FS
 from marcus_persist.backends._files import FileContext
-from marcus_persist.backends._shards import MANIFEST, SHARDS_DIR, ShardStore
+from marcus_persist.backends._shards import ShardStore
 
-RECORD = {"agent_id": "agent-001", "outcome": "done", "notes": "n" * 120}
+from ._harness import (
+    RESULTS_DIR,
+    CaseResult,
+    Target,
+    case_result,
+    drive_calls,
+    environment,
+    print_table,
+    print_targets,
+    save_results,
+)
 
+__all__ = ("main",)
 
-class CountingFS(FileSystem):
-    def __init__(self) -> None:
-        self.written = 0
-
-    def write(self, fd: int, data: bytes | memoryview) -> int:
-        n = super().write(fd, data)
-        self.written += n
-        return n
-
-
-def prefill_shards(data: Path, count: int) -> None:
-    root = data / "marcus_state"
-    root.mkdir(parents=True)
-    store = ShardStore(root, FileContext(data, OS_FS, False, "error"))
-    store.open()
-    store.commit({"c": {f"key-{i}": {**RECORD, "i": i} for i in range(count)}})
-
-
-async def prefill_sqlite(data: Path, count: int) -> None:
-    async with open_runtime(data, backend="sqlite", durability="none") as rt:
-        await rt.state.store_many("c", {f"key-{i}": {**RECORD, "i": i} for i in range(count)})
+NAME = "state_scale"
+RECORD: dict[str, Any] = {"agent_id": "agent-001", "outcome": "done", "notes": "n" * 120}
+FULL = {"sizes": (100, 10_000, 100_000), "seconds": 2.0, "lookups": 2.0}
+QUICK = {"sizes": (100, 1_000), "seconds": 0.3, "lookups": 0.3}
+WRITERS = (1, 100)
+#: Marcus's way at 100 writers queues 100 whole-file rewrites: above this size it is skipped
+BASELINE_MAX_SIZE_AT_100 = 10_000
 
 
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": ordered[-1]}
+def _record(i: int) -> dict[str, Any]:
+    return {**RECORD, "i": i}
 
 
-async def one_key_cases(base: Path, backend: str, commits: int) -> list[dict[str, Any]]:
-    """Both sizes open at once; their commits alternate, so noise hits both alike."""
-    sizes = (100, 100_000)
-    for size in sizes:
-        data = base / f"{backend}-{size}"
-        if backend == "file":
-            prefill_shards(data, size)
-        else:
-            await prefill_sqlite(data, size)
-    os.sync()  # the prefill was not fsynced: do not let its writeback land in the timings
-    fss = {size: CountingFS() for size in sizes}
-    latencies: dict[int, list[float]] = {size: [] for size in sizes}
-    async with contextlib.AsyncExitStack() as stack:
-        rts = {
-            size: await stack.enter_async_context(
-                open_runtime(base / f"{backend}-{size}", backend=backend, fs=fss[size])
-            )
-            for size in sizes
-        }
-        for size in sizes:
-            await rts[size].state.store("c", "warm-up", RECORD)
-            fss[size].written = 0
-        for n in range(commits):
-            for size in sizes:
-                started = time.perf_counter()
-                await rts[size].state.store("c", f"new-{n}", RECORD)
-                latencies[size].append(time.perf_counter() - started)
-        for size in sizes:
-            assert await rts[size].state.count("c") == size + commits + 1
-    rows = []
-    for size in sizes:
-        row: dict[str, Any] = {"case": "one-key commit", "backend": backend, "records": size}
-        row.update({k: v * 1000 for k, v in percentiles(latencies[size]).items()})
-        row["ops_s"] = commits / sum(latencies[size])
-        written = fss[size].written / commits
-        row["bytes_per_commit"] = written if backend == "file" else None
-        rows.append(row)
-    return rows
+def _matches(record: dict[str, Any]) -> bool:
+    return bool(record.get("i", -1) % 100 == 7)
 
 
-def build_gb_state(data: Path, gigabytes: float) -> tuple[int, str]:
-    """Write ~*gigabytes* of 1 KB records straight into shard files (no fsync)."""
-    record_size = 1024
-    count = int(gigabytes * (1 << 30) / record_size)
-    depth = max(0, (count * record_size // (16 << 10)).bit_length())  # ~16 KB shards
-    mask = (1 << depth) - 1
-    buckets: list[list[int]] = [[] for _ in range(1 << depth)]
-    for i in range(count):
-        buckets[zlib.crc32(f"key-{i}".encode()) & mask].append(i)
-    shard_dir = data / "marcus_state" / SHARDS_DIR / "c"
-    shard_dir.mkdir(parents=True)
-    encoder = msgspec.json.Encoder()
-    filler = "f" * (record_size - 60)
-    shards: dict[str, list[int]] = {}
-    for index, keys in enumerate(buckets):
-        name = f"{depth}-{index:x}"
-        records = {f"key-{i}": {"i": i, "filler": filler} for i in keys}
-        (shard_dir / f"{name}.1.json").write_bytes(encoder.encode(records))
-        shards[name] = [1, len(keys)]
-    manifest = {"format": 1, "seq": 1, "meta": {}, "collections": {"c": shards}}
-    (data / "marcus_state" / MANIFEST).write_bytes(encoder.encode(manifest))
-    return count, f"key-{count // 2}"
+def _expected_matches(size: int) -> int:
+    return sum(1 for i in range(size) if i % 100 == 7)
 
 
-def child(data: str, key: str) -> None:
-    """In a fresh process: open, retrieve one key, report time and peak RSS."""
+def prefill(data: Path, backend: str, size: int) -> None:
+    """Lay down *size* records in collection ``c`` of *data* (no fsync: set-up only)."""
+    records = {f"key-{i}": _record(i) for i in range(size)}
+    if backend == "file":
+        root = data / "marcus_state"
+        root.mkdir(parents=True)
+        store = ShardStore(root, FileContext(data, OS_FS, False, "error"))
+        store.open()
+        store.commit({"c": records})
+    elif backend == "sqlite":
 
-    fs = CountingFS()
-    timings: dict[str, float] = {}
+        async def fill() -> None:
+            async with open_runtime(data, backend="sqlite", durability="none") as rt:
+                await rt.state.store_many("c", records)
 
-    async def main() -> None:
-        started = time.perf_counter()
-        async with open_runtime(data, fs=fs) as rt:
-            got = await rt.state.retrieve("c", key)
-            timings["open_and_retrieve_s"] = time.perf_counter() - started
-            timings.update({f"open_{k}": v for k, v in memory_mb().items()})
-            assert got is not None
-            for name in ("first_commit", "second_commit"):
-                fs.written = 0
-                started = time.perf_counter()
-                await rt.state.store("c", f"new-{name}", RECORD)
-                timings[f"{name}_s"] = time.perf_counter() - started
-                timings[f"{name}_bytes"] = fs.written
-
-    if key:
-        anyio.run(main)
-    print(json.dumps({**timings, **memory_mb()}))
+        anyio.run(fill)
+    elif backend == "marcus":
+        data.mkdir(parents=True)
+        stamped = {k: {**v, "_stored_at": "2026-01-01T00:00:00"} for k, v in records.items()}
+        (data / "c.json").write_text(json.dumps(stamped, indent=2))
 
 
-def memory_mb() -> dict[str, float]:
-    """Peak and current RSS of this process (``VmHWM``/``VmRSS``: reset by exec,
-    unlike ``ru_maxrss``, which a child inherits from the process it forked from)."""
-    found = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmHWM", "VmRSS"):
-            found[name] = int(value.split()[0]) / 1024
-    return {"peak_rss_mb": found["VmHWM"], "rss_mb": found["VmRSS"]}
+async def _ours_store(
+    backend: str, loop: str, data: Path, size: int, writers: int, seconds: float
+) -> CaseResult:
+    async with open_runtime(data, backend=backend, durability="batch") as rt:
+        if backend == "memory":
+            await rt.state.store_many("c", {f"key-{i}": _record(i) for i in range(size)})
+        before = await rt.state.count("c")
+        tag = f"{loop}-{writers}"
+
+        async def call(caller: int, n: int) -> None:
+            await rt.state.store("c", f"new-{tag}-{caller}-{n}", RECORD)
+
+        run = await drive_calls(writers, seconds, call)
+        after = await rt.state.count("c")
+        stats = rt.state.statistics()
+    correct = run.errors == 0 and after == before + len(run.latencies) and stats.failed_commits == 0
+    return case_result(
+        workload=f"store@{size}",
+        system="marcus_persist",
+        backend=backend,
+        loop=loop,
+        concurrency=writers,
+        latencies=run.latencies,
+        seconds=run.seconds,
+        correct=correct,
+        mean_batch=stats.mean_batch_size,
+        note=f"{size:,} keys",
+        env=environment(),
+    )
 
 
-def run_child(data: Path, key: str) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.state_scale", "--child", str(data), key],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
-    return result
+async def _marcus_store(data: Path, size: int, writers: int, seconds: float) -> CaseResult:
+    from .baselines import MarcusFilePersistence
+
+    marcus = MarcusFilePersistence(data)
+    before = len(json.loads((data / "c.json").read_bytes()))
+
+    async def call(caller: int, n: int) -> None:
+        await marcus.store("c", f"new-{writers}-{caller}-{n}", RECORD)
+
+    # abandon what is still queued 3 case-lengths in: a whole-file rewrite per call
+    run = await drive_calls(writers, seconds, call, cap=max(3 * seconds, 1.0))
+    after = len(json.loads((data / "c.json").read_bytes()))
+    acked = len(run.latencies)
+    # an abandoned call may have replaced the file before it was cancelled
+    correct = run.errors == 0 and before + acked <= after <= before + acked + writers
+    return case_result(
+        workload=f"store@{size}",
+        system="baseline:marcus_file",
+        backend="json-file",
+        loop="asyncio",
+        concurrency=writers,
+        latencies=run.latencies,
+        seconds=run.seconds,
+        correct=correct,
+        note=f"{size:,} keys, no fsync" + (", capped" if run.capped else ""),
+        env=environment(),
+    )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gb", type=float, default=1.0)
-    parser.add_argument("--commits", type=int, default=200)
-    parser.add_argument("--dir", default=None, help="where to build the data (a temp dir)")
-    parser.add_argument("--json", default=None, help="also write the records here")
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(*args.child)
-        return
-    base = Path(tempfile.mkdtemp(prefix="state-scale-", dir=args.dir))
-    env = {"python": platform.python_version(), "loop": "asyncio", "anyio": version("anyio")}
-    rows: list[dict[str, Any]] = []
+async def _lookups(backend: str, data: Path, size: int, seconds: float) -> list[CaseResult]:
+    """Retrieve one key at a time, then the filtered query, on a prefilled collection."""
+    rng = random.Random(7)
+    out: list[CaseResult] = []
+    if backend == "marcus":
+        from .baselines import MarcusFilePersistence
+
+        marcus = MarcusFilePersistence(data)
+        retrieve = functools.partial(marcus.retrieve, "c")
+        query = None
+    else:
+        rt_cm = open_runtime(data, backend=backend)
+        rt = await rt_cm.__aenter__()
+        if backend == "memory":
+            await rt.state.store_many("c", {f"key-{i}": _record(i) for i in range(size)})
+        retrieve = functools.partial(rt.state.retrieve, "c")
+        query = functools.partial(rt.state.query, "c", _matches, limit=None)
     try:
-        for backend in ("file", "sqlite"):
-            rows.extend(anyio.run(one_key_cases, base, backend, args.commits))
-        print(
-            f"{'case':<16}{'backend':<8}{'records':>9}{'p50 ms':>9}{'p90 ms':>9}"
-            f"{'p99 ms':>9}{'max ms':>9}{'ops/s':>9}{'bytes/commit':>14}"
-        )
-        for r in rows:
-            written = f"{r['bytes_per_commit']:.0f}" if r["bytes_per_commit"] is not None else "-"
-            print(
-                f"{r['case']:<16}{r['backend']:<8}{r['records']:>9}{r['p50']:>9.2f}"
-                f"{r['p90']:>9.2f}{r['p99']:>9.2f}{r['max']:>9.2f}{r['ops_s']:>9.0f}"
-                f"{written:>14}"
+        wrong = 0
+
+        async def get(caller: int, n: int) -> None:
+            nonlocal wrong
+            i = rng.randrange(size)
+            got = await retrieve(f"key-{i}")
+            wrong += got is None or got.get("i") != i
+
+        run = await drive_calls(1, seconds, get)
+        system = "baseline:marcus_file" if backend == "marcus" else "marcus_persist"
+        name = "json-file" if backend == "marcus" else backend
+        common = {"system": system, "backend": name, "loop": "asyncio", "concurrency": 1}
+        out.append(
+            case_result(
+                workload=f"retrieve@{size}",
+                latencies=run.latencies,
+                seconds=run.seconds,
+                correct=run.errors == 0 and wrong == 0,
+                note=f"{size:,} keys",
+                env=environment(),
+                **common,  # type: ignore[arg-type]
             )
-        for backend in ("file", "sqlite"):
-            small, large = (r for r in rows if r["backend"] == backend)
-            print(
-                f"{backend}: p50 one-key commit at 100,000 / at 100 records = "
-                f"{large['p50'] / small['p50']:.2f}x"
+        )
+        if query is not None:
+            expected = _expected_matches(size)
+
+            async def scan(caller: int, n: int) -> None:
+                nonlocal wrong
+                wrong += len(await query()) != expected
+
+            run = await drive_calls(1, seconds, scan)
+            out.append(
+                case_result(
+                    workload=f"query@{size}",
+                    latencies=run.latencies,
+                    seconds=run.seconds,
+                    correct=run.errors == 0 and wrong == 0,
+                    note=f"{size:,} keys scanned per query, {expected:,} match",
+                    env=environment(),
+                    **common,  # type: ignore[arg-type]
+                )
             )
-        gb_dir = base / "gb"
-        started = time.perf_counter()
-        count, key = build_gb_state(gb_dir, args.gb)
-        os.sync()
-        size = sum(f.stat().st_size for f in (gb_dir / "marcus_state").rglob("*") if f.is_file())
-        print(
-            f"built {size / (1 << 30):.2f} GiB, {count} records in "
-            f"{time.perf_counter() - started:.0f} s"
-        )
-        bare = run_child(gb_dir, "")
-        opened = run_child(gb_dir, key)
-        print(
-            f"open {size / (1 << 30):.2f} GiB state + one retrieve: "
-            f"{opened['open_and_retrieve_s']:.3f} s, peak RSS then "
-            f"{opened['open_peak_rss_mb']:.0f} MB (a process that only imports the package: "
-            f"{bare['peak_rss_mb']:.0f} MB)"
-        )
-        print(
-            f"then one-key commits: first (sweeps crash leftovers) "
-            f"{opened['first_commit_s'] * 1000:.0f} ms, second "
-            f"{opened['second_commit_s'] * 1000:.0f} ms, "
-            f"{opened['second_commit_bytes']:.0f} bytes written; peak RSS at the end "
-            f"{opened['peak_rss_mb']:.0f} MB"
-        )
-        rows.append(
-            {
-                "case": "open 1GB",
-                "bytes": size,
-                "records": count,
-                **opened,
-                "baseline_rss_mb": bare["peak_rss_mb"],
-            }
-        )
-        if args.json:
-            Path(args.json).write_text(json.dumps({"env": env, "rows": rows}, indent=2))
     finally:
-        shutil.rmtree(base, ignore_errors=True)
-    print("env:", env, "| cpu:", os.cpu_count())
+        if backend != "marcus":
+            await rt_cm.__aexit__(None, None, None)
+    return out
+
+
+def _ratios(results: Sequence[CaseResult]) -> None:
+    base = {
+        (r.workload, r.concurrency): r.ops_per_s
+        for r in results
+        if r.system == "baseline:marcus_file"
+    }
+    for r in results:
+        ops = base.get((r.workload, r.concurrency))
+        if r.system == "marcus_persist" and ops:
+            r.ratios = {"marcus_file": round(r.ops_per_s / ops, 1)}
+
+
+def state_targets(results: Sequence[CaseResult], big: int) -> list[Target]:
+    """The issue's state targets, at the largest size of this run."""
+    targets: list[Target] = []
+    find = {(r.system, r.workload, r.backend, r.loop, r.concurrency): r for r in results}
+    for loop in ("asyncio", "trio"):
+        large = find.get(("marcus_persist", f"store@{big}", "file", loop, 1))
+        small = find.get(("marcus_persist", "store@100", "file", loop, 1))
+        if large is None or small is None:
+            continue
+        targets.append(
+            Target(
+                name=f"state, 1 writer, {big:,}-key collection, file, {loop}",
+                goal=">= 1,000 durable stores/s",
+                measured=f"{large.ops_per_s:,.0f} stores/s (p99 {large.p99_ms:.1f} ms)",
+                met=large.ops_per_s >= 1000,
+            )
+        )
+        slower = small.ops_per_s / large.ops_per_s if large.ops_per_s else float("inf")
+        targets.append(
+            Target(
+                name=f"state, 1 writer, {big:,} vs 100 keys, file, {loop}",
+                goal="within 3x",
+                measured=f"{slower:.2f}x ({small.ops_per_s:,.0f} vs {large.ops_per_s:,.0f}/s)",
+                met=slower <= 3,
+            )
+        )
+    return targets
+
+
+def run(sizes: Sequence[int], seconds: float, lookups: float, work: Path) -> list[CaseResult]:
+    """Every case, by size: baselines and ours close together in time."""
+    results: list[CaseResult] = []
+
+    def report(r: CaseResult) -> None:
+        results.append(r)
+        print(
+            f"  {r.workload} {r.label} x{r.concurrency}: {r.ops_per_s:,.0f} ops/s, "
+            f"p99 {r.p99_ms:.1f} ms, ok={r.correct}",
+            flush=True,
+        )
+
+    for size in sizes:
+        dirs = {b: work / f"{b}-{size}" for b in ("file", "sqlite", "memory", "marcus")}
+        for backend, data in dirs.items():
+            prefill(data, backend, size)
+        for writers in WRITERS:
+            if not (writers > 1 and size > BASELINE_MAX_SIZE_AT_100):
+                coro = functools.partial(_marcus_store, dirs["marcus"], size, writers, seconds)
+                report(anyio.run(coro, backend="asyncio"))
+            for backend in ("file", "sqlite", "memory"):
+                for loop in ("asyncio", "trio"):
+                    coro2 = functools.partial(
+                        _ours_store, backend, loop, dirs[backend], size, writers, seconds
+                    )
+                    report(anyio.run(coro2, backend=loop))
+        # lookups after the stores: the collections hold size + the stored keys
+        for backend in ("marcus", "file", "sqlite", "memory"):
+            coro3 = functools.partial(_lookups, backend, dirs[backend], size, lookups)
+            for r in anyio.run(coro3, backend="asyncio"):
+                report(r)
+        for data in dirs.values():
+            shutil.rmtree(data, ignore_errors=True)
+    _ratios(results)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: run, print the table and targets, write JSON and the plot."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.state_scale",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="100 and 1,000 keys, short cases")
+    parser.add_argument("--sizes", help="comma-separated collection sizes")
+    parser.add_argument("--seconds", type=float, help="time per case")
+    parser.add_argument("--out", type=Path, help="results directory")
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--work-dir", type=Path, help="where the data directories go")
+    args = parser.parse_args(argv)
+    options: dict[str, Any] = dict(QUICK if args.quick else FULL)
+    if args.sizes:
+        options["sizes"] = tuple(int(n) for n in args.sizes.split(","))
+    if args.seconds is not None:
+        options["seconds"] = options["lookups"] = args.seconds
+    work = Path(tempfile.mkdtemp(prefix="mp-state-", dir=args.work_dir))
+    try:
+        results = run(options["sizes"], options["seconds"], options["lookups"], work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    print_table(results, ("marcus_file",))
+    big = max(options["sizes"])
+    targets = state_targets(results, big)
+    print_targets(targets)
+    mode = "quick" if args.quick else "full"
+    out = args.out or (RESULTS_DIR if mode == "full" else RESULTS_DIR / "quick")
+    save_results(NAME, results, targets=targets, mode=mode, out_dir=out, plot=False)
+    if not args.no_plot:
+        from ._plot import plot_scaling
+
+        plotted = [r for r in results if r.workload == f"store@{big}"]
+        png = plot_scaling(f"state store, {big:,} keys", plotted, out / f"{NAME}.png")
+        if png is not None:
+            print(f"wrote {png}")
+    wrong = [f"{r.workload} {r.label} x{r.concurrency}" for r in results if not r.correct]
+    if wrong or not results:
+        print(f"WRONG ANSWERS: {wrong}" if wrong else "no case ran", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
