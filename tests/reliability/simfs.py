@@ -209,10 +209,15 @@ class SimFS(FileSystem):
                 continue
             later = ops[i + 1 :]
             if op.kind in ("write", "truncate"):
-                if any(o.kind == "fsync_failed" and o.inode == op.inode for o in later):
-                    dropped.add(i)  # lost with the failed fsync's pages, never durable
+                # the first later fsync of this file decides: a failed one drops the
+                # pages for good (never durable), a good one makes them durable
+                first = next(
+                    (o for o in later if o.kind.startswith("fsync") and o.inode == op.inode), None
+                )
+                if first is not None and first.kind == "fsync_failed":
+                    dropped.add(i)
                     continue
-                synced = any(o.kind == "fsync" and o.inode == op.inode for o in later)
+                synced = first is not None
             else:
                 parents = {_parent(op.path)} | ({_parent(op.dst)} if op.dst else set())
                 synced = all(
