@@ -128,3 +128,71 @@ class TestAuditCrashPoints:
             partial(recover_audit, adapter=AUDIT),
         )
         assert report.violations == []
+
+
+# -- rotation: daily → weekly gzip → archive → retention --------------------------------
+
+ROTATION_DAYS = [datetime(2026, 1, d, 12, 0, tzinfo=UTC) for d in (2, 5, 12)]
+ROTATION_TODAY = datetime(2026, 2, 20, 12, 0, tzinfo=UTC)
+EXPIRING = {1}  # the event of ISO week 2026-W01 (Jan 2)
+
+
+class AllOnce(list[Any]):
+    """Every event of *must* exactly once, those of *may* at most once, none else."""
+
+    def __init__(self, must: set[int], may: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        super().__init__([sorted(must)])
+        self.must, self.may = must, may
+
+    def __contains__(self, state: object) -> bool:
+        return (
+            isinstance(state, list)
+            and len(set(state)) == len(state)
+            and self.must <= set(state) <= self.must | self.may
+        )
+
+    def legal(self, k: int) -> AllOnce:
+        return self
+
+
+async def rotation_run(tmp: Path, retention: int | None) -> tuple[list[str], SimFS]:
+    root = tmp / "sim"
+    root.mkdir()
+    clock = MovingClock()
+    steps = [[("event", n + 1)] for n in range(len(ROTATION_DAYS))]
+    await run_audit_steps(
+        AuditHistory(), SimFS(root), root / "data", steps, clock, times=ROTATION_DAYS
+    )
+    fs = SimFS(root)  # the days are durable; rotation runs under the simulation
+    clock.moment = ROTATION_TODAY
+    options: dict[str, Any] = {
+        "audit_daily_days": 7,
+        "audit_weekly_weeks": 4,
+        "audit_retention_days": retention,
+    }
+    from marcus_persist import open_runtime
+
+    async with open_runtime(root / "data", fs=fs, clock=clock, **options) as rt:
+        report = await rt.audit.rotate()
+    assert report.weeklies and report.archived
+    assert not retention or report.deleted
+    everything = set(range(1, len(ROTATION_DAYS) + 1))
+    legal = AllOnce(everything - EXPIRING, EXPIRING) if retention else AllOnce(everything)
+    result = await enumerate_audit_crashes(
+        f"rotation (retention {retention})",
+        fs,
+        legal,
+        tmp,
+        partial(recover_audit, adapter=AUDIT, clock=MovingClock(ROTATION_TODAY)),
+    )
+    return result.violations, fs
+
+
+class TestRotationCrashPoints:
+    @pytest.mark.parametrize("retention", [None, 40])
+    async def test_rotation_to_weekly_archive_and_retention(
+        self, tmp_path: Path, retention: int | None
+    ) -> None:
+        violations, fs = await rotation_run(tmp_path, retention)
+        assert violations == []
+        assert any(op.kind == "replace" and "archive" in op.dst for op in fs.trace)
