@@ -171,30 +171,61 @@ async def run_audit_steps(
     return None
 
 
+PROBE = -1
+
+
 async def recover_audit(
-    image: Image, where: Path, adapter: Any, clock: Any = None, **options: Any
+    image: Image,
+    where: Path,
+    adapter: Any,
+    clock: Any = None,
+    *,
+    probe: bool = False,
+    check: Callable[[Path], str | None] | None = None,
+    **options: Any,
 ) -> tuple[Any, str | None]:
-    """Open *image* with the real runtime; the audit state, or why recovery is wrong."""
+    """Open *image* with the real runtime; the audit state, or why recovery is wrong.
+
+    With *probe*, one more event is logged after recovery and the directory
+    reopened: it must read back after the recovered ones (a torn line trusted
+    and appended to would swallow it). *check* looks at the recovered directory.
+    """
     materialise(image, where)
     before = _files(where)
     try:
         async with open_runtime(where / "data", clock=clock or MovingClock(), **options) as rt:
             state = await adapter.observe(rt)
+            if probe:
+                await adapter.submit(rt, ("event", PROBE))
+        if probe:
+            async with open_runtime(where / "data", clock=clock or MovingClock(), **options) as rt:
+                again = await adapter.observe(rt)
+            if again != [*state, PROBE]:
+                return state, f"an event logged after recovery reads back as {again!r}"
     except Exception as exc:
         return None, f"refused a legal crash state: {exc!r}"
+    if check is not None and (problem := check(where / "data")) is not None:
+        return state, problem
     after = _files(where)
     temps = [n for n in after if any(is_temp_name(part) for part in Path(n).parts)]
     if temps:
         return state, f"temp files left after recovery: {temps}"
     for name, old in before.items():
-        if name == "data/.lock" or is_temp_name(Path(name).name):
+        if name == "data/.lock" or any(is_temp_name(p) for p in Path(name).parts):
             continue
         new = after.get(name)
         if new == old:
             continue
-        cut = old[len(new) :] if new is not None and old.startswith(new) else None
+        if probe and new is not None and new.startswith(old):
+            continue  # the probe's own append
+        candidates = [new] if new is not None else []
+        if probe and new:
+            candidates.append(new[: new.rfind(b"\n", 0, len(new) - 1) + 1])  # less the probe
         torn = [n for n in after if n.startswith(name + ".torn") and n not in before]
-        if cut and any(after[n] == cut for n in torn):
+        if any(
+            old.startswith(kept) and any(after[n] == old[len(kept) :] for n in torn)
+            for kept in candidates
+        ):
             continue  # a torn tail, cut byte-exact into <name>.torn
         return state, f"recovery changed a live file: {name}"
     return state, None

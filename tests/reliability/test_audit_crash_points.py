@@ -32,6 +32,7 @@ BATCHES: list[list[Op]] = [
     [("event", 2), ("event", 3)],
     [("event", 4)],
 ]
+LATER = MovingClock(MIDNIGHT + timedelta(hours=1))  # a probe after recovery lands last
 ACROSS_MIDNIGHT_TIMES = [
     MIDNIGHT,
     MIDNIGHT + timedelta(seconds=40),
@@ -55,7 +56,7 @@ async def audit_crash_run(
     await run_audit_steps(history, fs, root / "data", steps, MovingClock(), times=times)
     assert set(os.listdir("/proc/self/fd")) == fds, "leaked file descriptors"
     report = await enumerate_audit_crashes(
-        name, fs, history, tmp, partial(recover_audit, adapter=AUDIT)
+        name, fs, history, tmp, partial(recover_audit, adapter=AUDIT, clock=LATER, probe=True)
     )
     assert report.images > report.crash_points >= len(fs.trace)
     return report.violations, fs
