@@ -93,6 +93,10 @@ def create_backup(
         manifest = BackupManifest(created_at=now.isoformat(), source=str(data_dir), files=files)
         _write_new(staging / MANIFEST, msgspec.json.format(msgspec.json.encode(manifest)), fs, sync)
         if sync:
+            # every file's entry, in whichever subdirectory, is durable before the
+            # rename makes the backup look complete (not only the top level's)
+            for folder in sorted({(staging / rel).parent for rel in files} - {staging}):
+                fs.fsync_dir(folder)
             fs.fsync_dir(staging)
         fs.replace(staging, final)
     except BaseException:

@@ -51,7 +51,7 @@ async def backup_run(tmp: Path) -> CrashReport:
     async with open_runtime(root / "data", fs=fs, clock=clock) as rt:
         backup = await rt.backup()
     assert verify_backup(backup).files
-    assert any(op.kind == "replace" and "backup-" in op.dst for op in fs.trace[start:])
+    assert any(op.kind == "replace_dir" and "backup-" in op.dst for op in fs.trace[start:])
     return await enumerate_audit_crashes(
         "online backup",
         fs,
