@@ -104,9 +104,12 @@ class Runtime:
             raise PersistenceError(f"the {self.backend.name} backend keeps no files to back up")
         dest = Path(to) if to is not None else self.data_dir / BACKUPS_DIR
         async with self.audit.rotation_held(), self.paused():  # audit files stay put
-            path = await anyio.to_thread.run_sync(
-                lambda: create_backup(self.data_dir, dest, fs=self._fs, sync=self.config.fsync)
-            )
+            try:
+                path = await anyio.to_thread.run_sync(
+                    lambda: create_backup(self.data_dir, dest, fs=self._fs, sync=self.config.fsync)
+                )
+            except OSError as exc:  # callers get a PersistenceError, errno kept
+                raise PersistenceError.from_os_error(exc, "backup") from exc
         if keep is not None:
             await anyio.to_thread.run_sync(prune_backups, dest, keep)
         self.last_backup = path

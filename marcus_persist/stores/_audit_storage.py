@@ -209,7 +209,12 @@ class FileAuditStorage:
                 continue
             with self._lock:
                 del self._open[day]
-            file.close()
+            # its lines are durable and the batch committed: an error closing the
+            # descriptor must not report that batch as failed (a retry would duplicate it)
+            try:
+                file.close()
+            except OSError as exc:
+                log.warning("%s: close failed after its lines were durable: %s", file.path, exc)
 
 
 class MemoryAuditStorage:

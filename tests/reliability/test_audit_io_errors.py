@@ -1,0 +1,168 @@
+"""Suite 3 for the audit trail and backups: fail the N-th file-system call (N = 1, 2, ...
+until the operation completes) with each errno and short writes, once and persistently,
+in an append, a rotation (weekly and archive), a backup and a restore."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from marcus_persist import open_runtime
+from marcus_persist._backup import list_backups, restore_backup, verify_backup
+from marcus_persist._core._atomic import is_temp_name
+from marcus_persist._errors import PersistenceError
+
+from .audit_oracle import AUDIT, MovingClock
+from .oracle import COUNTS
+from .simfs import SimFS
+from .test_io_errors import KINDS, Plan
+
+pytestmark = pytest.mark.anyio
+
+DAY = datetime(2026, 1, 2, 23, 59, 50, tzinfo=UTC)
+OLD_DAYS = [datetime(2026, 1, d, 12, tzinfo=UTC) for d in (2, 5)]  # two ISO weeks
+TODAY = datetime(2026, 3, 20, 12, tzinfo=UTC)
+ROTATION = {"audit_daily_days": 7, "audit_weekly_weeks": 4}
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        os.path.relpath(Path(d, n), root): Path(d, n).read_bytes()
+        for d, _dirs, names in os.walk(root)
+        for n in names
+        if n != ".lock"
+    }
+
+
+def _temps(root: Path) -> list[str]:
+    return [n for n in _files(root) if any(is_temp_name(p) for p in Path(n).parts)]
+
+
+async def _log(rt: Any, clock: MovingClock, n: int, when: datetime) -> None:
+    clock.moment = when
+    await AUDIT.submit(rt, ("event", n))
+
+
+async def _template(tmp: Path) -> Path:
+    """Events 1 and 2 on two old days (two ISO weeks), all acknowledged."""
+    data = tmp / "template" / "data"
+    clock = MovingClock()
+    async with open_runtime(data, clock=clock) as rt:
+        for n, when in enumerate(OLD_DAYS, 1):
+            await _log(rt, clock, n, when)
+    return data
+
+
+async def _observe(data: Path, **options: Any) -> list[int]:
+    async with open_runtime(data, clock=MovingClock(TODAY), **options) as rt:
+        return await AUDIT.observe(rt)
+
+
+Phase = Callable[[Any, MovingClock, Path], Awaitable[None]]
+
+
+async def append_batch(rt: Any, clock: MovingClock, _work: Path) -> None:
+    """One batch of two events across midnight (two day files), all or nothing."""
+    errors: list[BaseException] = []
+
+    async def one(n: int, when: datetime) -> None:
+        try:
+            await _log(rt, clock, n, when)
+        except PersistenceError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, 3, DAY)
+        tg.start_soon(one, 4, DAY + timedelta(seconds=20))
+    if errors:
+        assert len(errors) == 2, f"half a batch failed: {errors}"
+        raise errors[0]
+
+
+async def rotation(rt: Any, clock: MovingClock, _work: Path) -> None:
+    clock.moment = TODAY
+    await rt.audit.rotate()
+
+
+async def backup(rt: Any, _clock: MovingClock, _work: Path) -> None:
+    await rt.backup()
+
+
+PHASES: dict[str, Phase] = {"append": append_batch, "rotation": rotation, "backup": backup}
+
+
+async def _one_case(template: Path, work: Path, phase: str, plan: Plan) -> bool:
+    """One injected fault in *phase*; return whether the phase completed without one."""
+    shutil.copytree(template, work)
+    fds = set(os.listdir("/proc/self/fd"))
+    fs = SimFS(work.parent, plan)
+    clock = MovingClock()
+    acked = [1, 2]
+    failed = False
+    async with open_runtime(work, fs=fs, clock=clock, **ROTATION) as rt:
+        before = _files(work)
+        plan.armed = True
+        try:
+            await PHASES[phase](rt, clock, work)
+        except PersistenceError as exc:
+            assert plan.fired and exc.errno is not None, exc
+            failed = True
+        plan.armed = False
+        if phase == "append" and not failed:
+            acked += [3, 4]
+        if failed and phase == "append" and not plan.persistent:
+            after = _files(work)  # the failed batch was cut back at once
+            for name, data in after.items():
+                assert before.get(name, b"") == data, (
+                f"{name} changed by a failed append ({plan.kind!r} at call {plan.n}): "
+                + ", ".join(op.describe() for op in fs.trace[-8:])
+            )
+        # every acknowledged event is there exactly once, even mid-rotation; under a
+        # persistent fault a failed batch cannot be cut yet (it is, before the next one)
+        state = await AUDIT.observe(rt)
+        uncut = set(state) - set(acked)
+        assert len(state) == len(set(state)) and set(acked) <= set(state), state
+        assert not uncut or (failed and plan.persistent and uncut <= {3, 4}), state
+        if phase == "backup":
+            for b in list_backups(work / "backups"):
+                verify_backup(b)  # nothing complete-looking is broken
+        # the fault cleared: the next batch (or the operation again) works
+        if phase == "append":
+            await _log(rt, clock, 5, DAY + timedelta(seconds=30))
+            acked.append(5)
+        else:
+            await PHASES[phase](rt, clock, work)
+    COUNTS["audit/backup I/O faults injected"] += plan.fired
+    assert set(os.listdir("/proc/self/fd")) == fds, "leaked file descriptors"
+    state = await _observe(work, **ROTATION)  # restart: the oracle
+    assert sorted(state) == acked, f"restart after {plan.kind!r} at {plan.n}: {state}"
+    assert not _temps(work.parent), f"temp left: {_temps(work.parent)}"
+    return plan.fired == 0 or (plan.kind in ("short", "zero") and not failed)
+
+
+class TestAuditIOErrors:
+    @pytest.mark.parametrize("phase", sorted(PHASES))
+    async def test_fail_nth_call(self, phase: str, tmp_path: Path, anyio_backend: str) -> None:
+        if anyio_backend == "trio":
+            pytest.skip("the fault matrix is loop-independent; asyncio runs it")
+        template = await _template(tmp_path)
+        cases = 0
+        for kind in KINDS:
+            for persistent in (False, True):
+                for n in range(1, 80):
+                    plan = Plan(n, kind, persistent)
+                    work = tmp_path / f"c{cases}" / "data"
+                    cases += 1
+                    if await _one_case(template, work, phase, plan):
+                        break
+                else:
+                    raise AssertionError(f"{phase} never completed with {kind!r}")
+        COUNTS[f"audit/backup I/O fault cases ({phase})"] += cases
+        assert cases > 2 * len(KINDS)
