@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from marcus_persist import open_runtime
-from marcus_persist._backup import list_backups, restore_backup, verify_backup
+from marcus_persist._backup import list_backups, verify_backup
 from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._errors import PersistenceError
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.anyio
 DAY = datetime(2026, 1, 2, 23, 59, 50, tzinfo=UTC)
 OLD_DAYS = [datetime(2026, 1, d, 12, tzinfo=UTC) for d in (2, 5)]  # two ISO weeks
 TODAY = datetime(2026, 3, 20, 12, tzinfo=UTC)
-ROTATION = {"audit_daily_days": 7, "audit_weekly_weeks": 4}
+ROTATION: dict[str, Any] = {"audit_daily_days": 7, "audit_weekly_weeks": 4}
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -121,9 +121,9 @@ async def _one_case(template: Path, work: Path, phase: str, plan: Plan) -> bool:
             after = _files(work)  # the failed batch was cut back at once
             for name, data in after.items():
                 assert before.get(name, b"") == data, (
-                f"{name} changed by a failed append ({plan.kind!r} at call {plan.n}): "
-                + ", ".join(op.describe() for op in fs.trace[-8:])
-            )
+                    f"{name} changed by a failed append ({plan.kind!r} at call {plan.n}): "
+                    + ", ".join(op.describe() for op in fs.trace[-8:])
+                )
         # every acknowledged event is there exactly once, even mid-rotation; under a
         # persistent fault a failed batch cannot be cut yet (it is, before the next one)
         state = await AUDIT.observe(rt)
@@ -166,3 +166,40 @@ class TestAuditIOErrors:
                     raise AssertionError(f"{phase} never completed with {kind!r}")
         COUNTS[f"audit/backup I/O fault cases ({phase})"] += cases
         assert cases > 2 * len(KINDS)
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+def test_a_failed_weekly_never_writes_to_a_reused_descriptor(tmp_path: Path, n: int) -> None:
+    """Found by the rotation fault matrix: a weekly whose gzip header write failed left a
+    half-built GzipFile; the garbage collector closed it later and wrote its trailer to
+    the old descriptor number, by then another file's (a weekly in a later rotation)."""
+    import errno
+    import gc
+
+    from marcus_persist.stores._audit_weekly import write_weekly
+
+    day = tmp_path / "audit_20260102.jsonl"
+    day.write_bytes(b'{"timestamp": "2026-01-02T00:00:00+00:00", "event_type": "x"}\n')
+    writes = {"n": 0}
+
+    def once(_call: int, method: str) -> int | None:
+        writes["n"] += method == "write"
+        return errno.ENOSPC if method == "write" and writes["n"] == n else None
+
+    fs = SimFS(tmp_path, once)  # the n-th write fails, once (3: a day member's header)
+    gc.disable()
+    try:
+        victim = -1
+        try:  # not pytest.raises: its traceback would keep the half-built GzipFile alive
+            write_weekly(tmp_path / "audit_2026-W01.jsonl.gz", [day], fs=fs, sync=True)
+        except OSError:
+            # the weekly's descriptor is closed: the next file gets its number
+            victim = os.open(tmp_path / "victim", os.O_WRONLY | os.O_CREAT)
+        assert victim >= 0
+        try:
+            gc.collect()  # the traceback is gone: a half-built GzipFile is closed now
+        finally:
+            os.close(victim)
+    finally:
+        gc.enable()
+    assert (tmp_path / "victim").read_bytes() == b""
