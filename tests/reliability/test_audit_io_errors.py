@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,47 @@ def test_a_failed_weekly_never_writes_to_a_reused_descriptor(tmp_path: Path, n: 
     finally:
         gc.enable()
     assert (tmp_path / "victim").read_bytes() == b""
+
+
+async def test_restore_fail_nth_call(tmp_path: Path, anyio_backend: str) -> None:
+    """A restore that fails at any call raises, leaves every restored file identical to the
+    backup's, and a second restore (force) after the fault clears gives the whole backup."""
+    if anyio_backend == "trio":
+        pytest.skip("the fault matrix is loop-independent; asyncio runs it")
+    from marcus_persist._backup import restore_backup
+
+    source = await _template(tmp_path)
+    async with open_runtime(source, clock=MovingClock()) as rt:
+        backup = await rt.backup(tmp_path / "backups")
+    files = verify_backup(backup).files
+    cases = 0
+    for kind in KINDS:
+        for persistent in (False, True):
+            for n in range(1, 80):
+                cases += 1
+                plan = Plan(n, kind, persistent)
+                root = tmp_path / f"r{cases}"
+                root.mkdir()
+                fs = SimFS(root, plan)
+                target = root / "data"
+                plan.armed = True
+                try:
+                    await anyio.to_thread.run_sync(partial(restore_backup, backup, target, fs=fs))
+                except OSError:
+                    assert plan.fired
+                plan.armed = False
+                COUNTS["audit/backup I/O faults injected"] += plan.fired
+                for rel, data in _files(target).items():
+                    if not any(is_temp_name(p) for p in Path(rel).parts):
+                        assert rel in files and (backup / rel).read_bytes() == data, rel
+                await anyio.to_thread.run_sync(
+                    partial(restore_backup, backup, target, force=True, fs=fs)
+                )
+                state = await _observe(target)
+                assert sorted(state) == [1, 2], state
+                assert not _temps(target), _temps(target)
+                if plan.fired == 0 or kind == "short":
+                    break
+            else:
+                raise AssertionError(f"restore never completed with {kind!r}")
+    COUNTS["audit/backup I/O fault cases (restore)"] += cases
