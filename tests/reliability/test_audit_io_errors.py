@@ -248,3 +248,46 @@ async def test_restore_fail_nth_call(tmp_path: Path, anyio_backend: str) -> None
             else:
                 raise AssertionError(f"restore never completed with {kind!r}")
     COUNTS["audit/backup I/O fault cases (restore)"] += cases
+
+
+async def test_torn_tail_recovery_fail_nth_call(tmp_path: Path, anyio_backend: str) -> None:
+    """Startup cutting a torn tail fails at any call: the runtime refuses to open with a
+    PersistenceError (or opens), never loses a whole line, and the next start cuts it."""
+    if anyio_backend == "trio":
+        pytest.skip("the fault matrix is loop-independent; asyncio runs it")
+    template = await _template(tmp_path)
+    day = Path("audit_logs") / "audit_20260102.jsonl"
+    whole = (template / day).read_bytes()
+    (template / day).write_bytes(whole + b'{"timestamp": "2026-01-02T13:0')
+    cases = 0
+    for kind in KINDS:
+        for persistent in (False, True):
+            for n in range(1, 40):
+                cases += 1
+                plan = Plan(n, kind, persistent)
+                work = tmp_path / f"s{cases}" / "data"
+                shutil.copytree(template, work)
+                fds = set(os.listdir("/proc/self/fd"))
+                plan.armed = True
+                opened = True
+                try:
+                    async with open_runtime(work, fs=SimFS(work.parent, plan), clock=MovingClock()):
+                        plan.armed = False
+                except PersistenceError as exc:
+                    assert plan.fired and exc.errno is not None, exc
+                    opened = False
+                plan.armed = False
+                COUNTS["audit/backup I/O faults injected"] += plan.fired
+                assert set(os.listdir("/proc/self/fd")) == fds, "leaked file descriptors"
+                assert (work / day).read_bytes() in (
+                    whole,
+                    whole + b'{"timestamp": "2026-01-02T13:0',
+                )
+                assert sorted(await _observe(work)) == [1, 2]
+                assert (work / day).read_bytes() == whole  # the next start cut it
+                assert not _temps(work.parent), _temps(work.parent)
+                if opened and (plan.fired == 0 or kind == "short"):
+                    break
+            else:
+                raise AssertionError(f"startup never completed with {kind!r}")
+    COUNTS["audit/backup I/O fault cases (torn-tail startup)"] += cases
