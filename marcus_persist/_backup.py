@@ -95,6 +95,10 @@ def create_backup(
             staging / MANIFEST, msgspec.json.format(msgspec.json.encode(manifest)), fs=fs, sync=sync
         )
         if sync:
+            # every file's entry, in whichever subdirectory, is durable before the
+            # rename makes the backup look complete (not only the top level's)
+            for folder in sorted({(staging / rel).parent for rel in files} - {staging}):
+                fs.fsync_dir(folder)
             fs.fsync_dir(staging)
         fs.replace(staging, final)
     except BaseException:

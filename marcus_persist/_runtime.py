@@ -65,6 +65,7 @@ class Runtime:
         self._actors = actors
         self._token = anyio.lowlevel.current_token()
         self.last_backup: Path | None = None
+        self._fs: FileSystem = OS_FS  # the data directory's FileSystem (backups write through it)
 
     @property
     def data_dir(self) -> Path:
@@ -103,9 +104,12 @@ class Runtime:
             raise PersistenceError(f"the {self.backend.name} backend keeps no files to back up")
         dest = Path(to) if to is not None else self.data_dir / BACKUPS_DIR
         async with self.audit.rotation_held(), self.paused():  # audit files stay put
-            path = await anyio.to_thread.run_sync(
-                lambda: create_backup(self.data_dir, dest, sync=self.config.fsync)
-            )
+            try:
+                path = await anyio.to_thread.run_sync(
+                    lambda: create_backup(self.data_dir, dest, fs=self._fs, sync=self.config.fsync)
+                )
+            except OSError as exc:  # callers get a PersistenceError, errno kept
+                raise PersistenceError.from_os_error(exc, "backup") from exc
         if keep is not None:
             await anyio.to_thread.run_sync(prune_backups, dest, keep)
         self.last_backup = path
@@ -207,6 +211,7 @@ async def open_runtime(
             for name, handler in stores.handlers().items()
         }
         runtime = Runtime(config, store_backend, list(actors.values()))
+        runtime._fs = fs
         runtime.assignments = AssignmentStore(actors["assignments"], stores.assignments)
         runtime.state = StateStore(actors["state"], stores.state)
         runtime.audit = AuditStore(actors["audit"], stores.audit, config, clock)

@@ -28,6 +28,7 @@ from ._audit_rotation import (
     parse_source_name,
     rotate_directory,
 )
+from ._audit_weekly import weekly_days
 
 __all__ = (
     "AuditSource",
@@ -157,6 +158,15 @@ class FileAuditStorage:
                 if parsed is not None:
                     first, last, daily = parsed
                     found.append(AuditSource(str(path), first, last, _opener(path), daily))
+        # A crash after a weekly became durable but before its day files' unlinks did
+        # leaves each such day twice; the weekly's index says which (the next
+        # rotation deletes the day file), so the day file is not read twice.
+        held: set[str] = set()
+        for source in found:
+            if not source.daily:
+                with contextlib.suppress(OSError):
+                    held |= weekly_days(Path(source.name))[0]
+        found = [s for s in found if not (s.daily and f"{s.first:%Y%m%d}" in held)]
         found.sort(key=lambda s: (s.first, s.daily, s.name))
         return found
 
@@ -199,7 +209,12 @@ class FileAuditStorage:
                 continue
             with self._lock:
                 del self._open[day]
-            file.close()
+            # its lines are durable and the batch committed: an error closing the
+            # descriptor must not report that batch as failed (a retry would duplicate it)
+            try:
+                file.close()
+            except OSError as exc:
+                log.warning("%s: close failed after its lines were durable: %s", file.path, exc)
 
 
 class MemoryAuditStorage:

@@ -63,9 +63,9 @@ def write_weekly(target: Path, days: list[Path], *, fs: FileSystem, sync: bool) 
     index = _INDEX + ",".join(sorted(held | {_stamp(day) for day in fresh}))
     tmp = target.with_name(f"{target.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
     fd = fs.create(tmp)
+    out = _FdWriter(fs, fd)
     try:
         try:
-            out = _FdWriter(fs, fd)
             with gzip.GzipFile(index, "wb", 6, out, mtime=0):
                 pass  # the index member: empty content, the days in its name
             if target.exists():
@@ -83,6 +83,7 @@ def write_weekly(target: Path, days: list[Path], *, fs: FileSystem, sync: bool) 
             if sync:
                 fs.fsync(fd)  # the archive is durable before it replaces anything
         finally:
+            out.close()  # before the fd number can be reused by another file
             fs.close(fd)
         fs.replace(tmp, target)
     except BaseException:
@@ -110,5 +111,11 @@ class _FdWriter(io.RawIOBase):
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         chunk = bytes(data)
+        if self.closed:
+            # A GzipFile whose header write failed is half-built; when the garbage
+            # collector closes it, it writes its trailer here. The descriptor is
+            # closed by then and its number may belong to another file: drop the
+            # bytes (they were for the abandoned temp file), never write them.
+            return len(chunk)
         self._fs.write_all(self._fd, chunk)
         return len(chunk)

@@ -51,7 +51,7 @@ class Op:
     def describe(self) -> str:
         if self.kind == "write":
             return f"write({self.path} +{self.offset} {len(self.data)}B)"
-        if self.kind == "replace":
+        if self.kind in ("replace", "replace_dir"):
             return f"replace({self.path} -> {self.dst})"
         return f"{self.kind}({self.path or '.'})"
 
@@ -171,8 +171,14 @@ class SimFS(FileSystem):
 
     def replace(self, src: Path, dst: Path) -> None:
         self._check("replace")
+        is_dir = src.is_dir()
         super().replace(src, dst)
         rel_src, rel_dst = self._rel(src), self._rel(dst)
+        if is_dir:  # the whole subtree moves with the directory's one entry
+            for path in [p for p in self._entries if p.startswith(rel_src + "/")]:
+                self._entries[rel_dst + path[len(rel_src) :]] = self._entries.pop(path)
+            self.trace.append(Op("replace_dir", rel_src, dst=rel_dst))
+            return
         inode = self._entries.pop(rel_src, -1)
         self._entries[rel_dst] = inode
         self.trace.append(Op("replace", rel_src, inode, dst=rel_dst))
@@ -209,10 +215,15 @@ class SimFS(FileSystem):
                 continue
             later = ops[i + 1 :]
             if op.kind in ("write", "truncate"):
-                if any(o.kind == "fsync_failed" and o.inode == op.inode for o in later):
-                    dropped.add(i)  # lost with the failed fsync's pages, never durable
+                # the first later fsync of this file decides: a failed one drops the
+                # pages for good (never durable), a good one makes them durable
+                first = next(
+                    (o for o in later if o.kind.startswith("fsync") and o.inode == op.inode), None
+                )
+                if first is not None and first.kind == "fsync_failed":
+                    dropped.add(i)
                     continue
-                synced = any(o.kind == "fsync" and o.inode == op.inode for o in later)
+                synced = first is not None
             else:
                 parents = {_parent(op.path)} | ({_parent(op.dst)} if op.dst else set())
                 synced = all(
@@ -275,6 +286,12 @@ class SimFS(FileSystem):
                     if entries.get(op.path) == op.inode:
                         del entries[op.path]
                     entries[op.dst] = op.inode
+                case "replace_dir":
+                    moved = {d for d in dirs if d == op.path or d.startswith(op.path + "/")}
+                    dirs -= moved
+                    dirs |= {op.dst + d[len(op.path) :] for d in moved}
+                    for path in [p for p in entries if p.startswith(op.path + "/")]:
+                        entries[op.dst + path[len(op.path) :]] = entries.pop(path)
                 case "unlink":
                     if entries.get(op.path) == op.inode:
                         del entries[op.path]

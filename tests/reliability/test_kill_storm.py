@@ -27,6 +27,8 @@ KILLS = int(os.environ.get("RELIABILITY_KILLS", "0")) or (
 #: each worker owns its keys, so its ops are sequential: one in flight at most
 WORKERS: dict[str, str | None] = {"w0": None, "w1": None, "w2": "p1", "w3": "p2"}
 OPS_PER_WORKER = 30
+#: the audit worker: sequential ``log_event`` calls, ``details.n`` its index in the round
+AUDITOR = "aud"
 
 
 def worker_op(worker: str, rnd: int, i: int) -> Op:
@@ -48,11 +50,18 @@ def _child(data: Path, rnd: int, out: int) -> None:
             await ASSIGNMENTS.submit(rt, worker_op(worker, rnd, i))
             os.write(out, f"A {worker} {i}\n".encode())
 
+    async def audit(rt: Runtime) -> None:
+        for i in range(OPS_PER_WORKER):
+            os.write(out, f"S {AUDITOR} {i}\n".encode())
+            await rt.audit.log_event("tool_call", f"r{rnd}", "agent", "ping", {"n": i})
+            os.write(out, f"A {AUDITOR} {i}\n".encode())
+
     async def main() -> None:
         async with open_runtime(data, clock=CLOCK) as rt, anyio.create_task_group() as tg:
             os.write(out, b"R\n")  # recovered and open: the load starts
             for worker in WORKERS:
                 tg.start_soon(work, rt, worker)
+            tg.start_soon(audit, rt)
 
     anyio.run(main, backend="trio" if rnd % 2 else "asyncio")
 
@@ -92,9 +101,17 @@ def _run_child(data: Path, rnd: int, delay: float, after: bytes) -> list[str]:
     return b"".join(chunks).decode().splitlines()
 
 
-async def _observe(data: Path) -> State:
+async def _observe(data: Path, rnd: int) -> tuple[State, list[int], int | None]:
+    """The assignments, this round's audit events in file order, and (every 100th
+    round) the number of audit events in the whole trail."""
     async with open_runtime(data, clock=CLOCK) as rt:
-        return await ASSIGNMENTS.observe(rt)
+        state = await ASSIGNMENTS.observe(rt)
+        async with rt.audit.query(client_id=f"r{rnd}") as query:
+            events = [event["details"]["n"] async for event in query]
+        total = None
+        if rnd % 100 == 99 or rnd == KILLS - 1:
+            total = (await rt.audit.get_usage_stats())["total_events"]
+        return state, events, total
 
 
 @pytest.mark.timeout(max(120, KILLS // 5))  # about 50 ms a kill; the soak run needs longer
@@ -103,6 +120,7 @@ def test_kill_storm(tmp_path: Path) -> None:
     rng = random.Random(8)
     model: State = {}
     under_load = 0
+    audit_total = 0
     for rnd in range(KILLS):
         after = rng.choice([b"", b"R", b"A", b"A"])
         lines = _run_child(data, rnd, rng.uniform(0.0, 0.03), after)
@@ -115,9 +133,20 @@ def test_kill_storm(tmp_path: Path) -> None:
                 continue
             kind, who, index = line.split()
             (submitted if kind == "S" else acked)[who] = int(index)
-        state = anyio.run(_observe, data, backend="trio" if rnd % 2 == 0 else "asyncio")
+        state, events, total = anyio.run(
+            _observe, data, rnd, backend="trio" if rnd % 2 == 0 else "asyncio"
+        )
+        # audit: a prefix of this round's events holding every acknowledged one, each once,
+        # in order; earlier rounds' events all still there (the whole trail's count)
+        low, high = acked.get(AUDITOR, -1) + 1, submitted.get(AUDITOR, -1) + 1
+        assert events == list(range(len(events))) and low <= len(events) <= high, (
+            f"round {rnd}: audit recovered {events}, acked {low}, submitted {high}"
+        )
+        audit_total += len(events)
+        assert total is None or total == audit_total, f"round {rnd}: {total} != {audit_total}"
+        COUNTS["kill -9 audit events checked"] += len(events)
         for worker, scope in WORKERS.items():
-            options = []
+            options: list[State] = []
             candidate = model
             for i in range(acked[worker] + 1):
                 candidate = ASSIGNMENTS.apply(candidate, worker_op(worker, rnd, i))
