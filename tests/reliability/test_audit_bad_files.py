@@ -66,9 +66,7 @@ async def test_a_bad_middle_line_is_counted_never_fatal(tmp_path: Path, bad: byt
     COUNTS["audit/backup bad files tried"] += 1
 
 
-async def test_every_truncation_of_a_day_file(tmp_path: Path, anyio_backend: str) -> None:
-    if anyio_backend == "trio":
-        pytest.skip("loop-independent; asyncio runs it")
+async def test_every_truncation_of_a_day_file(tmp_path: Path) -> None:
     data, whole = await _day_file(tmp_path)
     ends = [i + 1 for i, b in enumerate(whole) if b == ord("\n")]
     for cut in range(len(whole) + 1):

@@ -150,9 +150,7 @@ async def _one_case(template: Path, work: Path, phase: str, plan: Plan) -> bool:
 
 class TestAuditIOErrors:
     @pytest.mark.parametrize("phase", sorted(PHASES))
-    async def test_fail_nth_call(self, phase: str, tmp_path: Path, anyio_backend: str) -> None:
-        if anyio_backend == "trio":
-            pytest.skip("the fault matrix is loop-independent; asyncio runs it")
+    async def test_fail_nth_call(self, phase: str, tmp_path: Path) -> None:
         template = await _template(tmp_path)
         cases = 0
         for kind in KINDS:
@@ -206,11 +204,9 @@ def test_a_failed_weekly_never_writes_to_a_reused_descriptor(tmp_path: Path, n: 
     assert (tmp_path / "victim").read_bytes() == b""
 
 
-async def test_restore_fail_nth_call(tmp_path: Path, anyio_backend: str) -> None:
+async def test_restore_fail_nth_call(tmp_path: Path) -> None:
     """A restore that fails at any call raises, leaves every restored file identical to the
     backup's, and a second restore (force) after the fault clears gives the whole backup."""
-    if anyio_backend == "trio":
-        pytest.skip("the fault matrix is loop-independent; asyncio runs it")
     from marcus_persist._backup import restore_backup
 
     source = await _template(tmp_path)
@@ -250,11 +246,9 @@ async def test_restore_fail_nth_call(tmp_path: Path, anyio_backend: str) -> None
     COUNTS["audit/backup I/O fault cases (restore)"] += cases
 
 
-async def test_torn_tail_recovery_fail_nth_call(tmp_path: Path, anyio_backend: str) -> None:
+async def test_torn_tail_recovery_fail_nth_call(tmp_path: Path) -> None:
     """Startup cutting a torn tail fails at any call: the runtime refuses to open with a
     PersistenceError (or opens), never loses a whole line, and the next start cuts it."""
-    if anyio_backend == "trio":
-        pytest.skip("the fault matrix is loop-independent; asyncio runs it")
     template = await _template(tmp_path)
     day = Path("audit_logs") / "audit_20260102.jsonl"
     whole = (template / day).read_bytes()
