@@ -35,6 +35,7 @@ async def test_online_backup_under_load_is_a_batch_boundary(tmp_path: Path) -> N
             while not stop.is_set():
                 seq += 1
                 await rt.assignments.save_assignment(worker, f"{worker}/{seq}", {})
+                await rt.state.store("progress", worker, {"seq": seq})
                 acked[worker] = seq
 
         async with anyio.create_task_group() as tg:
@@ -52,6 +53,15 @@ async def test_online_backup_under_load_is_a_batch_boundary(tmp_path: Path) -> N
     for worker, task in state.items():
         seq = int(task.split("/")[1])
         # everything acknowledged before the backup is in it; nothing after it finished
+        assert before.get(worker, 0) <= seq <= after[worker]
+
+    async def progress() -> dict[str, int]:
+        async with open_runtime(restored) as rt:
+            return {key: record["seq"] async for key, record in rt.state.iter("progress")}
+
+    stored = await progress()
+    assert set(before) <= set(stored)
+    for worker, seq in stored.items():  # the state store too stopped at a batch boundary
         assert before.get(worker, 0) <= seq <= after[worker]
 
 
