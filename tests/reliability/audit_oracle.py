@@ -10,7 +10,6 @@ only: a day file's torn last line cut off into a ``.torn`` file, byte-exact.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime import Runtime
 
-from .oracle import COUNTS, CrashReport
+from .oracle import COUNTS, CrashReport, files_under
 from .simfs import Image, SimFS, materialise
 
 __all__ = (
@@ -191,7 +190,7 @@ async def recover_audit(
     and appended to would swallow it). *check* looks at the recovered directory.
     """
     materialise(image, where)
-    before = _files(where)
+    before = files_under(where)
     try:
         async with open_runtime(where / "data", clock=clock or MovingClock(), **options) as rt:
             state = await adapter.observe(rt)
@@ -206,7 +205,7 @@ async def recover_audit(
         return None, f"refused a legal crash state: {exc!r}"
     if check is not None and (problem := check(where / "data")) is not None:
         return state, problem
-    after = _files(where)
+    after = files_under(where)
     temps = [n for n in after if any(is_temp_name(part) for part in Path(n).parts)]
     if temps:
         return state, f"temp files left after recovery: {temps}"
@@ -266,12 +265,3 @@ async def enumerate_audit_crashes(
     COUNTS["audit/backup crash images checked"] += report.images
     COUNTS["audit/backup distinct crash images opened"] += report.opened
     return report
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for n in names:
-            path = Path(dirpath, n)
-            found[os.path.relpath(path, root)] = path.read_bytes()
-    return found

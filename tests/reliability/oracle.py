@@ -215,13 +215,13 @@ class CrashReport:
 async def recover(image: Image, where: Path, adapter: StoreAdapter) -> tuple[State, str | None]:
     """Open *image* with the real runtime; its state, or why recovery is wrong."""
     materialise(image, where)
-    before = _files(where)
+    before = files_under(where)
     try:
         async with open_runtime(where / "data", clock=CLOCK) as rt:
             state = await adapter.observe(rt)
     except Exception as exc:
         return None, f"refused a legal crash state: {exc!r}"
-    after = _files(where)
+    after = files_under(where)
     temps = [name for name in after if is_temp_name(Path(name).name)]
     if temps:
         return state, f"temp files left after recovery: {temps}"
@@ -266,10 +266,11 @@ async def enumerate_crashes(
     return report
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for n in names:
-            path = Path(dirpath, n)
-            found[os.path.relpath(path, root)] = path.read_bytes()
-    return found
+def files_under(root: Path, *, skip: frozenset[str] = frozenset()) -> dict[str, bytes]:
+    """Every file under *root* (but those named in *skip*) and its bytes, by relative path."""
+    return {
+        os.path.relpath(Path(d, n), root): Path(d, n).read_bytes()
+        for d, _dirs, names in os.walk(root)
+        for n in names
+        if n not in skip
+    }

@@ -21,7 +21,7 @@ from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._errors import PersistenceError
 
 from .audit_oracle import AUDIT, MovingClock
-from .oracle import COUNTS
+from .oracle import COUNTS, files_under
 from .simfs import SimFS
 from .test_io_errors import KINDS, Plan
 
@@ -34,12 +34,7 @@ ROTATION: dict[str, Any] = {"audit_daily_days": 7, "audit_weekly_weeks": 4}
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {
-        os.path.relpath(Path(d, n), root): Path(d, n).read_bytes()
-        for d, _dirs, names in os.walk(root)
-        for n in names
-        if n != ".lock"
-    }
+    return files_under(root, skip=frozenset({".lock"}))
 
 
 def _temps(root: Path) -> list[str]:

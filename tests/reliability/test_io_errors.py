@@ -17,7 +17,7 @@ from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._errors import PersistenceError
 
-from .oracle import ASSIGNMENTS, CLOCK, COUNTS, Op, State
+from .oracle import ASSIGNMENTS, CLOCK, COUNTS, Op, State, files_under
 from .simfs import SimFS
 
 pytestmark = pytest.mark.anyio
@@ -63,12 +63,7 @@ class Plan:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {
-        os.path.relpath(Path(d, n), root): Path(d, n).read_bytes()
-        for d, _dirs, names in os.walk(root)
-        for n in names
-        if n != ".lock"
-    }
+    return files_under(root, skip=frozenset({".lock"}))
 
 
 def _fds() -> set[str]:
