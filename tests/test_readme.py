@@ -43,3 +43,12 @@ def test_quick_start_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     exec(compile(code, "README quick start", "exec"), {"__name__": "readme"})
     stored = (tmp_path / "data" / "assignments" / "assignments.json").read_text()
     assert stored == "{}"  # it assigned, moved on and removed: nothing left held
+
+
+def test_every_config_option_is_in_the_readme() -> None:
+    import msgspec
+
+    from marcus_persist import Config
+
+    for field in msgspec.structs.fields(Config):
+        assert f"`{field.name}`" in README, field.name
