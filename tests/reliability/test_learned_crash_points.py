@@ -1,0 +1,63 @@
+"""Suite 1 for learned patterns and token usage: simulated power loss at every syscall.
+
+Patterns: batches of observations (one splitting its shard with big ``data``).
+Tokens: a first commit that checkpoints ``token_usage.json``, then batches
+appended to ``token_usage.log`` (one a retried request id). The single-actor
+traces are deterministic, so the garbage image of the last append (which here
+holds a ``\\n``) reproduces the bug this suite found: it was read as a corrupt
+complete line and the store refused to open. Oracle: :class:`.learned_oracle.Snapshots`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .learned_oracle import PATTERNS, TOKENS, Snapshots, run_snapshots
+from .oracle import Op, enumerate_crashes
+from .simfs import SimFS
+
+pytestmark = pytest.mark.anyio
+
+PATTERN_STEPS: list[list[Op]] = [
+    [("observe", "flow", "a", 0.5, 1)],
+    [("observe", "flow", "a", 0.9, 2), ("observe", "risk", "b", 0.25, 1)],
+    [("observe", "risk", "b", 0.75, 3)],
+]
+
+TOKEN_STEPS: list[list[Op]] = [
+    [("record", "anthropic", 100, 20, 0.5, "m1", "p1", "r1")],
+    [
+        ("record", "anthropic", 10, 2, 0.25, "m1", "p1", "r2"),
+        ("record", "openai", 7, 3, 0.125, "m2", "p2", "r3"),
+    ],
+    [("record", "openai", 5, 5, 1.0, "m2", "p2", "r3")],  # a retry: counted once
+]
+
+
+async def snapshot_run(
+    name: str, snapshots: Snapshots, steps: list[list[Op]], tmp: Path
+) -> tuple[list[str], SimFS]:
+    root = tmp / "sim"
+    root.mkdir()
+    fs = SimFS(root)
+    await run_snapshots(snapshots, fs, root / "data", steps)
+    assert len({repr(v) for v in snapshots.views}) > 1  # the workload changed something
+    report = await enumerate_crashes(name, fs, snapshots, tmp)
+    assert report.images > report.crash_points >= len(fs.trace)
+    return report.violations, fs
+
+
+class TestLearnedCrashPoints:
+    async def test_pattern_batches(self, tmp_path: Path) -> None:
+        violations, fs = await snapshot_run(
+            "patterns", Snapshots(PATTERNS), PATTERN_STEPS, tmp_path
+        )
+        assert violations == []
+        assert any("patterns" in op.path for op in fs.trace if op.kind == "write")
+
+    async def test_token_batches(self, tmp_path: Path) -> None:
+        violations, fs = await snapshot_run("tokens", Snapshots(TOKENS), TOKEN_STEPS, tmp_path)
+        assert violations == []
+        assert any(op.path.endswith("token_usage.log") for op in fs.trace if op.kind == "write")
