@@ -26,7 +26,8 @@ __all__ = ("PATTERNS", "TOKENS", "PatternsAdapter", "Snapshots", "TokensAdapter"
 
 
 class PatternsAdapter:
-    """Ops: ``("observe", type, pattern, confidence, examples)``."""
+    """Ops: ``("observe", type, pattern, confidence, examples)``; type ``"big"`` carries
+    ~1.2 KB of data (to split shards)."""
 
     name = "patterns"
 
@@ -37,7 +38,8 @@ class PatternsAdapter:
         raise NotImplementedError("the patterns model is the store's own view (Snapshots)")
 
     async def submit(self, rt: Runtime, op: Op) -> None:
-        await rt.patterns.observe(op[1], op[2], op[3], examples=op[4], data={"op": list(op)})
+        data = {"op": list(op), "pad": "x" * 1200 if op[1] == "big" else ""}
+        await rt.patterns.observe(op[1], op[2], op[3], examples=op[4], data=data)
 
     async def observe(self, rt: Runtime) -> State:
         found = await rt.patterns.find(limit=None)
