@@ -26,10 +26,10 @@ from marcus_persist._core._clock import iso_utc
 from marcus_persist._errors import NotFound, PersistenceError
 from marcus_persist._runtime import Runtime
 
-from .oracle import CLOCK, History, Op, State, StoreAdapter
+from .oracle import CLOCK, COUNTS, CrashReport, History, Op, State, StoreAdapter
 from .simfs import SimFS
 
-__all__ = ("STATE", "Both", "LockedSimFS", "StateAdapter", "run_interleaved")
+__all__ = ("STATE", "Both", "LockedSimFS", "StateAdapter", "count", "run_interleaved")
 
 
 class StateAdapter:
@@ -193,3 +193,9 @@ async def _one_step(rt: Runtime, fs: SimFS, history: History, step: list[Op], i:
             tg.start_soon(one, op)
     # acknowledged once every op of the step returned: the trace so far holds its commit
     history.acked_at[i] = None if failed else len(fs.trace)
+
+
+def count(report: CrashReport) -> None:
+    """The share of the crash counts that state, patterns and tokens checked."""
+    COUNTS["state/patterns/tokens crash points"] += report.crash_points
+    COUNTS["state/patterns/tokens crash images checked"] += report.images

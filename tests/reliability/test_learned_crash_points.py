@@ -19,6 +19,7 @@ from marcus_persist.backends._file_tokens import FileTokenStorage
 from .learned_oracle import PATTERNS, TOKENS, Snapshots, run_snapshots
 from .oracle import Op, enumerate_crashes
 from .simfs import SimFS
+from .state_oracle import count
 
 pytestmark = pytest.mark.anyio
 
@@ -49,6 +50,7 @@ async def snapshot_run(
     await run_snapshots(snapshots, fs, root / "data", steps)
     assert len({repr(v) for v in snapshots.views}) > 1  # the workload changed something
     report = await enumerate_crashes(name, fs, snapshots, tmp)
+    count(report)
     assert report.images > report.crash_points >= len(fs.trace)
     return report.violations, fs
 

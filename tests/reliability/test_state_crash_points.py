@@ -18,7 +18,7 @@ from marcus_persist.backends._manifest import LOG, MANIFEST, Manifest
 
 from .oracle import ASSIGNMENTS, History, Op, enumerate_crashes, recover, run_steps
 from .simfs import Fault, SimFS
-from .state_oracle import STATE, Both, LockedSimFS, run_interleaved
+from .state_oracle import STATE, Both, LockedSimFS, count, run_interleaved
 from .test_crash_points import fail_nth, startup_calls
 
 pytestmark = pytest.mark.anyio
@@ -51,6 +51,7 @@ async def state_crash_run(
     fds = set(os.listdir("/proc/self/fd"))
     await run_steps(history, fs, root / "data", steps)
     report = await enumerate_crashes(name, fs, history, tmp)
+    count(report)
     assert set(os.listdir("/proc/self/fd")) == fds, "leaked file descriptors"
     assert report.images > report.crash_points >= len(fs.trace)
     return report.violations, fs
@@ -163,6 +164,7 @@ class TestTwoActorsInterleaved:
         await run_interleaved(assignments, state, fs, root / "data", ROUNDS)
         assert None not in assignments.acked_at and None not in state.acked_at
         report = await enumerate_crashes("two actors", fs, Both(assignments, state), tmp_path)
+        count(report)
         assert report.violations == []
         paths = {op.path for op in fs.trace}
         assert any("assignments" in p for p in paths) and any("_shards/tasks" in p for p in paths)
