@@ -12,7 +12,9 @@ emptied) happens when the log outgrows ``max(checkpoint_bytes, document
 size)``, when days are archived, and after any failed or torn append. Loading
 replays the complete log lines newer than ``log_seq``; a torn last line (no
 ``\\n``) was never acknowledged: it is kept byte-exact in ``token_usage.log.torn``
-and ignored. Garbage in a complete line is corruption (under the quarantine
+and ignored, with any unreadable complete lines right before it that no valid
+line follows (the torn append's garbage may hold a ``\\n``). Other garbage in a
+complete line is corruption (under the quarantine
 policy the log is moved aside and the store starts from the last checkpoint).
 """
 
@@ -72,6 +74,7 @@ class FileTokenStorage:
             return []  # the first commit writes a checkpoint and creates the log
         whole, _, torn = raw.rpartition(b"\n")
         if torn:  # its fsync never returned: never acknowledged
+            whole, torn = _garbled_tail(whole, torn)
             write_atomic(
                 self.log_path.with_name(f"{LOG_FILE}.torn"),
                 torn,
@@ -81,10 +84,7 @@ class FileTokenStorage:
         records: list[dict[str, Any]] = []
         for number, line in enumerate(whole.split(b"\n") if whole else [], 1):
             try:
-                entry = decode(line)
-                seq, batch = entry["seq"], entry["records"]
-                if not isinstance(seq, int) or not isinstance(batch, list):
-                    raise ValueError("seq or records of the wrong type")
+                seq, batch = _entry(line)
             except (msgspec.DecodeError, ValueError, TypeError, KeyError) as exc:
                 reason = f"line {number}: {exc}"
                 if self._ctx.on_corrupt == "error":
@@ -169,3 +169,32 @@ class FileTokenStorage:
         if not _MONTH.fullmatch(month):
             raise ValueError(f"not a month: {month!r}")
         return self.archive_dir / f"{month}.json"
+
+
+def _entry(line: bytes) -> tuple[int, list[Any]]:
+    entry = decode(line)
+    seq, batch = entry["seq"], entry["records"]
+    if not isinstance(seq, int) or not isinstance(batch, list):
+        raise ValueError("seq or records of the wrong type")
+    return seq, batch
+
+
+def _garbled_tail(whole: bytes, torn: bytes) -> tuple[bytes, bytes]:
+    """Move the unreadable complete lines just before a torn end into the torn tail.
+
+    The torn append's garbage may hold a ``\\n``; every acknowledged line ends in
+    one and comes before it, so unreadable lines with no valid line after them
+    belong to that never-acknowledged append.
+    """
+    lines = whole.split(b"\n") if whole else []
+    keep = len(lines)
+    while keep:
+        try:
+            _entry(lines[keep - 1])
+        except (msgspec.DecodeError, ValueError, TypeError, KeyError):
+            keep -= 1
+            continue
+        break
+    if keep == len(lines):
+        return whole, torn
+    return b"\n".join(lines[:keep]), b"".join(line + b"\n" for line in lines[keep:]) + torn

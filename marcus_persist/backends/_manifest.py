@@ -11,8 +11,10 @@ base is amortised over at least as many bytes of log.
 
 Reading: the base, then every complete log line whose ``seq`` is newer, in
 order. A last line without its ``\\n`` was never acknowledged (its fsync never
-returned): it is ignored, and the next commit writes a new base. Garbage in a
-complete line is corruption. A failed append is cut off (truncate + fsync)
+returned): it is ignored, and the next commit writes a new base. So are the
+unreadable lines before such a torn end when no valid line follows them (the
+torn append's garbage may hold a ``\\n``). Any other garbage in a complete
+line is corruption. A failed append is cut off (truncate + fsync)
 before anything else is written; if even that fails, the next commit writes a
 new base, whose newer ``seq`` supersedes the line.
 """
@@ -105,6 +107,13 @@ class Manifest:
             try:
                 delta = _DELTA.decode(line)
             except msgspec.DecodeError as exc:
+                if torn and _all_garbage(complete[number:]):
+                    # the torn append's own garbage held a "\n": every acknowledged
+                    # line ends in "\n" and comes before it, so this is still its tail
+                    log.warning(
+                        "%s: ignoring a garbled torn tail from line %d", self.log_path, number
+                    )
+                    break
                 self._corrupt(self.log_path, f"line {number}: {exc}")
                 self._must_checkpoint = True
                 return base.seq, dict(base.meta), {n: dict(s) for n, s in base.collections.items()}
@@ -209,3 +218,14 @@ class Manifest:
             self._must_checkpoint = True
         else:
             self._log_size = offset
+
+
+def _all_garbage(lines: list[bytes]) -> bool:
+    """No line of *lines* is a valid delta (so none of them was ever acknowledged)."""
+    for line in lines:
+        try:
+            _DELTA.decode(line)
+        except msgspec.DecodeError:
+            continue
+        return False
+    return True

@@ -160,9 +160,26 @@ class ShardStore:
         self._meta: dict[str, Any] = {}
         self._collections: dict[str, _Collection] = {}
         self._swept = False
+        self._durable_dirs: set[Path] = set()  # shard directories whose entries are durable
         self._manifest = Manifest(root, ctx)
         self._cache: OrderedDict[tuple[str, str], tuple[dict[str, Record], int]] = OrderedDict()
         self._cached = 0
+
+    def _ensure_durable_dir(self, directory: Path) -> None:
+        """Create *directory*, its entry and ``_shards``'s durable, once per session.
+
+        ``ensure_dir`` skips directories that exist; but an earlier commit whose
+        directory fsync failed may have left one existing yet not durable, and a
+        manifest naming shards in it must never be durable before it is.
+        """
+        if directory in self._durable_dirs:
+            return
+        fs, sync = self._ctx.fs, self._ctx.sync
+        ensure_dir(directory, fs=fs, sync=sync)
+        if sync:
+            fs.fsync_dir(directory.parent)
+            fs.fsync_dir(self.root)
+        self._durable_dirs.add(directory)
 
     # -- opening ----------------------------------------------------------------
     @property
@@ -349,7 +366,7 @@ class ShardStore:
                     name = current.locate(key_hash(key)) or _shard(0, 0)
                     by_shard.setdefault(name, []).append((key, record))
                 directory = self.root / SHARDS_DIR / collection
-                ensure_dir(directory, fs=fs, sync=sync)
+                self._ensure_durable_dir(directory)
                 changed = delta.setdefault(collection, {})
                 for name, edits in by_shard.items():
                     entry = current.shards.get(name)

@@ -1,0 +1,101 @@
+"""Learned patterns (``rt.patterns``) and token usage (``rt.tokens``) in the crash oracle.
+
+Their folds (confidence averages, cost sums, per-day cells) are tested against
+hand models elsewhere (``tests/stores/``); here the question is only *which
+batches survived a crash*. So the model is the running store's own committed
+view, read back after each acknowledged batch: :class:`Snapshots` accepts
+after a crash exactly the views after some prefix of the batches that holds
+every acknowledged one (nothing half-applied, nothing acknowledged lost).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from marcus_persist import open_runtime
+from marcus_persist._runtime import Runtime
+
+from .oracle import CLOCK, Op, State
+
+__all__ = ("PATTERNS", "TOKENS", "PatternsAdapter", "Snapshots", "TokensAdapter", "run_snapshots")
+
+
+class PatternsAdapter:
+    """Ops: ``("observe", type, pattern, confidence, examples)``; type ``"big"`` carries
+    ~1.2 KB of data (to split shards)."""
+
+    name = "patterns"
+
+    def initial(self) -> State:
+        return []
+
+    def apply(self, state: State, op: Op) -> State:
+        raise NotImplementedError("the patterns model is the store's own view (Snapshots)")
+
+    async def submit(self, rt: Runtime, op: Op) -> None:
+        data = {"op": list(op), "pad": "x" * 1200 if op[1] == "big" else ""}
+        await rt.patterns.observe(op[1], op[2], op[3], examples=op[4], data=data)
+
+    async def observe(self, rt: Runtime) -> State:
+        found = await rt.patterns.find(limit=None)
+        return sorted(found, key=lambda p: (p["type"], p["pattern"]))
+
+
+class TokensAdapter:
+    """Ops: ``("record", provider, input, output, cost, model, project, request_id)``."""
+
+    name = "tokens"
+
+    def initial(self) -> State:
+        return ({}, {})
+
+    def apply(self, state: State, op: Op) -> State:
+        raise NotImplementedError("the tokens model is the store's own view (Snapshots)")
+
+    async def submit(self, rt: Runtime, op: Op) -> None:
+        await rt.tokens.record(
+            op[1], op[2], op[3], cost_usd=op[4], model=op[5], project_id=op[6], request_id=op[7]
+        )
+
+    async def observe(self, rt: Runtime) -> State:
+        return (await rt.tokens.by_project(), await rt.tokens.daily(date.min, date.max))
+
+
+PATTERNS = PatternsAdapter()
+TOKENS = TokensAdapter()
+
+
+@dataclass
+class Snapshots:
+    """The committed view after each batch; the oracle over those views."""
+
+    adapter: Any
+    views: list[State] = field(default_factory=list)  # views[i]: after the first i batches
+    submitted_at: list[int] = field(default_factory=list)
+    acked_at: list[int] = field(default_factory=list)
+
+    def legal(self, k: int) -> list[State]:
+        must = sum(1 for ack in self.acked_at if ack <= k)  # batches are sequential here
+        started = sum(1 for at in self.submitted_at if at <= k)
+        return self.views[must : started + 1]
+
+
+async def run_snapshots(snapshots: Snapshots, fs: Any, data: Path, steps: list[list[Op]]) -> None:
+    """Run *steps* one batch after another, reading the committed view after each."""
+    adapter = snapshots.adapter
+    async with open_runtime(data, fs=fs, clock=CLOCK) as rt:
+        snapshots.views.append(await adapter.observe(rt))
+        for step in steps:
+            snapshots.submitted_at.append(len(fs.trace))
+            before = rt.statistics()[adapter.name].batches
+            async with anyio.create_task_group() as tg:
+                for op in step:
+                    tg.start_soon(adapter.submit, rt, op)
+            assert rt.statistics()[adapter.name].batches - before == 1, f"{step}: not one batch"
+            snapshots.acked_at.append(len(fs.trace))
+            snapshots.views.append(await adapter.observe(rt))

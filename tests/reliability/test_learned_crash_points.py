@@ -1,0 +1,100 @@
+"""Suite 1 for learned patterns and token usage: simulated power loss at every syscall.
+
+Patterns: batches of observations (one splitting its shard with big ``data``).
+Tokens: a first commit that checkpoints ``token_usage.json``, then batches
+appended to ``token_usage.log`` (one a retried request id). The single-actor
+traces are deterministic, so the garbage image of the last append (which here
+holds a ``\\n``) reproduces the bug this suite found: it was read as a corrupt
+complete line and the store refused to open. Oracle: :class:`.learned_oracle.Snapshots`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from marcus_persist.backends._file_tokens import FileTokenStorage
+
+from .learned_oracle import PATTERNS, TOKENS, Snapshots, run_snapshots
+from .oracle import Op, enumerate_crashes
+from .simfs import SimFS
+from .state_oracle import count
+
+pytestmark = pytest.mark.anyio
+
+PATTERN_STEPS: list[list[Op]] = [
+    [("observe", "flow", "a", 0.5, 1)],
+    [("observe", "flow", "a", 0.9, 2), ("observe", "risk", "b", 0.25, 1)],
+    [("observe", "risk", "b", 0.75, 3)],
+    # ~1.2 KB of data each: one batch past the 32 KB shard limit, so its shard splits
+    [("observe", "big", f"p{i:02}", 0.5, 1) for i in range(30)],
+]
+
+TOKEN_STEPS: list[list[Op]] = [
+    [("record", "anthropic", 100, 20, 0.5, "m1", "p1", "r1")],
+    [
+        ("record", "anthropic", 10, 2, 0.25, "m1", "p1", "r2"),
+        ("record", "openai", 7, 3, 0.125, "m2", "p2", "r3"),
+    ],
+    [("record", "openai", 5, 5, 1.0, "m2", "p2", "r3")],  # a retry: counted once
+]
+
+
+async def snapshot_run(
+    name: str, snapshots: Snapshots, steps: list[list[Op]], tmp: Path
+) -> tuple[list[str], SimFS]:
+    root = tmp / "sim"
+    root.mkdir()
+    fs = SimFS(root)
+    await run_snapshots(snapshots, fs, root / "data", steps)
+    assert len({repr(v) for v in snapshots.views}) > 1  # the workload changed something
+    report = await enumerate_crashes(name, fs, snapshots, tmp)
+    count(report)
+    assert report.images > report.crash_points >= len(fs.trace)
+    return report.violations, fs
+
+
+class TestLearnedCrashPoints:
+    async def test_pattern_batches(self, tmp_path: Path) -> None:
+        violations, fs = await snapshot_run(
+            "patterns", Snapshots(PATTERNS), PATTERN_STEPS, tmp_path
+        )
+        assert violations == []
+        shards = {
+            op.path.rsplit("/", 1)[-1].split(".")[0]
+            for op in fs.trace
+            if op.kind == "create" and "_shards/" in op.path and "patterns" in op.path
+        }
+        assert len(shards) >= 3, shards  # the root shard and its two children
+
+    async def test_token_batches(self, tmp_path: Path) -> None:
+        violations, fs = await snapshot_run("tokens", Snapshots(TOKENS), TOKEN_STEPS, tmp_path)
+        assert violations == []
+        assert any(op.path.endswith("token_usage.log") for op in fs.trace if op.kind == "write")
+
+    async def test_token_log_outgrows_its_checkpoint(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # a 1-byte floor: the limit is the document's own size, passed after a few lines
+        defaults = dict(FileTokenStorage.__init__.__kwdefaults__ or {})
+        monkeypatch.setattr(
+            FileTokenStorage.__init__, "__kwdefaults__", {**defaults, "checkpoint_bytes": 1}
+        )
+        steps: list[list[Op]] = [
+            [("record", "anthropic", i, i, 0.5, "m1", "p1", f"r{i}")] for i in range(1, 7)
+        ]
+        violations, fs = await snapshot_run("tokens checkpoint", Snapshots(TOKENS), steps, tmp_path)
+        assert violations == []
+        checkpoints = [
+            i
+            for i, op in enumerate(fs.trace)
+            if op.kind == "replace" and op.dst.endswith("token_usage.json")
+        ]
+        appends = [
+            i
+            for i, op in enumerate(fs.trace)
+            if op.kind == "write" and op.path.endswith("token_usage.log")
+        ]
+        # the first commit checkpoints; a later one again, after the log grew
+        assert len(checkpoints) >= 2 and appends and checkpoints[-1] > appends[0]
