@@ -73,8 +73,10 @@ class FileTokenStorage:
         except FileNotFoundError:
             return []  # the first commit writes a checkpoint and creates the log
         whole, _, torn = raw.rpartition(b"\n")
-        if torn:  # its fsync never returned: never acknowledged
-            whole, torn = _garbled_tail(whole, torn)
+        # the unfinished last append (never acknowledged) may have left garbage, even
+        # garbage holding a "\n": unreadable lines with no valid line after them are its
+        whole, torn = _garbled_tail(whole, torn)
+        if torn:
             write_atomic(
                 self.log_path.with_name(f"{LOG_FILE}.torn"),
                 torn,
@@ -180,7 +182,7 @@ def _entry(line: bytes) -> tuple[int, list[Any]]:
 
 
 def _garbled_tail(whole: bytes, torn: bytes) -> tuple[bytes, bytes]:
-    """Move the unreadable complete lines just before a torn end into the torn tail.
+    """Move the unreadable complete lines at the end of the log into the torn tail.
 
     The torn append's garbage may hold a ``\\n``; every acknowledged line ends in
     one and comes before it, so unreadable lines with no valid line after them

@@ -107,9 +107,11 @@ class Manifest:
             try:
                 delta = _DELTA.decode(line)
             except msgspec.DecodeError as exc:
-                if torn and _all_garbage(complete[number:]):
-                    # the torn append's own garbage held a "\n": every acknowledged
-                    # line ends in "\n" and comes before it, so this is still its tail
+                if _all_garbage(complete[number:]):
+                    # no valid line after it: the unfinished last append (its fsync never
+                    # returned, so never acknowledged) may hold garbage and a "\n" of its
+                    # own; every acknowledged line comes before it. Garbage followed by a
+                    # valid line is corruption.
                     log.warning(
                         "%s: ignoring a garbled torn tail from line %d", self.log_path, number
                     )

@@ -176,10 +176,22 @@ class TestShardStore:
         store = make(tmp_path)
         store.commit({"c": {"k": {"v": 1}}})
         store.commit({"c": {"k2": {"v": 2}}})
-        with (tmp_path / LOG).open("ab") as f:
-            f.write(b"garbage\n")
-        with pytest.raises(CorruptDataError, match="line 2"):
+        lines = (tmp_path / LOG).read_bytes()
+        (tmp_path / LOG).write_bytes(b"garbage\n" + lines)  # a valid line follows it
+        with pytest.raises(CorruptDataError, match="line 1"):
             make(tmp_path)
+
+    def test_garbage_after_the_last_valid_line_is_an_unfinished_append(
+        self, tmp_path: Path
+    ) -> None:
+        # a crash mid-append may leave garbage holding a "\n"; it was never acknowledged
+        store = make(tmp_path)
+        store.commit({"c": {"k": {"v": 1}}})
+        store.commit({"c": {"k2": {"v": 2}}})
+        with (tmp_path / LOG).open("ab") as f:
+            f.write(b"\x00garbage\n\x17more")
+        reopened = make(tmp_path)
+        assert reopened.get("c", "k2") == {"v": 2}
 
     def test_corrupt_manifest_and_shard(self, tmp_path: Path) -> None:
         store = make(tmp_path)

@@ -12,6 +12,7 @@ leaves no temp file and touches no live file.
 from __future__ import annotations
 
 import copy
+import gc
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -274,3 +275,10 @@ def files_under(root: Path, *, skip: frozenset[str] = frozenset()) -> dict[str, 
         for n in names
         if n not in skip
     }
+
+
+def open_fds() -> set[str]:
+    """This process's open descriptors, after collecting garbage (an object an
+    earlier test dropped must not close its descriptor mid-check)."""
+    gc.collect()
+    return set(os.listdir("/proc/self/fd"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -20,6 +19,7 @@ from .audit_oracle import (
     recover_audit,
     run_audit_steps,
 )
+from .oracle import open_fds
 from .simfs import Fault, SimFS, materialise
 from .test_crash_points import fail_nth
 
@@ -51,9 +51,9 @@ async def audit_crash_run(
     root.mkdir()
     fs = SimFS(root, fault)
     history = AuditHistory()
-    fds = set(os.listdir("/proc/self/fd"))
+    fds = open_fds()
     await run_audit_steps(history, fs, root / "data", steps, MovingClock(), times=times)
-    assert set(os.listdir("/proc/self/fd")) == fds, "leaked file descriptors"
+    assert open_fds() == fds, "leaked file descriptors"
     # the probe logged after recovery goes last, into the last day's file (a torn tail's)
     later = MovingClock((times[-1] if times else MIDNIGHT) + timedelta(seconds=10))
     report = await enumerate_audit_crashes(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from .oracle import (
     State,
     StoreAdapter,
     enumerate_crashes,
+    open_fds,
     recover,
     run_steps,
 )
@@ -70,10 +70,10 @@ async def crash_run(
     root.mkdir()
     fs = SimFS(root, fault)
     history = History(ASSIGNMENTS)
-    fds = set(os.listdir("/proc/self/fd"))
+    fds = open_fds()
     await run_steps(history, fs, root / "data", steps)
     report = await enumerate_crashes(name, fs, history, tmp)
-    assert set(os.listdir("/proc/self/fd")) == fds, "leaked file descriptors"
+    assert open_fds() == fds, "leaked file descriptors"
     assert report.images > report.crash_points >= len(fs.trace)
     return report.violations, fs
 
