@@ -4,7 +4,8 @@ Files are chosen by name (their dates) before any is opened, read in 1 MiB
 blocks in a worker thread, and each line is checked with a small typed decode
 before a matching one is decoded whole, so memory stays bounded by one block
 and one answer batch. A line that is not a JSON object with ``timestamp`` and
-``event_type`` is counted (and its place recorded), never fatal. A day file's
+``event_type`` is counted (and its place recorded), never fatal; so is a damaged
+gzip member of a weekly, skipped whole (see :mod:`._audit_members`). A day file's
 last line without ``\\n`` is an append still in flight and is not read yet.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from ._audit_members import VerifiedWeekly
 from ._audit_storage import AuditSource
 
 __all__ = (
@@ -57,7 +59,7 @@ class BadLine(msgspec.Struct, frozen=True):
     """A line that could not be read as an audit event."""
 
     source: str
-    line: int  #: 1-based
+    line: int  #: 1-based; 0 for a damaged region of a weekly (its lines are not counted)
     reason: str
 
 
@@ -151,6 +153,9 @@ class _Scan:
                         continue
                     if self.where.keeps(event, when):
                         yield event, raw
+                if isinstance(stream, VerifiedWeekly):  # damaged members were skipped
+                    for where in stream.damage:
+                        self._bad(source.name, 0, where)
 
     def next_batch(self) -> list[dict[str, Any]] | None:
         out: list[dict[str, Any]] = []

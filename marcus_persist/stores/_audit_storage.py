@@ -15,12 +15,14 @@ import io
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import IO, Literal, NamedTuple, Protocol, cast
 
 from .._core._appendlog import AppendFile, cut_torn_tail
 from .._core._fs import FileSystem
+from .._errors import CorruptDataError
+from ._audit_members import VerifiedWeekly
 from ._audit_rotation import (
     RotationPolicy,
     RotationReport,
@@ -164,8 +166,12 @@ class FileAuditStorage:
         held: set[str] = set()
         for source in found:
             if not source.daily:
-                with contextlib.suppress(OSError):
-                    held |= weekly_days(Path(source.name))[0]
+                # a damaged index hides nothing (the day may then read twice, never zero
+                # times); an index naming a day outside its own week is damaged too
+                with contextlib.suppress(OSError, CorruptDataError):
+                    days = weekly_days(Path(source.name))[0]
+                    week = {f"{source.first + timedelta(days=i):%Y%m%d}" for i in range(7)}
+                    held |= days & week
         found = [s for s in found if not (s.daily and f"{s.first:%Y%m%d}" in held)]
         found.sort(key=lambda s: (s.first, s.daily, s.name))
         return found
@@ -255,9 +261,8 @@ class MemoryAuditStorage:
 
 def _opener(path: Path) -> Callable[[], IO[bytes]]:
     if path.suffix == ".gz":
-        import gzip
-
-        return lambda: cast(IO[bytes], gzip.open(path, "rb"))
+        # never gzip.open: it yields lines of a damaged member before its CRC is checked
+        return lambda: cast(IO[bytes], VerifiedWeekly(path))
     return lambda: path.open("rb")
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .._core._atomic import TEMP_MARKER
 from .._core._fs import FileSystem
+from .._errors import CorruptDataError
 
 __all__ = ("weekly_days", "write_weekly")
 
@@ -33,6 +34,8 @@ def weekly_days(path: Path) -> tuple[set[str], int]:
     """The day stamps (``YYYYMMDD``) a weekly holds, and the offset its data members start at.
 
     A gzip without our index (written by something else) gives ``(set(), 0)``.
+
+    :raises CorruptDataError: if the index member is damaged or cut short
     """
     with path.open("rb") as stream:
         head = stream.read(64 * 1024)
@@ -43,10 +46,15 @@ def weekly_days(path: Path) -> tuple[set[str], int]:
     if not name.startswith(_INDEX):
         return set(), 0
     inflate = zlib.decompressobj(-zlib.MAX_WBITS)
-    inflate.decompress(head[name_end + 1 :])
-    if not inflate.eof:
-        return set(), 0
+    try:
+        content = inflate.decompress(head[name_end + 1 :])
+    except zlib.error as exc:
+        raise CorruptDataError(str(path), f"weekly index member damaged: {exc}") from exc
     data_start = len(head) - len(inflate.unused_data) + 8  # + CRC32 and ISIZE
+    # the index member is empty: a CRC32 and a length of 0 (an index read wrong
+    # would make a rotation add days twice, or hide a day file from queries)
+    if not inflate.eof or content or head[data_start - 8 : data_start] != bytes(8):
+        raise CorruptDataError(str(path), "weekly index member damaged or cut short")
     return {d for d in name[len(_INDEX) :].split(",") if d}, data_start
 
 
