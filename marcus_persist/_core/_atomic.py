@@ -51,15 +51,22 @@ def write_new(path: Path, data: bytes, *, fs: FileSystem = OS_FS, sync: bool = T
     """Create *path* (it must not exist) holding *data*, fsynced unless ``sync=False``.
 
     Its directory entry is not yet durable: the caller fsyncs the directory
-    (or renames the file and fsyncs that directory).
+    (or renames the file and fsyncs that directory). On failure it is removed.
     """
     fd = fs.create(path)
     try:
-        fs.write_all(fd, data)
-        if sync:
-            fs.fsync(fd)
-    finally:
-        fs.close(fd)
+        try:
+            fs.write_all(fd, data)
+            if sync:
+                fs.fsync(fd)
+        finally:
+            fs.close(fd)
+    except BaseException:
+        # the file is new and nothing names it yet: a failed one must not stay
+        # (on a full disk its pages are what the retry of the commit needs)
+        with contextlib.suppress(OSError):
+            fs.unlink(path)
+        raise
 
 
 def ensure_dir(path: Path, *, fs: FileSystem = OS_FS, sync: bool = True) -> None:

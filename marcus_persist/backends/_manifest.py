@@ -202,6 +202,22 @@ class Manifest:
     def _cut_back(self, offset: int, maybe_live: list[bool]) -> None:
         """Drop a failed append: the log back to its last durable size."""
         fs = self._ctx.fs
+        if offset == 0:
+            # the append was to create the log: it never existed, or was empty and
+            # so holds nothing to keep; removing it cannot fail for want of space
+            # (reopening to truncate can: no inode), and the commit stays undone
+            try:
+                fs.unlink(self.log_path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("%s: could not remove a failed first append: %s", self.log_path, exc)
+            else:
+                self._log_size = 0
+                return
+            if not self.log_path.exists():
+                self._log_size = 0
+                return
         try:
             fd = fs.open_append(self.log_path)
             try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from .oracle import COUNTS
+from .tmpfs import tmpfs as tmpfs  # the disk-full suites' real tmpfs fixture
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

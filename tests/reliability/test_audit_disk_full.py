@@ -15,11 +15,9 @@ from marcus_persist._errors import PersistenceError
 
 from .audit_oracle import AUDIT, MovingClock
 from .oracle import COUNTS
-from .test_disk_full import fill_blocks, no_temps, remount, snapshot, tmpfs
+from .tmpfs import fill_blocks, no_temps, remount, snapshot
 
 pytestmark = pytest.mark.anyio
-
-__all__ = ("tmpfs",)  # the fixture, shared with the assignments' disk-full suite
 
 BIG = {"blob": "x" * 20_000}  # needs fresh blocks whatever the page slack
 

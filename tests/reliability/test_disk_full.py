@@ -3,77 +3,18 @@ fill it (blocks or inodes), check the failure, give space back by remount."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from marcus_persist import open_runtime
-from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._errors import PersistenceError
 
 from .oracle import ASSIGNMENTS, CLOCK, COUNTS
+from .tmpfs import fill_blocks, fill_inodes, no_temps, remount, snapshot
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs with 64 inodes, unmounted in teardown."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the disk-full suite needs root in CI (mount -t tmpfs)")
-        pytest.skip("needs root to mount a tmpfs")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,nr_inodes=64", "tmpfs", str(mnt)], check=True
-    )
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
-
-
-def remount(mnt: Path, options: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{options}", str(mnt)], check=True)
-
-
-def fill_blocks(mnt: Path) -> None:
-    """Write a filler file until the file system says ENOSPC."""
-    with (mnt / "filler").open("ab", buffering=0) as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * 4096)
-    assert os.statvfs(mnt).f_bavail == 0
-
-
-def fill_inodes(mnt: Path) -> None:
-    """Create empty files until no inode is left."""
-    (mnt / "inodes").mkdir()
-    for i in range(100_000):
-        try:
-            (mnt / "inodes" / str(i)).touch()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-            return
-    raise AssertionError("the inodes never ran out")
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {
-        str(Path(d, n)): Path(d, n).read_bytes()
-        for d, _dirs, names in os.walk(root)
-        for n in names
-        if n != ".lock"
-    }
-
-
-def no_temps(root: Path) -> bool:
-    return not any(is_temp_name(n) for _d, _s, names in os.walk(root) for n in names)
 
 
 class TestDiskFull:

@@ -1,0 +1,208 @@
+"""Suite 5 for state, learned patterns and token usage: a real tmpfs full (blocks or
+inodes) at each kind of commit, and at startup.
+
+Each commit kind is aimed at exactly: the disk is filled, then ``spare`` pages or
+inodes are freed again, so the files a commit creates before the aimed step fit and
+the aimed step's do not (a shard commit writes its new shard file first: one spare
+page / inode lets it through to the manifest). The caller gets a PersistenceError
+with ENOSPC, every live file is byte-identical, the store's view is the one before;
+after a remount with space the next batch commits, and a restart reads it back.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from marcus_persist import open_runtime
+from marcus_persist._errors import PersistenceError
+from marcus_persist.backends._file_tokens import FileTokenStorage
+from marcus_persist.backends._manifest import LOG, MANIFEST, Manifest
+
+from .learned_oracle import PATTERNS, TOKENS
+from .oracle import CLOCK, COUNTS, Op
+from .state_oracle import STATE
+from .tmpfs import changed, fill, no_temps, remount, snapshot
+
+pytestmark = pytest.mark.anyio
+
+PAD = "x" * 1200  # 40 of these in one shard pass its 32 KB limit: the shard splits
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _log_outgrew_base(store: str) -> Callable[[Path], bool]:
+    """The next commit of the store under *store* rewrites its manifest base: one more
+    line (as long as the longest so far) would take the log past the base's size."""
+
+    def due(data: Path) -> bool:
+        log = data / store / LOG
+        lines = log.read_bytes().splitlines(keepends=True) if log.exists() else []
+        return bool(lines) and _size(log) + max(map(len, lines)) > _size(data / store / MANIFEST)
+
+    return due
+
+
+def _no_log_yet(store: str) -> Callable[[Path], bool]:
+    """The next commit of the store under *store* appends to a log it must create."""
+    return lambda data: (data / store / MANIFEST).exists() and not (data / store / LOG).exists()
+
+
+def _tokens_log_empty(data: Path) -> bool:
+    return (data / "token_usage.log").stat().st_size == 0  # an append needs a fresh page
+
+
+def _tokens_log_outgrew(data: Path) -> bool:
+    return (data / "token_usage.log").stat().st_size > (data / "token_usage.json").stat().st_size
+
+
+def _observe(n: int) -> Op:
+    return ("observe", "p", f"p{n}", 0.5, 1)
+
+
+def _tokens(n: int) -> Op:
+    return ("record", "anthropic", n, n, 0.5, "m1", "p1", f"r{n}")
+
+
+@dataclass(frozen=True)
+class Case:
+    adapter: Any
+    baseline: list[Op]  #: committed one batch each before the disk fills
+    failing: list[Op]  #: one batch on the full disk
+    then: Op  #: committed after the remount
+    due: Callable[[Path], bool]  #: on disk, before filling: the failing batch takes the aimed step
+    spare: int = 0
+    small_checkpoints: Any = None  #: an ``__init__`` whose ``checkpoint_bytes`` floor drops to 1
+
+
+STATE_DIR = "marcus_state"
+CASES = {
+    "state: a shard split": Case(
+        STATE,
+        [("store", "docs", "k0", {"v": 0})],
+        [("store_many", "docs", {f"k{i}": {"pad": PAD} for i in range(1, 41)})],
+        ("store", "docs", "k99", {"v": 99}),
+        lambda data: len(list((data / STATE_DIR / "_shards" / "docs").iterdir())) == 1,
+    ),
+    "state: the manifest log append": Case(
+        STATE,
+        [("store", "docs", "k0", {"v": 0})],
+        [("store", "docs", "k1", {"v": 1})],
+        ("store", "docs", "k99", {"v": 99}),
+        _no_log_yet(STATE_DIR),
+        spare=1,
+    ),
+    "state: a manifest base rewrite": Case(
+        STATE,
+        [("store", "docs", f"k{i}", {"v": i}) for i in range(12)],
+        [("delete", "docs", "k0")],
+        ("store", "docs", "k99", {"v": 99}),
+        _log_outgrew_base(STATE_DIR),
+        spare=1,
+        small_checkpoints=Manifest.__init__,
+    ),
+    "patterns: a shard split": Case(
+        PATTERNS,
+        [_observe(0)],
+        [("observe", "big", f"b{i}", 0.5, 1) for i in range(40)],
+        _observe(99),
+        lambda data: len(list((data / "learned_patterns" / "_shards").rglob("*.json"))) == 1,
+    ),
+    "patterns: the manifest log append": Case(
+        PATTERNS,
+        [_observe(0)],
+        [_observe(1)],
+        _observe(99),
+        _no_log_yet("learned_patterns"),
+        spare=1,
+    ),
+    "patterns: a manifest base rewrite": Case(
+        PATTERNS,
+        [_observe(i) for i in range(12)],
+        [_observe(50)],
+        _observe(99),
+        _log_outgrew_base("learned_patterns"),
+        spare=1,
+        small_checkpoints=Manifest.__init__,
+    ),
+    "tokens: the log append": Case(
+        TOKENS, [_tokens(1)], [_tokens(2)], _tokens(99), _tokens_log_empty
+    ),
+    "tokens: a checkpoint": Case(
+        TOKENS,
+        [_tokens(i) for i in range(1, 13)],
+        [_tokens(50)],
+        _tokens(99),
+        _tokens_log_outgrew,
+        small_checkpoints=FileTokenStorage.__init__,
+    ),
+}
+#: an append into an existing file needs no inode: those cases fill blocks only
+BLOCKS_ONLY = {"tokens: the log append"}
+
+
+async def _refused(rt: Any, adapter: Any, ops: list[Op]) -> list[int | None]:
+    """Submit *ops* as one batch; the errno each caller got (every one must fail)."""
+    errnos: list[int | None] = []
+
+    async def submit(op: Op) -> None:
+        try:
+            await adapter.submit(rt, op)
+        except PersistenceError as exc:
+            errnos.append(exc.errno)
+
+    async with anyio.create_task_group() as tg:
+        for op in ops:
+            tg.start_soon(submit, op)
+    return errnos
+
+
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [
+        (n, w)
+        for n in CASES
+        for w in ("blocks", "inodes")
+        if not (w == "inodes" and n in BLOCKS_ONLY)
+    ],
+)
+async def test_a_commit_on_a_full_disk(
+    tmpfs: Path, name: str, what: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = CASES[name]
+    if case.small_checkpoints is not None:
+        defaults = dict(case.small_checkpoints.__kwdefaults__ or {})
+        monkeypatch.setattr(
+            case.small_checkpoints, "__kwdefaults__", {**defaults, "checkpoint_bytes": 1}
+        )
+    data, adapter = tmpfs / "data", case.adapter
+    async with open_runtime(data, clock=CLOCK) as rt:
+        for op in case.baseline:  # until the failing batch would take the aimed step
+            await adapter.submit(rt, op)
+            if case.due(data):
+                break
+        committed = await adapter.observe(rt)
+        assert case.due(data), f"{name}: the failing batch would not take the aimed step"
+        fill(tmpfs, what, case.spare)
+        before = snapshot(data)
+        errnos = await _refused(rt, adapter, case.failing)
+        assert errnos == [errno.ENOSPC] * len(case.failing), f"{name}: {errnos}"
+        COUNTS["state/patterns/tokens disk-full commits refused"] += 1
+        assert not changed(before, snapshot(data)), f"{name}: a failed commit left files"
+        assert no_temps(data)
+        assert await adapter.observe(rt) == committed, f"{name}: the failed batch shows"
+        remount(tmpfs)
+        await adapter.submit(rt, case.then)  # space is back: the next batch commits
+        final = await adapter.observe(rt)
+        assert final != committed
+    async with open_runtime(data, clock=CLOCK) as rt:
+        assert await adapter.observe(rt) == final, f"{name}: the restart lost something"
+    assert no_temps(data)
