@@ -12,6 +12,7 @@ after a remount with space the next batch commits, and a restart reads it back.
 from __future__ import annotations
 
 import errno
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,7 @@ class Case:
     failing: list[Op]  #: one batch on the full disk
     then: Op  #: committed after the remount
     due: Callable[[Path], bool]  #: on disk, before filling: the failing batch takes the aimed step
+    step: str  #: the function the aimed step fails in
     spare: int = 0
     small_checkpoints: Any = None  #: an ``__init__`` whose ``checkpoint_bytes`` floor drops to 1
 
@@ -91,6 +93,7 @@ CASES = {
         [("store_many", "docs", {f"k{i}": {"pad": PAD} for i in range(1, 41)})],
         ("store", "docs", "k99", {"v": 99}),
         lambda data: len(list((data / STATE_DIR / "_shards" / "docs").iterdir())) == 1,
+        "write_new",
     ),
     "state: the manifest log append": Case(
         STATE,
@@ -98,6 +101,7 @@ CASES = {
         [("store", "docs", "k1", {"v": 1})],
         ("store", "docs", "k99", {"v": 99}),
         _no_log_yet(STATE_DIR),
+        "_append",
         spare=1,
     ),
     "state: a manifest base rewrite": Case(
@@ -106,6 +110,7 @@ CASES = {
         [("delete", "docs", "k0")],
         ("store", "docs", "k99", {"v": 99}),
         _log_outgrew_base(STATE_DIR),
+        "_checkpoint",
         spare=1,
         small_checkpoints=Manifest.__init__,
     ),
@@ -115,6 +120,7 @@ CASES = {
         [("observe", "big", f"b{i}", 0.5, 1) for i in range(40)],
         _observe(99),
         lambda data: len(list((data / "learned_patterns" / "_shards").rglob("*.json"))) == 1,
+        "write_new",
     ),
     "patterns: the manifest log append": Case(
         PATTERNS,
@@ -122,6 +128,7 @@ CASES = {
         [_observe(1)],
         _observe(99),
         _no_log_yet("learned_patterns"),
+        "_append",
         spare=1,
     ),
     "patterns: a manifest base rewrite": Case(
@@ -130,11 +137,12 @@ CASES = {
         [_observe(50)],
         _observe(99),
         _log_outgrew_base("learned_patterns"),
+        "_checkpoint",
         spare=1,
         small_checkpoints=Manifest.__init__,
     ),
     "tokens: the log append": Case(
-        TOKENS, [_tokens(1)], [_tokens(2)], _tokens(99), _tokens_log_empty
+        TOKENS, [_tokens(1)], [_tokens(2)], _tokens(99), _tokens_log_empty, "_append"
     ),
     "tokens: a checkpoint": Case(
         TOKENS,
@@ -142,6 +150,7 @@ CASES = {
         [_tokens(50)],
         _tokens(99),
         _tokens_log_outgrew,
+        "_checkpoint",
         small_checkpoints=FileTokenStorage.__init__,
     ),
 }
@@ -149,20 +158,30 @@ CASES = {
 BLOCKS_ONLY = {"tokens: the log append"}
 
 
-async def _refused(rt: Any, adapter: Any, ops: list[Op]) -> list[int | None]:
-    """Submit *ops* as one batch; the errno each caller got (every one must fail)."""
-    errnos: list[int | None] = []
+async def _refused(rt: Any, adapter: Any, ops: list[Op]) -> list[PersistenceError]:
+    """Submit *ops* as one batch; what each caller got (every one must fail)."""
+    errors: list[PersistenceError] = []
 
     async def submit(op: Op) -> None:
         try:
             await adapter.submit(rt, op)
         except PersistenceError as exc:
-            errnos.append(exc.errno)
+            errors.append(exc)
 
     async with anyio.create_task_group() as tg:
         for op in ops:
             tg.start_soon(submit, op)
-    return errnos
+    return errors
+
+
+def _steps(error: BaseException) -> list[str]:
+    """The functions the error (and its causes) went through: which step failed."""
+    names: list[str] = []
+    cause: BaseException | None = error
+    while cause is not None:
+        names += [frame.name for frame in traceback.extract_tb(cause.__traceback__)]
+        cause = cause.__cause__
+    return names
 
 
 @pytest.mark.parametrize(
@@ -193,8 +212,9 @@ async def test_a_commit_on_a_full_disk(
         assert case.due(data), f"{name}: the failing batch would not take the aimed step"
         fill(tmpfs, what, case.spare)
         before = snapshot(data)
-        errnos = await _refused(rt, adapter, case.failing)
-        assert errnos == [errno.ENOSPC] * len(case.failing), f"{name}: {errnos}"
+        errors = await _refused(rt, adapter, case.failing)
+        assert [e.errno for e in errors] == [errno.ENOSPC] * len(case.failing), errors
+        assert case.step in _steps(errors[0]), f"{name}: failed in {_steps(errors[0])}"
         COUNTS["state/patterns/tokens disk-full commits refused"] += 1
         assert not changed(before, snapshot(data)), f"{name}: a failed commit left files"
         assert no_temps(data)
@@ -206,3 +226,71 @@ async def test_a_commit_on_a_full_disk(
     async with open_runtime(data, clock=CLOCK) as rt:
         assert await adapter.observe(rt) == final, f"{name}: the restart lost something"
     assert no_temps(data)
+
+
+STORES = (STATE, PATTERNS, TOKENS)
+FIRST: dict[str, Op] = {
+    "state": ("store", "docs", "k0", {"v": 0}),
+    "patterns": _observe(0),
+    "tokens": _tokens(1),
+}
+NEXT: dict[str, Op] = {
+    "state": ("store", "docs", "k1", {"v": 1}),
+    "patterns": _observe(1),
+    "tokens": _tokens(2),
+}
+LAST: dict[str, Op] = {
+    "state": ("store", "docs", "k2", {"v": 2}),
+    "patterns": _observe(2),
+    "tokens": _tokens(3),
+}
+
+
+async def _views(rt: Any) -> dict[str, Any]:
+    return {adapter.name: await adapter.observe(rt) for adapter in STORES}
+
+
+@pytest.mark.parametrize(
+    ("what", "spare", "torn"),
+    [
+        ("both", 0, False),  # even the lock file's pid cannot be written
+        ("inodes", 0, True),  # the lock fits; setting the torn token line aside does not
+        ("blocks", 1, True),  # one page: the lock's
+    ],
+)
+async def test_startup_on_a_full_disk(tmpfs: Path, what: str, spare: int, torn: bool) -> None:
+    """State, patterns and tokens present (a checkpoint and a log line each); with
+    ``torn`` the token log and the state manifest log end in a torn line, which startup
+    sets aside (a new ``.torn`` file) or ignores. Startup is refused with ENOSPC and
+    changes no file; after a remount it opens with every committed record."""
+    data = tmpfs / "data"
+    async with open_runtime(data, clock=CLOCK) as rt:
+        for adapter in STORES:
+            await adapter.submit(rt, FIRST[adapter.name])
+            await adapter.submit(rt, NEXT[adapter.name])
+        views = await _views(rt)
+    if torn:
+        for path in (data / "token_usage.log", data / STATE_DIR / LOG):
+            with path.open("ab") as f:
+                f.write(b'{"seq": 99, "rec')
+    fill(tmpfs, what, spare)
+    before = snapshot(data)
+    with pytest.raises(PersistenceError) as caught:
+        async with open_runtime(data, clock=CLOCK):
+            pass
+    assert caught.value.errno == errno.ENOSPC, caught.value
+    # the refused step: the lock's pid, or setting the torn token line aside
+    steps = _steps(caught.value)
+    assert ("_replay" if torn else "acquire") in steps, steps
+    COUNTS["state/patterns/tokens disk-full startups refused"] += 1
+    assert not changed(before, snapshot(data)), "a refused startup changed a file"
+    remount(tmpfs)
+    async with open_runtime(data, clock=CLOCK) as rt:
+        assert await _views(rt) == views
+        for adapter in STORES:
+            await adapter.submit(rt, LAST[adapter.name])
+        final = await _views(rt)
+    async with open_runtime(data, clock=CLOCK) as rt:
+        assert await _views(rt) == final
+    assert no_temps(data)
+    assert (data / "token_usage.log.torn").exists() == torn
