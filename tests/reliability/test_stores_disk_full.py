@@ -12,7 +12,6 @@ after a remount with space the next batch commits, and a restart reads it back.
 from __future__ import annotations
 
 import errno
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from marcus_persist.backends._manifest import LOG, MANIFEST, Manifest
 from .learned_oracle import PATTERNS, TOKENS
 from .oracle import CLOCK, COUNTS, Op
 from .state_oracle import STATE
-from .tmpfs import changed, fill, no_temps, remount, snapshot
+from .tmpfs import changed, fill, no_temps, remount, snapshot, steps
 
 pytestmark = pytest.mark.anyio
 
@@ -174,16 +173,6 @@ async def _refused(rt: Any, adapter: Any, ops: list[Op]) -> list[PersistenceErro
     return errors
 
 
-def _steps(error: BaseException) -> list[str]:
-    """The functions the error (and its causes) went through: which step failed."""
-    names: list[str] = []
-    cause: BaseException | None = error
-    while cause is not None:
-        names += [frame.name for frame in traceback.extract_tb(cause.__traceback__)]
-        cause = cause.__cause__
-    return names
-
-
 @pytest.mark.parametrize(
     ("name", "what"),
     [
@@ -214,7 +203,7 @@ async def test_a_commit_on_a_full_disk(
         before = snapshot(data)
         errors = await _refused(rt, adapter, case.failing)
         assert [e.errno for e in errors] == [errno.ENOSPC] * len(case.failing), errors
-        assert case.step in _steps(errors[0]), f"{name}: failed in {_steps(errors[0])}"
+        assert case.step in steps(errors[0]), f"{name}: failed in {steps(errors[0])}"
         COUNTS["state/patterns/tokens disk-full commits refused"] += 1
         assert not changed(before, snapshot(data)), f"{name}: a failed commit left files"
         assert no_temps(data)
@@ -280,8 +269,8 @@ async def test_startup_on_a_full_disk(tmpfs: Path, what: str, spare: int, torn: 
             pass
     assert caught.value.errno == errno.ENOSPC, caught.value
     # the refused step: the lock's pid, or setting the torn token line aside
-    steps = _steps(caught.value)
-    assert ("_replay" if torn else "acquire") in steps, steps
+    refused = steps(caught.value)
+    assert ("_replay" if torn else "acquire") in refused, refused
     COUNTS["state/patterns/tokens disk-full startups refused"] += 1
     assert not changed(before, snapshot(data)), "a refused startup changed a file"
     remount(tmpfs)

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import subprocess
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ __all__ = (
     "no_temps",
     "remount",
     "snapshot",
+    "steps",
     "tmpfs",
 )
 
@@ -104,6 +106,16 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def changed(before: dict[str, bytes], after: dict[str, bytes]) -> list[str]:
     """The files that differ between two snapshots (new, gone or other bytes)."""
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def steps(error: BaseException) -> list[str]:
+    """The functions *error* (and its causes) went through: which step was refused."""
+    names: list[str] = []
+    cause: BaseException | None = error
+    while cause is not None:
+        names += [frame.name for frame in traceback.extract_tb(cause.__traceback__)]
+        cause = cause.__cause__
+    return names
 
 
 def no_temps(root: Path) -> bool:
