@@ -2,7 +2,8 @@
 
 A weekly is a sequence of gzip members (one valid gzip stream: ``gzip -dc``
 and ``gzip.open`` read it whole). The first member is empty; its header's
-file name is the index ``audit-days:YYYYMMDD,...`` of the day files it holds.
+file name is the index ``audit-days:YYYYMMDD,...`` of the day files it holds,
+and a header CRC guards it (the member's CRC32 covers only its empty content).
 Each following member is one day file, named after it. Adding days rewrites
 the weekly (temp, fsync, rename, directory fsync): a fresh index, the old data
 members copied as they are, then the new days. Because the index is committed
@@ -27,7 +28,9 @@ __all__ = ("weekly_days", "write_weekly")
 
 _INDEX = "audit-days:"
 _COPY_CHUNK = 1 << 20
+_MAGIC = b"\x1f\x8b\x08"  # gzip, deflate
 _FNAME = 0x08
+_FHCRC = 0x02
 
 
 def weekly_days(path: Path) -> tuple[set[str], int]:
@@ -39,23 +42,45 @@ def weekly_days(path: Path) -> tuple[set[str], int]:
     """
     with path.open("rb") as stream:
         head = stream.read(64 * 1024)
-    if len(head) < 10 or head[:2] != b"\x1f\x8b" or not head[3] & _FNAME or head[3] & ~_FNAME:
+    flags = head[3] if len(head) >= 10 else 0
+    if head[:3] != _MAGIC or not flags & _FNAME or flags & ~(_FNAME | _FHCRC):
         return set(), 0
     name_end = head.find(b"\0", 10)
-    name = head[10:name_end].decode("latin-1") if name_end > 0 else ""
+    if name_end < 0:
+        return set(), 0
+    deflate_start = name_end + 1
+    if flags & _FHCRC:  # the index's own checksum (weeklies written since it was added)
+        deflate_start += 2
+        if head[name_end + 1 : deflate_start] != _crc16(head[: name_end + 1]):
+            raise CorruptDataError(str(path), "weekly index member damaged: header CRC")
+    name = head[10:name_end].decode("latin-1")
     if not name.startswith(_INDEX):
         return set(), 0
     inflate = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
-        content = inflate.decompress(head[name_end + 1 :])
+        content = inflate.decompress(head[deflate_start:])
     except zlib.error as exc:
         raise CorruptDataError(str(path), f"weekly index member damaged: {exc}") from exc
     data_start = len(head) - len(inflate.unused_data) + 8  # + CRC32 and ISIZE
     # the index member is empty: a CRC32 and a length of 0 (an index read wrong
-    # would make a rotation add days twice, or hide a day file from queries)
+    # would make a rotation add days twice, or delete a day file it does not hold)
     if not inflate.eof or content or head[data_start - 8 : data_start] != bytes(8):
         raise CorruptDataError(str(path), "weekly index member damaged or cut short")
     return {d for d in name[len(_INDEX) :].split(",") if d}, data_start
+
+
+def _index_member(index: str) -> bytes:
+    """The empty first member, its header naming the days, with a header CRC (FHCRC):
+    the name is outside the deflate data, so without it a flipped digit would go
+    unseen, and a rotation would delete a day file as already archived."""
+    header = _MAGIC + bytes([_FNAME | _FHCRC]) + bytes(4) + b"\x00\xff"  # mtime 0, unknown OS
+    header += index.encode("latin-1") + b"\0"
+    empty = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return header + _crc16(header) + empty.compress(b"") + empty.flush() + bytes(8)
+
+
+def _crc16(header: bytes) -> bytes:
+    return (zlib.crc32(header) & 0xFFFF).to_bytes(2, "little")
 
 
 def write_weekly(target: Path, days: list[Path], *, fs: FileSystem, sync: bool) -> bool:
@@ -74,8 +99,7 @@ def write_weekly(target: Path, days: list[Path], *, fs: FileSystem, sync: bool) 
     out = _FdWriter(fs, fd)
     try:
         try:
-            with gzip.GzipFile(index, "wb", 6, out, mtime=0):
-                pass  # the index member: empty content, the days in its name
+            out.write(_index_member(index))  # empty content, the days in its name
             if target.exists():
                 with target.open("rb") as old:
                     old.seek(data_start)

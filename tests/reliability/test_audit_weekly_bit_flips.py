@@ -24,6 +24,7 @@ import pytest
 from marcus_persist import open_runtime
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._doctor import diagnose
+from marcus_persist._errors import CorruptDataError
 from marcus_persist.stores._audit_query import AuditQuery, Filter, scan_usage_stats, select_sources
 from marcus_persist.stores._audit_storage import FileAuditStorage
 from marcus_persist.stores._audit_weekly import weekly_days, write_weekly
@@ -38,10 +39,10 @@ OTHER_DAY = 12  # 2026-01-12 (ISO week 3): stays a day file
 
 
 async def _trail(tmp: Path) -> tuple[Path, list[dict[str, Any]]]:
-    """Two events on each of Jan 5, 6, 7 (compacted into one weekly) and on Jan 12."""
+    """Two events on each of Jan 5, 6, 9 (compacted into one weekly) and on Jan 12."""
     data, clock = tmp / "data", MovingClock()
     async with open_runtime(data, clock=clock, audit_daily_days=1) as rt:
-        for day in (5, 6, 7, OTHER_DAY):
+        for day in (5, 6, 9, OTHER_DAY):
             for n in range(2):
                 clock.moment = datetime(2026, 1, day, 12, n, tzinfo=UTC)
                 await rt.audit.log_event(
@@ -116,7 +117,7 @@ async def test_a_damaged_member_costs_its_day_only(tmp_path: Path) -> None:
     damaged[second + 40] ^= 0x10  # inside its deflate data
     weekly.write_bytes(bytes(damaged))
     events, bad = await _query(data)
-    assert [e["details"]["n"] for e in events] == [50, 51, 70, 71, 120, 121]
+    assert [e["details"]["n"] for e in events] == [50, 51, 90, 91, 120, 121]
     assert len(bad) == 1 and f"bytes {second}-" in bad[0]
 
 
@@ -165,3 +166,47 @@ def _streamed_not_logged(weekly: Path, logged: set[bytes]) -> int:
         except (OSError, EOFError, zlib.error):
             pass
     return invented
+
+
+async def test_rotation_into_a_weekly_whose_index_is_damaged(tmp_path: Path) -> None:
+    """A day file left for a week whose weekly's index is damaged: which days the
+    weekly holds is unknown, so adding it could duplicate them. The rotation is refused
+    with a CorruptDataError (a PersistenceError: the maintenance loop logs and retries;
+    a raw ``zlib.error`` used to escape it), both files are kept and still read."""
+    data, logged = await _trail(tmp_path)
+    weekly = data / WEEKLY
+    _days, data_start = weekly_days(weekly)
+    damaged = bytearray(weekly.read_bytes())
+    damaged[data_start - 8] ^= 0x01  # the empty index member's CRC32 is no longer 0
+    weekly.write_bytes(bytes(damaged))
+    late = data / "audit_logs" / "audit_20260108.jsonl"  # a late day of the same week
+    late.write_bytes(json.dumps({**logged[0], "details": {"n": 80}}).encode() + b"\n")
+    async with open_runtime(data, clock=MovingClock(), audit_daily_days=1) as rt:
+        with pytest.raises(CorruptDataError) as caught:
+            await rt.audit.rotate(now=datetime(2026, 1, 13, tzinfo=UTC))
+        assert "index" in caught.value.reason
+    assert weekly.read_bytes() == bytes(damaged) and late.exists()
+    events, bad = await _query(data)
+    assert sorted(e["details"]["n"] for e in events) == [50, 51, 60, 61, 80, 90, 91, 120, 121]
+    assert len(bad) == 1 and "bytes 0-" in bad[0]
+    COUNTS["audit weekly gzip bad files tried"] += 1
+
+
+async def test_a_flipped_digit_in_the_index_deletes_no_day_file(tmp_path: Path) -> None:
+    """The index is a gzip header field, outside every CRC32: a flip turning the held
+    ``20260109`` into ``20260108`` made a query skip the late Jan 8 day file and a
+    rotation delete it as already archived. The index member now has a header CRC."""
+    data, logged = await _trail(tmp_path)
+    weekly = data / WEEKLY
+    good = weekly.read_bytes()
+    at = good.index(b"20260109")
+    weekly.write_bytes(good[: at + 7] + b"8" + good[at + 8 :])  # "9" ^ 0x01
+    late = data / "audit_logs" / "audit_20260108.jsonl"
+    late.write_bytes(json.dumps({**logged[0], "details": {"n": 80}}).encode() + b"\n")
+    events, bad = await _query(data)
+    assert 80 in [e["details"]["n"] for e in events] and len(bad) == 1
+    async with open_runtime(data, clock=MovingClock(), audit_daily_days=1) as rt:
+        with pytest.raises(CorruptDataError):
+            await rt.audit.rotate(now=datetime(2026, 1, 13, tzinfo=UTC))
+    assert late.exists()
+    COUNTS["audit weekly gzip bad files tried"] += 1
