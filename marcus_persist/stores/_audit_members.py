@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from .._errors import CorruptDataError
-from ._audit_weekly import weekly_days
+from ._audit_weekly import read_index
 
 __all__ = ("VerifiedWeekly",)
 
@@ -42,12 +42,14 @@ class VerifiedWeekly(io.RawIOBase):
         super().__init__()
         self._file = path.open("rb")
         self._size = os.fstat(self._file.fileno()).st_size
-        try:
-            held, self._data_start = weekly_days(path)
+        try:  # from this open file: a rotation may replace the path meanwhile
+            held, self._data_start = read_index(self._file, path)
         except CorruptDataError:  # its damaged region is reported as such
             held, self._data_start = set(), 0
-        # the days a whole weekly holds; an empty file is a weekly that lost every day
-        self._days = len(held) if self._size else 1
+        except BaseException:
+            self._file.close()
+            raise
+        self._days = len(held)  # the data members a whole weekly holds
         self._chunks = self._members()
         self._pending = memoryview(b"")
         #: ``"bytes A-B: reason"`` for each region skipped as damaged, in file order
@@ -90,7 +92,9 @@ class VerifiedWeekly(io.RawIOBase):
             start = _next_header(self._file, start + 1, self._size)
         if bad_from >= 0:
             self.damage.append(f"bytes {bad_from}-{self._size}: {problem}")
-        if not self.damage and days < self._days:  # cut right at a member's end: no CRC fails
+        if not self._size:
+            self.damage.append("an empty file (a weekly always holds its index)")
+        elif not self.damage and days < self._days:  # cut at a member's end: no CRC fails
             self.damage.append(f"its index names {self._days} days, {days} found")
 
 

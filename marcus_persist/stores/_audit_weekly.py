@@ -19,12 +19,13 @@ import io
 import uuid
 import zlib
 from pathlib import Path
+from typing import IO
 
 from .._core._atomic import TEMP_MARKER
 from .._core._fs import FileSystem
 from .._errors import CorruptDataError
 
-__all__ = ("weekly_days", "write_weekly")
+__all__ = ("read_index", "weekly_days", "write_weekly")
 
 _INDEX = "audit-days:"
 _COPY_CHUNK = 1 << 20
@@ -41,7 +42,13 @@ def weekly_days(path: Path) -> tuple[set[str], int]:
     :raises CorruptDataError: if the index member is damaged or cut short
     """
     with path.open("rb") as stream:
-        head = stream.read(64 * 1024)
+        return read_index(stream, path)
+
+
+def read_index(stream: IO[bytes], path: Path) -> tuple[set[str], int]:
+    """:func:`weekly_days` of an open weekly (read from its start; *path* names it)."""
+    stream.seek(0)
+    head = stream.read(64 * 1024)
     flags = head[3] if len(head) >= 10 else 0
     if head[:3] != _MAGIC or not flags & _FNAME or flags & ~(_FNAME | _FHCRC):
         return set(), 0
