@@ -74,6 +74,8 @@ def _tokens(n: int) -> Op:
 
 @dataclass(frozen=True)
 class Case:
+    """One commit kind on a full disk: how to get there, and where it must fail."""
+
     adapter: Any
     baseline: list[Op]  #: committed one batch each before the disk fills
     failing: list[Op]  #: one batch on the full disk
