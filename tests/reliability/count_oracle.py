@@ -39,15 +39,10 @@ class PatternCounts:
         await rt.patterns.observe(op[1], op[2], 0.5, examples=op[3], data={"n": op[4]})
 
     async def observe(self, rt: Runtime) -> State:
-        return _patterns(await rt.patterns.find())
-
-    async def observe_type(self, rt: Runtime, type: str) -> State:
-        """Only the patterns of *type* (its index: cheap however many there are)."""
-        return _patterns(await rt.patterns.find(type))
-
-
-def _patterns(found: list[dict[str, Any]]) -> State:
-    return {(p["type"], p["pattern"]): (p["examples"], (p["data"] or {}).get("n")) for p in found}
+        found = await rt.patterns.find()
+        return {
+            (p["type"], p["pattern"]): (p["examples"], (p["data"] or {}).get("n")) for p in found
+        }
 
 
 class TokenCounts:

@@ -16,10 +16,11 @@ import pytest
 
 from marcus_persist.backends._file_tokens import FileTokenStorage
 
+from .count_oracle import PATTERN_COUNTS, TOKEN_COUNTS
 from .learned_oracle import PATTERNS, TOKENS, Snapshots, run_snapshots
-from .oracle import Op, enumerate_crashes
+from .oracle import COUNTS, History, Op, enumerate_crashes
 from .simfs import SimFS
-from .state_oracle import count
+from .state_oracle import Both, LockedSimFS, count, run_interleaved
 
 pytestmark = pytest.mark.anyio
 
@@ -98,3 +99,34 @@ class TestLearnedCrashPoints:
         ]
         # the first commit checkpoints; a later one again, after the log grew
         assert len(checkpoints) >= 2 and appends and checkpoints[-1] > appends[0]
+
+
+#: a patterns batch and a tokens batch per round (the count models of .count_oracle)
+INTERLEAVED: list[tuple[list[Op], list[Op]]] = [
+    ([("observe", "flow", "a", 1, 0)], [("record", "p1", "p1:1", 100, 20)]),
+    (
+        [("observe", "flow", "a", 2, 1), ("observe", "risk", "b", 1, 2)],
+        [("record", "p1", "p1:2", 10, 2), ("record", "p2", "p2:1", 7, 3)],
+    ),
+    # a retried request id: counted once
+    ([("observe", "risk", "b", 3, 3)], [("record", "p2", "p2:1", 5, 5)]),
+    ([("observe", "flow", "c", 1, 4)], [("record", "p1", "p1:3", 1, 1)]),
+]
+
+
+class TestInterleaved:
+    async def test_patterns_and_tokens(self, tmp_path: Path) -> None:
+        root = tmp_path / "sim"
+        root.mkdir()
+        fs = LockedSimFS(root)
+        patterns, tokens = History(PATTERN_COUNTS), History(TOKEN_COUNTS)
+        await run_interleaved(patterns, tokens, fs, root / "data", INTERLEAVED)
+        assert None not in patterns.acked_at and None not in tokens.acked_at
+        report = await enumerate_crashes("patterns+tokens", fs, Both(patterns, tokens), tmp_path)
+        count(report)
+        COUNTS["interleaved patterns+tokens crash images checked"] += report.images
+        assert report.violations == []
+        # both actors committed in the one trace
+        written = {op.path for op in fs.trace if op.kind == "write"}
+        assert any("token_usage" in p for p in written), written
+        assert any("patterns" in p for p in written), written
