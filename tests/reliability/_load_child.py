@@ -1,8 +1,9 @@
 """A child process for the strace-targeted kills: sequential steps (each one batch
 of concurrent ops) on one store, each step's submit and acknowledgement printed.
-``python -m tests.reliability._load_child DATA N [MODE]``; MODE is a key of
-:data:`MODES` (default ``assignments``) or ``audit-rotate`` (one step: a rotation
-of the days :func:`rotation_days` logged to weeklies and the archive)."""
+``python -m tests.reliability._load_child DATA N [MODE [BACKEND]]``; MODE is a key
+of :data:`MODES` (default ``assignments``) or ``audit-rotate`` (one step: a rotation
+of the days :func:`rotation_days` logged to weeklies and the archive); BACKEND is
+``asyncio`` (the default) or ``trio``."""
 
 from __future__ import annotations
 
@@ -111,4 +112,5 @@ async def main(data: Path, count: int, mode: str) -> None:
 
 if __name__ == "__main__":
     mode = sys.argv[3] if len(sys.argv) > 3 else "assignments"
-    anyio.run(main, Path(sys.argv[1]), int(sys.argv[2]), mode)
+    backend = sys.argv[4] if len(sys.argv) > 4 else "asyncio"
+    anyio.run(main, Path(sys.argv[1]), int(sys.argv[2]), mode, backend=backend)

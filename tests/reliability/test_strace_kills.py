@@ -57,12 +57,15 @@ STEPS = 8
 
 
 def strace_child(data: Path, syscall: str, n: int, mode: str) -> tuple[int, int]:
-    """Run the load child on *data* until strace kills it at the *n*-th *syscall*;
-    the last step it submitted and the last one acknowledged."""
+    """Run the load child on *data* until strace kills it at the *n*-th *syscall*
+    (on trio for odd *n*, else asyncio); the last step it submitted and the last
+    one acknowledged."""
+    backend = "trio" if n % 2 else "asyncio"
     command = [
         "strace", "-f", "-qq", "-o", "/dev/null", "-e", f"trace={syscall}",
         "-e", f"inject={syscall}:signal=SIGKILL:when={n}",
         sys.executable, "-m", "tests.reliability._load_child", str(data), str(STEPS), mode,
+        backend,
     ]  # fmt: skip
     child = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert child.returncode != 0, f"the child was never killed: {child.stdout}"
@@ -70,7 +73,7 @@ def strace_child(data: Path, syscall: str, n: int, mode: str) -> tuple[int, int]
     pairs = [line.split() for line in child.stdout.splitlines()]
     submitted = max((int(i) for k, i in pairs if k == "S"), default=-1)
     acked = max((int(i) for k, i in pairs if k == "A"), default=-1)
-    print(f"{mode}: {syscall} #{n}: submitted {submitted}, acked {acked}")
+    print(f"{mode} on {backend}: {syscall} #{n}: submitted {submitted}, acked {acked}")
     COUNTS[f"targeted kills (strace), {mode}"] += 1
     return submitted, acked
 
@@ -91,7 +94,7 @@ def test_kill_at_the_nth_syscall(tmp_path: Path, mode: str, syscall: str, n: int
     anyio.run(_observe, data, mode)  # the layout exists: the counted calls are the commits'
     submitted, acked = strace_child(data, syscall, n, mode)
     legal = legal_states(mode, submitted, acked)
-    got = anyio.run(_observe, data, mode)
+    got = anyio.run(_observe, data, mode, backend="asyncio" if n % 2 else "trio")
     assert got in legal, f"killed at {syscall} #{n}: acked {acked}, recovered {got!r}"
     assert_no_temps(data)
 
@@ -112,8 +115,10 @@ def test_kill_during_a_rotation(tmp_path: Path, syscall: str, n: int) -> None:
     submitted, acked = strace_child(data, syscall, n, "audit-rotate")
     assert submitted == 0 and acked == -1, "the kill did not land in the rotation"
     bad_lines = AUDIT.bad_lines
-    got = anyio.run(partial(_observe, data, "audit", **ROTATION_OPTIONS))
-    again = anyio.run(_rotate_again, data)  # what the kill left, the next rotation finishes
+    backend = "asyncio" if n % 2 else "trio"  # the child ran on the other one
+    got = anyio.run(partial(_observe, data, "audit", **ROTATION_OPTIONS), backend=backend)
+    # what the kill left, the next rotation finishes
+    again = anyio.run(_rotate_again, data, backend=backend)
     everything = list(range(1, len(ROTATION_DAYS) + 1))
     assert sorted(got) == everything and sorted(again) == everything, (got, again)
     assert AUDIT.bad_lines == bad_lines  # no line garbled either
