@@ -23,6 +23,7 @@ from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._runtime import Runtime
 from marcus_persist.backends._file_tokens import FileTokenStorage
+from marcus_persist.backends._manifest import Manifest
 
 from .count_oracle import PATTERN_COUNTS, TOKEN_COUNTS
 from .oracle import ASSIGNMENTS, CLOCK, COUNTS, Op, State, StoreAdapter
@@ -210,13 +211,12 @@ def _legal(lane: Lane, start: State, rnd: int, acked: int, submitted: int) -> li
 
 @pytest.mark.timeout(max(120, KILLS // 5))  # about 50 ms a kill; the soak run needs longer
 def test_kill_storm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # a 1-byte floor: token_usage.json is rewritten whenever the log outgrows it, so
-    # kills land in checkpoints too and the log replayed at every start stays short
-    # (the children are forked: they inherit it)
-    defaults = dict(FileTokenStorage.__init__.__kwdefaults__ or {})
-    monkeypatch.setattr(
-        FileTokenStorage.__init__, "__kwdefaults__", {**defaults, "checkpoint_bytes": 1}
-    )
+    # a 1-byte floor: token_usage.json and _manifest.json are rewritten whenever their
+    # log outgrows them, so kills land in those rewrites too and the logs replayed at
+    # every start stay short (the children are forked: they inherit it)
+    for logged in (FileTokenStorage, Manifest):
+        defaults = dict(logged.__init__.__kwdefaults__ or {})
+        monkeypatch.setattr(logged.__init__, "__kwdefaults__", {**defaults, "checkpoint_bytes": 1})
     data = tmp_path / "data"
     rng = random.Random(8)
     parts: dict[str, State] = {worker: lane.adapter.initial() for worker, lane in LANES.items()}
