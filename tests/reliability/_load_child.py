@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 
 from marcus_persist import open_runtime
+from marcus_persist.backends._file_tokens import FileTokenStorage
 from marcus_persist.backends._manifest import Manifest
 
 from .audit_oracle import AUDIT, MovingClock
@@ -59,7 +60,14 @@ MODES: dict[str, tuple[StoreAdapter, Callable[[int], list[Op]]]] = {
     "state": (STATE, state_step),
     "state-rebase": (STATE, state_step),  # every few commits rewrite _manifest.json
     "tokens": (TOKEN_COUNTS, token_step),
+    "tokens-checkpoint": (TOKEN_COUNTS, token_step),  # later batches rewrite token_usage.json
     "audit": (AUDIT, lambda i: [("event", i)]),
+}
+
+#: modes whose log is checkpointed (its base rewritten) as soon as it outgrows the base
+FLOORED: dict[str, type[Manifest | FileTokenStorage]] = {
+    "state-rebase": Manifest,
+    "tokens-checkpoint": FileTokenStorage,
 }
 
 
@@ -86,9 +94,10 @@ async def rotation_days(data: Path) -> None:
 
 
 async def main(data: Path, count: int, mode: str) -> None:
-    if mode == "state-rebase":  # a 1-byte floor: the base's own size is the limit
-        defaults = dict(Manifest.__init__.__kwdefaults__ or {})
-        Manifest.__init__.__kwdefaults__ = {**defaults, "checkpoint_bytes": 1}
+    if mode in FLOORED:  # a 1-byte floor: the base document's own size is the limit
+        logged = FLOORED[mode]
+        defaults = dict(logged.__init__.__kwdefaults__ or {})
+        logged.__init__.__kwdefaults__ = {**defaults, "checkpoint_bytes": 1}
     if mode == "audit-rotate":
         clock = MovingClock(ROTATION_TODAY)
         async with open_runtime(data, clock=clock, **ROTATION_OPTIONS) as rt:

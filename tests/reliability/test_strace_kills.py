@@ -46,6 +46,9 @@ TARGETS = [
     *[("tokens", "fsync", n) for n in (1, 3, 4, 6, 9)],
     *[("tokens", "write", n) for n in (3, 8, 18)],
     *[("tokens", "rename", n) for n in (1, 2)],
+    # with a 1-byte floor the fifth batch checkpoints: the document, then an empty log
+    *[("tokens-checkpoint", "fsync", n) for n in (8, 9, 10, 11)],
+    *[("tokens-checkpoint", "rename", n) for n in (3, 4)],
 ]
 #: the rotation of three days into weekly gzips (renamed into place, then into the archive)
 ROTATION_TARGETS = [
