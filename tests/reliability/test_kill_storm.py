@@ -1,6 +1,8 @@
-"""Suite 4: kill -9 storms. A forked child runs the stores under load and reports each
-submit and acknowledgement over a pipe; the parent kills it at a random moment,
-reopens the directory and checks the oracle. ``RELIABILITY_SOAK=1`` runs 10,000 kills."""
+"""Suite 4: kill -9 storms. A forked child runs every store under load (assignments,
+the audit trail, state, learned patterns, token usage; one sequential worker per
+set of keys) and reports each submit and acknowledgement over a pipe; the parent
+kills it at a random moment, reopens the directory and checks each store's
+oracle. ``RELIABILITY_SOAK=1`` runs 10,000 kills."""
 
 from __future__ import annotations
 
@@ -9,6 +11,9 @@ import random
 import select
 import signal
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -17,8 +22,12 @@ import pytest
 from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._runtime import Runtime
+from marcus_persist.backends._file_tokens import FileTokenStorage
+from marcus_persist.backends._manifest import Manifest
 
-from .oracle import ASSIGNMENTS, CLOCK, COUNTS, Op, State
+from .count_oracle import PATTERN_COUNTS, TOKEN_COUNTS
+from .oracle import ASSIGNMENTS, CLOCK, COUNTS, Op, State, StoreAdapter
+from .state_oracle import STATE
 
 #: ``RELIABILITY_KILLS=N`` overrides, for quick local runs
 KILLS = int(os.environ.get("RELIABILITY_KILLS", "0")) or (
@@ -43,11 +52,78 @@ def worker_op(worker: str, rnd: int, i: int) -> Op:
             return ("remove", scope, worker)
 
 
+def state_op(rnd: int, i: int) -> Op:
+    """Stores and deletes over two collections, three keys each."""
+    key = f"k{i % 3}"
+    match i % 4:
+        case 0:
+            return ("store", "tasks", key, {"r": rnd, "i": i})
+        case 1:
+            return ("store_many", "agents", {key: {"r": rnd}, f"k{(i + 1) % 3}": {"i": i}})
+        case 2:
+            return ("delete", "tasks", f"k{(i + 1) % 3}")
+        case _:
+            return ("delete_many", "agents", [key, "absent"])
+
+
+def pattern_op(rnd: int, i: int) -> Op:
+    """Observations of three patterns, ``n`` naming the round and the op."""
+    return ("observe", "storm", f"k{i % 3}", 1 + i % 2, rnd * OPS_PER_WORKER + i)
+
+
+def token_op(rnd: int, i: int) -> Op:
+    """Records for this round's project; every fifth retries the previous request id."""
+    return ("record", f"r{rnd}", f"r{rnd}:{i - 1 if i % 5 == 4 else i}", i + 1, 2)
+
+
+@dataclass(frozen=True)
+class Lane:
+    """A sequential worker on one store: its i-th op of a round, and the part of the
+    recovered state it alone writes (in the model's shape). A *fresh* lane writes
+    new keys every round (its part starts empty); else it goes on from the part
+    recovered after the previous round."""
+
+    adapter: StoreAdapter
+    op: Callable[[int, int], Op]
+    read: Callable[[Runtime, int], Awaitable[State]]
+    fresh: bool
+
+
+async def _assignments_part(worker: str, rt: Runtime, _rnd: int) -> State:
+    scope = WORKERS[worker]
+    record = (await ASSIGNMENTS.observe(rt)).get(scope, {}).get(worker)
+    return {} if record is None else {scope: {worker: record}}
+
+
+LANES: dict[str, Lane] = {
+    **{
+        worker: Lane(
+            ASSIGNMENTS,
+            partial(worker_op, worker),
+            partial(_assignments_part, worker),
+            fresh=False,
+        )
+        for worker in WORKERS
+    },
+    "st": Lane(STATE, state_op, lambda rt, _rnd: STATE.observe(rt), fresh=False),
+    "pat": Lane(
+        PATTERN_COUNTS, pattern_op, lambda rt, _rnd: PATTERN_COUNTS.observe(rt), fresh=False
+    ),
+    "tok": Lane(
+        TOKEN_COUNTS,
+        token_op,
+        lambda rt, rnd: TOKEN_COUNTS.observe_projects(rt, f"r{rnd}"),
+        fresh=True,
+    ),
+}
+
+
 def _child(data: Path, rnd: int, out: int) -> None:
     async def work(rt: Runtime, worker: str) -> None:
+        lane = LANES[worker]
         for i in range(OPS_PER_WORKER):
             os.write(out, f"S {worker} {i}\n".encode())
-            await ASSIGNMENTS.submit(rt, worker_op(worker, rnd, i))
+            await lane.adapter.submit(rt, lane.op(rnd, i))
             os.write(out, f"A {worker} {i}\n".encode())
 
     async def audit(rt: Runtime) -> None:
@@ -59,7 +135,7 @@ def _child(data: Path, rnd: int, out: int) -> None:
     async def main() -> None:
         async with open_runtime(data, clock=CLOCK) as rt, anyio.create_task_group() as tg:
             os.write(out, b"R\n")  # recovered and open: the load starts
-            for worker in WORKERS:
+            for worker in LANES:
                 tg.start_soon(work, rt, worker)
             tg.start_soon(audit, rt)
 
@@ -101,24 +177,50 @@ def _run_child(data: Path, rnd: int, delay: float, after: bytes) -> list[str]:
     return b"".join(chunks).decode().splitlines()
 
 
-async def _observe(data: Path, rnd: int) -> tuple[State, list[int], int | None]:
-    """The assignments, this round's audit events in file order, and (every 100th
-    round) the number of audit events in the whole trail."""
+@dataclass
+class Observed:
+    """What the parent reads back after a kill."""
+
+    parts: dict[str, State]  #: each lane's part
+    events: list[int]  #: this round's audit events, in file order
+    #: every 100th round: the audit trail's event count and every round's token cells
+    whole: tuple[int, State] | None
+
+
+async def _observe(data: Path, rnd: int) -> Observed:
     async with open_runtime(data, clock=CLOCK) as rt:
-        state = await ASSIGNMENTS.observe(rt)
+        parts = {worker: await lane.read(rt, rnd) for worker, lane in LANES.items()}
         async with rt.audit.query(client_id=f"r{rnd}") as query:
             events = [event["details"]["n"] async for event in query]
-        total = None
+        whole = None
         if rnd % 100 == 99 or rnd == KILLS - 1:
             total = (await rt.audit.get_usage_stats())["total_events"]
-        return state, events, total
+            whole = (total, await TOKEN_COUNTS.observe(rt))
+        return Observed(parts, events, whole)
+
+
+def _legal(lane: Lane, start: State, rnd: int, acked: int, submitted: int) -> list[State]:
+    """The lane's part after its acknowledged ops, and after the one in flight too."""
+    state = start
+    for i in range(acked + 1):
+        state = lane.adapter.apply(state, lane.op(rnd, i))
+    if submitted > acked:  # the one in flight may or may not be there
+        return [state, lane.adapter.apply(state, lane.op(rnd, acked + 1))]
+    return [state]
 
 
 @pytest.mark.timeout(max(120, KILLS // 5))  # about 50 ms a kill; the soak run needs longer
-def test_kill_storm(tmp_path: Path) -> None:
+def test_kill_storm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a 1-byte floor: token_usage.json and _manifest.json are rewritten whenever their
+    # log outgrows them, so kills land in those rewrites too and the logs replayed at
+    # every start stay short (the children are forked: they inherit it)
+    for logged in (FileTokenStorage, Manifest):
+        defaults = dict(logged.__init__.__kwdefaults__ or {})
+        monkeypatch.setattr(logged.__init__, "__kwdefaults__", {**defaults, "checkpoint_bytes": 1})
     data = tmp_path / "data"
     rng = random.Random(8)
-    model: State = {}
+    parts: dict[str, State] = {worker: lane.adapter.initial() for worker, lane in LANES.items()}
+    kept: State = {}  # every round's token cells, as recovered
     under_load = 0
     audit_total = 0
     for rnd in range(KILLS):
@@ -126,45 +228,45 @@ def test_kill_storm(tmp_path: Path) -> None:
         lines = _run_child(data, rnd, rng.uniform(0.0, 0.03), after)
         errors = [line for line in lines if line.startswith("E ")]
         assert not errors, f"round {rnd}: the child failed: {errors}"
-        submitted = {w: -1 for w in WORKERS}
-        acked = {w: -1 for w in WORKERS}
+        submitted = dict.fromkeys([*LANES, AUDITOR], -1)
+        acked = dict(submitted)
         for line in lines:
             if line == "R":
                 continue
             kind, who, index = line.split()
             (submitted if kind == "S" else acked)[who] = int(index)
-        state, events, total = anyio.run(
-            _observe, data, rnd, backend="trio" if rnd % 2 == 0 else "asyncio"
-        )
+        seen = anyio.run(_observe, data, rnd, backend="trio" if rnd % 2 == 0 else "asyncio")
         # audit: a prefix of this round's events holding every acknowledged one, each once,
         # in order; earlier rounds' events all still there (the whole trail's count)
-        low, high = acked.get(AUDITOR, -1) + 1, submitted.get(AUDITOR, -1) + 1
+        low, high = acked[AUDITOR] + 1, submitted[AUDITOR] + 1
+        events = seen.events
         assert events == list(range(len(events))) and low <= len(events) <= high, (
             f"round {rnd}: audit recovered {events}, acked {low}, submitted {high}"
         )
         audit_total += len(events)
-        assert total is None or total == audit_total, f"round {rnd}: {total} != {audit_total}"
         COUNTS["kill -9 audit events checked"] += len(events)
-        for worker, scope in WORKERS.items():
-            options: list[State] = []
-            candidate = model
-            for i in range(acked[worker] + 1):
-                candidate = ASSIGNMENTS.apply(candidate, worker_op(worker, rnd, i))
-            options.append(candidate)
-            if submitted[worker] > acked[worker]:  # the one in flight may or may not be there
-                in_flight = worker_op(worker, rnd, acked[worker] + 1)
-                options.append(ASSIGNMENTS.apply(candidate, in_flight))
-            got = state.get(scope, {}).get(worker)
-            expected = [o.get(scope, {}).get(worker) for o in options]
-            assert got in expected, (
-                f"round {rnd}: worker {worker} recovered {got!r}, acked op {acked[worker]}, "
-                f"legal {expected!r}"
+        # every other store: each lane's part is its model after its acknowledged ops,
+        # maybe plus the one in flight
+        for worker, lane in LANES.items():
+            start = lane.adapter.initial() if lane.fresh else parts[worker]
+            legal = _legal(lane, start, rnd, acked[worker], submitted[worker])
+            got = seen.parts[worker]
+            assert got in legal, (
+                f"round {rnd}: {lane.adapter.name} worker {worker} recovered {got!r}, "
+                f"acked op {acked[worker]}, legal {legal!r}"
             )
-        model = state
+            parts[worker] = got
+            if lane.fresh:
+                kept.update(got)
+            COUNTS[f"kill -9 {lane.adapter.name} ops acknowledged and checked"] += acked[worker] + 1
+        if seen.whole is not None:  # earlier rounds' records all still there, unchanged
+            total, tokens = seen.whole
+            assert total == audit_total, f"round {rnd}: {total} audit events != {audit_total}"
+            assert tokens == kept, f"round {rnd}: earlier rounds' token cells changed"
+            COUNTS["kill -9 whole-store checks (audit, tokens)"] += 1
         temps = [n for _d, _s, names in os.walk(data) for n in names if is_temp_name(n)]
         assert not temps, f"round {rnd}: temp files after recovery: {temps}"
         COUNTS["kill -9"] += 1
-        COUNTS["kill -9 acknowledged ops checked"] += sum(a + 1 for a in acked.values())
         under_load += max(acked.values()) >= 0
     assert under_load > KILLS // 4, f"only {under_load} kills landed after an acknowledgement"
     COUNTS["kill -9 under load (after an ack)"] += under_load

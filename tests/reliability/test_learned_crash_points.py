@@ -6,6 +6,11 @@ appended to ``token_usage.log`` (one a retried request id). The single-actor
 traces are deterministic, so the garbage image of the last append (which here
 holds a ``\\n``) reproduces the bug this suite found: it was read as a corrupt
 complete line and the store refused to open. Oracle: :class:`.learned_oracle.Snapshots`.
+
+Two actors interleaved: patterns with tokens, tokens with state, patterns with
+assignments, a batch of each per round (their commits interleave in one trace);
+patterns and tokens use the count models of :mod:`.count_oracle`, and on every
+crash image each store's oracle holds on its own.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ import pytest
 
 from marcus_persist.backends._file_tokens import FileTokenStorage
 
+from .count_oracle import PATTERN_COUNTS, TOKEN_COUNTS
 from .learned_oracle import PATTERNS, TOKENS, Snapshots, run_snapshots
-from .oracle import Op, enumerate_crashes
+from .oracle import ASSIGNMENTS, COUNTS, History, Op, StoreAdapter, enumerate_crashes
 from .simfs import SimFS
-from .state_oracle import count
+from .state_oracle import STATE, Both, LockedSimFS, count, run_interleaved
+from .test_state_crash_points import ROUNDS as STATE_ROUNDS
 
 pytestmark = pytest.mark.anyio
 
@@ -98,3 +105,49 @@ class TestLearnedCrashPoints:
         ]
         # the first commit checkpoints; a later one again, after the log grew
         assert len(checkpoints) >= 2 and appends and checkpoints[-1] > appends[0]
+
+
+#: batches for the count models of .count_oracle; a store's steps are zipped with
+#: another's into rounds (a batch of each per round)
+PATTERN_ROUNDS: list[list[Op]] = [
+    [("observe", "flow", "a", 1, 0)],
+    [("observe", "flow", "a", 2, 1), ("observe", "risk", "b", 1, 2)],
+    [("observe", "risk", "b", 3, 3)],
+    [("observe", "flow", "c", 1, 4)],
+]
+TOKEN_ROUNDS: list[list[Op]] = [
+    [("record", "p1", "p1:1", 100, 20)],
+    [("record", "p1", "p1:2", 10, 2), ("record", "p2", "p2:1", 7, 3)],
+    [("record", "p2", "p2:1", 5, 5)],  # a retried request id: counted once
+    [("record", "p1", "p1:3", 1, 1)],
+]
+OTHERS: dict[str, tuple[StoreAdapter, list[list[Op]], str]] = {
+    "patterns": (PATTERN_COUNTS, PATTERN_ROUNDS, "learned_patterns"),
+    "tokens": (TOKEN_COUNTS, TOKEN_ROUNDS, "token_usage"),
+    "state": (STATE, [state for _a, state in STATE_ROUNDS], "marcus_state"),
+    "assignments": (ASSIGNMENTS, [assign for assign, _s in STATE_ROUNDS], "assignments"),
+}
+
+
+class TestInterleaved:
+    @pytest.mark.parametrize(
+        ("first", "second"),
+        [("patterns", "tokens"), ("tokens", "state"), ("patterns", "assignments")],
+    )
+    async def test_two_actors(self, tmp_path: Path, first: str, second: str) -> None:
+        root = tmp_path / "sim"
+        root.mkdir()
+        fs = LockedSimFS(root)
+        (one, one_steps, one_dir), (two, two_steps, two_dir) = OTHERS[first], OTHERS[second]
+        histories = History(one), History(two)
+        rounds = list(zip(one_steps, two_steps, strict=False))
+        await run_interleaved(*histories, fs, root / "data", rounds)
+        assert all(None not in h.acked_at for h in histories)
+        name = f"{first}+{second}"
+        report = await enumerate_crashes(name, fs, Both(*histories), tmp_path)
+        count(report)
+        COUNTS["interleaved patterns/tokens crash images checked"] += report.images
+        assert report.violations == []
+        # both actors committed in the one trace
+        written = {op.path for op in fs.trace if op.kind in ("write", "create")}
+        assert any(one_dir in p for p in written) and any(two_dir in p for p in written), written
