@@ -18,8 +18,8 @@ from marcus_persist.backends._file_tokens import FileTokenStorage
 
 from .learned_oracle import PATTERNS, TOKENS, Snapshots, run_snapshots
 from .oracle import Op, enumerate_crashes
-from .simfs import SimFS
-from .state_oracle import count
+from .simfs import Fault, SimFS
+from .state_oracle import checkpoint_often, count
 
 pytestmark = pytest.mark.anyio
 
@@ -42,11 +42,11 @@ TOKEN_STEPS: list[list[Op]] = [
 
 
 async def snapshot_run(
-    name: str, snapshots: Snapshots, steps: list[list[Op]], tmp: Path
+    name: str, snapshots: Snapshots, steps: list[list[Op]], tmp: Path, fault: Fault | None = None
 ) -> tuple[list[str], SimFS]:
     root = tmp / "sim"
-    root.mkdir()
-    fs = SimFS(root)
+    root.mkdir(parents=True)
+    fs = SimFS(root, fault)
     await run_snapshots(snapshots, fs, root / "data", steps)
     assert len({repr(v) for v in snapshots.views}) > 1  # the workload changed something
     report = await enumerate_crashes(name, fs, snapshots, tmp)
@@ -76,11 +76,7 @@ class TestLearnedCrashPoints:
     async def test_token_log_outgrows_its_checkpoint(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        # a 1-byte floor: the limit is the document's own size, passed after a few lines
-        defaults = dict(FileTokenStorage.__init__.__kwdefaults__ or {})
-        monkeypatch.setattr(
-            FileTokenStorage.__init__, "__kwdefaults__", {**defaults, "checkpoint_bytes": 1}
-        )
+        checkpoint_often(monkeypatch, FileTokenStorage)
         steps: list[list[Op]] = [
             [("record", "anthropic", i, i, 0.5, "m1", "p1", f"r{i}")] for i in range(1, 7)
         ]
