@@ -9,6 +9,7 @@ in which order), never by byte format: the file formats may change underneath.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -20,6 +21,7 @@ from marcus_persist._core._fs import FileSystem
 from marcus_persist.backends import _file_tokens, _shards
 from marcus_persist.backends._file_tokens import LOG_FILE, TOKENS_FILE, FileTokenStorage
 from marcus_persist.backends._manifest import LOG, Manifest
+from marcus_persist.backends._shards import ShardStore
 
 from .learned_oracle import TOKENS, Snapshots, run_snapshots
 from .oracle import History, Op, run_steps
@@ -40,20 +42,21 @@ TOKEN_CHECKPOINTS: list[list[Op]] = [
 Runner = Callable[[SimFS, Path], Awaitable[None]]
 
 
-class _Fsyncs:
-    """A file system that passes every call through but changes what ``fsync`` does."""
+class _Overridden:
+    """A file system that passes every call through but those in *overrides*, which
+    get the real file system first: ``override(real_fs, *args)``."""
 
-    def __init__(self, inner: FileSystem, fsync: Callable[[FileSystem, int], None]) -> None:
-        self._inner, self._fsync = inner, fsync
+    def __init__(self, inner: FileSystem, overrides: dict[str, Callable[..., None]]) -> None:
+        self._inner, self._overrides = inner, overrides
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+        override = self._overrides.get(name)
+        if override is None:
+            return getattr(self._inner, name)
+        return functools.partial(override, self._inner)
 
-    def fsync(self, fd: int) -> None:
-        self._fsync(self._inner, fd)
 
-
-def _skip(_fs: FileSystem, _fd: int) -> None:
+def _skip(_fs: FileSystem, _target: object) -> None:
     """No fsync at all: whatever was written is acknowledged unsynced."""
 
 
@@ -64,12 +67,19 @@ def _retry(fs: FileSystem, fd: int) -> None:
         fs.fsync(fd)  # "succeeds": the kernel already dropped the pages
 
 
-def with_fsync(method: Any, fsync: Callable[[FileSystem, int], None]) -> Any:
-    """*method* of an object holding a ``_ctx`` FileContext, run with a changed fsync."""
+def _skip_collection_dirs(fs: FileSystem, path: Path) -> None:
+    if path.parent.name != _shards.SHARDS_DIR:  # a collection's own directory: skipped
+        fs.fsync_dir(path)
+
+
+def with_fs(method: Any, **overrides: Callable[..., None]) -> Any:
+    """*method* of an object holding a ``_ctx`` FileContext, run with some of its
+    file-system calls changed (the narrowest patch: that one object, that one method)."""
 
     def patched(self: Any, *args: Any) -> Any:
         real = self._ctx
-        self._ctx = dataclasses.replace(real, fs=cast(FileSystem, _Fsyncs(real.fs, fsync)))
+        fs = cast(FileSystem, _Overridden(real.fs, overrides))
+        self._ctx = dataclasses.replace(real, fs=fs)
         try:
             return method(self, *args)
         finally:
@@ -120,10 +130,29 @@ class TestStateBrokenVariants:
         assert any(op.kind == "unlink" and "_shards/docs" in op.path for op in fs.trace)
         caught("superseded shard unlinked before the manifest is durable", violations)
 
+    async def test_new_shard_files_not_fsynced_before_the_manifest_names_them(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def unsynced_shards(path: Path, data: bytes, *, fs: FileSystem, sync: bool) -> None:
+            is_shard = path.parent.parent.name == _shards.SHARDS_DIR  # not the manifest base
+            write_new(path, data, fs=fs, sync=sync and not is_shard)
+
+        monkeypatch.setattr(_shards, "write_new", unsynced_shards)
+        violations, _fs = await state_crash_run("unsynced shards", MULTI_SHARD, tmp_path)
+        caught("new shard files not fsynced before the manifest names them", violations)
+
+    async def test_shard_directory_not_fsynced_before_the_manifest_names_its_files(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        commit = with_fs(ShardStore.commit, fsync_dir=_skip_collection_dirs)
+        monkeypatch.setattr(ShardStore, "commit", commit)
+        violations, _fs = await state_crash_run("no shard dir fsync", MULTI_SHARD, tmp_path)
+        caught("shard directory not fsynced before the manifest names its files", violations)
+
     async def test_state_commit_acknowledged_before_the_log_fsync(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(Manifest, "_append", with_fsync(Manifest._append, _skip))
+        monkeypatch.setattr(Manifest, "_append", with_fs(Manifest._append, fsync=_skip))
         violations, fs = await state_crash_run("ack before log fsync", THREE_COMMITS, tmp_path)
         assert any(op.kind == "write" and op.path.endswith(LOG) for op in fs.trace)
         caught("state commit acknowledged before the manifest log fsync", violations)
@@ -155,7 +184,7 @@ class TestStateBrokenVariants:
         real, fs = await state_crash_run("real", THREE_COMMITS, tmp_path / "real", fault)
         assert real == [] and any(op.kind == "fsync_failed" for op in fs.trace)
         fault = await last_fsync_of(tmp_path / "again", LOG, _state_clean)
-        monkeypatch.setattr(Manifest, "_append", with_fsync(Manifest._append, _retry))
+        monkeypatch.setattr(Manifest, "_append", with_fs(Manifest._append, fsync=_retry))
         violations, _fs = await state_crash_run("retried", THREE_COMMITS, tmp_path / "b", fault)
         caught("failed manifest log fsync retried and acknowledged", violations)
 
@@ -165,7 +194,7 @@ class TestTokenBrokenVariants:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setattr(
-            FileTokenStorage, "_append", with_fsync(FileTokenStorage._append, _skip)
+            FileTokenStorage, "_append", with_fs(FileTokenStorage._append, fsync=_skip)
         )
         violations, _fs = await _token_run("tokens, ack before fsync", TOKEN_STEPS, tmp_path)
         caught("token batch acknowledged before the token log fsync", violations)
@@ -211,7 +240,7 @@ class TestTokenBrokenVariants:
         assert real == [] and any(op.kind == "fsync_failed" for op in fs.trace)
         fault = await last_fsync_of(tmp_path / "again", LOG_FILE, clean_run)
         monkeypatch.setattr(
-            FileTokenStorage, "_append", with_fsync(FileTokenStorage._append, _retry)
+            FileTokenStorage, "_append", with_fs(FileTokenStorage._append, fsync=_retry)
         )
         violations, _fs = await snapshot_run(
             "retried", Snapshots(TOKENS, clean.views), TOKEN_STEPS, tmp_path / "b", fault

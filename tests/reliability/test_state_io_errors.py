@@ -256,6 +256,16 @@ async def _fail_startup(work: Path, plan: Plan, ref: Reference) -> bool:
     return opened
 
 
+async def _restart_now(work: Path, legal: list[State]) -> None:
+    """A restart right after the failure (on a copy of the files): the failed batch
+    may or may not be there, nothing else differs, and the files open."""
+    copy = work.parent / "restart" / "data"
+    shutil.copytree(work, copy, ignore=shutil.ignore_patterns(".lock"))
+    async with open_runtime(copy, clock=CLOCK) as rt:
+        assert await observe(rt) in legal, "a restart right after a failed batch"
+    COUNTS["state/patterns/tokens restarts right after a failed batch"] += 1
+
+
 async def _next_batches(rt: Runtime, phase: Phase, expected: list[State]) -> None:
     """The fault cleared: each next batch commits and shows the clean run's view."""
     for batch, view in zip(phase.next, expected, strict=True):
@@ -285,6 +295,7 @@ async def _one_case(phase: Phase, template: Path, ref: Reference, work: Path, pl
                 assert plan.fired and all(o is not None and o.errno for o in outcomes), outcomes
                 assert await observe(rt) == view, "a failed batch changed the committed view"
                 _check_live(before, _files(work), fs, plan)
+                await _restart_now(work, [view, ref.with_batch[0]])
                 expected = ref.without_batch
             else:
                 assert await observe(rt) == ref.with_batch[0]
