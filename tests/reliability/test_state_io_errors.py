@@ -7,9 +7,12 @@ checkpoint) and a startup that sets torn tails aside.
 Each case checks: every caller of a failed batch gets a ``PersistenceError`` with
 its errno; the store's committed view is unchanged; live files are byte-identical
 but for what the formats allow (a renamed-in base, a log a failed append grew
-when it could not be cut back, shard files no manifest names, temps); the next
-batch works once the fault clears; a restart reads exactly what the running
-store last committed; no descriptor leaks, no temp file is left.
+when it could not be cut back, shard files no manifest names, temps); a restart
+right then finds the failed batch whole or not at all; the next batch works once
+the fault clears; a restart after it reads exactly what the running store last
+committed; no descriptor leaks, no temp file is left. A startup either opens
+(only short writes may be absorbed) or raises, having written nothing but the
+torn token tail's whole ``.torn`` copy.
 """
 
 from __future__ import annotations
@@ -247,6 +250,8 @@ async def _fail_startup(work: Path, plan: Plan, ref: Reference) -> bool:
     except PersistenceError as exc:
         assert plan.fired and exc.errno is not None, exc
     plan.armed = False
+    hidden = opened and plan.fired and plan.kind not in ("short", "zero")
+    assert not hidden, f"startup hid an injected {plan.kind!r} at call {plan.n}"
     after = _files(work)
     for name in before.keys() | after.keys():
         if is_temp_name(Path(name).name) or before.get(name) == after.get(name):
