@@ -138,7 +138,7 @@ class TestStateBrokenVariants:
             write_new(path, data, fs=fs, sync=sync and not is_shard)
 
         monkeypatch.setattr(_shards, "write_new", unsynced_shards)
-        violations, _fs = await state_crash_run("unsynced shards", MULTI_SHARD, tmp_path)
+        violations, _fs = await state_crash_run("unsynced shards", THREE_COMMITS, tmp_path)
         caught("new shard files not fsynced before the manifest names them", violations)
 
     async def test_shard_directory_not_fsynced_before_the_manifest_names_its_files(
