@@ -29,14 +29,10 @@ from .simfs import Fault, SimFS
 from .state_oracle import STATE, checkpoint_often
 from .test_audit_broken_variants import caught
 from .test_crash_points import fail_nth
-from .test_learned_crash_points import TOKEN_STEPS, snapshot_run
+from .test_learned_crash_points import TOKEN_CHECKPOINTS, TOKEN_STEPS, snapshot_run
 from .test_state_crash_points import MULTI_SHARD, REBASE, THREE_COMMITS, state_crash_run
 
 pytestmark = pytest.mark.anyio
-
-TOKEN_CHECKPOINTS: list[list[Op]] = [
-    [("record", "anthropic", i, i, 0.5, "m1", "p1", f"r{i}")] for i in range(1, 7)
-]
 
 
 Runner = Callable[[SimFS, Path], Awaitable[None]]
