@@ -1,7 +1,7 @@
 """Suite 3 for the state store, learned patterns and token usage: fail the N-th
 file-system call (N = 1, 2, ... until the operation completes) with each errno and
-short writes, once and persistently, in a state commit (a log append, a manifest
-base rewrite, a shard split), a patterns batch, a token batch (an append, a
+short writes, once and persistently, in a state commit (a log append after
+sweeping a shard file no manifest names, a manifest base rewrite, a shard split), a patterns batch, a token batch (an append, a
 checkpoint) and a startup that sets torn tails aside.
 
 Each case checks: every caller of a failed batch gets a ``PersistenceError`` with
@@ -46,6 +46,7 @@ Batch = tuple[StoreAdapter, list[Op]]
 SHARD_FILE = re.compile(r"\d+-[0-9a-f]+\.\d+\.json")
 TORN_STATE = b'{"seq": 99, "collections": {"tasks": {"0-0": [9'
 TORN_TOKENS = b'{"seq": 99, "records": [{"provider": "anthr'
+ORPHAN = "marcus_state/_shards/tasks/0-0.999.json"
 
 
 def _big(n: int) -> dict[str, Any]:
@@ -63,11 +64,15 @@ class Phase:
     proves: Callable[[SimFS], bool] = lambda _fs: True
     often: tuple[type, ...] = ()
     limit: int = 80
+    #: a shard file no manifest names, left in the template: the batch sweeps it first
+    orphan: str | None = None
 
 
-def _did(kind: str, fragment: str) -> Callable[[SimFS], bool]:
-    return lambda fs: any(
-        op.kind == kind and (op.dst or op.path).endswith(fragment) for op in fs.trace
+def _did(*calls: tuple[str, str]) -> Callable[[SimFS], bool]:
+    """Each ``(kind, path ending)`` is somewhere in the trace."""
+    return lambda fs: all(
+        any(op.kind == kind and (op.dst or op.path).endswith(end) for op in fs.trace)
+        for kind, end in calls
     )
 
 
@@ -86,13 +91,14 @@ PHASES: dict[str, Phase] = {
         TEMPLATE,
         (STATE, [("store", "tasks", "t2", {"n": 2}), ("delete", "agents", "a1")]),
         NEXT_STATE,
-        _did("write", LOG),
+        _did(("write", LOG), ("unlink", ORPHAN)),
+        orphan=ORPHAN,
     ),
     "state base rewrite": Phase(
         [*TEMPLATE, *[(STATE, [("store", "c", f"k{i}", {"n": i})]) for i in range(3)]],
         (STATE, [("store", "c", "k9", {"n": 9}), ("store", "tasks", "t2", {"n": 2})]),
         NEXT_STATE,
-        _did("replace", MANIFEST),
+        _did(("replace", MANIFEST)),
         often=(Manifest,),
     ),
     "state shard split": Phase(
@@ -118,7 +124,7 @@ PHASES: dict[str, Phase] = {
             ],
         ),
         NEXT_TOKENS,
-        _did("write", LOG_FILE),
+        _did(("write", LOG_FILE)),
     ),
     "token checkpoint": Phase(
         [
@@ -127,11 +133,11 @@ PHASES: dict[str, Phase] = {
         ],
         (TOKENS, [("record", "anthropic", 10, 2, 0.25, "m1", "p1", "r2")]),
         NEXT_TOKENS,
-        _did("replace", TOKENS_FILE),
+        _did(("replace", TOKENS_FILE)),
         often=(FileTokenStorage,),
     ),
     "startup with torn tails": Phase(
-        TEMPLATE, None, [*NEXT_STATE, *NEXT_TOKENS], _did("replace", f"{LOG_FILE}.torn")
+        TEMPLATE, None, [*NEXT_STATE, *NEXT_TOKENS], _did(("replace", f"{LOG_FILE}.torn"))
     ),
 }
 
@@ -188,6 +194,8 @@ async def _template(tmp: Path, phase: Phase) -> tuple[Path, Reference]:
         with (data / LOG_FILE).open("ab") as log:
             log.write(TORN_TOKENS)
         (data / f"{TOKENS_FILE}.tmp-0123456789ab").write_bytes(b"{")
+    if phase.orphan is not None:  # as a commit that failed before its manifest line leaves
+        (data / phase.orphan).write_bytes(b'{"t1": {"n": 99}}')
     for with_batch in (True, False):
         work = tmp / f"clean-{with_batch}" / "data"
         shutil.copytree(data, work)
@@ -207,7 +215,9 @@ async def _template(tmp: Path, phase: Phase) -> tuple[Path, Reference]:
     return data, ref
 
 
-def _check_live(before: dict[str, bytes], after: dict[str, bytes], fs: SimFS, plan: Plan) -> None:
+def _check_live(
+    before: dict[str, bytes], after: dict[str, bytes], fs: SimFS, plan: Plan, orphan: str | None
+) -> None:
     """A failed batch changed live files only as the formats allow."""
     renamed = {op.dst.removeprefix("data/") for op in fs.trace if op.kind == "replace"}
     rebased = any(name.endswith(MANIFEST) for name in renamed)
@@ -224,6 +234,8 @@ def _check_live(before: dict[str, bytes], after: dict[str, bytes], fs: SimFS, pl
             continue
         if now is None and name.endswith(LOG) and rebased:
             continue  # a new base is in place: its older log is removed
+        if now is None and name == orphan:
+            continue  # swept: no manifest names it
         raise AssertionError(f"{name} changed by a failed batch ({plan.kind!r} at {plan.n})")
     for name in after.keys() - before.keys() - logs.keys():
         base = Path(name).name
@@ -299,7 +311,7 @@ async def _one_case(phase: Phase, template: Path, ref: Reference, work: Path, pl
             if failed:
                 assert plan.fired and all(o is not None and o.errno for o in outcomes), outcomes
                 assert await observe(rt) == view, "a failed batch changed the committed view"
-                _check_live(before, _files(work), fs, plan)
+                _check_live(before, _files(work), fs, plan, phase.orphan)
                 await _restart_now(work, [view, ref.with_batch[0]])
                 expected = ref.without_batch
             else:
