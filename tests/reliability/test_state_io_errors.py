@@ -1,8 +1,9 @@
 """Suite 3 for the state store, learned patterns and token usage: fail the N-th
 file-system call (N = 1, 2, ... until the operation completes) with each errno and
 short writes, once and persistently, in a state commit (a log append after
-sweeping a shard file no manifest names, a manifest base rewrite, a shard split), a patterns batch, a token batch (an append, a
-checkpoint) and a startup that sets torn tails aside.
+sweeping a shard file no manifest names, a manifest base rewrite, a shard split),
+a patterns batch, a token batch (an append, a checkpoint) and a startup that sets
+torn tails aside.
 
 Each case checks: every caller of a failed batch gets a ``PersistenceError`` with
 its errno; the store's committed view is unchanged; live files are byte-identical
