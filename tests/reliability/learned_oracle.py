@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 
 from marcus_persist import open_runtime
+from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime import Runtime
 
 from .oracle import CLOCK, Op, State
@@ -72,17 +73,32 @@ TOKENS = TokensAdapter()
 
 @dataclass
 class Snapshots:
-    """The committed view after each batch; the oracle over those views."""
+    """The committed view after each batch; the oracle over those views.
+
+    A batch that failed (a ``PersistenceError``: never acknowledged) changes no
+    view, but may survive a crash until a later batch is acknowledged; what it
+    would have committed is the view after it in *would_be*, a clean run of the
+    same steps (the traces are deterministic), when one is given.
+    """
 
     adapter: Any
+    would_be: list[State] | None = None
     views: list[State] = field(default_factory=list)  # views[i]: after the first i batches
     submitted_at: list[int] = field(default_factory=list)
-    acked_at: list[int] = field(default_factory=list)
+    acked_at: list[int | None] = field(default_factory=list)  # None: the batch failed
 
     def legal(self, k: int) -> list[State]:
-        must = sum(1 for ack in self.acked_at if ack <= k)  # batches are sequential here
+        # every batch before the last one acknowledged by k is in (batches are sequential)
+        must = max(
+            (i + 1 for i, a in enumerate(self.acked_at) if a is not None and a <= k), default=0
+        )
         started = sum(1 for at in self.submitted_at if at <= k)
-        return self.views[must : started + 1]
+        states = self.views[must : started + 1]
+        for i in range(must, started):
+            if self.acked_at[i] is None:
+                assert self.would_be is not None, "a failed batch needs a clean run's views"
+                states.append(self.would_be[i + 1])
+        return states
 
 
 async def run_snapshots(snapshots: Snapshots, fs: Any, data: Path, steps: list[list[Op]]) -> None:
@@ -93,9 +109,18 @@ async def run_snapshots(snapshots: Snapshots, fs: Any, data: Path, steps: list[l
         for step in steps:
             snapshots.submitted_at.append(len(fs.trace))
             before = rt.statistics()[adapter.name].batches
+            failed: list[PersistenceError] = []
+
+            async def one(op: Op, failed: list[PersistenceError] = failed) -> None:
+                try:
+                    await adapter.submit(rt, op)
+                except PersistenceError as exc:
+                    failed.append(exc)
+
             async with anyio.create_task_group() as tg:
                 for op in step:
-                    tg.start_soon(adapter.submit, rt, op)
+                    tg.start_soon(one, op)
             assert rt.statistics()[adapter.name].batches - before == 1, f"{step}: not one batch"
-            snapshots.acked_at.append(len(fs.trace))
+            assert len(failed) in (0, len(step)), f"half a batch failed: {failed}"
+            snapshots.acked_at.append(None if failed else len(fs.trace))
             snapshots.views.append(await adapter.observe(rt))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from marcus_persist import open_runtime
 from marcus_persist._core._clock import iso_utc
@@ -29,7 +30,15 @@ from marcus_persist._runtime import Runtime
 from .oracle import CLOCK, COUNTS, CrashReport, History, Op, State, StoreAdapter
 from .simfs import SimFS
 
-__all__ = ("STATE", "Both", "LockedSimFS", "StateAdapter", "count", "run_interleaved")
+__all__ = (
+    "STATE",
+    "Both",
+    "LockedSimFS",
+    "StateAdapter",
+    "checkpoint_often",
+    "count",
+    "run_interleaved",
+)
 
 
 class StateAdapter:
@@ -199,3 +208,11 @@ def count(report: CrashReport) -> None:
     """The share of the crash counts that state, patterns and tokens checked."""
     COUNTS["state/patterns/tokens crash points"] += report.crash_points
     COUNTS["state/patterns/tokens crash images checked"] += report.images
+
+
+def checkpoint_often(monkeypatch: pytest.MonkeyPatch, cls: type) -> None:
+    """Give *cls* (``Manifest``, ``FileTokenStorage``) a 1-byte checkpoint floor: the
+    limit is then the base's own size, which the log passes after a few commits."""
+    init: Any = vars(cls)["__init__"]
+    defaults = dict(init.__kwdefaults__ or {})
+    monkeypatch.setattr(init, "__kwdefaults__", {**defaults, "checkpoint_bytes": 1})

@@ -21,9 +21,9 @@ from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._errors import PersistenceError
 
 from .audit_oracle import AUDIT, MovingClock
+from .faults import KINDS, Plan, fault_matrix
 from .oracle import COUNTS, files_under, open_fds
 from .simfs import SimFS
-from .test_io_errors import KINDS, Plan
 
 pytestmark = pytest.mark.anyio
 
@@ -147,17 +147,11 @@ class TestAuditIOErrors:
     @pytest.mark.parametrize("phase", sorted(PHASES))
     async def test_fail_nth_call(self, phase: str, tmp_path: Path) -> None:
         template = await _template(tmp_path)
-        cases = 0
-        for kind in KINDS:
-            for persistent in (False, True):
-                for n in range(1, 80):
-                    plan = Plan(n, kind, persistent)
-                    work = tmp_path / f"c{cases}" / "data"
-                    cases += 1
-                    if await _one_case(template, work, phase, plan):
-                        break
-                else:
-                    raise AssertionError(f"{phase} never completed with {kind!r}")
+
+        async def case(plan: Plan, number: int) -> bool:
+            return await _one_case(template, tmp_path / f"c{number}" / "data", phase, plan)
+
+        cases = await fault_matrix(case, limit=80)
         COUNTS[f"audit/backup I/O fault cases ({phase})"] += cases
         assert cases > 2 * len(KINDS)
 

@@ -5,7 +5,6 @@ files, the next batch and a restart."""
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 from pathlib import Path
@@ -17,20 +16,12 @@ from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._errors import PersistenceError
 
+from .faults import KINDS, Plan, fault_matrix
 from .oracle import ASSIGNMENTS, CLOCK, COUNTS, Op, State, files_under
 from .simfs import SimFS
 
 pytestmark = pytest.mark.anyio
 
-KINDS: tuple[int | str, ...] = (
-    errno.EIO,
-    errno.ENOSPC,
-    errno.EDQUOT,
-    errno.EFBIG,
-    errno.EROFS,
-    "short",  # the write takes half the bytes: the caller must loop
-    "zero",  # the write takes nothing: the caller must give up, not spin
-)
 SETUP: Op = ("assign", None, "w1", "t1")
 NEXT: Op = ("assign", None, "w9", "t9")
 PHASES: dict[str, list[Op]] = {
@@ -39,27 +30,6 @@ PHASES: dict[str, list[Op]] = {
     "two-file commit": [("assign", None, "w2", "t2"), ("assign", "p1", "w3", "t3")],
     "startup": [],
 }
-
-
-class Plan:
-    """Fail the N-th call after arming, once or until cleared."""
-
-    def __init__(self, n: int, kind: int | str, persistent: bool) -> None:
-        self.n, self.kind, self.persistent = n, kind, persistent
-        self.armed = False
-        self.count = 0
-        self.fired = 0
-
-    def __call__(self, _call: int, method: str) -> int | str | None:
-        if not self.armed:
-            return None
-        if self.kind in ("short", "zero") and method != "write":
-            return None  # short writes count write calls only
-        self.count += 1
-        if self.count == self.n or (self.persistent and self.count > self.n):
-            self.fired += 1
-            return self.kind
-        return None
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -164,16 +134,10 @@ class TestInjectedIOErrors:
     @pytest.mark.parametrize("phase", sorted(PHASES))
     async def test_fail_nth_call(self, phase: str, tmp_path: Path) -> None:
         template = await _template(tmp_path)
-        cases = 0
-        for kind in KINDS:
-            for persistent in (False, True):
-                for n in range(1, 60):
-                    plan = Plan(n, kind, persistent)
-                    work = tmp_path / f"c{cases}" / "data"
-                    cases += 1
-                    if await _one_case(template, work, phase, plan):
-                        break  # the operation completed before the N-th call
-                else:
-                    raise AssertionError(f"{phase} never completed with {kind!r}")
+
+        async def case(plan: Plan, number: int) -> bool:
+            return await _one_case(template, tmp_path / f"c{number}" / "data", phase, plan)
+
+        cases = await fault_matrix(case, limit=60)
         COUNTS[f"I/O fault cases ({phase})"] += cases
         assert cases > 2 * len(KINDS)

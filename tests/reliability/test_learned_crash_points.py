@@ -24,8 +24,8 @@ from marcus_persist.backends._file_tokens import FileTokenStorage
 from .count_oracle import PATTERN_COUNTS, TOKEN_COUNTS
 from .learned_oracle import PATTERNS, TOKENS, Snapshots, run_snapshots
 from .oracle import ASSIGNMENTS, COUNTS, History, Op, StoreAdapter, enumerate_crashes
-from .simfs import SimFS
-from .state_oracle import STATE, Both, LockedSimFS, count, run_interleaved
+from .simfs import Fault, SimFS
+from .state_oracle import STATE, Both, LockedSimFS, checkpoint_often, count, run_interleaved
 from .test_state_crash_points import ROUNDS as STATE_ROUNDS
 
 pytestmark = pytest.mark.anyio
@@ -46,14 +46,18 @@ TOKEN_STEPS: list[list[Op]] = [
     ],
     [("record", "openai", 5, 5, 1.0, "m2", "p2", "r3")],  # a retry: counted once
 ]
+#: single-record batches: with a 1-byte checkpoint floor the log outgrows the document
+TOKEN_CHECKPOINTS: list[list[Op]] = [
+    [("record", "anthropic", i, i, 0.5, "m1", "p1", f"r{i}")] for i in range(1, 7)
+]
 
 
 async def snapshot_run(
-    name: str, snapshots: Snapshots, steps: list[list[Op]], tmp: Path
+    name: str, snapshots: Snapshots, steps: list[list[Op]], tmp: Path, fault: Fault | None = None
 ) -> tuple[list[str], SimFS]:
     root = tmp / "sim"
-    root.mkdir()
-    fs = SimFS(root)
+    root.mkdir(parents=True)
+    fs = SimFS(root, fault)
     await run_snapshots(snapshots, fs, root / "data", steps)
     assert len({repr(v) for v in snapshots.views}) > 1  # the workload changed something
     report = await enumerate_crashes(name, fs, snapshots, tmp)
@@ -83,15 +87,10 @@ class TestLearnedCrashPoints:
     async def test_token_log_outgrows_its_checkpoint(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        # a 1-byte floor: the limit is the document's own size, passed after a few lines
-        defaults = dict(FileTokenStorage.__init__.__kwdefaults__ or {})
-        monkeypatch.setattr(
-            FileTokenStorage.__init__, "__kwdefaults__", {**defaults, "checkpoint_bytes": 1}
+        checkpoint_often(monkeypatch, FileTokenStorage)
+        violations, fs = await snapshot_run(
+            "tokens checkpoint", Snapshots(TOKENS), TOKEN_CHECKPOINTS, tmp_path
         )
-        steps: list[list[Op]] = [
-            [("record", "anthropic", i, i, 0.5, "m1", "p1", f"r{i}")] for i in range(1, 7)
-        ]
-        violations, fs = await snapshot_run("tokens checkpoint", Snapshots(TOKENS), steps, tmp_path)
         assert violations == []
         checkpoints = [
             i

@@ -17,7 +17,7 @@ from marcus_persist.backends._manifest import LOG, MANIFEST, Manifest
 
 from .oracle import ASSIGNMENTS, History, Op, enumerate_crashes, open_fds, recover, run_steps
 from .simfs import Fault, SimFS
-from .state_oracle import STATE, Both, LockedSimFS, count, run_interleaved
+from .state_oracle import STATE, Both, LockedSimFS, checkpoint_often, count, run_interleaved
 from .test_crash_points import fail_nth, startup_calls
 
 pytestmark = pytest.mark.anyio
@@ -44,7 +44,7 @@ async def state_crash_run(
     name: str, steps: list[list[Op]], tmp: Path, fault: Fault | None = None
 ) -> tuple[list[str], SimFS]:
     root = tmp / "sim"
-    root.mkdir()
+    root.mkdir(parents=True)
     fs = SimFS(root, fault)
     history = History(STATE)
     fds = open_fds()
@@ -97,11 +97,7 @@ class TestStateCrashPoints:
     async def test_commit_rewrites_the_manifest_base(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        # a 1-byte floor: the limit is the base's own size, passed after a few lines
-        defaults = dict(Manifest.__init__.__kwdefaults__ or {})
-        monkeypatch.setattr(
-            Manifest.__init__, "__kwdefaults__", {**defaults, "checkpoint_bytes": 1}
-        )
+        checkpoint_often(monkeypatch, Manifest)
         violations, fs = await state_crash_run("state, manifest rebase", REBASE, tmp_path)
         assert violations == []
         bases = [op for op in fs.trace if op.kind == "replace" and op.dst.endswith(MANIFEST)]
