@@ -2,10 +2,15 @@
 
 Layout under ``root`` (every file is readable JSON)::
 
-    _manifest.json     {"format": 1, "seq": N, "meta": {...},
-                        "collections": {name: {shard: [version, count]}}}
-    _manifest.log      one JSON line per commit since: the shards it changed
+    _manifest.json     {"format": 2, "seq": N, "meta": {...},
+                        "collections": {name: {shard: [version, count, crc32]}},
+                        "crc32": "<hex of the bytes before this key>"}
+    _manifest.log      one ``<crc32 hex> <json>`` line per commit since: the shards it changed
     _shards/<collection>/<shard>.<version>.json     {key: record, ...}
+
+Every byte is checked (:mod:`._sealed`): the manifest and its log lines carry
+CRC32s, and the manifest records each shard file's CRC32, checked when the
+shard is loaded; so a flipped bit is refused (or quarantined), never loaded.
 
 A key lives in the shard ``<depth>-<index>`` with ``index = crc32(key) mod 2**depth``
 (extendible hashing): a shard whose encoded size passes ``shard_bytes`` splits
@@ -49,7 +54,7 @@ from .._core._fs import FileSystem
 from .._errors import CorruptDataError, ValidationError
 from ._contract import Record
 from ._files import FileContext, read_json
-from ._manifest import LOG, MANIFEST, Manifest, ShardMap
+from ._manifest import LOG, MANIFEST, Entry, Manifest, ShardMap
 
 __all__ = (
     "LOG",
@@ -103,14 +108,14 @@ class _Collection:
 
     __slots__ = ("_per_depth", "depths", "shards", "total")
 
-    def __init__(self, shards: dict[str, tuple[int, int]]) -> None:
-        self.shards: dict[str, tuple[int, int]] = {}
+    def __init__(self, shards: dict[str, Entry]) -> None:
+        self.shards: dict[str, Entry] = {}
         self._per_depth: dict[int, int] = {}
         self.depths: list[int] = []
         self.total = 0
         self.apply(shards)
 
-    def apply(self, changes: Mapping[str, tuple[int, int] | None]) -> None:
+    def apply(self, changes: Mapping[str, Entry | None]) -> None:
         """Set (or, for ``None``, drop) each shard's entry; raises ``ValueError`` for a bad name."""
         for name, entry in changes.items():
             old = self.shards.pop(name, None)
@@ -236,7 +241,7 @@ class ShardStore:
             if not directory.is_dir():
                 continue
             live = self._collections.get(name)
-            expected = {f"{s}.{v}.json" for s, (v, _c) in live.shards.items()} if live else set()
+            expected = {f"{s}.{e[0]}.json" for s, e in live.shards.items()} if live else set()
             found += [
                 directory / entry
                 for entry in sorted(os.listdir(directory))
@@ -308,13 +313,20 @@ class ShardStore:
         if hit is not None:
             self._cache.move_to_end(cache_key)
             return hit[0]
-        version, _count = self._collections[collection].shards[shard]
+        version, _count, crc = self._collections[collection].shards[shard]
         path = self._shard_path(collection, shard, version)
-        try:
-            raw_size = path.stat().st_size
-        except FileNotFoundError:
-            raw_size = 0
-        records = read_json(path, self._ctx, _check_shard)
+        sizes: list[int] = []
+
+        def checked(raw: bytes) -> bytes:
+            sizes.append(len(raw))
+            if crc is not None and zlib.crc32(raw) != crc:  # None: written by format 1
+                raise ValueError(
+                    f"checksum mismatch: crc32 {zlib.crc32(raw)}, the manifest recorded {crc}"
+                )
+            return raw
+
+        records = read_json(path, self._ctx, _check_shard, unwrap=checked)
+        raw_size = sizes[0] if sizes else 0
         if records is None:
             if not self._ctx.quarantined or self._ctx.quarantined[-1].path != str(path):
                 if self._ctx.on_corrupt == "error":
@@ -349,7 +361,7 @@ class ShardStore:
         written: list[Path] = []
         superseded: list[tuple[tuple[str, str], Path]] = []
         renamed: list[bool] = []
-        delta: dict[str, dict[str, tuple[int, int] | None]] = {}
+        delta: dict[str, dict[str, Entry | None]] = {}
         try:
             for collection, batch in changes.items():
                 check_collection_name(collection)
@@ -387,7 +399,7 @@ class ShardStore:
                         path = self._shard_path(collection, piece, version)
                         write_new(path, data, fs=fs, sync=sync)
                         written.append(path)
-                        changed[piece] = (version, len(piece_records))
+                        changed[piece] = (version, len(piece_records), zlib.crc32(data))
                         fresh.append(((collection, piece), piece_records, len(data)))
                 if sync:
                     fs.fsync_dir(directory)
