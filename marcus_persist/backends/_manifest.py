@@ -113,11 +113,13 @@ class Manifest:
         self._must_checkpoint = True  # no base yet
         #: unreadable bytes at the end of the log at load, kept aside by the next commit
         self.torn_tail = b""
+        #: log lines were unreadable at load: shard files no map names may hold their data
+        self.unsure = False
 
     def load(self) -> tuple[int, dict[str, Any], ShardMap] | None:
         """``(seq, meta, shards)``, or ``None`` when there is none (or it was quarantined)."""
         fs = self._ctx.fs
-        self.torn_tail = b""
+        self.torn_tail, self.unsure = b"", False
         try:
             raw = fs.read_bytes(self.base_path)
         except FileNotFoundError:
@@ -144,7 +146,7 @@ class Manifest:
             return seq, meta, shards
         except IsADirectoryError:
             self._corrupt(self.log_path, "is a directory, expected the manifest log")
-            self._must_checkpoint = True
+            self._must_checkpoint = self.unsure = True
             return base
         *complete, torn = lines.split(b"\n")
         deltas = [_read_line(line, old, base[0]) for line in complete]
@@ -154,22 +156,24 @@ class Manifest:
         # so never acknowledged) may hold garbage and a "\n" of its own; every acknowledged
         # line comes before it. Garbage followed by a valid line is corruption.
         tail = b"".join(line + b"\n" for line in complete[keep:]) + torn
-        for number, delta in enumerate(deltas[:keep], 1):
-            if isinstance(delta, Exception):
-                self._corrupt(self.log_path, f"line {number}: {delta}")
-                self._must_checkpoint = True
-                return base
-        self._log_size = len(lines)
-        if tail:
-            log.warning(
-                "%s: ignoring %d unreadable bytes at its end from line %d (an unfinished "
-                "append, never acknowledged, or damage); the next commit keeps them in %s.torn",
-                self.log_path,
-                len(tail),
-                keep + 1,
-                LOG,
-            )
-            self.torn_tail, self._must_checkpoint = tail, True
+        bad = next((n for n, d in enumerate(deltas[:keep]) if isinstance(d, Exception)), None)
+        if bad is not None:  # corrupt: refused, or the log aside and its valid lines before
+            self._corrupt(self.log_path, f"line {bad + 1}: {deltas[bad]}")
+            self._must_checkpoint = self.unsure = True
+            keep = bad
+        else:
+            self._log_size = len(lines)
+            if tail:
+                log.warning(
+                    "%s: ignoring %d unreadable bytes at its end from line %d (an unfinished "
+                    "append, never acknowledged, or damage); the next commit keeps them in "
+                    "%s.torn",
+                    self.log_path,
+                    len(tail),
+                    keep + 1,
+                    LOG,
+                )
+                self.torn_tail, self._must_checkpoint, self.unsure = tail, True, True
         for delta in deltas[:keep]:
             assert not isinstance(delta, Exception)
             if delta.seq <= seq:
@@ -185,6 +189,12 @@ class Manifest:
                     else:
                         target[shard] = entry
         return seq, meta, shards
+
+    def refuse_tail(self, reason: str) -> None:
+        """The unreadable tail held acknowledged commits: the log is corrupt after all
+        (refused; or, under quarantine, aside with the tail in it)."""
+        self._corrupt(self.log_path, reason)
+        self.torn_tail = b""
 
     def _corrupt(self, path: Path, reason: str) -> None:
         if self._ctx.on_corrupt == "error":

@@ -36,6 +36,7 @@ __all__ = (
     "FORMAT",
     "SEAL_KEYS",
     "check_plain",
+    "cut_tail",
     "keep_aside",
     "read_sealed",
     "seal_document",
@@ -140,3 +141,21 @@ def read_sealed(path: Path, ctx: FileContext, shape: Callable[[Any], T]) -> tupl
 
     found = read_json(path, ctx, opened, unwrap=unwrap)
     return found, found is not None and not sealed[-1]
+
+
+def cut_tail(fs: FileSystem, log_path: Path, tail: bytes, *, sync: bool) -> Path:
+    """``doctor --repair``: keep *tail* aside (:func:`keep_aside`), then cut it off the log.
+
+    :raises ValueError: if the log no longer ends with *tail*
+    """
+    if not fs.read_bytes(log_path).endswith(tail):
+        raise ValueError(f"{log_path} changed since it was read")
+    kept = keep_aside(fs, log_path, tail, sync=sync)  # durable before the cut
+    fd = fs.open_append(log_path)
+    try:
+        fs.truncate(fd, len(fs.read_bytes(log_path)) - len(tail))
+        if sync:
+            fs.fsync(fd)
+    finally:
+        fs.close(fd)
+    return kept

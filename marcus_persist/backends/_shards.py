@@ -191,6 +191,12 @@ class ShardStore:
     def manifest_path(self) -> Path:
         return self.root / MANIFEST
 
+    @property
+    def torn_tail(self) -> bytes:
+        """Unreadable bytes at the end of the manifest log at :meth:`open` (an unfinished
+        append, or damage to the last commit); the next commit keeps them in ``.torn``."""
+        return self._manifest.torn_tail
+
     def open(self) -> None:
         """Read the manifest, and only the manifest (files a crashed commit left are
         swept before the first commit, so opening a large store stays cheap)."""
@@ -208,6 +214,20 @@ class ShardStore:
                 raise ValueError(f"bad collection name {bad!r}")
         except ValueError as exc:
             raise CorruptDataError(str(self.manifest_path), str(exc)) from None
+        gone = self._gone(parsed)
+        if gone is not None and self._manifest.torn_tail:
+            # superseded shard files are unlinked only after the commit point, so after an
+            # unfinished append every file the older map names is still there: one gone
+            # means the unreadable tail held an acknowledged commit
+            self._manifest.refuse_tail(
+                f"an acknowledged last commit is unreadable ({gone} is gone)"
+            )
+        elif gone is not None and self._ctx.on_corrupt == "error":
+            raise CorruptDataError(gone, "shard named by the manifest is missing")
+        if gone is not None:
+            # the map is older than the shard files (lost log lines?): the files no map
+            # names may hold the only copy of acknowledged records, so never delete them
+            self._manifest.unsure = True
         with self._lock:
             self._seq, self._meta, self._collections = seq, meta, parsed
             self._next = seq + 1
@@ -215,15 +235,32 @@ class ShardStore:
             self._cached = 0
             self._swept = False
 
+    def _gone(self, collections: dict[str, _Collection]) -> str | None:
+        """A shard file *collections* name that is not there (one listing per collection)."""
+        for name, collection in collections.items():
+            directory = self.root / SHARDS_DIR / name
+            present = set(os.listdir(directory)) if directory.is_dir() else set()
+            for shard, entry in collection.shards.items():
+                if f"{shard}.{entry[0]}.json" not in present:
+                    return str(directory / f"{shard}.{entry[0]}.json")
+        return None
+
     def sweep(self) -> None:
-        """Remove shard files no manifest names (left by a crashed or failed commit)."""
+        """Remove shard files no manifest names (left by a crashed or failed commit).
+
+        When log lines were unreadable at :meth:`open`, those files may hold the data
+        of the lost lines: they are renamed ``<file>.torn`` instead (kept, reported)."""
         touched: set[Path] = set()
         for orphan in self.orphans():
             match = _SHARD_FILE.fullmatch(orphan.name)
             assert match is not None
             self._next = max(self._next, int(match["version"]) + 1)  # never reuse a version
-            log.info("removing shard file no manifest names: %s", orphan)
-            self._ctx.fs.unlink(orphan)
+            if self._manifest.unsure:
+                log.warning("keeping shard file no manifest names as %s.torn", orphan)
+                self._ctx.fs.replace(orphan, orphan.with_name(f"{orphan.name}.torn"))
+            else:
+                log.info("removing shard file no manifest names: %s", orphan)
+                self._ctx.fs.unlink(orphan)
             touched.add(orphan.parent)
         if self._ctx.sync:
             for directory in touched:
@@ -332,6 +369,7 @@ class ShardStore:
                 if self._ctx.on_corrupt == "error":
                     raise CorruptDataError(str(path), "shard named by the manifest is missing")
                 log.warning("%s: shard named by the manifest is missing; reading it as empty", path)
+                self._ctx.problems.append((str(path), "shard named by the manifest is missing"))
             records = {}
         self._remember(cache_key, records, raw_size)
         return records
