@@ -24,19 +24,17 @@ own path is in :mod:`.test_tokens_bad_files`.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from marcus_persist._core._fs import OS_FS
-from marcus_persist._errors import CorruptDataError
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends._sealed import seal_document, seal_line
 from marcus_persist.backends._shards import LOG, MANIFEST, SHARDS_DIR, ShardStore
 
-from .damage import damages, snapshot
+from .damage import Case, damages
 from .oracle import COUNTS
 
 STORE = "marcus_state"
@@ -111,59 +109,16 @@ def _read(store: ShardStore) -> dict[str, dict[str, Any]]:
     return {c: r for c, r in found.items() if r}
 
 
-class Case:
-    """One damaged file in a fresh copy of the template."""
+def _open(case: Case, policy: str) -> tuple[ShardStore, FileContext, dict[str, Any] | None]:
+    """The store and what it reads; ``None`` when the default policy refused (checked)."""
+    ctx = FileContext(case.work, OS_FS, False, policy)  # type: ignore[arg-type]
+    store = ShardStore(case.work / STORE, ctx)
 
-    def __init__(
-        self,
-        template: Path,
-        work: Path,
-        target: str,
-        content: bytes | None,
-        *,
-        shard_refusals: bool = False,
-    ) -> None:
-        if work.exists():
-            shutil.rmtree(work)
-        shutil.copytree(template, work)
-        self.work, self.path, self.content = work, work / STORE / target, content
-        if content is None:
-            self.path.unlink()
-            self.path.mkdir()
-            (self.path / "inside").write_bytes(b"kept")
-        else:
-            self.path.write_bytes(content)
-        self.before = snapshot(work)
-        #: a damaged log may leave an older map naming shard files later commits removed
-        self.shard_refusals = shard_refusals
+    def read() -> dict[str, Any]:
+        store.open()
+        return _read(store)
 
-    def open(self, policy: str) -> tuple[ShardStore, FileContext, dict[str, Any] | None]:
-        """The store and what it reads; ``None`` when the default policy refused (checked)."""
-        ctx = FileContext(self.work, OS_FS, False, policy)  # type: ignore[arg-type]
-        store = ShardStore(self.work / STORE, ctx)
-        try:
-            store.open()
-            return store, ctx, _read(store)
-        except CorruptDataError as exc:
-            assert policy == "error", f"quarantine policy raised {exc!r}"
-            assert exc.path == str(self.path) or (
-                self.shard_refusals and exc.reason == "shard named by the manifest is missing"
-            ), exc
-            assert snapshot(self.work) == self.before, "a refused start changed the directory"
-            COUNTS["bad files refused"] += 1
-            return store, ctx, None
-
-    def moved_aside(self, ctx: FileContext) -> None:
-        """The damaged file was quarantined byte-identical and reported."""
-        moved = {q.path: Path(q.moved_to) for q in ctx.quarantined}
-        assert str(self.path) in moved, f"not quarantined: {ctx.quarantined}"
-        aside = moved[str(self.path)]
-        assert aside.parent == self.path.parent and aside.name.startswith(self.path.name)
-        if self.content is None:
-            assert (aside / "inside").read_bytes() == b"kept"
-        else:
-            assert aside.read_bytes() == self.content, "quarantine changed the bytes"
-        COUNTS["bad files quarantined"] += 1
+    return store, ctx, case.load(policy, read)
 
 
 def _base_or_shard_case(
@@ -176,8 +131,8 @@ def _base_or_shard_case(
 ) -> None:
     """A damaged base or shard: refused, or aside and *fallback* loaded (or, harmless, all)."""
     root, states = template
-    case = Case(root, work, target, content)
-    store, ctx, loaded = case.open(policy)
+    case = Case(root, work, f"{STORE}/{target}", content)
+    store, ctx, loaded = _open(case, policy)
     if loaded is None or (loaded == states[-1] and not ctx.quarantined):
         COUNTS["damaged but legal files loaded"] += loaded is not None
         return
@@ -197,8 +152,11 @@ def _log_case(
 ) -> None:
     """A damaged log: the damage at byte *at* of *content* (everything before it intact)."""
     root, states = template
-    case = Case(root, work, LOG, content, shard_refusals=True)
-    store, ctx, loaded = case.open(policy)
+    # a damaged log may leave an older map naming shard files later commits removed
+    case = Case(
+        root, work, f"{STORE}/{LOG}", content, also="shard named by the manifest is missing"
+    )
+    store, ctx, loaded = _open(case, policy)
     if loaded is None:
         return
     if loaded == states[-1] and not (ctx.quarantined or ctx.problems or store.torn_tail):
