@@ -29,7 +29,10 @@ Commit protocol (blocking; the actor's worker thread):
 3. only then are the superseded shard files unlinked.
 
 A crash before step 2 leaves new files no manifest names: they are swept
-before the first commit after :meth:`ShardStore.open`. Shards load on demand
+before the first commit after :meth:`ShardStore.open`. Unless log lines were
+unreadable at open, or a shard the manifest names is gone (so the map may be
+older than acknowledged commits): then those files may be the only copy of
+acknowledged records, and are renamed ``<file>.torn`` instead of deleted. Shards load on demand
 into an LRU cache bounded by ``cache_bytes`` (counted in encoded bytes), so
 opening a large store reads the manifest only.
 """
