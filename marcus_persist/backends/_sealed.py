@@ -41,6 +41,7 @@ __all__ = (
     "read_sealed",
     "seal_document",
     "seal_line",
+    "torn_name",
     "unseal_document",
     "unseal_line",
 )
@@ -106,12 +107,17 @@ def check_plain(document: Any) -> None:
         raise ValueError("a damaged checksummed document")
 
 
+def torn_name(path: Path, n: int = 0) -> Path:
+    """``<path>.torn``, or for *n* > 0 ``<path>.<n>.torn``."""
+    return path.with_name(f"{path.name}{f'.{n}' if n else ''}.torn")
+
+
 def keep_aside(fs: FileSystem, log_path: Path, tail: bytes, *, sync: bool) -> Path:
     """Write *tail* durably to the first free ``<log>.torn`` / ``<log>.<n>.torn``; never
     overwrite bytes kept by an earlier start (same bytes: that file is reused)."""
     n = 0
     while True:
-        target = log_path.with_name(f"{log_path.name}{f'.{n}' if n else ''}.torn")
+        target = torn_name(log_path, n)
         try:
             if fs.read_bytes(target) == tail:
                 return target

@@ -58,6 +58,7 @@ from .._errors import CorruptDataError, ValidationError
 from ._contract import Record
 from ._files import FileContext, read_json
 from ._manifest import LOG, MANIFEST, Entry, Manifest, ShardMap
+from ._sealed import torn_name
 
 __all__ = (
     "LOG",
@@ -259,8 +260,11 @@ class ShardStore:
             assert match is not None
             self._next = max(self._next, int(match["version"]) + 1)  # never reuse a version
             if self._manifest.unsure:
-                log.warning("keeping shard file no manifest names as %s.torn", orphan)
-                self._ctx.fs.replace(orphan, orphan.with_name(f"{orphan.name}.torn"))
+                n = 0
+                while (aside := torn_name(orphan, n)).exists():
+                    n += 1  # never over bytes an earlier start kept
+                log.warning("keeping shard file no manifest names as %s", aside)
+                self._ctx.fs.replace(orphan, aside)
             else:
                 log.info("removing shard file no manifest names: %s", orphan)
                 self._ctx.fs.unlink(orphan)
