@@ -18,12 +18,16 @@ from ._core._clock import SYSTEM_CLOCK
 from ._core._dirlock import LOCK_NAME, DirLock
 from ._core._fs import OS_FS
 from ._errors import CorruptDataError, DataDirLocked
+from .backends._file_pt import PATTERNS_DIR
+from .backends._file_tokens import FileTokenStorage
 from .backends._files import FileContext
-from .backends._shards import ShardStore
+from .backends._sealed import cut_tail
+from .backends._shards import LOG, ShardStore
 from .backends.file import FileBackend
 from .backends.file_state import STATE_DIR
 from .stores._audit_query import find_bad_lines, select_sources
 from .stores._audit_storage import FileAuditStorage
+from .stores._token_doc import normalize
 from .stores.assignments import AssignmentsHandler
 
 __all__ = ("Finding", "diagnose")
@@ -60,6 +64,7 @@ def diagnose(data_dir: Path, *, repair: bool = False) -> list[Finding]:
         findings += _leftovers(data_dir, repair)
         findings += _stores(data_dir, repair)
         findings += _state(data_dir, repair)
+        findings += _tokens(data_dir, repair)
         findings += _audit(data_dir, repair)
     finally:
         lock.release()  # a no-op when it was not taken
@@ -129,8 +134,13 @@ def _last_byte(path: Path) -> bytes:
 
 
 def _state(data_dir: Path, repair: bool) -> list[Finding]:
-    """The state manifest, every shard it names, and shard files it does not name."""
-    directory = data_dir / STATE_DIR
+    """The shard stores: state and learned patterns."""
+    return _shard_store(data_dir, STATE_DIR, repair) + _shard_store(data_dir, PATTERNS_DIR, repair)
+
+
+def _shard_store(data_dir: Path, name: str, repair: bool) -> list[Finding]:
+    """The manifest, every shard it names, and shard files it does not name."""
+    directory = data_dir / name
     if not directory.is_dir():
         return []
     ctx = FileContext(data_dir, OS_FS, sync=True, on_corrupt="quarantine" if repair else "error")
@@ -140,6 +150,8 @@ def _state(data_dir: Path, repair: bool) -> list[Finding]:
         store.open()
     except CorruptDataError as exc:
         return [Finding(exc.path, exc.reason, "error")]
+    if store.torn_tail:
+        found.append(_tail(directory / LOG, store.torn_tail, repair))
     for collection in store.collections():
         for shard in store.shards(collection):
             try:
@@ -158,3 +170,32 @@ def _state(data_dir: Path, repair: bool) -> list[Finding]:
         for q in ctx.quarantined
     ]
     return found
+
+
+def _tokens(data_dir: Path, repair: bool) -> list[Finding]:
+    """``token_usage.json``, its log and the archive months, read as the runtime reads them."""
+    ctx = FileContext(data_dir, OS_FS, sync=True, on_corrupt="quarantine" if repair else "report")
+    storage = FileTokenStorage(ctx)
+    storage.load(normalize)
+    for month in storage.archive_months():
+        storage.archive(month)
+    found = [Finding(path, reason, "error") for path, reason in ctx.problems]
+    if storage.torn_tail:
+        found.append(_tail(storage.log_path, storage.torn_tail, repair))
+    found += [
+        Finding(q.path, q.reason, "error", f"quarantined as {Path(q.moved_to).name}")
+        for q in ctx.quarantined
+    ]
+    return found
+
+
+def _tail(log_path: Path, tail: bytes, repair: bool) -> Finding:
+    """Unreadable lines at the end of a log: an unfinished append, or its last commit damaged."""
+    problem = (
+        f"{len(tail)} unreadable bytes at its end (an unfinished append, or damage to the "
+        "last commit): ignored, kept in .torn at the next commit"
+    )
+    repaired = None
+    if repair:
+        repaired = f"cut into {cut_tail(OS_FS, log_path, tail, sync=True).name}"
+    return Finding(str(log_path), problem, "warning", repaired)

@@ -53,8 +53,17 @@ class FileContext:
         log.warning("quarantined %s (%s) as %s; starting without it", path, reason, moved.name)
 
 
-def read_json(path: Path, ctx: FileContext, shape: Callable[[Any], T]) -> T | None:
+def read_json(
+    path: Path,
+    ctx: FileContext,
+    shape: Callable[[Any], T],
+    *,
+    unwrap: Callable[[bytes], bytes] | None = None,
+) -> T | None:
     """Parse *path* and check its *shape* (which raises ``ValueError``).
+
+    *unwrap* checks the raw bytes first (a checksum) and returns the JSON to
+    parse; it raises ``ValueError`` too.
 
     A missing file gives ``None``. A corrupt one raises ``CorruptDataError``
     with the file untouched, or under the quarantine policy is moved aside and
@@ -68,7 +77,7 @@ def read_json(path: Path, ctx: FileContext, shape: Callable[[Any], T]) -> T | No
         reason = "is a directory, expected a JSON file"
     else:
         try:
-            return shape(_parse(raw))
+            return shape(_parse(unwrap(raw) if unwrap is not None else raw))
         except ValueError as exc:
             reason = str(exc)
     if ctx.on_corrupt == "error":

@@ -2,10 +2,15 @@
 
 Layout under ``root`` (every file is readable JSON)::
 
-    _manifest.json     {"format": 1, "seq": N, "meta": {...},
-                        "collections": {name: {shard: [version, count]}}}
-    _manifest.log      one JSON line per commit since: the shards it changed
+    _manifest.json     {"format": 2, "seq": N, "meta": {...},
+                        "collections": {name: {shard: [version, count, crc32]}},
+                        "crc32": "<hex of the bytes before this key>"}
+    _manifest.log      one ``<crc32 hex> <json>`` line per commit since: the shards it changed
     _shards/<collection>/<shard>.<version>.json     {key: record, ...}
+
+Every byte is checked (:mod:`._sealed`): the manifest and its log lines carry
+CRC32s, and the manifest records each shard file's CRC32, checked when the
+shard is loaded; so a flipped bit is refused (or quarantined), never loaded.
 
 A key lives in the shard ``<depth>-<index>`` with ``index = crc32(key) mod 2**depth``
 (extendible hashing): a shard whose encoded size passes ``shard_bytes`` splits
@@ -24,7 +29,10 @@ Commit protocol (blocking; the actor's worker thread):
 3. only then are the superseded shard files unlinked.
 
 A crash before step 2 leaves new files no manifest names: they are swept
-before the first commit after :meth:`ShardStore.open`. Shards load on demand
+before the first commit after :meth:`ShardStore.open`. Unless log lines were
+unreadable at open, or a shard the manifest names is gone (so the map may be
+older than acknowledged commits): then those files may be the only copy of
+acknowledged records, and are renamed ``<file>.torn`` instead of deleted. Shards load on demand
 into an LRU cache bounded by ``cache_bytes`` (counted in encoded bytes), so
 opening a large store reads the manifest only.
 """
@@ -49,7 +57,8 @@ from .._core._fs import FileSystem
 from .._errors import CorruptDataError, ValidationError
 from ._contract import Record
 from ._files import FileContext, read_json
-from ._manifest import LOG, MANIFEST, Manifest, ShardMap
+from ._manifest import LOG, MANIFEST, Entry, Manifest, ShardMap
+from ._sealed import torn_name
 
 __all__ = (
     "LOG",
@@ -103,14 +112,14 @@ class _Collection:
 
     __slots__ = ("_per_depth", "depths", "shards", "total")
 
-    def __init__(self, shards: dict[str, tuple[int, int]]) -> None:
-        self.shards: dict[str, tuple[int, int]] = {}
+    def __init__(self, shards: dict[str, Entry]) -> None:
+        self.shards: dict[str, Entry] = {}
         self._per_depth: dict[int, int] = {}
         self.depths: list[int] = []
         self.total = 0
         self.apply(shards)
 
-    def apply(self, changes: Mapping[str, tuple[int, int] | None]) -> None:
+    def apply(self, changes: Mapping[str, Entry | None]) -> None:
         """Set (or, for ``None``, drop) each shard's entry; raises ``ValueError`` for a bad name."""
         for name, entry in changes.items():
             old = self.shards.pop(name, None)
@@ -186,6 +195,12 @@ class ShardStore:
     def manifest_path(self) -> Path:
         return self.root / MANIFEST
 
+    @property
+    def torn_tail(self) -> bytes:
+        """Unreadable bytes at the end of the manifest log at :meth:`open` (an unfinished
+        append, or damage to the last commit); the next commit keeps them in ``.torn``."""
+        return self._manifest.torn_tail
+
     def open(self) -> None:
         """Read the manifest, and only the manifest (files a crashed commit left are
         swept before the first commit, so opening a large store stays cheap)."""
@@ -203,6 +218,20 @@ class ShardStore:
                 raise ValueError(f"bad collection name {bad!r}")
         except ValueError as exc:
             raise CorruptDataError(str(self.manifest_path), str(exc)) from None
+        gone = self._gone(parsed)
+        if gone is not None and self._manifest.torn_tail:
+            # superseded shard files are unlinked only after the commit point, so after an
+            # unfinished append every file the older map names is still there: one gone
+            # means the unreadable tail held an acknowledged commit
+            self._manifest.refuse_tail(
+                f"an acknowledged last commit is unreadable ({gone} is gone)"
+            )
+        elif gone is not None and self._ctx.on_corrupt == "error":
+            raise CorruptDataError(gone, "shard named by the manifest is missing")
+        if gone is not None:
+            # the map is older than the shard files (lost log lines?): the files no map
+            # names may hold the only copy of acknowledged records, so never delete them
+            self._manifest.unsure = True
         with self._lock:
             self._seq, self._meta, self._collections = seq, meta, parsed
             self._next = seq + 1
@@ -210,15 +239,35 @@ class ShardStore:
             self._cached = 0
             self._swept = False
 
+    def _gone(self, collections: dict[str, _Collection]) -> str | None:
+        """A shard file *collections* name that is not there (one listing per collection)."""
+        for name, collection in collections.items():
+            directory = self.root / SHARDS_DIR / name
+            present = set(os.listdir(directory)) if directory.is_dir() else set()
+            for shard, entry in collection.shards.items():
+                if f"{shard}.{entry[0]}.json" not in present:
+                    return str(directory / f"{shard}.{entry[0]}.json")
+        return None
+
     def sweep(self) -> None:
-        """Remove shard files no manifest names (left by a crashed or failed commit)."""
+        """Remove shard files no manifest names (left by a crashed or failed commit).
+
+        When log lines were unreadable at :meth:`open`, those files may hold the data
+        of the lost lines: they are renamed ``<file>.torn`` instead (kept, reported)."""
         touched: set[Path] = set()
         for orphan in self.orphans():
             match = _SHARD_FILE.fullmatch(orphan.name)
             assert match is not None
             self._next = max(self._next, int(match["version"]) + 1)  # never reuse a version
-            log.info("removing shard file no manifest names: %s", orphan)
-            self._ctx.fs.unlink(orphan)
+            if self._manifest.unsure:
+                n = 0
+                while (aside := torn_name(orphan, n)).exists():
+                    n += 1  # never over bytes an earlier start kept
+                log.warning("keeping shard file no manifest names as %s", aside)
+                self._ctx.fs.replace(orphan, aside)
+            else:
+                log.info("removing shard file no manifest names: %s", orphan)
+                self._ctx.fs.unlink(orphan)
             touched.add(orphan.parent)
         if self._ctx.sync:
             for directory in touched:
@@ -236,7 +285,7 @@ class ShardStore:
             if not directory.is_dir():
                 continue
             live = self._collections.get(name)
-            expected = {f"{s}.{v}.json" for s, (v, _c) in live.shards.items()} if live else set()
+            expected = {f"{s}.{e[0]}.json" for s, e in live.shards.items()} if live else set()
             found += [
                 directory / entry
                 for entry in sorted(os.listdir(directory))
@@ -308,18 +357,26 @@ class ShardStore:
         if hit is not None:
             self._cache.move_to_end(cache_key)
             return hit[0]
-        version, _count = self._collections[collection].shards[shard]
+        version, _count, crc = self._collections[collection].shards[shard]
         path = self._shard_path(collection, shard, version)
-        try:
-            raw_size = path.stat().st_size
-        except FileNotFoundError:
-            raw_size = 0
-        records = read_json(path, self._ctx, _check_shard)
+        sizes: list[int] = []
+
+        def checked(raw: bytes) -> bytes:
+            sizes.append(len(raw))
+            if crc is not None and zlib.crc32(raw) != crc:  # None: written by format 1
+                raise ValueError(
+                    f"checksum mismatch: crc32 {zlib.crc32(raw)}, the manifest recorded {crc}"
+                )
+            return raw
+
+        records = read_json(path, self._ctx, _check_shard, unwrap=checked)
+        raw_size = sizes[0] if sizes else 0
         if records is None:
             if not self._ctx.quarantined or self._ctx.quarantined[-1].path != str(path):
                 if self._ctx.on_corrupt == "error":
                     raise CorruptDataError(str(path), "shard named by the manifest is missing")
                 log.warning("%s: shard named by the manifest is missing; reading it as empty", path)
+                self._ctx.problems.append((str(path), "shard named by the manifest is missing"))
             records = {}
         self._remember(cache_key, records, raw_size)
         return records
@@ -349,7 +406,7 @@ class ShardStore:
         written: list[Path] = []
         superseded: list[tuple[tuple[str, str], Path]] = []
         renamed: list[bool] = []
-        delta: dict[str, dict[str, tuple[int, int] | None]] = {}
+        delta: dict[str, dict[str, Entry | None]] = {}
         try:
             for collection, batch in changes.items():
                 check_collection_name(collection)
@@ -387,7 +444,7 @@ class ShardStore:
                         path = self._shard_path(collection, piece, version)
                         write_new(path, data, fs=fs, sync=sync)
                         written.append(path)
-                        changed[piece] = (version, len(piece_records))
+                        changed[piece] = (version, len(piece_records), zlib.crc32(data))
                         fresh.append(((collection, piece), piece_records, len(data)))
                 if sync:
                     fs.fsync_dir(directory)

@@ -5,7 +5,6 @@ Never a crash, never a silent loss."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from marcus_persist import CorruptDataError, open_runtime
 from marcus_persist._core._codec import encode
 from marcus_persist.stores.assignments import check_records
 
+from .damage import damages, snapshot
 from .oracle import ASSIGNMENTS, CLOCK, COUNTS
 
 pytestmark = pytest.mark.anyio
@@ -46,31 +46,9 @@ SPECIAL: dict[str, bytes | None] = {
 }
 
 
-def _snapshot(root: Path) -> dict[str, bytes | None]:
-    found: dict[str, bytes | None] = {}
-    for d, dirs, names in os.walk(root):
-        found.update({os.path.relpath(Path(d, n), root): None for n in dirs})
-        found.update(
-            {
-                os.path.relpath(Path(d, n), root): Path(d, n).read_bytes()
-                for n in names
-                if n != ".lock"
-            }
-        )
-    return found
-
-
 def _cases() -> list[tuple[str, bytes | None]]:
-    cases = list(SPECIAL.items())
-    cases += [(f"truncated at {i}", GOOD[:i]) for i in range(len(GOOD))]
-    cases += [
-        (
-            f"bit {i % 8} flipped at {i}",
-            GOOD[:i] + bytes([GOOD[i] ^ (1 << (i % 8))]) + GOOD[i + 1 :],
-        )
-        for i in range(len(GOOD))
-    ]
-    return cases
+    cases: list[tuple[str, bytes | None]] = list(SPECIAL.items())
+    return cases + [(name, content) for name, content, _at in damages(GOOD)]
 
 
 def _legal(content: bytes | None) -> dict[str, Any] | None:
@@ -98,7 +76,7 @@ async def _try(data: Path, scope: str | None, content: bytes | None, policy: str
     else:
         path.write_bytes(content)
     legal = _legal(content)
-    before = _snapshot(data)
+    before = snapshot(data)
     try:
         async with open_runtime(data, clock=CLOCK, on_corrupt=policy) as rt:
             state = await ASSIGNMENTS.observe(rt)
@@ -107,7 +85,7 @@ async def _try(data: Path, scope: str | None, content: bytes | None, policy: str
         assert policy == "error", f"quarantine policy raised {exc!r}"
         assert exc.path == str(path) and str(path) in str(exc) and exc.reason
         assert legal is None, f"a legal file was refused: {exc!r}"
-        assert _snapshot(data) == before, "a refused start changed the directory"
+        assert snapshot(data) == before, "a refused start changed the directory"
         COUNTS["bad files refused"] += 1
     else:
         if legal is not None:
@@ -170,13 +148,13 @@ class TestBadAssignmentFiles:
         journal = data / "assignments" / "batch.json"
         for content in (b"", b"[[null, {", b'[["../x", {}]]', b'{"a": 1}', b"[[null, []]]"):
             journal.write_bytes(content)
-            before = _snapshot(data)
+            before = snapshot(data)
             if policy == "error":
                 with pytest.raises(CorruptDataError) as caught:
                     async with open_runtime(data, on_corrupt=policy):
                         pass
                 assert caught.value.path == str(journal)
-                assert _snapshot(data) == before
+                assert snapshot(data) == before
                 journal.unlink()
             else:
                 async with open_runtime(data, on_corrupt=policy) as rt:

@@ -368,7 +368,7 @@ def test_checkpoints_bound_the_log_and_a_failed_append_is_superseded(tmp_path: P
             continue  # not acknowledged: must never come back
         storage.commit([{"n": n}], document_at(n), {})
         logged.append(n)
-        assert (tmp_path / "token_usage.log").stat().st_size <= 120 + 40
+        assert (tmp_path / "token_usage.log").stat().st_size <= 120 + 50  # + one sealed line
     document, records = FileTokenStorage(ctx).load(lambda d: d)
     assert document is not None
     # the checkpoint holds everything before it, the log the rest: together every batch once
