@@ -244,6 +244,9 @@ class Manifest:
         except FileNotFoundError:
             self._log_size = 0
         except OSError as exc:
+            # the old log may end in a torn tail: never append after it (a valid line
+            # after garbage reads as corruption); the next commit checkpoints again
+            self._must_checkpoint = True
             log.warning("could not remove %s after a checkpoint: %s", self.log_path, exc)
 
     def _append(self, line: bytes, maybe_live: list[bool]) -> None:

@@ -48,6 +48,7 @@ SHARD_FILE = re.compile(r"\d+-[0-9a-f]+\.\d+\.json")
 TORN_STATE = b'{"seq": 99, "collections": {"tasks": {"0-0": [9'
 TORN_TOKENS = b'{"seq": 99, "records": [{"provider": "anthr'
 ORPHAN = "marcus_state/_shards/tasks/0-0.999.json"
+STALE_TEMP = f"{TOKENS_FILE}.tmp-0123456789ab"
 
 
 def _big(n: int) -> dict[str, Any]:
@@ -67,6 +68,9 @@ class Phase:
     limit: int = 80
     #: a shard file no manifest names, left in the template: the batch sweeps it first
     orphan: str | None = None
+    #: torn manifest / token log tails and a stale temp file in the template (the next
+    #: commit of each store keeps its tail aside in ``.torn``; startup removes the temp)
+    torn: bool = False
 
 
 def _did(*calls: tuple[str, str]) -> Callable[[SimFS], bool]:
@@ -138,7 +142,26 @@ PHASES: dict[str, Phase] = {
         often=(FileTokenStorage,),
     ),
     "startup with torn tails": Phase(
-        TEMPLATE, None, [*NEXT_STATE, *NEXT_TOKENS], _did(("replace", f"{LOG_FILE}.torn"))
+        TEMPLATE,
+        None,
+        [*NEXT_STATE, *NEXT_TOKENS],
+        _did(("unlink", STALE_TEMP)),  # and writes nothing: the next commits keep the tails
+        torn=True,
+    ),
+    "state commit keeping a torn tail": Phase(
+        TEMPLATE,
+        NEXT_STATE[0],
+        # the store's own next commit supersedes a failed one that reached the disk
+        [(STATE, [("store", "tasks", "t8", {"n": 8})]), *NEXT_TOKENS],
+        _did(("replace", f"{LOG}.torn"), ("replace", MANIFEST)),
+        torn=True,
+    ),
+    "token batch keeping a torn tail": Phase(
+        TEMPLATE,
+        NEXT_TOKENS[0],
+        [(TOKENS, [("record", "openai", 4, 4, 0.5, "m2", "p2", "r8")]), *NEXT_STATE],
+        _did(("replace", f"{LOG_FILE}.torn"), ("replace", TOKENS_FILE)),
+        torn=True,
     ),
 }
 
@@ -189,12 +212,12 @@ async def _template(tmp: Path, phase: Phase) -> tuple[Path, Reference]:
         for batch in phase.template:
             assert await submit(rt, batch) == [None] * len(batch[1])
         ref.template = await observe(rt)
-    if phase.batch is None:  # torn tails for the startup to set aside, and a stale temp
+    if phase.torn:
         with (data / "marcus_state" / LOG).open("ab") as log:
             log.write(TORN_STATE)
         with (data / LOG_FILE).open("ab") as log:
             log.write(TORN_TOKENS)
-        (data / f"{TOKENS_FILE}.tmp-0123456789ab").write_bytes(b"{")
+        (data / STALE_TEMP).write_bytes(b"{")
     if phase.orphan is not None:  # as a commit that failed before its manifest line leaves
         (data / phase.orphan).write_bytes(b'{"t1": {"n": 99}}')
     for with_batch in (True, False):
@@ -250,8 +273,8 @@ def _no_temps(root: Path) -> None:
 
 
 async def _fail_startup(work: Path, plan: Plan, ref: Reference) -> bool:
-    """Open with the fault armed: it opens (every view intact) or raises a PersistenceError
-    and changes nothing but setting the torn tails aside."""
+    """Open with the fault armed: it opens (every view intact) or raises a PersistenceError;
+    either way it changes no live file (torn tails are kept aside by the next commits)."""
     before = _files(work)
     plan.armed = True
     opened = False
@@ -267,10 +290,7 @@ async def _fail_startup(work: Path, plan: Plan, ref: Reference) -> bool:
     assert not hidden, f"startup hid an injected {plan.kind!r} at call {plan.n}"
     after = _files(work)
     for name in before.keys() | after.keys():
-        if is_temp_name(Path(name).name) or before.get(name) == after.get(name):
-            continue
-        # the one new live file startup may write: the torn token tail, whole
-        assert name == f"{LOG_FILE}.torn" and after[name] == TORN_TOKENS, name
+        assert is_temp_name(Path(name).name) or before.get(name) == after.get(name), name
     return opened
 
 
