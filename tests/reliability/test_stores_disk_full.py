@@ -245,15 +245,17 @@ async def _views(rt: Any) -> dict[str, Any]:
     ("what", "spare", "torn"),
     [
         ("both", 0, False),  # even the lock file's pid cannot be written
-        ("inodes", 0, True),  # the lock fits; setting the torn token line aside does not
+        ("inodes", 0, True),  # the lock fits; keeping a torn line aside (a new file) does not
         ("blocks", 1, True),  # one page: the lock's
     ],
 )
 async def test_startup_on_a_full_disk(tmpfs: Path, what: str, spare: int, torn: bool) -> None:
-    """State, patterns and tokens present (a checkpoint and a log line each); with
-    ``torn`` the token log and the state manifest log end in a torn line, which startup
-    sets aside (a new ``.torn`` file) or ignores. Startup is refused with ENOSPC and
-    changes no file; after a remount it opens with every committed record."""
+    """State, patterns and tokens present (a checkpoint and a log line each). Without
+    ``torn`` startup is refused with ENOSPC and changes no file. With ``torn`` the token
+    log and the state manifest log end in a torn line: startup writes nothing and opens
+    with every committed record; each store's first commit, which keeps its torn line
+    aside in a new ``.torn`` file, is refused and changes no file. After a remount the
+    next batches commit and a restart reads them."""
     data = tmpfs / "data"
     async with open_runtime(data, clock=CLOCK) as rt:
         for adapter in STORES:
@@ -266,15 +268,23 @@ async def test_startup_on_a_full_disk(tmpfs: Path, what: str, spare: int, torn: 
                 f.write(b'{"seq": 99, "rec')
     fill(tmpfs, what, spare)
     before = snapshot(data)
-    with pytest.raises(PersistenceError) as caught:
-        async with open_runtime(data, clock=CLOCK):
-            pass
-    assert caught.value.errno == errno.ENOSPC, caught.value
-    # the refused step: the lock's pid, or setting the torn token line aside
-    refused = steps(caught.value)
-    assert ("_replay" if torn else "acquire") in refused, refused
-    COUNTS["state/patterns/tokens disk-full startups refused"] += 1
-    assert not changed(before, snapshot(data)), "a refused startup changed a file"
+    if torn:
+        async with open_runtime(data, clock=CLOCK) as rt:
+            assert await _views(rt) == views
+            for adapter in (STATE, TOKENS):
+                with pytest.raises(PersistenceError) as caught:
+                    await adapter.submit(rt, LAST[adapter.name])
+                assert caught.value.errno == errno.ENOSPC, caught.value
+                COUNTS["state/patterns/tokens disk-full commits refused"] += 1
+            assert await _views(rt) == views
+    else:
+        with pytest.raises(PersistenceError) as caught:
+            async with open_runtime(data, clock=CLOCK):
+                pass
+        assert caught.value.errno == errno.ENOSPC, caught.value
+        assert "acquire" in steps(caught.value)  # the refused step: the lock's pid
+        COUNTS["state/patterns/tokens disk-full startups refused"] += 1
+    assert not changed(before, snapshot(data)), "a refused startup or commit changed a file"
     remount(tmpfs)
     async with open_runtime(data, clock=CLOCK) as rt:
         assert await _views(rt) == views
@@ -285,3 +295,4 @@ async def test_startup_on_a_full_disk(tmpfs: Path, what: str, spare: int, torn: 
         assert await _views(rt) == final
     assert no_temps(data)
     assert (data / "token_usage.log.torn").exists() == torn
+    assert (data / STATE_DIR / f"{LOG}.torn").exists() == torn
