@@ -24,7 +24,7 @@ import anyio
 
 from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
-from marcus_persist._core._clock import iso_utc
+from marcus_persist._core._clock import Clock, iso_utc
 from marcus_persist._errors import NotFound, PersistenceError
 from marcus_persist._runtime import Runtime
 
@@ -95,8 +95,11 @@ class AssignmentsAdapter:
 
     name = "assignments"
 
-    def __init__(self, projects: tuple[str, ...] = ("p1", "p2")) -> None:
+    def __init__(
+        self, projects: tuple[str, ...] = ("p1", "p2"), clock: Clock | None = None
+    ) -> None:
         self.projects = projects
+        self.clock: Clock = clock or CLOCK  # the model's timestamps come from it
 
     def initial(self) -> State:
         return {}
@@ -105,7 +108,7 @@ class AssignmentsAdapter:
         new = copy.deepcopy(state)
         kind, scope, worker = op[0], op[1], op[2]
         records = new.setdefault(scope, {})
-        stamp = iso_utc(CLOCK.now())
+        stamp = iso_utc(self.clock.now())
         if kind == "assign":
             current = records.get(worker)
             if current is None or current["task_id"] != op[3]:

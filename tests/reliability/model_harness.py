@@ -1,0 +1,383 @@
+"""The shared harness of suite 8 (model-based tests): one runtime on any backend,
+driven from a Hypothesis state machine, with the rules every store's machine has.
+
+A machine subclasses :class:`ModelMachine` (made per backend and loop by
+:func:`machine_for`), keeps a plain in-memory model and says how to compare it
+(:meth:`ModelMachine.check`). The rules here mean the same on every backend:
+
+* ``reopen``: a clean close and a fresh runtime on the same data;
+* ``crash``: the runtime is abandoned and a new one opens on what a crash
+  leaves: on ``file`` the *durable* image (only what was fsynced, built by
+  :class:`.simfs.SimFS`), on ``sqlite`` the process-crash state (the database
+  and its WAL as the OS holds them, copied without a close), on ``postgres``
+  the server after every connection of the runtime was terminated. Every op
+  was acknowledged before the crash, so the only legal prefix is all of them:
+  the model stays as it is and must match. ``memory`` loses everything by
+  definition and has no crash rule;
+* ``clock_jump``: the injectable clock moves on (it starts 30 s before the
+  midnight that ends January: days and months roll over);
+* injected faults through :meth:`Harness.failing`: an errno (EIO, or a full
+  disk: ENOSPC, EDQUOT, EFBIG) in one file-system call before the commit point
+  on ``file``, a failing commit on ``memory``, a trigger that aborts every
+  write to the store's table on ``sqlite`` and ``postgres``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import shutil
+import sqlite3
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import psycopg
+import pytest
+from anyio.from_thread import start_blocking_portal
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from marcus_persist import open_runtime
+from marcus_persist._core._fs import OS_FS
+from marcus_persist._errors import PersistenceError
+from marcus_persist.backends.memory import MemoryBackend
+from marcus_persist.backends.sqlite import DB_NAME
+from tests._services import drop_schema, service
+
+from .audit_oracle import MovingClock
+from .oracle import COUNTS
+from .simfs import materialise
+from .state_oracle import LockedSimFS
+
+__all__ = (
+    "BACKENDS",
+    "FAULTS",
+    "Harness",
+    "ModelMachine",
+    "machine_for",
+    "model_settings",
+    "run_machine",
+)
+
+BACKENDS = ("file", "memory", "sqlite", "postgres")
+FAULTS = st.sampled_from([errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+#: file-system calls that fail before any commit point (the batch is then never durable)
+WHERE = st.sampled_from(["write", "fsync", "replace"])
+#: over midnight, a day, past the dedupe window, a month (the clock starts at a month's end)
+JUMPS = st.sampled_from([45, 3600, 86_400, 3 * 86_400, 31 * 86_400])
+START = datetime(2026, 1, 31, 23, 59, 30, tzinfo=UTC)
+
+#: each store's table, by backend (the target of the injected trigger)
+TABLES = {
+    "sqlite": {
+        "assignments": "marcus_assignments",
+        "state": "persistence",
+        "patterns": "marcus_patterns",
+        "tokens": "marcus_token_usage",
+    },
+    "postgres": {
+        "assignments": "assignments",
+        "state": "state",
+        "patterns": "patterns",
+        "tokens": "token_usage",
+    },
+}
+
+
+def model_settings(max_examples: int, steps: int) -> settings:
+    """Deterministic (derandomized, no example database): CI runs the same machines."""
+    return settings(
+        max_examples=max_examples,
+        stateful_step_count=steps,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+
+class Switch:
+    """The armed fault: while ``fail`` is set, the named call fails with its errno."""
+
+    def __init__(self) -> None:
+        self.fail: tuple[str, int] | None = None
+        self.fired = False
+
+    def fault(self, _call: int, method: str) -> int | None:
+        """A :data:`.simfs.Fault`; ``"commit"`` is the memory backend's one call."""
+        if self.fail is None or method not in (self.fail[0], "commit"):
+            return None
+        self.fired = True
+        COUNTS["model-based faults injected"] += 1
+        return self.fail[1]
+
+
+class _FailingStorage:
+    """A memory storage whose ``commit`` fails while the switch is armed."""
+
+    def __init__(self, inner: Any, switch: Switch) -> None:
+        self._inner, self._switch = inner, switch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def commit(self, *args: Any) -> None:
+        code = self._switch.fault(0, "commit")
+        if code is not None:
+            raise OSError(code, "injected")
+        self._inner.commit(*args)
+
+
+class SwitchMemoryBackend(MemoryBackend):
+    """The memory backend (outliving its runtimes), with commits that can be made to fail."""
+
+    def __init__(self, switch: Switch) -> None:
+        super().__init__()
+        self._switch = switch
+
+    def assignments(self) -> Any:
+        return _FailingStorage(super().assignments(), self._switch)
+
+    def state(self) -> Any:
+        return _FailingStorage(super().state(), self._switch)
+
+    def patterns(self) -> Any:
+        return _FailingStorage(super().patterns(), self._switch)
+
+    def tokens(self) -> Any:
+        return _FailingStorage(super().tokens(), self._switch)
+
+
+class Harness:
+    """One runtime on *backend* over a blocking portal on *loop*; each crash opens the
+    next "generation" (a fresh directory holding the crash image)."""
+
+    def __init__(self, backend: str, loop: str, store: str) -> None:
+        self.backend, self.store = backend, store
+        self.clock = MovingClock(START)
+        self.switch = Switch()
+        self.root = Path(tempfile.mkdtemp(prefix=f"marcus-model-{store}-"))
+        self.generation = 0
+        self.here.mkdir()
+        self.fs = LockedSimFS(self.here, self.switch.fault)
+        self.memory = SwitchMemoryBackend(self.switch)
+        self.pg: dict[str, Any] = {}
+        if backend == "postgres":
+            dsn = service("MARCUS_TEST_PG_DSN")
+            self.pg = {"dsn": dsn, "pg_schema": f"model_{uuid.uuid4().hex[:16]}"}
+        self.portal_cm = start_blocking_portal(loop)
+        self.portal = self.portal_cm.__enter__()
+        self.rt: Any = None
+        self._rt_cm: Any = None
+        self.open()
+
+    @property
+    def here(self) -> Path:
+        """This generation's directory (the file backend's SimFS root)."""
+        return self.root / f"gen{self.generation}"
+
+    @property
+    def data(self) -> Path:
+        return self.here / "data"
+
+    def open(self) -> None:
+        chosen: Any = self.memory if self.backend == "memory" else self.backend
+        fs = self.fs if self.backend == "file" else OS_FS
+        self._rt_cm = self.portal.wrap_async_context_manager(
+            open_runtime(self.data, backend=chosen, fs=fs, clock=self.clock, **self.pg)
+        )
+        self.rt = self._rt_cm.__enter__()
+
+    def close(self) -> None:
+        self._rt_cm.__exit__(None, None, None)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.portal.call(fn, *args)
+
+    @property
+    def crashable(self) -> bool:
+        return self.backend != "memory"
+
+    def crash(self) -> None:
+        """Abandon the runtime; open a new one on what a crash leaves now."""
+        COUNTS[f"model-based crashes ({self.backend})"] += 1
+        before = self.data
+        if self.backend == "file":
+            durable, _maybe = self.fs.split(len(self.fs.trace))
+            image = self.fs.build("durable", durable)
+        elif self.backend == "sqlite":
+            # the process-crash state: every file as the OS holds it, with no close,
+            # no checkpoint (the committed batches are in the WAL)
+            snapshot = {p.relative_to(self.here): p.read_bytes() for p in _files(before)}
+        else:
+            self.terminate_connections()
+        self.close()  # what the old runtime does from now on reaches no later generation
+        if self.backend == "postgres":
+            self.open()  # the same schema
+            return
+        self.generation += 1
+        if self.backend == "file":
+            materialise(image, self.here)
+            self.fs = LockedSimFS(self.here, self.switch.fault)
+        else:
+            for rel, blob in snapshot.items():
+                (self.here / rel).parent.mkdir(parents=True, exist_ok=True)
+                (self.here / rel).write_bytes(blob)
+        self.open()
+
+    def terminate_connections(self) -> int:
+        """Drop every server connection of this runtime (postgres), committed or not."""
+        with psycopg.connect(self.pg["dsn"], autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s AND pid <> pg_backend_pid()",
+                (f"marcus_persist:{self.pg['pg_schema']}",),
+            ).fetchall()
+        COUNTS["model-based postgres connections dropped"] += len(rows)
+        return len(rows)
+
+    def jump(self, seconds: int) -> None:
+        before = self.clock.moment
+        self.clock.moment += timedelta(seconds=seconds)
+        if before.date() != self.clock.moment.date():
+            COUNTS["model-based clock jumps over midnight"] += 1
+
+    @contextlib.contextmanager
+    def failing(self, where: str, code: int) -> Iterator[int | None]:
+        """Make the store's next commit fail; yields the errno the error must carry
+        (``None`` on sqlite/postgres: the driver's error has none)."""
+        self.switch.fired = False
+        if self.backend in ("file", "memory"):
+            self.switch.fail = (where, code)
+            try:
+                yield code
+            finally:
+                self.switch.fail = None
+            return
+        with self._trigger():
+            self.switch.fired = True  # a trigger fails every write to the table
+            COUNTS["model-based faults injected"] += 1
+            yield None
+
+    @contextlib.contextmanager
+    def _trigger(self) -> Iterator[None]:
+        table = TABLES[self.backend][self.store]
+        if self.backend == "sqlite":
+            db = sqlite3.connect(self.data / DB_NAME, isolation_level=None)
+            try:
+                for event in ("INSERT", "UPDATE", "DELETE"):
+                    db.execute(
+                        f"CREATE TRIGGER model_fail_{event.lower()} BEFORE {event} ON {table}"
+                        " BEGIN SELECT RAISE(ABORT, 'injected by the model'); END"
+                    )
+                yield
+            finally:
+                for event in ("insert", "update", "delete"):
+                    db.execute(f"DROP TRIGGER IF EXISTS model_fail_{event}")
+                db.close()
+            return
+        schema = self.pg["pg_schema"]
+        with psycopg.connect(self.pg["dsn"], autocommit=True) as conn:
+            conn.execute(
+                f"CREATE OR REPLACE FUNCTION {schema}.model_fail() RETURNS trigger"
+                " LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected by the model'; END $$"
+            )
+            conn.execute(
+                f"CREATE TRIGGER model_fail BEFORE INSERT OR UPDATE OR DELETE ON {schema}.{table}"
+                f" FOR EACH ROW EXECUTE FUNCTION {schema}.model_fail()"
+            )
+            try:
+                yield
+            finally:
+                conn.execute(f"DROP TRIGGER IF EXISTS model_fail ON {schema}.{table}")
+
+    def expect_failure(self, run: Callable[[], Any], code: int | None) -> bool:
+        """Run one op under :meth:`failing`; ``True`` if it was acknowledged (the armed
+        call was never reached), ``False`` if it failed as it must."""
+        try:
+            run()
+        except PersistenceError as exc:
+            assert self.switch.fired, f"failed with no fault injected: {exc!r}"
+            assert code is None or exc.errno == code, f"errno {exc.errno}, injected {code}"
+            return False
+        assert not self.switch.fired, "a commit whose fault fired was acknowledged"
+        return True
+
+    def finish(self) -> None:
+        """Close everything the harness opened (the runtime must already be closed)."""
+        self.portal_cm.__exit__(None, None, None)
+        shutil.rmtree(self.root, ignore_errors=True)
+        if self.pg:
+            drop_schema(self.pg["dsn"], self.pg["pg_schema"])
+        COUNTS["model-based runs"] += 1
+        COUNTS[f"model-based runs ({self.store}, {self.backend})"] += 1
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+class ModelMachine(RuleBasedStateMachine):
+    """The rules every store shares; a store's machine adds its own and :meth:`check`."""
+
+    BACKEND: ClassVar[str] = "file"
+    LOOP: ClassVar[str] = "asyncio"
+    STORE: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.h = Harness(self.BACKEND, self.LOOP, self.STORE)
+
+    def check(self) -> None:
+        """Assert that what the store reports is what the model computes."""
+        raise NotImplementedError
+
+    @rule()
+    def reopen(self) -> None:
+        self.h.close()
+        self.h.open()
+
+    @precondition(lambda self: self.h.crashable)
+    @rule()
+    def crash(self) -> None:
+        self.h.crash()
+
+    @rule(seconds=JUMPS)
+    def clock_jump(self, seconds: int) -> None:
+        self.h.jump(seconds)
+
+    @invariant()
+    def matches_the_model(self) -> None:
+        self.check()
+
+    def teardown(self) -> None:
+        try:
+            self.h.close()
+            self.h.open()  # what reached the storage is what the model says
+            self.check()
+            self.h.close()
+        finally:
+            self.h.finish()
+
+
+def machine_for(base: type[ModelMachine], backend: str, loop: str) -> type[ModelMachine]:
+    """*base* bound to one backend and loop."""
+    return type(f"{base.__name__}_{backend}_{loop}", (base,), {"BACKEND": backend, "LOOP": loop})
+
+
+def run_machine(base: type[ModelMachine], backend: str, loop: str, how: settings) -> None:
+    from hypothesis.stateful import run_state_machine_as_test
+
+    if backend == "postgres":
+        service("MARCUS_TEST_PG_DSN")  # skips (fails under CI=true) without a server
+    run_state_machine_as_test(machine_for(base, backend, loop), settings=how)
+
+
+#: the parameters of every model test
+backends = pytest.mark.parametrize("backend", BACKENDS)
+loops = pytest.mark.parametrize("loop", ["asyncio", "trio"])
