@@ -188,13 +188,20 @@ class Harness:
     def open(self) -> None:
         chosen: Any = self.memory if self.backend == "memory" else self.backend
         fs = self.fs if self.backend == "file" else OS_FS
-        self._rt_cm = self.portal.wrap_async_context_manager(
+        manager = self.portal.wrap_async_context_manager(
             open_runtime(self.data, backend=chosen, fs=fs, clock=self.clock, **self.pg)
         )
-        self.rt = self._rt_cm.__enter__()
+        self.rt = manager.__enter__()
+        self._rt_cm = manager  # only a runtime that opened is ever closed
 
     def close(self) -> None:
-        self._rt_cm.__exit__(None, None, None)
+        manager, self._rt_cm = self._rt_cm, None
+        if manager is not None:
+            manager.__exit__(None, None, None)
+
+    @property
+    def opened(self) -> bool:
+        return self._rt_cm is not None
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self.portal.call(fn, *args)
@@ -357,12 +364,15 @@ class ModelMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            self.h.close()
-            self.h.open()  # what reached the storage is what the model says
-            self.check()
-            self.h.close()
+            if self.h.opened:  # else a rule failed opening it: that error is the report
+                self.h.close()
+                self.h.open()  # what reached the storage is what the model says
+                self.check()
         finally:
-            self.h.finish()
+            try:
+                self.h.close()
+            finally:
+                self.h.finish()
 
 
 def machine_for(base: type[ModelMachine], backend: str, loop: str) -> type[ModelMachine]:
