@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import psycopg
 import pytest
@@ -325,6 +325,9 @@ class Harness:
         COUNTS[f"model-based runs ({self.store}, {self.backend})"] += 1
 
 
+M = TypeVar("M", bound="ModelMachine")
+
+
 def _files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
 
@@ -375,7 +378,7 @@ class ModelMachine(RuleBasedStateMachine):
                 self.h.finish()
 
 
-def machine_for(base: type[ModelMachine], backend: str, loop: str) -> type[ModelMachine]:
+def machine_for(base: type[M], backend: str, loop: str) -> type[M]:
     """*base* bound to one backend and loop."""
     return type(f"{base.__name__}_{backend}_{loop}", (base,), {"BACKEND": backend, "LOOP": loop})
 
