@@ -364,6 +364,7 @@ class ModelMachine(RuleBasedStateMachine):
     @invariant()
     def matches_the_model(self) -> None:
         self.check()
+        COUNTS["model-based comparisons with the model"] += 1
 
     def teardown(self) -> None:
         try:
