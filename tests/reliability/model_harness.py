@@ -85,6 +85,7 @@ TABLES = {
         "state": "state",
         "patterns": "patterns",
         "tokens": "token_usage",
+        "audit": "audit_events",
     },
 }
 
@@ -118,19 +119,24 @@ class Switch:
 
 
 class _FailingStorage:
-    """A memory storage whose ``commit`` fails while the switch is armed."""
+    """A memory storage whose writes (``commit``, the audit's ``append``) fail while
+    the switch is armed."""
 
     def __init__(self, inner: Any, switch: Switch) -> None:
         self._inner, self._switch = inner, switch
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+        found = getattr(self._inner, name)
+        if name not in ("commit", "append"):
+            return found
 
-    def commit(self, *args: Any) -> None:
-        code = self._switch.fault(0, "commit")
-        if code is not None:
-            raise OSError(code, "injected")
-        self._inner.commit(*args)
+        def write(*args: Any) -> Any:
+            code = self._switch.fault(0, "commit")
+            if code is not None:
+                raise OSError(code, "injected")
+            return found(*args)
+
+        return write
 
 
 class SwitchMemoryBackend(MemoryBackend):
@@ -152,13 +158,19 @@ class SwitchMemoryBackend(MemoryBackend):
     def tokens(self) -> Any:
         return _FailingStorage(super().tokens(), self._switch)
 
+    def audit(self) -> Any:
+        return _FailingStorage(super().audit(), self._switch)
+
 
 class Harness:
     """One runtime on *backend* over a blocking portal on *loop*; each crash opens the
     next "generation" (a fresh directory holding the crash image)."""
 
-    def __init__(self, backend: str, loop: str, store: str) -> None:
+    def __init__(
+        self, backend: str, loop: str, store: str, options: dict[str, Any] | None = None
+    ) -> None:
         self.backend, self.store = backend, store
+        self.options = dict(options or {})
         self.clock = MovingClock(START)
         self.switch = Switch()
         self.root = Path(tempfile.mkdtemp(prefix=f"marcus-model-{store}-"))
@@ -189,7 +201,9 @@ class Harness:
         chosen: Any = self.memory if self.backend == "memory" else self.backend
         fs = self.fs if self.backend == "file" else OS_FS
         manager = self.portal.wrap_async_context_manager(
-            open_runtime(self.data, backend=chosen, fs=fs, clock=self.clock, **self.pg)
+            open_runtime(
+                self.data, backend=chosen, fs=fs, clock=self.clock, **self.pg, **self.options
+            )
         )
         self.rt = manager.__enter__()
         self._rt_cm = manager  # only a runtime that opened is ever closed
@@ -338,10 +352,12 @@ class ModelMachine(RuleBasedStateMachine):
     BACKEND: ClassVar[str] = "file"
     LOOP: ClassVar[str] = "asyncio"
     STORE: ClassVar[str] = ""
+    #: runtime options of every runtime the machine opens
+    OPTIONS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self) -> None:
         super().__init__()
-        self.h = Harness(self.BACKEND, self.LOOP, self.STORE)
+        self.h = Harness(self.BACKEND, self.LOOP, self.STORE, self.OPTIONS)
 
     def check(self) -> None:
         """Assert that what the store reports is what the model computes."""
