@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import random
 import shutil
 import sqlite3
 import tempfile
@@ -224,13 +225,20 @@ class Harness:
     def crashable(self) -> bool:
         return self.backend != "memory"
 
-    def crash(self) -> None:
-        """Abandon the runtime; open a new one on what a crash leaves now."""
+    def crash(self, seed: int | None = None) -> None:
+        """Abandon the runtime; open a new one on what a crash leaves now. On ``file``
+        the image holds what was durable, plus (with *seed*) a random subset of
+        what may have reached the disk too."""
         COUNTS[f"model-based crashes ({self.backend})"] += 1
         before = self.data
         if self.backend == "file":
-            durable, _maybe = self.fs.split(len(self.fs.trace))
-            image = self.fs.build("durable", durable)
+            durable, maybe = self.fs.split(len(self.fs.trace))
+            chosen = (
+                [] if seed is None else [i for i in maybe if random.Random(seed + i).random() < 0.5]
+            )
+            if chosen:
+                COUNTS["model-based crash images with unsynced ops (file)"] += 1
+            image = self.fs.build("durable", durable + chosen)
         elif self.backend == "sqlite":
             # the process-crash state: every file as the OS holds it, with no close,
             # no checkpoint (the committed batches are in the WAL)
@@ -369,9 +377,9 @@ class ModelMachine(RuleBasedStateMachine):
         self.h.open()
 
     @precondition(lambda self: self.h.crashable)
-    @rule()
-    def crash(self) -> None:
-        self.h.crash()
+    @rule(seed=st.none() | st.integers(0, 1 << 16))
+    def crash(self, seed: int | None) -> None:
+        self.h.crash(seed)
 
     @rule(seconds=JUMPS)
     def clock_jump(self, seconds: int) -> None:
