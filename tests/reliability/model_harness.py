@@ -30,12 +30,14 @@ import random
 import shutil
 import sqlite3
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import anyio.to_thread
 import psycopg
 import pytest
 from anyio.from_thread import start_blocking_portal
@@ -67,8 +69,6 @@ __all__ = (
 
 BACKENDS = ("file", "memory", "sqlite", "postgres")
 FAULTS = st.sampled_from([errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
-#: file-system calls that fail before any commit point (the batch is then never durable)
-WHERE = st.sampled_from(["write", "fsync", "replace"])
 #: over midnight, a day, past the dedupe window, a month (the clock starts at a month's end)
 JUMPS = st.sampled_from([45, 3600, 86_400, 3 * 86_400, 31 * 86_400])
 START = datetime(2026, 1, 31, 23, 59, 30, tzinfo=UTC)
@@ -293,8 +293,41 @@ class Harness:
             COUNTS["model-based faults injected"] += 1
             yield None
 
+    def crash_mid_commit(self, run: Callable[[], Any]) -> bool:
+        """Postgres: start *run*, drop the runtime's connections while its commit's
+        transaction is open (a trigger holds it in ``pg_sleep``), then open a new
+        runtime. ``True`` if *run* was acknowledged anyway (it must not be)."""
+        with self._trigger(sleep=True):
+            future = self.portal.start_task_soon(_call_sync, run)
+            self._await_sleeping_commit()
+            self.terminate_connections()
+            try:
+                future.result(timeout=30)
+            except PersistenceError:
+                acknowledged = False
+            else:
+                acknowledged = True
+        COUNTS["model-based commits dropped mid-transaction (postgres)"] += 1
+        self.close()
+        self.open()
+        return acknowledged
+
+    def _await_sleeping_commit(self) -> None:
+        query = (
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+            " AND wait_event = 'PgSleep'"
+        )
+        app = f"marcus_persist:{self.pg['pg_schema']}"
+        with psycopg.connect(self.pg["dsn"], autocommit=True) as conn:
+            for _ in range(3000):
+                row = conn.execute(query, (app,)).fetchone()
+                if row is not None and row[0]:
+                    return
+                time.sleep(0.01)
+        raise AssertionError("the commit never reached the sleeping trigger")
+
     @contextlib.contextmanager
-    def _trigger(self) -> Iterator[None]:
+    def _trigger(self, *, sleep: bool = False) -> Iterator[None]:
         table = TABLES[self.backend][self.store]
         if self.backend == "sqlite":
             db = sqlite3.connect(self.data / DB_NAME, isolation_level=None)
@@ -312,9 +345,14 @@ class Harness:
             return
         schema = self.pg["pg_schema"]
         with psycopg.connect(self.pg["dsn"], autocommit=True) as conn:
+            body = (
+                "PERFORM pg_sleep(60); IF TG_OP = 'DELETE' THEN RETURN OLD; END IF; RETURN NEW;"
+                if sleep
+                else "RAISE EXCEPTION 'injected by the model';"
+            )
             conn.execute(
                 f"CREATE OR REPLACE FUNCTION {schema}.model_fail() RETURNS trigger"
-                " LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected by the model'; END $$"
+                f" LANGUAGE plpgsql AS $$ BEGIN {body} END $$"
             )
             conn.execute(
                 f"CREATE TRIGGER model_fail BEFORE INSERT OR UPDATE OR DELETE ON {schema}.{table}"
@@ -350,6 +388,11 @@ class Harness:
 M = TypeVar("M", bound="ModelMachine")
 
 
+async def _call_sync(run: Callable[[], Any]) -> None:
+    """*run* (which blocks on the portal) from a worker thread of the portal's loop."""
+    await anyio.to_thread.run_sync(run)
+
+
 def _files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
 
@@ -367,9 +410,37 @@ class ModelMachine(RuleBasedStateMachine):
         super().__init__()
         self.h = Harness(self.BACKEND, self.LOOP, self.STORE, self.OPTIONS)
 
+    #: the file-system calls whose failure the store's commit survives with nothing
+    #: of the batch left (the calls before its commit point)
+    FAULT_CALLS: ClassVar[tuple[str, ...]] = ("write", "fsync", "replace")
+
     def check(self) -> None:
         """Assert that what the store reports is what the model computes."""
         raise NotImplementedError
+
+    def fresh_write(self, data: st.DataObject) -> tuple[Callable[[], Any], Callable[[], None]]:
+        """One write that changes the store: how to run it (blocking, through the
+        portal), and how the model takes it in once it was acknowledged."""
+        raise NotImplementedError
+
+    @rule(data=st.data(), code=FAULTS)
+    def failing_write(self, data: st.DataObject, code: int) -> None:
+        """An I/O error (or a full disk) in the commit: nothing of it stays."""
+        where = data.draw(st.sampled_from(self.FAULT_CALLS))
+        run, take = self.fresh_write(data)
+        with self.h.failing(where, code) as expected:
+            if self.h.expect_failure(run, expected):
+                take()
+
+    @precondition(lambda self: self.h.backend == "postgres")
+    @rule(data=st.data())
+    def crash_mid_commit(self, data: st.DataObject) -> None:
+        """The connections drop while a commit's transaction is open: not acknowledged,
+        nothing of it stays."""
+        run, _take = self.fresh_write(data)
+        assert not self.h.crash_mid_commit(run), (
+            "a commit whose connection dropped was acknowledged"
+        )
 
     @rule()
     def reopen(self) -> None:

@@ -6,6 +6,7 @@ midnight, injected I/O errors and a full disk) and rotation."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
@@ -13,15 +14,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
 from .audit_oracle import AUDIT
-from .model_harness import FAULTS, ModelMachine, loops, model_settings, run_machine
-
-#: the append's calls (open, write, fsync, and the directory fsync of a new day file)
-WHERE = st.sampled_from(["open_append", "write", "fsync", "fsync_dir"])
+from .model_harness import ModelMachine, loops, model_settings, run_machine
 
 
 class AuditMachine(ModelMachine):
     STORE = "audit"
     OPTIONS: ClassVar[dict[str, Any]] = {"audit_daily_days": 1, "audit_weekly_weeks": 1}
+    #: the append's calls (open, write, fsync, and the directory fsync of a new day file)
+    FAULT_CALLS = ("open_append", "write", "fsync", "fsync_dir")
 
     def __init__(self) -> None:
         super().__init__()
@@ -37,13 +37,9 @@ class AuditMachine(ModelMachine):
     def log(self) -> None:
         self.model.append(self._log())
 
-    @rule(where=WHERE, code=FAULTS)
-    def failing_log(self, where: str, code: int) -> None:
-        """An I/O error in the append: the event fails, nothing of it stays."""
+    def fresh_write(self, data: st.DataObject) -> tuple[Callable[[], Any], Callable[[], None]]:
         n = self.next
-        with self.h.failing(where, code) as expected:
-            if self.h.expect_failure(self._log, expected):
-                self.model.append(n)
+        return self._log, lambda: self.model.append(n)
 
     @rule()
     def rotate(self) -> None:

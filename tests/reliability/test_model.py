@@ -5,6 +5,9 @@ errors and a full disk)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
@@ -12,7 +15,7 @@ from hypothesis.stateful import rule
 from marcus_persist._errors import NotFound, TaskAlreadyAssigned
 from marcus_persist.backends._contract import Scope
 
-from .model_harness import FAULTS, WHERE, ModelMachine, backends, loops, model_settings, run_machine
+from .model_harness import ModelMachine, backends, loops, model_settings, run_machine
 from .oracle import AssignmentsAdapter, Op, State
 
 SCOPES = st.sampled_from([None, "p1"])
@@ -65,13 +68,14 @@ class AssignmentsMachine(ModelMachine):
             self._do(op)
             self.model = self.adapter.apply(self.model, op)
 
-    @rule(scope=SCOPES, worker=WORKERS, where=WHERE, code=FAULTS)
-    def failing_commit(self, scope: Scope, worker: str, where: str, code: int) -> None:
-        """An I/O error (or a full disk) in the commit: nothing changes."""
+    def fresh_write(self, data: st.DataObject) -> tuple[Callable[[], Any], Callable[[], None]]:
+        scope, worker = data.draw(SCOPES), data.draw(WORKERS)
         op = ("assign", scope, worker, f"fresh-{worker}")
-        with self.h.failing(where, code) as expected:
-            if self.h.expect_failure(lambda: self._do(op), expected):
-                self.model = self.adapter.apply(self.model, op)
+
+        def take() -> None:
+            self.model = self.adapter.apply(self.model, op)
+
+        return lambda: self._do(op), take
 
     def check(self) -> None:
         assert self.h.call(self.adapter.observe, self.h.rt) == self.model

@@ -11,6 +11,7 @@ computes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from hypothesis.stateful import rule
 
 from marcus_persist._core._clock import iso_utc
 
-from .model_harness import FAULTS, WHERE, ModelMachine, backends, loops, model_settings, run_machine
+from .model_harness import ModelMachine, backends, loops, model_settings, run_machine
 
 PPM = 1_000_000
 TYPES = st.sampled_from(["style", "risk"])
@@ -127,16 +128,13 @@ class PatternsMachine(ModelMachine):
         for key in doomed:
             del self.model[key]
 
-    @rule(kind=TYPES, name=NAMES, where=WHERE, code=FAULTS)
-    def failing_observe(self, kind: str, name: str, where: str, code: int) -> None:
-        """An I/O error (or a full disk) in the commit: the sighting is not counted."""
-        at = self.h.clock.now()
-        with self.h.failing(where, code) as expected:
-            acked = self.h.expect_failure(
-                lambda: self._observe(kind, name, 0.5, 1, at, None), expected
-            )
-        if acked:
+    def fresh_write(self, data: st.DataObject) -> tuple[Callable[[], Any], Callable[[], None]]:
+        kind, name, at = data.draw(TYPES), data.draw(NAMES), self.h.clock.now()
+
+        def take() -> None:
             self.model[(kind, name)] = self._observed(kind, name, 0.5, 1, at, None)
+
+        return lambda: self._observe(kind, name, 0.5, 1, at, None), take
 
     def check(self) -> None:
         patterns = self.h.rt.patterns

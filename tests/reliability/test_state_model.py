@@ -4,6 +4,7 @@ backend and both loops, with the shared rules of :mod:`.model_harness`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis.stateful import rule
 
 from marcus_persist._errors import NotFound
 
-from .model_harness import FAULTS, WHERE, ModelMachine, backends, loops, model_settings, run_machine
+from .model_harness import ModelMachine, backends, loops, model_settings, run_machine
 from .oracle import Op, State
 from .state_oracle import StateAdapter
 
@@ -66,13 +67,13 @@ class StateMachine(ModelMachine):
         self.model = self.adapter.apply(self.model, ("clear_old", collection, days))
         assert removed == before - len(self.model.get(collection, {}))
 
-    @rule(collection=COLLECTIONS, key=KEYS, where=WHERE, code=FAULTS)
-    def failing_store(self, collection: str, key: str, where: str, code: int) -> None:
-        """An I/O error (or a full disk) in the commit: nothing of the batch stays."""
-        op = ("store", collection, key, {"n": -1})
-        with self.h.failing(where, code) as expected:
-            if self.h.expect_failure(lambda: self._do(op), expected):
-                self.model = self.adapter.apply(self.model, op)
+    def fresh_write(self, data: st.DataObject) -> tuple[Callable[[], Any], Callable[[], None]]:
+        op = ("store", data.draw(COLLECTIONS), data.draw(KEYS), {"n": -1})
+
+        def take() -> None:
+            self.model = self.adapter.apply(self.model, op)
+
+        return lambda: self._do(op), take
 
     def check(self) -> None:
         assert self.h.call(self.adapter.observe, self.h.rt) == self.model

@@ -12,6 +12,7 @@ counted, so its retry counts). The reports (``daily``, ``by_project``,
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -23,8 +24,6 @@ from hypothesis.stateful import rule
 from marcus_persist._core._clock import Clock
 
 from .model_harness import (
-    FAULTS,
-    WHERE,
     ModelMachine,
     backends,
     loops,
@@ -187,18 +186,17 @@ class TokensMachine(ModelMachine):
         if counted:
             self._counted(call, request_id)
 
-    @rule(where=WHERE, code=FAULTS, project=st.sampled_from([None, "p1"]))
-    def failing_record(self, where: str, code: int, project: str | None) -> None:
-        """An I/O error (or a full disk) in the commit: the call is not counted."""
-        call = self._call("openai", "m1", project, None, 10, 20, 30)
+    def fresh_write(self, data: st.DataObject) -> tuple[Callable[[], Any], Callable[[], None]]:
+        call = self._call(
+            "openai", "m1", data.draw(st.sampled_from([None, "p1"])), None, 10, 20, 30
+        )
         request_id = self._request_id(1)
-        assert request_id is not None
-        with self.h.failing(where, code) as expected:
-            counted = self.h.expect_failure(lambda: self._record(call, request_id), expected)
-        if counted:
+        self.failed.append(str(request_id))  # until acknowledged: its retry must count
+
+        def take() -> None:
             self._counted(call, request_id)
-        else:
-            self.failed.append(request_id)
+
+        return lambda: self._record(call, request_id), take
 
     def check(self) -> None:
         tokens = self.h.rt.tokens
@@ -222,7 +220,9 @@ def test_a_failed_append_is_not_counted_after_a_clean_restart(loop: str) -> None
     machine = machine_for(TokensMachine, "file", loop)()
     try:
         machine.record("openai", None, None, None, 1, 2, 0, rid=1)
-        machine.failing_record("fsync", errno.EIO, None)
+        call = machine._call("openai", "m1", None, None, 10, 20, 30)
+        with machine.h.failing("fsync", errno.EIO) as expected:
+            assert not machine.h.expect_failure(lambda: machine._record(call, "r"), expected)
         machine.reopen()
         machine.check()
     finally:
