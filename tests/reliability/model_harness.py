@@ -16,10 +16,13 @@ A machine subclasses :class:`ModelMachine` (made per backend and loop by
   definition and has no crash rule;
 * ``clock_jump``: the injectable clock moves on (it starts 30 s before the
   midnight that ends January: days and months roll over);
-* injected faults through :meth:`Harness.failing`: an errno (EIO, or a full
-  disk: ENOSPC, EDQUOT, EFBIG) in one file-system call before the commit point
-  on ``file``, a failing commit on ``memory``, a trigger that aborts every
-  write to the store's table on ``sqlite`` and ``postgres``.
+* ``failing_write``: one of the store's writes under an injected fault
+  (:mod:`.model_faults`): an errno (EIO, or a full disk: ENOSPC, EDQUOT, EFBIG)
+  in one file-system call before the commit point on ``file``, a failing write
+  on ``memory``, a trigger that aborts every write to the store's table on
+  ``sqlite`` and ``postgres``; the write fails and nothing of it stays;
+* ``crash_mid_commit`` (postgres): the connections drop while a commit's
+  transaction is open; the write fails and nothing of it stays.
 """
 
 from __future__ import annotations
@@ -28,9 +31,7 @@ import contextlib
 import errno
 import random
 import shutil
-import sqlite3
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -38,7 +39,6 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import anyio.to_thread
-import psycopg
 import pytest
 from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, settings
@@ -48,11 +48,19 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from marcus_persist import open_runtime
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._errors import PersistenceError
-from marcus_persist.backends.memory import MemoryBackend
 from marcus_persist.backends.sqlite import DB_NAME
 from tests._services import drop_schema, service
 
 from .audit_oracle import MovingClock
+from .model_faults import (
+    TABLES,
+    Switch,
+    SwitchMemoryBackend,
+    await_sleeping_commit,
+    pg_trigger,
+    sqlite_trigger,
+    terminate,
+)
 from .oracle import COUNTS
 from .simfs import materialise
 from .state_oracle import LockedSimFS
@@ -73,23 +81,6 @@ FAULTS = st.sampled_from([errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
 JUMPS = st.sampled_from([45, 3600, 86_400, 3 * 86_400, 31 * 86_400])
 START = datetime(2026, 1, 31, 23, 59, 30, tzinfo=UTC)
 
-#: each store's table, by backend (the target of the injected trigger)
-TABLES = {
-    "sqlite": {
-        "assignments": "marcus_assignments",
-        "state": "persistence",
-        "patterns": "marcus_patterns",
-        "tokens": "marcus_token_usage",
-    },
-    "postgres": {
-        "assignments": "assignments",
-        "state": "state",
-        "patterns": "patterns",
-        "tokens": "token_usage",
-        "audit": "audit_events",
-    },
-}
-
 
 def model_settings(max_examples: int, steps: int) -> settings:
     """Deterministic (derandomized, no example database): CI runs the same machines."""
@@ -101,66 +92,6 @@ def model_settings(max_examples: int, steps: int) -> settings:
         database=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
-
-
-class Switch:
-    """The armed fault: while ``fail`` is set, the named call fails with its errno."""
-
-    def __init__(self) -> None:
-        self.fail: tuple[str, int] | None = None
-        self.fired = False
-
-    def fault(self, _call: int, method: str) -> int | None:
-        """A :data:`.simfs.Fault`; ``"commit"`` is the memory backend's one call."""
-        if self.fail is None or method not in (self.fail[0], "commit"):
-            return None
-        self.fired = True
-        COUNTS["model-based faults injected"] += 1
-        return self.fail[1]
-
-
-class _FailingStorage:
-    """A memory storage whose writes (``commit``, the audit's ``append``) fail while
-    the switch is armed."""
-
-    def __init__(self, inner: Any, switch: Switch) -> None:
-        self._inner, self._switch = inner, switch
-
-    def __getattr__(self, name: str) -> Any:
-        found = getattr(self._inner, name)
-        if name not in ("commit", "append"):
-            return found
-
-        def write(*args: Any) -> Any:
-            code = self._switch.fault(0, "commit")
-            if code is not None:
-                raise OSError(code, "injected")
-            return found(*args)
-
-        return write
-
-
-class SwitchMemoryBackend(MemoryBackend):
-    """The memory backend (outliving its runtimes), with commits that can be made to fail."""
-
-    def __init__(self, switch: Switch) -> None:
-        super().__init__()
-        self._switch = switch
-
-    def assignments(self) -> Any:
-        return _FailingStorage(super().assignments(), self._switch)
-
-    def state(self) -> Any:
-        return _FailingStorage(super().state(), self._switch)
-
-    def patterns(self) -> Any:
-        return _FailingStorage(super().patterns(), self._switch)
-
-    def tokens(self) -> Any:
-        return _FailingStorage(super().tokens(), self._switch)
-
-    def audit(self) -> Any:
-        return _FailingStorage(super().audit(), self._switch)
 
 
 class Harness:
@@ -260,15 +191,7 @@ class Harness:
         self.open()
 
     def terminate_connections(self) -> int:
-        """Drop every server connection of this runtime (postgres), committed or not."""
-        with psycopg.connect(self.pg["dsn"], autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name = %s AND pid <> pg_backend_pid()",
-                (f"marcus_persist:{self.pg['pg_schema']}",),
-            ).fetchall()
-        COUNTS["model-based postgres connections dropped"] += len(rows)
-        return len(rows)
+        return terminate(self.pg["dsn"], self.pg["pg_schema"])
 
     def jump(self, seconds: int) -> None:
         before = self.clock.moment
@@ -299,7 +222,7 @@ class Harness:
         runtime. ``True`` if *run* was acknowledged anyway (it must not be)."""
         with self._trigger(sleep=True):
             future = self.portal.start_task_soon(_call_sync, run)
-            self._await_sleeping_commit()
+            await_sleeping_commit(self.pg["dsn"], self.pg["pg_schema"])
             self.terminate_connections()
             try:
                 future.result(timeout=30)
@@ -312,56 +235,15 @@ class Harness:
         self.open()
         return acknowledged
 
-    def _await_sleeping_commit(self) -> None:
-        query = (
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
-            " AND wait_event = 'PgSleep'"
-        )
-        app = f"marcus_persist:{self.pg['pg_schema']}"
-        with psycopg.connect(self.pg["dsn"], autocommit=True) as conn:
-            for _ in range(3000):
-                row = conn.execute(query, (app,)).fetchone()
-                if row is not None and row[0]:
-                    return
-                time.sleep(0.01)
-        raise AssertionError("the commit never reached the sleeping trigger")
-
     @contextlib.contextmanager
     def _trigger(self, *, sleep: bool = False) -> Iterator[None]:
         table = TABLES[self.backend][self.store]
         if self.backend == "sqlite":
-            db = sqlite3.connect(self.data / DB_NAME, isolation_level=None)
-            try:
-                for event in ("INSERT", "UPDATE", "DELETE"):
-                    db.execute(
-                        f"CREATE TRIGGER model_fail_{event.lower()} BEFORE {event} ON {table}"
-                        " BEGIN SELECT RAISE(ABORT, 'injected by the model'); END"
-                    )
+            with sqlite_trigger(self.data / DB_NAME, table):
                 yield
-            finally:
-                for event in ("insert", "update", "delete"):
-                    db.execute(f"DROP TRIGGER IF EXISTS model_fail_{event}")
-                db.close()
-            return
-        schema = self.pg["pg_schema"]
-        with psycopg.connect(self.pg["dsn"], autocommit=True) as conn:
-            body = (
-                "PERFORM pg_sleep(60); IF TG_OP = 'DELETE' THEN RETURN OLD; END IF; RETURN NEW;"
-                if sleep
-                else "RAISE EXCEPTION 'injected by the model';"
-            )
-            conn.execute(
-                f"CREATE OR REPLACE FUNCTION {schema}.model_fail() RETURNS trigger"
-                f" LANGUAGE plpgsql AS $$ BEGIN {body} END $$"
-            )
-            conn.execute(
-                f"CREATE TRIGGER model_fail BEFORE INSERT OR UPDATE OR DELETE ON {schema}.{table}"
-                f" FOR EACH ROW EXECUTE FUNCTION {schema}.model_fail()"
-            )
-            try:
+        else:
+            with pg_trigger(self.pg["dsn"], self.pg["pg_schema"], table, sleep=sleep):
                 yield
-            finally:
-                conn.execute(f"DROP TRIGGER IF EXISTS model_fail ON {schema}.{table}")
 
     def expect_failure(self, run: Callable[[], Any], code: int | None) -> bool:
         """Run one op under :meth:`failing`; ``True`` if it was acknowledged (the armed
