@@ -5,8 +5,11 @@ shared rules of :mod:`.model_harness`. The clock crosses midnights and month end
 
 The model: ``record`` counts once per ``request_id`` (a retry within
 ``token_dedupe_days`` returns ``False``; a call whose commit failed was never
-counted, so its retry counts). The reports (``daily``, ``by_project``,
-``by_provider``, ``spend_rate``) are computed from the list, not read back.
+counted, so its retry counts); ``archive`` moves the days older than
+``token_keep_days`` (so does each day's first counted batch) and reports how
+many; budgets are a dict. The reports (``daily``, ``by_project``,
+``by_provider``, ``spend_rate``, ``budgets``, ``over_budget``) are computed from
+the model, not read back.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import strategies as st
@@ -31,10 +34,14 @@ from .model_harness import (
     model_settings,
     run_machine,
 )
+from .oracle import COUNTS
 
 COUNTERS = ("tokens_used", "input_tokens", "output_tokens", "cost_micros", "requests")
 #: a retried request id is recognised for this many days (the default ``token_dedupe_days``)
 DEDUPE_DAYS = 2
+#: days kept live before they move to monthly archives (``token_keep_days``, short here
+#: so that the clock's jumps archive days often)
+KEEP_DAYS = 3
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,7 @@ def tokens_last_hour(calls: list[Call], clock: Clock) -> int:
 
 class TokensMachine(ModelMachine):
     STORE = "tokens"
+    OPTIONS: ClassVar[dict[str, Any]] = {"token_keep_days": KEEP_DAYS}
 
     def __init__(self) -> None:
         super().__init__()
@@ -125,6 +133,8 @@ class TokensMachine(ModelMachine):
         self.seen: dict[str, date] = {}  # request id -> the day it counted
         self.failed: list[str] = []  # request ids whose call failed (never counted)
         self.ids = 0
+        self.budgets: dict[str, int] = {}  # project -> micro-dollars
+        self.live: set[str] = set()  # days not yet moved to a monthly archive
 
     def _request_id(self, choice: int) -> str | None:
         """0: none; 1: a fresh id; 2: a retry of a recent counted id; 3: a retry of a failed one."""
@@ -159,8 +169,18 @@ class TokensMachine(ModelMachine):
         hour = self.h.clock.now().strftime("%Y-%m-%dT%H")
         return Call(provider, model, project, task, inputs, outputs, cost, hour)
 
+    def _archive(self) -> int:
+        """Move the live days older than ``KEEP_DAYS``; how many moved."""
+        cutoff = (self.h.clock.now().date() - timedelta(days=KEEP_DAYS)).isoformat()
+        old = {day for day in self.live if day < cutoff}
+        self.live -= old
+        COUNTS["model-based token days archived"] += len(old)
+        return len(old)
+
     def _counted(self, call: Call, request_id: str | None) -> None:
         self.calls.append(call)
+        self.live.add(call.day)
+        self._archive()  # each day's first counted batch also archives
         if request_id is not None:
             self.seen[request_id] = self.h.clock.now().date()
             if request_id in self.failed:
@@ -198,8 +218,41 @@ class TokensMachine(ModelMachine):
 
         return lambda: self._record(call, request_id), take
 
+    @rule()
+    def archive(self) -> None:
+        """Days older than ``token_keep_days`` move to monthly archives; reports keep them."""
+        assert self.h.call(self.h.rt.tokens.archive) == self._archive()
+
+    @rule(project=st.sampled_from(["p1", "p2"]), micros=st.none() | st.integers(0, 20_000))
+    def set_budget(self, project: str, micros: int | None) -> None:
+        budget = None if micros is None else micros / 1_000_000
+        self.h.call(self.h.rt.tokens.set_budget, project, budget)
+        if micros is None:
+            self.budgets.pop(project, None)
+        else:
+            self.budgets[project] = micros
+
+    def _over_budget(self) -> list[dict[str, Any]]:
+        spent = {p: u["cost_micros"] for p, u in by_project(self.calls).items()}
+        over = [
+            {
+                "project_id": p,
+                "budget_usd": b / 1e6,
+                "spent_usd": spent.get(p, 0) / 1e6,
+                "over_usd": (spent.get(p, 0) - b) / 1e6,
+            }
+            for p, b in self.budgets.items()
+            if spent.get(p, 0) > b
+        ]
+        return sorted(over, key=lambda r: r["over_usd"], reverse=True)
+
     def check(self) -> None:
         tokens = self.h.rt.tokens
+        assert self.h.call(tokens.budgets) == {p: b / 1e6 for p, b in self.budgets.items()}
+        over = self.h.call(tokens.over_budget)
+        assert sorted(over, key=lambda r: r["project_id"]) == sorted(
+            self._over_budget(), key=lambda r: r["project_id"]
+        )
         assert self.h.call(tokens.daily, date.min, date.max) == daily(self.calls)
         assert self.h.call(tokens.by_project) == by_project(self.calls)
         assert self.h.call(tokens.by_provider) == by_provider(self.calls)
