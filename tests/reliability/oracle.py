@@ -90,7 +90,8 @@ class StoreAdapter(Protocol):
 
 
 class AssignmentsAdapter:
-    """Ops: ``("assign", scope, worker, task)``, ``("remove", scope, worker)``,
+    """Ops: ``("assign", scope, worker, task)``, ``("save", scope, worker, task)``,
+    ``("remove", scope, worker)``,
     ``("progress", scope, worker, percent)``; scope ``None`` is the global file."""
 
     name = "assignments"
@@ -117,6 +118,8 @@ class AssignmentsAdapter:
                     "assigned_at": stamp,
                     "task_data": {"n": op[3]},
                 }
+        elif kind == "save":  # Marcus's upsert: always a fresh record
+            records[worker] = {"task_id": op[3], "assigned_at": stamp, "task_data": {"n": op[3]}}
         elif kind == "remove":
             records.pop(worker, None)
         elif kind == "progress" and worker in records:
@@ -130,6 +133,8 @@ class AssignmentsAdapter:
         store = self._store(rt, op[1])
         if op[0] == "assign":
             await store.assign(op[2], op[3], {"n": op[3]})
+        elif op[0] == "save":
+            await store.save_assignment(op[2], op[3], {"n": op[3]})
         elif op[0] == "remove":
             await store.remove_assignment(op[2])
         else:

@@ -40,9 +40,10 @@ class AssignmentsMachine(ModelMachine):
     def _do(self, op: Op) -> None:
         self.h.call(self.adapter.submit, self.h.rt, op)
 
-    @rule(scope=SCOPES, worker=WORKERS, task=TASKS)
-    def assign(self, scope: Scope, worker: str, task: str) -> None:
-        op = ("assign", scope, worker, task)
+    @rule(kind=st.sampled_from(["assign", "save"]), scope=SCOPES, worker=WORKERS, task=TASKS)
+    def assign(self, kind: str, scope: Scope, worker: str, task: str) -> None:
+        """``assign`` (a retry keeps the record) or ``save_assignment`` (a fresh record)."""
+        op = (kind, scope, worker, task)
         holder = self._holder(scope, task)
         if holder is not None and holder != worker:
             with pytest.raises(TaskAlreadyAssigned):
