@@ -118,7 +118,11 @@ class Harness:
         self.portal = self.portal_cm.__enter__()
         self.rt: Any = None
         self._rt_cm: Any = None
-        self.open()
+        try:
+            self.open()
+        except BaseException:
+            self._release()
+            raise
 
     @property
     def here(self) -> Path:
@@ -259,12 +263,15 @@ class Harness:
 
     def finish(self) -> None:
         """Close everything the harness opened (the runtime must already be closed)."""
+        self._release()
+        COUNTS["model-based runs"] += 1
+        COUNTS[f"model-based runs ({self.store}, {self.backend})"] += 1
+
+    def _release(self) -> None:
         self.portal_cm.__exit__(None, None, None)
         shutil.rmtree(self.root, ignore_errors=True)
         if self.pg:
             drop_schema(self.pg["dsn"], self.pg["pg_schema"])
-        COUNTS["model-based runs"] += 1
-        COUNTS[f"model-based runs ({self.store}, {self.backend})"] += 1
 
 
 M = TypeVar("M", bound="ModelMachine")
