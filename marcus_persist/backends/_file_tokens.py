@@ -28,6 +28,7 @@ lines) is still read; the first commit after loading it writes format 2.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -194,8 +195,24 @@ class FileTokenStorage:
             # the line may be (partly) there: the next commit writes a new base whose
             # log_seq supersedes it, never appending after it
             self._must_checkpoint = True
+            # Invariant: a batch that failed is never counted, not even after a clean
+            # restart with no commit in between (load replays every whole line newer
+            # than log_seq). So cut the line away now; if that fails too, only the
+            # next checkpoint supersedes it.
+            with contextlib.suppress(OSError):
+                self._cut_back(self._log_bytes)
             raise
         self._log_bytes += len(line)
+
+    def _cut_back(self, size: int) -> None:
+        fs = self._ctx.fs
+        fd = fs.open_append(self.log_path)
+        try:
+            fs.truncate(fd, size)
+            if self._ctx.sync:
+                fs.fsync(fd)
+        finally:
+            fs.close(fd)
 
     def archive(self, month: str) -> dict[str, Any] | None:
         def shape(document: Any) -> dict[str, Any]:

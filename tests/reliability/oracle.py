@@ -24,7 +24,7 @@ import anyio
 
 from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
-from marcus_persist._core._clock import iso_utc
+from marcus_persist._core._clock import Clock, iso_utc
 from marcus_persist._errors import NotFound, PersistenceError
 from marcus_persist._runtime import Runtime
 
@@ -90,13 +90,17 @@ class StoreAdapter(Protocol):
 
 
 class AssignmentsAdapter:
-    """Ops: ``("assign", scope, worker, task)``, ``("remove", scope, worker)``,
+    """Ops: ``("assign", scope, worker, task)``, ``("save", scope, worker, task)``,
+    ``("remove", scope, worker)``,
     ``("progress", scope, worker, percent)``; scope ``None`` is the global file."""
 
     name = "assignments"
 
-    def __init__(self, projects: tuple[str, ...] = ("p1", "p2")) -> None:
+    def __init__(
+        self, projects: tuple[str, ...] = ("p1", "p2"), clock: Clock | None = None
+    ) -> None:
         self.projects = projects
+        self.clock: Clock = clock or CLOCK  # the model's timestamps come from it
 
     def initial(self) -> State:
         return {}
@@ -105,7 +109,7 @@ class AssignmentsAdapter:
         new = copy.deepcopy(state)
         kind, scope, worker = op[0], op[1], op[2]
         records = new.setdefault(scope, {})
-        stamp = iso_utc(CLOCK.now())
+        stamp = iso_utc(self.clock.now())
         if kind == "assign":
             current = records.get(worker)
             if current is None or current["task_id"] != op[3]:
@@ -114,6 +118,8 @@ class AssignmentsAdapter:
                     "assigned_at": stamp,
                     "task_data": {"n": op[3]},
                 }
+        elif kind == "save":  # Marcus's upsert: always a fresh record
+            records[worker] = {"task_id": op[3], "assigned_at": stamp, "task_data": {"n": op[3]}}
         elif kind == "remove":
             records.pop(worker, None)
         elif kind == "progress" and worker in records:
@@ -127,6 +133,8 @@ class AssignmentsAdapter:
         store = self._store(rt, op[1])
         if op[0] == "assign":
             await store.assign(op[2], op[3], {"n": op[3]})
+        elif op[0] == "save":
+            await store.save_assignment(op[2], op[3], {"n": op[3]})
         elif op[0] == "remove":
             await store.remove_assignment(op[2])
         else:

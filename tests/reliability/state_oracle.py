@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,13 @@ import anyio
 import pytest
 
 from marcus_persist import open_runtime
-from marcus_persist._core._clock import iso_utc
+from marcus_persist._core._clock import Clock, iso_utc
 from marcus_persist._errors import NotFound, PersistenceError
 from marcus_persist._runtime import Runtime
+from marcus_persist.stores.state import stored_at
 
 from .oracle import CLOCK, COUNTS, CrashReport, History, Op, State, StoreAdapter
-from .simfs import SimFS
+from .simfs import Fault, SimFS
 
 __all__ = (
     "STATE",
@@ -43,9 +45,14 @@ __all__ = (
 
 class StateAdapter:
     """Ops: ``("store", collection, key, data)``, ``("store_many", collection, {key: data})``,
-    ``("delete", collection, key)``, ``("delete_many", collection, [key, ...])``."""
+    ``("delete", collection, key)``, ``("delete_many", collection, [key, ...])``,
+    ``("update", collection, key, data | None)`` (of a stored key; ``None`` deletes),
+    ``("clear_old", collection, days)``."""
 
     name = "state"
+
+    def __init__(self, clock: Clock = CLOCK) -> None:
+        self.clock = clock  # the model's "_stored_at" comes from it
 
     def initial(self) -> State:
         return {}
@@ -54,7 +61,7 @@ class StateAdapter:
         new = copy.deepcopy(state)
         kind, collection = op[0], op[1]
         records = new.setdefault(collection, {})
-        stamp = iso_utc(CLOCK.now())
+        stamp = iso_utc(self.clock.now())
         if kind == "store":
             records[op[2]] = {**op[3], "_stored_at": stamp}
         elif kind == "store_many":
@@ -65,6 +72,15 @@ class StateAdapter:
         elif kind == "delete_many":
             for key in op[2]:
                 records.pop(key, None)
+        elif kind == "update" and op[2] in records:
+            if op[3] is None:
+                del records[op[2]]
+            else:
+                records[op[2]] = {**op[3], "_stored_at": stamp}
+        elif kind == "clear_old":
+            cutoff = self.clock.now() - timedelta(days=op[2])
+            for key in [k for k, r in records.items() if stored_at(r) < cutoff]:
+                del records[key]
         return {c: r for c, r in new.items() if r}
 
     async def submit(self, rt: Runtime, op: Op) -> None:
@@ -75,6 +91,10 @@ class StateAdapter:
             await rt.state.store_many(collection, op[2])
         elif kind == "delete":
             await rt.state.delete(collection, op[2])
+        elif kind == "update":
+            await rt.state.update(collection, op[2], lambda _old: op[3])
+        elif kind == "clear_old":
+            await rt.state.clear_old(collection, op[2])
         else:
             await rt.state.delete_many(collection, op[2])
 
@@ -93,8 +113,8 @@ STATE = StateAdapter()
 class LockedSimFS(SimFS):
     """A :class:`SimFS` whose calls are serialised: two actors' worker threads share it."""
 
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
+    def __init__(self, root: Path, fault: Fault | None = None) -> None:
+        super().__init__(root, fault)
         self._lock = threading.RLock()
 
     def __getattribute__(self, name: str) -> Any:

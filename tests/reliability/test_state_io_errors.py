@@ -250,11 +250,10 @@ def _check_live(
         now = after.get(name)
         if now == data or is_temp_name(Path(name).name) or name in renamed:
             continue
-        # a failed append the store could not cut back (it never cuts a token append;
-        # a manifest append only under a persistent fault): the next commit writes a
-        # new base past it, and nothing there was acknowledged
+        # a failed append the store could not cut back (only under a persistent fault):
+        # the next commit writes a new base past it, and nothing there was acknowledged
         grown = now is not None and now.startswith(data)
-        if grown and (name.endswith(LOG_FILE) or (name.endswith(LOG) and plan.persistent)):
+        if grown and name.endswith((LOG, LOG_FILE)) and plan.persistent:
             continue
         if now is None and name.endswith(LOG) and rebased:
             continue  # a new base is in place: its older log is removed
