@@ -217,25 +217,38 @@ async def open_runtime(
         runtime.audit = AuditStore(actors["audit"], stores.audit, config, clock)
         runtime.patterns = PatternStore(actors["patterns"], stores.patterns)
         runtime.tokens = TokenStore(actors["tokens"], stores.tokens)
-        async with anyio.create_task_group() as tg:
-            for actor in actors.values():
-                await tg.start(actor.run)
-            await tg.start(runtime.audit.run_maintenance)
-            stop_telemetry = instrument(runtime)
-            background = anyio.CancelScope()
-            if config.backup_enabled and store_backend.uses_data_dir:
-                tg.start_soon(_in_scope, background, runtime._scheduled_backups)
-            if config.patterns_prune_hours is not None:
-                tg.start_soon(_in_scope, background, lambda: _prune_patterns(runtime, config))
-            try:
-                yield runtime
-            finally:
-                runtime.audit.stop_maintenance()
-                background.cancel()  # background jobs stop before intake does
-                if stop_telemetry is not None:
-                    stop_telemetry()
+        body_error: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as tg:
                 for actor in actors.values():
-                    actor.mailbox.close()  # stop intake; each actor drains, commits, exits
+                    await tg.start(actor.run)
+                await tg.start(runtime.audit.run_maintenance)
+                stop_telemetry = instrument(runtime)
+                background = anyio.CancelScope()
+                if config.backup_enabled and store_backend.uses_data_dir:
+                    tg.start_soon(_in_scope, background, runtime._scheduled_backups)
+                if config.patterns_prune_hours is not None:
+                    tg.start_soon(_in_scope, background, lambda: _prune_patterns(runtime, config))
+                try:
+                    yield runtime
+                except BaseException as exc:
+                    body_error = exc
+                    raise
+                finally:
+                    runtime.audit.stop_maintenance()
+                    background.cancel()  # background jobs stop before intake does
+                    if stop_telemetry is not None:
+                        stop_telemetry()
+                    for actor in actors.values():
+                        actor.mailbox.close()  # stop intake; each actor drains, commits, exits
+        except BaseExceptionGroup as group:
+            # the host's own error from the block, alone: give it back as raised, not
+            # wrapped by our task group (the actors committed and stopped cleanly)
+            if body_error is None or list(group.exceptions) != [body_error]:
+                raise
+        else:
+            return
+        raise body_error
     finally:
         with anyio.CancelScope(shield=True):
             try:
