@@ -90,15 +90,15 @@ class TokensAdapter:
         return (await rt.tokens.by_project(), await rt.tokens.daily(date.min, date.max))
 
 
-async def days_placed(rt: Runtime) -> None:
+def days_placed(rt: Runtime) -> None:
     """A day in both the live document and its month's archive (archives are written
     before the document that drops their days) is the same day there: reports take it
-    once, and whichever copy they take, the totals are the same."""
+    once, and whichever copy they take, the totals are the same. (Blocking: the archives
+    are a few small files, read here without a worker thread.)"""
     live = rt.tokens._h.doc["daily_usage"]
     storage = rt.tokens._h.storage
-    for month in await anyio.to_thread.run_sync(storage.archive_months):
-        stored: dict[str, Any] | None = await anyio.to_thread.run_sync(storage.archive, month)
-        archived = normalize(stored or {})
+    for month in storage.archive_months():
+        archived = normalize(storage.archive(month) or {})
         for day, cell in archived["daily_usage"].items():
             if day in live:
                 same = {p: usage_view(c) for p, c in live[day].items()} == {

@@ -216,7 +216,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 async def observe(rt: Runtime) -> State:
     """Every store's view: a fault in one store must not change another."""
-    await days_placed(rt)
+    days_placed(rt)
     return (await STATE.observe(rt), await PATTERNS.observe(rt), await TOKENS.observe(rt))
 
 
