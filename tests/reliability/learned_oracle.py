@@ -22,7 +22,7 @@ from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime import Runtime
 from marcus_persist.stores._token_doc import normalize, usage_view
 
-from .oracle import CLOCK, Op, State
+from .oracle import CLOCK, COUNTS, Op, State
 
 __all__ = (
     "PATTERNS",
@@ -93,7 +93,8 @@ class TokensAdapter:
 def days_placed(rt: Runtime) -> None:
     """A day in both the live document and its month's archive (archives are written
     before the document that drops their days) is the same day there: reports take it
-    once, and whichever copy they take, the totals are the same. (Blocking: the archives
+    once (the live copy first), and nothing records on a day past ``token_keep_days``,
+    so the copies cannot drift apart before the next archive. (Blocking: the archives
     are a few small files, read here without a worker thread.)"""
     live = rt.tokens._h.doc["daily_usage"]
     storage = rt.tokens._h.storage
@@ -105,6 +106,7 @@ def days_placed(rt: Runtime) -> None:
                     p: usage_view(c) for p, c in cell.items()
                 }
                 assert same, f"{day} differs between the live document and its archive"
+                COUNTS["token days seen in the live document and their archive (the same)"] += 1
 
 
 PATTERNS = PatternsAdapter()
