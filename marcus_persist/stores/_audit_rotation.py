@@ -8,6 +8,8 @@ archiving removes the temp file and keeps every source.
 
 Writing a weekly is idempotent (see :mod:`._audit_weekly`): a day file left
 behind by a crash after its weekly was committed is recognised and only deleted.
+A weekly whose index is damaged refuses its own week only (its day files are
+kept); the run goes on and raises the ``CorruptDataError`` at its end.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import msgspec
 
 from .._core._fs import FileSystem
+from .._errors import CorruptDataError
 from ._audit_weekly import write_weekly
 
 __all__ = (
@@ -88,6 +91,8 @@ def rotate_directory(
     """Run every rotation step once over ``directory`` (``audit_logs/``).
 
     :raises OSError: when archiving fails; the sources of that week are kept
+    :raises CorruptDataError: once every other step is done, when a week's weekly has a
+        damaged index (the first such week; each is logged); that week's day files are kept
     """
     report = RotationReport()
     weekly_dir, archive_dir = directory / "weekly", directory / "archive"
@@ -105,9 +110,19 @@ def rotate_directory(
         if parsed is None or parsed[0] >= oldest_daily or parsed[0] in busy:
             continue
         weeks[weekly_name(parsed[0])].append(path)
+    refused: list[CorruptDataError] = []
     for name, days in sorted(weeks.items()):
         target = archive_dir / name if (archive_dir / name).exists() else weekly_dir / name
-        if write_weekly(target, days, fs=fs, sync=policy.sync):
+        try:
+            written = write_weekly(target, days, fs=fs, sync=policy.sync)
+        except CorruptDataError as exc:
+            # Invariant: a weekly whose index cannot be read refuses its own week only:
+            # that week's day files stay (the weekly may not hold them), and the other
+            # weeks, archiving and retention still run; the error is raised at the end
+            log.error("%s: not compacted, its day files kept: %s", name, exc)
+            refused.append(exc)
+            continue
+        if written:
             report.weeklies.append(name)
         for day in days:  # only now that the weekly holding them is durable
             fs.unlink(day)
@@ -144,4 +159,6 @@ def rotate_directory(
                 removed = True
             if removed and policy.sync:
                 fs.fsync_dir(folder)
+    if refused:
+        raise refused[0]
     return report

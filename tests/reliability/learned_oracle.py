@@ -11,7 +11,7 @@ every acknowledged one (nothing half-applied, nothing acknowledged lost).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,19 @@ import anyio
 from marcus_persist import open_runtime
 from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime import Runtime
+from marcus_persist.stores._token_doc import normalize, usage_view
 
-from .oracle import CLOCK, Op, State
+from .oracle import CLOCK, COUNTS, Op, State
 
-__all__ = ("PATTERNS", "TOKENS", "PatternsAdapter", "Snapshots", "TokensAdapter", "run_snapshots")
+__all__ = (
+    "PATTERNS",
+    "TOKENS",
+    "PatternsAdapter",
+    "Snapshots",
+    "TokensAdapter",
+    "days_placed",
+    "run_snapshots",
+)
 
 
 class PatternsAdapter:
@@ -48,7 +57,9 @@ class PatternsAdapter:
 
 
 class TokensAdapter:
-    """Ops: ``("record", provider, input, output, cost, model, project, request_id)``."""
+    """Ops: ``("record", provider, input, output, cost, model, project, request_id)``,
+    optionally ``days_ago`` (the record's day before the clock's) last, and
+    ``("archive", days_ahead)`` (``rt.tokens.archive`` as if *days_ahead* days had passed)."""
 
     name = "tokens"
 
@@ -59,12 +70,43 @@ class TokensAdapter:
         raise NotImplementedError("the tokens model is the store's own view (Snapshots)")
 
     async def submit(self, rt: Runtime, op: Op) -> None:
+        now = CLOCK.now()
+        if op[0] == "archive":
+            await rt.tokens.archive((now + timedelta(days=op[1])).date())
+            return
+        at = now - timedelta(days=op[8]) if len(op) > 8 else None
         await rt.tokens.record(
-            op[1], op[2], op[3], cost_usd=op[4], model=op[5], project_id=op[6], request_id=op[7]
+            op[1],
+            op[2],
+            op[3],
+            cost_usd=op[4],
+            model=op[5],
+            project_id=op[6],
+            request_id=op[7],
+            at=at,
         )
 
     async def observe(self, rt: Runtime) -> State:
         return (await rt.tokens.by_project(), await rt.tokens.daily(date.min, date.max))
+
+
+def days_placed(rt: Runtime) -> None:
+    """A day in both the live document and its month's archive (archives are written
+    before the document that drops their days) is the same day there: reports take it
+    once (the live copy first), and nothing records on a day past ``token_keep_days``,
+    so the copies cannot drift apart before the next archive. (Blocking: the archives
+    are a few small files, read here without a worker thread.)"""
+    live = rt.tokens._h.doc["daily_usage"]
+    storage = rt.tokens._h.storage
+    for month in storage.archive_months():
+        archived = normalize(storage.archive(month) or {})
+        for day, cell in archived["daily_usage"].items():
+            if day in live:
+                same = {p: usage_view(c) for p, c in live[day].items()} == {
+                    p: usage_view(c) for p, c in cell.items()
+                }
+                assert same, f"{day} differs between the live document and its archive"
+                COUNTS["token days seen in the live document and their archive (the same)"] += 1
 
 
 PATTERNS = PatternsAdapter()

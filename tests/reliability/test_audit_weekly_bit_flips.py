@@ -192,6 +192,43 @@ async def test_rotation_into_a_weekly_whose_index_is_damaged(tmp_path: Path) -> 
     COUNTS["audit weekly gzip bad files tried"] += 1
 
 
+async def test_a_damaged_index_refuses_its_own_week_only(tmp_path: Path) -> None:
+    """The rotation goes past a week whose weekly's index is damaged: later weeks are
+    compacted and archived, retention deletes what is past it, and only then is the
+    CorruptDataError raised; the damaged week's day file and weekly are untouched."""
+    data, logged = await _trail(tmp_path)
+    logs, weekly = data / "audit_logs", data / WEEKLY
+    _days, data_start = weekly_days(weekly)
+    damaged = bytearray(weekly.read_bytes())
+    damaged[data_start - 8] ^= 0x01  # the empty index member's CRC32 is no longer 0
+    weekly.write_bytes(bytes(damaged))
+    event = json.dumps({**logged[0], "details": {"n": 0}}).encode() + b"\n"
+    late = logs / "audit_20260108.jsonl"  # a late day of the damaged week (W02)
+    late.write_bytes(event.replace(b'"n": 0', b'"n": 80'))
+    (logs / "audit_20260119.jsonl").write_bytes(event.replace(b'"n": 0', b'"n": 190'))  # W04
+    (logs / "audit_20251201.jsonl").write_bytes(event)  # W49 of 2025: past retention
+    ages: dict[str, Any] = {"audit_daily_days": 1, "audit_weekly_weeks": 1}
+    async with open_runtime(data, clock=MovingClock(), audit_retention_days=30, **ages) as rt:
+        for _run in range(2):  # and again: the damaged week is refused, nothing else moves
+            with pytest.raises(CorruptDataError) as caught:
+                await rt.audit.rotate(now=datetime(2026, 1, 28, tzinfo=UTC))
+            assert "index" in caught.value.reason and caught.value.path.endswith("W02.jsonl.gz")
+            names = sorted(str(p.relative_to(logs)) for p in logs.rglob("audit_*"))
+            assert names == [
+                "archive/audit_2026-W02.jsonl.gz",  # archived by name: its index is not read
+                "archive/audit_2026-W03.jsonl.gz",  # the Jan 12 day file, compacted and archived
+                "audit_20260108.jsonl",
+                "weekly/audit_2026-W04.jsonl.gz",  # Jan 19; Dec 1's week is past retention
+            ], names
+            assert (logs / "archive" / weekly.name).read_bytes() == bytes(damaged)
+            assert late.read_bytes() == event.replace(b'"n": 0', b'"n": 80')
+    events, bad = await _query(data)
+    assert sorted(e["details"]["n"] for e in events) == [50, 51, 60, 61, 80, 90, 91, 120, 121, 190]
+    assert len(bad) == 1 and "bytes 0-" in bad[0]
+    COUNTS["audit weekly gzip bad files tried"] += 1
+    COUNTS["audit rotations past a weekly with a damaged index"] += 2
+
+
 async def test_a_flipped_digit_in_the_index_deletes_no_day_file(tmp_path: Path) -> None:
     """The index is a gzip header field, outside every CRC32: a flip turning the held
     ``20260109`` into ``20260108`` made a query skip the late Jan 8 day file and a

@@ -32,11 +32,16 @@ from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime import Runtime
-from marcus_persist.backends._file_tokens import LOG_FILE, TOKENS_FILE, FileTokenStorage
+from marcus_persist.backends._file_tokens import (
+    ARCHIVE_DIR,
+    LOG_FILE,
+    TOKENS_FILE,
+    FileTokenStorage,
+)
 from marcus_persist.backends._manifest import LOG, MANIFEST, Manifest
 
 from .faults import KINDS, Plan, fault_matrix
-from .learned_oracle import PATTERNS, TOKENS
+from .learned_oracle import PATTERNS, TOKENS, days_placed
 from .oracle import CLOCK, COUNTS, Op, State, StoreAdapter, files_under, open_fds
 from .simfs import SimFS
 from .state_oracle import STATE, checkpoint_often
@@ -71,6 +76,9 @@ class Phase:
     #: torn manifest / token log tails and a stale temp file in the template (the next
     #: commit of each store keeps its tail aside in ``.torn``; startup removes the temp)
     torn: bool = False
+    #: ``token_keep_days`` from the batch on: the template's older days pass it, so the
+    #: first token batch of the day archives them (with the default the template keeps them)
+    keep_days: int | None = None
 
 
 def _did(*calls: tuple[str, str]) -> Callable[[SimFS], bool]:
@@ -91,6 +99,25 @@ TEMPLATE: list[Batch] = [
 NEXT_STATE: list[Batch] = [(STATE, [("store", "tasks", "t9", {"n": 9})])]
 NEXT_PATTERNS: list[Batch] = [(PATTERNS, [("observe", "flow", "z", 0.75, 1)])]
 NEXT_TOKENS: list[Batch] = [(TOKENS, [("record", "openai", 5, 5, 0.25, "m2", "p2", "r9")])]
+#: the clock's 2026-01-02 less ``days_ago``: a day archived already (2025-12-28, the
+#: archive then as of 88 days on), then two days of two months an archive moves next
+ARCHIVE_TEMPLATE: list[Batch] = [
+    *TEMPLATE,
+    (TOKENS, [("record", "a", 3, 3, 0.5, "m", "p1", "d5", 5)]),
+    (TOKENS, [("archive", 88)]),
+    (
+        TOKENS,
+        [
+            ("record", "a", 2, 2, 0.5, "m", "p1", "d2", 2),
+            ("record", "b", 1, 1, 0.25, "m", "p2", "d1", 1),
+        ],
+    ),
+]
+MONTHS = (
+    f"{ARCHIVE_DIR}/2025-11.json",
+    f"{ARCHIVE_DIR}/2025-12.json",
+    f"{ARCHIVE_DIR}/2026-01.json",
+)
 PHASES: dict[str, Phase] = {
     "state append": Phase(
         TEMPLATE,
@@ -141,6 +168,23 @@ PHASES: dict[str, Phase] = {
         _did(("replace", TOKENS_FILE)),
         often=(FileTokenStorage,),
     ),
+    "token archive": Phase(
+        ARCHIVE_TEMPLATE,
+        (TOKENS, [("archive", 90)]),  # 2025-12-31 into 2025-12 (merged), 2026-01-01 into 2026-01
+        [*NEXT_TOKENS, (TOKENS, [("archive", 90)])],
+        _did(("replace", MONTHS[1]), ("replace", MONTHS[2]), ("replace", TOKENS_FILE)),
+    ),
+    "token checkpoint archiving old days": Phase(
+        # 2025-11-23 and 2025-12-01, older than 30 days: the batch's checkpoint archives them
+        [
+            *TEMPLATE,
+            (TOKENS, [("record", "a", 4, 4, 0.5, "m", "p1", f"o{n}", n) for n in (40, 32)]),
+        ],
+        (TOKENS, [("record", "anthropic", 10, 2, 0.25, "m1", "p1", "r2")]),
+        NEXT_TOKENS,
+        _did(("replace", MONTHS[0]), ("replace", MONTHS[1]), ("replace", TOKENS_FILE)),
+        keep_days=30,
+    ),
     "startup with torn tails": Phase(
         TEMPLATE,
         None,
@@ -172,6 +216,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 async def observe(rt: Runtime) -> State:
     """Every store's view: a fault in one store must not change another."""
+    days_placed(rt)
     return (await STATE.observe(rt), await PATTERNS.observe(rt), await TOKENS.observe(rt))
 
 
@@ -205,13 +250,17 @@ class Reference:
     without_batch: list[State] = field(default_factory=list)  # [after next...]
 
 
-async def _template(tmp: Path, phase: Phase) -> tuple[Path, Reference]:
+async def _template(
+    tmp: Path, phase: Phase, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, Reference]:
     data = tmp / "template" / "data"
     ref = Reference()
     async with open_runtime(data, clock=CLOCK) as rt:
         for batch in phase.template:
             assert await submit(rt, batch) == [None] * len(batch[1])
         ref.template = await observe(rt)
+    if phase.keep_days is not None:
+        monkeypatch.setenv("MARCUS_PERSIST_TOKEN_KEEP_DAYS", str(phase.keep_days))
     if phase.torn:
         with (data / "marcus_state" / LOG).open("ab") as log:
             log.write(TORN_STATE)
@@ -354,7 +403,7 @@ class TestStateIOErrors:
         phase = PHASES[name]
         for cls in phase.often:
             checkpoint_often(monkeypatch, cls)
-        template, ref = await _template(tmp_path, phase)
+        template, ref = await _template(tmp_path, phase, monkeypatch)
 
         async def case(plan: Plan, number: int) -> bool:
             return await _one_case(phase, template, ref, tmp_path / f"c{number}" / "data", plan)
