@@ -10,7 +10,7 @@ only: a day file's torn last line cut off into a ``.torn`` file, byte-exact.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime import Runtime
 
-from .oracle import COUNTS, CrashReport, files_under
+from .oracle import CrashReport, Recover, check_crash_images, files_under
 from .simfs import Image, SimFS, materialise
 
 __all__ = (
@@ -230,9 +230,6 @@ async def recover_audit(
     return state, None
 
 
-Recover = Callable[[Image, Path], Awaitable[tuple[Any, str | None]]]
-
-
 class Legal(Protocol):
     def legal(self, k: int) -> Any: ...
 
@@ -242,26 +239,6 @@ async def enumerate_audit_crashes(
 ) -> CrashReport:
     """Build every crash image after each trace op from *first* on; check each with *recover*
     (which opens it and returns the observed state) against ``history.legal(k)``."""
-    report = CrashReport()
-    outcomes: dict[str, tuple[Any, str | None]] = {}
-    for k in range(first, len(fs.trace) + 1):
-        report.crash_points += 1
-        legal = history.legal(k)
-        where = fs.trace[k - 1].describe() if k else "before any op"
-        for image in fs.images(k):
-            report.images += 1
-            digest = image.digest()
-            if digest not in outcomes:
-                report.opened += 1
-                outcomes[digest] = await recover(image, workdir / f"img{report.opened}")
-            state, problem = outcomes[digest]
-            if problem is None and state not in legal:
-                problem = f"recovered {state!r}, legal: {legal!r}"
-            if problem is not None:
-                report.violations.append(
-                    f"{name}: crash after op {k} [{where}], image {image.kind}: {problem}"
-                )
-    COUNTS["audit/backup crash points"] += report.crash_points
-    COUNTS["audit/backup crash images checked"] += report.images
-    COUNTS["audit/backup distinct crash images opened"] += report.opened
-    return report
+    return await check_crash_images(
+        name, fs, history.legal, workdir, recover, first=first, counts="audit/backup "
+    )

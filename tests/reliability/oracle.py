@@ -15,6 +15,7 @@ import copy
 import gc
 import os
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,24 +245,35 @@ async def recover(image: Image, where: Path, adapter: StoreAdapter) -> tuple[Sta
     return state, None
 
 
-async def enumerate_crashes(
-    name: str, fs: SimFS, history: Legal, workdir: Path, *, first: int = 0
+#: opens one crash image (in a fresh directory) and returns ``(observed state, problem)``
+Recover = Callable[[Image, Path], Awaitable[tuple[Any, str | None]]]
+
+
+async def check_crash_images(
+    name: str,
+    fs: SimFS,
+    legal_at: Callable[[int], Any],
+    workdir: Path,
+    recover_image: Recover,
+    *,
+    first: int = 0,
+    counts: str = "",
 ) -> CrashReport:
-    """Build every crash image after each trace op from *first* on and check the oracle."""
+    """Build every crash image after each trace op from *first* on; open each distinct one
+    with *recover_image* and check what it shows against ``legal_at(k)``. Counted in
+    ``COUNTS`` under *counts* (a prefix naming the suite)."""
     report = CrashReport()
-    outcomes: dict[str, tuple[State, str | None]] = {}
+    outcomes: dict[str, tuple[Any, str | None]] = {}
     for k in range(first, len(fs.trace) + 1):
         report.crash_points += 1
-        legal = history.legal(k)
+        legal = legal_at(k)
         where = fs.trace[k - 1].describe() if k else "before any op"
         for image in fs.images(k):
             report.images += 1
             digest = image.digest()
             if digest not in outcomes:
                 report.opened += 1
-                outcomes[digest] = await recover(
-                    image, workdir / f"img{report.opened}", history.adapter
-                )
+                outcomes[digest] = await recover_image(image, workdir / f"img{report.opened}")
             state, problem = outcomes[digest]
             if problem is None and state not in legal:
                 problem = f"recovered {state!r}, legal states {legal!r}"
@@ -269,10 +281,21 @@ async def enumerate_crashes(
                 report.violations.append(
                     f"{name}: crash after op {k} [{where}], image {image.kind}: {problem}"
                 )
-    COUNTS["crash points"] += report.crash_points
-    COUNTS["crash images checked"] += report.images
-    COUNTS["distinct crash images opened"] += report.opened
+    COUNTS[f"{counts}crash points"] += report.crash_points
+    COUNTS[f"{counts}crash images checked"] += report.images
+    COUNTS[f"{counts}distinct crash images opened"] += report.opened
     return report
+
+
+async def enumerate_crashes(
+    name: str, fs: SimFS, history: Legal, workdir: Path, *, first: int = 0
+) -> CrashReport:
+    """Build every crash image after each trace op from *first* on and check the oracle."""
+
+    async def recover_image(image: Image, where: Path) -> tuple[Any, str | None]:
+        return await recover(image, where, history.adapter)
+
+    return await check_crash_images(name, fs, history.legal, workdir, recover_image, first=first)
 
 
 def files_under(root: Path, *, skip: frozenset[str] = frozenset()) -> dict[str, bytes]:
