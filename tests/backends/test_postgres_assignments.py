@@ -24,6 +24,7 @@ from marcus_persist._config import Config
 from marcus_persist._runtime import Runtime
 from marcus_persist.backends._pg_schema import MIGRATIONS
 from tests.stores import test_assignments as file_suite
+from tests.stores.assignment_load import thousand_agents_and_a_race
 
 pytestmark = pytest.mark.anyio
 
@@ -223,31 +224,4 @@ async def test_a_message_postgres_refuses_fails_alone(pg: dict[str, Any]) -> Non
 
 
 async def test_thousand_agents_and_a_race_for_twenty_tasks(pg: dict[str, Any]) -> None:
-    winners: dict[str, str] = {}
-    acknowledged: dict[str, str] = {}
-    async with open_runtime(**pg) as rt:
-
-        async def distinct(n: int) -> None:
-            await rt.assignments.assign(f"agent-{n}", f"task-{n}", {"n": n})
-            acknowledged[f"agent-{n}"] = f"task-{n}"
-
-        async def racer(n: int) -> None:
-            task = f"hot-{n % 20}"
-            try:
-                await rt.assignments.assign(f"racer-{n}", task, {})
-            except TaskAlreadyAssigned:
-                return
-            assert task not in winners, "two workers won one task"
-            winners[task] = f"racer-{n}"
-            acknowledged[f"racer-{n}"] = task
-
-        async with anyio.create_task_group() as tg:
-            for n in range(1000):
-                tg.start_soon(distinct, n)
-            for n in range(200):
-                tg.start_soon(racer, n)
-        assert len(winners) == 20
-        assert rt.statistics()["assignments"].mean_batch_size > 1
-    async with open_runtime(**pg) as rt:
-        stored = await rt.assignments.get_all_assignments()
-        assert {w: r["task_id"] for w, r in stored.items()} == acknowledged
+    await thousand_agents_and_a_race(**pg)

@@ -18,6 +18,8 @@ from marcus_persist import (
     open_runtime,
 )
 
+from .assignment_load import thousand_agents_and_a_race
+
 pytestmark = pytest.mark.anyio
 
 
@@ -185,35 +187,7 @@ class TestBadInput:
 
 class TestConcurrency:
     async def test_thousand_agents_and_a_race_for_twenty_tasks(self, tmp_path: Path) -> None:
-        winners: dict[str, str] = {}
-        acknowledged: dict[str, str] = {}
-        async with open_runtime(tmp_path) as rt:
-
-            async def distinct(n: int) -> None:
-                await rt.assignments.assign(f"agent-{n}", f"task-{n}", {"n": n})
-                acknowledged[f"agent-{n}"] = f"task-{n}"
-
-            async def racer(n: int) -> None:
-                task = f"hot-{n % 20}"
-                try:
-                    await rt.assignments.assign(f"racer-{n}", task, {})
-                except TaskAlreadyAssigned:
-                    return
-                assert task not in winners, "two workers won one task"
-                winners[task] = f"racer-{n}"
-                acknowledged[f"racer-{n}"] = task
-
-            async with anyio.create_task_group() as tg:
-                for n in range(1000):
-                    tg.start_soon(distinct, n)
-                for n in range(200):
-                    tg.start_soon(racer, n)
-            assert len(winners) == 20
-            assert rt.statistics()["assignments"].mean_batch_size > 1  # group commit happened
-        async with open_runtime(tmp_path) as rt:
-            for worker, task in acknowledged.items():
-                assert await rt.assignments.get_worker_for_task(task) == worker
-            assert len(await rt.assignments.get_all_assigned_task_ids()) == 1020
+        acknowledged = await thousand_agents_and_a_race(data_dir=str(tmp_path))
         stored = json.loads(assignments_file(tmp_path).read_text())
         assert {w: r["task_id"] for w, r in stored.items()} == acknowledged
 
