@@ -39,9 +39,9 @@ import msgspec
 from marcus_persist import open_runtime
 from marcus_persist._core._fs import OS_FS
 from marcus_persist.backends._contract import KeyedWrite
-from marcus_persist.backends._file_pt import FilePatternStorage
 from marcus_persist.backends._files import FileContext
-from marcus_persist.stores._pattern_records import key_of, made
+from marcus_persist.backends.file._patterns_tokens import FilePatternStorage
+from marcus_persist.stores.patterns._records import key_of, made
 
 from ._harness import (
     RESULTS_DIR,

@@ -33,7 +33,7 @@ import msgspec
 
 from marcus_persist import open_runtime
 from marcus_persist._core._fs import FileSystem
-from marcus_persist.backends._shards import MANIFEST, SHARDS_DIR
+from marcus_persist.backends.file._shards import MANIFEST, SHARDS_DIR
 
 from ._harness import (
     RESULTS_DIR,

@@ -40,7 +40,7 @@ import anyio
 from marcus_persist import open_runtime
 from marcus_persist._core._fs import OS_FS
 from marcus_persist.backends._files import FileContext
-from marcus_persist.backends._shards import ShardStore
+from marcus_persist.backends.file._shards import ShardStore
 
 from ._harness import (
     RESULTS_DIR,

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from ._errors import ConfigError
+from marcus_persist._errors import ConfigError
 
 __all__ = ("Config",)
 
@@ -144,7 +144,7 @@ def _build(options: Mapping[str, Any], where: str, *, strict: bool = True) -> Co
         # msgspec says "... - at `$.max_batch`"; name the option the user wrote
         message = str(exc).replace("`$.", f"{where} `").replace("`$`", where)
         raise ConfigError(message) from None
-    from .backends import BACKEND_NAMES
+    from marcus_persist.backends import BACKEND_NAMES
 
     if config.backend not in BACKEND_NAMES:
         raise ConfigError(

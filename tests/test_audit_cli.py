@@ -13,7 +13,7 @@ import anyio
 from click.testing import CliRunner
 
 from marcus_persist import open_runtime
-from marcus_persist.cli import cli
+from marcus_persist.cli._main import cli
 
 
 class Clock:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from marcus_persist.cli import cli
+from marcus_persist.cli._main import cli
 
 
 def test_demo_through_click(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def test_rotate_and_audit_queries(data: Path) -> None:
 
 
 def test_help_lists_every_command() -> None:
-    from marcus_persist.cli import cli
+    from marcus_persist.cli._main import cli
 
     done = run("--help")
     assert done.returncode == 0

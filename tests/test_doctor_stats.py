@@ -11,8 +11,8 @@ import anyio
 from click.testing import CliRunner
 
 from marcus_persist import open_runtime
-from marcus_persist._doctor import diagnose
-from marcus_persist.cli import cli
+from marcus_persist.cli._main import cli
+from marcus_persist.ops.doctor import diagnose
 
 
 def filled(data: Path, n: int = 5) -> Path:

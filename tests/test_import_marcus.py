@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from marcus_persist import open_runtime
 from marcus_persist._config import Config
-from marcus_persist._import_marcus import import_marcus
-from marcus_persist.cli import cli
+from marcus_persist.cli._main import cli
+from marcus_persist.ops.import_marcus import import_marcus
 
 pytestmark = pytest.mark.anyio
 

@@ -13,8 +13,7 @@ import pytest
 from marcus_persist import open_runtime
 from marcus_persist._config import Config
 from marcus_persist._errors import PersistenceError
-from marcus_persist._migrate import PROGRESS_NAME, STORES, Endpoint, _open, migrate
-from marcus_persist._migrate_read import (
+from marcus_persist.ops.migrate._read import (
     assignments_digest,
     assignments_of,
     audit_digest,
@@ -24,6 +23,7 @@ from marcus_persist._migrate_read import (
     tokens_digest,
     tokens_of,
 )
+from marcus_persist.ops.migrate._run import PROGRESS_NAME, STORES, Endpoint, _open, migrate
 
 pytestmark = pytest.mark.anyio
 
@@ -104,7 +104,7 @@ async def test_file_sqlite_file_round_trip_is_identical(tmp_path: Path) -> None:
 async def test_an_interrupted_migration_resumes_without_loss_or_duplicates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("marcus_persist._migrate_copy.BIG_CHUNK", 1000)  # stop mid-collection
+    monkeypatch.setattr("marcus_persist.ops.migrate._copy.BIG_CHUNK", 1000)  # stop mid-collection
     await populate(tmp_path / "a")
     progress = tmp_path / "b" / PROGRESS_NAME
     calls = 0
@@ -159,7 +159,7 @@ async def test_file_postgres_file_round_trip_is_identical(
 async def test_cli_migrate_json_and_progress_bar(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from marcus_persist.cli import cli
+    from marcus_persist.cli._main import cli
 
     await populate(tmp_path / "a")
     runner = CliRunner()

@@ -29,7 +29,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_every_cli_command_is_in_the_readme() -> None:
-    from marcus_persist.cli import cli
+    from marcus_persist.cli._main import cli
 
     for name in cli.commands:
         assert f"marcus-persist {name}" in README, name

@@ -23,10 +23,10 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 import anyio
 from anyio.abc import TaskStatus
 
-from .._errors import PersistenceError, RuntimeClosed
-from ._deferred import Deferred
-from ._mailbox import ActorStatistics, Barrier, Mailbox, Request
-from ._metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS, Histogram
+from marcus_persist._core._deferred import Deferred
+from marcus_persist._core._mailbox import ActorStatistics, Barrier, Mailbox, Request
+from marcus_persist._core._metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS, Histogram
+from marcus_persist._errors import PersistenceError, RuntimeClosed
 
 __all__ = ("Actor", "Handler", "Transaction")
 

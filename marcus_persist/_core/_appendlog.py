@@ -16,8 +16,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from ._atomic import write_atomic
-from ._fs import OS_FS, FileSystem
+from marcus_persist._core._atomic import write_atomic
+from marcus_persist._core._fs import OS_FS, FileSystem
 
 __all__ = ("AppendFile", "cut_torn_tail")
 

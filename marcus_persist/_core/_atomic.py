@@ -14,7 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from ._fs import OS_FS, FileSystem
+from marcus_persist._core._fs import OS_FS, FileSystem
 
 __all__ = (
     "TEMP_MARKER",

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from .._errors import ValidationError
+from marcus_persist._errors import ValidationError
 
 __all__ = ("check_json", "decode", "encode", "json_copy")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._errors import PersistenceError
+from marcus_persist._errors import PersistenceError
 
 __all__ = ("Deferred",)
 

@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from .._errors import DataDirLocked
+from marcus_persist._errors import DataDirLocked
 
 __all__ = ("LOCK_NAME", "DirLock", "read_holder_pid")
 

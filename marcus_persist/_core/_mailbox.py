@@ -12,7 +12,7 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._errors import RuntimeClosed
+from marcus_persist._errors import RuntimeClosed
 
 __all__ = ("ActorStatistics", "Barrier", "Mailbox", "Request")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib
 
-from .._config import Config
-from .._core._fs import FileSystem
-from ._contract import Backend
+from marcus_persist._config import Config
+from marcus_persist._core._fs import FileSystem
+from marcus_persist.backends._contract import Backend
 
 __all__ = ("BACKEND_NAMES", "Backend", "create_backend")
 

@@ -11,9 +11,9 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from .._core._codec import decode
-from .._core._fs import FileSystem
-from .._errors import CorruptDataError
+from marcus_persist._core._codec import decode
+from marcus_persist._core._fs import FileSystem
+from marcus_persist._errors import CorruptDataError
 
 __all__ = ("FileContext", "Quarantined", "read_json")
 

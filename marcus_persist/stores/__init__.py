@@ -1,1 +1,3 @@
-"""One module per data type: its records, its messages, its actor handler, its API."""
+"""One module (or package) per data type: its records, its tagged messages, its API."""
+
+from __future__ import annotations

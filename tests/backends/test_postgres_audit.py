@@ -11,9 +11,9 @@ import psycopg
 import pytest
 
 from marcus_persist import open_runtime
-from marcus_persist.backends._pg_audit import PostgresAuditStorage, partition_name
-from marcus_persist.backends.postgres import PgDatabase
-from marcus_persist.stores._audit_rotation import RotationPolicy
+from marcus_persist.backends.file._audit_rotation import RotationPolicy
+from marcus_persist.backends.postgres._audit import PostgresAuditStorage, partition_name
+from marcus_persist.backends.postgres._backend import PgDatabase
 
 from ..stores.audit_helpers import FakeClock
 
@@ -107,7 +107,7 @@ async def test_rotation_drops_days_past_retention(pg: dict[str, Any]) -> None:
 async def test_a_day_is_read_a_page_at_a_time(
     pg: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from marcus_persist.backends import _pg_audit
+    from marcus_persist.backends.postgres import _audit as _pg_audit
 
     monkeypatch.setattr(_pg_audit, "PAGE", 7)
     clock = FakeClock(datetime(2026, 4, 2, 9, tzinfo=UTC))

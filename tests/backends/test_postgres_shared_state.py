@@ -11,8 +11,8 @@ import anyio
 import pytest
 
 from marcus_persist import open_runtime
-from marcus_persist.backends._pg_state import PostgresStateStorage
-from marcus_persist.backends.postgres import PgDatabase
+from marcus_persist.backends.postgres._backend import PgDatabase
+from marcus_persist.backends.postgres._state import PostgresStateStorage
 
 pytestmark = pytest.mark.anyio
 
@@ -112,7 +112,7 @@ async def test_clear_old_through_the_runtime(pg: dict[str, Any]) -> None:
 async def test_a_batch_naming_many_keys_locks_the_collection_instead(
     pg: dict[str, Any],
 ) -> None:
-    from marcus_persist.backends._pg_locks import FINE
+    from marcus_persist.backends.postgres._locks import FINE
 
     many = {f"k{i:05d}": {"n": 0} for i in range(FINE * 3)}
     async with open_runtime(**pg) as a, open_runtime(**pg) as b:

@@ -16,18 +16,18 @@ from click.testing import CliRunner
 
 from marcus_persist import CorruptDataError
 from marcus_persist._core._fs import OS_FS
-from marcus_persist._doctor import diagnose
-from marcus_persist.backends._file_tokens import FileTokenStorage
 from marcus_persist.backends._files import FileContext
-from marcus_persist.backends._sealed import (
+from marcus_persist.backends.file._sealed import (
     check_plain,
     seal_document,
     seal_line,
     unseal_document,
     unseal_line,
 )
-from marcus_persist.backends._shards import LOG, MANIFEST, ShardStore
-from marcus_persist.cli import cli
+from marcus_persist.backends.file._shards import LOG, MANIFEST, ShardStore
+from marcus_persist.backends.file._tokens import FileTokenStorage
+from marcus_persist.cli._main import cli
+from marcus_persist.ops.doctor import diagnose
 
 
 def _ctx(root: Path, policy: str = "error") -> FileContext:

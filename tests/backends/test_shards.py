@@ -10,7 +10,7 @@ import pytest
 from marcus_persist import CorruptDataError, ValidationError
 from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist.backends._files import FileContext
-from marcus_persist.backends._shards import LOG, MANIFEST, SHARDS_DIR, ShardStore
+from marcus_persist.backends.file._shards import LOG, MANIFEST, SHARDS_DIR, ShardStore
 
 
 class CountingFS(FileSystem):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from marcus_persist._core._fs import OS_FS
 from marcus_persist.backends._files import FileContext
-from marcus_persist.backends._shards import ShardStore
+from marcus_persist.backends.file._shards import ShardStore
 
 
 def test_keys_found_after_splits_in_the_same_store_and_after_reopen(tmp_path: Path) -> None:

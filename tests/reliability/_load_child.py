@@ -15,8 +15,8 @@ from typing import Any
 import anyio
 
 from marcus_persist import open_runtime
-from marcus_persist.backends._file_tokens import FileTokenStorage
-from marcus_persist.backends._manifest import Manifest
+from marcus_persist.backends.file._manifest import Manifest
+from marcus_persist.backends.file._tokens import FileTokenStorage
 
 from .audit_oracle import AUDIT, MovingClock
 from .count_oracle import TOKEN_COUNTS

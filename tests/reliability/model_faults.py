@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from marcus_persist.backends.memory import MemoryBackend
+from marcus_persist.backends.memory._backend import MemoryBackend
 
 from .oracle import COUNTS
 

@@ -48,7 +48,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from marcus_persist import open_runtime
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._errors import PersistenceError
-from marcus_persist.backends.sqlite import DB_NAME
+from marcus_persist.backends.sqlite._backend import DB_NAME
 from tests._services import drop_schema, service
 
 from .audit_oracle import MovingClock

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from marcus_persist import _backup
 from marcus_persist._core._appendlog import AppendFile
-from marcus_persist.stores import _audit_rotation, _audit_storage, _audit_weekly
+from marcus_persist.backends.file import _audit as _audit_storage
+from marcus_persist.backends.file import _audit_rotation, _audit_weekly
+from marcus_persist.ops import backup as _backup
 
 from .oracle import COUNTS
 from .test_audit_crash_points import BATCHES, audit_crash_run, rotation_run, startup_count

@@ -16,9 +16,9 @@ import anyio
 import pytest
 
 from marcus_persist import open_runtime
-from marcus_persist._backup import list_backups, verify_backup
 from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._errors import PersistenceError
+from marcus_persist.ops.backup import list_backups, verify_backup
 
 from .audit_oracle import AUDIT, MovingClock
 from .faults import KINDS, Plan, fault_matrix
@@ -164,7 +164,7 @@ def test_a_failed_weekly_never_writes_to_a_reused_descriptor(tmp_path: Path, n: 
     import errno
     import gc
 
-    from marcus_persist.stores._audit_weekly import write_weekly
+    from marcus_persist.backends.file._audit_weekly import write_weekly
 
     day = tmp_path / "audit_20260102.jsonl"
     day.write_bytes(b'{"timestamp": "2026-01-02T00:00:00+00:00", "event_type": "x"}\n')
@@ -196,7 +196,7 @@ def test_a_failed_weekly_never_writes_to_a_reused_descriptor(tmp_path: Path, n: 
 async def test_restore_fail_nth_call(tmp_path: Path) -> None:
     """A restore that fails at any call raises, leaves every restored file identical to the
     backup's, and a second restore (force) after the fault clears gives the whole backup."""
-    from marcus_persist._backup import restore_backup
+    from marcus_persist.ops.backup import restore_backup
 
     source = await _template(tmp_path)
     async with open_runtime(source, clock=MovingClock()) as rt:

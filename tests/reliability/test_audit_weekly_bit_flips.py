@@ -23,11 +23,11 @@ import pytest
 
 from marcus_persist import open_runtime
 from marcus_persist._core._fs import OS_FS
-from marcus_persist._doctor import diagnose
 from marcus_persist._errors import CorruptDataError
-from marcus_persist.stores._audit_query import AuditQuery, Filter, scan_usage_stats, select_sources
-from marcus_persist.stores._audit_storage import FileAuditStorage
-from marcus_persist.stores._audit_weekly import weekly_days, write_weekly
+from marcus_persist.backends.file._audit import FileAuditStorage
+from marcus_persist.backends.file._audit_weekly import weekly_days, write_weekly
+from marcus_persist.ops.doctor import diagnose
+from marcus_persist.stores.audit._query import AuditQuery, Filter, scan_usage_stats, select_sources
 
 from .audit_oracle import MovingClock
 from .oracle import COUNTS

@@ -13,9 +13,9 @@ import pytest
 from marcus_persist._core._atomic import TEMP_MARKER, ensure_dir, write_atomic
 from marcus_persist._core._codec import encode
 from marcus_persist._core._fs import OS_FS, FileSystem
-from marcus_persist.backends import file as file_backend
 from marcus_persist.backends._contract import KeyedWrite, Scope
-from marcus_persist.stores import assignments as assignments_store
+from marcus_persist.backends.file import _backend as file_backend
+from marcus_persist.stores.assignments import _store as assignments_store
 
 from .oracle import COUNTS
 from .test_crash_points import THREE_COMMITS, TWO_SCOPES, crash_run, fail_nth

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from marcus_persist.backends._file_tokens import FileTokenStorage
+from marcus_persist.backends.file._tokens import FileTokenStorage
 
 from .count_oracle import PATTERN_COUNTS, TOKEN_COUNTS
 from .learned_oracle import PATTERNS, TOKENS, Snapshots, run_snapshots

@@ -31,8 +31,8 @@ import pytest
 
 from marcus_persist._core._fs import OS_FS
 from marcus_persist.backends._files import FileContext
-from marcus_persist.backends._sealed import seal_document, seal_line
-from marcus_persist.backends._shards import LOG, MANIFEST, SHARDS_DIR, ShardStore
+from marcus_persist.backends.file._sealed import seal_document, seal_line
+from marcus_persist.backends.file._shards import LOG, MANIFEST, SHARDS_DIR, ShardStore
 
 from .damage import Case, damages
 from .oracle import COUNTS

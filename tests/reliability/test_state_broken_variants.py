@@ -18,10 +18,11 @@ import pytest
 
 from marcus_persist._core._atomic import write_atomic, write_new
 from marcus_persist._core._fs import FileSystem
-from marcus_persist.backends import _file_tokens, _shards
-from marcus_persist.backends._file_tokens import LOG_FILE, TOKENS_FILE, FileTokenStorage
-from marcus_persist.backends._manifest import LOG, Manifest
-from marcus_persist.backends._shards import ShardStore
+from marcus_persist.backends.file import _shards
+from marcus_persist.backends.file import _tokens as _file_tokens
+from marcus_persist.backends.file._manifest import LOG, Manifest
+from marcus_persist.backends.file._shards import ShardStore
+from marcus_persist.backends.file._tokens import LOG_FILE, TOKENS_FILE, FileTokenStorage
 
 from .learned_oracle import TOKENS, Snapshots, run_snapshots
 from .oracle import History, Op, run_steps

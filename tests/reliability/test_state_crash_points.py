@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from marcus_persist.backends._manifest import LOG, MANIFEST, Manifest
+from marcus_persist.backends.file._manifest import LOG, MANIFEST, Manifest
 
 from .oracle import ASSIGNMENTS, History, Op, enumerate_crashes, open_fds, recover, run_steps
 from .simfs import Fault, SimFS

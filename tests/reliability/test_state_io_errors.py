@@ -31,14 +31,14 @@ import pytest
 from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._errors import PersistenceError
-from marcus_persist._runtime import Runtime
-from marcus_persist.backends._file_tokens import (
+from marcus_persist._runtime._open import Runtime
+from marcus_persist.backends.file._manifest import LOG, MANIFEST, Manifest
+from marcus_persist.backends.file._tokens import (
     ARCHIVE_DIR,
     LOG_FILE,
     TOKENS_FILE,
     FileTokenStorage,
 )
-from marcus_persist.backends._manifest import LOG, MANIFEST, Manifest
 
 from .faults import KINDS, Plan, fault_matrix
 from .learned_oracle import PATTERNS, TOKENS, days_placed

@@ -22,8 +22,8 @@ import pytest
 
 from marcus_persist import open_runtime
 from marcus_persist._errors import PersistenceError
-from marcus_persist.backends._file_tokens import FileTokenStorage
-from marcus_persist.backends._manifest import LOG, MANIFEST, Manifest
+from marcus_persist.backends.file._manifest import LOG, MANIFEST, Manifest
+from marcus_persist.backends.file._tokens import FileTokenStorage
 
 from .learned_oracle import PATTERNS, TOKENS
 from .oracle import CLOCK, COUNTS, Op

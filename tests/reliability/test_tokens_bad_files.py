@@ -21,15 +21,15 @@ import pytest
 
 from marcus_persist import CorruptDataError, open_runtime
 from marcus_persist._core._fs import OS_FS
-from marcus_persist.backends._file_tokens import (
+from marcus_persist.backends._files import FileContext
+from marcus_persist.backends.file._sealed import seal_document
+from marcus_persist.backends.file._tokens import (
     ARCHIVE_DIR,
     LOG_FILE,
     TOKENS_FILE,
     FileTokenStorage,
 )
-from marcus_persist.backends._files import FileContext
-from marcus_persist.backends._sealed import seal_document
-from marcus_persist.stores._token_doc import normalize
+from marcus_persist.stores.tokens._document import normalize
 
 from .damage import Case, damages, snapshot
 from .oracle import COUNTS

@@ -21,7 +21,7 @@ from marcus_persist import (
 )
 from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist.backends._files import FileContext
-from marcus_persist.backends._shards import MANIFEST, SHARDS_DIR, ShardStore
+from marcus_persist.backends.file._shards import MANIFEST, SHARDS_DIR, ShardStore
 
 pytestmark = pytest.mark.anyio
 

@@ -14,8 +14,8 @@ import anyio.lowlevel
 import pytest
 
 from marcus_persist import CorruptDataError, MemoryBackend, Runtime, ValidationError, open_runtime
-from marcus_persist.backends._file_tokens import FileTokenStorage
 from marcus_persist.backends._files import FileContext
+from marcus_persist.backends.file._tokens import FileTokenStorage
 
 from ..conftest import FaultyFS
 from ._pt_backends import BACKENDS, Opener, make_opener
@@ -284,7 +284,7 @@ class TestMarcusFile:
 
 
 async def test_the_demo_records_tokens_and_patterns(tmp_path: Path) -> None:
-    from marcus_persist._demo import run_demo
+    from marcus_persist.cli._demo import run_demo
 
     report = await run_demo(tmp_path, agents=10, seconds=0.3)
     assert report.token_requests == report.tasks_completed > 0

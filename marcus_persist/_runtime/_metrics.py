@@ -1,0 +1,105 @@
+"""``rt.metrics()``: what each actor did, what each data type takes on disk; and the
+optional OpenTelemetry bridge (API only: a no-op until the host installs an SDK)."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from marcus_persist._core._actor import Actor
+from marcus_persist._core._mailbox import ActorStatistics
+from marcus_persist._core._metrics import HistogramSnapshot
+
+if TYPE_CHECKING:
+    from marcus_persist._runtime._open import Runtime
+
+__all__ = ("ActorMetrics", "Metrics", "actor_metrics", "instrument")
+
+log = logging.getLogger("marcus_persist")
+
+
+class ActorMetrics(msgspec.Struct, frozen=True):
+    name: str
+    queue_depth: int
+    items: int  #: messages taken from the inbox
+    committed: int  #: messages acknowledged as durable
+    failed_commits: int
+    batch_size: HistogramSnapshot
+    commit_seconds: HistogramSnapshot
+
+
+class Metrics(msgspec.Struct, frozen=True):
+    actors: dict[str, ActorMetrics]
+    #: bytes on disk per data type (empty for backends without files)
+    bytes_on_disk: dict[str, int]
+    last_backup: str | None
+
+
+def actor_metrics(actors: Iterable[Actor[Any]]) -> dict[str, ActorMetrics]:
+    result = {}
+    for actor in actors:
+        s = actor.statistics()
+        result[actor.name] = ActorMetrics(
+            name=actor.name,
+            queue_depth=s.queued,
+            items=s.items,
+            committed=s.committed,
+            failed_commits=s.failed_commits,
+            batch_size=actor.batch_sizes.snapshot(),
+            commit_seconds=actor.commit_seconds.snapshot(),
+        )
+    return result
+
+
+_live: weakref.WeakSet[Runtime] = weakref.WeakSet()
+_registered = False
+
+
+def instrument(runtime: Runtime) -> Callable[[], None] | None:
+    """Publish the runtime's counters through OpenTelemetry when its API is installed.
+
+    The instruments are created once per process and report every live
+    runtime, labelled by actor and data directory. Returns a function that
+    stops reporting this runtime, or ``None`` without the API.
+    """
+    global _registered
+    try:
+        from opentelemetry import metrics
+    except ImportError:
+        return None
+    if not _registered:
+        _register(metrics)
+        _registered = True
+    _live.add(runtime)
+    return lambda: _live.discard(runtime)
+
+
+def _register(metrics: Any) -> None:
+    meter = metrics.get_meter("marcus_persist")
+
+    def observe(pick: Callable[[ActorStatistics], int]) -> Callable[[Any], list[Any]]:
+        def callback(_options: Any) -> list[Any]:
+            return [
+                metrics.Observation(pick(s), {"actor": name, "data_dir": str(rt.data_dir)})
+                for rt in list(_live)
+                for name, s in rt.statistics().items()
+            ]
+
+        return callback
+
+    meter.create_observable_gauge(
+        "marcus_persist.queue_depth", [observe(lambda s: s.queued)], description="queued messages"
+    )
+    meter.create_observable_counter(
+        "marcus_persist.committed", [observe(lambda s: s.committed)], description="durable writes"
+    )
+    meter.create_observable_counter(
+        "marcus_persist.batches", [observe(lambda s: s.batches)], description="commit batches"
+    )
+    meter.create_observable_counter(
+        "marcus_persist.failed_commits", [observe(lambda s: s.failed_commits)]
+    )

@@ -1,0 +1,344 @@
+"""``open_runtime()``: own the data directory, load every store, run one actor per store."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+from marcus_persist._config import Config
+from marcus_persist._core._actor import Actor, Handler
+from marcus_persist._core._atomic import ensure_dir, remove_stale_temps
+from marcus_persist._core._clock import SYSTEM_CLOCK, Clock
+from marcus_persist._core._dirlock import DirLock
+from marcus_persist._core._fs import OS_FS, FileSystem
+from marcus_persist._core._mailbox import ActorStatistics
+from marcus_persist._errors import PersistenceError
+from marcus_persist._runtime._metrics import Metrics, actor_metrics, instrument
+from marcus_persist.backends import Backend, create_backend
+from marcus_persist.backends._files import Quarantined
+from marcus_persist.backends.file._audit import AuditStorage, FileAuditStorage, MemoryAuditStorage
+from marcus_persist.ops.backup import BACKUPS_DIR, create_backup, prune_backups
+from marcus_persist.ops.stats import collect_stats
+from marcus_persist.stores.assignments._store import (
+    AssignmentStore,
+    AssignmentsView,
+    assignments_handler,
+)
+from marcus_persist.stores.audit._store import AuditHandler, AuditStore
+from marcus_persist.stores.patterns._store import PatternsHandler, PatternStore, run_prune_schedule
+from marcus_persist.stores.state._store import StateHandler, StateStore
+from marcus_persist.stores.tokens._store import TokensHandler, TokenStore
+
+__all__ = ("LAYOUT", "Runtime", "open_runtime")
+
+log = logging.getLogger("marcus_persist")
+
+T = TypeVar("T")
+
+#: the directories of the data layout Marcus users know (files come with their stores)
+LAYOUT = (
+    "assignments",
+    "audit_logs",
+    "audit_logs/weekly",
+    "audit_logs/archive",
+    "marcus_state",
+    "backups",
+)
+
+
+class Runtime:
+    """The running stores. Get one from :func:`open_runtime`; valid inside its ``async with``."""
+
+    assignments: AssignmentStore
+    audit: AuditStore
+    state: StateStore
+    patterns: PatternStore
+    tokens: TokenStore
+
+    def __init__(self, config: Config, backend: Backend, actors: list[Actor[Any]]) -> None:
+        self.config = config
+        self.backend = backend
+        self._actors = actors
+        self._token = anyio.lowlevel.current_token()
+        self.last_backup: Path | None = None
+        self._fs: FileSystem = OS_FS  # the data directory's FileSystem (backups write through it)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.path
+
+    @property
+    def quarantined(self) -> tuple[Quarantined, ...]:
+        """Corrupt files moved aside at startup (quarantine policy only)."""
+        ctx = getattr(self.backend, "ctx", None)
+        return tuple(ctx.quarantined) if ctx is not None else ()
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """Hold every actor between two batches for the duration of the block.
+
+        Inside, every message sent before entering is committed and answered
+        and nothing else is written: the stores' files are a consistent point.
+        Writers wait (backpressure) until the block exits.
+        """
+        barriers = []
+        try:
+            for actor in self._actors:
+                barriers.append(await actor.hold())  # noqa: PERF401 (release partial holds)
+            yield
+        finally:
+            for barrier in barriers:
+                barrier.release.set()
+
+    async def backup(self, to: str | Path | None = None, *, keep: int | None = None) -> Path:
+        """Take a consistent online backup (every store between batches) and return its path.
+
+        *to* defaults to ``<data>/backups``; *keep* deletes all but the newest
+        *keep* backups there afterwards.
+        """
+        if not self.backend.uses_data_dir:
+            raise PersistenceError(f"the {self.backend.name} backend keeps no files to back up")
+        dest = Path(to) if to is not None else self.data_dir / BACKUPS_DIR
+        async with self.audit.rotation_held(), self.paused():  # audit files stay put
+            try:
+                path = await anyio.to_thread.run_sync(
+                    lambda: create_backup(self.data_dir, dest, fs=self._fs, sync=self.config.fsync)
+                )
+            except OSError as exc:  # callers get a PersistenceError, errno kept
+                raise PersistenceError.from_os_error(exc, "backup") from exc
+        if keep is not None:
+            await anyio.to_thread.run_sync(prune_backups, dest, keep)
+        self.last_backup = path
+        log.info("backup written to %s", path)
+        return path
+
+    async def _scheduled_backups(self) -> None:
+        """Back up every ``backup_interval_hours`` while the runtime runs."""
+        interval = self.config.backup_interval_hours * 3600
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self.backup()
+            except (PersistenceError, OSError) as exc:  # a failed backup must not stop the stores
+                log.error("scheduled backup failed: %s", exc)
+
+    async def metrics(self) -> Metrics:
+        """Per actor: queue depth, batch-size and commit-latency histograms, items
+        committed; bytes on disk per data type; the last backup."""
+        sizes: dict[str, int] = {}
+        if self.backend.uses_data_dir:
+            stats = await anyio.to_thread.run_sync(collect_stats, self.data_dir)
+            sizes = {t.name: t.bytes for t in stats.types}
+        return Metrics(
+            actors=actor_metrics(self._actors),
+            bytes_on_disk=sizes,
+            last_backup=str(self.last_backup) if self.last_backup else None,
+        )
+
+    def statistics(self) -> dict[str, ActorStatistics]:
+        """Each actor's counters, by store name."""
+        return {actor.name: actor.statistics() for actor in self._actors}
+
+    def from_thread(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Call a store method from another thread (not an event-loop task): the
+        thread-safe door for code outside the runtime's loop. Blocks until done.
+
+        ``rt.from_thread(rt.assignments.assign, "agent-1", "task-1", {})``
+        """
+        return anyio.from_thread.run(_call, fn, args, token=self._token)
+
+    def __repr__(self) -> str:
+        actors = ", ".join(repr(a) for a in self._actors)
+        return f"<Runtime {self.config.backend} {str(self.data_dir)!r} [{actors}]>"
+
+
+async def _in_scope(scope: anyio.CancelScope, fn: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await fn()
+
+
+async def _call(fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
+    return await fn(*args)
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    config: Config | str | Path | None = None,
+    /,
+    *,
+    backend: str | Backend | None = None,
+    fs: FileSystem = OS_FS,
+    clock: Clock = SYSTEM_CLOCK,
+    **options: Any,
+) -> AsyncIterator[Runtime]:
+    """Open the data directory and run every store's actor until the block exits.
+
+    *config* is a :class:`Config` or the data directory path (default ``data``);
+    *options* override config fields, and ``MARCUS_PERSIST_*`` variables
+    override both. *backend* is a name or a ready backend object (tests pass a
+    shared ``MemoryBackend`` to reopen the same data).
+
+    On exit (or cancellation) intake stops, everything received is committed
+    and answered, and only then does the block return.
+
+    :raises DataDirLocked: if another runtime owns the directory
+    :raises CorruptDataError: if a stored file is corrupt (unless quarantining)
+    :raises ConfigError: for an unknown option or value
+    """
+    if not isinstance(config, Config):
+        config = Config(data_dir=str(config)) if config is not None else Config()
+    if isinstance(backend, str):
+        options["backend"] = backend
+    config = config.replace(**options).with_env()
+    store_backend = backend if backend is not None and not isinstance(backend, str) else None
+    if store_backend is None:
+        store_backend = create_backend(config, fs)
+
+    lock = DirLock(config.path) if store_backend.uses_data_dir else None
+    audit_storage = _audit_storage(store_backend, config, fs)
+    try:
+        if lock is not None:
+            await anyio.to_thread.run_sync(_startup, prepare_data_dir, config, lock, fs)
+        stores = await anyio.to_thread.run_sync(
+            _load_stores, store_backend, audit_storage, clock, config
+        )
+        actors = {
+            name: Actor(name, handler, inbox_size=config.inbox_size, max_batch=config.max_batch)
+            for name, handler in stores.handlers().items()
+        }
+        runtime = Runtime(config, store_backend, list(actors.values()))
+        runtime._fs = fs
+        runtime.assignments = AssignmentStore(actors["assignments"], stores.assignments)
+        runtime.state = StateStore(actors["state"], stores.state)
+        runtime.audit = AuditStore(actors["audit"], stores.audit, config, clock)
+        runtime.patterns = PatternStore(actors["patterns"], stores.patterns)
+        runtime.tokens = TokenStore(actors["tokens"], stores.tokens)
+        body_error: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                for actor in actors.values():
+                    await tg.start(actor.run)
+                await tg.start(runtime.audit.run_maintenance)
+                stop_telemetry = instrument(runtime)
+                background = anyio.CancelScope()
+                if config.backup_enabled and store_backend.uses_data_dir:
+                    tg.start_soon(_in_scope, background, runtime._scheduled_backups)
+                if config.patterns_prune_hours is not None:
+                    tg.start_soon(_in_scope, background, lambda: _prune_patterns(runtime, config))
+                try:
+                    yield runtime
+                except BaseException as exc:
+                    body_error = exc
+                    raise
+                finally:
+                    runtime.audit.stop_maintenance()
+                    background.cancel()  # background jobs stop before intake does
+                    if stop_telemetry is not None:
+                        stop_telemetry()
+                    for actor in actors.values():
+                        actor.mailbox.close()  # stop intake; each actor drains, commits, exits
+        except BaseExceptionGroup as group:
+            # the host's own error from the block, alone: give it back as raised, not
+            # wrapped by our task group (the actors committed and stopped cleanly)
+            if body_error is None or list(group.exceptions) != [body_error]:
+                raise
+        else:
+            return
+        raise body_error
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(audit_storage.close)  # syncs "interval" lines
+            except OSError as exc:
+                log.error("audit: final fsync failed: %s", exc)
+            await anyio.to_thread.run_sync(store_backend.close)
+            if lock is not None:
+                lock.release()
+
+
+def _audit_storage(backend: Backend, config: Config, fs: FileSystem) -> AuditStorage:
+    """The backend's own audit storage if it has one, else JSON Lines files beside its
+    data (file, sqlite), else memory."""
+    provided = getattr(backend, "audit", None)
+    if callable(provided):
+        storage: AuditStorage = provided()
+        return storage
+    if backend.uses_data_dir:
+        return FileAuditStorage(config.path / "audit_logs", fs, config.durability)
+    if backend.name != "memory":
+        log.warning(
+            "backend %s has no audit storage: the audit trail is kept in memory", backend.name
+        )
+    return MemoryAuditStorage()
+
+
+@dataclass
+class _Stores:
+    """Every store's handler, loaded (blocking) before any actor exists."""
+
+    assignments: AssignmentsView
+    state: StateHandler
+    audit: AuditHandler
+    patterns: PatternsHandler
+    tokens: TokensHandler
+
+    def handlers(self) -> dict[str, Handler[Any]]:
+        return {
+            "assignments": self.assignments,
+            "state": self.state,
+            "audit": self.audit,
+            "patterns": self.patterns,
+            "tokens": self.tokens,
+        }
+
+
+def _load_stores(
+    backend: Backend, audit_storage: AuditStorage, clock: Clock, config: Config
+) -> _Stores:
+    stores = _Stores(
+        assignments_handler(backend, clock),
+        StateHandler(backend.state(), clock),
+        AuditHandler(audit_storage),
+        PatternsHandler(backend.patterns(), clock),
+        TokensHandler(backend.tokens(), clock, config),
+    )
+    for handler in stores.handlers().values():
+        _startup(handler.load)  # type: ignore[attr-defined]
+    return stores
+
+
+def _startup(step: Callable[..., None], *args: Any) -> None:
+    """Run a blocking startup step; an I/O error becomes a ``PersistenceError`` with its errno."""
+    try:
+        step(*args)
+    except OSError as exc:
+        raise PersistenceError.from_os_error(exc, "startup") from exc
+
+
+async def _prune_patterns(runtime: Runtime, config: Config) -> None:
+    assert config.patterns_prune_hours is not None
+    await run_prune_schedule(
+        runtime.patterns,
+        config.patterns_prune_hours,
+        config.patterns_keep_days,
+        config.patterns_min_confidence,
+        config.patterns_max,
+    )
+
+
+def prepare_data_dir(config: Config, lock: DirLock, fs: FileSystem = OS_FS) -> None:
+    """Lock the directory, create the layout, clear what crashed commits left (blocking)."""
+    ensure_dir(config.path, fs=fs, sync=config.fsync)
+    lock.acquire()
+    for name in LAYOUT:
+        ensure_dir(config.path / name, fs=fs, sync=config.fsync)
+    for stale in remove_stale_temps(config.path, fs=fs):
+        log.info("removed a temp file left by an interrupted commit: %s", stale)

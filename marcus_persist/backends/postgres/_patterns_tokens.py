@@ -1,0 +1,220 @@
+"""Learned patterns and token usage in PostgreSQL (tables ``patterns``, ``token_usage``).
+
+The same shapes as on SQLite: one row per pattern, so a batch writes the rows
+it changed; the token document and one row per archived month. A batch is one
+transaction.
+
+Patterns are shared safely by several processes: the handler commits through
+:meth:`PostgresPatternStorage.batch`, which takes a transaction-scoped
+advisory lock on every key the batch names (sorted, so batches never
+deadlock), re-reads those rows, lets the handler re-apply its messages to
+them, and writes the result in the same transaction. A ``prune`` re-reads
+every row; its deletes of keys no message named are conditional on the row
+being unchanged since it was read.
+
+Token usage likewise: :meth:`PostgresTokenStorage.batch` locks the token
+document (one advisory lock), re-reads it, and the handler re-applies its
+batch to it before writing; so records from several processes all count and
+a request id is counted once across them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from marcus_persist._core._codec import encode
+from marcus_persist._errors import CorruptDataError
+from marcus_persist.backends._contract import KeyedWrite
+from marcus_persist.backends.postgres._backend import Connection, PgDatabase
+from marcus_persist.backends.postgres._locks import lock_keys
+
+__all__ = ("PostgresPatternStorage", "PostgresTokenStorage")
+
+LIVE = "live"
+ARCHIVE = "archive:"
+
+
+def _jsonb(value: Any) -> Jsonb:
+    return Jsonb(value, dumps=lambda v: encode(v).decode())
+
+
+def upsert_rows(
+    conn: Connection,
+    table: str,
+    document: Callable[[], dict[str, Any]],
+    archives: Mapping[str, dict[str, Any]],
+) -> None:
+    """Write the month archives, then the live document (archived days are never
+    only in neither)."""
+    rows = [(f"{ARCHIVE}{month}", _jsonb(doc)) for month, doc in sorted(archives.items())]
+    rows.append((LIVE, _jsonb(document())))
+    upsert = (
+        f"INSERT INTO {table} (name, data) VALUES (%s, %s) "
+        "ON CONFLICT (name) DO UPDATE SET data = EXCLUDED.data"
+    )
+    with conn.cursor() as cur:
+        cur.executemany(upsert, rows)
+
+
+class PostgresPatternStorage:
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+        self._name = f'"{db.schema}"."patterns"'
+
+    def load(self, check: Callable[[dict[str, Any]], Mapping[str, Any]]) -> Mapping[str, Any]:
+        self._db.open()
+        query = f"SELECT key, data FROM {self._name}"
+        rows = self._db.run(lambda c: c.execute(query).fetchall())
+        try:
+            return check(dict(rows))
+        except ValueError as exc:
+            raise CorruptDataError(f"postgres {self._name}", str(exc)) from None
+
+    def legacy(self, check: Callable[[Any], Any]) -> Any:
+        return None  # Marcus never kept patterns in PostgreSQL: nothing to import
+
+    def retire_legacy(self) -> None:
+        pass
+
+    def commit(self, write: KeyedWrite) -> None:
+        upsert = (
+            f"INSERT INTO {self._name} (key, type, data) VALUES (%s, %s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET type = EXCLUDED.type, data = EXCLUDED.data"
+        )
+        delete = f"DELETE FROM {self._name} WHERE key = %s"
+        stored = [(k, r["type"], _jsonb(r)) for k, r in write.changes.items() if r is not None]
+        gone = [(k,) for k, r in write.changes.items() if r is None]
+        with self._db.connection(write=True) as conn, conn.transaction(), conn.cursor() as cur:
+            if stored:
+                cur.executemany(upsert, stored)
+            if gone:
+                cur.executemany(delete, gone)
+
+    @contextmanager
+    def batch(self, keys: list[str], *, whole: bool = False) -> Iterator[_PatternBatch]:
+        """One transaction holding a lock on each of *keys*; the view's ``rows`` are
+        those keys as stored now (every row if *whole*). Committed on a clean exit."""
+        with self._db.connection(write=True) as conn, conn.transaction():
+            lock_keys(conn, self._db.schema, {"patterns": keys})
+            if whole:
+                rows = conn.execute(f"SELECT key, data FROM {self._name}").fetchall()
+            elif keys:
+                query = f"SELECT key, data FROM {self._name} WHERE key = ANY(%s)"
+                rows = conn.execute(query, (keys,)).fetchall()
+            else:
+                rows = []
+            yield _PatternBatch(self._name, conn, dict(rows), set(keys))
+
+
+class _PatternBatch:
+    """The rows one batch's transaction read, and its one write."""
+
+    def __init__(self, table: str, conn: Connection, rows: dict[str, Any], named: set[str]) -> None:
+        self.rows = rows
+        self._table = table
+        self._conn = conn
+        self._named = named
+
+    def commit(self, write: KeyedWrite) -> None:
+        upsert = (
+            f"INSERT INTO {self._table} (key, type, data) VALUES (%s, %s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET type = EXCLUDED.type, data = EXCLUDED.data"
+        )
+        delete = f"DELETE FROM {self._table} WHERE key = %s"
+        delete_if = f"{delete} AND data = %s"  # a key not locked: only if unchanged
+        with self._conn.pipeline():
+            for key, record in sorted(write.changes.items()):  # one lock order everywhere
+                if record is not None:
+                    self._conn.execute(upsert, (key, record["type"], _jsonb(record)))
+                elif key in self._named or key not in self.rows:
+                    self._conn.execute(delete, (key,))
+                else:
+                    self._conn.execute(delete_if, (key, _jsonb(self.rows[key])))
+
+
+class PostgresTokenStorage:
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+        self._name = f'"{db.schema}"."token_usage"'
+
+    def _row(self, name: str) -> Any:
+        query = f"SELECT data FROM {self._name} WHERE name = %s"
+        row = self._db.run(lambda c: c.execute(query, (name,)).fetchone())
+        return row[0] if row else None
+
+    def load(
+        self, check: Callable[[dict[str, Any]], Any]
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        self._db.open()
+        document = self._row(LIVE)
+        if document is None:
+            return None, []
+        try:
+            check(document)
+        except ValueError as exc:
+            raise CorruptDataError(f"postgres {self._name}", str(exc)) from None
+        return document, []
+
+    def commit(
+        self,
+        records: list[dict[str, Any]],
+        document: Callable[[], dict[str, Any]],
+        archives: Mapping[str, dict[str, Any]],
+    ) -> None:
+        with self._db.connection(write=True) as conn, conn.transaction():
+            upsert_rows(conn, self._name, document, archives)
+
+    @contextmanager
+    def batch(self) -> Iterator[_TokenBatch]:
+        """One transaction holding the lock of the token document; the view's
+        ``document`` is the live document as stored now. Committed on a clean exit."""
+        with self._db.connection(write=True) as conn, conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"{self._db.schema}\x1ftokens",),
+            )
+            view = _TokenBatch(self, conn)
+            view.document = view.row(LIVE)
+            yield view
+
+    def archive(self, month: str) -> dict[str, Any] | None:
+        found = self._row(f"{ARCHIVE}{month}")
+        if found is not None and not isinstance(found, dict):
+            raise CorruptDataError(f"postgres {self._name}", f"{month}: not an object")
+        return found
+
+    def archive_months(self) -> list[str]:
+        query = f"SELECT name FROM {self._name} WHERE name LIKE 'archive:%%' ORDER BY name"
+        return self._db.run(lambda c: [row[0][len(ARCHIVE) :] for row in c.execute(query)])
+
+
+class _TokenBatch:
+    """The token storage as one locked transaction sees it (no ``batch`` of its own)."""
+
+    def __init__(self, storage: PostgresTokenStorage, conn: Connection) -> None:
+        self._s = storage
+        self._conn = conn
+        self.document: dict[str, Any] | None = None
+
+    def row(self, name: str) -> Any:
+        query = f"SELECT data FROM {self._s._name} WHERE name = %s"
+        found = self._conn.execute(query, (name,)).fetchone()
+        return found[0] if found else None
+
+    def archive(self, month: str) -> dict[str, Any] | None:
+        found = self.row(f"{ARCHIVE}{month}")
+        if found is not None and not isinstance(found, dict):
+            raise CorruptDataError(f"postgres {self._s._name}", f"{month}: not an object")
+        return found
+
+    def commit(
+        self,
+        records: list[dict[str, Any]],
+        document: Callable[[], dict[str, Any]],
+        archives: Mapping[str, dict[str, Any]],
+    ) -> None:
+        upsert_rows(self._conn, self._s._name, document, archives)

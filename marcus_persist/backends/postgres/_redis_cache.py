@@ -1,0 +1,181 @@
+"""A read-through Redis cache of hot assignments, shared by every process.
+
+PostgreSQL stays the source of truth; the cache only saves it reads. Keys
+are versioned so no process ever reads a stale entry:
+
+* every cached key ``K`` (a worker's record, or a task's holder) has a
+  generation counter ``g:K``; entries live at ``d:<gen>:K``;
+* a reader reads the generation and the entry in one script; on a miss it
+  reads the database and stores what it read under the generation it saw;
+* a writer bumps ``g:K`` of everything its batch touched *after* the commit
+  and *before* its callers are answered.
+
+A reader that raced a writer stores its (possibly old) value under a
+generation nobody reads any more, so a value read from the cache was current
+when the writer answered. Entries also expire (``ttl``), which bounds how long
+a missed invalidation (Redis unreachable for the writer only) can show.
+
+Redis errors never reach callers: the cache steps aside for ``retry_after``
+seconds and everything goes to PostgreSQL. A writer that could not
+invalidate purges the whole namespace when Redis is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from marcus_persist._core._codec import decode, encode
+
+__all__ = ("AssignmentCache", "CacheKey")
+
+log = logging.getLogger("marcus_persist")
+
+#: (kind, scope, id): ``("w", scope, worker_id)`` -> record or None,
+#: ``("t", scope, task_id)`` -> holder worker id or None; scope ``""`` is global
+CacheKey = tuple[str, str, str]
+
+_INVALIDATE = """
+for _, key in ipairs(KEYS) do
+  redis.call('INCR', key)
+  redis.call('EXPIRE', key, ARGV[1])
+end
+return #KEYS
+"""
+
+_LOOKUP = """
+local g = redis.call('GET', KEYS[1]) or '0'
+return {g, redis.call('GET', ARGV[1] .. g .. ARGV[2])}
+"""
+
+
+class CacheStatistics(msgspec.Struct, frozen=True):
+    hits: int
+    misses: int
+    errors: int
+    available: bool
+
+
+class AssignmentCache:
+    """Versioned read-through entries under ``<namespace>:``; blocking, thread-safe."""
+
+    def __init__(
+        self, url: str, namespace: str, *, ttl: int = 60, retry_after: float = 1.0
+    ) -> None:
+        self.namespace = namespace
+        self.ttl = ttl
+        self.retry_after = retry_after
+        self._client = redis.Redis.from_url(
+            url,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),  # fail fast: PostgreSQL answers instead
+        )
+        self._lookup = self._client.register_script(_LOOKUP)
+        self._invalidate = self._client.register_script(_INVALIDATE)
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._dirty = False  # an invalidation was lost: purge before trusting entries
+        self.hits = self.misses = self.errors = 0
+
+    def statistics(self) -> CacheStatistics:
+        return CacheStatistics(self.hits, self.misses, self.errors, self._usable())
+
+    def _gen_key(self, key: CacheKey) -> str:
+        kind, scope, ident = key
+        return f"{self.namespace}:g:{kind}:{scope}:{ident}"
+
+    def _data_key(self, key: CacheKey) -> tuple[str, str]:
+        """The entry key without its generation: ``(before, after)``."""
+        kind, scope, ident = key
+        return f"{self.namespace}:d:", f":{kind}:{scope}:{ident}"
+
+    def _usable(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        with self._lock:
+            self.errors += 1
+            if time.monotonic() >= self._down_until:
+                log.warning("redis cache unavailable (%s: %s); reading PostgreSQL", what, exc)
+            self._down_until = time.monotonic() + self.retry_after
+
+    def _recover(self) -> bool:
+        """Drop every entry once after lost invalidations (generations stay, so they
+        only grow); ``False`` if Redis is down."""
+        if not self._dirty:
+            return True
+        try:
+            for batch in _chunks(self._client.scan_iter(f"{self.namespace}:d:*", count=1000), 500):
+                self._client.delete(*batch)
+        except redis.RedisError as exc:
+            self._failed(exc, "purge")
+            return False
+        self._dirty = False
+        log.info("redis cache back; purged %s after lost invalidations", self.namespace)
+        return True
+
+    def lookup(self, key: CacheKey) -> tuple[bool, Any, str | None]:
+        """``(hit, value, generation)``; on a miss, pass the generation to :meth:`fill`.
+
+        The generation is ``None`` when Redis is unavailable (then do not fill).
+        """
+        if not self._usable() or not self._recover():
+            return False, None, None
+        before, after = self._data_key(key)
+        try:
+            gen, raw = self._lookup(keys=[self._gen_key(key)], args=[before, after])
+        except redis.RedisError as exc:
+            self._failed(exc, "lookup")
+            return False, None, None
+        generation = gen.decode() if isinstance(gen, bytes) else str(gen)
+        if raw is None:
+            self.misses += 1
+            return False, None, generation
+        self.hits += 1
+        return True, decode(raw), generation
+
+    def fill(self, key: CacheKey, generation: str, value: Any) -> None:
+        """Store *value* read from the database under the *generation* seen before reading."""
+        before, after = self._data_key(key)
+        try:
+            self._client.set(f"{before}{generation}{after}", encode(value), ex=self.ttl)
+        except redis.RedisError as exc:
+            self._failed(exc, "fill")
+
+    def invalidate(self, keys: Iterable[CacheKey]) -> None:
+        """Bump the generation of every key a committed batch touched (one script call)."""
+        unique = sorted(set(keys))
+        if not unique:
+            return
+        if not self._usable() or not self._recover():
+            self._dirty = True
+            return
+        try:
+            # generations outlive every entry (ttl) by far
+            self._invalidate(keys=[self._gen_key(key) for key in unique], args=[86_400])
+        except redis.RedisError as exc:
+            self._dirty = True
+            self._failed(exc, "invalidate")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,13 @@
+"""One SQLite database (WAL, ``synchronous=FULL``), one transaction per batch."""
+
+from __future__ import annotations
+
+from ._backend import DB_NAME as DB_NAME
+from ._backend import SQLiteBackend as SQLiteBackend
+from ._backend import create as create
+
+__all__ = (
+    "DB_NAME",
+    "SQLiteBackend",
+    "create",
+)

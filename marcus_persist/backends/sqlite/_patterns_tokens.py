@@ -1,0 +1,160 @@
+"""SQLite storage for learned patterns and token usage, beside the other stores' tables.
+
+* ``marcus_patterns(key, type, data)``: one row per pattern; a batch is one
+  transaction of the rows it changed, so its cost follows the batch.
+* ``marcus_token_usage(name, data)``: the live document (``name = 'live'``)
+  and one row per archived month (``'archive:YYYY-MM'``), written in one
+  transaction.
+* Marcus's own ``learned_patterns.json`` / ``token_usage.json`` beside the
+  database are read when the tables hold nothing yet, so a Marcus data
+  directory upgrades in place; the patterns file is then renamed
+  ``.imported`` like on the file backend.
+
+Both work over any connection runner with ``run(fn)`` and
+``transaction(fn)`` (the sqlite backend's ``_Db``): one connection, one
+thread at a time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+
+from marcus_persist._core._codec import decode, encode
+from marcus_persist._errors import CorruptDataError
+from marcus_persist.backends._contract import KeyedWrite
+from marcus_persist.backends._files import FileContext
+from marcus_persist.backends.file._patterns_tokens import FilePatternStorage, FileTokenStorage
+
+__all__ = ("SCHEMA", "SQLitePatternStorage", "SQLiteTokenStorage")
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS marcus_patterns (
+    key TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_marcus_patterns_type ON marcus_patterns(type);
+CREATE TABLE IF NOT EXISTS marcus_token_usage (
+    name TEXT PRIMARY KEY,
+    data TEXT NOT NULL
+);
+"""
+LIVE = "live"
+ARCHIVE = "archive:"
+
+
+class Runner(Protocol):
+    path: Path
+
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    def transaction(self, fn: Callable[[sqlite3.Connection], None]) -> None: ...
+
+
+def _ensure_schema(db: Runner) -> None:
+    def create(conn: sqlite3.Connection) -> None:
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+    db.transaction(create)
+
+
+def _json(db: Runner, table: str, name: str, text: str) -> Any:
+    try:
+        return decode(text.encode())
+    except (msgspec.DecodeError, AttributeError) as exc:
+        raise CorruptDataError(f"{db.path} ({table})", f"row {name!r} is not JSON: {exc}") from None
+
+
+class SQLitePatternStorage:
+    def __init__(self, db: Runner, ctx: FileContext) -> None:
+        self._db = db
+        self._legacy = FilePatternStorage(ctx)  # only for Marcus's learned_patterns.json
+
+    def load(self, check: Callable[[dict[str, Any]], Mapping[str, Any]]) -> Mapping[str, Any]:
+        _ensure_schema(self._db)
+        rows = self._db.run(lambda c: c.execute("SELECT key, data FROM marcus_patterns").fetchall())
+        document = {key: _json(self._db, "marcus_patterns", key, data) for key, data in rows}
+        try:
+            return check(document)
+        except ValueError as exc:
+            raise CorruptDataError(f"{self._db.path} (marcus_patterns)", str(exc)) from None
+
+    def legacy(self, check: Callable[[Any], Any]) -> Any:
+        return self._legacy.legacy(check)
+
+    def retire_legacy(self) -> None:
+        self._legacy.retire_legacy()
+
+    def commit(self, write: KeyedWrite) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            for key, record in write.changes.items():
+                if record is None:
+                    conn.execute("DELETE FROM marcus_patterns WHERE key = ?", (key,))
+                else:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO marcus_patterns (key, type, data) VALUES (?, ?, ?)",
+                        (key, record["type"], encode(record).decode()),
+                    )
+
+        self._db.transaction(body)
+
+
+class SQLiteTokenStorage:
+    def __init__(self, db: Runner, ctx: FileContext) -> None:
+        self._db = db
+        self._legacy = FileTokenStorage(ctx)  # only for Marcus's token_usage.json
+
+    def _row(self, name: str) -> Any:
+        sql = "SELECT data FROM marcus_token_usage WHERE name = ?"
+        row = self._db.run(lambda c: c.execute(sql, (name,)).fetchone())
+        return _json(self._db, "marcus_token_usage", name, row[0]) if row else None
+
+    def load(
+        self, check: Callable[[dict[str, Any]], Any]
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        _ensure_schema(self._db)
+        document = self._row(LIVE)
+        if document is None:
+            return self._legacy.load(check)  # Marcus's file, until the first commit
+        try:
+            check(document)
+        except ValueError as exc:
+            raise CorruptDataError(f"{self._db.path} (marcus_token_usage)", str(exc)) from None
+        return document, []
+
+    def commit(
+        self,
+        records: list[dict[str, Any]],
+        document: Callable[[], dict[str, Any]],
+        archives: Mapping[str, dict[str, Any]],
+    ) -> None:
+        # one row per batch, in the batch's transaction (SQLite appends to its own WAL)
+        rows = [(f"{ARCHIVE}{month}", encode(doc).decode()) for month, doc in archives.items()]
+        rows.append((LIVE, encode(document()).decode()))
+
+        def body(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR REPLACE INTO marcus_token_usage (name, data) VALUES (?, ?)", rows
+            )
+
+        self._db.transaction(body)
+
+    def archive(self, month: str) -> dict[str, Any] | None:
+        found = self._row(f"{ARCHIVE}{month}")
+        if found is not None and not isinstance(found, dict):
+            where = f"{self._db.path} (marcus_token_usage)"
+            raise CorruptDataError(where, f"{month}: not an object")
+        return found
+
+    def archive_months(self) -> list[str]:
+        sql = "SELECT name FROM marcus_token_usage WHERE name LIKE 'archive:%' ORDER BY name"
+        return self._db.run(lambda c: [row[0][len(ARCHIVE) :] for row in c.execute(sql)])

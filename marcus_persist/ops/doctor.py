@@ -1,0 +1,201 @@
+"""``doctor``: validate every file of a data directory, and repair without deleting.
+
+Checks run the stores' own loaders in a report-only mode, so what doctor
+calls corrupt is exactly what would stop the runtime from starting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from marcus_persist._core._appendlog import cut_torn_tail
+from marcus_persist._core._atomic import is_temp_name
+from marcus_persist._core._clock import SYSTEM_CLOCK
+from marcus_persist._core._dirlock import LOCK_NAME, DirLock
+from marcus_persist._core._fs import OS_FS
+from marcus_persist._errors import CorruptDataError, DataDirLocked
+from marcus_persist.backends._files import FileContext
+from marcus_persist.backends.file._audit import FileAuditStorage
+from marcus_persist.backends.file._backend import FileBackend
+from marcus_persist.backends.file._patterns_tokens import PATTERNS_DIR
+from marcus_persist.backends.file._sealed import cut_tail
+from marcus_persist.backends.file._shards import LOG, ShardStore
+from marcus_persist.backends.file._state import STATE_DIR
+from marcus_persist.backends.file._tokens import FileTokenStorage
+from marcus_persist.stores.assignments._store import AssignmentsHandler
+from marcus_persist.stores.audit._query import find_bad_lines, select_sources
+from marcus_persist.stores.tokens._document import normalize
+
+__all__ = ("Finding", "diagnose")
+
+
+class Finding(msgspec.Struct, frozen=True):
+    """One thing doctor noticed."""
+
+    path: str
+    problem: str
+    #: ``error`` stops the runtime from starting; ``warning`` needs a look; ``info`` is a fact
+    severity: Literal["error", "warning", "info"]
+    repaired: str | None = None
+
+
+def diagnose(data_dir: Path, *, repair: bool = False) -> list[Finding]:
+    """Check every file under *data_dir*; with *repair*, quarantine what is corrupt
+    and remove what crashed commits left. Never deletes data.
+
+    :raises DataDirLocked: for *repair* while a runtime serves the directory
+    :raises NotADirectoryError: if *data_dir* is not a directory
+    """
+    if not data_dir.is_dir():
+        raise NotADirectoryError(20, "not a data directory", str(data_dir))
+    lock = DirLock(data_dir)
+    findings: list[Finding] = []
+    try:
+        lock.acquire()
+    except DataDirLocked as exc:
+        if repair:
+            raise
+        findings.append(Finding(str(lock.path), f"in use: {exc}; checked read-only", "info"))
+    try:
+        findings += _leftovers(data_dir, repair)
+        findings += _stores(data_dir, repair)
+        findings += _state(data_dir, repair)
+        findings += _tokens(data_dir, repair)
+        findings += _audit(data_dir, repair)
+    finally:
+        lock.release()  # a no-op when it was not taken
+    return findings
+
+
+def _leftovers(data_dir: Path, repair: bool) -> list[Finding]:
+    """Temp files of interrupted commits; files earlier repairs set aside."""
+    found: list[Finding] = []
+    for dirpath, dirs, files in os.walk(data_dir):
+        for name in sorted(files + [d for d in dirs if is_temp_name(d)]):
+            path = Path(dirpath, name)
+            if is_temp_name(name):
+                repaired = None
+                if repair and path.is_file():
+                    OS_FS.unlink(path)
+                    repaired = "removed (an interrupted commit's temp file, never live)"
+                found.append(Finding(str(path), "stale temp file", "warning", repaired))
+            elif ".corrupt-" in name:
+                found.append(Finding(str(path), "a quarantined file: inspect, then delete", "info"))
+            elif name.endswith(".torn"):
+                found.append(Finding(str(path), "a torn tail cut off at startup", "info"))
+            elif name == LOCK_NAME and Path(dirpath) == data_dir:
+                continue
+    return found
+
+
+def _stores(data_dir: Path, repair: bool) -> list[Finding]:
+    """Load every store the way the runtime does, recording what is wrong."""
+    ctx = FileContext(data_dir, OS_FS, sync=True, on_corrupt="quarantine" if repair else "report")
+    backend = FileBackend(ctx)
+    AssignmentsHandler(backend.assignments(), SYSTEM_CLOCK).load()
+    found = [Finding(path, reason, "error") for path, reason in ctx.problems]
+    found += [
+        Finding(q.path, q.reason, "error", f"quarantined as {Path(q.moved_to).name}")
+        for q in ctx.quarantined
+    ]
+    return found
+
+
+def _audit(data_dir: Path, repair: bool) -> list[Finding]:
+    """Torn last lines of day files (cut on repair, kept in ``.torn``) and unreadable lines."""
+    directory = data_dir / "audit_logs"
+    if not directory.is_dir():
+        return []
+    found: list[Finding] = []
+    storage = FileAuditStorage(directory, OS_FS, "batch")
+    for path in sorted(directory.glob("audit_*.jsonl")):
+        if path.stat().st_size and _last_byte(path) != b"\n":
+            repaired = None
+            if repair:
+                kept = cut_torn_tail(path)
+                repaired = f"cut into {kept.name}" if kept else None
+            found.append(Finding(str(path), "torn last line (no newline)", "warning", repaired))
+    count, first = find_bad_lines(select_sources(storage.sources(), None, None))
+    found += [Finding(bad.source, f"line {bad.line}: {bad.reason}", "warning") for bad in first]
+    if count > len(first):
+        more = f"{count - len(first)} more unreadable lines"
+        found.append(Finding(str(directory), more, "warning"))
+    return found
+
+
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as stream:
+        stream.seek(-1, os.SEEK_END)
+        return stream.read(1)
+
+
+def _state(data_dir: Path, repair: bool) -> list[Finding]:
+    """The shard stores: state and learned patterns."""
+    return _shard_store(data_dir, STATE_DIR, repair) + _shard_store(data_dir, PATTERNS_DIR, repair)
+
+
+def _shard_store(data_dir: Path, name: str, repair: bool) -> list[Finding]:
+    """The manifest, every shard it names, and shard files it does not name."""
+    directory = data_dir / name
+    if not directory.is_dir():
+        return []
+    ctx = FileContext(data_dir, OS_FS, sync=True, on_corrupt="quarantine" if repair else "error")
+    store = ShardStore(directory, ctx)
+    found: list[Finding] = []
+    try:
+        store.open()
+    except CorruptDataError as exc:
+        return [Finding(exc.path, exc.reason, "error")]
+    if store.torn_tail:
+        found.append(_tail(directory / LOG, store.torn_tail, repair))
+    for collection in store.collections():
+        for shard in store.shards(collection):
+            try:
+                store.items_in(collection, shard)
+            except CorruptDataError as exc:
+                found.append(Finding(exc.path, exc.reason, "error"))
+    orphans = store.orphans()
+    if repair and orphans:
+        store.sweep()
+    found += [
+        Finding(str(p), "shard file no manifest names", "warning", "removed" if repair else None)
+        for p in orphans
+    ]
+    found += [
+        Finding(q.path, q.reason, "error", f"quarantined as {Path(q.moved_to).name}")
+        for q in ctx.quarantined
+    ]
+    return found
+
+
+def _tokens(data_dir: Path, repair: bool) -> list[Finding]:
+    """``token_usage.json``, its log and the archive months, read as the runtime reads them."""
+    ctx = FileContext(data_dir, OS_FS, sync=True, on_corrupt="quarantine" if repair else "report")
+    storage = FileTokenStorage(ctx)
+    storage.load(normalize)
+    for month in storage.archive_months():
+        storage.archive(month)
+    found = [Finding(path, reason, "error") for path, reason in ctx.problems]
+    if storage.torn_tail:
+        found.append(_tail(storage.log_path, storage.torn_tail, repair))
+    found += [
+        Finding(q.path, q.reason, "error", f"quarantined as {Path(q.moved_to).name}")
+        for q in ctx.quarantined
+    ]
+    return found
+
+
+def _tail(log_path: Path, tail: bytes, repair: bool) -> Finding:
+    """Unreadable lines at the end of a log: an unfinished append, or its last commit damaged."""
+    problem = (
+        f"{len(tail)} unreadable bytes at its end (an unfinished append, or damage to the "
+        "last commit): ignored, kept in .torn at the next commit"
+    )
+    repaired = None
+    if repair:
+        repaired = f"cut into {cut_tail(OS_FS, log_path, tail, sync=True).name}"
+    return Finding(str(log_path), problem, "warning", repaired)

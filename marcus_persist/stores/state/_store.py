@@ -1,0 +1,367 @@
+"""Core state (``rt.state``): Marcus's generic collections of key -> JSON record.
+
+Writes are messages to one actor; a batch is staged in order and committed
+once, all-or-nothing, through the backend's :class:`StateStorage`. Steps that
+must read stored records (``update``, ``delete``'s answer, ``clear_old``) run in
+the commit's worker thread against the batch's overlay, so a collection larger
+than memory never has to be read on the event loop. Reads go straight to the
+storage's committed data, in a worker thread, and return private copies.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import msgspec
+
+from marcus_persist._core._actor import Actor
+from marcus_persist._core._clock import Clock, iso_utc
+from marcus_persist._core._codec import json_copy
+from marcus_persist._core._mailbox import ActorStatistics
+from marcus_persist._errors import NotFound, ValidationError
+from marcus_persist.backends._contract import Record, StateStorage
+from marcus_persist.backends.file._shards import check_collection_name
+from marcus_persist.stores.state._records import check_typed
+
+__all__ = ("StateHandler", "StateStore", "stored_at")
+
+Mutator = Callable[[Record], Record | None]
+Filter = Callable[[Record], Any]
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+
+
+# Messages: frozen, tagged; records are validated private copies made by the caller.
+class Put(msgspec.Struct, frozen=True, tag=True):
+    collection: str
+    items: dict[str, Record]
+
+
+class Drop(msgspec.Struct, frozen=True, tag=True):
+    collection: str
+    keys: list[str]
+
+
+class Update(msgspec.Struct, frozen=True, tag=True):
+    collection: str
+    key: str
+    mutate: Mutator
+    stamp: str
+
+
+class ClearOld(msgspec.Struct, frozen=True, tag=True):
+    collection: str
+    cutoff: datetime
+
+
+Message = Put | Drop | Update | ClearOld
+
+
+class Outcome:
+    """The answer of one message, settled in the commit thread (read after the ack)."""
+
+    __slots__ = ("error", "value")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def unwrap(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def stored_at(record: Record) -> datetime:
+    """``_stored_at`` as an aware datetime (naive is Marcus's local time); oldest if absent."""
+    try:
+        moment = datetime.fromisoformat(record["_stored_at"])
+    except (KeyError, TypeError, ValueError):
+        return _OLDEST
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+class StateHandler:
+    """The actor's side: the storage is the committed state."""
+
+    def __init__(self, storage: StateStorage, clock: Clock) -> None:
+        self.storage = storage
+        self.clock = clock
+
+    def load(self) -> None:
+        self.storage.load()
+
+    def begin(self) -> _Transaction:
+        return _Transaction(self.storage)
+
+
+class _Transaction:
+    def __init__(self, storage: StateStorage) -> None:
+        self._storage = storage
+        self._ops: list[tuple[Message, Outcome]] = []
+
+    @property
+    def changed(self) -> bool:
+        return bool(self._ops)
+
+    def apply(self, message: Message) -> Outcome:
+        outcome = Outcome()
+        self._ops.append((message, outcome))
+        return outcome
+
+    def commit(self) -> None:
+        # A storage shared by several processes (postgres) gives a batch view: the
+        # reads and the write in one database transaction, holding a lock on every
+        # key the messages name, so an update's read-modify-write is atomic across
+        # processes. The others have one writer (this actor) and need none.
+        open_batch: Callable[[list[tuple[str, str]]], Any] | None = getattr(
+            self._storage, "batch", None
+        )
+        if open_batch is None:
+            self._commit(self._storage)
+            return
+        with open_batch(_named_keys(self._ops)) as storage:
+            self._commit(storage)
+
+    def _commit(self, storage: StateStorage) -> None:
+        self._storage = storage
+        overlay: dict[str, dict[str, Record | None]] = {}
+        for message, outcome in self._ops:
+            staged: dict[str, dict[str, Record | None]] = {}
+            try:
+                outcome.value = self._run(message, overlay, staged)
+            except Exception as exc:  # this step fails alone; its changes are dropped
+                outcome.error = exc
+                continue
+            for collection, changes in staged.items():
+                overlay.setdefault(collection, {}).update(changes)
+        if any(overlay.values()):
+            self._storage.commit(overlay)
+
+    def _current(
+        self, overlay: dict[str, dict[str, Record | None]], collection: str, key: str
+    ) -> Record | None:
+        changes = overlay.get(collection, {})
+        if key in changes:
+            return changes[key]
+        return self._storage.get(collection, key)
+
+    def _run(
+        self,
+        message: Message,
+        overlay: dict[str, dict[str, Record | None]],
+        staged: dict[str, dict[str, Record | None]],
+    ) -> Any:
+        match message:
+            case Put(collection, items):
+                staged[collection] = dict(items)
+                return None
+            case Drop(collection, keys):
+                gone = [k for k in keys if self._current(overlay, collection, k) is not None]
+                staged[collection] = dict.fromkeys(gone)
+                return len(gone)
+            case Update(collection, key, mutate, stamp):
+                current = self._current(overlay, collection, key)
+                if current is None:
+                    raise NotFound(f"{collection}[{key!r}] holds nothing")
+                result = mutate(copy.deepcopy(current))
+                if result is None:
+                    staged[collection] = {key: None}
+                    return None
+                record = _record(collection, key, result, stamp)
+                staged[collection] = {key: record}
+                return copy.deepcopy(record)
+            case ClearOld(collection, cutoff):
+                old = [
+                    key
+                    for key, record in _merged(self._storage, overlay, collection)
+                    if stored_at(record) < cutoff
+                ]
+                staged[collection] = dict.fromkeys(old)
+                return len(old)
+        raise ValidationError(f"unknown state message {type(message).__name__}")
+
+    def publish(self) -> None:
+        pass  # the storage committed it; there is no other copy to fold into
+
+
+def _named_keys(ops: list[tuple[Message, Outcome]]) -> list[tuple[str, str]]:
+    """Every ``(collection, key)`` a message names (not ``clear_old``'s finds), sorted."""
+    keys: set[tuple[str, str]] = set()
+    for message, _outcome in ops:
+        match message:
+            case Put(collection, items):
+                keys.update((collection, key) for key in items)
+            case Drop(collection, names):
+                keys.update((collection, key) for key in names)
+            case Update(collection, key):
+                keys.add((collection, key))
+    return sorted(keys)
+
+
+def _merged(
+    storage: StateStorage, overlay: dict[str, dict[str, Record | None]], collection: str
+) -> Iterator[tuple[str, Record]]:
+    """The collection as this batch sees it so far, streamed."""
+    changes = overlay.get(collection, {})
+    for chunk in storage.chunks(collection):
+        for key, record in chunk:
+            if key not in changes:
+                yield key, record
+    for key, staged in changes.items():
+        if staged is not None:
+            yield key, staged
+
+
+def _record(collection: str, key: str, data: Any, stamp: str) -> Record:
+    if not isinstance(data, dict):
+        raise ValidationError(f"data: expected a dict, got {type(data).__name__}")
+    record: Record = json_copy(data, "data")
+    record["_stored_at"] = stamp
+    check_typed(collection, key, record)
+    return record
+
+
+def _key(key: Any) -> str:
+    if not isinstance(key, str) or not key:
+        raise ValidationError(f"key: expected a non-empty string, got {key!r}")
+    return key
+
+
+class StateStore:
+    """``rt.state``: Marcus's ``PersistenceBackend`` contract, plus batches and streaming.
+
+    Every write returns once durable; every read sees committed data only.
+    """
+
+    def __init__(self, actor: Actor[Message], handler: StateHandler) -> None:
+        self._actor = actor
+        self._handler = handler
+        self._storage = handler.storage
+
+    def _now(self) -> str:
+        return iso_utc(self._handler.clock.now())
+
+    async def _send(self, message: Message) -> Any:
+        outcome: Outcome = await self._actor.request(message)
+        return outcome.unwrap()
+
+    # -- writes -----------------------------------------------------------------
+    async def store(self, collection: str, key: str, data: Record) -> None:
+        """Store *data* under *key* (replacing it), adding ``_stored_at`` (UTC ISO-8601).
+
+        :raises ValidationError: for a bad collection name, a non-string key or
+            data that is not a JSON object (nothing is written)
+        """
+        await self.store_many(collection, {_key(key): data})
+
+    async def store_many(self, collection: str, items: dict[str, Record]) -> None:
+        """Store every ``key: data`` of *items* in one atomic batch."""
+        name = check_collection_name(collection)
+        if not isinstance(items, dict):
+            raise ValidationError(f"items: expected a dict, got {type(items).__name__}")
+        stamp = self._now()
+        records = {_key(k): _record(name, k, v, stamp) for k, v in items.items()}
+        await self._send(Put(name, records))
+
+    async def delete(self, collection: str, key: str) -> bool:
+        """Remove *key*; ``False`` if it held nothing."""
+        return bool(await self.delete_many(collection, [_key(key)]))
+
+    async def delete_many(self, collection: str, keys: list[str]) -> int:
+        """Remove every key of *keys* in one atomic batch; return how many existed."""
+        name = check_collection_name(collection)
+        removed: int = await self._send(Drop(name, [_key(k) for k in keys]))
+        return removed
+
+    async def update(self, collection: str, key: str, fn: Mutator) -> Record | None:
+        """Atomic read-modify-write in the actor: ``fn(copy) -> new data | None``.
+
+        ``None`` deletes the record. *fn* runs in the commit's worker thread; if
+        it raises, nothing changes and the error reaches the caller.
+
+        :raises NotFound: if *key* holds nothing
+        """
+        message = Update(check_collection_name(collection), _key(key), fn, self._now())
+        result: Record | None = await self._send(message)
+        return result
+
+    async def clear_old(self, collection: str, days: float) -> int:
+        """Remove records whose ``_stored_at`` is more than *days* ago; return how many.
+
+        Compares real timestamps (Marcus's naive ones are local time); records
+        without a readable ``_stored_at`` are kept.
+        """
+        if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
+            raise ValidationError(f"days: {days!r} must be a non-negative number")
+        cutoff = self._handler.clock.now() - timedelta(days=days)
+        removed: int = await self._send(ClearOld(check_collection_name(collection), cutoff))
+        return removed
+
+    # -- reads (committed data, in worker threads) ----------------------------------
+    async def retrieve(self, collection: str, key: str) -> Record | None:
+        """A copy of the record under *key*, or ``None``."""
+        record = await anyio.to_thread.run_sync(
+            self._storage.get, check_collection_name(collection), _key(key)
+        )
+        return copy.deepcopy(record) if record is not None else None
+
+    async def count(self, collection: str) -> int:
+        return await anyio.to_thread.run_sync(
+            self._storage.count, check_collection_name(collection)
+        )
+
+    async def collections(self) -> list[str]:
+        return await anyio.to_thread.run_sync(self._storage.collections)
+
+    async def query(
+        self, collection: str, filter_func: Filter | None = None, limit: int | None = 100
+    ) -> list[Record]:
+        """Records for which *filter_func* is true, newest ``_stored_at`` first, at most
+        *limit* of them (the limit applies after the filter; ``None`` for all).
+
+        Streams the collection in a worker thread (where *filter_func* runs),
+        keeping only the best *limit* records in memory.
+        """
+        name = check_collection_name(collection)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+            raise ValidationError(f"limit: {limit!r} must be an int or None")
+
+        def scan() -> list[Record]:
+            tie = itertools.count()
+            best: list[tuple[datetime, int, Record]] = []
+            for chunk in self._storage.chunks(name):
+                for _, record in chunk:
+                    if filter_func is not None and not filter_func(record):
+                        continue
+                    entry = (stored_at(record), next(tie), record)
+                    if limit is None or len(best) < limit:
+                        heapq.heappush(best, entry)
+                    elif limit > 0 and entry[0] > best[0][0]:
+                        heapq.heapreplace(best, entry)
+            best.sort(key=lambda e: (e[0], e[1]), reverse=True)
+            return [copy.deepcopy(record) for _t, _n, record in best]
+
+        return await anyio.to_thread.run_sync(scan)
+
+    async def iter(self, collection: str) -> AsyncIterator[tuple[str, Record]]:
+        """Every ``(key, record)`` (copies), streamed a chunk at a time.
+
+        Each chunk is a consistent snapshot; changes committed while iterating
+        may or may not be seen, but a key present throughout comes exactly once.
+        """
+        chunks = self._storage.chunks(check_collection_name(collection))
+        while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+            for key, record in chunk:
+                yield key, copy.deepcopy(record)
+
+    def statistics(self) -> ActorStatistics:
+        return self._actor.statistics()
+
+    def __repr__(self) -> str:
+        return f"<StateStore {self._actor!r}>"

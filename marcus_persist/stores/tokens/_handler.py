@@ -1,0 +1,282 @@
+"""The tokens actor's side: messages, the committed document, one transaction per batch.
+
+Invariants: the committed document is never mutated; a transaction copies
+only the sections and cells it touches, so readers on the event loop always
+see a whole committed document. Archived days are written (durably) before
+the live document that no longer holds them, and reports read the live
+document first, then the archives: a day is never missed, and a day found in
+both is the same day (taken once, by day key).
+
+A storage shared by several processes (postgres: it has a ``batch`` method)
+gets every answer deferred to the commit, which locks the live document,
+re-reads it and re-applies the batch's messages to it: two processes
+recording usage both count, and a request id is counted once across them.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from marcus_persist._config import Config
+from marcus_persist._core._clock import Clock, iso_utc
+from marcus_persist._core._deferred import Deferred
+from marcus_persist._errors import CorruptDataError, ValidationError
+from marcus_persist.backends._contract import TokenStorage
+from marcus_persist.stores.tokens._document import (
+    add_usage,
+    empty_document,
+    merge_days,
+    normalize,
+    with_marcus_totals,
+)
+
+__all__ = ("Archive", "Record", "SetBudget", "TokensHandler")
+
+log = logging.getLogger("marcus_persist")
+
+
+class Record(msgspec.Struct, frozen=True, tag=True):
+    provider: str
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_micros: int
+    project_id: str | None
+    task_id: str | None
+    at: datetime
+    request_id: str | None
+
+
+class SetBudget(msgspec.Struct, frozen=True, tag=True):
+    project_id: str
+    micros: int | None
+
+
+class Archive(msgspec.Struct, frozen=True, tag=True):
+    today: date
+
+
+Message = Record | SetBudget | Archive
+
+
+class TokensHandler:
+    def __init__(self, storage: TokenStorage, clock: Clock, config: Config) -> None:
+        self.storage = storage
+        self.clock = clock
+        self.keep_days = config.token_keep_days
+        self.dedupe_days = config.token_dedupe_days
+        self.prices = config.token_prices
+        # the actor is the only writer of these; readers only look
+        self.doc: dict[str, Any] = empty_document()
+        self.seen: dict[str, str] = {}  # request_id -> the day it was recorded
+        self.archived_on: date | None = None
+
+    def load(self) -> None:
+        """Read the live document, ours or Marcus's, then replay the records logged
+        since it was written (blocking; at startup)."""
+        raw, logged = self.storage.load(normalize)
+        self.doc = normalize(raw) if raw is not None else empty_document()
+        # request ids live in ``seen`` only; the document gets them when it is written
+        self.seen = {rid: day for day, ids in self.doc.pop("request_ids").items() for rid in ids}
+        self.doc["request_ids"] = {}
+        if logged:
+            txn = _Transaction(self, replaying=True)
+            for raw_record in logged:
+                try:
+                    txn.apply(msgspec.convert(raw_record, Record | SetBudget))
+                except (msgspec.ValidationError, ValidationError) as exc:
+                    raise CorruptDataError("token usage log", f"a logged record: {exc}") from None
+            txn.publish()
+
+    def begin(self) -> _Transaction:
+        return _Transaction(self)
+
+
+class _Transaction:
+    def __init__(self, handler: TokensHandler, *, replaying: bool = False) -> None:
+        self._h = handler
+        self._replaying = replaying  # re-applying logged records at load: no archiving
+        self._logged: list[Record | SetBudget] = []  # what replays this batch
+        self._forget: str | None = None  # request ids of days before this are dropped
+        self._doc: dict[str, Any] | None = None  # copy-on-write of the committed document
+        self._copied: set[tuple[str, str]] = set()
+        self._seen: dict[str, str] = {}
+        self._archive: dict[str, dict[str, Any]] = {}
+        self._archived_on: date | None = None
+        #: the messages to run at commit, for a storage shared by several processes
+        self._replay: list[tuple[Message, Deferred]] | None = (
+            [] if hasattr(handler.storage, "batch") and not replaying else None
+        )
+        self._shared: _Transaction | None = None  # the replay, once committed
+
+    @property
+    def changed(self) -> bool:
+        return self._doc is not None or bool(self._replay)
+
+    def _sec(self, name: str) -> dict[str, Any]:
+        """The staged, writable ``doc[name]`` (a shallow copy of the committed one)."""
+        if self._doc is None:
+            self._doc = dict(self._h.doc)
+        if (name, "") not in self._copied:
+            self._doc[name] = dict(self._doc[name])
+            self._copied.add((name, ""))
+        section: dict[str, Any] = self._doc[name]
+        return section
+
+    def _section(self, name: str, key: str, fresh: Any) -> Any:
+        """The staged, writable ``doc[name][key]`` (copied from the committed one once)."""
+        section = self._sec(name)
+        if (name, key) not in self._copied:
+            old = section.get(key)
+            if old is None:
+                section[key] = fresh
+            else:
+                section[key] = copy.deepcopy(old)
+            self._copied.add((name, key))
+        return section[key]
+
+    def apply(self, message: Message) -> Any:
+        if self._replay is not None:
+            answer = Deferred()  # decided against the document re-read at commit
+            self._replay.append((message, answer))
+            return answer
+        return self._apply(message)
+
+    def _apply(self, message: Message) -> Any:
+        match message:
+            case Record() as rec:
+                if rec.request_id is not None and (
+                    rec.request_id in self._seen or rec.request_id in self._h.seen
+                ):
+                    return False  # a retried call: already counted
+                self._record(rec)
+                self._logged.append(rec)
+                return True
+            case SetBudget(project_id, amount):
+                budgets = self._sec("budgets")
+                if amount is None:
+                    budgets.pop(project_id, None)
+                else:
+                    budgets[project_id] = amount
+                self._logged.append(message)
+                return None
+            case Archive(today):
+                return self._archive_before(today)
+        raise TypeError(f"unknown tokens message {type(message).__name__}")
+
+    def _record(self, rec: Record) -> None:
+        archived = self._archived_on or self._h.archived_on
+        if archived is not None and rec.at.date() < archived - timedelta(days=self._h.keep_days):
+            # its day is in an archive already; counting it live would split the day
+            raise ValidationError(f"at: {rec.at.date()} is already archived")
+        tokens = rec.input_tokens + rec.output_tokens
+        delta = {
+            "tokens_used": tokens,
+            "input_tokens": rec.input_tokens,
+            "output_tokens": rec.output_tokens,
+            "cost_micros": rec.cost_micros,
+            "requests": 1,
+        }
+        day = rec.at.date().isoformat()
+        cell = self._section("daily_usage", day, {}).setdefault(rec.provider, {"models": {}})
+        add_usage(cell, delta)
+        if rec.model is not None:
+            add_usage(cell["models"].setdefault(rec.model, {}), delta)
+        add_usage(self._section("hourly", rec.at.strftime("%Y-%m-%dT%H"), {}), delta)
+        if rec.project_id is not None:
+            project = self._section("project_usage", rec.project_id, {"tasks": []})
+            add_usage(project, {**delta, "total_tokens": tokens})
+            project.pop("tokens_used", None)
+            if rec.task_id is not None and rec.task_id not in project["tasks"]:
+                project["tasks"].append(rec.task_id)
+        if rec.request_id is not None:
+            self._seen[rec.request_id] = day
+        today = self._h.clock.now().date()
+        if self._h.archived_on != today and self._archived_on is None and not self._replaying:
+            # the first batch of each day also moves old days to the archives
+            self._archive_before(today)
+
+    def _archive_before(self, today: date) -> int:
+        """Stage the move of days older than ``keep_days`` to their month's archive."""
+        self._archived_on = today
+        cutoff = (today - timedelta(days=self._h.keep_days)).isoformat()
+        forget = (today - timedelta(days=self._h.dedupe_days)).isoformat()
+        doc = self._doc if self._doc is not None else self._h.doc
+        old_days = [d for d in doc["daily_usage"] if d < cutoff]
+        old_hours = [h for h in doc["hourly"] if h[:10] < cutoff]
+        self._forget = forget
+        if not (old_days or old_hours):
+            return 0
+        for day in old_days:
+            self._archive.setdefault(day[:7], {})[day] = doc["daily_usage"][day]
+        for name, keys in (("daily_usage", old_days), ("hourly", old_hours)):
+            section = self._sec(name)
+            for key in keys:
+                del section[key]
+                self._copied.discard((name, key))
+        return len(old_days)
+
+    def commit(self) -> None:
+        if self._replay is not None:
+            self._commit_shared(self._replay)
+            return
+        assert self._doc is not None
+        archives: dict[str, dict[str, Any]] = {}
+        for month, days in self._archive.items():
+            current = self._h.storage.archive(month) or {"month": month, "daily_usage": {}}
+            written = with_marcus_totals({**empty_document(), "daily_usage": days})
+            merge_days(current, written["daily_usage"])
+            archives[month] = current
+        records = [msgspec.to_builtins(m) for m in self._logged]
+        self._h.storage.commit(records, self._document, archives)
+
+    def _commit_shared(self, replay: list[tuple[Message, Deferred]]) -> None:
+        """Lock and re-read the live document, run the messages on it and write the
+        result, in one transaction of the storage's ``batch``."""
+        with self._h.storage.batch() as view:  # type: ignore[attr-defined]
+            base = copy.copy(self._h)  # the handler as the database has it now
+            base.storage = view
+            base.doc = normalize(view.document) if view.document is not None else empty_document()
+            base.seen = {rid: d for d, ids in base.doc.pop("request_ids").items() for rid in ids}
+            base.doc["request_ids"] = {}
+            txn = _Transaction(base, replaying=False)
+            for message, answer in replay:
+                try:
+                    answer.resolve(txn._apply(message))
+                except Exception as exc:  # this message fails alone
+                    answer.fail(exc)
+            if txn._doc is not None:
+                txn.commit()
+        self._shared = txn
+
+    def _document(self) -> dict[str, Any]:
+        """The whole live document as stored (only built when the storage writes it whole)."""
+        assert self._doc is not None
+        request_ids: dict[str, list[str]] = {}
+        for seen in (self._h.seen, self._seen):
+            for rid, day in seen.items():
+                if self._forget is None or day >= self._forget:
+                    request_ids.setdefault(day, []).append(rid)
+        now = iso_utc(self._h.clock.now())
+        return with_marcus_totals({**self._doc, "request_ids": request_ids, "last_updated": now})
+
+    def publish(self) -> None:
+        if self._shared is not None:  # what is stored now becomes the committed state
+            self._shared.publish()
+            base = self._shared._h
+            self._h.doc, self._h.seen = base.doc, base.seen
+            self._h.archived_on = base.archived_on
+            return
+        if self._doc is not None:
+            self._h.doc = self._doc
+        self._h.seen.update(self._seen)
+        if self._archived_on is not None:
+            self._h.archived_on = self._archived_on
+        if self._forget is not None:
+            forget = self._forget
+            self._h.seen = {r: d for r, d in self._h.seen.items() if d >= forget}

@@ -1,0 +1,284 @@
+"""Token usage (``rt.tokens``): what every AI call costs, for cost management.
+
+Aggregated by UTC day x provider (x model), by hour (for spend rates) and by
+project. Integers are exact and money is summed in integer micro-dollars, so
+totals are exact to the cent whatever the order of the calls. Days older than
+``token_keep_days`` move, aggregated, to ``token_usage_archive/YYYY-MM.json``;
+reports read through the archives.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import anyio
+
+from marcus_persist._core._actor import Actor
+from marcus_persist._core._mailbox import ActorStatistics, Barrier, Request
+from marcus_persist._errors import ValidationError
+from marcus_persist.stores.tokens._document import (
+    COUNTERS,
+    add_usage,
+    normalize,
+    project_view,
+    usage_view,
+)
+from marcus_persist.stores.tokens._handler import Archive, Message, Record, SetBudget, TokensHandler
+
+__all__ = ("TokenStore", "TokensHandler")
+
+log = logging.getLogger("marcus_persist")
+
+
+class TokenStore:
+    """``rt.tokens``: writes go through the actor and return once durable."""
+
+    def __init__(self, actor: Actor[Message], handler: TokensHandler) -> None:
+        self._actor = actor
+        self._h = handler
+        #: ``record_nowait`` calls that were not recorded (bad input, full inbox, failed commit)
+        self.dropped = 0
+
+    # -- writes ---------------------------------------------------------------
+    async def record(
+        self,
+        provider: str,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float | None = None,
+        model: str | None = None,
+        project_id: str | None = None,
+        at: datetime | None = None,
+        request_id: str | None = None,
+        task_id: str | None = None,
+    ) -> bool:
+        """Count one AI call; durable on return. Without *cost_usd* the cost comes
+        from ``token_prices[model]`` (USD per million tokens; 0 if unpriced).
+
+        :returns: ``False`` if *request_id* was already counted (a retry), else ``True``
+        :raises ValidationError: negative tokens, a cost that is negative or not
+            finite, an empty name, a naive *at* or one older than ``token_keep_days``
+        """
+        message = self._message(
+            provider,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+            model,
+            project_id,
+            at,
+            request_id,
+            task_id,
+        )
+        counted: bool = await self._actor.request(message)
+        return counted
+
+    def record_nowait(self, *args: Any, **kwargs: Any) -> bool:
+        """:meth:`record` without waiting, for the AI call it measures: never raises.
+
+        Call it from the runtime's event-loop thread. Bad input, a full inbox or
+        a failed commit drop the record, log it and count it in :attr:`dropped`.
+        :returns: whether the record was queued
+        """
+        try:
+            message = self._message(*args, **kwargs)
+            self._actor.mailbox.post_nowait(_Detached(message, self._drop))
+        except Exception as exc:
+            self._drop(exc)
+            return False
+        return True
+
+    def _drop(self, error: BaseException) -> None:
+        self.dropped += 1
+        log.warning("token usage record dropped (%d so far): %s", self.dropped, error)
+
+    async def set_budget(self, project_id: str, budget_usd: float | None) -> None:
+        """Set (``None``: clear) the dollar budget of *project_id*."""
+        amount = None if budget_usd is None else _micros("budget_usd", budget_usd)
+        await self._actor.request(SetBudget(_name("project_id", project_id), amount))
+
+    async def archive(self, today: date | None = None) -> int:
+        """Move days older than ``token_keep_days`` to the monthly archives now.
+
+        Also happens on the first batch of every UTC day. :returns: days moved
+        """
+        moved: int = await self._actor.request(Archive(today or self._h.clock.now().date()))
+        return moved
+
+    # -- reports ----------------------------------------------------------------
+    async def daily(self, start: date, end: date) -> dict[str, dict[str, Any]]:
+        """``{day: {provider: usage}}`` for days *start* .. *end* (inclusive), archives included."""
+        first, last = start.isoformat(), end.isoformat()
+        days = {d: c for d, c in self._h.doc["daily_usage"].items() if first <= d <= last}
+        months = {m for m in await self._months() if first[:7] <= m <= last[:7]}
+        for month in sorted(months):
+            archived = await anyio.to_thread.run_sync(self._h.storage.archive, month)
+            stored = normalize(archived or {})["daily_usage"]
+            for day, cell in stored.items():
+                if first <= day <= last:
+                    days.setdefault(day, cell)  # live wins: a day found twice is one day
+        return {d: {p: usage_view(c) for p, c in days[d].items()} for d in sorted(days)}
+
+    async def by_provider(
+        self, start: date | None = None, end: date | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Usage summed by provider over *start* .. *end* (default: everything kept)."""
+        days = await self.daily(start or date.min, end or date.max)
+        totals: dict[str, dict[str, Any]] = {}
+        for providers in days.values():
+            for provider, usage in providers.items():
+                cell = totals.setdefault(provider, {"models": {}})
+                add_usage(cell, {n: usage[n] for n in COUNTERS})
+                for model, m_usage in usage["models"].items():
+                    add_usage(
+                        cell["models"].setdefault(model, {}), {n: m_usage[n] for n in COUNTERS}
+                    )
+        return {p: usage_view(c) for p, c in sorted(totals.items())}
+
+    async def by_project(self) -> dict[str, dict[str, Any]]:
+        """All-time totals by project (never archived)."""
+        return {p: project_view(c) for p, c in self._h.doc["project_usage"].items()}
+
+    async def project(self, project_id: str) -> dict[str, Any] | None:
+        cell = self._h.doc["project_usage"].get(project_id)
+        return project_view(cell) if cell is not None else None
+
+    async def spend_rate(self, window: timedelta = timedelta(hours=1)) -> dict[str, float]:
+        """Tokens and dollars per hour over the last *window* (whole UTC hours)."""
+        hours = max(window / timedelta(hours=1), 1.0)
+        first = (self._h.clock.now() - window).astimezone(UTC).strftime("%Y-%m-%dT%H")
+        cells = [c for h, c in self._h.doc["hourly"].items() if h >= first]
+        tokens = sum(c.get("tokens_used", 0) for c in cells)
+        cost = sum(c.get("cost_micros", 0) for c in cells)
+        return {"tokens_per_hour": tokens / hours, "cost_usd_per_hour": cost / 1e6 / hours}
+
+    async def projection(self, project_id: str, remaining_tasks: int) -> dict[str, Any]:
+        """What *remaining_tasks* more will cost at this project's average per task
+        (per request when no ``task_id`` was recorded)."""
+        cell = await self.project(project_id)
+        if cell is None:
+            return {"tokens": 0, "cost_usd": 0.0, "basis": "none", "spent_usd": 0.0}
+        basis = "tasks" if cell["tasks"] else "requests"
+        done = max(cell[basis], 1)
+        extra_micros = cell["cost_micros"] * remaining_tasks // done
+        return {
+            "tokens": cell["total_tokens"] * remaining_tasks // done,
+            "cost_usd": extra_micros / 1e6,
+            "basis": basis,
+            "spent_usd": cell["total_cost"],
+            "total_usd": (cell["cost_micros"] + extra_micros) / 1e6,
+        }
+
+    async def budgets(self) -> dict[str, float]:
+        return {p: m / 1e6 for p, m in self._h.doc["budgets"].items()}
+
+    async def over_budget(self) -> list[dict[str, Any]]:
+        """Projects whose spend exceeds their budget, most over first."""
+        out = []
+        for project, budget in self._h.doc["budgets"].items():
+            spent = self._h.doc["project_usage"].get(project, {}).get("cost_micros", 0)
+            if spent > budget:
+                out.append(
+                    {
+                        "project_id": project,
+                        "budget_usd": budget / 1e6,
+                        "spent_usd": spent / 1e6,
+                        "over_usd": (spent - budget) / 1e6,
+                    }
+                )
+        return sorted(out, key=lambda r: r["over_usd"], reverse=True)
+
+    async def _months(self) -> list[str]:
+        return await anyio.to_thread.run_sync(self._h.storage.archive_months)
+
+    def statistics(self) -> ActorStatistics:
+        return self._actor.statistics()
+
+    def __repr__(self) -> str:
+        days = len(self._h.doc["daily_usage"])
+        return f"<TokenStore days={days} dropped={self.dropped} {self._actor!r}>"
+
+    # -- validation -------------------------------------------------------------
+    def _message(
+        self,
+        provider: str,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float | None = None,
+        model: str | None = None,
+        project_id: str | None = None,
+        at: datetime | None = None,
+        request_id: str | None = None,
+        task_id: str | None = None,
+    ) -> Record:
+        now = self._h.clock.now()
+        if at is not None and (not isinstance(at, datetime) or at.tzinfo is None):
+            raise ValidationError("at: must be a timezone-aware datetime")
+        moment = (at or now).astimezone(UTC)
+        if moment.date() < now.date() - timedelta(days=self._h.keep_days):
+            raise ValidationError(f"at: {moment.isoformat()} is older than token_keep_days")
+        inputs, outputs = (
+            _tokens("input_tokens", input_tokens),
+            _tokens("output_tokens", output_tokens),
+        )
+        model = _name("model", model) if model is not None else None
+        if cost_usd is not None:
+            cost = _micros("cost_usd", cost_usd)
+        else:
+            price = self._h.prices.get(model or "")
+            if price is None:
+                cost = 0
+            else:
+                cost = round(inputs * price.get("input", 0.0) + outputs * price.get("output", 0.0))
+        return Record(
+            _name("provider", provider),
+            model,
+            inputs,
+            outputs,
+            cost,
+            _name("project_id", project_id) if project_id is not None else None,
+            _name("task_id", task_id) if task_id is not None else None,
+            moment,
+            _name("request_id", request_id) if request_id is not None else None,
+        )
+
+
+class _Detached(Request[Message | Barrier]):
+    """A request nobody awaits: a failure is reported to *on_fail* instead."""
+
+    __slots__ = ("_on_fail",)
+
+    def __init__(self, message: Message, on_fail: Any) -> None:
+        super().__init__(message)
+        self._on_fail = on_fail
+
+    def fail(self, error: BaseException) -> None:
+        if not self.answered:
+            self._on_fail(error)
+        super().fail(error)
+
+
+def _name(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{field}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _tokens(field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"{field}: {value!r} must be an integer >= 0")
+    return value
+
+
+def _micros(field: str, value: Any) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValidationError(f"{field}: {value!r} must be a finite number >= 0")
+    return round(value * 1_000_000)
