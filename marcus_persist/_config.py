@@ -17,7 +17,12 @@ import msgspec
 
 from marcus_persist._errors import ConfigError
 
-__all__ = ("Config",)
+__all__ = ("BACKEND_NAMES", "SQLITE_DB_NAME", "Config")
+
+#: the storage engines, by the name ``backend`` takes (one package each under ``backends/``)
+BACKEND_NAMES = ("file", "memory", "sqlite", "postgres")
+#: the ``sqlite`` backend's database in the data directory (Marcus's own name)
+SQLITE_DB_NAME = "marcus_state.db"
 
 log = logging.getLogger("marcus_persist")
 
@@ -48,6 +53,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     cache_mb: Positive = 64
     backup_enabled: bool = False
     backup_interval_hours: NonNegative = 24.0
+    #: the SQLite database file (backend ``sqlite``); default ``<data_dir>/marcus_state.db``
+    sqlite_path: str | None = None
     dsn: str | None = None
     #: the PostgreSQL schema (namespace) that holds the tables; created at open
     pg_schema: str = "marcus_persist"
@@ -73,6 +80,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     @property
     def path(self) -> Path:
         return Path(self.data_dir)
+
+    @property
+    def sqlite_file(self) -> Path:
+        """Where the ``sqlite`` backend keeps its database."""
+        return Path(self.sqlite_path) if self.sqlite_path else self.path / SQLITE_DB_NAME
 
     @property
     def fsync(self) -> bool:
@@ -144,8 +156,6 @@ def _build(options: Mapping[str, Any], where: str, *, strict: bool = True) -> Co
         # msgspec says "... - at `$.max_batch`"; name the option the user wrote
         message = str(exc).replace("`$.", f"{where} `").replace("`$`", where)
         raise ConfigError(message) from None
-    from marcus_persist.backends import BACKEND_NAMES
-
     if config.backend not in BACKEND_NAMES:
         raise ConfigError(
             f"{where} backend: unknown backend {config.backend!r}; "

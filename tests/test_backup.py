@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from marcus_persist import CorruptDataError, PersistenceError, open_runtime
+from marcus_persist._core._snapshot import list_backups, verify_backup
 from marcus_persist.cli._main import cli
-from marcus_persist.ops.backup import list_backups, restore_backup, verify_backup
+from marcus_persist.ops.backup import restore_backup
 
 
 def stored_tasks(data: Path) -> dict[str, str]:

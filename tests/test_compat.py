@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from marcus_persist import ConfigError, RuntimeClosed
-from marcus_persist.compat._classes import (
+from marcus_persist.compat import (
     AssignmentPersistence,
     Decision,
     Event,

@@ -21,6 +21,7 @@ __all__ = (
     "ensure_dir",
     "is_temp_name",
     "remove_stale_temps",
+    "replace_file",
     "write_atomic",
     "write_new",
 )
@@ -35,6 +36,12 @@ def write_atomic(path: Path, data: bytes, *, fs: FileSystem = OS_FS, sync: bool 
     With ``sync=False`` the fsyncs are skipped (durability ``none``): still
     atomic against a process crash, not against power loss.
     """
+    replace_file(fs, path, data, sync, [])
+
+
+def replace_file(fs: FileSystem, path: Path, data: bytes, sync: bool, renamed: list[bool]) -> None:
+    """:func:`write_atomic`, telling the caller (through *renamed*) whether the
+    rename happened before a failure (then the new content may be live)."""
     tmp = path.with_name(f"{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
     try:
         write_new(tmp, data, fs=fs, sync=sync)  # durable before the rename makes it live
@@ -43,6 +50,7 @@ def write_atomic(path: Path, data: bytes, *, fs: FileSystem = OS_FS, sync: bool 
         with contextlib.suppress(OSError):
             fs.unlink(tmp)
         raise
+    renamed.append(True)
     if sync:
         fs.fsync_dir(path.parent)  # the rename itself is durable
 

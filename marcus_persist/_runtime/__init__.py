@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ._handle import Runtime as Runtime
 from ._open import LAYOUT as LAYOUT
-from ._open import Runtime as Runtime
 from ._open import open_runtime as open_runtime
 from ._open import prepare_data_dir as prepare_data_dir
 

@@ -6,16 +6,14 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import msgspec
 
 from marcus_persist._core._actor import Actor
 from marcus_persist._core._mailbox import ActorStatistics
 from marcus_persist._core._metrics import HistogramSnapshot
-
-if TYPE_CHECKING:
-    from marcus_persist._runtime._open import Runtime
 
 __all__ = ("ActorMetrics", "Metrics", "actor_metrics", "instrument")
 
@@ -55,11 +53,20 @@ def actor_metrics(actors: Iterable[Actor[Any]]) -> dict[str, ActorMetrics]:
     return result
 
 
-_live: weakref.WeakSet[Runtime] = weakref.WeakSet()
+class Observed(Protocol):
+    """What the OpenTelemetry bridge reads of a runtime."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    def statistics(self) -> dict[str, ActorStatistics]: ...
+
+
+_live: weakref.WeakSet[Observed] = weakref.WeakSet()
 _registered = False
 
 
-def instrument(runtime: Runtime) -> Callable[[], None] | None:
+def instrument(runtime: Observed) -> Callable[[], None] | None:
     """Publish the runtime's counters through OpenTelemetry when its API is installed.
 
     The instruments are created once per process and report every live

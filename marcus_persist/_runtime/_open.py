@@ -19,25 +19,24 @@ from marcus_persist._core._atomic import ensure_dir, remove_stale_temps
 from marcus_persist._core._clock import SYSTEM_CLOCK, Clock
 from marcus_persist._core._dirlock import DirLock
 from marcus_persist._core._fs import OS_FS, FileSystem
-from marcus_persist._core._mailbox import ActorStatistics
 from marcus_persist._errors import PersistenceError
-from marcus_persist._runtime._metrics import Metrics, actor_metrics, instrument
+from marcus_persist._runtime._handle import Runtime
+from marcus_persist._runtime._metrics import instrument
 from marcus_persist.backends import Backend, create_backend
-from marcus_persist.backends._files import Quarantined
-from marcus_persist.backends.file._audit import AuditStorage, FileAuditStorage, MemoryAuditStorage
-from marcus_persist.ops.backup import BACKUPS_DIR, create_backup, prune_backups
-from marcus_persist.ops.stats import collect_stats
-from marcus_persist.stores.assignments._store import (
+from marcus_persist.backends._audit import AuditStorage
+from marcus_persist.backends.file._audit import FileAuditStorage
+from marcus_persist.backends.memory._audit import MemoryAuditStorage
+from marcus_persist.stores.assignments import (
     AssignmentStore,
     AssignmentsView,
     assignments_handler,
 )
-from marcus_persist.stores.audit._store import AuditHandler, AuditStore
-from marcus_persist.stores.patterns._store import PatternsHandler, PatternStore, run_prune_schedule
-from marcus_persist.stores.state._store import StateHandler, StateStore
-from marcus_persist.stores.tokens._store import TokensHandler, TokenStore
+from marcus_persist.stores.audit import AuditHandler, AuditStore
+from marcus_persist.stores.patterns import PatternsHandler, PatternStore, run_prune_schedule
+from marcus_persist.stores.state import StateHandler, StateStore
+from marcus_persist.stores.tokens import TokensHandler, TokenStore
 
-__all__ = ("LAYOUT", "Runtime", "open_runtime")
+__all__ = ("LAYOUT", "open_runtime", "prepare_data_dir")
 
 log = logging.getLogger("marcus_persist")
 
@@ -54,119 +53,9 @@ LAYOUT = (
 )
 
 
-class Runtime:
-    """The running stores. Get one from :func:`open_runtime`; valid inside its ``async with``."""
-
-    assignments: AssignmentStore
-    audit: AuditStore
-    state: StateStore
-    patterns: PatternStore
-    tokens: TokenStore
-
-    def __init__(self, config: Config, backend: Backend, actors: list[Actor[Any]]) -> None:
-        self.config = config
-        self.backend = backend
-        self._actors = actors
-        self._token = anyio.lowlevel.current_token()
-        self.last_backup: Path | None = None
-        self._fs: FileSystem = OS_FS  # the data directory's FileSystem (backups write through it)
-
-    @property
-    def data_dir(self) -> Path:
-        return self.config.path
-
-    @property
-    def quarantined(self) -> tuple[Quarantined, ...]:
-        """Corrupt files moved aside at startup (quarantine policy only)."""
-        ctx = getattr(self.backend, "ctx", None)
-        return tuple(ctx.quarantined) if ctx is not None else ()
-
-    @contextlib.asynccontextmanager
-    async def paused(self) -> AsyncIterator[None]:
-        """Hold every actor between two batches for the duration of the block.
-
-        Inside, every message sent before entering is committed and answered
-        and nothing else is written: the stores' files are a consistent point.
-        Writers wait (backpressure) until the block exits.
-        """
-        barriers = []
-        try:
-            for actor in self._actors:
-                barriers.append(await actor.hold())  # noqa: PERF401 (release partial holds)
-            yield
-        finally:
-            for barrier in barriers:
-                barrier.release.set()
-
-    async def backup(self, to: str | Path | None = None, *, keep: int | None = None) -> Path:
-        """Take a consistent online backup (every store between batches) and return its path.
-
-        *to* defaults to ``<data>/backups``; *keep* deletes all but the newest
-        *keep* backups there afterwards.
-        """
-        if not self.backend.uses_data_dir:
-            raise PersistenceError(f"the {self.backend.name} backend keeps no files to back up")
-        dest = Path(to) if to is not None else self.data_dir / BACKUPS_DIR
-        async with self.audit.rotation_held(), self.paused():  # audit files stay put
-            try:
-                path = await anyio.to_thread.run_sync(
-                    lambda: create_backup(self.data_dir, dest, fs=self._fs, sync=self.config.fsync)
-                )
-            except OSError as exc:  # callers get a PersistenceError, errno kept
-                raise PersistenceError.from_os_error(exc, "backup") from exc
-        if keep is not None:
-            await anyio.to_thread.run_sync(prune_backups, dest, keep)
-        self.last_backup = path
-        log.info("backup written to %s", path)
-        return path
-
-    async def _scheduled_backups(self) -> None:
-        """Back up every ``backup_interval_hours`` while the runtime runs."""
-        interval = self.config.backup_interval_hours * 3600
-        while True:
-            await anyio.sleep(interval)
-            try:
-                await self.backup()
-            except (PersistenceError, OSError) as exc:  # a failed backup must not stop the stores
-                log.error("scheduled backup failed: %s", exc)
-
-    async def metrics(self) -> Metrics:
-        """Per actor: queue depth, batch-size and commit-latency histograms, items
-        committed; bytes on disk per data type; the last backup."""
-        sizes: dict[str, int] = {}
-        if self.backend.uses_data_dir:
-            stats = await anyio.to_thread.run_sync(collect_stats, self.data_dir)
-            sizes = {t.name: t.bytes for t in stats.types}
-        return Metrics(
-            actors=actor_metrics(self._actors),
-            bytes_on_disk=sizes,
-            last_backup=str(self.last_backup) if self.last_backup else None,
-        )
-
-    def statistics(self) -> dict[str, ActorStatistics]:
-        """Each actor's counters, by store name."""
-        return {actor.name: actor.statistics() for actor in self._actors}
-
-    def from_thread(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Call a store method from another thread (not an event-loop task): the
-        thread-safe door for code outside the runtime's loop. Blocks until done.
-
-        ``rt.from_thread(rt.assignments.assign, "agent-1", "task-1", {})``
-        """
-        return anyio.from_thread.run(_call, fn, args, token=self._token)
-
-    def __repr__(self) -> str:
-        actors = ", ".join(repr(a) for a in self._actors)
-        return f"<Runtime {self.config.backend} {str(self.data_dir)!r} [{actors}]>"
-
-
 async def _in_scope(scope: anyio.CancelScope, fn: Callable[[], Awaitable[None]]) -> None:
     with scope:
         await fn()
-
-
-async def _call(fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
-    return await fn(*args)
 
 
 @contextlib.asynccontextmanager

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import importlib
 
-from marcus_persist._config import Config
+from marcus_persist._config import BACKEND_NAMES, Config
 from marcus_persist._core._fs import FileSystem
 from marcus_persist.backends._contract import Backend
 
 __all__ = ("BACKEND_NAMES", "Backend", "create_backend")
-
-#: backend name -> module defining ``Backend``
-BACKEND_NAMES = ("file", "memory", "sqlite", "postgres")
 
 
 def create_backend(config: Config, fs: FileSystem) -> Backend:

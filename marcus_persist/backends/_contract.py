@@ -7,8 +7,11 @@ makes the whole write durable or raises, leaving what was durable before.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, Protocol
+
+from marcus_persist._errors import ValidationError
 
 __all__ = (
     "AssignmentStorage",
@@ -21,6 +24,8 @@ __all__ = (
     "StateChanges",
     "StateStorage",
     "TokenStorage",
+    "check_collection_name",
+    "is_collection_name",
 )
 
 Record = dict[str, Any]
@@ -28,6 +33,24 @@ Record = dict[str, Any]
 Scope = str | None
 #: validates a stored ``{key: record}`` document, raising ``ValueError`` that says what is wrong
 CheckRecords = Callable[[dict[str, Any]], dict[str, Record]]
+
+_COLLECTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def is_collection_name(name: Any) -> bool:
+    """Whether *name* may name a collection on every backend (the file backend makes
+    it a directory name)."""
+    return isinstance(name, str) and _COLLECTION.fullmatch(name) is not None
+
+
+def check_collection_name(name: Any) -> str:
+    """A collection name is a file-name-safe string; raises ``ValidationError`` otherwise."""
+    if not isinstance(name, str) or not is_collection_name(name):
+        raise ValidationError(
+            f"collection: {name!r} must be 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 class KeyedWrite(NamedTuple):

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from marcus_persist._core._fs import OS_FS
-from marcus_persist._runtime._open import open_runtime
+from marcus_persist._runtime import open_runtime
 from marcus_persist.backends.file._audit import FileAuditStorage
 from marcus_persist.stores.audit._query import (
     AuditQuery,

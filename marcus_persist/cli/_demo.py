@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from marcus_persist._runtime._open import open_runtime
+from marcus_persist._runtime import open_runtime
 
 __all__ = ("DemoReport", "run_demo")
 

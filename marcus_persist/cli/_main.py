@@ -15,15 +15,16 @@ from rich.table import Table
 
 from marcus_persist._config import Config
 from marcus_persist._core._dirlock import DirLock
+from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup, prune_backups
 from marcus_persist._errors import PersistenceError
-from marcus_persist._runtime._open import prepare_data_dir
+from marcus_persist._runtime import prepare_data_dir
+from marcus_persist._runtime._stats import collect_stats
 from marcus_persist.cli._audit import audit, rotate
 from marcus_persist.cli._demo import run_demo
 from marcus_persist.cli._migrate import migrate_command
 from marcus_persist.cli._ops import bench, import_marcus_command, prune
-from marcus_persist.ops.backup import BACKUPS_DIR, create_backup, prune_backups, restore_backup
+from marcus_persist.ops.backup import restore_backup
 from marcus_persist.ops.doctor import diagnose
-from marcus_persist.ops.stats import collect_stats
 
 __all__ = ("cli", "main")
 

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from marcus_persist._config import Config
 from marcus_persist._errors import PersistenceError
-from marcus_persist._runtime._open import open_runtime
+from marcus_persist._runtime import open_runtime
 from marcus_persist.cli._migrate import print_report, progress_bar
 from marcus_persist.ops.import_marcus import import_marcus
 

@@ -1,15 +1,25 @@
-"""Marcus's own persistence classes and signatures, served by a hosted runtime (a drop-in)."""
+"""Marcus's own class names and signatures over the runtime: change the imports, keep the code.
+
+``FilePersistence``, ``SQLitePersistence``, ``MemoryPersistence`` (Marcus's
+``PersistenceBackend``), ``Persistence`` (its events/decisions facade) and
+``AssignmentPersistence`` can be built bare, inside a running event loop or
+not, as Marcus builds them. They are backed by a runtime on a private loop
+(see :mod:`._host`), started on the first call, shared per data
+directory, so every write goes through the actors (single writer, group
+commit, durable when the call returns). ``close()`` releases it; at
+interpreter exit whatever is still open is flushed and closed.
+"""
 
 from __future__ import annotations
 
-from ._classes import AssignmentPersistence as AssignmentPersistence
-from ._classes import Decision as Decision
-from ._classes import Event as Event
-from ._classes import FilePersistence as FilePersistence
-from ._classes import MemoryPersistence as MemoryPersistence
-from ._classes import Persistence as Persistence
-from ._classes import PersistenceBackend as PersistenceBackend
-from ._classes import SQLitePersistence as SQLitePersistence
+from ._assignments import AssignmentPersistence as AssignmentPersistence
+from ._backends import FilePersistence as FilePersistence
+from ._backends import MemoryPersistence as MemoryPersistence
+from ._backends import PersistenceBackend as PersistenceBackend
+from ._backends import SQLitePersistence as SQLitePersistence
+from ._events import Decision as Decision
+from ._events import Event as Event
+from ._events import Persistence as Persistence
 
 __all__ = (
     "AssignmentPersistence",

@@ -27,9 +27,9 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from marcus_persist._errors import ConfigError, RuntimeClosed
-from marcus_persist._runtime._open import Runtime, open_runtime
+from marcus_persist._runtime import Runtime, open_runtime
 
-__all__ = ("Host", "acquire")
+__all__ = ("Host", "Hosted", "acquire", "release")
 
 T = TypeVar("T")
 
@@ -40,9 +40,12 @@ _hosts_lock = threading.Lock()
 class Host:
     """One runtime on a private event loop; see the module docstring."""
 
-    def __init__(self, data_dir: Path, backend: Any) -> None:
+    def __init__(
+        self, data_dir: Path, backend: str | None, options: dict[str, Any] | None = None
+    ) -> None:
         self.data_dir = data_dir
-        self.backend = backend  # a name or a backend object
+        self.backend = backend
+        self.options = options or {}  # more open_runtime options (the sqlite file)
         self.users = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -74,7 +77,7 @@ class Host:
 
     async def _main(self) -> None:
         try:
-            async with open_runtime(self.data_dir, backend=self.backend) as rt:
+            async with open_runtime(self.data_dir, backend=self.backend, **self.options) as rt:
                 self._rt, self._token = rt, anyio.lowlevel.current_token()
                 self._stop = anyio.Event()
                 self._ready.set()
@@ -107,7 +110,13 @@ class Host:
         thread.join()
 
 
-def acquire(data_dir: str | Path, backend: Any, *, shared: bool = True) -> Host:
+def acquire(
+    data_dir: str | Path,
+    backend: str | None,
+    options: dict[str, Any] | None = None,
+    *,
+    shared: bool = True,
+) -> Host:
     """The host of *data_dir* (made on first use), with one more user.
 
     :raises ConfigError: if the directory's host runs another backend
@@ -116,13 +125,13 @@ def acquire(data_dir: str | Path, backend: Any, *, shared: bool = True) -> Host:
     with _hosts_lock:
         host = _hosts.get(path) if shared else None
         if host is None:
-            host = Host(path, backend)
+            host = Host(path, backend, options)
             if shared:
                 _hosts[path] = host
-        elif backend is not None and _name(host.backend) != _name(backend):
+        elif backend is not None and host.backend != backend:
             raise ConfigError(
-                f"{path} is already served by the {_name(host.backend)!r} backend in this "
-                f"process; cannot also open it with {_name(backend)!r}"
+                f"{path} is already served by the {host.backend!r} backend in this "
+                f"process; cannot also open it with {backend!r}"
             )
         host.users += 1
         return host
@@ -139,10 +148,6 @@ def release(host: Host) -> None:
     host.shutdown()
 
 
-def _name(backend: Any) -> str:
-    return backend if isinstance(backend, str) else str(getattr(backend, "name", backend))
-
-
 @atexit.register
 def _shutdown_all() -> None:
     with _hosts_lock:
@@ -150,3 +155,24 @@ def _shutdown_all() -> None:
         _hosts.clear()
     for host in hosts:
         host.shutdown()
+
+
+class Hosted:
+    """Holds a share of a hosted runtime until :meth:`close`."""
+
+    _host: Host | None
+
+    @property
+    def host(self) -> Host:
+        if self._host is None:
+            raise RuntimeClosed(f"{type(self).__name__} was closed")
+        return self._host
+
+    def close(self) -> None:
+        """Release the runtime (the last user flushes and stops it); blocking."""
+        host, self._host = self._host, None
+        if host is not None:
+            release(host)
+
+    async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self.close)

@@ -26,7 +26,7 @@ from marcus_persist.backends.file._sealed import cut_tail
 from marcus_persist.backends.file._shards import LOG, ShardStore
 from marcus_persist.backends.file._state import STATE_DIR
 from marcus_persist.backends.file._tokens import FileTokenStorage
-from marcus_persist.stores.assignments._store import AssignmentsHandler
+from marcus_persist.stores.assignments import AssignmentsHandler
 from marcus_persist.stores.audit._query import find_bad_lines, select_sources
 from marcus_persist.stores.tokens._document import normalize
 

@@ -20,11 +20,11 @@ import msgspec
 from marcus_persist._config import Config
 from marcus_persist._core._fs import OS_FS
 from marcus_persist.backends import create_backend
+from marcus_persist.backends._contract import check_collection_name
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._audit import FileAuditStorage
 from marcus_persist.backends.file._audit_rotation import parse_source_name
 from marcus_persist.backends.file._backend import FileBackend
-from marcus_persist.backends.file._shards import check_collection_name
 from marcus_persist.ops.migrate._run import (
     PROGRESS_NAME,
     Endpoint,
@@ -32,7 +32,7 @@ from marcus_persist.ops.migrate._run import (
     OnProgress,
     migrate,
 )
-from marcus_persist.stores.patterns._handler import PatternsHandler
+from marcus_persist.stores.patterns import PatternsHandler
 
 __all__ = ("ImportReport", "Skipped", "import_marcus")
 

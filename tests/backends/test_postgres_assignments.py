@@ -21,7 +21,7 @@ from marcus_persist import (
     open_runtime,
 )
 from marcus_persist._config import Config
-from marcus_persist._runtime._open import Runtime
+from marcus_persist._runtime import Runtime
 from marcus_persist.backends.postgres._schema import MIGRATIONS
 from tests.stores import test_assignments as file_suite
 from tests.stores.assignment_load import thousand_agents_and_a_race

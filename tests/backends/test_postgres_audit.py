@@ -11,9 +11,9 @@ import psycopg
 import pytest
 
 from marcus_persist import open_runtime
-from marcus_persist.backends.file._audit_rotation import RotationPolicy
+from marcus_persist.backends._audit import RotationPolicy
 from marcus_persist.backends.postgres._audit import PostgresAuditStorage, partition_name
-from marcus_persist.backends.postgres._backend import PgDatabase
+from marcus_persist.backends.postgres._db import PgDatabase
 
 from ..stores.audit_helpers import FakeClock
 

@@ -11,9 +11,9 @@ import pytest
 from marcus_persist import TaskAlreadyAssigned
 from marcus_persist._core._clock import SYSTEM_CLOCK
 from marcus_persist._core._deferred import Deferred
+from marcus_persist.backends._assignments import Assign, Message, Remove, Save
 from marcus_persist.backends.postgres._assignments import PgAssignmentsHandler
-from marcus_persist.backends.postgres._backend import PgDatabase
-from marcus_persist.stores.assignments._store import Assign, Message, Remove, Save
+from marcus_persist.backends.postgres._db import PgDatabase
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_runs_that_name_a_worker_twice_keep_their_order(handler: PgAssignmentsHa
 
 def test_a_run_of_updates_answers_each_in_order(handler: PgAssignmentsHandler) -> None:
     from marcus_persist import NotFound, ValidationError
-    from marcus_persist.stores.assignments._store import Update
+    from marcus_persist.backends._assignments import Update
 
     batch(handler, *(assign(f"w{n}", f"t{n}") for n in range(1, 7)))
 
@@ -118,9 +118,9 @@ def test_a_run_of_updates_answers_each_in_order(handler: PgAssignmentsHandler) -
 
 def test_the_whole_collection_storage_round_trips(handler: PgAssignmentsHandler) -> None:
     """``backend.assignments()``: what a copy between backends goes through."""
+    from marcus_persist.backends._assignments import check_records
     from marcus_persist.backends._contract import KeyedWrite
     from marcus_persist.backends.postgres._backend import PostgresAssignmentStorage
-    from marcus_persist.stores.assignments._store import check_records
 
     storage = PostgresAssignmentStorage(handler.db)
     marcus = {"task_id": "t1", "assigned_at": "2025-08-31T10:15:00", "custom": {"kept": True}}

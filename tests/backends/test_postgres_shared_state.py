@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from marcus_persist import open_runtime
-from marcus_persist.backends.postgres._backend import PgDatabase
+from marcus_persist.backends.postgres._db import PgDatabase
 from marcus_persist.backends.postgres._state import PostgresStateStorage
 
 pytestmark = pytest.mark.anyio

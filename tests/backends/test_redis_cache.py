@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from marcus_persist import open_runtime
-from marcus_persist._runtime._open import Runtime
+from marcus_persist._runtime import Runtime
 from marcus_persist.backends.postgres._redis_cache import CacheStatistics
 from tests.backends.conftest import PrivateRedis, free_port
 

@@ -226,7 +226,7 @@ class TestShardStore:
         store.commit({"c": {f"k{i}": record(i) for i in range(500)}})
         for i in range(500):
             assert store.get("c", f"k{i}") == record(i)
-        assert store._cached <= 8192 + 2048
+        assert store._cache.bytes <= 8192 + 2048
 
     def test_bad_collection_name(self, tmp_path: Path) -> None:
         store = make(tmp_path)

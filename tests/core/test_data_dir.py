@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from marcus_persist import CorruptDataError, DataDirLocked, PersistenceError, open_runtime
-from marcus_persist._runtime._open import LAYOUT
+from marcus_persist._runtime import LAYOUT
 
 pytestmark = pytest.mark.anyio
 

@@ -21,7 +21,7 @@ import anyio
 from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._errors import PersistenceError
-from marcus_persist._runtime._open import Runtime
+from marcus_persist._runtime import Runtime
 
 from .oracle import CrashReport, Recover, check_crash_images, files_under
 from .simfs import Image, SimFS, materialise

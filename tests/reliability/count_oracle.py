@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marcus_persist._runtime._open import Runtime
+from marcus_persist._runtime import Runtime
 
 from .oracle import Op, State
 

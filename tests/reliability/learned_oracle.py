@@ -19,7 +19,7 @@ import anyio
 
 from marcus_persist import open_runtime
 from marcus_persist._errors import PersistenceError
-from marcus_persist._runtime._open import Runtime
+from marcus_persist._runtime import Runtime
 from marcus_persist.stores.tokens._document import normalize, usage_view
 
 from .oracle import CLOCK, COUNTS, Op, State

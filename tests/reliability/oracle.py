@@ -27,7 +27,7 @@ from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._core._clock import Clock, iso_utc
 from marcus_persist._errors import NotFound, PersistenceError
-from marcus_persist._runtime._open import Runtime
+from marcus_persist._runtime import Runtime
 
 from .simfs import Image, SimFS, materialise
 

@@ -26,8 +26,8 @@ import pytest
 from marcus_persist import open_runtime
 from marcus_persist._core._clock import Clock, iso_utc
 from marcus_persist._errors import NotFound, PersistenceError
-from marcus_persist._runtime._open import Runtime
-from marcus_persist.stores.state._store import stored_at
+from marcus_persist._runtime import Runtime
+from marcus_persist.stores.state import stored_at
 
 from .oracle import CLOCK, COUNTS, CrashReport, History, Op, State, StoreAdapter
 from .simfs import Fault, SimFS

@@ -11,9 +11,10 @@ import pytest
 
 from marcus_persist import open_runtime
 from marcus_persist._core._fs import OS_FS
+from marcus_persist._core._snapshot import MANIFEST, verify_backup
 from marcus_persist._errors import CorruptDataError
 from marcus_persist.backends.file._audit_weekly import write_weekly
-from marcus_persist.ops.backup import MANIFEST, restore_backup, verify_backup
+from marcus_persist.ops.backup import restore_backup
 
 from .audit_oracle import AUDIT, MovingClock
 from .oracle import COUNTS

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from marcus_persist._core import _snapshot
 from marcus_persist._core._appendlog import AppendFile
 from marcus_persist.backends.file import _audit as _audit_storage
 from marcus_persist.backends.file import _audit_rotation, _audit_weekly
-from marcus_persist.ops import backup as _backup
 
 from .oracle import COUNTS
 from .test_audit_crash_points import BATCHES, audit_crash_run, rotation_run, startup_count
@@ -90,11 +90,11 @@ class TestBackupBrokenVariants:
     async def test_backup_renamed_into_place_before_its_files_are_fsynced(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        original = _backup._copy
+        original = _snapshot.copy_file
 
         def unsynced_copy(source: Path, target: Path, fs: Any, sync: bool) -> Any:
             return original(source, target, fs, False)
 
-        monkeypatch.setattr(_backup, "_copy", unsynced_copy)
+        monkeypatch.setattr(_snapshot, "copy_file", unsynced_copy)
         report = await backup_run(tmp_path)
         caught("backup renamed into place before its files are fsynced", report.violations)

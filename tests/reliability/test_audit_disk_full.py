@@ -12,8 +12,8 @@ import anyio
 import pytest
 
 from marcus_persist import open_runtime
+from marcus_persist._core._snapshot import verify_backup
 from marcus_persist._errors import PersistenceError
-from marcus_persist.ops.backup import verify_backup
 
 from .audit_oracle import AUDIT, MovingClock
 from .oracle import COUNTS

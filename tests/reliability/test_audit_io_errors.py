@@ -17,8 +17,8 @@ import pytest
 
 from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
+from marcus_persist._core._snapshot import list_backups, verify_backup
 from marcus_persist._errors import PersistenceError
-from marcus_persist.ops.backup import list_backups, verify_backup
 
 from .audit_oracle import AUDIT, MovingClock
 from .faults import KINDS, Plan, fault_matrix

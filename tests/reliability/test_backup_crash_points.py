@@ -12,8 +12,9 @@ import pytest
 
 from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
+from marcus_persist._core._snapshot import MANIFEST, list_backups, verify_backup
 from marcus_persist._errors import CorruptDataError
-from marcus_persist.ops.backup import MANIFEST, list_backups, restore_backup, verify_backup
+from marcus_persist.ops.backup import restore_backup
 
 from .audit_oracle import (
     AUDIT,

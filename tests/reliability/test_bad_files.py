@@ -14,7 +14,7 @@ import pytest
 
 from marcus_persist import CorruptDataError, open_runtime
 from marcus_persist._core._codec import encode
-from marcus_persist.stores.assignments._store import check_records
+from marcus_persist.backends._assignments import check_records
 
 from .damage import damages, snapshot
 from .oracle import ASSIGNMENTS, CLOCK, COUNTS

@@ -15,7 +15,7 @@ from marcus_persist._core._codec import encode
 from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist.backends._contract import KeyedWrite, Scope
 from marcus_persist.backends.file import _backend as file_backend
-from marcus_persist.stores.assignments import _store as assignments_store
+from marcus_persist.stores.assignments import _handler as assignments_handler_module
 
 from .oracle import COUNTS
 from .test_crash_points import THREE_COMMITS, TWO_SCOPES, crash_run, fail_nth
@@ -114,13 +114,13 @@ class TestBrokenVariantsAreCaught:
     async def test_actor_acknowledging_a_failed_commit(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        original = assignments_store._Transaction.commit
+        original = assignments_handler_module._Transaction.commit
 
-        def swallowing(self: assignments_store._Transaction) -> None:
+        def swallowing(self: assignments_handler_module._Transaction) -> None:
             with contextlib.suppress(OSError):
                 original(self)
 
-        monkeypatch.setattr(assignments_store._Transaction, "commit", swallowing)
+        monkeypatch.setattr(assignments_handler_module._Transaction, "commit", swallowing)
         violations, _fs = await crash_run(
             "ack after failed commit", THREE_COMMITS, tmp_path, fail_nth("fsync", 2)
         )

@@ -22,7 +22,7 @@ import pytest
 
 from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
-from marcus_persist._runtime._open import Runtime
+from marcus_persist._runtime import Runtime
 from marcus_persist.backends.file._manifest import Manifest
 from marcus_persist.backends.file._tokens import FileTokenStorage
 

@@ -18,7 +18,7 @@ import pytest
 
 from marcus_persist._core._atomic import write_atomic, write_new
 from marcus_persist._core._fs import FileSystem
-from marcus_persist.backends.file import _shards
+from marcus_persist.backends.file import _manifest, _shards
 from marcus_persist.backends.file import _tokens as _file_tokens
 from marcus_persist.backends.file._manifest import LOG, Manifest
 from marcus_persist.backends.file._shards import ShardStore
@@ -169,7 +169,7 @@ class TestStateBrokenVariants:
                 fs.fsync_dir(path.parent)
 
         checkpoint_often(monkeypatch, Manifest)
-        monkeypatch.setattr(_shards, "replace_file", broken)
+        monkeypatch.setattr(_manifest, "replace_file", broken)
         violations, _fs = await state_crash_run(f"base, {flaw}", REBASE, tmp_path)
         caught(f"manifest base renamed with {flaw}", violations)
 

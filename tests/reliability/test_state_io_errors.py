@@ -31,7 +31,7 @@ import pytest
 from marcus_persist import open_runtime
 from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._errors import PersistenceError
-from marcus_persist._runtime._open import Runtime
+from marcus_persist._runtime import Runtime
 from marcus_persist.backends.file._manifest import LOG, MANIFEST, Manifest
 from marcus_persist.backends.file._tokens import (
     ARCHIVE_DIR,

@@ -1,91 +1,36 @@
-"""Where the audit trail lives: the :class:`AuditStorage` seam and its two implementations.
-
-The ``file``, ``sqlite`` and ``memory``-free backends keep the trail as JSON
-Lines files (``data/audit_logs/audit_YYYYMMDD.jsonl``, ``weekly/``,
-``archive/``), whatever holds the other stores; a backend may provide its own
-storage through an ``audit()`` method (a future ``postgres`` one). The
-``memory`` backend keeps the lines in memory. Every method is blocking and
-called from a worker thread; only the audit actor appends.
+"""The audit trail as JSON Lines files: ``data/audit_logs/audit_YYYYMMDD.jsonl``,
+``weekly/`` and ``archive/``, whatever backend holds the other stores (``file``,
+``sqlite``). One :class:`AppendFile` per open day; blocking, called from a worker
+thread; only the audit actor appends.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, timedelta
 from pathlib import Path
-from typing import IO, Literal, NamedTuple, Protocol, cast
+from typing import IO, cast
 
 from marcus_persist._core._appendlog import AppendFile, cut_torn_tail
 from marcus_persist._core._fs import FileSystem
 from marcus_persist._errors import CorruptDataError
-from marcus_persist.backends.file._audit_members import VerifiedWeekly
-from marcus_persist.backends.file._audit_rotation import (
+from marcus_persist.backends._audit import (
+    AuditSource,
+    Durability,
     RotationPolicy,
     RotationReport,
     daily_name,
-    parse_source_name,
-    rotate_directory,
 )
+from marcus_persist.backends.file._audit_members import VerifiedWeekly
+from marcus_persist.backends.file._audit_rotation import parse_source_name, rotate_directory
 from marcus_persist.backends.file._audit_weekly import weekly_days
 
-__all__ = (
-    "AuditSource",
-    "AuditStorage",
-    "FileAuditStorage",
-    "MemoryAuditStorage",
-    "daily_name",
-    "parse_source_name",
-)
+__all__ = ("FileAuditStorage",)
 
 log = logging.getLogger("marcus_persist")
-
-Durability = Literal["batch", "interval", "none"]
-
-
-class AuditSource(NamedTuple):
-    """One readable unit of the trail (a day file or a weekly archive) and its date range."""
-
-    name: str
-    first: date
-    last: date
-    open: Callable[[], IO[bytes]]  #: a binary stream of the decompressed lines
-    daily: bool  #: an uncompressed day file (its last line may still be in flight)
-
-
-class AuditStorage(Protocol):
-    def load(self) -> list[Path]:
-        """Recover at startup (cut torn tails); return where the cut tails went."""
-        ...
-
-    def append(self, groups: Mapping[date, Sequence[bytes]]) -> None:
-        """Append each day's lines to that day; durable on return under ``batch``
-        durability. All or nothing: on failure no line of *groups* stays."""
-        ...
-
-    def sync(self) -> int:
-        """Make every appended line durable (``interval`` durability); return bytes synced."""
-        ...
-
-    @property
-    def unsynced(self) -> int:
-        """Bytes appended but not yet durable."""
-        ...
-
-    def sources(self) -> list[AuditSource]:
-        """Everything readable, daily files and archives, oldest first."""
-        ...
-
-    def rotate(self, today: date, policy: RotationPolicy) -> RotationReport:
-        """Compact, archive and expire old files (may run beside :meth:`append`)."""
-        ...
-
-    def close(self) -> None:
-        """Sync what is pending and release every handle."""
-        ...
 
 
 class FileAuditStorage:
@@ -223,48 +168,8 @@ class FileAuditStorage:
                 log.warning("%s: close failed after its lines were durable: %s", file.path, exc)
 
 
-class MemoryAuditStorage:
-    """Lines kept in this process, by day (the ``memory`` backend; nothing rotates)."""
-
-    def __init__(self) -> None:
-        self._days: dict[date, list[bytes]] = {}
-        self._lock = threading.Lock()  # the actor's thread appends while readers list
-
-    def load(self) -> list[Path]:
-        return []
-
-    def append(self, groups: Mapping[date, Sequence[bytes]]) -> None:
-        with self._lock:
-            for day, lines in groups.items():
-                self._days.setdefault(day, []).extend(lines)
-
-    def sync(self) -> int:
-        return 0
-
-    @property
-    def unsynced(self) -> int:
-        return 0
-
-    def sources(self) -> list[AuditSource]:
-        with self._lock:
-            return [
-                AuditSource(daily_name(day), day, day, _memory_opener(list(lines)), True)
-                for day, lines in sorted(self._days.items())
-            ]
-
-    def rotate(self, today: date, policy: RotationPolicy) -> RotationReport:
-        return RotationReport()
-
-    def close(self) -> None:
-        pass
-
-
 def _opener(path: Path) -> Callable[[], IO[bytes]]:
     if path.suffix == ".gz":
         # never gzip.open: it yields lines of a damaged member before its CRC is checked
         return lambda: cast(IO[bytes], VerifiedWeekly(path))
     return lambda: path.open("rb")
-
-
-def _memory_opener(lines: list[bytes]) -> Callable[[], IO[bytes]]:
-    return lambda: io.BytesIO(b"".join(lines))

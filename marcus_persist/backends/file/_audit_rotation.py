@@ -20,16 +20,12 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-import msgspec
-
 from marcus_persist._core._fs import FileSystem
 from marcus_persist._errors import CorruptDataError
+from marcus_persist.backends._audit import RotationPolicy, RotationReport
 from marcus_persist.backends.file._audit_weekly import write_weekly
 
 __all__ = (
-    "RotationPolicy",
-    "RotationReport",
-    "daily_name",
     "parse_source_name",
     "rotate_directory",
     "weekly_name",
@@ -39,28 +35,6 @@ log = logging.getLogger("marcus_persist")
 
 _DAILY = re.compile(r"audit_(\d{8})\.jsonl")
 _WEEKLY = re.compile(r"audit_(\d{4})-W(\d{2})\.jsonl\.gz")
-
-
-class RotationPolicy(msgspec.Struct, frozen=True):
-    """Ages, in whole UTC days or ISO weeks before today."""
-
-    daily_days: int = 7
-    weekly_weeks: int = 8
-    retention_days: int | None = None
-    sync: bool = True
-
-
-class RotationReport(msgspec.Struct):
-    """What one rotation did (file names)."""
-
-    compacted: list[str] = msgspec.field(default_factory=list)  #: day files now in a weekly
-    weeklies: list[str] = msgspec.field(default_factory=list)  #: weeklies written
-    archived: list[str] = msgspec.field(default_factory=list)  #: weeklies moved to archive/
-    deleted: list[str] = msgspec.field(default_factory=list)  #: files past retention
-
-
-def daily_name(day: date) -> str:
-    return f"audit_{day:%Y%m%d}.jsonl"
 
 
 def parse_source_name(name: str) -> tuple[date, date, bool] | None:

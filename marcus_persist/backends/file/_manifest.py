@@ -39,6 +39,7 @@ from typing import Any
 
 import msgspec
 
+from marcus_persist._core._atomic import replace_file  # the atomic replace that reports its rename
 from marcus_persist._core._codec import encode
 from marcus_persist._errors import CorruptDataError
 from marcus_persist.backends._files import FileContext
@@ -240,10 +241,6 @@ class Manifest:
     def _checkpoint(
         self, seq: int, meta: dict[str, Any], shards: ShardMap, maybe_live: list[bool]
     ) -> None:
-        from marcus_persist.backends.file._shards import (
-            replace_file,  # the atomic replace that reports its rename
-        )
-
         data = seal_document(encode({"seq": seq, "meta": meta, "collections": shards}))
         replace_file(self._ctx.fs, self.base_path, data, self._ctx.sync, maybe_live)
         self._base_size, self._must_checkpoint = len(data), False

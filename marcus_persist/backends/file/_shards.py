@@ -44,19 +44,25 @@ import logging
 import os
 import re
 import threading
-import uuid
 import zlib
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from marcus_persist._core._atomic import TEMP_MARKER, ensure_dir, write_new
+from marcus_persist._core._atomic import ensure_dir, write_new
 from marcus_persist._core._codec import encode
-from marcus_persist._core._fs import FileSystem
-from marcus_persist._errors import CorruptDataError, ValidationError
-from marcus_persist.backends._contract import Record
+from marcus_persist._errors import CorruptDataError
+from marcus_persist.backends._contract import Record, check_collection_name, is_collection_name
 from marcus_persist.backends._files import FileContext, read_json
+from marcus_persist.backends.file._cache import ShardCache
+from marcus_persist.backends.file._keyspace import (
+    MAX_DEPTH,
+    Collection,
+    key_hash,
+    parse_shard,
+    shard_name,
+    within,
+)
 from marcus_persist.backends.file._manifest import LOG, MANIFEST, Entry, Manifest, ShardMap
 from marcus_persist.backends.file._sealed import torn_name
 
@@ -65,83 +71,15 @@ __all__ = (
     "MANIFEST",
     "SHARDS_DIR",
     "ShardStore",
-    "check_collection_name",
-    "replace_file",
 )
 
 log = logging.getLogger("marcus_persist")
 
 SHARDS_DIR = "_shards"
-MAX_DEPTH = 32
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHARD_FILE = re.compile(r"(?P<shard>\d+-[0-9a-f]+)\.(?P<version>\d+)\.json")
 
 #: one batch: collection -> key -> record (``None`` deletes)
 Changes = Mapping[str, Mapping[str, Record | None]]
-
-
-def check_collection_name(name: Any) -> str:
-    """A collection name is a file-name-safe string; raises ``ValidationError`` otherwise."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValidationError(
-            f"collection: {name!r} must be 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
-
-
-def key_hash(key: str) -> int:
-    return zlib.crc32(key.encode("utf-8", "surrogatepass"))
-
-
-def _shard(depth: int, index: int) -> str:
-    return f"{depth}-{index:x}"
-
-
-def _parse_shard(name: str) -> tuple[int, int]:
-    depth, index = name.split("-")
-    return int(depth), int(index, 16)
-
-
-class _Collection:
-    """The manifest's view of one collection: shard -> (version, count).
-
-    Kept up to date in place by the committer (under the store's lock), so a
-    commit's cost follows its batch, not the number of shards.
-    """
-
-    __slots__ = ("_per_depth", "depths", "shards", "total")
-
-    def __init__(self, shards: dict[str, Entry]) -> None:
-        self.shards: dict[str, Entry] = {}
-        self._per_depth: dict[int, int] = {}
-        self.depths: list[int] = []
-        self.total = 0
-        self.apply(shards)
-
-    def apply(self, changes: Mapping[str, Entry | None]) -> None:
-        """Set (or, for ``None``, drop) each shard's entry; raises ``ValueError`` for a bad name."""
-        for name, entry in changes.items():
-            old = self.shards.pop(name, None)
-            depth = int(name.partition("-")[0])
-            if old is not None:
-                self.total -= old[1]
-                self._per_depth[depth] -= 1
-            if entry is not None:
-                self.shards[name] = entry
-                self.total += entry[1]
-                self._per_depth[depth] = self._per_depth.get(depth, 0) + 1
-        self.depths = sorted(d for d, n in self._per_depth.items() if n)
-
-    def locate(self, h: int) -> str | None:
-        for depth in self.depths:
-            name = _shard(depth, h & ((1 << depth) - 1))
-            if name in self.shards:
-                return name
-        return None
-
-    def count(self) -> int:
-        return self.total
 
 
 class ShardStore:
@@ -161,18 +99,16 @@ class ShardStore:
     ) -> None:
         self.root = root
         self._ctx = ctx
-        self._cache_bytes = cache_bytes
         self._shard_bytes = shard_bytes
         self._lock = threading.RLock()
         self._seq = 0
         self._next = 1  # version of the next commit attempt; never reused, even after failure
         self._meta: dict[str, Any] = {}
-        self._collections: dict[str, _Collection] = {}
+        self._collections: dict[str, Collection] = {}
         self._swept = False
         self._durable_dirs: set[Path] = set()  # shard directories whose entries are durable
         self._manifest = Manifest(root, ctx)
-        self._cache: OrderedDict[tuple[str, str], tuple[dict[str, Record], int]] = OrderedDict()
-        self._cached = 0
+        self._cache = ShardCache(cache_bytes)
 
     def _ensure_durable_dir(self, directory: Path) -> None:
         """Create *directory*, its entry and ``_shards``'s durable, once per session.
@@ -212,8 +148,8 @@ class ShardStore:
                 self._ctx.quarantine(shards_dir, "its manifest was corrupt")
         seq, meta, collections = loaded or (0, {}, {})
         try:
-            parsed = {name: _Collection(shards) for name, shards in collections.items()}
-            bad = next((n for n in parsed if not _NAME.fullmatch(n)), None)
+            parsed = {name: Collection(shards) for name, shards in collections.items()}
+            bad = next((n for n in parsed if not is_collection_name(n)), None)
             if bad is not None:
                 raise ValueError(f"bad collection name {bad!r}")
         except ValueError as exc:
@@ -236,10 +172,9 @@ class ShardStore:
             self._seq, self._meta, self._collections = seq, meta, parsed
             self._next = seq + 1
             self._cache.clear()
-            self._cached = 0
             self._swept = False
 
-    def _gone(self, collections: dict[str, _Collection]) -> str | None:
+    def _gone(self, collections: dict[str, Collection]) -> str | None:
         """A shard file *collections* name that is not there (one listing per collection)."""
         for name, collection in collections.items():
             directory = self.root / SHARDS_DIR / name
@@ -328,16 +263,16 @@ class ShardStore:
         """Committed ``(key, record)`` pairs whose hash falls in *shard*'s range, even if
         that shard has since been split; so iterating :meth:`shards` of one moment
         yields every key present throughout exactly once."""
-        depth, index = _parse_shard(shard)
+        depth, index = parse_shard(shard)
         mask = (1 << depth) - 1
         with self._lock:
             found = self._collections.get(collection)
             if found is None:
                 return []
             owner = found.locate(index)
-            names = [owner] if owner is not None and _parse_shard(owner)[0] <= depth else []
+            names = [owner] if owner is not None and parse_shard(owner)[0] <= depth else []
             if not names:  # split since: every current shard inside the range
-                names = [s for s in found.shards if _within(s, depth, index)]
+                names = [s for s in found.shards if within(s, depth, index)]
             out: list[tuple[str, Record]] = []
             for name in names:
                 for key, record in self._load(collection, name).items():
@@ -355,8 +290,7 @@ class ShardStore:
         cache_key = (collection, shard)
         hit = self._cache.get(cache_key)
         if hit is not None:
-            self._cache.move_to_end(cache_key)
-            return hit[0]
+            return hit
         version, _count, crc = self._collections[collection].shards[shard]
         path = self._shard_path(collection, shard, version)
         sizes: list[int] = []
@@ -378,18 +312,8 @@ class ShardStore:
                 log.warning("%s: shard named by the manifest is missing; reading it as empty", path)
                 self._ctx.problems.append((str(path), "shard named by the manifest is missing"))
             records = {}
-        self._remember(cache_key, records, raw_size)
+        self._cache.put(cache_key, records, raw_size)
         return records
-
-    def _remember(self, cache_key: tuple[str, str], records: dict[str, Record], size: int) -> None:
-        old = self._cache.pop(cache_key, None)
-        if old is not None:
-            self._cached -= old[1]
-        self._cache[cache_key] = (records, size)
-        self._cached += size
-        while self._cached > self._cache_bytes and len(self._cache) > 1:
-            _key, (_records, evicted) = self._cache.popitem(last=False)
-            self._cached -= evicted
 
     def _shard_path(self, collection: str, shard: str, version: int) -> Path:
         return self.root / SHARDS_DIR / collection / f"{shard}.{version}.json"
@@ -417,10 +341,10 @@ class ShardStore:
                 if existing is None and all(r is None for r in batch.values()):
                     continue  # deleting from a collection that does not exist
                 # only this thread changes ``current``: reading it unlocked is safe here
-                current = existing or _Collection({})
+                current = existing or Collection({})
                 by_shard: dict[str, list[tuple[str, Record | None]]] = {}
                 for key, record in batch.items():
-                    name = current.locate(key_hash(key)) or _shard(0, 0)
+                    name = current.locate(key_hash(key)) or shard_name(0, 0)
                     by_shard.setdefault(name, []).append((key, record))
                 directory = self.root / SHARDS_DIR / collection
                 self._ensure_durable_dir(directory)
@@ -481,13 +405,11 @@ class ShardStore:
             self._seq = version
             self._meta = new_meta
             for name, changed in delta.items():
-                self._collections.setdefault(name, _Collection({})).apply(changed)
+                self._collections.setdefault(name, Collection({})).apply(changed)
             for cache_key, _path in superseded:
-                old = self._cache.pop(cache_key, None)
-                if old is not None:
-                    self._cached -= old[1]
+                self._cache.drop(cache_key)
             for cache_key, records, size in fresh:
-                self._remember(cache_key, records, size)
+                self._cache.put(cache_key, records, size)
             # the manifest rename is durable: nothing names the old files any more
             for _cache_key, path in superseded:
                 try:
@@ -500,7 +422,7 @@ class ShardStore:
     ) -> Iterator[tuple[str, dict[str, Record], bytes]]:
         """*records* as one shard file, or split into children until each fits."""
         data = encode(records)
-        depth, index = _parse_shard(name)
+        depth, index = parse_shard(name)
         if len(data) <= self._shard_bytes or len(records) < 2 or depth >= MAX_DEPTH:
             yield name, records, data
             return
@@ -508,29 +430,8 @@ class ShardStore:
         high: dict[str, Record] = {}
         for key, record in records.items():
             (high if key_hash(key) >> depth & 1 else low)[key] = record
-        yield from self._split(_shard(depth + 1, index), low)
-        yield from self._split(_shard(depth + 1, index | 1 << depth), high)
-
-
-def _within(shard: str, depth: int, index: int) -> bool:
-    d, i = _parse_shard(shard)
-    return d >= depth and i & ((1 << depth) - 1) == index
-
-
-def replace_file(fs: FileSystem, path: Path, data: bytes, sync: bool, renamed: list[bool]) -> None:
-    """:func:`write_atomic`, telling the caller (through *renamed*) whether the
-    rename happened before a failure."""
-    tmp = path.with_name(f"{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
-    try:
-        write_new(tmp, data, fs=fs, sync=sync)
-        fs.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            fs.unlink(tmp)
-        raise
-    renamed.append(True)
-    if sync:
-        fs.fsync_dir(path.parent)
+        yield from self._split(shard_name(depth + 1, index), low)
+        yield from self._split(shard_name(depth + 1, index | 1 << depth), high)
 
 
 def _check_shard(document: Any) -> dict[str, Record]:

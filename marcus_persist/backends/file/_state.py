@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from marcus_persist.backends._contract import Record, StateChanges
+from marcus_persist.backends._contract import Record, StateChanges, check_collection_name
 from marcus_persist.backends._files import FileContext, read_json
-from marcus_persist.backends.file._shards import MANIFEST, ShardStore, check_collection_name
+from marcus_persist.backends.file._shards import MANIFEST, ShardStore
 
 __all__ = ("STATE_DIR", "FileStateStorage")
 

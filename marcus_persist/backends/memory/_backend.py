@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from marcus_persist._config import Config
 from marcus_persist._core._fs import FileSystem
 from marcus_persist.backends._contract import CheckRecords, KeyedWrite, Record, Scope, StateChanges
-from marcus_persist.backends.file._audit import MemoryAuditStorage
+from marcus_persist.backends.memory._audit import MemoryAuditStorage
 from marcus_persist.backends.memory._patterns_tokens import MemoryPatternStorage, MemoryTokenStorage
 
 __all__ = ("MemoryBackend", "create")

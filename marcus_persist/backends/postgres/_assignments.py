@@ -31,13 +31,13 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from psycopg import sql
 
 from marcus_persist._core._clock import Clock
 from marcus_persist.backends._contract import Record, Scope
-from marcus_persist.backends.postgres._backend import PgDatabase, scope_key
 from marcus_persist.backends.postgres._batch import PgBatch
+from marcus_persist.backends.postgres._db import PgDatabase, scope_key
 from marcus_persist.backends.postgres._redis_cache import AssignmentCache, CacheKey
+from marcus_persist.backends.postgres._statements import AssignmentStatements
 
 __all__ = ("PgAssignmentsHandler",)
 
@@ -50,84 +50,7 @@ class PgAssignmentsHandler:
         self.cache = cache
         self.clock = clock
         self._readers = anyio.CapacityLimiter(db.read_limiter_size)
-        t = db.table("assignments")
-        self.sql_claim = sql.SQL(
-            # the worker's previous assignment and the task's other holder (if
-            # any), then the write unless another worker holds the task; a
-            # retried assign of the task the worker already holds changes nothing
-            "WITH old AS (SELECT task_id, record FROM {t}"
-            " WHERE scope = %(s)s AND worker_id = %(w)s),"
-            " holder AS (SELECT worker_id FROM {t}"
-            " WHERE scope = %(s)s AND task_id = %(t)s AND worker_id <> %(w)s),"
-            " up AS (INSERT INTO {t} AS a (scope, worker_id, task_id, record)"
-            " SELECT %(s)s, %(w)s, %(t)s, %(r)s::jsonb WHERE NOT EXISTS (SELECT 1 FROM holder)"
-            " ON CONFLICT (scope, worker_id) DO UPDATE"
-            " SET task_id = excluded.task_id, record = excluded.record, committed_at = now()"
-            " WHERE %(always)s OR a.task_id <> excluded.task_id RETURNING 1)"
-            " SELECT (SELECT task_id FROM old), (SELECT record FROM old),"
-            " (SELECT worker_id FROM holder), EXISTS (SELECT 1 FROM up)"
-        ).format(t=t)
-        # the same for a run of assigns (or saves) naming distinct workers and
-        # distinct tasks: one statement, one row per message in order
-        claim_many = (
-            "WITH i AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
-            " WITH ORDINALITY AS i(s, w, t, r, n)),"
-            " old AS (SELECT i.n, a.task_id, a.record FROM i"
-            " JOIN {t} a ON a.scope = i.s AND a.worker_id = i.w),"
-            " holder AS (SELECT i.n, a.worker_id FROM i"
-            " JOIN {t} a ON a.scope = i.s AND a.task_id = i.t AND a.worker_id <> i.w),"
-            " up AS (INSERT INTO {t} AS a (scope, worker_id, task_id, record)"
-            " SELECT i.s, i.w, i.t, i.r::jsonb FROM i"
-            " WHERE NOT EXISTS (SELECT 1 FROM holder h WHERE h.n = i.n)"
-            " ON CONFLICT (scope, worker_id) DO UPDATE"
-            " SET task_id = excluded.task_id, record = excluded.record, committed_at = now()"
-            " {only_moves} RETURNING a.scope, a.worker_id)"
-            " SELECT o.task_id, o.record, h.worker_id,"
-            " EXISTS (SELECT 1 FROM up WHERE up.scope = i.s AND up.worker_id = i.w)"
-            " FROM i LEFT JOIN old o ON o.n = i.n LEFT JOIN holder h ON h.n = i.n ORDER BY i.n"
-        )
-        self.sql_assign_many = sql.SQL(claim_many).format(
-            t=t, only_moves=sql.SQL("WHERE a.task_id <> excluded.task_id")
-        )
-        self.sql_save_many = sql.SQL(claim_many).format(t=t, only_moves=sql.SQL(""))
-        self.sql_record = sql.SQL(
-            "SELECT record FROM {} WHERE scope = %s AND worker_id = %s"
-        ).format(t)
-        self.sql_lock_row = sql.SQL(
-            "SELECT record FROM {} WHERE scope = %s AND worker_id = %s FOR UPDATE"
-        ).format(t)
-        self.sql_lock_rows = sql.SQL(
-            "SELECT a.scope, a.worker_id, a.record FROM {} a"
-            " JOIN unnest(%s::text[], %s::text[]) AS k(s, w) ON a.scope = k.s AND a.worker_id = k.w"
-            " FOR UPDATE OF a"
-        ).format(t)
-        self.sql_delete_many = sql.SQL(
-            "DELETE FROM {} a USING unnest(%s::text[], %s::text[]) AS k(s, w)"
-            " WHERE a.scope = k.s AND a.worker_id = k.w"
-        ).format(t)
-        self.sql_set_many = sql.SQL(
-            "UPDATE {} a SET record = k.r::jsonb, committed_at = now()"
-            " FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(s, w, r)"
-            " WHERE a.scope = k.s AND a.worker_id = k.w"
-        ).format(t)
-        self.sql_holder = sql.SQL(
-            "SELECT worker_id FROM {} WHERE scope = %s AND task_id = %s"
-        ).format(t)
-        self.sql_delete = sql.SQL(
-            "DELETE FROM {} WHERE scope = %s AND worker_id = %s RETURNING task_id"
-        ).format(t)
-        self.sql_set = sql.SQL(
-            "UPDATE {} SET task_id = %s, record = %s::jsonb, committed_at = now()"
-            " WHERE scope = %s AND worker_id = %s"
-        ).format(t)
-        self.sql_all = sql.SQL(
-            "SELECT worker_id, record, task_id FROM {} WHERE scope = %s ORDER BY worker_id"
-        ).format(t)
-        self.sql_lock_keys = sql.SQL(
-            "SELECT count(pg_advisory_xact_lock(h)) FROM"
-            " (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(%s::text[]) AS k"
-            " ORDER BY h) AS ordered"
-        )
+        self.sql = AssignmentStatements(db.table("assignments"))
 
     def load(self) -> None:
         """Connect and migrate (blocking; at startup, in a thread)."""
@@ -136,7 +59,7 @@ class PgAssignmentsHandler:
             self.cache.namespace = f"marcus_persist:{self.db.dbname}:{self.db.schema}"
 
     def begin(self) -> PgBatch:
-        return PgBatch(self)
+        return PgBatch(self.db, self.sql, self.cache, self.clock)
 
     # -- reads ----------------------------------------------------------------
     async def read_one(self, scope: Scope, worker_id: str) -> Record | None:
@@ -174,13 +97,13 @@ class PgAssignmentsHandler:
 
     def _db_record(self, key: CacheKey) -> Record | None:
         _kind, scope, worker_id = key
-        row = self.db.run(lambda c: c.execute(self.sql_record, (scope, worker_id)).fetchone())
+        row = self.db.run(lambda c: c.execute(self.sql.record, (scope, worker_id)).fetchone())
         return row[0] if row else None
 
     def _db_holder(self, key: CacheKey) -> str | None:
         _kind, scope, task_id = key
-        row = self.db.run(lambda c: c.execute(self.sql_holder, (scope, task_id)).fetchone())
+        row = self.db.run(lambda c: c.execute(self.sql.holder, (scope, task_id)).fetchone())
         return row[0] if row else None
 
     def _db_all(self, scope: str) -> list[tuple[str, Record, str]]:
-        return self.db.run(lambda c: c.execute(self.sql_all, (scope,)).fetchall())
+        return self.db.run(lambda c: c.execute(self.sql.all, (scope,)).fetchall())

@@ -26,9 +26,8 @@ from typing import IO, Any, cast
 
 from psycopg import errors, sql
 
-from marcus_persist.backends.file._audit import AuditSource
-from marcus_persist.backends.file._audit_rotation import RotationPolicy, RotationReport
-from marcus_persist.backends.postgres._backend import Connection, PgDatabase
+from marcus_persist.backends._audit import AuditSource, RotationPolicy, RotationReport
+from marcus_persist.backends.postgres._db import Connection, PgDatabase
 
 __all__ = ("PostgresAuditStorage", "partition_name")
 

@@ -15,10 +15,7 @@ from marcus_persist._core._clock import iso_utc
 from marcus_persist._core._codec import encode, json_copy
 from marcus_persist._core._deferred import Deferred
 from marcus_persist._errors import BackendError, NotFound, TaskAlreadyAssigned, ValidationError
-from marcus_persist.backends._contract import Record
-from marcus_persist.backends.postgres._backend import Connection, scope_key
-from marcus_persist.backends.postgres._redis_cache import CacheKey
-from marcus_persist.stores.assignments._store import (
+from marcus_persist.backends._assignments import (
     Assign,
     Message,
     Remove,
@@ -26,9 +23,14 @@ from marcus_persist.stores.assignments._store import (
     Update,
     check_record,
 )
+from marcus_persist.backends._contract import Record
+from marcus_persist.backends.postgres._db import Connection, PgDatabase, scope_key
+from marcus_persist.backends.postgres._redis_cache import CacheKey
 
 if TYPE_CHECKING:
-    from marcus_persist.backends.postgres._assignments import PgAssignmentsHandler
+    from marcus_persist._core._clock import Clock
+    from marcus_persist.backends.postgres._redis_cache import AssignmentCache
+    from marcus_persist.backends.postgres._statements import AssignmentStatements
 
 __all__ = ("PgBatch",)
 
@@ -51,8 +53,17 @@ def _claim_keys(message: Assign | Save) -> frozenset[tuple[str, str, str]]:
 class PgBatch:
     """One batch: messages staged in order, run in one database transaction at commit."""
 
-    def __init__(self, handler: PgAssignmentsHandler) -> None:
-        self._h = handler
+    def __init__(
+        self,
+        db: PgDatabase,
+        statements: AssignmentStatements,
+        cache: AssignmentCache | None,
+        clock: Clock,
+    ) -> None:
+        self._db = db
+        self._sql = statements
+        self._cache = cache
+        self._clock = clock
         self._staged: list[tuple[Message, Deferred, str]] = []
 
     @property
@@ -61,7 +72,7 @@ class PgBatch:
 
     def apply(self, message: Message) -> Deferred:
         answer = Deferred()
-        self._staged.append((message, answer, iso_utc(self._h.clock.now())))
+        self._staged.append((message, answer, iso_utc(self._clock.now())))
         return answer
 
     def commit(self) -> None:
@@ -79,18 +90,18 @@ class PgBatch:
             else:
                 answer.resolve(value)
                 touched.extend(keys)
-        if self._h.cache is not None:
-            self._h.cache.invalidate(touched)
+        if self._cache is not None:
+            self._cache.invalidate(touched)
 
     def publish(self) -> None:
         pass  # nothing kept in memory: the database is the committed state
 
     def _attempt(self, *, pipelined: bool) -> list[Outcome]:
         try:
-            with self._h.db.connection(write=True) as conn:
+            with self._db.connection(write=True) as conn:
                 try:
                     with conn.transaction():
-                        conn.execute(self._h.sql_lock_keys, (sorted(self._lock_keys()),))
+                        conn.execute(self._sql.lock_keys, (sorted(self._lock_keys()),))
                         if pipelined:
                             return self._run_pipelined(conn)
                         return [self._in_savepoint(conn, i) for i in range(len(self._staged))]
@@ -104,7 +115,7 @@ class PgBatch:
             raise BackendError(f"postgres: assignments commit failed: {exc}") from exc
 
     def _lock_keys(self) -> set[str]:
-        schema = self._h.db.schema
+        schema = self._db.schema
         keys: set[str] = set()
         for message, _answer, _now in self._staged:
             scope = scope_key(message.scope)
@@ -180,7 +191,7 @@ class PgBatch:
                 strict=True,
             ):
                 column.append(value)
-        query = self._h.sql_save_many if isinstance(staged[i][0], Save) else self._h.sql_assign_many
+        query = self._sql.save_many if isinstance(staged[i][0], Save) else self._sql.assign_many
         try:
             with conn.transaction():
                 rows = conn.execute(query, columns).fetchall()
@@ -217,7 +228,7 @@ class PgBatch:
                 return run(claim)
         except errors.UniqueViolation:  # a writer outside the advisory locks; rolled back
             task_id = claim[-1] if claim else getattr(message, "task_id", "?")
-            row = conn.execute(self._h.sql_holder, (scope_key(message.scope), task_id)).fetchone()
+            row = conn.execute(self._sql.holder, (scope_key(message.scope), task_id)).fetchone()
             if row is None:
                 return None, BackendError(f"task {task_id!r}: claimed concurrently; try again"), []
             return None, TaskAlreadyAssigned(task_id, row[0]), []
@@ -232,10 +243,10 @@ class PgBatch:
         """Updates ``i:j`` of distinct workers: their rows read ``FOR UPDATE`` at once,
         each *fn* run in order, the writes sent together; a result that moves its
         worker to another task is written alone, in order, in a savepoint."""
-        h = self._h
+        q = self._sql
         keys = [(scope_key(m.scope), m.worker_id) for m, _answer, _now in self._staged[i:j]]
         columns = ([scope for scope, _ in keys], [worker for _, worker in keys])
-        current = {(s, w): r for s, w, r in conn.execute(h.sql_lock_rows, columns).fetchall()}
+        current = {(s, w): r for s, w, r in conn.execute(q.lock_rows, columns).fetchall()}
         outcomes: list[Outcome] = []
         deletes: list[tuple[str, str]] = []
         sets: list[tuple[str, str, str]] = []
@@ -271,10 +282,10 @@ class PgBatch:
         self, conn: Connection, deletes: list[tuple[str, str]], sets: list[tuple[str, str, str]]
     ) -> None:
         if deletes:
-            conn.execute(self._h.sql_delete_many, [list(c) for c in zip(*deletes, strict=True)])
+            conn.execute(self._sql.delete_many, [list(c) for c in zip(*deletes, strict=True)])
             deletes.clear()
         if sets:
-            conn.execute(self._h.sql_set_many, [list(c) for c in zip(*sets, strict=True)])
+            conn.execute(self._sql.set_many, [list(c) for c in zip(*sets, strict=True)])
             sets.clear()
 
     def _move(
@@ -282,7 +293,7 @@ class PgBatch:
     ) -> Outcome:
         _kind, scope, worker_id = touched[0]
         claim.append(record["task_id"])
-        conn.execute(self._h.sql_set, (record["task_id"], _json(record), scope, worker_id))
+        conn.execute(self._sql.set, (record["task_id"], _json(record), scope, worker_id))
         return copy.deepcopy(record), None, [*touched, ("t", scope, record["task_id"])]
 
     def _send(self, conn: Connection, message: Message, now: str) -> psycopg.Cursor[Any]:
@@ -297,9 +308,9 @@ class PgBatch:
                     "r": _json(fresh),
                     "always": isinstance(message, Save),
                 }
-                return conn.execute(self._h.sql_claim, params)
+                return conn.execute(self._sql.claim, params)
             case Remove(_, worker_id):
-                return conn.execute(self._h.sql_delete, (scope, worker_id))
+                return conn.execute(self._sql.delete, (scope, worker_id))
         raise ValidationError(f"unknown assignments message {type(message).__name__}")
 
     def _interpret(self, message: Message, now: str, row: Any) -> Outcome:
@@ -329,17 +340,17 @@ class PgBatch:
         raise ValidationError(f"unknown assignments message {type(message).__name__}")
 
     def _update(self, conn: Connection, message: Update, claim: list[str]) -> Outcome:
-        h = self._h
+        q = self._sql
         scope = scope_key(message.scope)
         worker_id = message.worker_id
-        row = conn.execute(h.sql_lock_row, (scope, worker_id)).fetchone()
+        row = conn.execute(q.lock_row, (scope, worker_id)).fetchone()
         if row is None:
             raise NotFound(f"worker {worker_id!r} has no assignment")
         current: Record = row[0]
         touched: list[CacheKey] = [("w", scope, worker_id), ("t", scope, current["task_id"])]
         record = _mutated(message, current)
         if record is None:
-            conn.execute(h.sql_delete, (scope, worker_id))
+            conn.execute(q.delete, (scope, worker_id))
             return None, None, touched
         return self._move(conn, record, touched, claim)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from marcus_persist.backends.postgres._backend import Connection
+from marcus_persist.backends.postgres._db import Connection
 
 __all__ = ("FINE", "lock_keys")
 

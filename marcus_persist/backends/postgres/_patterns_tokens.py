@@ -29,7 +29,7 @@ from psycopg.types.json import Jsonb
 from marcus_persist._core._codec import encode
 from marcus_persist._errors import CorruptDataError
 from marcus_persist.backends._contract import KeyedWrite
-from marcus_persist.backends.postgres._backend import Connection, PgDatabase
+from marcus_persist.backends.postgres._db import Connection, PgDatabase
 from marcus_persist.backends.postgres._locks import lock_keys
 
 __all__ = ("PostgresPatternStorage", "PostgresTokenStorage")

@@ -22,7 +22,7 @@ from psycopg.types.json import Jsonb
 
 from marcus_persist._core._codec import decode, encode
 from marcus_persist.backends._contract import Record, StateChanges
-from marcus_persist.backends.postgres._backend import Connection, PgDatabase
+from marcus_persist.backends.postgres._db import Connection, PgDatabase
 from marcus_persist.backends.postgres._locks import lock_keys
 
 __all__ = ("PostgresStateStorage",)

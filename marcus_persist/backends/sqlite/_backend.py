@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from marcus_persist._config import Config
+from marcus_persist._config import SQLITE_DB_NAME, Config
 from marcus_persist._core._codec import decode, encode
 from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist._errors import BackendError, CorruptDataError
@@ -32,7 +32,7 @@ from marcus_persist.backends.sqlite._patterns_tokens import SQLitePatternStorage
 
 __all__ = ("DB_NAME", "SQLiteBackend", "create")
 
-DB_NAME = "marcus_state.db"
+DB_NAME = SQLITE_DB_NAME
 CHUNK = 1000
 T = TypeVar("T")
 
@@ -250,5 +250,5 @@ class SQLiteBackend:
 
 def create(config: Config, fs: FileSystem) -> SQLiteBackend:
     return SQLiteBackend(
-        config.path / DB_NAME, sync=config.fsync, fs=fs, on_corrupt=config.on_corrupt
+        config.sqlite_file.absolute(), sync=config.fsync, fs=fs, on_corrupt=config.on_corrupt
     )

@@ -22,10 +22,10 @@ from marcus_persist._core._atomic import write_atomic
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._errors import PersistenceError
 from marcus_persist.backends import Backend
+from marcus_persist.backends._assignments import check_records
+from marcus_persist.backends._audit import AuditStorage
 from marcus_persist.backends._contract import KeyedWrite
-from marcus_persist.backends.file._audit import AuditStorage
 from marcus_persist.ops.migrate import _read as rd
-from marcus_persist.stores.assignments._store import check_records
 from marcus_persist.stores.patterns._records import check_patterns
 from marcus_persist.stores.tokens._document import normalize, with_marcus_totals
 

@@ -15,11 +15,11 @@ from typing import Any, NamedTuple
 
 from marcus_persist._config import Config
 from marcus_persist._core._clock import SYSTEM_CLOCK
+from marcus_persist.backends._assignments import check_records
+from marcus_persist.backends._audit import AuditStorage
 from marcus_persist.backends._contract import Backend, Record, Scope
-from marcus_persist.backends.file._audit import AuditStorage
-from marcus_persist.stores.assignments._store import check_records
 from marcus_persist.stores.patterns._records import check_patterns
-from marcus_persist.stores.tokens._handler import TokensHandler
+from marcus_persist.stores.tokens import TokensHandler
 
 __all__ = (
     "Digest",

@@ -24,9 +24,11 @@ from marcus_persist._config import Config
 from marcus_persist._core._dirlock import DirLock
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._errors import PersistenceError
-from marcus_persist._runtime._open import prepare_data_dir
+from marcus_persist._runtime import prepare_data_dir
 from marcus_persist.backends import Backend, create_backend
-from marcus_persist.backends.file._audit import AuditStorage, FileAuditStorage, MemoryAuditStorage
+from marcus_persist.backends._audit import AuditStorage
+from marcus_persist.backends.file._audit import FileAuditStorage
+from marcus_persist.backends.memory._audit import MemoryAuditStorage
 from marcus_persist.ops.migrate import _read as rd
 from marcus_persist.ops.migrate._copy import (
     COPY,

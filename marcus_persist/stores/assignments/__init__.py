@@ -1,12 +1,19 @@
-"""Task assignments: who works on what, with no task ever held by two workers."""
+"""Task assignments: who works on what, with no task ever held by two workers.
+
+File: ``data/assignments/assignments.json`` in Marcus's own shape,
+``{worker_id: {"task_id", "assigned_at", "task_data", ...lease fields}}``;
+per project, ``data/assignments/project_<id>/assignments.json``. Fields we do
+not know are kept as they are.
+"""
 
 from __future__ import annotations
 
-from ._store import AssignmentRecord as AssignmentRecord
-from ._store import AssignmentsHandler as AssignmentsHandler
+from marcus_persist.backends._assignments import AssignmentRecord as AssignmentRecord
+from marcus_persist.backends._assignments import AssignmentsView as AssignmentsView
+
+from ._handler import AssignmentsHandler as AssignmentsHandler
+from ._handler import assignments_handler as assignments_handler
 from ._store import AssignmentStore as AssignmentStore
-from ._store import AssignmentsView as AssignmentsView
-from ._store import assignments_handler as assignments_handler
 
 __all__ = (
     "AssignmentRecord",

@@ -1,4 +1,4 @@
-"""Task assignments: who works on what, with no task ever held by two workers.
+"""``rt.assignments``: the store API over the assignments actor.
 
 File: ``data/assignments/assignments.json`` in Marcus's own shape,
 ``{worker_id: {"task_id", "assigned_at", "task_data", ...lease fields}}``;
@@ -8,286 +8,29 @@ not know are kept as they are.
 
 from __future__ import annotations
 
-import copy
 import re
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-import msgspec
-
-from marcus_persist._core._actor import Actor, Transaction
-from marcus_persist._core._clock import Clock, iso_utc
+from marcus_persist._core._actor import Actor
+from marcus_persist._core._clock import iso_utc
 from marcus_persist._core._codec import json_copy
 from marcus_persist._core._mailbox import ActorStatistics
-from marcus_persist._errors import NotFound, TaskAlreadyAssigned, ValidationError
-from marcus_persist.backends._contract import AssignmentStorage, Backend, KeyedWrite, Record, Scope
-
-__all__ = (
-    "AssignmentRecord",
-    "AssignmentStore",
-    "AssignmentsHandler",
-    "AssignmentsView",
-    "assignments_handler",
+from marcus_persist._errors import ValidationError
+from marcus_persist.backends._assignments import (
+    Assign,
+    AssignmentsView,
+    Message,
+    Mutator,
+    Remove,
+    Save,
+    Update,
 )
+from marcus_persist.backends._contract import Record, Scope
+
+__all__ = ("AssignmentStore",)
 
 _PROJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-Mutator = Callable[[Record], Record | None]
-
-
-class AssignmentRecord(msgspec.Struct, frozen=True):
-    """The fields we rely on in a stored assignment (others are kept untouched)."""
-
-    task_id: str
-    assigned_at: str | None = None
-    task_data: dict[str, Any] = {}
-    lease_expires: str | None = None
-    lease_renewed_at: str | None = None
-    renewal_count: int = 0
-    progress_percentage: float | None = None
-    last_progress_update: str | None = None
-
-
-# Messages: frozen, tagged; the actor dispatches them with ``match``.
-class Assign(msgspec.Struct, frozen=True, tag=True):
-    scope: Scope
-    worker_id: str
-    task_id: str
-    task_data: Record
-
-
-class Save(msgspec.Struct, frozen=True, tag=True):
-    scope: Scope
-    worker_id: str
-    task_id: str
-    task_data: Record
-
-
-class Remove(msgspec.Struct, frozen=True, tag=True):
-    scope: Scope
-    worker_id: str
-
-
-class Update(msgspec.Struct, frozen=True, tag=True):
-    scope: Scope
-    worker_id: str
-    mutate: Mutator
-
-
-Message = Assign | Save | Remove | Update
-
-
-def check_record(worker_id: str, raw: Any) -> Record:
-    """Validate one stored assignment; raises ``ValueError`` naming the worker and field."""
-    try:
-        msgspec.convert(raw, AssignmentRecord)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"assignment of worker {worker_id!r}: {exc}") from None
-    result: Record = raw
-    return result
-
-
-def check_records(document: dict[str, Any]) -> dict[str, Record]:
-    """Validate a stored ``{worker_id: assignment}`` document, no task held twice."""
-    holders: dict[str, str] = {}
-    for worker_id, raw in document.items():
-        check_record(worker_id, raw)
-        holder = holders.setdefault(raw["task_id"], worker_id)
-        if holder != worker_id:
-            raise ValueError(
-                f"task {raw['task_id']!r} is held by both {holder!r} and {worker_id!r}"
-            )
-    return document
-
-
-class _Scope:
-    """Committed assignments of one file, with the task -> worker index."""
-
-    __slots__ = ("by_task", "records")
-
-    def __init__(self, records: dict[str, Record]) -> None:
-        self.records = records
-        self.by_task = {record["task_id"]: worker for worker, record in records.items()}
-
-
-class AssignmentsView(Protocol):
-    """What the store API needs from a handler: the actor's batches and the committed reads.
-
-    Reads return copies and never see a change that is not durable. The
-    in-memory handler answers from its committed state; a shared database's
-    handler asks the database (or its cache), so it sees other processes' writes.
-    """
-
-    clock: Clock
-
-    def load(self) -> None: ...
-    def begin(self) -> Transaction[Message]: ...
-    async def read_one(self, scope: Scope, worker_id: str) -> Record | None: ...
-    async def read_all(self, scope: Scope) -> dict[str, Record]: ...
-    async def read_holder(self, scope: Scope, task_id: str) -> str | None: ...
-    async def read_task_ids(self, scope: Scope) -> set[str]: ...
-
-
-def assignments_handler(backend: Backend, clock: Clock) -> AssignmentsView:
-    """The handler for *backend*: its own when it is shared by several processes
-    (``backend.assignments_handler(clock)``: the database is the authority),
-    else the in-memory one over its storage."""
-    own = getattr(backend, "assignments_handler", None)
-    if own is not None:
-        handler: AssignmentsView = own(clock)
-        return handler
-    return AssignmentsHandler(backend.assignments(), clock)
-
-
-class AssignmentsHandler:
-    """The actor's side: committed state, one transaction per batch."""
-
-    def __init__(self, storage: AssignmentStorage, clock: Clock) -> None:
-        self.storage = storage
-        self.clock = clock
-        self.scopes: dict[Scope, _Scope] = {}
-
-    def load(self) -> None:
-        """Read every scope from storage (blocking; at startup, in a thread)."""
-        self.scopes = {
-            s: _Scope(records) for s, records in self.storage.load(check_records).items()
-        }
-
-    def scope(self, scope: Scope) -> _Scope:
-        # the actor is the only writer of scopes; readers only look
-        return self.scopes.get(scope) or _Scope({})
-
-    def begin(self) -> _Transaction:
-        return _Transaction(self)
-
-    # -- reads: the committed state of this process (the only writer) --------
-    async def read_one(self, scope: Scope, worker_id: str) -> Record | None:
-        record = self.scope(scope).records.get(worker_id)
-        return copy.deepcopy(record) if record is not None else None
-
-    async def read_all(self, scope: Scope) -> dict[str, Record]:
-        return copy.deepcopy(self.scope(scope).records)
-
-    async def read_holder(self, scope: Scope, task_id: str) -> str | None:
-        return self.scope(scope).by_task.get(task_id)
-
-    async def read_task_ids(self, scope: Scope) -> set[str]:
-        return set(self.scope(scope).by_task)
-
-
-class _Transaction:
-    """The staging overlay of one batch: changed records and index entries per scope."""
-
-    def __init__(self, handler: AssignmentsHandler) -> None:
-        self._h = handler
-        self._records: dict[Scope, dict[str, Record | None]] = {}
-        self._tasks: dict[Scope, dict[str, str | None]] = {}
-        self._now: str | None = None
-
-    def _stamp(self) -> str:
-        """The batch's timestamp: read once, shared by its records (committed together)."""
-        if self._now is None:
-            self._now = iso_utc(self._h.clock.now())
-        return self._now
-
-    @property
-    def changed(self) -> bool:
-        return bool(self._records)
-
-    def _get(self, scope: Scope, worker_id: str) -> Record | None:
-        staged = self._records.get(scope, {})
-        if worker_id in staged:
-            return staged[worker_id]
-        return self._h.scope(scope).records.get(worker_id)
-
-    def _holder(self, scope: Scope, task_id: str) -> str | None:
-        staged = self._tasks.get(scope, {})
-        if task_id in staged:
-            return staged[task_id]
-        return self._h.scope(scope).by_task.get(task_id)
-
-    def _put(self, scope: Scope, worker_id: str, record: Record | None) -> None:
-        """Stage *record* for *worker_id* (``None`` removes), keeping the task index true."""
-        old = self._get(scope, worker_id)
-        tasks = self._tasks.setdefault(scope, {})
-        if old is not None:
-            tasks[old["task_id"]] = None
-        if record is not None:
-            tasks[record["task_id"]] = worker_id
-        self._records.setdefault(scope, {})[worker_id] = record
-
-    def _claim(self, scope: Scope, worker_id: str, task_id: str) -> None:
-        holder = self._holder(scope, task_id)
-        if holder is not None and holder != worker_id:
-            raise TaskAlreadyAssigned(task_id, holder)
-
-    def apply(self, message: Message) -> Any:
-        match message:
-            case Assign(scope, worker_id, task_id, task_data):
-                self._claim(scope, worker_id, task_id)
-                current = self._get(scope, worker_id)
-                if current is not None and current["task_id"] == task_id:
-                    return copy.deepcopy(current)  # a retried assign: already durable
-                now = self._stamp()
-                fresh: Record = {"task_id": task_id, "assigned_at": now, "task_data": task_data}
-                self._put(scope, worker_id, fresh)
-                return copy.deepcopy(fresh)
-            case Save(scope, worker_id, task_id, task_data):
-                self._claim(scope, worker_id, task_id)
-                now = self._stamp()
-                self._put(
-                    scope,
-                    worker_id,
-                    {"task_id": task_id, "assigned_at": now, "task_data": task_data},
-                )
-                return None
-            case Remove(scope, worker_id):
-                if self._get(scope, worker_id) is None:
-                    return False
-                self._put(scope, worker_id, None)
-                return True
-            case Update(scope, worker_id, mutate):
-                current = self._get(scope, worker_id)
-                if current is None:
-                    raise NotFound(f"worker {worker_id!r} has no assignment")
-                result = mutate(copy.deepcopy(current))
-                if result is None:
-                    self._put(scope, worker_id, None)
-                    return None
-                record = json_copy(result, "assignment")
-                if not isinstance(record, dict):
-                    raise ValidationError("assignment: update must return a dict or None")
-                try:
-                    check_record(worker_id, record)
-                except ValueError as exc:
-                    raise ValidationError(str(exc)) from None
-                self._claim(scope, worker_id, record["task_id"])
-                self._put(scope, worker_id, record)
-                return copy.deepcopy(record)
-        raise ValidationError(f"unknown assignments message {type(message).__name__}")
-
-    def commit(self) -> None:
-        self._h.storage.commit(
-            {
-                scope: KeyedWrite(self._h.scope(scope).records, changes)
-                for scope, changes in self._records.items()
-            }
-        )
-
-    def publish(self) -> None:
-        for scope, changes in self._records.items():
-            target = self._h.scopes.setdefault(scope, _Scope({}))
-            for worker_id, record in changes.items():
-                if record is None:
-                    target.records.pop(worker_id, None)
-                else:
-                    target.records[worker_id] = record
-            for task_id, holder in self._tasks.get(scope, {}).items():
-                if holder is None:
-                    target.by_task.pop(task_id, None)
-                else:
-                    target.by_task[task_id] = holder
 
 
 class AssignmentStore:

@@ -16,7 +16,7 @@ import msgspec
 from marcus_persist._core._clock import iso_utc
 from marcus_persist._core._codec import check_json, encode
 from marcus_persist._errors import ValidationError
-from marcus_persist.backends.file._audit import AuditStorage
+from marcus_persist.backends._audit import AuditStorage
 
 __all__ = ("Append", "AuditHandler", "Message", "Sync", "build_event", "marcus_context")
 

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from marcus_persist.backends.file._audit import AuditSource
+from marcus_persist.backends._audit import AuditSource
 from marcus_persist.backends.file._audit_members import VerifiedWeekly
 
 __all__ = (

@@ -32,7 +32,7 @@ from marcus_persist._core._actor import Actor
 from marcus_persist._core._clock import Clock
 from marcus_persist._core._mailbox import ActorStatistics, Barrier, Request
 from marcus_persist._errors import PersistenceError
-from marcus_persist.backends.file._audit_rotation import RotationPolicy, RotationReport
+from marcus_persist.backends._audit import RotationPolicy, RotationReport
 from marcus_persist.stores.audit._actor import (
     AuditHandler,
     Message,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ._store import StateHandler as StateHandler
+from ._handler import StateHandler as StateHandler
+from ._handler import stored_at as stored_at
 from ._store import StateStore as StateStore
-from ._store import stored_at as stored_at
 
 __all__ = (
     "StateHandler",

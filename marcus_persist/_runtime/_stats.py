@@ -11,10 +11,10 @@ import msgspec
 
 from marcus_persist._core._codec import decode
 from marcus_persist._core._fs import OS_FS
+from marcus_persist._core._snapshot import BACKUPS_DIR, list_backups
 from marcus_persist._errors import CorruptDataError
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._shards import MANIFEST, ShardStore
-from marcus_persist.ops.backup import BACKUPS_DIR, list_backups
 
 __all__ = ("AuditDay", "DataStats", "TypeStats", "collect_stats")
 
