@@ -1,13 +1,17 @@
-"""Real PostgreSQL and Redis for the tests: addresses from the environment.
+"""Real PostgreSQL and Redis for the tests.
 
-``MARCUS_TEST_PG_DSN`` and ``MARCUS_TEST_REDIS_URL`` (``.ci/run`` sets both).
-Unset, the tests skip; under ``CI=true`` a missing service fails instead. Each
-test gets its own schema (and Redis namespace), dropped afterwards, so
-parallel runs never collide. The fixtures live in ``tests/conftest.py``.
+``MARCUS_TEST_PG_DSN`` and ``MARCUS_TEST_REDIS_URL`` name them; unset, the
+usual local addresses are used (``postgresql://postgres@127.0.0.1:5432/test``,
+``redis://127.0.0.1:6379/0``), so a machine running both needs no variable.
+A service that does not answer skips its tests with the reason (``-ra`` lists
+it); under ``CI=true`` it fails them instead. Each test gets its own schema
+(and Redis namespace), dropped afterwards, so parallel runs never collide. The
+fixtures live in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -20,11 +24,40 @@ def unavailable(why: str) -> None:
     pytest.skip(why)
 
 
+DEFAULTS = {
+    "MARCUS_TEST_PG_DSN": "postgresql://postgres@127.0.0.1:5432/test",
+    "MARCUS_TEST_REDIS_URL": "redis://127.0.0.1:6379/0",
+}
+
+
 def service(variable: str) -> str:
-    value = os.environ.get(variable)
-    if not value:
-        unavailable(f"{variable} is not set")
-    return value or ""
+    """The address in *variable* (else its usual local one), once it answers."""
+    address = os.environ.get(variable) or DEFAULTS[variable]
+    problem = _probe(variable, address)
+    if problem is not None:
+        unavailable(f"{variable}={address} does not answer ({problem})")
+    return address
+
+
+@functools.cache
+def _probe(variable: str, address: str) -> str | None:
+    """Why the service at *address* cannot be used, or ``None`` (asked once per run)."""
+    try:
+        if variable == "MARCUS_TEST_PG_DSN":
+            import psycopg
+
+            psycopg.connect(address, connect_timeout=5).close()
+        else:
+            import redis
+
+            client = redis.Redis.from_url(address, socket_connect_timeout=5)
+            try:
+                client.ping()
+            finally:
+                client.close()
+    except Exception as exc:  # any failure to connect means: not available here
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def drop_schema(dsn: str, schema: str) -> None:

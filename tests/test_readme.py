@@ -52,3 +52,20 @@ def test_every_config_option_is_in_the_readme() -> None:
 
     for field in msgspec.structs.fields(Config):
         assert f"`{field.name}`" in README, field.name
+
+
+def test_architecture_names_real_paths() -> None:
+    """Every file or package docs/architecture.md names exists (the doc drifts otherwise)."""
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    assert "docs/architecture.md" in README
+    package = ROOT / "marcus_persist"
+    named = set(re.findall(r"`([\w./]+(?:\.py|\.toml|/))`", doc))
+    assert len(named) > 20
+    missing = [
+        name
+        for name in sorted(named)
+        if not (ROOT / name).exists()
+        and not (package / name).exists()
+        and not ("/" not in name.rstrip("/") and any(package.rglob(name.rstrip("/"))))
+    ]
+    assert not missing, missing

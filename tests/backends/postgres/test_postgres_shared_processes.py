@@ -14,7 +14,7 @@ import anyio
 
 from marcus_persist import open_runtime
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 N = 60  # of each write per process
 
 
@@ -26,7 +26,14 @@ def test_two_processes_lose_no_update(pg: dict[str, Any]) -> None:
     anyio.run(seed, backend="asyncio")
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.backends._pg_counter", loop, json.dumps(pg), str(N)],
+            [
+                sys.executable,
+                "-m",
+                "tests.backends.postgres._pg_counter",
+                loop,
+                json.dumps(pg),
+                str(N),
+            ],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -14,8 +14,7 @@ from marcus_persist import open_runtime
 from marcus_persist.backends._audit import RotationPolicy
 from marcus_persist.backends.postgres._audit import PostgresAuditStorage, partition_name
 from marcus_persist.backends.postgres._db import PgDatabase
-
-from ..stores.audit_helpers import FakeClock
+from tests.stores.audit_helpers import FakeClock
 
 pytestmark = pytest.mark.anyio
 

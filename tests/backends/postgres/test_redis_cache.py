@@ -17,7 +17,7 @@ from tests.backends.conftest import PrivateRedis, free_port
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def cache_stats(rt: Runtime) -> CacheStatistics:
@@ -69,7 +69,7 @@ async def test_a_write_in_another_process_is_seen_by_the_next_read(
         assert await rt.assignments.get_worker_for_task("task-x") is None
         hits = cache_stats(rt).hits
         assert hits >= 1
-        command = [sys.executable, "-m", "tests.backends._pg_agents", "write", "asyncio"]
+        command = [sys.executable, "-m", "tests.backends.postgres._pg_agents", "write", "asyncio"]
         done = await anyio.run_process(
             [*command, json.dumps(pg_cached), "agent-x", "task-x"], cwd=ROOT
         )

@@ -1,4 +1,5 @@
-"""A child process for the multi-process tests: ``python -m tests.backends._pg_agents MODE ...``.
+"""A child process for the multi-process tests:
+``python -m tests.backends.postgres._pg_agents MODE ...``.
 
 Every mode opens its own runtime on the schema it is given and reports on
 stdout, one JSON line per event, flushed (the parent may kill -9 it any time).

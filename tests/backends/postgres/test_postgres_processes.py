@@ -15,12 +15,19 @@ import anyio
 
 from marcus_persist import open_runtime
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PROCESSES, AGENTS, TASKS = 4, 250, 500
 
 
 def spawn(mode: str, loop: str, options: dict[str, Any], *args: object) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "tests.backends._pg_agents", mode, loop, json.dumps(options)]
+    command = [
+        sys.executable,
+        "-m",
+        "tests.backends.postgres._pg_agents",
+        mode,
+        loop,
+        json.dumps(options),
+    ]
     return subprocess.Popen(
         [*command, *map(str, args)],
         cwd=ROOT,

@@ -1,7 +1,7 @@
 """Child process of the cross-process tests: N ``state.update`` increments of one counter,
 N pattern observations and N token records, with several tasks, on the schema it is given.
 
-    python -m tests.backends._pg_counter <asyncio|trio> '<open_runtime options json>' N
+    python -m tests.backends.postgres._pg_counter <asyncio|trio> '<open_runtime options json>' N
 """
 
 from __future__ import annotations
