@@ -4,7 +4,7 @@ event that was not logged, never crash, and report the damage (the doctor sees i
 the other days still read.
 
 gzip checks a member's CRC32 only at the member's end; the reader verifies each member
-before it yields a line of it (``stores/_audit_members.py``). The big-member case is the
+before it yields a line of it (``backends/file/_audit_members.py``). The big-member case is the
 one a streaming ``gzip.open`` got wrong: lines decoded from damaged deflate data came
 out before the CRC failed.
 """

@@ -1,4 +1,4 @@
-"""File storage for learned patterns and token usage (see :mod:`.file`).
+"""File storage for learned patterns and token usage (see :mod:`._backend`).
 
 Patterns live in a :class:`ShardStore` under ``learned_patterns/`` (one
 collection, committed through its manifest), so one observation rewrites one
@@ -6,7 +6,7 @@ small shard and the manifest, never the whole set. Marcus's own
 ``learned_patterns.json`` is read once, imported, and then renamed
 ``learned_patterns.json.imported`` (kept, never deleted).
 
-Token usage is in :mod:`._file_tokens`.
+Token usage is in :mod:`._tokens`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Memory storage for learned patterns and token usage (see :mod:`.memory`)."""
+"""Memory storage for learned patterns and token usage (see :mod:`._backend`)."""
 
 from __future__ import annotations
 

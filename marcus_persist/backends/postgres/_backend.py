@@ -2,7 +2,7 @@
 optional Redis cache of hot assignments.
 
 psycopg 3's sync driver in worker threads over a psycopg-pool (the async
-driver does not run on trio). The schema is versioned (:mod:`._pg_schema`)
+driver does not run on trio). The schema is versioned (:mod:`._schema`)
 and migrated at open. Every actor batch is one transaction committed with
 ``synchronous_commit=on`` before any caller is answered. A lost connection
 fails its batch with :class:`BackendError`; the pool checks connections
@@ -42,7 +42,7 @@ __all__ = ("PgDatabase", "PostgresAssignmentStorage", "PostgresBackend", "create
 
 class PostgresAssignmentStorage:
     """The whole-collection view of the assignments table (for copying data in and
-    out). The runtime's actor uses :class:`._pg_assignments.PgAssignmentsHandler`."""
+    out). The runtime's actor uses :class:`._assignments.PgAssignmentsHandler`."""
 
     def __init__(self, db: PgDatabase) -> None:
         self._db = db

@@ -1,5 +1,5 @@
 """One batch of assignment messages as one PostgreSQL transaction (see
-:mod:`._pg_assignments` for the guarantees); answers are settled after ``COMMIT``."""
+:mod:`._assignments` for the guarantees); answers are settled after ``COMMIT``."""
 
 from __future__ import annotations
 

@@ -1,17 +1,9 @@
-"""The connection pools of one runtime on PostgreSQL.
+"""The connection pools of one runtime on PostgreSQL and the schema it works in.
 
-PostgreSQL, shared by several processes (each with its own runtime), with an
-optional Redis cache of hot assignments.
-
-psycopg 3's sync driver in worker threads over a psycopg-pool (the async
-driver does not run on trio). The schema is versioned (:mod:`._pg_schema`)
-and migrated at open. Every actor batch is one transaction committed with
-``synchronous_commit=on`` before any caller is answered. A lost connection
-fails its batch with :class:`BackendError`; the pool checks connections
-before handing them out, so the next batch reconnects.
-
-DSN: ``open_runtime(path, backend="postgres", dsn=...)``, the ``dsn`` option,
-or ``MARCUS_PERSIST_PG_DSN`` / ``MARCUS_PERSIST_DSN``.
+Two pools of psycopg 3's sync driver, used from worker threads: one for the
+actors' commits, one for reads, so reads never starve a commit. Every
+connection sets ``synchronous_commit=on``; driver and pool errors become
+:class:`BackendError`, and a dead connection is replaced before reuse.
 """
 
 from __future__ import annotations

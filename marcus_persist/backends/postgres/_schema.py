@@ -75,7 +75,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         4,
         "audit events partitioned by day",
-        # one partition per UTC day, made on demand (see _pg_audit): retention
+        # one partition per UTC day, made on demand (see _audit): retention
         # drops a partition. id orders a day's lines; the index is per partition.
         """
         CREATE TABLE IF NOT EXISTS {schema}.audit_events (

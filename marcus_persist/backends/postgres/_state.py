@@ -3,7 +3,7 @@
 Blocking; the state actor calls it from worker threads. A batch is one
 transaction (:meth:`PostgresStateStorage.batch`): it first takes
 transaction-scoped advisory locks on the keys its messages name
-(:mod:`._pg_locks`: per key, or the whole collection for a large batch),
+(:mod:`._locks`: per key, or the whole collection for a large batch),
 then runs its reads and its writes on that connection. So an
 ``update`` from one process and any write of the same key from another are
 serialised (no lost update), and two batches cannot deadlock: locks are

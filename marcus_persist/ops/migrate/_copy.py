@@ -1,4 +1,4 @@
-"""The per-store copy steps of :mod:`._migrate`, and the digests that verify them.
+"""The per-store copy steps of :mod:`._run`, and the digests that verify them.
 
 Blocking. Each step writes through the target's storage contract in bounded
 chunks and is idempotent: rerunning it after an interruption neither loses

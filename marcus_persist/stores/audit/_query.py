@@ -5,8 +5,9 @@ blocks in a worker thread, and each line is checked with a small typed decode
 before a matching one is decoded whole, so memory stays bounded by one block
 and one answer batch. A line that is not a JSON object with ``timestamp`` and
 ``event_type`` is counted (and its place recorded), never fatal; so is a damaged
-gzip member of a weekly, skipped whole (see :mod:`._audit_members`). A day file's
-last line without ``\\n`` is an append still in flight and is not read yet.
+gzip member of a weekly, skipped whole (see
+:mod:`marcus_persist.backends.file._audit_members`). A day file's last line
+without ``\\n`` is an append still in flight and is not read yet.
 """
 
 from __future__ import annotations
