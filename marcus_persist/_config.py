@@ -17,10 +17,12 @@ import msgspec
 
 from marcus_persist._errors import ConfigError
 
-__all__ = ("BACKEND_NAMES", "SQLITE_DB_NAME", "Config")
+__all__ = ("BACKEND_NAMES", "SQLITE_DB_NAME", "STORE_NAMES", "Config")
 
 #: the storage engines, by the name ``backend`` takes (one package each under ``backends/``)
 BACKEND_NAMES = ("file", "memory", "sqlite", "postgres")
+#: the stores, by the name ``backends`` keys take
+STORE_NAMES = ("assignments", "state", "audit", "patterns", "tokens")
 #: the ``sqlite`` backend's database in the data directory (Marcus's own name)
 SQLITE_DB_NAME = "marcus_state.db"
 
@@ -76,6 +78,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     token_dedupe_days: Positive = 2
     #: token usage: USD per million tokens by model, ``{"model": {"input": 3.0, "output": 15.0}}``
     token_prices: dict[str, dict[str, NonNegative]] = {}
+    #: a store's own engine, overriding ``backend`` for it: ``{"state": "sqlite"}``
+    backends: dict[str, str] = {}
 
     @property
     def path(self) -> Path:
@@ -85,6 +89,15 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     def sqlite_file(self) -> Path:
         """Where the ``sqlite`` backend keeps its database."""
         return Path(self.sqlite_path) if self.sqlite_path else self.path / SQLITE_DB_NAME
+
+    def engine_of(self, store: str) -> str:
+        """The engine *store* runs on: its ``backends`` entry, else ``backend``."""
+        return self.backends.get(store, self.backend)
+
+    @property
+    def engines(self) -> dict[str, str]:
+        """Every store's engine, by store name."""
+        return {store: self.engine_of(store) for store in STORE_NAMES}
 
     @property
     def fsync(self) -> bool:
@@ -107,6 +120,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         for variable, name in ENV_ALIASES.items():
             if variable in environ:
                 found.setdefault(name, environ[variable])
+        if "backends" in found:  # a mapping: the variable holds JSON
+            found["backends"] = _json_option(f"{ENV_PREFIX}BACKENDS", found["backends"])
         if not found:
             return self
         merged = {**msgspec.structs.asdict(self), **found}
@@ -161,4 +176,35 @@ def _build(options: Mapping[str, Any], where: str, *, strict: bool = True) -> Co
             f"{where} backend: unknown backend {config.backend!r}; "
             f"expected one of {', '.join(BACKEND_NAMES)}"
         )
+    _check_backends(config, where)
     return config
+
+
+def _json_option(name: str, text: str) -> Any:
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"environment variable {name}: not valid JSON: {exc}") from None
+
+
+def _check_backends(config: Config, where: str) -> None:
+    """Each store's engine must exist, and the engines must be able to run side by side."""
+    for store, engine in config.backends.items():
+        if store not in STORE_NAMES:
+            raise ConfigError(
+                f"{where} backends: unknown store {store!r}; "
+                f"expected one of {', '.join(STORE_NAMES)}"
+            )
+        if engine not in BACKEND_NAMES:
+            raise ConfigError(
+                f"{where} backends.{store}: unknown backend {engine!r}; "
+                f"expected one of {', '.join(BACKEND_NAMES)}"
+            )
+    used = set(config.engines.values())
+    if "memory" in used and len(used) > 1:
+        kept = sorted(s for s, e in config.engines.items() if e == "memory")
+        raise ConfigError(
+            f"{where} backends: {', '.join(kept)} on memory beside durable engines would lose "
+            "that data at every restart while the rest is kept; put every store on memory "
+            "or none"
+        )

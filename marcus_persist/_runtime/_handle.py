@@ -62,6 +62,9 @@ class Runtime:
     @property
     def quarantined(self) -> tuple[Quarantined, ...]:
         """Corrupt files moved aside at startup (quarantine policy only)."""
+        found = getattr(self.backend, "quarantined", None)  # a hybrid: every engine's
+        if found is not None:
+            return tuple(found)
         ctx = getattr(self.backend, "ctx", None)
         return tuple(ctx.quarantined) if ctx is not None else ()
 

@@ -22,7 +22,7 @@ from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime._handle import Runtime
 from marcus_persist._runtime._metrics import instrument
-from marcus_persist.backends import Backend, create_backend
+from marcus_persist.backends import Backend, create_backend, engine_for
 from marcus_persist.backends._audit import AuditStorage
 from marcus_persist.backends.file._audit import FileAuditStorage
 from marcus_persist.backends.memory._audit import MemoryAuditStorage
@@ -92,7 +92,7 @@ async def open_runtime(
         store_backend = create_backend(config, fs)
 
     lock = DirLock(config.path) if store_backend.uses_data_dir else None
-    audit_storage = _audit_storage(store_backend, config, fs)
+    audit_storage = _audit_storage(engine_for(store_backend, "audit"), config, fs)
     try:
         if lock is not None:
             await anyio.to_thread.run_sync(_startup, prepare_data_dir, config, lock, fs)
@@ -193,7 +193,7 @@ def _load_stores(
     backend: Backend, audit_storage: AuditStorage, clock: Clock, config: Config
 ) -> _Stores:
     stores = _Stores(
-        assignments_handler(backend, clock),
+        assignments_handler(engine_for(backend, "assignments"), clock),
         StateHandler(backend.state(), clock),
         AuditHandler(audit_storage),
         PatternsHandler(backend.patterns(), clock),

@@ -19,6 +19,7 @@ from marcus_persist import (
     ValidationError,
     open_runtime,
 )
+from tests._hybrid import REVIEW_HYBRID
 
 pytestmark = pytest.mark.anyio
 
@@ -39,15 +40,18 @@ class FakeClock:
 Opener = Callable[..., contextlib.AbstractAsyncContextManager[Runtime]]
 
 
-@pytest.fixture(params=["file", "memory", "sqlite", "postgres"])
+@pytest.fixture(params=["file", "memory", "sqlite", "postgres", "hybrid"])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     """Opens a runtime on the same data each time (the memory backend is shared;
-    postgres gets a schema of this test's own)."""
+    postgres gets a schema of this test's own; ``hybrid`` is the review's, each
+    store on its engine in one data directory)."""
     name = str(request.param)
     shared = MemoryBackend()
     extra: dict[str, Any] = {}
     if name == "postgres":
         extra = request.getfixturevalue("pg")
+    if name == "hybrid":
+        name, extra = "file", {"backends": REVIEW_HYBRID}
 
     @contextlib.asynccontextmanager
     async def open_(clock: Any = None) -> AsyncIterator[Runtime]:

@@ -13,7 +13,9 @@ A machine subclasses :class:`ModelMachine` (made per backend and loop by
   the server after every connection of the runtime was terminated. Every op
   was acknowledged before the crash, so the only legal prefix is all of them:
   the model stays as it is and must match. ``memory`` loses everything by
-  definition and has no crash rule;
+  definition and has no crash rule. ``hybrid`` is the review's (each store on
+  its engine, :data:`tests._hybrid.REVIEW_HYBRID`): the store under test gets
+  its engine's crash and fault rules, with the other engine's files beside it;
 * ``clock_jump``: the injectable clock moves on (it starts 30 s before the
   midnight that ends January: days and months roll over);
 * ``failing_write``: one of the store's writes under an injected fault
@@ -49,6 +51,7 @@ from marcus_persist import open_runtime
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._errors import PersistenceError
 from marcus_persist.backends.sqlite._backend import DB_NAME
+from tests._hybrid import REVIEW_HYBRID
 from tests._services import drop_schema, service
 
 from .audit_oracle import MovingClock
@@ -75,7 +78,9 @@ __all__ = (
     "run_machine",
 )
 
-BACKENDS = ("file", "memory", "sqlite", "postgres")
+BACKENDS = ("file", "memory", "sqlite", "postgres", "hybrid")
+#: the SQLite database and its companions (what a hybrid's file crash image lacks)
+SQLITE_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm")
 FAULTS = st.sampled_from([errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
 #: over midnight, a day, past the dedupe window, a month (the clock starts at a month's end)
 JUMPS = st.sampled_from([45, 3600, 86_400, 3 * 86_400, 31 * 86_400])
@@ -103,6 +108,11 @@ class Harness:
     ) -> None:
         self.backend, self.store = backend, store
         self.options = dict(options or {})
+        #: the engine the store under test runs on
+        self.engine = backend
+        if backend == "hybrid":
+            self.engine = REVIEW_HYBRID.get(store, "file")
+            self.options["backends"] = REVIEW_HYBRID
         self.clock = MovingClock(START)
         self.switch = Switch()
         self.root = Path(tempfile.mkdtemp(prefix=f"marcus-model-{store}-"))
@@ -134,8 +144,8 @@ class Harness:
         return self.here / "data"
 
     def open(self) -> None:
-        chosen: Any = self.memory if self.backend == "memory" else self.backend
-        fs = self.fs if self.backend == "file" else OS_FS
+        chosen: Any = {"memory": self.memory, "hybrid": "file"}.get(self.backend, self.backend)
+        fs = self.fs if self.engine == "file" else OS_FS
         manager = self.portal.wrap_async_context_manager(
             open_runtime(
                 self.data, backend=chosen, fs=fs, clock=self.clock, **self.pg, **self.options
@@ -166,7 +176,7 @@ class Harness:
         what may have reached the disk too."""
         COUNTS[f"model-based crashes ({self.backend})"] += 1
         before = self.data
-        if self.backend == "file":
+        if self.engine == "file":
             durable, maybe = self.fs.split(len(self.fs.trace))
             chosen = (
                 [] if seed is None else [i for i in maybe if random.Random(seed + i).random() < 0.5]
@@ -174,7 +184,13 @@ class Harness:
             if chosen:
                 COUNTS["model-based crash images with unsynced ops (file)"] += 1
             image = self.fs.build("durable", durable + chosen)
-        elif self.backend == "sqlite":
+            # a hybrid's SQLite stores, as a process crash leaves them
+            snapshot = {
+                p.relative_to(self.here): p.read_bytes()
+                for p in _files(before)
+                if p.name in SQLITE_FILES
+            }
+        elif self.engine == "sqlite":
             # the process-crash state: every file as the OS holds it, with no close,
             # no checkpoint (the committed batches are in the WAL)
             snapshot = {p.relative_to(self.here): p.read_bytes() for p in _files(before)}
@@ -185,13 +201,12 @@ class Harness:
             self.open()  # the same schema
             return
         self.generation += 1
-        if self.backend == "file":
+        if self.engine == "file":
             materialise(image, self.here)
             self.fs = LockedSimFS(self.here, self.switch.fault)
-        else:
-            for rel, blob in snapshot.items():
-                (self.here / rel).parent.mkdir(parents=True, exist_ok=True)
-                (self.here / rel).write_bytes(blob)
+        for rel, blob in snapshot.items():
+            (self.here / rel).parent.mkdir(parents=True, exist_ok=True)
+            (self.here / rel).write_bytes(blob)
         self.open()
 
     def terminate_connections(self) -> int:
@@ -208,7 +223,7 @@ class Harness:
         """Make the store's next commit fail; yields the errno the error must carry
         (``None`` on sqlite/postgres: the driver's error has none)."""
         self.switch.fired = False
-        if self.backend in ("file", "memory"):
+        if self.engine in ("file", "memory"):
             self.switch.fail = (where, code)
             try:
                 yield code
@@ -241,8 +256,8 @@ class Harness:
 
     @contextlib.contextmanager
     def _trigger(self, *, sleep: bool = False) -> Iterator[None]:
-        table = TABLES[self.backend][self.store]
-        if self.backend == "sqlite":
+        table = TABLES[self.engine][self.store]
+        if self.engine == "sqlite":
             with sqlite_trigger(self.data / DB_NAME, table):
                 yield
         else:

@@ -50,6 +50,6 @@ class AuditMachine(ModelMachine):
 
 
 @loops
-@pytest.mark.parametrize("backend", ["file", "memory", "postgres"])
+@pytest.mark.parametrize("backend", ["file", "memory", "postgres", "hybrid"])
 def test_audit_against_the_model(backend: str, loop: str) -> None:
     run_machine(AuditMachine, backend, loop, model_settings(8, 25))

@@ -25,7 +25,7 @@ from marcus_persist._core._dirlock import DirLock
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime import prepare_data_dir
-from marcus_persist.backends import Backend, create_backend
+from marcus_persist.backends import Backend, create_backend, engine_for
 from marcus_persist.backends._audit import AuditStorage
 from marcus_persist.backends.file._audit import FileAuditStorage
 from marcus_persist.backends.memory._audit import MemoryAuditStorage
@@ -105,12 +105,13 @@ def _open(end: Endpoint, *, target: bool) -> Iterator[Opened]:
             else:
                 lock.acquire()
         audit = end.audit
-        provided = getattr(backend, "audit", None)
+        keeper = engine_for(backend, "audit")  # a hybrid's audit engine
+        provided = getattr(keeper, "audit", None)
         if audit is None and callable(provided):
             audit = provided()
-        elif audit is None and backend.uses_data_dir:
+        elif audit is None and keeper.uses_data_dir:
             audit = FileAuditStorage(config.path / "audit_logs", OS_FS, config.durability)
-        elif audit is None and backend.name == "memory" and end.backend is None:
+        elif audit is None and keeper.name == "memory" and end.backend is None:
             audit = MemoryAuditStorage()
         yield Opened(backend, audit, config)
     finally:
