@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from benchmarks import audit_throughput, patterns_tokens, startup, state_scale
+from benchmarks import audit_throughput, hybrid, patterns_tokens, startup, state_scale
 from benchmarks._harness import drive_calls
 
 
@@ -86,3 +86,15 @@ async def test_drive_calls_counts_errors_and_abandons_calls_past_the_cap() -> No
 
     run = await drive_calls(2, 0.0, stuck, cap=0.01)
     assert (len(run.latencies), run.errors, run.capped) == (0, 0, True)
+
+
+def test_hybrid_runs_reads_and_writes(tmp_path: Path, redis_url: str) -> None:
+    out = tmp_path / "results"
+    argv = ["--readers", "5", "--seconds", "0.02", "--redis-url", redis_url, "--out", str(out)]
+    assert hybrid.main(argv) == 0
+    cases = {(c["workload"], c["backend"]) for c in _cases(out, "hybrid")}
+    for name in ("hybrid", "sqlite", "file"):
+        assert ("read", name) in cases and ("read", f"{name} + redis") in cases
+    assert {("assign", "hybrid"), ("assign", "sqlite")} <= cases
+    document = json.loads((out / "hybrid.json").read_text())
+    assert [t["met"] is not None for t in document["targets"]] == [True, True]

@@ -19,7 +19,7 @@ from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist._core._mailbox import ActorStatistics
 from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup, prune_backups
 from marcus_persist._errors import PersistenceError
-from marcus_persist._runtime._metrics import Metrics, actor_metrics
+from marcus_persist._runtime._metrics import Metrics, actor_metrics, cache_metrics
 from marcus_persist._runtime._stats import collect_stats
 from marcus_persist.backends import Backend
 from marcus_persist.backends._files import Quarantined
@@ -54,6 +54,8 @@ class Runtime:
         self._token = anyio.lowlevel.current_token()
         self.last_backup: Path | None = None
         self._fs: FileSystem = OS_FS  # the data directory's FileSystem (backups write through it)
+        #: the Redis cache of assignment reads (``redis_url``), set by ``open_runtime``
+        self.assignment_cache: Any = None
 
     @property
     def data_dir(self) -> Path:
@@ -128,6 +130,7 @@ class Runtime:
             actors=actor_metrics(self._actors),
             bytes_on_disk=sizes,
             last_backup=str(self.last_backup) if self.last_backup else None,
+            cache=cache_metrics(self.assignment_cache),
         )
 
     def statistics(self) -> dict[str, ActorStatistics]:

@@ -15,7 +15,14 @@ from marcus_persist._core._actor import Actor
 from marcus_persist._core._mailbox import ActorStatistics
 from marcus_persist._core._metrics import HistogramSnapshot
 
-__all__ = ("ActorMetrics", "Metrics", "actor_metrics", "instrument")
+__all__ = (
+    "ActorMetrics",
+    "CacheMetrics",
+    "Metrics",
+    "actor_metrics",
+    "cache_metrics",
+    "instrument",
+)
 
 log = logging.getLogger("marcus_persist")
 
@@ -30,11 +37,33 @@ class ActorMetrics(msgspec.Struct, frozen=True):
     commit_seconds: HistogramSnapshot
 
 
+class CacheMetrics(msgspec.Struct, frozen=True):
+    """The Redis cache of assignment reads (``redis_url``)."""
+
+    hits: int
+    misses: int
+    #: reads the store answered because Redis was unavailable
+    fallbacks: int
+    errors: int
+    available: bool
+    hit_rate: float | None
+
+
 class Metrics(msgspec.Struct, frozen=True):
     actors: dict[str, ActorMetrics]
     #: bytes on disk per data type (empty for backends without files)
     bytes_on_disk: dict[str, int]
     last_backup: str | None
+    #: ``None`` without ``redis_url``
+    cache: CacheMetrics | None = None
+
+
+def cache_metrics(cache: Any) -> CacheMetrics | None:
+    """The counters of an assignments cache, if there is one."""
+    if cache is None:
+        return None
+    s = cache.statistics()
+    return CacheMetrics(s.hits, s.misses, s.fallbacks, s.errors, s.available, s.hit_rate)
 
 
 def actor_metrics(actors: Iterable[Actor[Any]]) -> dict[str, ActorMetrics]:

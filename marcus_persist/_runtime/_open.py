@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -35,6 +35,9 @@ from marcus_persist.stores.audit import AuditHandler, AuditStore
 from marcus_persist.stores.patterns import PatternsHandler, PatternStore, run_prune_schedule
 from marcus_persist.stores.state import StateHandler, StateStore
 from marcus_persist.stores.tokens import TokensHandler, TokenStore
+
+if TYPE_CHECKING:
+    from marcus_persist.backends._redis_cache import AssignmentCache
 
 __all__ = ("LAYOUT", "open_runtime", "prepare_data_dir")
 
@@ -93,11 +96,12 @@ async def open_runtime(
 
     lock = DirLock(config.path) if store_backend.uses_data_dir else None
     audit_storage = _audit_storage(engine_for(store_backend, "audit"), config, fs)
+    cache = _assignment_cache(engine_for(store_backend, "assignments"), config)
     try:
         if lock is not None:
             await anyio.to_thread.run_sync(_startup, prepare_data_dir, config, lock, fs)
         stores = await anyio.to_thread.run_sync(
-            _load_stores, store_backend, audit_storage, clock, config
+            _load_stores, store_backend, audit_storage, clock, config, cache
         )
         actors = {
             name: Actor(name, handler, inbox_size=config.inbox_size, max_batch=config.max_batch)
@@ -105,6 +109,7 @@ async def open_runtime(
         }
         runtime = Runtime(config, store_backend, list(actors.values()))
         runtime._fs = fs
+        runtime.assignment_cache = getattr(stores.assignments, "cache", None)
         runtime.assignments = AssignmentStore(actors["assignments"], stores.assignments)
         runtime.state = StateStore(actors["state"], stores.state)
         runtime.audit = AuditStore(actors["audit"], stores.audit, config, clock)
@@ -149,6 +154,8 @@ async def open_runtime(
             except OSError as exc:
                 log.error("audit: final fsync failed: %s", exc)
             await anyio.to_thread.run_sync(store_backend.close)
+            if cache is not None:
+                cache.close()
             if lock is not None:
                 lock.release()
 
@@ -189,11 +196,26 @@ class _Stores:
         }
 
 
+def _assignment_cache(backend: Backend, config: Config) -> AssignmentCache | None:
+    """The Redis cache in front of an in-process assignments handler (``redis_url``);
+    a backend with its own handler (postgres) makes its own."""
+    if not config.redis_url or hasattr(backend, "assignments_handler"):
+        return None
+    from marcus_persist.backends._redis_cache import AssignmentCache
+
+    # one process owns the directory: its absolute path names the namespace
+    return AssignmentCache(config.redis_url, f"marcus_persist:dir:{config.path.absolute()}")
+
+
 def _load_stores(
-    backend: Backend, audit_storage: AuditStorage, clock: Clock, config: Config
+    backend: Backend,
+    audit_storage: AuditStorage,
+    clock: Clock,
+    config: Config,
+    cache: AssignmentCache | None = None,
 ) -> _Stores:
     stores = _Stores(
-        assignments_handler(engine_for(backend, "assignments"), clock),
+        assignments_handler(engine_for(backend, "assignments"), clock, cache),
         StateHandler(backend.state(), clock),
         AuditHandler(audit_storage),
         PatternsHandler(backend.patterns(), clock),

@@ -34,9 +34,9 @@ import anyio
 
 from marcus_persist._core._clock import Clock
 from marcus_persist.backends._contract import Record, Scope
+from marcus_persist.backends._redis_cache import AssignmentCache, CacheKey
 from marcus_persist.backends.postgres._batch import PgBatch
 from marcus_persist.backends.postgres._db import PgDatabase, scope_key
-from marcus_persist.backends.postgres._redis_cache import AssignmentCache, CacheKey
 from marcus_persist.backends.postgres._statements import AssignmentStatements
 
 __all__ = ("PgAssignmentsHandler",)

@@ -127,7 +127,7 @@ class PostgresBackend:
         """The database-backed handler the runtime's assignments actor uses."""
         cache = None
         if self.redis_url:
-            from marcus_persist.backends.postgres._redis_cache import AssignmentCache
+            from marcus_persist.backends._redis_cache import AssignmentCache
 
             cache = AssignmentCache(self.redis_url, f"marcus_persist:{self.db.schema}")
             self._closers.append(cache.close)

@@ -24,12 +24,12 @@ from marcus_persist.backends._assignments import (
     check_record,
 )
 from marcus_persist.backends._contract import Record
+from marcus_persist.backends._redis_cache import CacheKey
 from marcus_persist.backends.postgres._db import Connection, PgDatabase, scope_key
-from marcus_persist.backends.postgres._redis_cache import CacheKey
 
 if TYPE_CHECKING:
     from marcus_persist._core._clock import Clock
-    from marcus_persist.backends.postgres._redis_cache import AssignmentCache
+    from marcus_persist.backends._redis_cache import AssignmentCache
     from marcus_persist.backends.postgres._statements import AssignmentStatements
 
 __all__ = ("PgBatch",)

@@ -12,7 +12,7 @@ import pytest
 
 from marcus_persist import open_runtime
 from marcus_persist._runtime import Runtime
-from marcus_persist.backends.postgres._redis_cache import CacheStatistics
+from marcus_persist.backends._redis_cache import CacheStatistics
 from tests.backends.conftest import PrivateRedis, free_port
 
 pytestmark = pytest.mark.anyio
@@ -111,7 +111,7 @@ async def test_redis_stopped_mid_run(pg: dict[str, Any], private_redis: PrivateR
 def caches(redis_url: str) -> Any:
     import uuid
 
-    from marcus_persist.backends.postgres._redis_cache import AssignmentCache
+    from marcus_persist.backends._redis_cache import AssignmentCache
 
     namespace = f"marcus_persist:unit:{uuid.uuid4().hex}"
     writer, reader = AssignmentCache(redis_url, namespace), AssignmentCache(redis_url, namespace)

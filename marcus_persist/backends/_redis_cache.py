@@ -1,14 +1,18 @@
-"""A read-through Redis cache of hot assignments, shared by every process.
+"""A read-through Redis cache of hot assignments, in front of any engine.
 
-PostgreSQL stays the source of truth; the cache only saves it reads. Keys
-are versioned so no process ever reads a stale entry:
+The store stays the source of truth (PostgreSQL, or the committed state of
+the one process that owns a file or SQLite directory); the cache only saves
+it reads and never holds the only copy of anything. Keys are versioned so no
+reader ever gets a stale entry:
 
 * every cached key ``K`` (a worker's record, or a task's holder) has a
   generation counter ``g:K``; entries live at ``d:<gen>:K``;
 * a reader reads the generation and the entry in one script; on a miss it
   reads the database and stores what it read under the generation it saw;
 * a writer bumps ``g:K`` of everything its batch touched *after* the commit
-  and *before* its callers are answered.
+  and *before* its callers are answered (where readers see a commit only
+  once it is published in the process, a reader fills only when no commit
+  ran while it read: ``stores/assignments/_handler.py``).
 
 A reader that raced a writer stores its (possibly old) value under a
 generation nobody reads any more, so a value read from the cache was current
@@ -16,8 +20,8 @@ when the writer answered. Entries also expire (``ttl``), which bounds how long
 a missed invalidation (Redis unreachable for the writer only) can show.
 
 Redis errors never reach callers: the cache steps aside for ``retry_after``
-seconds and everything goes to PostgreSQL. A writer that could not
-invalidate purges the whole namespace when Redis is back.
+seconds and every read goes to the store (counted: ``fallbacks``). A writer
+that could not invalidate purges the whole namespace when Redis is back.
 """
 
 from __future__ import annotations
@@ -58,10 +62,20 @@ return {g, redis.call('GET', ARGV[1] .. g .. ARGV[2])}
 
 
 class CacheStatistics(msgspec.Struct, frozen=True):
+    """The cache's counters since the runtime opened."""
+
     hits: int
     misses: int
-    errors: int
+    errors: int  #: Redis calls that failed
     available: bool
+    #: reads the store answered because Redis was unavailable
+    fallbacks: int = 0
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Hits per read that reached Redis (``None`` before the first)."""
+        looked = self.hits + self.misses
+        return self.hits / looked if looked else None
 
 
 class AssignmentCache:
@@ -77,17 +91,17 @@ class AssignmentCache:
             url,
             socket_timeout=0.5,
             socket_connect_timeout=0.5,
-            retry=Retry(NoBackoff(), 0),  # fail fast: PostgreSQL answers instead
+            retry=Retry(NoBackoff(), 0),  # fail fast: the store answers instead
         )
         self._lookup = self._client.register_script(_LOOKUP)
         self._invalidate = self._client.register_script(_INVALIDATE)
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._dirty = False  # an invalidation was lost: purge before trusting entries
-        self.hits = self.misses = self.errors = 0
+        self.hits = self.misses = self.errors = self.fallbacks = 0
 
     def statistics(self) -> CacheStatistics:
-        return CacheStatistics(self.hits, self.misses, self.errors, self._usable())
+        return CacheStatistics(self.hits, self.misses, self.errors, self._usable(), self.fallbacks)
 
     def _gen_key(self, key: CacheKey) -> str:
         kind, scope, ident = key
@@ -105,7 +119,7 @@ class AssignmentCache:
         with self._lock:
             self.errors += 1
             if time.monotonic() >= self._down_until:
-                log.warning("redis cache unavailable (%s: %s); reading PostgreSQL", what, exc)
+                log.warning("redis cache unavailable (%s: %s); reading the store", what, exc)
             self._down_until = time.monotonic() + self.retry_after
 
     def _recover(self) -> bool:
@@ -123,18 +137,25 @@ class AssignmentCache:
         log.info("redis cache back; purged %s after lost invalidations", self.namespace)
         return True
 
+    def forget_all(self) -> None:
+        """Purge every entry before the next use: a store opened on data that may have
+        changed while no runtime served it (a restore, a migration) trusts none."""
+        self._dirty = True
+
     def lookup(self, key: CacheKey) -> tuple[bool, Any, str | None]:
         """``(hit, value, generation)``; on a miss, pass the generation to :meth:`fill`.
 
         The generation is ``None`` when Redis is unavailable (then do not fill).
         """
         if not self._usable() or not self._recover():
+            self.fallbacks += 1
             return False, None, None
         before, after = self._data_key(key)
         try:
             gen, raw = self._lookup(keys=[self._gen_key(key)], args=[before, after])
         except redis.RedisError as exc:
             self._failed(exc, "lookup")
+            self.fallbacks += 1
             return False, None, None
         generation = gen.decode() if isinstance(gen, bytes) else str(gen)
         if raw is None:
