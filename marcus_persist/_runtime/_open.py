@@ -20,6 +20,13 @@ from marcus_persist._core._clock import SYSTEM_CLOCK, Clock
 from marcus_persist._core._dirlock import DirLock
 from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist._errors import PersistenceError
+from marcus_persist._runtime._dirconfig import (
+    DirRecord,
+    finish_retire,
+    read_record,
+    uses_record,
+    with_record,
+)
 from marcus_persist._runtime._handle import Runtime
 from marcus_persist._runtime._metrics import instrument
 from marcus_persist.backends import Backend, create_backend, engine_for
@@ -91,7 +98,11 @@ async def open_runtime(
         options["backend"] = backend
     config = config.replace(**options).with_env()
     store_backend = backend if backend is not None and not isinstance(backend, str) else None
+    recorded: DirRecord | None = None
     if store_backend is None:
+        if uses_record(config):  # where migrate moved stores in place
+            recorded = await anyio.to_thread.run_sync(read_record, config.path)
+            config = with_record(config, recorded)
         store_backend = create_backend(config, fs)
 
     lock = DirLock(config.path) if store_backend.uses_data_dir else None
@@ -100,6 +111,8 @@ async def open_runtime(
     try:
         if lock is not None:
             await anyio.to_thread.run_sync(_startup, prepare_data_dir, config, lock, fs)
+            if uses_record(config):
+                await anyio.to_thread.run_sync(_settle_record, config.path, recorded, fs)
         stores = await anyio.to_thread.run_sync(
             _load_stores, store_backend, audit_storage, clock, config, cache
         )
@@ -224,6 +237,19 @@ def _load_stores(
     for handler in stores.handlers().values():
         _startup(handler.load)  # type: ignore[attr-defined]
     return stores
+
+
+def _settle_record(data_dir: Path, seen: DirRecord | None, fs: FileSystem) -> None:
+    """Under the lock: the record read before it must still hold, and a migration's
+    pending renames are done before any store loads (blocking)."""
+    now = read_record(data_dir)
+    if (now.backends if now else {}) != (seen.backends if seen else {}):
+        raise PersistenceError(
+            f"{data_dir}: a migration changed the stores' engines while this runtime "
+            "was opening; open it again"
+        )
+    if now is not None and now.retire:
+        finish_retire(data_dir, now, fs=fs)
 
 
 def _startup(step: Callable[..., None], *args: Any) -> None:

@@ -13,9 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from marcus_persist._config import Config
-from marcus_persist._errors import PersistenceError
+from marcus_persist._errors import DataDirLocked, PersistenceError
+from marcus_persist.ops.migrate._inplace import InPlaceReport, migrate_in_place
 from marcus_persist.ops.migrate._run import (
     PROGRESS_NAME,
+    STORES,
     Endpoint,
     MigrationReport,
     OnProgress,
@@ -99,6 +101,19 @@ def _endpoint(kind: str, data_dir: Path | None, dsn: str | None, schema: str | N
     type=click.Path(dir_okay=False, path_type=Path),
     help=f"Where progress is kept (default TO_DIR/{PROGRESS_NAME}).",
 )
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    type=click.Choice(STORES),
+    help="In place: move this store to --to inside DATA_DIR (repeatable).",
+)
+@click.option("--all", "all_stores", is_flag=True, help="In place: move every store.")
+@click.option(
+    "--prune-source",
+    is_flag=True,
+    help="In place: delete the backups the moved stores left on their old engine.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def migrate_command(
     data_dir: Path,
@@ -110,6 +125,9 @@ def migrate_command(
     from_schema: str | None,
     to_schema: str | None,
     progress_file: Path | None,
+    stores: tuple[str, ...],
+    all_stores: bool,
+    prune_source: bool,
     as_json: bool,
 ) -> None:
     """Copy every record of every store from DATA_DIR's backend to another.
@@ -117,7 +135,15 @@ def migrate_command(
     The source is only read (offline, under its lock). Verified by counts
     and per-store checksums; rerun after an interruption to resume. Exit 0
     verified, 1 a store differs after copying, 2 could not migrate.
+
+    With --store or --all, the stores move to --to (file or sqlite) inside
+    DATA_DIR itself, recorded in DATA_DIR/marcus_persist.json; the old files
+    stay as NAME.migrated-to-ENGINE-STAMP until --prune-source.
     """
+    if stores or all_stores or prune_source:
+        wanted = STORES if all_stores else stores
+        _in_place(data_dir, wanted, source, target, to_dir, prune_source, as_json)
+        return
     if target != "postgres" and to_dir is None:
         raise click.UsageError(f"--to {target} needs --to-dir")
     if to_dir is not None and target != "postgres" and to_dir.resolve() == data_dir.resolve():
@@ -144,3 +170,54 @@ def migrate_command(
         raise SystemExit(2) from None
     print_report(report, as_json)
     raise SystemExit(0 if report.ok else 1)
+
+
+def _in_place(
+    data_dir: Path,
+    stores: tuple[str, ...],
+    source: str,
+    target: str,
+    to_dir: Path | None,
+    prune: bool,
+    as_json: bool = False,
+) -> None:
+    if to_dir is not None:
+        raise click.UsageError("--store/--all move stores inside DATA_DIR: drop --to-dir")
+    if not stores:
+        raise click.UsageError("name the stores to move: --store NAME (repeatable) or --all")
+    if target not in ("file", "sqlite"):
+        raise click.UsageError(f"in place, --to is file or sqlite, not {target}")
+    try:
+        with progress_bar(not as_json) as tick:
+            report = migrate_in_place(
+                data_dir,
+                stores,
+                target,
+                base=Config().replace(backend=source),
+                prune=prune,
+                on_progress=tick,
+            )
+    except DataDirLocked as exc:
+        click.echo(
+            f"could not migrate: {exc}; a runtime owns {data_dir}: stop it, then run again",
+            err=True,
+        )
+        raise SystemExit(2) from None
+    except PersistenceError as exc:
+        click.echo(f"could not migrate: {exc}", err=True)
+        raise SystemExit(2) from None
+    print_in_place(report, as_json)
+    raise SystemExit(0 if report.ok else 1)
+
+
+def print_in_place(report: InPlaceReport, as_json: bool) -> None:
+    if as_json:
+        click.echo(msgspec.json.encode(report).decode())
+        return
+    table = Table("store", "from", "to", "status", "records", "checksum", "note")
+    table.title = f"{report.data_dir}: in place"
+    for s in report.stores:
+        table.add_row(
+            s.store, s.source, s.target, s.status, f"{s.records:,}", s.checksum[:16], s.note
+        )
+    Console().print(table)
