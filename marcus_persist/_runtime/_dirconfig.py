@@ -113,6 +113,8 @@ def finish_retire(data_dir: Path, record: DirRecord, *, fs: FileSystem = OS_FS) 
         source, target = data_dir / live, data_dir / backup
         if source.exists() and not target.exists():
             fs.replace(source, target)
+        elif source.is_dir() and not any(source.iterdir()):
+            source.rmdir()  # renamed already; the layout made it again, empty
         elif source.exists():
             raise PersistenceError(f"cannot retire {source}: {target} exists already")
     fs.fsync_dir(data_dir)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
 import msgspec
 
+from marcus_persist._config import SQLITE_DB_NAME
 from marcus_persist._core._codec import decode
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._core._snapshot import BACKUPS_DIR, list_backups
 from marcus_persist._errors import CorruptDataError
+from marcus_persist._runtime._dirconfig import read_record
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._shards import MANIFEST, ShardStore
+from marcus_persist.backends.sqlite import STORE_TABLES
 
 __all__ = ("AuditDay", "DataStats", "TypeStats", "collect_stats")
 
@@ -65,7 +69,36 @@ def collect_stats(data_dir: Path) -> DataStats:
         _files("token_usage", data_dir / "token_usage_archive", data_dir.glob("token_usage.*")),
         msgspec.structs.replace(backups, records=len(list_backups(data_dir / BACKUPS_DIR))),
     ]
+    types = _on_sqlite(data_dir, types)
     return DataStats(str(data_dir), types, days, sum(t.bytes for t in types))
+
+
+#: the stats row of each store the sqlite engine can hold
+_ROWS = {"assignments": "assignments", "state": "marcus_state", "patterns": "learned_patterns"}
+
+
+def _on_sqlite(data_dir: Path, types: list[TypeStats]) -> list[TypeStats]:
+    """Record counts of the stores the directory's record puts on SQLite, from their tables."""
+    try:
+        record = read_record(data_dir)
+    except CorruptDataError:
+        return types  # doctor says why
+    moved = [s for s, e in (record.backends if record else {}).items() if e == "sqlite"]
+    database = data_dir / SQLITE_DB_NAME
+    if not moved or not database.exists():
+        return types
+    counts: dict[str, int | None] = {}
+    try:
+        with sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True) as conn:
+            for store in moved:
+                if store in _ROWS:
+                    sql = f"SELECT COUNT(*) FROM {STORE_TABLES[store]}"
+                    counts[_ROWS[store]] = conn.execute(sql).fetchone()[0]
+    except sqlite3.DatabaseError:
+        return types  # doctor says why
+    return [
+        msgspec.structs.replace(t, records=counts[t.name]) if t.name in counts else t for t in types
+    ]
 
 
 def _sharded(root: Path) -> int | None:

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
-
-import msgspec
 
 from marcus_persist._core._appendlog import cut_torn_tail
 from marcus_persist._core._atomic import is_temp_name
@@ -26,21 +23,13 @@ from marcus_persist.backends.file._sealed import cut_tail
 from marcus_persist.backends.file._shards import LOG, ShardStore
 from marcus_persist.backends.file._state import STATE_DIR
 from marcus_persist.backends.file._tokens import FileTokenStorage
+from marcus_persist.ops._doctor_engines import check_engines
+from marcus_persist.ops._finding import Finding
 from marcus_persist.stores.assignments import AssignmentsHandler
 from marcus_persist.stores.audit._query import find_bad_lines, select_sources
 from marcus_persist.stores.tokens._document import normalize
 
 __all__ = ("Finding", "diagnose")
-
-
-class Finding(msgspec.Struct, frozen=True):
-    """One thing doctor noticed."""
-
-    path: str
-    problem: str
-    #: ``error`` stops the runtime from starting; ``warning`` needs a look; ``info`` is a fact
-    severity: Literal["error", "warning", "info"]
-    repaired: str | None = None
 
 
 def diagnose(data_dir: Path, *, repair: bool = False) -> list[Finding]:
@@ -66,6 +55,7 @@ def diagnose(data_dir: Path, *, repair: bool = False) -> list[Finding]:
         findings += _state(data_dir, repair)
         findings += _tokens(data_dir, repair)
         findings += _audit(data_dir, repair)
+        findings += check_engines(data_dir)  # the record, migrations, marcus_state.db
     finally:
         lock.release()  # a no-op when it was not taken
     return findings

@@ -19,6 +19,13 @@ import msgspec
 
 from marcus_persist._config import Config
 from marcus_persist._core._fs import OS_FS
+from marcus_persist._runtime._dirconfig import (
+    DIR_ENGINES,
+    DirRecord,
+    read_record,
+    uses_record,
+    write_record,
+)
 from marcus_persist.backends import create_backend
 from marcus_persist.backends._contract import check_collection_name
 from marcus_persist.backends._files import FileContext
@@ -93,8 +100,20 @@ def import_marcus(
             on_progress=on_progress,
             source_id=f"Marcus directory {marcus_dir.resolve()}",
         )
+    if report.ok:
+        _record_hybrid(target)
     files = [f for f in files if f not in {s.path for s in skipped}]
     return ImportReport(str(marcus_dir), files, skipped, report)
+
+
+def _record_hybrid(target: Config) -> None:
+    """A hybrid target's engines go in its directory's record, so the next
+    ``open_runtime`` of the directory finds each store where it was imported."""
+    if not target.backends or not uses_record(target):
+        return
+    engines = {s: e for s, e in target.engines.items() if e in DIR_ENGINES}
+    record = read_record(target.path) or DirRecord()
+    write_record(target.path, DirRecord(backends={**record.backends, **engines}))
 
 
 def _survey(root: Path) -> tuple[list[str], list[Skipped]]:

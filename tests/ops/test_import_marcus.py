@@ -19,6 +19,7 @@ from marcus_persist import open_runtime
 from marcus_persist._config import Config
 from marcus_persist.cli._main import cli
 from marcus_persist.ops.import_marcus import import_marcus
+from tests._hybrid import REVIEW_HYBRID
 
 pytestmark = pytest.mark.anyio
 
@@ -107,7 +108,9 @@ def fingerprint(root: Path) -> dict[str, str]:
 
 
 async def check_every_value(data: Path, backend: str = "file") -> None:
-    async with open_runtime(data, backend=backend) as rt:
+    # a hybrid directory says where each store is (its record): opened with no option
+    options: dict[str, Any] = {} if backend == "hybrid" else {"backend": backend}
+    async with open_runtime(data, **options) as rt:
         assert await rt.assignments.get_all_assignments() == ASSIGNMENTS
         project = rt.assignments.for_project("p1")
         assert await project.get_all_assignments() == PROJECT_ASSIGNMENTS
@@ -125,11 +128,14 @@ async def check_every_value(data: Path, backend: str = "file") -> None:
         assert events == [event(i) for i in range(3)]
 
 
-@pytest.mark.parametrize("backend", ["file", "sqlite"])
+@pytest.mark.parametrize("backend", ["file", "sqlite", "hybrid"])
 async def test_every_value_is_kept_and_the_source_untouched(tmp_path: Path, backend: str) -> None:
     source = marcus_dir(tmp_path / "marcus")
     before = fingerprint(source)
-    report = import_marcus(source, Config(data_dir=str(tmp_path / "data"), backend=backend))
+    target = Config(data_dir=str(tmp_path / "data"), backend=backend)
+    if backend == "hybrid":
+        target = Config(data_dir=str(tmp_path / "data"), backends=REVIEW_HYBRID)
+    report = import_marcus(source, target)
     assert fingerprint(source) == before
     assert report.ok
     skipped = {s.path: s.reason for s in report.skipped}

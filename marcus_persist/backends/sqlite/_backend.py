@@ -30,9 +30,16 @@ from marcus_persist.backends._contract import CheckRecords, KeyedWrite, Record, 
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.sqlite._patterns_tokens import SQLitePatternStorage, SQLiteTokenStorage
 
-__all__ = ("DB_NAME", "SQLiteBackend", "create")
+__all__ = ("DB_NAME", "STORE_TABLES", "SQLiteBackend", "create")
 
 DB_NAME = SQLITE_DB_NAME
+#: each store's table (the audit trail is kept in JSON Lines files beside the database)
+STORE_TABLES = {
+    "assignments": "marcus_assignments",
+    "state": "persistence",
+    "patterns": "marcus_patterns",
+    "tokens": "marcus_token_usage",
+}
 CHUNK = 1000
 T = TypeVar("T")
 

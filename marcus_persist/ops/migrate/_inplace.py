@@ -49,6 +49,7 @@ from marcus_persist.backends import create_backend
 from marcus_persist.backends.file._patterns_tokens import PATTERNS_DIR
 from marcus_persist.backends.file._state import STATE_DIR
 from marcus_persist.backends.file._tokens import ARCHIVE_DIR, LOG_FILE, TOKENS_FILE
+from marcus_persist.backends.sqlite import STORE_TABLES
 from marcus_persist.ops.migrate._copy import COPY, DIGEST, OnProgress, Opened, save_progress
 from marcus_persist.ops.migrate._run import STORES
 
@@ -63,12 +64,7 @@ FILE_PATHS = {
     "tokens": (TOKENS_FILE, LOG_FILE, ARCHIVE_DIR),
 }
 #: the sqlite engine's table of each store
-SQLITE_TABLES = {
-    "assignments": "marcus_assignments",
-    "state": "persistence",
-    "patterns": "marcus_patterns",
-    "tokens": "marcus_token_usage",
-}
+SQLITE_TABLES = STORE_TABLES
 BACKUP_MARK = ".migrated-to-"
 
 #: ``(store, step)``: ``copying``, ``discarded an unfinished copy``, ``verified``,
