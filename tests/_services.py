@@ -69,11 +69,16 @@ def drop_schema(dsn: str, schema: str) -> None:
 
 
 def drop_redis_namespace(url: str, schema: str) -> None:
+    drop_redis_keys(url, f"marcus_persist:*:{schema}:*")
+
+
+def drop_redis_keys(url: str, pattern: str) -> None:
+    """Delete every key matching *pattern* (a test's cache namespace)."""
     import redis
 
     client = redis.Redis.from_url(url)
     try:
-        keys = list(client.scan_iter(f"marcus_persist:*:{schema}:*", count=1000))
+        keys = list(client.scan_iter(pattern, count=1000))
         if keys:
             client.delete(*keys)
     finally:

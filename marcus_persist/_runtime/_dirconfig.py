@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from marcus_persist._config import BACKEND_NAMES, STORE_NAMES, Config
+from marcus_persist._config import STORE_NAMES, Config
 from marcus_persist._core._atomic import write_atomic
 from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist._errors import ConfigError, CorruptDataError, PersistenceError
@@ -100,7 +100,6 @@ def with_record(config: Config, record: DirRecord | None) -> Config:
                 f"{store} store was migrated to {engine!r}; migrate it back with "
                 f"`marcus-persist migrate {config.path} --store {store} --to {asked}`"
             )
-    assert set(record.backends.values()) <= set(BACKEND_NAMES)
     return config.replace(backends={**config.backends, **record.backends})
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from marcus_persist import open_runtime
 from tests._hybrid import REVIEW_HYBRID
+from tests._services import drop_redis_keys
 
 ENGINES: dict[str, dict[str, Any]] = {
     "file": {"backend": "file"},
@@ -31,15 +32,7 @@ def engine(request: pytest.FixtureRequest) -> dict[str, Any]:
 def cached(redis_url: str, tmp_path: Path, engine: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Options of a runtime with the cache; its namespace is deleted afterwards."""
     yield {**engine, "redis_url": redis_url}
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(f"marcus_persist:dir:{tmp_path}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    drop_redis_keys(redis_url, f"marcus_persist:dir:{tmp_path}*")
 
 
 def closed_port_url() -> str:
