@@ -98,6 +98,24 @@ class TestOneStore:
         assert not list(data.glob("*.migrated-to-*"))
 
 
+class TestBackAgain:
+    async def test_a_second_move_needs_the_first_backup_pruned(self, tmp_path: Path) -> None:
+        """file -> sqlite -> file leaves the rows in marcus_state.db; moving to sqlite
+        again is refused until they are pruned, then goes through, twice in a second."""
+        data = tmp_path / "data"
+        await populate(data)
+        before = await in_thread(digests, data)
+        await in_thread(migrate_in_place, data, ["state"], "sqlite")
+        await in_thread(migrate_in_place, data, ["state"], "file")
+        with pytest.raises(PersistenceError, match="--prune-source"):
+            await in_thread(migrate_in_place, data, ["state"], "sqlite")
+        await in_thread(migrate_in_place, data, ["state"], "file", prune=True)
+        await in_thread(migrate_in_place, data, ["state"], "sqlite")
+        assert engines(data) == {"state": "sqlite"}
+        assert await in_thread(digests, data) == before
+        assert len(list(data.glob("marcus_state.migrated-to-sqlite-*"))) == 1  # the first was pruned
+
+
 class TestRefusals:
     async def test_a_running_runtime_holds_the_lock(self, tmp_path: Path) -> None:
         data = tmp_path / "data"

@@ -50,7 +50,14 @@ from marcus_persist.backends.file._patterns_tokens import PATTERNS_DIR
 from marcus_persist.backends.file._state import STATE_DIR
 from marcus_persist.backends.file._tokens import ARCHIVE_DIR, LOG_FILE, TOKENS_FILE
 from marcus_persist.backends.sqlite import STORE_TABLES
-from marcus_persist.ops.migrate._copy import COPY, DIGEST, OnProgress, Opened, save_progress
+from marcus_persist.ops.migrate._copy import (
+    COPY,
+    DIGEST,
+    OnProgress,
+    Opened,
+    load_progress,
+    save_progress,
+)
 from marcus_persist.ops.migrate._run import STORES
 
 __all__ = ("InPlaceReport", "InPlaceResult", "OnStep", "migrate_in_place", "prune_source")
@@ -162,15 +169,18 @@ def _move(
         save_progress(progress_path, {"format": 1, "done": {}, "collections": []})
         return InPlaceResult(store, source, to, "migrated", note="the same JSON Lines files")
     src_config, dst_config = _alone(config, source), _alone(config, to)
-    if progress_path.exists():
-        _discard(dst_config, store)
+    direction = f"{source} -> {to}"
+    if progress_path.exists() and load_progress(progress_path).get("source") == direction:
+        _discard(dst_config, store)  # this command's own unfinished copy
         step(store, "discarded an unfinished copy")
     elif _holds(dst_config, store):
         raise PersistenceError(
             f"{to} already holds {store} data in {config.path} that this command did not "
-            "copy there; move it away first"
+            f"copy there; move it away first (what an earlier move left there goes with "
+            f"`marcus-persist migrate {config.path} --store {store} --to {source} "
+            "--prune-source`)"
         )
-    progress = {"format": 1, "done": {}, "collections": [], "source": f"{source} -> {to}"}
+    progress = {"format": 1, "done": {}, "collections": [], "source": direction}
     save_progress(progress_path, progress)  # from here the target's copy is ours to discard
     step(store, "copying")
     tick = on_progress or (lambda store, done, total: None)
@@ -216,11 +226,12 @@ def _commit(data_dir: Path, record: DirRecord, store: str, source: str, to: str)
     renames: list[tuple[str, str]] = []
     if source == "file":
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        renames = [
-            (name, f"{name}{BACKUP_MARK}{to}-{stamp}")
-            for name in FILE_PATHS.get(store, ())
-            if (data_dir / name).exists()
-        ]
+        for name in FILE_PATHS.get(store, ()):
+            if (data_dir / name).exists():
+                backup, n = f"{name}{BACKUP_MARK}{to}-{stamp}", 1
+                while (data_dir / backup).exists():  # a second move within the second
+                    backup, n = f"{name}{BACKUP_MARK}{to}-{stamp}-{n}", n + 1
+                renames.append((name, backup))
     updated = DirRecord(backends={**record.backends, store: to}, retire=renames)
     write_record(data_dir, updated)
     return updated
