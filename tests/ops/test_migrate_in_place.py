@@ -113,7 +113,8 @@ class TestBackAgain:
         await in_thread(migrate_in_place, data, ["state"], "sqlite")
         assert engines(data) == {"state": "sqlite"}
         assert await in_thread(digests, data) == before
-        assert len(list(data.glob("marcus_state.migrated-to-sqlite-*"))) == 1  # the first was pruned
+        # the first backup was pruned: only the second move's is left
+        assert len(list(data.glob("marcus_state.migrated-to-sqlite-*"))) == 1
 
 
 class TestRefusals:
