@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from marcus_persist._config import Config
+from marcus_persist._core._atomic import ensure_dir
 from marcus_persist._core._dirlock import DirLock
 from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup, prune_backups
 from marcus_persist._errors import PersistenceError
@@ -152,7 +153,8 @@ def backup(data_dir: Path, dest: Path | None, keep: int | None, as_json: bool) -
 def restore(backup_path: Path, data_dir: Path, force: bool) -> None:
     """Restore BACKUP_PATH into DATA_DIR after verifying every checksum."""
     started = time.perf_counter()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if not data_dir.is_dir():
+        ensure_dir(data_dir)  # private (0700), like every directory the runtime creates
     with offline(data_dir):
         manifest = restore_backup(backup_path, data_dir, force=force)
     click.echo(
