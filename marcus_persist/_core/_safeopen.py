@@ -26,11 +26,13 @@ __all__ = (
     "check_dir",
     "check_tree",
     "describe",
+    "never",
     "open_file",
     "open_reader",
     "read_file",
     "regular_files",
     "unsafe_entries",
+    "walk",
 )
 
 _SAFE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -114,7 +116,7 @@ def check_dir(path: Path) -> bool:
     return True
 
 
-def _entries(root: Path, prune: Callable[[Path], bool]) -> Iterator[tuple[Path, str | None]]:
+def walk(root: Path, prune: Callable[[Path], bool]) -> Iterator[tuple[Path, str | None]]:
     """Every entry under *root* but directories, sorted, depth first, with ``None``
     for a regular file or else what it is; directories *prune* accepts are skipped.
     Symbolic links are reported, never followed."""
@@ -124,32 +126,33 @@ def _entries(root: Path, prune: Callable[[Path], bool]) -> Iterator[tuple[Path, 
         path = Path(entry.path)
         if entry.is_dir(follow_symlinks=False):
             if not prune(path):
-                yield from _entries(path, prune)
+                yield from walk(path, prune)
         elif entry.is_file(follow_symlinks=False):
             yield path, None
         else:
             yield path, describe(entry.stat(follow_symlinks=False).st_mode)
 
 
-def _never(path: Path) -> bool:
+def never(path: Path) -> bool:
+    """A *prune* that enters every directory."""
     return False
 
 
 def unsafe_entries(root: Path) -> Iterator[tuple[Path, str]]:
     """Every entry under *root* that is neither a regular file nor a real directory,
     with what it is."""
-    for path, kind in _entries(root, _never):
+    for path, kind in walk(root, never):
         if kind is not None:
             yield path, kind
 
 
-def regular_files(root: Path, *, prune: Callable[[Path], bool] = _never) -> Iterator[Path]:
+def regular_files(root: Path, *, prune: Callable[[Path], bool] = never) -> Iterator[Path]:
     """Every regular file under *root* (sorted, depth first), not entering the
     directories *prune* accepts.
 
     :raises UnsafePathError: at the first symbolic link, FIFO, socket or device
     """
-    for path, kind in _entries(root, prune):
+    for path, kind in walk(root, prune):
         if kind is not None:
             raise UnsafePathError(
                 str(path), f"is {kind}; only regular files and directories belong here"
