@@ -70,7 +70,6 @@ def replace_file(fs: FileSystem, path: Path, data: bytes, sync: bool, renamed: l
 
 def _replacement_mode(fs: FileSystem, path: Path) -> int | None:
     """The mode the new content of *path* gets, if narrower than ``fs.file_mode``."""
-    check_dir(path.parent)
     try:
         live = os.lstat(path).st_mode
     except FileNotFoundError:
@@ -94,7 +93,10 @@ def write_new(
 
     Its directory entry is not yet durable: the caller fsyncs the directory
     (or renames the file and fsyncs that directory). On failure it is removed.
+
+    :raises UnsafePathError: if *path*'s directory is a symbolic link (never written through)
     """
+    check_dir(path.parent)
     fd = fs.create(path)
     try:
         try:
