@@ -38,7 +38,9 @@ class Outside:
             for name in sorted(dirs + files):
                 path = Path(dirpath, name)
                 info = path.lstat()
-                sha.update(f"{path.relative_to(self.root)}|{info.st_mode:o}|{info.st_size}|".encode())
+                sha.update(
+                    f"{path.relative_to(self.root)}|{info.st_mode:o}|{info.st_size}|".encode()
+                )
                 if stat.S_ISREG(info.st_mode):
                     sha.update(path.read_bytes())
         return sha.hexdigest()

@@ -67,9 +67,7 @@ class TestWhileRunning:
             assert await rt.assignments.get_worker_for_task("task-3") is None
             await rt.assignments.assign("agent-4", "task-4", {"n": 2})  # the store goes on
 
-    async def test_a_shard_directory_swapped_for_a_link(
-        self, data: Path, outside: Outside
-    ) -> None:
+    async def test_a_shard_directory_swapped_for_a_link(self, data: Path, outside: Outside) -> None:
         async with open_runtime(data) as rt:
             await fill(rt)
             shards = data / "marcus_state" / "_shards"
