@@ -118,7 +118,8 @@ def write_new(
 def ensure_dir(path: Path, *, fs: FileSystem = OS_FS, sync: bool = True) -> None:
     """Create *path* and missing parents, each made durable in its parent.
 
-    :raises UnsafePathError: if *path* is a symbolic link or not a directory
+    :raises UnsafePathError: if *path* is a symbolic link, a FIFO, a socket or a device
+    :raises NotADirectoryError: if it is a regular file
     """
     missing: list[Path] = []
     cursor = path

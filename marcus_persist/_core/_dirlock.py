@@ -75,7 +75,7 @@ class DirLock:
             raise DataDirLocked(str(self.path.parent), read_holder_pid(self.path)) from None
 
     def check(self) -> None:
-        """Confirm ``<data>/.lock`` is still the file this lock holds (blocking, two syscalls).
+        """Confirm ``<data>/.lock`` is still the file this lock holds (blocking: one ``lstat``).
 
         :raises LockLost: if it was removed or replaced (then every later check fails too)
         """

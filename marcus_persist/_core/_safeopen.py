@@ -11,7 +11,6 @@ refuses anything but a regular file. Directories are checked with ``lstat``
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -83,9 +82,12 @@ def open_file(path: Path, flags: int, mode: int = 0o600) -> int:
 
 
 def _refuse(path: Path) -> None:
-    with contextlib.suppress(OSError):
+    """Raise :class:`UnsafePathError` saying what *path* is (if it can still be told)."""
+    try:
         kind = describe(os.lstat(path).st_mode)
-        raise UnsafePathError(str(path), f"is {kind}, not a regular file") from None
+    except OSError:
+        return  # gone meanwhile: the caller re-raises the open's own error
+    raise UnsafePathError(str(path), f"is {kind}, not a regular file")
 
 
 def open_reader(path: Path) -> BinaryIO:

@@ -115,9 +115,9 @@ def _survey(root: Path) -> tuple[list[str], list[Skipped]]:
     files: list[str] = []
     skipped: list[Skipped] = []
     surveys = {
-        "assignments": _survey_assignments,
-        "audit_logs": _survey_audit,
-        "marcus_state": _survey_state,
+        "assignments": _assignments_file,
+        "audit_logs": _audit_file,
+        "marcus_state": _state_file,
     }
     with os.scandir(root) as listing:
         entries = sorted(listing, key=lambda e: e.name)
@@ -132,8 +132,14 @@ def _survey(root: Path) -> tuple[list[str], list[Skipped]]:
             kind = describe(entry.stat(follow_symlinks=False).st_mode)
             skipped.append(Skipped(name, f"{kind}: never followed, not imported"))
         elif is_dir and name in surveys:
-            for path in _regular_under(root, Path(entry.path), skipped):
-                surveys[name](root, Path(entry.path), path, files, skipped)
+            folder = Path(entry.path)
+            for path in _regular_under(root, folder, skipped):
+                rel = path.relative_to(root).as_posix()
+                reason = surveys[name](folder, path)
+                if reason is None:
+                    files.append(rel)
+                else:
+                    skipped.append(Skipped(rel, reason))
         elif not is_dir and name.endswith((".json", ".db")):
             files.append(name)
         else:
@@ -158,37 +164,26 @@ def _regular_under(root: Path, folder: Path, skipped: list[Skipped]) -> list[Pat
     return found
 
 
-def _survey_audit(
-    root: Path, folder: Path, path: Path, files: list[str], skip: list[Skipped]
-) -> None:
-    rel = path.relative_to(root).as_posix()
-    if parse_source_name(path.name) is not None:
-        files.append(rel)
-    else:
-        skip.append(Skipped(rel, "not an audit log file"))
+def _audit_file(folder: Path, path: Path) -> str | None:
+    """Why *path* under ``audit_logs/`` is not imported (``None``: it is)."""
+    return None if parse_source_name(path.name) is not None else "not an audit log file"
 
 
-def _survey_state(
-    root: Path, folder: Path, path: Path, files: list[str], skip: list[Skipped]
-) -> None:
-    rel = path.relative_to(root).as_posix()
+def _state_file(folder: Path, path: Path) -> str | None:
+    """Why *path* under ``marcus_state/`` is not imported (``None``: it is)."""
     if path.parent == folder and path.suffix == ".json" and _collection(path.stem):
-        files.append(rel)
-    else:
-        skip.append(Skipped(rel, "not a collection file marcus_state/NAME.json"))
+        return None
+    return "not a collection file marcus_state/NAME.json"
 
 
-def _survey_assignments(
-    root: Path, folder: Path, path: Path, files: list[str], skip: list[Skipped]
-) -> None:
-    rel = path.relative_to(root).as_posix()
+def _assignments_file(folder: Path, path: Path) -> str | None:
+    """Why *path* under ``assignments/`` is not imported (``None``: it is)."""
     inner = path.relative_to(folder).parts
     if inner == ("assignments.json",) or (
         len(inner) == 2 and inner[0].startswith("project_") and inner[1] == "assignments.json"
     ):
-        files.append(rel)
-    else:
-        skip.append(Skipped(rel, "not an assignments file"))
+        return None
+    return "not an assignments file"
 
 
 def _collection(name: str) -> bool:

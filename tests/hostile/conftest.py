@@ -10,9 +10,10 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
-from marcus_persist import Runtime
+from marcus_persist import Runtime, open_runtime
 
 SECRET = b"the operator's private key: never copied, never changed\n"
 
@@ -87,12 +88,21 @@ def snapshot(root: Path) -> dict[str, bytes | str]:
     return found
 
 
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    """``marcus-persist ARGS`` in this process (call it from a worker thread); its exit code."""
+async def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    """``marcus-persist ARGS`` in this process, in a worker thread; its exit code."""
     from marcus_persist.cli._main import main
 
+    def run() -> int:
+        try:
+            return main()
+        except SystemExit as exit_:  # commands like doctor choose their own code
+            return int(exit_.code or 0)
+
     monkeypatch.setattr("sys.argv", ["marcus-persist", *args])
-    try:
-        return main()
-    except SystemExit as exit_:  # commands like doctor choose their own code
-        return int(exit_.code or 0)
+    return await anyio.to_thread.run_sync(run)
+
+
+async def filled(data: Path) -> None:
+    """A data directory written by every store, then closed."""
+    async with open_runtime(data) as rt:
+        await fill(rt)

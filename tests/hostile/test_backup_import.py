@@ -14,7 +14,7 @@ from marcus_persist import UnsafePathError, open_runtime
 from marcus_persist._config import Config
 from marcus_persist._core._snapshot import create_backup
 from marcus_persist.ops.import_marcus import import_marcus
-from tests.hostile.conftest import SECRET, Outside, fill, run_cli
+from tests.hostile.conftest import SECRET, Outside, filled, run_cli
 
 
 def holds_secret(root: Path) -> list[Path]:
@@ -39,15 +39,12 @@ class TestBackup:
         monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str],
     ) -> None:
-        async with open_runtime(data) as rt:
-            await fill(rt)
+        await filled(data)
         target = outside.secret if "." in link or "stolen" in link else outside.root
         (data / link).unlink(missing_ok=True)
         os.symlink(target, data / link)
         dest = tmp_path / "backups"
-        code = await anyio.to_thread.run_sync(
-            lambda: run_cli(monkeypatch, "backup", str(data), "--to", str(dest))
-        )
+        code = await run_cli(monkeypatch, "backup", str(data), "--to", str(dest))
         assert code == 1
         assert str(data / link) in capsys.readouterr().err
         assert list(dest.iterdir()) == []  # the unfinished backup is gone

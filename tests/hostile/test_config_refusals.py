@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anyio
 import pytest
 
 from marcus_persist import Config, ConfigError, open_runtime
-from tests.hostile.conftest import Outside, fill, run_cli, snapshot
+from tests.hostile.conftest import Outside, fill, filled, run_cli, snapshot
 
 
 class TestBackupInterval:
@@ -59,12 +58,9 @@ class TestBackupDestination:
         monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str],
     ) -> None:
-        async with open_runtime(data) as rt:
-            await fill(rt)
+        await filled(data)
         before = snapshot(data)
-        code = await anyio.to_thread.run_sync(
-            lambda: run_cli(monkeypatch, "backup", str(data), "--to", str(data / "copies"))
-        )
+        code = await run_cli(monkeypatch, "backup", str(data), "--to", str(data / "copies"))
         assert code == 1
         assert "inside the data directory" in capsys.readouterr().err
         assert {k: v for k, v in snapshot(data).items() if k != ".lock"} == {

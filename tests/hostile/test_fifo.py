@@ -73,9 +73,7 @@ class TestFifo:
             await fill(rt)
             backup = await rt.backup()
         fifo = await with_fifo(data, rel)
-        code = await anyio.to_thread.run_sync(
-            lambda: run_cli(monkeypatch, "restore", str(backup), str(data), "--force")
-        )
+        code = await run_cli(monkeypatch, "restore", str(backup), str(data), "--force")
         assert code == 1
         assert f"{fifo}: is a FIFO" in capsys.readouterr().err
         assert fifo.exists()

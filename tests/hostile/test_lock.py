@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import anyio
 import pytest
 
 from marcus_persist import (
@@ -53,9 +52,7 @@ class TestSymlinkedLock:
     ) -> None:
         data.mkdir()
         os.symlink(outside.secret, data / ".lock")
-        code = await anyio.to_thread.run_sync(
-            lambda: run_cli(monkeypatch, command[0], str(data), *command[1:])
-        )
+        code = await run_cli(monkeypatch, command[0], str(data), *command[1:])
         assert code == 1  # doctor: problems found; the others: our error
         captured = capsys.readouterr()
         assert str(data / ".lock") in captured.out + captured.err

@@ -151,9 +151,7 @@ class TestManifestPaths:
         (backup.parent.parent.parent / "outside" / "pwned.txt").write_bytes(PAYLOAD)
         outside.before = outside.digest()
         target = tmp_path / "target"
-        code = await anyio.to_thread.run_sync(
-            lambda: run_cli(monkeypatch, "restore", str(backup), str(target))
-        )
+        code = await run_cli(monkeypatch, "restore", str(backup), str(target))
         assert code == 1
         assert str(backup / MANIFEST) in capsys.readouterr().err
         assert snapshot(target) == {".lock": b""}  # the lock it held, emptied on release

@@ -11,17 +11,12 @@ import pytest
 
 from marcus_persist import PersistenceError, UnsafePathError, open_runtime
 from marcus_persist._core._atomic import write_atomic
-from tests.hostile.conftest import Outside, fill
-
-
-async def prepared(data: Path) -> None:
-    async with open_runtime(data) as rt:
-        await fill(rt)
+from tests.hostile.conftest import Outside, fill, filled
 
 
 class TestAtStartup:
     async def test_a_symlinked_audit_day_file(self, data: Path, outside: Outside) -> None:
-        await prepared(data)
+        await filled(data)
         day = data / "audit_logs" / "audit_20240105.jsonl"
         os.symlink(outside.root / "sub" / "notes.jsonl", day)  # its target has a torn tail
         with pytest.raises(UnsafePathError, match="symbolic link") as caught:
@@ -35,7 +30,7 @@ class TestAtStartup:
         ["assignments/project_x", "marcus_state/_shards/events", "audit_logs/weekly", "backups"],
     )
     async def test_a_symlinked_directory(self, data: Path, outside: Outside, link: str) -> None:
-        await prepared(data)
+        await filled(data)
         path = data / link
         if path.exists():
             os.rename(path, data / "aside")
@@ -48,7 +43,7 @@ class TestAtStartup:
     async def test_the_data_directory_itself_may_be_a_link(
         self, data: Path, tmp_path: Path, outside: Outside
     ) -> None:
-        await prepared(data)
+        await filled(data)
         os.symlink(data, tmp_path / "alias")
         async with open_runtime(tmp_path / "alias") as rt:
             assert await rt.assignments.get_worker_for_task("task-1") == "agent-1"
