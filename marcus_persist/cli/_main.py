@@ -244,7 +244,8 @@ cli.add_command(bench)
 
 
 def main() -> int:
-    """Entry point; errors of ours become a message and exit code 1."""
+    """Entry point; errors of ours (and ``OSError``s, naming their file) become a
+    message and exit code 1."""
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -254,5 +255,8 @@ def main() -> int:
         return exc.exit_code
     except PersistenceError as exc:
         click.echo(f"error: {exc}", err=True)
+        return 1
+    except OSError as exc:  # what the system refused, with its errno and file: no traceback
+        click.echo(f"error: {PersistenceError.from_os_error(exc, 'the command')}", err=True)
         return 1
     return 0

@@ -76,3 +76,21 @@ class TestBackupDestination:
             beside = await rt.backup(to=tmp_path / "elsewhere")
         assert (nested / "MANIFEST.json").is_file()
         assert (beside / "MANIFEST.json").is_file()
+
+
+async def test_an_os_error_in_a_command_names_its_file(
+    data: Path,
+    tmp_path: Path,
+    outside: Outside,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await filled(data)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the destination directory should be")
+    code = await run_cli(monkeypatch, "backup", str(data), "--to", str(blocked / "inner"))
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "[ENOTDIR]" in err
+    assert str(blocked) in err
