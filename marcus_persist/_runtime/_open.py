@@ -113,6 +113,8 @@ async def open_runtime(
         }
         runtime = Runtime(config, store_backend, list(actors.values()))
         runtime._fs = fs
+        if lock is not None:
+            runtime._check_lock = lock.check
         runtime.assignments = AssignmentStore(actors["assignments"], stores.assignments)
         runtime.state = StateStore(actors["state"], stores.state)
         runtime.audit = AuditStore(actors["audit"], stores.audit, config, clock)

@@ -74,6 +74,9 @@ class TestLockRemovedWhileHeld:
             assert await rt.assignments.get_assignment("agent-9") is None
             with pytest.raises(LockLost):  # and every later commit, of every store
                 await rt.state.store("events", "e2", {"event_type": "late"})
+            with pytest.raises(LockLost):  # and a backup, which would write into data/
+                await rt.backup()
+            assert list((data / "backups").iterdir()) == []
         async with open_runtime(data) as again:  # once the holder is gone, it opens
             assert await again.assignments.get_worker_for_task("task-1") == "agent-1"
             assert await again.assignments.get_assignment("agent-9") is None
