@@ -92,6 +92,7 @@ class Runtime:
         if not self.backend.uses_data_dir:
             raise PersistenceError(f"the {self.backend.name} backend keeps no files to back up")
         dest = Path(to) if to is not None else self.data_dir / BACKUPS_DIR
+
         def take() -> Path:
             self._check_lock()  # LockLost: the directory may be another runtime's now
             return create_backup(self.data_dir, dest, fs=self._fs, sync=self.config.fsync)

@@ -4,9 +4,12 @@ or replaced while a runtime holds it."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
+import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from marcus_persist import (
     DataDirLocked,
@@ -124,3 +127,44 @@ async def test_two_locks_in_one_process_exclude_each_other(data: Path) -> None:
     second.acquire()
     second.release()
     assert (data / ".lock").stat().st_mode & 0o777 == 0o600
+
+
+HOLDER = """
+import sys, anyio
+from marcus_persist import open_runtime
+
+async def main() -> None:
+    async with open_runtime(sys.argv[1]) as rt:
+        await rt.assignments.assign("agent-a", "task-1", {"n": 1})
+        print("ready", flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.readline)  # held until told
+        try:
+            await rt.assignments.assign("agent-a", "task-2", {"n": 2})
+        except Exception as exc:
+            print(type(exc).__name__, flush=True)
+        else:
+            print("committed", flush=True)
+
+anyio.run(main)
+"""
+
+
+async def test_another_process_cannot_open_once_the_lock_file_is_gone(
+    data: Path, outside: Outside
+) -> None:
+    async with await anyio.open_process(
+        [sys.executable, "-c", HOLDER, str(data)], stderr=None
+    ) as holder:
+        assert holder.stdin is not None and holder.stdout is not None
+        lines = BufferedByteReceiveStream(holder.stdout)
+        assert await lines.receive_until(b"\n", 1000) == b"ready"
+        (data / ".lock").unlink()
+        with pytest.raises(DataDirLocked):  # the pid is gone with the file; the lock is not
+            async with open_runtime(data):
+                pass
+        await holder.stdin.send(b"go\n")
+        assert await lines.receive_until(b"\n", 1000) == b"LockLost"
+        assert await holder.wait() == 0
+    async with open_runtime(data) as rt:
+        assert await rt.assignments.get_worker_for_task("task-1") == "agent-a"
+        assert await rt.assignments.get_worker_for_task("task-2") is None
