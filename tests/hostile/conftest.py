@@ -88,18 +88,32 @@ def snapshot(root: Path) -> dict[str, bytes | str]:
     return found
 
 
-async def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    """``marcus-persist ARGS`` in this process, in a worker thread; its exit code."""
-    from marcus_persist.cli._main import main
+class Cli:
+    """``marcus-persist`` run in this process, in a worker thread."""
 
-    def run() -> int:
-        try:
-            return main()
-        except SystemExit as exit_:  # commands like doctor choose their own code
-            return int(exit_.code or 0)
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        self._monkeypatch = monkeypatch
+        self._capsys = capsys
 
-    monkeypatch.setattr("sys.argv", ["marcus-persist", *args])
-    return await anyio.to_thread.run_sync(run)
+    async def __call__(self, *args: str) -> tuple[int, str]:
+        """The exit code and everything printed (stdout, then stderr)."""
+        from marcus_persist.cli._main import main
+
+        def run() -> int:
+            try:
+                return main()
+            except SystemExit as exit_:  # commands like doctor choose their own code
+                return int(exit_.code or 0)
+
+        self._monkeypatch.setattr("sys.argv", ["marcus-persist", *args])
+        code = await anyio.to_thread.run_sync(run)
+        captured = self._capsys.readouterr()
+        return code, captured.out + captured.err
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(monkeypatch, capsys)
 
 
 async def filled(data: Path) -> None:

@@ -14,7 +14,7 @@ from marcus_persist import UnsafePathError, open_runtime
 from marcus_persist._config import Config
 from marcus_persist._core._snapshot import create_backup
 from marcus_persist.ops.import_marcus import import_marcus
-from tests.hostile.conftest import SECRET, Outside, filled, run_cli
+from tests.hostile.conftest import SECRET, Cli, Outside, filled
 
 
 def holds_secret(root: Path) -> list[Path]:
@@ -36,17 +36,16 @@ class TestBackup:
         tmp_path: Path,
         outside: Outside,
         link: str,
-        monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         await filled(data)
         target = outside.secret if "." in link or "stolen" in link else outside.root
         (data / link).unlink(missing_ok=True)
         os.symlink(target, data / link)
         dest = tmp_path / "backups"
-        code = await run_cli(monkeypatch, "backup", str(data), "--to", str(dest))
+        code, printed = await cli("backup", str(data), "--to", str(dest))
         assert code == 1
-        assert str(data / link) in capsys.readouterr().err
+        assert str(data / link) in printed
         assert list(dest.iterdir()) == []  # the unfinished backup is gone
         assert holds_secret(tmp_path / "data") == []
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from marcus_persist import Config, ConfigError, open_runtime
-from tests.hostile.conftest import Outside, fill, filled, run_cli, snapshot
+from tests.hostile.conftest import Cli, Outside, fill, filled, snapshot
 
 
 class TestBackupInterval:
@@ -55,14 +55,13 @@ class TestBackupDestination:
         self,
         data: Path,
         outside: Outside,
-        monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         await filled(data)
         before = snapshot(data)
-        code = await run_cli(monkeypatch, "backup", str(data), "--to", str(data / "copies"))
+        code, printed = await cli("backup", str(data), "--to", str(data / "copies"))
         assert code == 1
-        assert "inside the data directory" in capsys.readouterr().err
+        assert "inside the data directory" in printed
         assert {k: v for k, v in snapshot(data).items() if k != ".lock"} == {
             k: v for k, v in before.items() if k != ".lock"
         }
@@ -82,15 +81,13 @@ async def test_an_os_error_in_a_command_names_its_file(
     data: Path,
     tmp_path: Path,
     outside: Outside,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
 ) -> None:
     await filled(data)
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the destination directory should be")
-    code = await run_cli(monkeypatch, "backup", str(data), "--to", str(blocked / "inner"))
+    code, printed = await cli("backup", str(data), "--to", str(blocked / "inner"))
     assert code == 1
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert "[ENOTDIR]" in err
-    assert str(blocked) in err
+    assert "Traceback" not in printed
+    assert "[ENOTDIR]" in printed
+    assert str(blocked) in printed

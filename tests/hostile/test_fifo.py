@@ -17,7 +17,7 @@ from marcus_persist._core._snapshot import MANIFEST
 from marcus_persist._runtime._stats import collect_stats
 from marcus_persist.ops.backup import restore_backup
 from marcus_persist.ops.doctor import diagnose
-from tests.hostile.conftest import Outside, fill, run_cli
+from tests.hostile.conftest import Cli, Outside, fill
 
 PLACES = [
     "token_usage.json",
@@ -66,16 +66,15 @@ class TestFifo:
         tmp_path: Path,
         outside: Outside,
         rel: str,
-        monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         async with open_runtime(tmp_path / "source") as rt:
             await fill(rt)
             backup = await rt.backup()
         fifo = await with_fifo(data, rel)
-        code = await run_cli(monkeypatch, "restore", str(backup), str(data), "--force")
+        code, printed = await cli("restore", str(backup), str(data), "--force")
         assert code == 1
-        assert f"{fifo}: is a FIFO" in capsys.readouterr().err
+        assert f"{fifo}: is a FIFO" in printed
         assert fifo.exists()
 
 

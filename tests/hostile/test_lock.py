@@ -19,7 +19,7 @@ from marcus_persist import (
     open_runtime,
 )
 from marcus_persist._core._dirlock import DirLock
-from tests.hostile.conftest import Outside, fill, run_cli
+from tests.hostile.conftest import Cli, Outside, fill
 
 
 class TestSymlinkedLock:
@@ -50,15 +50,13 @@ class TestSymlinkedLock:
         data: Path,
         outside: Outside,
         command: list[str],
-        monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         data.mkdir()
         os.symlink(outside.secret, data / ".lock")
-        code = await run_cli(monkeypatch, command[0], str(data), *command[1:])
+        code, printed = await cli(command[0], str(data), *command[1:])
         assert code == 1  # doctor: problems found; the others: our error
-        captured = capsys.readouterr()
-        assert str(data / ".lock") in captured.out + captured.err
+        assert str(data / ".lock") in printed
 
 
 class TestLockRemovedWhileHeld:

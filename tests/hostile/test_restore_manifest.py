@@ -16,7 +16,7 @@ import pytest
 from marcus_persist import CorruptDataError, UnsafePathError, open_runtime
 from marcus_persist._core._snapshot import MANIFEST, check_member
 from marcus_persist.ops.backup import restore_backup
-from tests.hostile.conftest import Outside, fill, run_cli, snapshot
+from tests.hostile.conftest import Cli, Outside, fill, snapshot
 
 PAYLOAD = b"pwned\n"
 
@@ -143,17 +143,16 @@ class TestManifestPaths:
         data: Path,
         tmp_path: Path,
         outside: Outside,
-        monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str],
+        cli: Cli,
     ) -> None:
         backup = await make_backup(data)
         add_entry(backup, "../../outside/pwned.txt")
         (backup.parent.parent.parent / "outside" / "pwned.txt").write_bytes(PAYLOAD)
         outside.before = outside.digest()
         target = tmp_path / "target"
-        code = await run_cli(monkeypatch, "restore", str(backup), str(target))
+        code, printed = await cli("restore", str(backup), str(target))
         assert code == 1
-        assert str(backup / MANIFEST) in capsys.readouterr().err
+        assert str(backup / MANIFEST) in printed
         assert snapshot(target) == {".lock": b""}  # the lock it held, emptied on release
 
 
