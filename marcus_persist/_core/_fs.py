@@ -57,7 +57,7 @@ class FileSystem:
     def open_append(self, path: Path) -> int:
         """Open (creating if needed) a regular file for appending; return its fd.
 
-        :raises UnsafePathError: if *path* is a symbolic link, a FIFO or a directory
+        :raises UnsafePathError: if *path* is a symbolic link, a FIFO, a socket or a device
         """
         return open_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, self.file_mode)
 
