@@ -8,10 +8,12 @@ from ._errors import BackendError as BackendError
 from ._errors import ConfigError as ConfigError
 from ._errors import CorruptDataError as CorruptDataError
 from ._errors import DataDirLocked as DataDirLocked
+from ._errors import LockLost as LockLost
 from ._errors import NotFound as NotFound
 from ._errors import PersistenceError as PersistenceError
 from ._errors import RuntimeClosed as RuntimeClosed
 from ._errors import TaskAlreadyAssigned as TaskAlreadyAssigned
+from ._errors import UnsafePathError as UnsafePathError
 from ._errors import ValidationError as ValidationError
 from ._runtime import Runtime as Runtime
 from ._runtime import open_runtime as open_runtime
@@ -37,6 +39,7 @@ __all__ = (
     "ConfigError",
     "CorruptDataError",
     "DataDirLocked",
+    "LockLost",
     "MemoryBackend",
     "NotFound",
     "PatternStore",
@@ -47,6 +50,7 @@ __all__ = (
     "StateStore",
     "TaskAlreadyAssigned",
     "TokenStore",
+    "UnsafePathError",
     "ValidationError",
     "open_runtime",
 )

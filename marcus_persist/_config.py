@@ -54,7 +54,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     on_corrupt: Literal["error", "quarantine"] = "error"
     cache_mb: Positive = 64
     backup_enabled: bool = False
-    backup_interval_hours: NonNegative = 24.0
+    #: hours between scheduled backups (more than 0)
+    backup_interval_hours: Annotated[float, msgspec.Meta(gt=0)] = 24.0
+    #: permission bits (octal text) of the files the runtime creates; directories get
+    #: the matching search bits (``0600`` -> ``0700``, ``0640`` -> ``0750``). The owner
+    #: must keep read and write; nobody else may write
+    file_mode: Annotated[str, msgspec.Meta(pattern="^0?[0-7]{3}$")] = "0600"
     #: the SQLite database file (backend ``sqlite``); default ``<data_dir>/marcus_state.db``
     sqlite_path: str | None = None
     dsn: str | None = None
@@ -98,6 +103,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     def engines(self) -> dict[str, str]:
         """Every store's engine, by store name."""
         return {store: self.engine_of(store) for store in STORE_NAMES}
+
+    @property
+    def file_mode_bits(self) -> int:
+        """:attr:`file_mode` as a number (``0o600``)."""
+        return int(self.file_mode, 8)
 
     @property
     def fsync(self) -> bool:
@@ -171,6 +181,11 @@ def _build(options: Mapping[str, Any], where: str, *, strict: bool = True) -> Co
         # msgspec says "... - at `$.max_batch`"; name the option the user wrote
         message = str(exc).replace("`$.", f"{where} `").replace("`$`", where)
         raise ConfigError(message) from None
+    if config.file_mode_bits & 0o600 != 0o600 or config.file_mode_bits & 0o022:
+        raise ConfigError(
+            f"{where} file_mode: {config.file_mode!r} must give the owner read and write "
+            "and nobody else write (e.g. 0600, 0640, 0644)"
+        )
     if config.backend not in BACKEND_NAMES:
         raise ConfigError(
             f"{where} backend: unknown backend {config.backend!r}; "

@@ -9,10 +9,12 @@ __all__ = (
     "ConfigError",
     "CorruptDataError",
     "DataDirLocked",
+    "LockLost",
     "NotFound",
     "PersistenceError",
     "RuntimeClosed",
     "TaskAlreadyAssigned",
+    "UnsafePathError",
     "ValidationError",
 )
 
@@ -31,9 +33,10 @@ class PersistenceError(Exception):
 
     @classmethod
     def from_os_error(cls, exc: OSError, what: str) -> PersistenceError:
-        """Wrap an OSError from a commit, keeping its errno."""
+        """Wrap an OSError from a commit, keeping its errno and naming its file."""
         name = _errno.errorcode.get(exc.errno or 0, "?")
-        return cls(f"{what} failed: [{name}] {exc.strerror or exc}", errno=exc.errno)
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        return cls(f"{what} failed: [{name}] {exc.strerror or exc}{where}", errno=exc.errno)
 
 
 class ValidationError(PersistenceError, ValueError):
@@ -75,6 +78,18 @@ class CorruptDataError(PersistenceError):
         self.reason = reason
 
 
+class UnsafePathError(CorruptDataError):
+    """Raised when a path the runtime would open, walk, copy or restore is not
+    what it must be: a symbolic link, a FIFO, a socket or a device inside the
+    data directory (or a backup, or a Marcus directory being imported), a
+    directory where a regular file belongs, or a backup manifest entry that
+    would land outside its target.
+
+    Nothing is followed, opened or written; :attr:`path` names the entry and
+    :attr:`reason` says what it is.
+    """
+
+
 class DataDirLocked(PersistenceError):
     """Raised when another runtime (in this or another process) owns the data
     directory; :attr:`pid` is the holder's process id when it could be read."""
@@ -84,6 +99,22 @@ class DataDirLocked(PersistenceError):
         super().__init__(f"data directory {path} is locked by {holder}")
         self.path = path
         self.pid = pid
+
+
+class LockLost(PersistenceError):
+    """Raised by every commit after the data directory's ``.lock`` file was
+    removed or replaced while this runtime held it (a tmp reaper, a stale-lock
+    "cleanup", the directory moved away): the runtime can no longer prove it is
+    the only writer, so it refuses to write. Nothing of the batch is written;
+    restart the runtime once no other one serves the directory.
+    """
+
+    def __init__(self, path: str, what: str) -> None:
+        super().__init__(
+            f"{path}: the data directory lock was {what} while this runtime held it; "
+            "refusing to write (another runtime may own the directory now)"
+        )
+        self.path = path
 
 
 class BackendError(PersistenceError):

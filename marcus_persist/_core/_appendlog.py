@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 from marcus_persist._core._atomic import write_atomic
 from marcus_persist._core._fs import OS_FS, FileSystem
+from marcus_persist._core._safeopen import open_reader
 
 __all__ = ("AppendFile", "cut_torn_tail")
 
@@ -37,8 +39,8 @@ class AppendFile:
         self.path = path
         self._fs = fs
         self._sync = sync
-        size = path.stat().st_size if path.exists() else 0
-        self._fd: int | None = fs.open_append(path)
+        self._fd: int | None = fs.open_append(path)  # a regular file, never through a link
+        size = os.fstat(self._fd).st_size
         # the file's name (it may be new) is made durable once, with its first fsync
         self._dir_synced = not sync
         self.end = size
@@ -129,14 +131,14 @@ def cut_torn_tail(path: Path, *, fs: FileSystem = OS_FS, sync: bool = True) -> P
     garbage or not (garbage in the middle is corruption, never a tail). The
     ``.torn`` copy is durable before the live file is truncated, so a crash in
     between keeps both. Returns where the tail went, or ``None`` if none was torn.
+
+    :raises UnsafePathError: if *path* is a symbolic link or not a regular file
     """
-    size = path.stat().st_size
-    if size == 0:
-        return None
-    cut = _last_line_end(path, size)
-    if cut == size:
-        return None
-    with path.open("rb") as stream:
+    with open_reader(path) as stream:
+        size = os.fstat(stream.fileno()).st_size
+        cut = _last_line_end(stream, size)
+        if cut == size:
+            return None
         stream.seek(cut)
         tail = stream.read()
     target = _free_name(path.with_name(path.name + ".torn"))
@@ -151,18 +153,17 @@ def cut_torn_tail(path: Path, *, fs: FileSystem = OS_FS, sync: bool = True) -> P
     return target
 
 
-def _last_line_end(path: Path, size: int) -> int:
+def _last_line_end(stream: BinaryIO, size: int) -> int:
     """The offset just after the last ``\\n`` (0 if there is none), reading backwards."""
-    with path.open("rb") as stream:
-        position = size
-        while position > 0:
-            start = max(0, position - _TAIL_WINDOW)
-            stream.seek(start)
-            chunk = stream.read(position - start)
-            found = chunk.rfind(b"\n")
-            if found >= 0:
-                return start + found + 1
-            position = start
+    position = size
+    while position > 0:
+        start = max(0, position - _TAIL_WINDOW)
+        stream.seek(start)
+        chunk = stream.read(position - start)
+        found = chunk.rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        position = start
     return 0
 
 

@@ -3,6 +3,11 @@
 The commit protocol of DESIGN.md: write ``NAME.tmp-<unique>`` beside the live
 file, fsync it, rename it over ``NAME``, fsync the directory. The live file is
 never written in place, so a crash leaves either the old or the new bytes.
+
+Nothing is written through a symbolic link: the live file's directory must be
+a real directory, the live file (if any) a regular file. A replacement is
+never more open than the file it replaces: its mode is the file system's
+``file_mode`` narrowed by the live file's (an operator's ``chmod 600`` stays).
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import uuid
 from pathlib import Path
 
 from marcus_persist._core._fs import OS_FS, FileSystem
+from marcus_persist._core._safeopen import check_dir, describe
+from marcus_persist._errors import UnsafePathError
 
 __all__ = (
     "TEMP_MARKER",
@@ -41,10 +49,15 @@ def write_atomic(path: Path, data: bytes, *, fs: FileSystem = OS_FS, sync: bool 
 
 def replace_file(fs: FileSystem, path: Path, data: bytes, sync: bool, renamed: list[bool]) -> None:
     """:func:`write_atomic`, telling the caller (through *renamed*) whether the
-    rename happened before a failure (then the new content may be live)."""
+    rename happened before a failure (then the new content may be live).
+
+    :raises UnsafePathError: if *path*'s directory is a symbolic link, or *path*
+        is anything but a regular file
+    """
+    mode = _replacement_mode(fs, path)
     tmp = path.with_name(f"{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
     try:
-        write_new(tmp, data, fs=fs, sync=sync)  # durable before the rename makes it live
+        write_new(tmp, data, fs=fs, sync=sync, mode=mode)  # durable before the rename
         fs.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -55,15 +68,40 @@ def replace_file(fs: FileSystem, path: Path, data: bytes, sync: bool, renamed: l
         fs.fsync_dir(path.parent)  # the rename itself is durable
 
 
-def write_new(path: Path, data: bytes, *, fs: FileSystem = OS_FS, sync: bool = True) -> None:
-    """Create *path* (it must not exist) holding *data*, fsynced unless ``sync=False``.
+def _replacement_mode(fs: FileSystem, path: Path) -> int | None:
+    """The mode the new content of *path* gets, if narrower than ``fs.file_mode``."""
+    try:
+        live = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(live):
+        raise UnsafePathError(str(path), f"is {describe(live)}, not a regular file")
+    narrowed = fs.file_mode & stat.S_IMODE(live)
+    return narrowed if narrowed != fs.file_mode else None
+
+
+def write_new(
+    path: Path,
+    data: bytes,
+    *,
+    fs: FileSystem = OS_FS,
+    sync: bool = True,
+    mode: int | None = None,
+) -> None:
+    """Create *path* (it must not exist) holding *data*, fsynced unless ``sync=False``;
+    with *mode*, narrower permissions than the file system's ``file_mode``.
 
     Its directory entry is not yet durable: the caller fsyncs the directory
     (or renames the file and fsyncs that directory). On failure it is removed.
+
+    :raises UnsafePathError: if *path*'s directory is a symbolic link (never written through)
     """
+    check_dir(path.parent)
     fd = fs.create(path)
     try:
         try:
+            if mode is not None:
+                fs.chmod(fd, mode)
             fs.write_all(fd, data)
             if sync:
                 fs.fsync(fd)
@@ -78,10 +116,14 @@ def write_new(path: Path, data: bytes, *, fs: FileSystem = OS_FS, sync: bool = T
 
 
 def ensure_dir(path: Path, *, fs: FileSystem = OS_FS, sync: bool = True) -> None:
-    """Create *path* and missing parents, each made durable in its parent."""
+    """Create *path* and missing parents, each made durable in its parent.
+
+    :raises UnsafePathError: if *path* is a symbolic link, a FIFO, a socket or a device
+    :raises NotADirectoryError: if it is a regular file
+    """
     missing: list[Path] = []
     cursor = path
-    while not cursor.exists():
+    while not os.path.lexists(cursor):
         missing.append(cursor)
         cursor = cursor.parent
     for directory in reversed(missing):
@@ -89,8 +131,8 @@ def ensure_dir(path: Path, *, fs: FileSystem = OS_FS, sync: bool = True) -> None
             fs.mkdir(directory)
         if sync:
             fs.fsync_dir(directory.parent)
-    if not path.is_dir():
-        raise NotADirectoryError(20, "not a directory", str(path))
+    if not check_dir(path):
+        raise FileNotFoundError(2, "removed while it was being created", str(path))
 
 
 def is_temp_name(name: str) -> bool:

@@ -22,6 +22,7 @@ import msgspec
 from marcus_persist._config import STORE_NAMES, Config
 from marcus_persist._core._atomic import write_atomic
 from marcus_persist._core._fs import OS_FS, FileSystem
+from marcus_persist._core._safeopen import read_file
 from marcus_persist._errors import ConfigError, CorruptDataError, PersistenceError
 
 __all__ = (
@@ -56,7 +57,7 @@ def read_record(data_dir: Path) -> DirRecord | None:
     """
     path = data_dir / RECORD_NAME
     try:
-        raw = path.read_bytes()
+        raw = read_file(path)  # never through a link, never a FIFO
     except FileNotFoundError:
         return None
     try:

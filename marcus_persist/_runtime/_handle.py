@@ -56,6 +56,7 @@ class Runtime:
         self._fs: FileSystem = OS_FS  # the data directory's FileSystem (backups write through it)
         #: the Redis cache of assignment reads (``redis_url``), set by ``open_runtime``
         self.assignment_cache: Any = None
+        self._check_lock: Callable[[], None] = _nothing  # the data-directory lock's check
 
     @property
     def data_dir(self) -> Path:
@@ -96,11 +97,14 @@ class Runtime:
         if not self.backend.uses_data_dir:
             raise PersistenceError(f"the {self.backend.name} backend keeps no files to back up")
         dest = Path(to) if to is not None else self.data_dir / BACKUPS_DIR
+
+        def take() -> Path:
+            self._check_lock()  # LockLost: the directory may be another runtime's now
+            return create_backup(self.data_dir, dest, fs=self._fs, sync=self.config.fsync)
+
         async with self.audit.rotation_held(), self.paused():  # audit files stay put
             try:
-                path = await anyio.to_thread.run_sync(
-                    lambda: create_backup(self.data_dir, dest, fs=self._fs, sync=self.config.fsync)
-                )
+                path = await anyio.to_thread.run_sync(take)
             except OSError as exc:  # callers get a PersistenceError, errno kept
                 raise PersistenceError.from_os_error(exc, "backup") from exc
         if keep is not None:
@@ -152,3 +156,7 @@ class Runtime:
 
 async def _call(fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
     return await fn(*args)
+
+
+def _nothing() -> None:
+    pass

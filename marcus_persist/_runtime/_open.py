@@ -19,6 +19,8 @@ from marcus_persist._core._atomic import ensure_dir, remove_stale_temps
 from marcus_persist._core._clock import SYSTEM_CLOCK, Clock
 from marcus_persist._core._dirlock import DirLock
 from marcus_persist._core._fs import OS_FS, FileSystem
+from marcus_persist._core._guard import Guarded
+from marcus_persist._core._safeopen import check_tree
 from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime._dirconfig import (
     DirRecord,
@@ -97,6 +99,7 @@ async def open_runtime(
     if isinstance(backend, str):
         options["backend"] = backend
     config = config.replace(**options).with_env()
+    fs = fs.with_file_mode(config.file_mode_bits)
     store_backend = backend if backend is not None and not isinstance(backend, str) else None
     recorded: DirRecord | None = None
     if store_backend is None:
@@ -105,7 +108,7 @@ async def open_runtime(
             config = with_record(config, recorded)
         store_backend = create_backend(config, fs)
 
-    lock = DirLock(config.path) if store_backend.uses_data_dir else None
+    lock = DirLock(config.path, file_mode=fs.file_mode) if store_backend.uses_data_dir else None
     audit_storage = _audit_storage(engine_for(store_backend, "audit"), config, fs)
     cache = _assignment_cache(engine_for(store_backend, "assignments"), config)
     try:
@@ -117,12 +120,19 @@ async def open_runtime(
             _load_stores, store_backend, audit_storage, clock, config, cache
         )
         actors = {
-            name: Actor(name, handler, inbox_size=config.inbox_size, max_batch=config.max_batch)
+            name: Actor(
+                name,
+                Guarded(handler, lock.check) if lock is not None else handler,
+                inbox_size=config.inbox_size,
+                max_batch=config.max_batch,
+            )
             for name, handler in stores.handlers().items()
         }
         runtime = Runtime(config, store_backend, list(actors.values()))
         runtime._fs = fs
         runtime.assignment_cache = getattr(stores.assignments, "cache", None)
+        if lock is not None:
+            runtime._check_lock = lock.check
         runtime.assignments = AssignmentStore(actors["assignments"], stores.assignments)
         runtime.state = StateStore(actors["state"], stores.state)
         runtime.audit = AuditStore(actors["audit"], stores.audit, config, clock)
@@ -272,9 +282,18 @@ async def _prune_patterns(runtime: Runtime, config: Config) -> None:
 
 
 def prepare_data_dir(config: Config, lock: DirLock, fs: FileSystem = OS_FS) -> None:
-    """Lock the directory, create the layout, clear what crashed commits left (blocking)."""
-    ensure_dir(config.path, fs=fs, sync=config.fsync)
-    lock.acquire()
+    """Lock the directory, refuse a tree holding symlinks or special files, create
+    the layout, clear what crashed commits left (blocking).
+
+    The data directory itself may be reached through a symbolic link; nothing
+    inside it may be one.
+
+    :raises UnsafePathError: naming the first symlink, FIFO, socket or device inside
+    """
+    if not config.path.is_dir():
+        ensure_dir(config.path, fs=fs, sync=config.fsync)
+    lock.acquire()  # the caller releases it, also when this raises
+    check_tree(config.path)
     for name in LAYOUT:
         ensure_dir(config.path / name, fs=fs, sync=config.fsync)
     for stale in remove_stale_temps(config.path, fs=fs):

@@ -13,8 +13,9 @@ import msgspec
 from marcus_persist._config import SQLITE_DB_NAME
 from marcus_persist._core._codec import decode
 from marcus_persist._core._fs import OS_FS
+from marcus_persist._core._safeopen import check_dir, never, open_reader, read_file, walk
 from marcus_persist._core._snapshot import BACKUPS_DIR, list_backups
-from marcus_persist._errors import CorruptDataError
+from marcus_persist._errors import CorruptDataError, UnsafePathError
 from marcus_persist._runtime._dirconfig import read_record
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._shards import MANIFEST, ShardStore
@@ -49,16 +50,20 @@ class DataStats(msgspec.Struct, frozen=True):
 
 
 def collect_stats(data_dir: Path) -> DataStats:
-    """Sizes and record counts per data type; safe while a runtime serves *data_dir*."""
+    """Sizes and record counts per data type; safe while a runtime serves *data_dir*.
+
+    Only regular files count: a symbolic link or a FIFO is neither followed nor
+    opened (``doctor`` reports it).
+    """
     days = [
         AuditDay(f"{m[1]}-{m[2]}-{m[3]}", p.stat().st_size, _count_lines(p))
-        for p in sorted((data_dir / "audit_logs").glob("audit_*.jsonl"))
+        for p in _regular(data_dir / "audit_logs", top_only=True)
         if (m := _AUDIT_DAY.fullmatch(p.name))
     ]
     audit = _files("audit_logs", data_dir / "audit_logs")
     if days and not audit.files - len(days):  # only day files: their lines are every event
         audit = msgspec.structs.replace(audit, records=sum(d.events for d in days))
-    state = _files("marcus_state", data_dir / "marcus_state", data_dir.glob("marcus_state.db*"))
+    state = _files("marcus_state", data_dir / "marcus_state", _named(data_dir, "marcus_state.db"))
     patterns = _files("learned_patterns", data_dir / "learned_patterns")
     backups = _files(BACKUPS_DIR, data_dir / BACKUPS_DIR)
     types = [
@@ -66,7 +71,7 @@ def collect_stats(data_dir: Path) -> DataStats:
         audit,
         msgspec.structs.replace(state, records=_sharded(data_dir / "marcus_state")),
         msgspec.structs.replace(patterns, records=_sharded(data_dir / "learned_patterns")),
-        _files("token_usage", data_dir / "token_usage_archive", data_dir.glob("token_usage.*")),
+        _files("token_usage", data_dir / "token_usage_archive", _named(data_dir, "token_usage.")),
         msgspec.structs.replace(backups, records=len(list_backups(data_dir / BACKUPS_DIR))),
     ]
     types = _on_sqlite(data_dir, types)
@@ -115,13 +120,13 @@ def _sharded(root: Path) -> int | None:
 
 
 def _assignments(data_dir: Path) -> TypeStats:
-    paths = sorted((data_dir / "assignments").rglob("assignments.json"))
+    paths = [p for p in _regular(data_dir / "assignments") if p.name == "assignments.json"]
     records = 0
     stamps: list[datetime | None] = []
     for path in paths:
         try:
-            document = decode(path.read_bytes())
-        except (OSError, msgspec.DecodeError):
+            document = decode(read_file(path))
+        except (OSError, msgspec.DecodeError, UnsafePathError):
             continue  # doctor reports it
         if isinstance(document, dict):
             records += len(document)
@@ -145,11 +150,25 @@ def _assignments(data_dir: Path) -> TypeStats:
 
 
 def _files(name: str, directory: Path | None, extra: Iterable[Path] = ()) -> TypeStats:
-    paths = (
-        [p for p in directory.rglob("*") if p.is_file()] if directory and directory.is_dir() else []
-    )
-    paths += [p for p in extra if p.is_file()]
+    paths = _regular(directory) if directory else []
+    paths += list(extra)
     return TypeStats(name, None, sum(p.stat().st_size for p in paths), len(paths))
+
+
+def _regular(directory: Path, *, top_only: bool = False) -> list[Path]:
+    """The regular files under *directory* (none if it is not a real directory)."""
+    try:
+        if not check_dir(directory):
+            return []
+    except (OSError, UnsafePathError):
+        return []
+    prune = directory.__ne__ if top_only else never
+    return [p for p, kind in walk(directory, prune) if kind is None]
+
+
+def _named(data_dir: Path, prefix: str) -> list[Path]:
+    """The regular files at the top of *data_dir* whose names start with *prefix*."""
+    return [p for p in _regular(data_dir, top_only=True) if p.name.startswith(prefix)]
 
 
 def _when(text: object) -> datetime | None:
@@ -161,5 +180,5 @@ def _when(text: object) -> datetime | None:
 
 
 def _count_lines(path: Path) -> int:
-    with path.open("rb") as lines:
+    with open_reader(path) as lines:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: lines.read(1 << 20), b""))

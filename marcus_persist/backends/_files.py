@@ -13,7 +13,7 @@ import msgspec
 
 from marcus_persist._core._codec import decode
 from marcus_persist._core._fs import FileSystem
-from marcus_persist._errors import CorruptDataError
+from marcus_persist._errors import CorruptDataError, UnsafePathError
 
 __all__ = ("FileContext", "Quarantined", "read_json")
 
@@ -75,6 +75,8 @@ def read_json(
         return None
     except IsADirectoryError:
         reason = "is a directory, expected a JSON file"
+    except UnsafePathError as exc:  # a symlink, a FIFO, a device: never followed or read
+        reason = exc.reason
     else:
         try:
             return shape(_parse(unwrap(raw) if unwrap is not None else raw))

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from marcus_persist._core._fs import OS_FS
+from marcus_persist._core._safeopen import open_reader
 from marcus_persist._runtime import open_runtime
 from marcus_persist.backends.file._audit import FileAuditStorage
 from marcus_persist.stores.audit._query import (
@@ -156,7 +157,7 @@ def tail(data_dir: Path, lines: int, follow: bool, follow_seconds: float | None)
     directory = _storage(data_dir).directory
     days = sorted(directory.glob("audit_*.jsonl"))
     if days:
-        with days[-1].open("rb") as newest:
+        with open_reader(days[-1]) as newest:
             for line in newest.read().splitlines()[-lines:] if lines else []:
                 click.echo(line.decode(errors="replace"))
     if not follow:
@@ -169,7 +170,7 @@ def tail(data_dir: Path, lines: int, follow: bool, follow_seconds: float | None)
         if newest_day is not None and newest_day != current:
             current, offset = newest_day, 0  # a new day began
         if current is not None and current.exists():
-            with current.open("rb") as stream:
+            with open_reader(current) as stream:
                 stream.seek(offset)
                 chunk = stream.read()
             complete = chunk[: chunk.rfind(b"\n") + 1]  # never print a line still in flight

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from marcus_persist._config import Config
+from marcus_persist._core._atomic import ensure_dir
 from marcus_persist._core._dirlock import DirLock
 from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup, prune_backups
 from marcus_persist._errors import PersistenceError
@@ -152,7 +153,8 @@ def backup(data_dir: Path, dest: Path | None, keep: int | None, as_json: bool) -
 def restore(backup_path: Path, data_dir: Path, force: bool) -> None:
     """Restore BACKUP_PATH into DATA_DIR after verifying every checksum."""
     started = time.perf_counter()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if not data_dir.is_dir():
+        ensure_dir(data_dir)  # private (0700), like every directory the runtime creates
     with offline(data_dir):
         manifest = restore_backup(backup_path, data_dir, force=force)
     click.echo(
@@ -242,7 +244,8 @@ cli.add_command(bench)
 
 
 def main() -> int:
-    """Entry point; errors of ours become a message and exit code 1."""
+    """Entry point; errors of ours (and ``OSError``s, naming their file) become a
+    message and exit code 1."""
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -252,5 +255,8 @@ def main() -> int:
         return exc.exit_code
     except PersistenceError as exc:
         click.echo(f"error: {exc}", err=True)
+        return 1
+    except OSError as exc:  # what the system refused, with its errno and file: no traceback
+        click.echo(f"error: {PersistenceError.from_os_error(exc, 'the command')}", err=True)
         return 1
     return 0

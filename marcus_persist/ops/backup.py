@@ -22,7 +22,7 @@ from marcus_persist._core._snapshot import (
     data_files,
     verify_backup,
 )
-from marcus_persist._errors import CorruptDataError, PersistenceError
+from marcus_persist._errors import CorruptDataError, PersistenceError, UnsafePathError
 
 __all__ = ("restore_backup",)
 
@@ -36,7 +36,15 @@ def restore_backup(
     *force*; then every file that would be replaced or would not belong is
     first moved under ``backups/pre-restore-<time>/`` (nothing is deleted).
 
+    Every path the manifest names passes :func:`check_member` (relative,
+    normalised, inside the target, never the lock); each is checked before
+    anything in the target changes.
+
     :raises PersistenceError: if the target is not empty and *force* is not set
+    :raises CorruptDataError: if the backup differs from its manifest or the
+        manifest names a path outside what a data directory holds
+    :raises UnsafePathError: at a symbolic link or special file in the backup or
+        the target, or where the target holds a directory the backup has a file for
     """
     manifest = verify_backup(backup)
     present = list(data_files(data_dir)) if data_dir.exists() else []
@@ -44,6 +52,9 @@ def restore_backup(
         raise PersistenceError(
             f"{data_dir} is not empty ({len(present)} files); restore with force to replace it"
         )
+    for rel in manifest.files:
+        if (data_dir / rel).is_dir():  # the tree holds no symlink: this is a real directory
+            raise UnsafePathError(str(data_dir / rel), "is a directory; the backup has a file")
     if present:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         aside = data_dir / BACKUPS_DIR / f"pre-restore-{stamp}"

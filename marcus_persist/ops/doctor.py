@@ -14,6 +14,7 @@ from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._core._clock import SYSTEM_CLOCK
 from marcus_persist._core._dirlock import LOCK_NAME, DirLock
 from marcus_persist._core._fs import OS_FS
+from marcus_persist._core._safeopen import open_reader, unsafe_entries
 from marcus_persist._errors import CorruptDataError, DataDirLocked
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._audit import FileAuditStorage
@@ -36,11 +37,21 @@ def diagnose(data_dir: Path, *, repair: bool = False) -> list[Finding]:
     """Check every file under *data_dir*; with *repair*, quarantine what is corrupt
     and remove what crashed commits left. Never deletes data.
 
+    A symbolic link, FIFO, socket or device inside *data_dir* is reported and
+    nothing else is checked or repaired: the loaders would refuse it anyway, and
+    a repair must never act through a link on what lies outside.
+
     :raises DataDirLocked: for *repair* while a runtime serves the directory
     :raises NotADirectoryError: if *data_dir* is not a directory
     """
     if not data_dir.is_dir():
         raise NotADirectoryError(20, "not a data directory", str(data_dir))
+    unsafe = [
+        Finding(str(path), f"{kind}: never followed or opened; remove it", "error")
+        for path, kind in unsafe_entries(data_dir)
+    ]
+    if unsafe:
+        return [*unsafe, Finding(str(data_dir), "other checks skipped until it is fixed", "info")]
     lock = DirLock(data_dir)
     findings: list[Finding] = []
     try:
@@ -118,7 +129,7 @@ def _audit(data_dir: Path, repair: bool) -> list[Finding]:
 
 
 def _last_byte(path: Path) -> bytes:
-    with path.open("rb") as stream:
+    with open_reader(path) as stream:
         stream.seek(-1, os.SEEK_END)
         return stream.read(1)
 

@@ -10,7 +10,7 @@ and :func:`._migrate.migrate` copies the result into the target, verified.
 
 from __future__ import annotations
 
-import shutil
+import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,10 @@ from pathlib import Path
 import msgspec
 
 from marcus_persist._config import Config
+from marcus_persist._core._atomic import ensure_dir
 from marcus_persist._core._fs import OS_FS
+from marcus_persist._core._safeopen import describe, never, walk
+from marcus_persist._core._snapshot import check_member, copy_file
 from marcus_persist._runtime._dirconfig import (
     DIR_ENGINES,
     DirRecord,
@@ -86,10 +89,9 @@ def import_marcus(
     files, skipped = _survey(marcus_dir)
     with tempfile.TemporaryDirectory(prefix="marcus-import-") as tmp:
         staging = Path(tmp) / "data"
+        ensure_dir(staging, sync=False)
         for rel in files:
-            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(marcus_dir / rel, staging / rel)
-        staging.mkdir(exist_ok=True)
+            _copy_in(marcus_dir / rel, staging / rel)
         skipped += _load_in_staging(staging, Path(tmp))
         config = Config(data_dir=str(staging), backend="file")
         progress = target.path / PROGRESS_NAME if target.backend != "postgres" else None
@@ -116,49 +118,91 @@ def _record_hybrid(target: Config) -> None:
     write_record(target.path, DirRecord(backends={**record.backends, **engines}))
 
 
+def _copy_in(source: Path, target: Path) -> None:
+    """Copy a regular file (never through a link) keeping its modification time."""
+    copy_file(source, target, OS_FS, sync=False)
+    stamp = os.lstat(source)
+    os.utime(target, ns=(stamp.st_atime_ns, stamp.st_mtime_ns), follow_symlinks=False)
+
+
 def _survey(root: Path) -> tuple[list[str], list[Skipped]]:
-    """The files to import, and every other entry with the reason it is left."""
+    """The files to import, and every other entry with the reason it is left.
+
+    Symbolic links, FIFOs and devices are never followed or read: each is
+    reported as skipped. Every file kept passes the one path rule of backups
+    (:func:`check_member`)."""
     files: list[str] = []
     skipped: list[Skipped] = []
-    for entry in sorted(root.iterdir()):
+    surveys = {
+        "assignments": _assignments_file,
+        "audit_logs": _audit_file,
+        "marcus_state": _state_file,
+    }
+    with os.scandir(root) as listing:
+        entries = sorted(listing, key=lambda e: e.name)
+    for entry in entries:
         name = entry.name
+        is_dir = entry.is_dir(follow_symlinks=False)
         if name in QUIET:
             continue
         if name not in KNOWN:
             skipped.append(Skipped(name, "not part of Marcus's data layout"))
-        elif entry.is_file() and name.endswith((".json", ".db")):
+        elif not (is_dir or entry.is_file(follow_symlinks=False)):
+            kind = describe(entry.stat(follow_symlinks=False).st_mode)
+            skipped.append(Skipped(name, f"{kind}: never followed, not imported"))
+        elif is_dir and name in surveys:
+            folder = Path(entry.path)
+            for path in _regular_under(root, folder, skipped):
+                rel = path.relative_to(root).as_posix()
+                reason = surveys[name](folder, path)
+                if reason is None:
+                    files.append(rel)
+                else:
+                    skipped.append(Skipped(rel, reason))
+        elif not is_dir and name.endswith((".json", ".db")):
             files.append(name)
-        elif entry.is_dir() and name == "assignments":
-            _survey_assignments(root, entry, files, skipped)
-        elif entry.is_dir() and name == "audit_logs":
-            for path in sorted(p for p in entry.rglob("*") if p.is_file()):
-                rel = path.relative_to(root).as_posix()
-                if parse_source_name(path.name) is not None:
-                    files.append(rel)
-                else:
-                    skipped.append(Skipped(rel, "not an audit log file"))
-        elif entry.is_dir() and name == "marcus_state":
-            for path in sorted(p for p in entry.rglob("*") if p.is_file()):
-                rel = path.relative_to(root).as_posix()
-                if path.parent == entry and path.suffix == ".json" and _collection(path.stem):
-                    files.append(rel)
-                else:
-                    skipped.append(Skipped(rel, "not a collection file marcus_state/NAME.json"))
         else:
             skipped.append(Skipped(name, "unexpected kind of entry"))
     return files, skipped
 
 
-def _survey_assignments(root: Path, folder: Path, files: list[str], skip: list[Skipped]) -> None:
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+def _regular_under(root: Path, folder: Path, skipped: list[Skipped]) -> list[Path]:
+    """The regular files under *folder*; anything else goes to *skipped*, unread."""
+    found: list[Path] = []
+    for path, kind in walk(folder, never):
         rel = path.relative_to(root).as_posix()
-        inner = path.relative_to(folder).parts
-        if inner == ("assignments.json",) or (
-            len(inner) == 2 and inner[0].startswith("project_") and inner[1] == "assignments.json"
-        ):
-            files.append(rel)
+        try:
+            check_member(rel)
+        except ValueError as exc:
+            skipped.append(Skipped(rel, f"not imported: {exc}"))
+            continue
+        if kind is not None:
+            skipped.append(Skipped(rel, f"{kind}: never followed, not imported"))
         else:
-            skip.append(Skipped(rel, "not an assignments file"))
+            found.append(path)
+    return found
+
+
+def _audit_file(folder: Path, path: Path) -> str | None:
+    """Why *path* under ``audit_logs/`` is not imported (``None``: it is)."""
+    return None if parse_source_name(path.name) is not None else "not an audit log file"
+
+
+def _state_file(folder: Path, path: Path) -> str | None:
+    """Why *path* under ``marcus_state/`` is not imported (``None``: it is)."""
+    if path.parent == folder and path.suffix == ".json" and _collection(path.stem):
+        return None
+    return "not a collection file marcus_state/NAME.json"
+
+
+def _assignments_file(folder: Path, path: Path) -> str | None:
+    """Why *path* under ``assignments/`` is not imported (``None``: it is)."""
+    inner = path.relative_to(folder).parts
+    if inner == ("assignments.json",) or (
+        len(inner) == 2 and inner[0].startswith("project_") and inner[1] == "assignments.json"
+    ):
+        return None
+    return "not an assignments file"
 
 
 def _collection(name: str) -> bool:

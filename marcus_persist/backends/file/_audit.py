@@ -16,6 +16,7 @@ from typing import IO, cast
 
 from marcus_persist._core._appendlog import AppendFile, cut_torn_tail
 from marcus_persist._core._fs import FileSystem
+from marcus_persist._core._safeopen import open_reader
 from marcus_persist._errors import CorruptDataError
 from marcus_persist.backends._audit import (
     AuditSource,
@@ -172,4 +173,4 @@ def _opener(path: Path) -> Callable[[], IO[bytes]]:
     if path.suffix == ".gz":
         # never gzip.open: it yields lines of a damaged member before its CRC is checked
         return lambda: cast(IO[bytes], VerifiedWeekly(path))
-    return lambda: path.open("rb")
+    return lambda: open_reader(path)

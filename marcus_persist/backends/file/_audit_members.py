@@ -24,6 +24,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import IO
 
+from marcus_persist._core._safeopen import open_reader
 from marcus_persist._errors import CorruptDataError
 from marcus_persist.backends.file._audit_weekly import read_index
 
@@ -40,7 +41,7 @@ class VerifiedWeekly(io.RawIOBase):
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        self._file = path.open("rb")
+        self._file = open_reader(path)
         self._size = os.fstat(self._file.fileno()).st_size
         try:  # from this open file: a rotation may replace the path meanwhile
             held, self._data_start = read_index(self._file, path)

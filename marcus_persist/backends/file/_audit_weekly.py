@@ -23,6 +23,7 @@ from typing import IO
 
 from marcus_persist._core._atomic import TEMP_MARKER
 from marcus_persist._core._fs import FileSystem
+from marcus_persist._core._safeopen import open_reader
 from marcus_persist._errors import CorruptDataError
 
 __all__ = ("read_index", "weekly_days", "write_weekly")
@@ -41,7 +42,7 @@ def weekly_days(path: Path) -> tuple[set[str], int]:
 
     :raises CorruptDataError: if the index member is damaged or cut short
     """
-    with path.open("rb") as stream:
+    with open_reader(path) as stream:
         return read_index(stream, path)
 
 
@@ -108,13 +109,13 @@ def write_weekly(target: Path, days: list[Path], *, fs: FileSystem, sync: bool) 
         try:
             out.write(_index_member(index))  # empty content, the days in its name
             if target.exists():
-                with target.open("rb") as old:
+                with open_reader(target) as old:
                     old.seek(data_start)
                     while chunk := old.read(_COPY_CHUNK):
                         out.write(chunk)
             for day in fresh:
                 with (
-                    day.open("rb") as source,
+                    open_reader(day) as source,
                     gzip.GzipFile(day.name, "wb", 6, out, mtime=0) as member,
                 ):
                     while chunk := source.read(_COPY_CHUNK):

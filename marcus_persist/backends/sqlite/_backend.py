@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -25,6 +26,7 @@ import msgspec
 from marcus_persist._config import SQLITE_DB_NAME, Config
 from marcus_persist._core._codec import decode, encode
 from marcus_persist._core._fs import OS_FS, FileSystem
+from marcus_persist._core._safeopen import open_file
 from marcus_persist._errors import BackendError, CorruptDataError
 from marcus_persist.backends._contract import CheckRecords, KeyedWrite, Record, Scope, StateChanges
 from marcus_persist.backends._files import FileContext
@@ -64,9 +66,10 @@ CREATE TABLE IF NOT EXISTS marcus_assignments (
 class _Db:
     """The one connection, and the lock that gives it to one thread at a time."""
 
-    def __init__(self, path: Path, sync: bool) -> None:
+    def __init__(self, path: Path, sync: bool, file_mode: int) -> None:
         self.path = path
         self._sync = sync
+        self._file_mode = file_mode
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
 
@@ -93,6 +96,9 @@ class _Db:
         self.run(body)
 
     def _open(self) -> sqlite3.Connection:
+        if not os.path.lexists(self.path):  # private from the start: SQLite gives its
+            # -wal and -shm files the database file's mode
+            os.close(open_file(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._file_mode))
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -231,7 +237,7 @@ class SQLiteBackend:
         self, path: Path, *, sync: bool = True, fs: FileSystem = OS_FS, on_corrupt: Any = "error"
     ) -> None:
         self.path = path
-        self._db = _Db(path, sync)
+        self._db = _Db(path, sync, fs.file_mode)
         self._assignments = SQLiteAssignmentStorage(self._db)
         self._state = SQLiteStateStorage(self._db)
         # Marcus's own JSON files beside the database are imported from here

@@ -18,8 +18,9 @@ from typing import Any
 import msgspec
 
 from marcus_persist._config import Config
-from marcus_persist._core._atomic import write_atomic
+from marcus_persist._core._atomic import ensure_dir, write_atomic
 from marcus_persist._core._fs import OS_FS
+from marcus_persist._core._safeopen import read_file
 from marcus_persist._errors import PersistenceError
 from marcus_persist.backends import Backend
 from marcus_persist.backends._assignments import check_records
@@ -165,7 +166,7 @@ def load_progress(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {"format": 1, "done": {}, "collections": []}
     try:
-        loaded = msgspec.json.decode(path.read_bytes())
+        loaded = msgspec.json.decode(read_file(path))
     except msgspec.DecodeError as exc:
         raise PersistenceError(f"{path}: unreadable migration progress ({exc})") from None
     if not (
@@ -179,5 +180,5 @@ def load_progress(path: Path) -> dict[str, Any]:
 
 
 def save_progress(path: Path, progress: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent)
     write_atomic(path, msgspec.json.encode(progress), fs=OS_FS, sync=True)
