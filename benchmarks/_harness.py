@@ -68,6 +68,8 @@ class CaseResult(msgspec.Struct, kw_only=True):
     peak_rss_mb: float
     correct: bool
     note: str = ""
+    #: CPU time of the event-loop thread per acknowledged call, where measured
+    loop_us_per_call: float | None = None
     ratios: dict[str, float] = {}  #: ops/s divided by each baseline's at this concurrency
     env: dict[str, Any] = {}
 
