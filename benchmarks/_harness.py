@@ -46,7 +46,7 @@ __all__ = (
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
-_PACKAGES = ("marcus-persist", "anyio", "trio", "msgspec", "aiofiles", "matplotlib")
+_PACKAGES = ("marcus-persist", "anyio", "trio", "msgspec", "aiofiles", "matplotlib", "lmdb")
 
 
 class CaseResult(msgspec.Struct, kw_only=True):
