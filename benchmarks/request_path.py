@@ -16,8 +16,9 @@ Everything but the commit runs on the one event-loop thread, so consecutive
 stamps on it are that thread's time. Per round, divided by *N*:
 
 * ``send``: the callers' part up to parking (store validation, the message,
-  the request and its wake-up, the inbox send): first caller's start to the
-  last caller's start, scaled by N/(N-1);
+  the request and its wake-up, the inbox send; and, a cost of this harness,
+  each caller resumed by the round's start event): first caller's start to
+  the last caller's start, scaled by N/(N-1);
 * ``wake actor``: from the sends done to the handler's ``begin`` (the
   actor's wake-up and draining the inbox);
 * ``apply``: ``begin`` plus every ``apply``;
@@ -150,28 +151,36 @@ async def measure(callers: int, rounds: int, loop: str) -> Measured:
             stamping = _Stamping(actor._handler)
             actor._handler = stamping
             save = functools.partial(store.save_assignment, task_data={"name": "x"})
-            per_round: list[Round] = []
-            cpu = wall = 0.0
-            for r in range(rounds + 1):  # round 0 warms up, not counted
-                stamping.round = stamps = Round(starts=[0.0] * callers, returns=[0.0] * callers)
-                gun = anyio.Event()
+            rounds_ = [
+                Round(starts=[0.0] * callers, returns=[0.0] * callers) for _ in range(rounds + 1)
+            ]
+            guns = [anyio.Event() for _ in rounds_]
+            done = [anyio.Event() for _ in rounds_]
+            left = [callers] * len(rounds_)
 
-                async def caller(i: int, gun: anyio.Event, stamps: Round, r: int) -> None:
-                    await gun.wait()
+            async def caller(i: int) -> None:  # one task per caller for every round
+                for r, stamps in enumerate(rounds_):
+                    await guns[r].wait()
                     stamps.starts[i] = clock()
                     await save(f"agent-{i}", f"task-{r}-{i}")
                     stamps.returns[i] = clock()
+                    left[r] -= 1
+                    if not left[r]:
+                        done[r].set()
 
-                async with anyio.create_task_group() as tg:
-                    for i in range(callers):
-                        tg.start_soon(caller, i, gun, stamps, r)
+            cpu = wall = 0.0
+            async with anyio.create_task_group() as tg:
+                for i in range(callers):
+                    tg.start_soon(caller, i)
+                for r, stamps in enumerate(rounds_):  # round 0 warms up, not counted
                     await anyio.wait_all_tasks_blocked()
+                    stamping.round = stamps
                     c0, w0 = time.thread_time(), clock()
-                    gun.set()
-                c1, w1 = time.thread_time(), clock()
-                if r:
-                    per_round.append(stamps)
-                    cpu, wall = cpu + c1 - c0, wall + w1 - w0
+                    guns[r].set()
+                    await done[r].wait()
+                    if r:
+                        cpu, wall = cpu + time.thread_time() - c0, wall + clock() - w0
+            per_round = rounds_[1:]
             held = len(await store.get_all_assignments())
     if held != callers:
         raise AssertionError(f"{held} assignments held after the run, expected {callers}")
