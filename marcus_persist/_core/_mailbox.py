@@ -1,4 +1,4 @@
-"""Request/reply over a bounded memory object stream.
+"""Request/reply over a bounded inbox (:mod:`._inbox`).
 
 A caller's :meth:`Mailbox.request` puts a :class:`Request` in the inbox (waiting
 while it is full: backpressure) and then waits until the actor answers it. The
@@ -8,15 +8,14 @@ by a factory the mailbox binds to the loop at its first request.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from marcus_persist._core._wakeup import Wakeup, new_wakeup, wakeup_factory
+from marcus_persist._core._inbox import Inbox
+from marcus_persist._core._wakeup import Wakeup, new_wakeup
 from marcus_persist._errors import RuntimeClosed
 
 __all__ = ("ActorStatistics", "Barrier", "Mailbox", "Request")
@@ -102,32 +101,23 @@ class Mailbox(Generic[M]):
 
     def __init__(self, name: str, size: int) -> None:
         self.name = name
-        send, receive = anyio.create_memory_object_stream[Request[M | Barrier]](size)
-        self._send: MemoryObjectSendStream[Request[M | Barrier]] = send
-        self.inbox: MemoryObjectReceiveStream[Request[M | Barrier]] = receive
-        self._wakeup: Callable[[], Wakeup] | None = None  # bound to the loop at first use
+        #: the actor's receiving side (``receive``, ``receive_nowait``, ``close``)
+        self.inbox: Inbox[Request[M | Barrier]] = Inbox(size)
 
     async def request(self, message: M | Barrier) -> Any:
         """Send *message* and return the actor's answer once it is durable.
 
         :raises RuntimeClosed: if the runtime no longer takes messages
         """
-        make = self._wakeup or self._bind()
-        request: Request[M | Barrier] = Request(message, make())
+        inbox = self.inbox
+        request: Request[M | Barrier] = Request(message, inbox.wakeup())
         try:
-            try:
-                # Room in the inbox: no wait, so skip send()'s extra scheduling
-                # round-trip (awaiting the answer below is this call's checkpoint).
-                self._send.send_nowait(request)
-            except anyio.WouldBlock:
-                await self._send.send(request)  # full: wait for room (backpressure)
+            # with room, no wait (awaiting the answer below is this call's checkpoint);
+            # full: wait for room (backpressure); cancelled while waiting: nothing sent
+            await inbox.send(request)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise RuntimeClosed(f"{self.name}: the runtime is closed") from None
         return await request.outcome()
-
-    def _bind(self) -> Callable[[], Wakeup]:
-        self._wakeup = wakeup_factory()
-        return self._wakeup
 
     def post_nowait(self, request: Request[M | Barrier]) -> None:
         """Put *request* in the inbox without waiting; nobody needs to await its answer.
@@ -136,18 +126,18 @@ class Mailbox(Generic[M]):
         :raises RuntimeClosed: if the runtime no longer takes messages
         """
         try:
-            self._send.send_nowait(request)
+            self.inbox.send_nowait(request)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise RuntimeClosed(f"{self.name}: the runtime is closed") from None
 
     def close(self) -> None:
         """Stop intake: messages already sent are still processed and answered."""
-        self._send.close()
+        self.inbox.close_sending()
 
     def queued(self) -> int:
-        stats = self._send.statistics()
-        return stats.current_buffer_used + stats.tasks_waiting_send
+        """Messages in the inbox plus callers waiting for room in it."""
+        return self.inbox.queued()
 
     @property
     def closed(self) -> bool:
-        return self._send.statistics().open_send_streams == 0
+        return self.inbox.send_closed

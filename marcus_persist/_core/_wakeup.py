@@ -38,6 +38,12 @@ class Wakeup(Protocol):
     @property
     def is_set(self) -> bool: ...
 
+    @property
+    def withdrawn(self) -> bool:
+        """Whether the waiter was cancelled while parked (known at once on asyncio
+        and trio; the anyio fallback never knows and says ``False``)."""
+        ...
+
     def set(self) -> None:
         """Wake the waiter (call from the loop's own thread); idempotent."""
         ...
@@ -57,6 +63,10 @@ class _AsyncioWakeup:
     def is_set(self) -> bool:
         return self._future.done() and not self._future.cancelled()
 
+    @property
+    def withdrawn(self) -> bool:
+        return self._future.cancelled()
+
     def set(self) -> None:
         if not self._future.done():  # cancelled waiters are left alone
             self._future.set_result(None)
@@ -69,15 +79,20 @@ class _AsyncioWakeup:
 
 
 class _TrioWakeup:
-    __slots__ = ("_parked", "_set")
+    __slots__ = ("_parked", "_set", "_withdrawn")
 
     def __init__(self) -> None:
         self._set = False
+        self._withdrawn = False
         self._parked: trio.lowlevel.Task | None = None
 
     @property
     def is_set(self) -> bool:
         return self._set
+
+    @property
+    def withdrawn(self) -> bool:
+        return self._withdrawn
 
     def set(self) -> None:
         if self._set:
@@ -99,6 +114,7 @@ class _TrioWakeup:
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             self._parked = None  # cancelled while parked: set() must not reschedule it
+            self._withdrawn = True
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
@@ -113,6 +129,10 @@ class _EventWakeup:
     @property
     def is_set(self) -> bool:
         return self._event.is_set()
+
+    @property
+    def withdrawn(self) -> bool:
+        return False
 
     def set(self) -> None:
         self._event.set()
