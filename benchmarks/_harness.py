@@ -37,6 +37,7 @@ __all__ = (
     "case_result",
     "drive_calls",
     "environment",
+    "exit_status",
     "peak_rss_mb",
     "percentile",
     "print_table",
@@ -259,6 +260,15 @@ def save_results(
     for item in written:
         print(f"wrote {item}", flush=True)
     return written
+
+
+def exit_status(results: Sequence[CaseResult]) -> int:
+    """A benchmark's exit status: 1 (and say which) if a case answered wrongly or none ran."""
+    wrong = [f"{r.workload} x{r.concurrency} {r.label}" for r in results if not r.correct]
+    if wrong or not results:
+        print(f"WRONG ANSWERS: {wrong}" if wrong else "no case ran", file=sys.stderr)
+        return 1
+    return 0
 
 
 class Drive(msgspec.Struct):
