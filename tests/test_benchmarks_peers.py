@@ -89,3 +89,18 @@ def test_vs_peers_runs_every_system_and_answers_correctly(tmp_path: Path) -> Non
         if case["system"] == "marcus_persist":
             assert set(case["ratios"]) == {"sqlite_expert", "lmdb", "floor"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+def test_request_path_splits_every_call_on_both_loops(tmp_path: Path) -> None:
+    from benchmarks import request_path
+
+    assert request_path.main(["--callers", "20", "--rounds", "2", "--out", str(tmp_path)]) == 0
+    document = json.loads((tmp_path / "request_path.json").read_text())
+    assert document["env"]["command"]
+    rows = document["rows"]
+    assert {(r["loop"], r["callers"]) for r in rows} == {("asyncio", 20), ("trio", 20)}
+    for row in rows:
+        assert list(row["parts_us"]) == list(request_path.PARTS)
+        assert row["total_us"] == pytest.approx(sum(row["parts_us"].values()), abs=0.05)
+        assert row["loop_cpu_us_per_call"] > 0
+        assert row["loop_busy"] > 0
