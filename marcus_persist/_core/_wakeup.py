@@ -99,7 +99,10 @@ class _TrioWakeup:
             return
         self._set = True
         task, self._parked = self._parked, None
-        if task is not None:
+        # Only a task still parked here: trio clears custom_sleep_data whenever a task
+        # is rescheduled, so a task that left (cancelled, or woken by anything else)
+        # is never rescheduled twice.
+        if task is not None and task.custom_sleep_data is self:
             import trio
 
             trio.lowlevel.reschedule(task)
@@ -110,7 +113,8 @@ class _TrioWakeup:
         if self._set:
             await trio.lowlevel.checkpoint()
             return
-        self._parked = trio.lowlevel.current_task()
+        self._parked = task = trio.lowlevel.current_task()
+        task.custom_sleep_data = self
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             self._parked = None  # cancelled while parked: set() must not reschedule it
