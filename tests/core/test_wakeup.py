@@ -58,6 +58,30 @@ class TestWakeup:
             await anyio.lowlevel.checkpoint()
         assert outcomes == ["cancelled"]
 
+    async def test_a_waiter_that_moved_on_is_never_woken_by_an_old_wake_up(self) -> None:
+        old = new_wakeup()
+        later = anyio.Event()
+        steps: list[str] = []
+
+        async def waiter(scope: anyio.CancelScope) -> None:
+            with scope:
+                await old.wait()
+            steps.append("left")
+            await later.wait()  # parked elsewhere now
+            steps.append("woken by its own event")
+
+        scope = anyio.CancelScope()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter, scope)
+            await wait_all_tasks_blocked()
+            scope.cancel()
+            await wait_all_tasks_blocked()
+            old.set()  # must not touch the task parked on `later`
+            await wait_all_tasks_blocked()
+            assert steps == ["left"]
+            later.set()
+        assert steps == ["left", "woken by its own event"]
+
     async def test_many_waiters_are_woken_each_once(self) -> None:
         make = wakeup_factory()
         wakeups = [make() for _ in range(50)]
