@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import anyio
+import anyio.to_thread
 import msgspec
 
 from marcus_persist._core._wakeup import Wakeup, loop_caller, wakeup_factory
@@ -286,7 +288,9 @@ class Writer:
 
     async def __aexit__(self, *exc: object) -> None:
         self._queue.put(_STOP)
-        self._thread.join()  # the queue is drained and answered before the thread ends
+        # the queue is drained and answered before the thread ends; the loop stays free
+        # to run those answers meanwhile
+        await anyio.to_thread.run_sync(self._thread.join)
 
     @property
     def mean_batch(self) -> float:
