@@ -21,7 +21,7 @@ from pathlib import Path
 
 __all__ = ("discover", "main")
 
-NOT_BENCHMARKS = frozenset({"baselines"})
+NOT_BENCHMARKS = frozenset({"baselines", "peers"})
 #: run first, in this order; any other module found runs after them, by name
 PREFERRED = ("assignments", "state_scale", "audit_throughput", "patterns_tokens", "startup")
 

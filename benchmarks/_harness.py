@@ -37,6 +37,7 @@ __all__ = (
     "case_result",
     "drive_calls",
     "environment",
+    "exit_status",
     "peak_rss_mb",
     "percentile",
     "print_table",
@@ -46,7 +47,7 @@ __all__ = (
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
-_PACKAGES = ("marcus-persist", "anyio", "trio", "msgspec", "aiofiles", "matplotlib")
+_PACKAGES = ("marcus-persist", "anyio", "trio", "msgspec", "aiofiles", "matplotlib", "lmdb")
 
 
 class CaseResult(msgspec.Struct, kw_only=True):
@@ -68,6 +69,8 @@ class CaseResult(msgspec.Struct, kw_only=True):
     peak_rss_mb: float
     correct: bool
     note: str = ""
+    #: CPU time of the event-loop thread per acknowledged call, where measured
+    loop_us_per_call: float | None = None
     ratios: dict[str, float] = {}  #: ops/s divided by each baseline's at this concurrency
     env: dict[str, Any] = {}
 
@@ -257,6 +260,15 @@ def save_results(
     for item in written:
         print(f"wrote {item}", flush=True)
     return written
+
+
+def exit_status(results: Sequence[CaseResult]) -> int:
+    """A benchmark's exit status: 1 (and say which) if a case answered wrongly or none ran."""
+    wrong = [f"{r.workload} x{r.concurrency} {r.label}" for r in results if not r.correct]
+    if wrong or not results:
+        print(f"WRONG ANSWERS: {wrong}" if wrong else "no case ran", file=sys.stderr)
+        return 1
+    return 0
 
 
 class Drive(msgspec.Struct):

@@ -32,16 +32,41 @@ def json_copy(value: Any, field: str) -> Any:
     strings, ints, finite floats, bools and None. Anything else would not load
     back as it was stored, so it is refused with a ``ValidationError`` naming
     the offending path; nothing is written.
+
+    One round trip through msgspec (C) does the copy; the copy equal to the
+    original is the check (it is not equal when a float was not finite, a key
+    not a string, a tuple became a list, or a value changed type on the way).
+    Only then is the value walked in Python, to accept tuples or name what
+    cannot be stored.
     """
-    try:
-        _check(value, field)
-    except RecursionError:
-        raise ValidationError(f"{field}: nested too deeply to store") from None
+    copy = _round_trip(value)
+    if _same(copy, value):
+        return copy
+    _walk(value, field)  # raises, unless tuples were all that differed
     return _decoder.decode(_encoder.encode(value))
 
 
 def check_json(value: Any, field: str) -> None:
-    """Check that *value* is plain JSON (see :func:`json_copy`) without copying it."""
+    """Check that *value* is plain JSON (see :func:`json_copy`) without keeping a copy."""
+    if not _same(_round_trip(value), value):
+        _walk(value, field)
+
+
+_REFUSED: Any = object()
+
+
+def _round_trip(value: Any) -> Any:
+    try:
+        return _decoder.decode(_encoder.encode(value))
+    except Exception:  # not encodable, or nested too deeply: the walk says which
+        return _REFUSED
+
+
+def _same(copy: Any, value: Any) -> bool:
+    return copy is not _REFUSED and type(copy) is type(value) and bool(copy == value)
+
+
+def _walk(value: Any, field: str) -> None:
     try:
         _check(value, field)
     except RecursionError:

@@ -1,7 +1,9 @@
-"""Request/reply over a bounded memory object stream.
+"""Request/reply over a bounded inbox (:mod:`._inbox`).
 
 A caller's :meth:`Mailbox.request` puts a :class:`Request` in the inbox (waiting
-while it is full: backpressure) and then waits until the actor answers it.
+while it is full: backpressure) and then waits until the actor answers it. The
+caller parks on the cheapest wake-up its loop offers (:mod:`._wakeup`), made
+by a factory the mailbox binds to the loop at its first request.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 from typing import Any, Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from marcus_persist._core._inbox import Inbox
+from marcus_persist._core._wakeup import Wakeup, new_wakeup
 from marcus_persist._errors import RuntimeClosed
 
 __all__ = ("ActorStatistics", "Barrier", "Mailbox", "Request")
@@ -47,32 +51,46 @@ class Barrier:
 
 
 class Request(Generic[M]):
-    """One message and the slot its answer goes into; answered exactly once."""
+    """One message and the slot its answer goes into; answered exactly once.
 
-    __slots__ = ("_done", "_error", "_value", "message")
+    Answer it (``resolve``/``fail``) from the event loop's thread only. A
+    request nobody awaits needs no wake-up: one is made by :meth:`outcome`
+    if none was given.
+    """
 
-    def __init__(self, message: M) -> None:
+    __slots__ = ("_answered", "_error", "_value", "_wakeup", "message")
+
+    def __init__(self, message: M, wakeup: Wakeup | None = None) -> None:
         self.message = message
-        self._done = anyio.Event()
+        self._answered = False
+        self._wakeup = wakeup
         self._value: Any = None
         self._error: BaseException | None = None
 
     @property
     def answered(self) -> bool:
-        return self._done.is_set()
+        return self._answered
 
     def resolve(self, value: Any) -> None:
-        if not self._done.is_set():
-            self._value = value
-            self._done.set()
+        if not self._answered:
+            self._answered, self._value = True, value
+            if self._wakeup is not None:
+                self._wakeup.set()
 
     def fail(self, error: BaseException) -> None:
-        if not self._done.is_set():
-            self._error = error
-            self._done.set()
+        if not self._answered:
+            self._answered, self._error = True, error
+            if self._wakeup is not None:
+                self._wakeup.set()
 
     async def outcome(self) -> Any:
-        await self._done.wait()
+        """The answer (or raise its error); a checkpoint, cancellable while waiting."""
+        if self._answered:
+            await anyio.lowlevel.checkpoint()
+        else:
+            if self._wakeup is None:
+                self._wakeup = new_wakeup()
+            await self._wakeup.wait()
         if self._error is not None:
             raise self._error
         return self._value
@@ -83,23 +101,20 @@ class Mailbox(Generic[M]):
 
     def __init__(self, name: str, size: int) -> None:
         self.name = name
-        send, receive = anyio.create_memory_object_stream[Request[M | Barrier]](size)
-        self._send: MemoryObjectSendStream[Request[M | Barrier]] = send
-        self.inbox: MemoryObjectReceiveStream[Request[M | Barrier]] = receive
+        #: the actor's receiving side (``receive``, ``receive_nowait``, ``close``)
+        self.inbox: Inbox[Request[M | Barrier]] = Inbox(size)
 
     async def request(self, message: M | Barrier) -> Any:
         """Send *message* and return the actor's answer once it is durable.
 
         :raises RuntimeClosed: if the runtime no longer takes messages
         """
-        request: Request[M | Barrier] = Request(message)
+        inbox = self.inbox
+        request: Request[M | Barrier] = Request(message, inbox.wakeup())
         try:
-            try:
-                # Room in the inbox: no wait, so skip send()'s extra scheduling
-                # round-trip (awaiting the answer below is this call's checkpoint).
-                self._send.send_nowait(request)
-            except anyio.WouldBlock:
-                await self._send.send(request)  # full: wait for room (backpressure)
+            # with room, no wait (awaiting the answer below is this call's checkpoint);
+            # full: wait for room (backpressure); cancelled while waiting: nothing sent
+            await inbox.send(request)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise RuntimeClosed(f"{self.name}: the runtime is closed") from None
         return await request.outcome()
@@ -111,18 +126,18 @@ class Mailbox(Generic[M]):
         :raises RuntimeClosed: if the runtime no longer takes messages
         """
         try:
-            self._send.send_nowait(request)
+            self.inbox.send_nowait(request)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise RuntimeClosed(f"{self.name}: the runtime is closed") from None
 
     def close(self) -> None:
         """Stop intake: messages already sent are still processed and answered."""
-        self._send.close()
+        self.inbox.close_sending()
 
     def queued(self) -> int:
-        stats = self._send.statistics()
-        return stats.current_buffer_used + stats.tasks_waiting_send
+        """Messages in the inbox plus callers waiting for room in it."""
+        return self.inbox.queued()
 
     @property
     def closed(self) -> bool:
-        return self._send.statistics().open_send_streams == 0
+        return self.inbox.send_closed

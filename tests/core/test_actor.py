@@ -96,6 +96,69 @@ class TestShutdown:
             assert int(stored_task.split("-")[1]) >= int(task.split("-")[1])
 
 
+class TestCallerCancelled:
+    """A caller cancelled while it waits: its write is all there or not there at all."""
+
+    async def test_cancelled_after_sending_its_write_is_still_committed(
+        self, tmp_path: Path, faulty_fs: FaultyFS
+    ) -> None:
+        outcome: list[object] = []
+        async with open_runtime(tmp_path, fs=faulty_fs) as rt:
+            await rt.assignments.assign("warm", "up", {})
+            faulty_fs.fsync_gate.clear()  # the next commit hangs in its fsync
+            scope = anyio.CancelScope()
+
+            async def caller() -> None:
+                with scope:
+                    await rt.assignments.assign("a", "t", {})
+                    outcome.append("returned")
+                outcome.append(scope.cancelled_caught)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(caller)
+                await wait_all_tasks_blocked()  # sent, taken, parked on its answer
+                scope.cancel()
+                await wait_all_tasks_blocked()
+                assert outcome == [True]  # the caller left at once, unanswered
+                faulty_fs.fsync_gate.set()
+            await rt.assignments.assign("b", "t2", {})  # after the batch that held "a"
+            assert await rt.assignments.get_worker_for_task("t") == "a"
+            assert rt.statistics()["assignments"].failed_commits == 0
+        async with open_runtime(tmp_path) as rt:  # durable, whole
+            assert await rt.assignments.get_assignment("a") is not None
+
+    async def test_cancelled_while_the_inbox_is_full_sends_nothing(
+        self, tmp_path: Path, faulty_fs: FaultyFS
+    ) -> None:
+        async with open_runtime(tmp_path, fs=faulty_fs, inbox_size=1, max_batch=1) as rt:
+            await rt.assignments.assign("warm", "up", {})
+            faulty_fs.fsync_gate.clear()
+            scope = anyio.CancelScope()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(rt.assignments.assign, "a", "t1", {})  # in the stuck commit
+                await wait_all_tasks_blocked()
+                tg.start_soon(rt.assignments.assign, "b", "t2", {})  # fills the inbox
+                await wait_all_tasks_blocked()
+
+                async def late() -> None:
+                    with scope:
+                        await rt.assignments.assign("c", "t3", {})
+                    cancelled.append(scope.cancelled_caught)
+
+                cancelled: list[bool] = []
+                tg.start_soon(late)
+                await wait_all_tasks_blocked()
+                assert rt.statistics()["assignments"].queued == 2  # b buffered, c waiting
+                scope.cancel()  # delivered now: c can no longer be let in
+                assert rt.statistics()["assignments"].queued in (1, 2)  # c leaves when it runs
+                faulty_fs.fsync_gate.set()
+            assert cancelled == [True]
+            assert await rt.assignments.get_all_assigned_task_ids() == {"up", "t1", "t2"}
+            assert rt.statistics()["assignments"].queued == 0
+        async with open_runtime(tmp_path) as rt:
+            assert await rt.assignments.get_all_assigned_task_ids() == {"up", "t1", "t2"}
+
+
 class TestThreadDoor:
     async def test_a_foreign_thread_goes_through_the_actor(self, tmp_path: Path) -> None:
         async with open_runtime(tmp_path) as rt:

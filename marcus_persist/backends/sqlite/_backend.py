@@ -43,6 +43,7 @@ STORE_TABLES = {
     "tokens": "marcus_token_usage",
 }
 CHUNK = 1000
+CACHE_KIB = 64 * 1024  #: the page cache (SQLite's default is 2 MB)
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -103,6 +104,7 @@ class _Db:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if self._sync else 'OFF'}")
+            conn.execute(f"PRAGMA cache_size={-CACHE_KIB}")  # negative: KiB, not pages
             conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise _translate(exc, self.path) from exc
@@ -174,20 +176,25 @@ class SQLiteStateStorage:
         return self._db.run(lambda c: c.execute(sql, (collection, after, CHUNK)).fetchall())
 
     def commit(self, changes: StateChanges) -> None:
+        deletes: list[tuple[str, str]] = []
+        upserts: list[tuple[str, str, str, Any]] = []
+        for collection, batch in changes.items():
+            for key, record in batch.items():
+                if record is None:
+                    deletes.append((collection, key))
+                else:
+                    stamp = record.get("_stored_at")
+                    upserts.append((collection, key, encode(record).decode(), stamp))
+
         def write(conn: sqlite3.Connection) -> None:
-            for collection, batch in changes.items():
-                for key, record in batch.items():
-                    if record is None:
-                        conn.execute(
-                            "DELETE FROM persistence WHERE collection = ? AND key = ?",
-                            (collection, key),
-                        )
-                    else:
-                        conn.execute(
-                            "INSERT OR REPLACE INTO persistence (collection, key, data, stored_at)"
-                            " VALUES (?, ?, ?, ?)",
-                            (collection, key, encode(record).decode(), record.get("_stored_at")),
-                        )
+            # one statement per kind for the whole batch (a batch holds one write per key)
+            conn.executemany("DELETE FROM persistence WHERE collection = ? AND key = ?", deletes)
+            conn.executemany(
+                "INSERT INTO persistence (collection, key, data, stored_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (collection, key)"
+                " DO UPDATE SET data = excluded.data, stored_at = excluded.stored_at",
+                upserts,
+            )
 
         self._db.transaction(write)
 
@@ -209,20 +216,25 @@ class SQLiteAssignmentStorage:
             raise CorruptDataError(f"{self._db.path} (marcus_assignments)", str(exc)) from None
 
     def commit(self, writes: Mapping[Scope, KeyedWrite]) -> None:
+        deletes: list[tuple[str, str]] = []
+        upserts: list[tuple[str, str, str]] = []
+        for scope, change in writes.items():
+            for worker_id, record in change.changes.items():
+                if record is None:
+                    deletes.append((scope or "", worker_id))
+                else:
+                    upserts.append((scope or "", worker_id, encode(record).decode()))
+
         def write(conn: sqlite3.Connection) -> None:
-            for scope, change in writes.items():
-                for worker_id, record in change.changes.items():
-                    if record is None:
-                        conn.execute(
-                            "DELETE FROM marcus_assignments WHERE scope = ? AND worker_id = ?",
-                            (scope or "", worker_id),
-                        )
-                    else:
-                        conn.execute(
-                            "INSERT OR REPLACE INTO marcus_assignments (scope, worker_id, data)"
-                            " VALUES (?, ?, ?)",
-                            (scope or "", worker_id, encode(record).decode()),
-                        )
+            # one statement per kind for the whole batch (a batch holds one write per key)
+            conn.executemany(
+                "DELETE FROM marcus_assignments WHERE scope = ? AND worker_id = ?", deletes
+            )
+            conn.executemany(
+                "INSERT INTO marcus_assignments (scope, worker_id, data) VALUES (?, ?, ?)"
+                " ON CONFLICT (scope, worker_id) DO UPDATE SET data = excluded.data",
+                upserts,
+            )
 
         self._db.transaction(write)
 

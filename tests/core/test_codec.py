@@ -1,0 +1,71 @@
+"""The JSON check: one C round trip for plain JSON, a walk that names what is not."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import OrderedDict
+from typing import Any
+
+import pytest
+
+from marcus_persist._core._codec import check_json, json_copy
+from marcus_persist._errors import ValidationError
+
+
+class Color(enum.StrEnum):
+    RED = "red"
+
+
+class TestAccepted:
+    @pytest.mark.parametrize(
+        "value",
+        [{}, {"a": [1, 2.5, None, True, "x"]}, {"n": {"m": {"k": -0.0}}}, [], "s", 3, None],
+    )
+    def test_plain_json_comes_back_equal_and_private(self, value: Any) -> None:
+        copy = json_copy(value, "data")
+        assert copy == value
+        check_json(value, "data")
+        if isinstance(value, dict | list) and value:
+            assert copy is not value
+
+    def test_the_copy_is_deep(self) -> None:
+        value = {"a": {"b": [1]}}
+        copy = json_copy(value, "data")
+        value["a"]["b"].append(2)
+        assert copy == {"a": {"b": [1]}}
+
+    def test_tuples_become_lists_and_mappings_plain_dicts(self) -> None:
+        assert json_copy({"a": (1, (2,))}, "data") == {"a": [1, [2]]}
+        copy = json_copy(OrderedDict(a=1), "data")
+        assert type(copy) is dict
+        assert copy == {"a": 1}
+        assert json_copy({"c": Color.RED}, "data") == {"c": "red"}
+
+
+class TestRefused:
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            ({"a": math.nan}, "data.a: nan is not a JSON number"),
+            ({"a": {"b": [1, -math.inf]}}, "data.a.b[1]: -inf is not a JSON number"),
+            ({1: "a"}, "data: key 1 is not a string"),
+            ({"a": object()}, "data.a: object is not JSON-encodable"),
+            ({"a": {1, 2}}, "data.a: set is not JSON-encodable"),
+            ({"a": b"x"}, "data.a: bytes is not JSON-encodable"),
+        ],
+    )
+    def test_what_cannot_be_stored_is_named(self, value: Any, message: str) -> None:
+        for check in (json_copy, check_json):
+            with pytest.raises(ValidationError) as caught:
+                check(value, "data")
+            assert str(caught.value) == message
+
+    def test_nesting_too_deep_is_refused(self) -> None:
+        deep: list[Any] = []
+        cursor = deep
+        for _ in range(100_000):
+            cursor.append([])
+            cursor = cursor[0]
+        with pytest.raises(ValidationError, match="nested too deeply"):
+            json_copy(deep, "data")
