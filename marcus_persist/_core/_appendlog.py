@@ -19,7 +19,7 @@ from pathlib import Path
 from marcus_persist._core._atomic import write_atomic
 from marcus_persist._core._fs import OS_FS, FileSystem
 
-__all__ = ("AppendFile", "cut_torn_tail")
+__all__ = ("AppendFile", "cut_tail", "cut_torn_tail")
 
 _TAIL_WINDOW = 64 * 1024
 
@@ -33,14 +33,26 @@ class AppendFile:
     truncated back to :attr:`end`.
     """
 
-    def __init__(self, path: Path, *, fs: FileSystem = OS_FS, sync: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fs: FileSystem = OS_FS,
+        sync: bool = True,
+        datasync: bool = False,
+        name_durable: bool = False,
+    ) -> None:
+        """*datasync* syncs with ``fdatasync`` (the data and its size, not the
+        times); *name_durable* says the caller already made the file's directory
+        entry durable, so no sync of the directory is ever added to an append."""
         self.path = path
         self._fs = fs
         self._sync = sync
+        self._flush = fs.fdatasync if datasync else fs.fsync
         size = path.stat().st_size if path.exists() else 0
         self._fd: int | None = fs.open_append(path)
         # the file's name (it may be new) is made durable once, with its first fsync
-        self._dir_synced = not sync
+        self._dir_synced = not sync or name_durable
         self.end = size
         self.durable = size
         self.needs_repair = False
@@ -72,7 +84,7 @@ class AppendFile:
         if self.end == self.durable:
             return
         try:
-            self._fs.fsync(self._descriptor())
+            self._flush(self._descriptor())
         except BaseException:
             # The kernel may have dropped the pages and report success next
             # time: what was not confirmed is cut away, never acknowledged.
@@ -136,6 +148,12 @@ def cut_torn_tail(path: Path, *, fs: FileSystem = OS_FS, sync: bool = True) -> P
     cut = _last_line_end(path, size)
     if cut == size:
         return None
+    return cut_tail(path, cut, fs=fs, sync=sync)
+
+
+def cut_tail(path: Path, cut: int, *, fs: FileSystem = OS_FS, sync: bool = True) -> Path:
+    """Truncate *path* to *cut* bytes, first keeping what follows byte-exact (and
+    durable) in a fresh ``<path>.torn`` file; return that file."""
     with path.open("rb") as stream:
         stream.seek(cut)
         tail = stream.read()
