@@ -52,6 +52,12 @@ class FaultyFS(FileSystem):
         super().fsync_dir(path)
 
 
+def store_bytes(root: Path, store: str = "assignments") -> dict[str, bytes]:
+    """Every file of a store's directory (its readable files and its log), by relative path."""
+    folder = root / store
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
 @pytest.fixture
 def faulty_fs() -> FaultyFS:
     return FaultyFS()

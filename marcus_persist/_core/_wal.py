@@ -24,6 +24,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import struct
 import threading
@@ -184,12 +185,8 @@ class WriteAheadLog:
         self._live = dict(live)  # seq -> bytes in that segment
         self.next_lsn = next_lsn
         self._first_append: float | None = None
-        if self._live:
-            self._seq = max(self._live)
-            self._file = self._open(self._seq, name_durable=True)
-        else:
-            self._seq = 0
-            self._file = self._new_segment()
+        self._seq = max(self._live, default=1)
+        self._file = self._open(self._seq) if self._live else self._create(self._seq)
         if self._live[self._seq]:
             self._first_append = time.monotonic()
 
@@ -200,8 +197,13 @@ class WriteAheadLog:
         are cut away before the next append (never synced again to be acknowledged)."""
         lsn = self.next_lsn
         record = seal(lsn, payload)
-        self._file.append(record)
-        self._file.sync()
+        try:
+            self._file.append(record)
+            self._file.sync()
+        except BaseException:
+            with contextlib.suppress(OSError):  # else cut before the next append
+                self._file.repair()
+            raise
         self.next_lsn = lsn + 1
         with self._lock:
             self._live[self._seq] = self._file.end
@@ -211,11 +213,12 @@ class WriteAheadLog:
 
     def rotate(self) -> int:
         """Seal the newest segment and start a new one; return the sealed segment's
-        seq (every record appended so far is in a segment up to it)."""
+        seq (every record appended so far is in a segment up to it). If the new
+        segment cannot be made, nothing changes and appends go on where they were."""
         self._file.repair()  # a failed append is cut off before the segment is left
+        fresh = self._create(self._seq + 1)
         self._file.close()
-        sealed = self._seq
-        self._file = self._new_segment()
+        sealed, self._seq, self._file = self._seq, self._seq + 1, fresh
         self._first_append = None
         return sealed
 
@@ -261,23 +264,29 @@ class WriteAheadLog:
                 del self._live[seq]
 
     # -- segments -------------------------------------------------------------
-    def _new_segment(self) -> AppendFile:
-        self._seq += 1
-        path = self.directory / segment_name(self._seq)
+    def _create(self, seq: int) -> AppendFile:
+        """Segment *seq*, new and empty, its name durable before any record goes in."""
+        path = self.directory / segment_name(seq)
         self._fs.close(self._fs.create(path))
-        if self._sync:
-            self._fs.fsync_dir(self.directory)  # its name is durable before any record in it
+        try:
+            if self._sync:
+                self._fs.fsync_dir(self.directory)
+            segment = self._open(seq)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self._fs.unlink(path)
+            raise
         with self._lock:
-            self._live[self._seq] = 0
-        return self._open(self._seq, name_durable=True)
+            self._live[seq] = 0
+        return segment
 
-    def _open(self, seq: int, *, name_durable: bool) -> AppendFile:
+    def _open(self, seq: int) -> AppendFile:
         return AppendFile(
             self.directory / segment_name(seq),
             fs=self._fs,
             sync=self._sync,
             datasync=True,
-            name_durable=name_durable,
+            name_durable=True,
         )
 
     def __repr__(self) -> str:

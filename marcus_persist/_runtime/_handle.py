@@ -92,6 +92,7 @@ class Runtime:
             raise PersistenceError(f"the {self.backend.name} backend keeps no files to back up")
         dest = Path(to) if to is not None else self.data_dir / BACKUPS_DIR
         async with self.audit.rotation_held(), self.paused():  # audit files stay put
+            await self.checkpoint()  # the backup's files hold everything, its log nothing
             try:
                 path = await anyio.to_thread.run_sync(
                     lambda: create_backup(self.data_dir, dest, fs=self._fs, sync=self.config.fsync)
@@ -103,6 +104,21 @@ class Runtime:
         self.last_backup = path
         log.info("backup written to %s", path)
         return path
+
+    async def checkpoint(self) -> list[str]:
+        """Write the readable files of every store that keeps a write-ahead log
+        (file backend) and retire the log they cover; return the stores that had
+        something to write. Commits go on meanwhile.
+
+        :raises PersistenceError: writing failed (errno kept); the log keeps everything
+        """
+        checkpoint: Callable[[], list[str]] | None = getattr(self.backend, "checkpoint", None)
+        if checkpoint is None:
+            return []
+        try:
+            return await anyio.to_thread.run_sync(checkpoint)
+        except OSError as exc:
+            raise PersistenceError.from_os_error(exc, "checkpoint") from exc
 
     async def _scheduled_backups(self) -> None:
         """Back up every ``backup_interval_hours`` while the runtime runs."""

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import msgspec
 
-from marcus_persist._core._codec import decode
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._core._snapshot import BACKUPS_DIR, list_backups
 from marcus_persist._errors import CorruptDataError
+from marcus_persist.backends._assignments import check_records
 from marcus_persist.backends._files import FileContext
+from marcus_persist.backends.file._assignments import FileAssignmentStorage
 from marcus_persist.backends.file._shards import MANIFEST, ShardStore
 
 __all__ = ("AuditDay", "DataStats", "TypeStats", "collect_stats")
@@ -82,19 +83,15 @@ def _sharded(root: Path) -> int | None:
 
 
 def _assignments(data_dir: Path) -> TypeStats:
-    paths = sorted((data_dir / "assignments").rglob("assignments.json"))
-    records = 0
-    stamps: list[datetime | None] = []
-    for path in paths:
-        try:
-            document = decode(path.read_bytes())
-        except (OSError, msgspec.DecodeError):
-            continue  # doctor reports it
-        if isinstance(document, dict):
-            records += len(document)
-            stamps += [
-                _when(r.get("assigned_at")) for r in document.values() if isinstance(r, dict)
-            ]
+    """What the store holds: its files with its log replayed over them (read-only)."""
+    ctx = FileContext(data_dir, OS_FS, sync=False, on_corrupt="report")
+    try:
+        scopes = FileAssignmentStorage(ctx).load(check_records)
+    except (CorruptDataError, OSError):
+        scopes = {}  # doctor reports it
+    records = sum(len(r) for r in scopes.values())
+    stamps = [_when(r.get("assigned_at")) for rs in scopes.values() for r in rs.values()]
+    on_disk = _files("assignments", data_dir / "assignments")
     known = sorted(s for s in stamps if s is not None)
     oldest, newest = (known[0], known[-1]) if known else (None, None)
     growth = None
@@ -103,8 +100,8 @@ def _assignments(data_dir: Path) -> TypeStats:
     return TypeStats(
         "assignments",
         records,
-        sum(p.stat().st_size for p in paths),
-        len(paths),
+        on_disk.bytes,
+        on_disk.files,
         oldest.isoformat() if oldest else None,
         newest.isoformat() if newest else None,
         growth,
