@@ -90,11 +90,12 @@ class Logged(Generic[T]):
 
         A corrupt log raises ``CorruptDataError``; under the quarantine policy the
         whole log directory is moved aside and the store starts from its
-        readable files. Under ``report`` nothing is changed or opened for writing.
+        readable files. Under ``report`` or ``read_only`` nothing is changed or
+        opened for writing (and :meth:`close` writes nothing).
         """
         fs, sync = self._ctx.fs, self._ctx.sync
         try:
-            if self._ctx.on_corrupt == "report":
+            if self._ctx.on_corrupt == "report" or self._ctx.read_only:
                 return [p for s in scan_log(self.wal_dir, fs=fs) for _lsn, p in s.records]
             self._log, payloads, torn = open_log(self.wal_dir, fs=fs, sync=sync)
         except CorruptDataError as exc:
