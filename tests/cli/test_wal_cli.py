@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import anyio
@@ -11,23 +10,8 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from marcus_persist import open_runtime
 from marcus_persist.cli._main import cli
-
-
-async def crashed_with_a_log(tmp_path: Path) -> Path:
-    """A data directory as a power loss leaves it: checkpointed files plus a log of 3 batches."""
-    live, crashed = tmp_path / "live", tmp_path / "crashed"
-    async with open_runtime(live) as rt:
-        await rt.assignments.assign("w1", "t1", {})
-        await rt.checkpoint()
-        await rt.assignments.assign("w2", "t2", {})
-        await rt.assignments.for_project("p").assign("w3", "t3", {})
-        await rt.assignments.remove_assignment("w1")
-        await anyio.to_thread.run_sync(
-            lambda: shutil.copytree(live, crashed, ignore=shutil.ignore_patterns(".lock"))
-        )
-    return crashed
+from tests.conftest import crashed_with_a_log
 
 
 @pytest.fixture

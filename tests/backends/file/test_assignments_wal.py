@@ -4,7 +4,6 @@ follow the batch, checkpoints beside commits, recovery, a corrupt log."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from marcus_persist._core._fs import FileSystem
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file import FileBackend
 from marcus_persist.backends.file._logged import CheckpointPolicy
+from tests.conftest import crashed_with_a_log
 
 pytestmark = pytest.mark.anyio
 
@@ -147,46 +147,23 @@ class TestCheckpoints:
 
 class TestRecovery:
     async def test_a_log_left_by_a_crash_is_replayed(self, tmp_path: Path) -> None:
-        crashed = tmp_path / "crashed"
-        async with open_runtime(tmp_path / "live") as rt:
-            await rt.assignments.assign("w1", "t1", {})
-            await rt.checkpoint()
-            await rt.assignments.assign("w2", "t2", {})
-            await rt.assignments.for_project("p").assign("w3", "t3", {})
-            await rt.assignments.remove_assignment("w1")
-            # the directory as a power loss would leave it: files + log, no final checkpoint
-            await anyio.to_thread.run_sync(copy_tree, tmp_path / "live", crashed)
+        crashed = await crashed_with_a_log(tmp_path)
         async with open_runtime(crashed) as rt:
             assert await rt.assignments.get_all_assigned_task_ids() == {"t2"}
             assert await rt.assignments.for_project("p").get_all_assigned_task_ids() == {"t3"}
 
     async def test_a_corrupt_log_is_refused_or_quarantined(self, tmp_path: Path) -> None:
-        crashed = tmp_path / "crashed"
-        async with open_runtime(tmp_path / "live") as rt:
-            await rt.assignments.assign("w1", "t1", {})
-            await rt.checkpoint()
-            await rt.assignments.assign("w2", "t2", {})
-            await rt.assignments.assign("w3", "t3", {})
-            await anyio.to_thread.run_sync(copy_tree, tmp_path / "live", crashed)
+        crashed = await crashed_with_a_log(tmp_path)
         segment = next(iter(sorted(wal_dir(crashed).glob("*.log"))))
-        flip_first_record(segment)
-        damaged = segment.read_bytes()
+        data = bytearray(segment.read_bytes())
+        data[22] ^= 0xFF  # inside the first record's payload (its header is 20 bytes)
+        segment.write_bytes(bytes(data))
         with pytest.raises(CorruptDataError, match="followed by a sound record"):
             async with open_runtime(crashed):
                 pass
-        assert segment.read_bytes() == damaged  # refused, changed nothing
+        assert segment.read_bytes() == bytes(data)  # refused, changed nothing
         async with open_runtime(crashed, on_corrupt="quarantine") as rt:
             assert await rt.assignments.get_all_assigned_task_ids() == {"t1"}  # the files
             assert [q.path for q in rt.quarantined] == [str(wal_dir(crashed))]
         moved = [p for p in wal_dir(crashed).parent.iterdir() if ".corrupt-" in p.name]
         assert [p.name for p in moved[0].iterdir()] == [segment.name]
-
-
-def copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".lock"))
-
-
-def flip_first_record(segment: Path) -> None:
-    data = bytearray(segment.read_bytes())
-    data[22] ^= 0xFF  # inside the first record's payload (its header is 20 bytes)
-    segment.write_bytes(bytes(data))
