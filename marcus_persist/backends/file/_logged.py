@@ -122,11 +122,12 @@ class Logged(Generic[T]):
                 or wal.pending_seconds() >= self._policy.max_seconds
             )
         if due and self._checkpoint_lock.acquire(blocking=False):
+            # the batch is durable: a checkpoint that cannot start must not fail it
             try:
                 started = self._start()
-            except BaseException:
-                self._checkpoint_lock.release()
-                raise
+            except Exception as exc:
+                log.error("%s: checkpoint could not start, the log keeps it: %r", self.wal_dir, exc)
+                started = False
             if not started:
                 self._checkpoint_lock.release()
 
@@ -211,6 +212,13 @@ class Logged(Generic[T]):
             finally:
                 self._checkpoint_lock.release()
 
-        self._worker = threading.Thread(target=run, name=f"checkpoint {self.wal_dir}", daemon=True)
-        self._worker.start()
+        worker = threading.Thread(target=run, name=f"checkpoint {self.wal_dir}", daemon=True)
+        try:
+            worker.start()
+        except BaseException:
+            if taken[1] is not None:
+                with self._commit_lock:
+                    self._store.requeue(taken[1])
+            raise
+        self._worker = worker
         return True

@@ -3,6 +3,7 @@ follow the batch, checkpoints beside commits, recovery, a corrupt log."""
 
 from __future__ import annotations
 
+import errno
 import json
 import threading
 from pathlib import Path
@@ -15,7 +16,7 @@ from marcus_persist._core._fs import FileSystem
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file import FileBackend
 from marcus_persist.backends.file._logged import CheckpointPolicy
-from tests.conftest import crashed_with_a_log
+from tests.conftest import FaultyFS, crashed_with_a_log
 
 pytestmark = pytest.mark.anyio
 
@@ -118,6 +119,19 @@ class TestCheckpoints:
             fs.gate.set()
         async with open_runtime(tmp_path) as rt:
             assert len(await rt.assignments.get_all_assigned_task_ids()) == 50
+
+    async def test_a_checkpoint_that_cannot_start_never_fails_a_commit(
+        self, tmp_path: Path, faulty_fs: FaultyFS
+    ) -> None:
+        files = backend(tmp_path, faulty_fs, CheckpointPolicy(max_bytes=1))  # every commit is due
+        async with open_runtime(tmp_path, backend=files) as rt:
+            faulty_fs.fail["fsync_dir"] = errno.EIO  # a new segment cannot be made durable
+            for n in range(10):
+                await rt.assignments.assign(f"w{n}", f"t{n}", {})  # each durable, each answered
+            assert files.assignments().logged.segments() == [1]
+            del faulty_fs.fail["fsync_dir"]
+        async with open_runtime(tmp_path) as rt:
+            assert len(await rt.assignments.get_all_assigned_task_ids()) == 10
 
     async def test_size_limit_keeps_the_log_small(self, tmp_path: Path) -> None:
         files = backend(tmp_path, FileSystem(), CheckpointPolicy(max_bytes=4096))
