@@ -15,7 +15,8 @@ Invariants:
 * only the newest segment is appended to, and a new segment's name is durable
   before any record in it is appended;
 * segments are retired oldest first, each unlink durable before the next, so
-  the live segments are always a contiguous run ending at the newest one;
+  the live segments are always a contiguous run ending at the newest one (which
+  is emptied, never removed, when everything is retired);
 * after a crash, unreadable bytes with no valid record anywhere after them are
   an unfinished append: :func:`open_log` keeps them byte-exact in
   ``<seq>.log.torn`` and cuts them off. Unreadable bytes followed by a valid
@@ -247,11 +248,17 @@ class WriteAheadLog:
         self._remove([seq for seq in self.segments() if seq <= upto and seq != self._seq])
 
     def close(self, *, retire: bool = False) -> None:
-        """Close the newest segment; with *retire* (a durable checkpoint holds every
-        record), remove every segment, leaving the directory empty."""
-        self._file.close()
+        """Close the log; with *retire* (a durable checkpoint holds every record),
+        first remove every older segment and empty the newest, which stays for the
+        next start to append to (so that start needs no new file)."""
         if retire:
-            self._remove(self.segments())
+            self._remove([seq for seq in self.segments() if seq != self._seq])
+            if self._file.end:
+                self._file.rollback(0)
+                self._file.repair()  # truncated to nothing, durably
+            with self._lock:
+                self._live[self._seq] = 0
+        self._file.close()
 
     def _remove(self, seqs: list[int]) -> None:
         """Unlink *seqs* oldest first, each removal durable before the next: a crash

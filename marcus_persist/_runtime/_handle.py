@@ -92,7 +92,6 @@ class Runtime:
             raise PersistenceError(f"the {self.backend.name} backend keeps no files to back up")
         dest = Path(to) if to is not None else self.data_dir / BACKUPS_DIR
         async with self.audit.rotation_held(), self.paused():  # audit files stay put
-            await self.checkpoint()  # the backup's files hold everything, its log nothing
             try:
                 path = await anyio.to_thread.run_sync(
                     lambda: create_backup(self.data_dir, dest, fs=self._fs, sync=self.config.fsync)

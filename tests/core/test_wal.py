@@ -154,7 +154,10 @@ class TestSegments:
         log.rotate()
         log.append(b"b")
         log.close(retire=True)
-        assert list((tmp_path / "wal").iterdir()) == []
+        # the newest segment stays, empty, so the next start needs no new file
+        assert [(p.name, p.stat().st_size) for p in (tmp_path / "wal").iterdir()] == [
+            (segment_name(2), 0)
+        ]
         log, payloads, _t = open_log(tmp_path / "wal")
         assert payloads == []
         assert log.append(b"fresh") == 1
@@ -171,7 +174,7 @@ class TestCrashPoints:
         root.mkdir()
         fs = SimFS(root)
         acked: list[tuple[int, int, int]] = []  # (lsn, segment, trace index when acked)
-        retired_at: dict[int, int] = {}  # segment -> trace index of its unlink
+        retired_at: dict[int, int] = {}  # segment -> trace index of its unlink (or truncation)
 
         def append(log: WriteAheadLog, n: int) -> None:
             segment = log.segments()[-1]
@@ -185,11 +188,13 @@ class TestCrashPoints:
                 log.retire(arg)
             else:
                 log.close(retire=True)
-            for seq in sorted(before - set(log.segments())):
+            gone = before if action == "close" else before - set(log.segments())
+            for seq in sorted(gone):  # unlinked, or (the newest, at close) truncated
                 retired_at[seq] = next(
                     i
                     for i in range(start, len(fs.trace))
-                    if fs.trace[i].kind == "unlink" and fs.trace[i].path.endswith(segment_name(seq))
+                    if fs.trace[i].kind in ("unlink", "truncate")
+                    and fs.trace[i].path.endswith(segment_name(seq))
                 )
 
         log, _p, _t = open_log(root / "wal", fs=fs)

@@ -143,11 +143,11 @@ class TestCrashPoints:
         ("method", "n"),
         # after startup: write 2 and fsync 2 are the two-scope batch's record and its
         # sync; then the checkpoint at close: replace and directory fsync 1 the global
-        # file, 2 the project file, directory fsync 3 the log's retirement, whose unlink
-        # is unlink 0 (an empty startup's own close retires an empty segment too)
+        # file, directory fsync 2 the new project directory, replace 2 and directory
+        # fsync 3 the project file; truncate 1 and fsync 6 empty the log
         [
-            *[("write", 2), ("fsync", 2), ("replace", 1), ("replace", 2), ("unlink", 0)],
-            *[("fsync_dir", 1), ("fsync_dir", 2), ("fsync_dir", 3)],
+            *[("write", 2), ("fsync", 2), ("replace", 1), ("replace", 2), ("truncate", 1)],
+            *[("fsync", 6), ("fsync_dir", 1), ("fsync_dir", 2), ("fsync_dir", 3)],
         ],
     )
     async def test_failed_two_scope_commit_is_undone(
