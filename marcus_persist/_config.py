@@ -53,6 +53,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     #: what to do with a corrupt file found at startup
     on_corrupt: Literal["error", "quarantine"] = "error"
     cache_mb: Positive = 64
+    #: file backend: a store's write-ahead log is checkpointed (its files rewritten,
+    #: the log retired) once it holds this many MB, or its oldest record is this old
+    wal_checkpoint_mb: Positive = 64
+    wal_checkpoint_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
     backup_enabled: bool = False
     #: hours between scheduled backups (more than 0)
     backup_interval_hours: Annotated[float, msgspec.Meta(gt=0)] = 24.0

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import errno
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from marcus_persist._core._fs import FileSystem
@@ -50,6 +52,31 @@ class FaultyFS(FileSystem):
     def fsync_dir(self, path: Path) -> None:
         self._maybe_fail("fsync_dir")
         super().fsync_dir(path)
+
+
+def store_bytes(root: Path, store: str = "assignments") -> dict[str, bytes]:
+    """Every file of a store's directory (its readable files and its log), by relative path."""
+    folder = root / store
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+async def crashed_with_a_log(tmp_path: Path) -> Path:
+    """A data directory as a power loss leaves it: the assignments checkpointed holding
+    ``w1: t1``, then a log of three batches (``w2: t2``, project ``p`` ``w3: t3``,
+    ``w1`` removed) that no checkpoint wrote."""
+    from marcus_persist import open_runtime
+
+    live, crashed = tmp_path / "live", tmp_path / "crashed"
+    async with open_runtime(live) as rt:
+        await rt.assignments.assign("w1", "t1", {})
+        await rt.checkpoint()
+        await rt.assignments.assign("w2", "t2", {})
+        await rt.assignments.for_project("p").assign("w3", "t3", {})
+        await rt.assignments.remove_assignment("w1")
+        await anyio.to_thread.run_sync(
+            lambda: shutil.copytree(live, crashed, ignore=shutil.ignore_patterns(".lock"))
+        )
+    return crashed
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from marcus_persist._core._atomic import write_atomic
 from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist._core._safeopen import open_reader
 
-__all__ = ("AppendFile", "cut_torn_tail")
+__all__ = ("AppendFile", "cut_tail", "cut_torn_tail")
 
 _TAIL_WINDOW = 64 * 1024
 
@@ -35,14 +35,26 @@ class AppendFile:
     truncated back to :attr:`end`.
     """
 
-    def __init__(self, path: Path, *, fs: FileSystem = OS_FS, sync: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fs: FileSystem = OS_FS,
+        sync: bool = True,
+        datasync: bool = False,
+        name_durable: bool = False,
+    ) -> None:
+        """*datasync* syncs with ``fdatasync`` (the data and its size, not the
+        times); *name_durable* says the caller already made the file's directory
+        entry durable, so no sync of the directory is ever added to an append."""
         self.path = path
         self._fs = fs
         self._sync = sync
+        self._flush = fs.fdatasync if datasync else fs.fsync
         self._fd: int | None = fs.open_append(path)  # a regular file, never through a link
         size = os.fstat(self._fd).st_size
         # the file's name (it may be new) is made durable once, with its first fsync
-        self._dir_synced = not sync
+        self._dir_synced = not sync or name_durable
         self.end = size
         self.durable = size
         self.needs_repair = False
@@ -74,7 +86,7 @@ class AppendFile:
         if self.end == self.durable:
             return
         try:
-            self._fs.fsync(self._descriptor())
+            self._flush(self._descriptor())
         except BaseException:
             # The kernel may have dropped the pages and report success next
             # time: what was not confirmed is cut away, never acknowledged.
@@ -137,8 +149,15 @@ def cut_torn_tail(path: Path, *, fs: FileSystem = OS_FS, sync: bool = True) -> P
     with open_reader(path) as stream:
         size = os.fstat(stream.fileno()).st_size
         cut = _last_line_end(stream, size)
-        if cut == size:
-            return None
+    if cut == size:
+        return None
+    return cut_tail(path, cut, fs=fs, sync=sync)
+
+
+def cut_tail(path: Path, cut: int, *, fs: FileSystem = OS_FS, sync: bool = True) -> Path:
+    """Truncate *path* to *cut* bytes, first keeping what follows byte-exact (and
+    durable) in a fresh ``<path>.torn`` file; return that file."""
+    with open_reader(path) as stream:
         stream.seek(cut)
         tail = stream.read()
     target = _free_name(path.with_name(path.name + ".torn"))

@@ -71,6 +71,17 @@ class FileSystem:
     def chmod(self, fd: int, mode: int) -> None:
         os.fchmod(fd, mode)
 
+    def fdatasync(self, fd: int) -> None:
+        """Make the file's data (and the size needed to read it back) durable.
+
+        A subclass that overrides :meth:`fsync` (a fault or crash model) gets
+        this call through its ``fsync``, so every model sees every sync.
+        """
+        if type(self).fsync is not FileSystem.fsync:
+            self.fsync(fd)
+        else:
+            os.fdatasync(fd)
+
     def truncate(self, fd: int, size: int) -> None:
         os.ftruncate(fd, size)
 

@@ -113,6 +113,21 @@ class Runtime:
         log.info("backup written to %s", path)
         return path
 
+    async def checkpoint(self) -> list[str]:
+        """Write the readable files of every store that keeps a write-ahead log
+        (file backend) and retire the log they cover; return the stores that had
+        something to write. Commits go on meanwhile.
+
+        :raises PersistenceError: writing failed (errno kept); the log keeps everything
+        """
+        checkpoint: Callable[[], list[str]] | None = getattr(self.backend, "checkpoint", None)
+        if checkpoint is None:
+            return []
+        try:
+            return await anyio.to_thread.run_sync(checkpoint)
+        except OSError as exc:
+            raise PersistenceError.from_os_error(exc, "checkpoint") from exc
+
     async def _scheduled_backups(self) -> None:
         """Back up every ``backup_interval_hours`` while the runtime runs."""
         interval = self.config.backup_interval_hours * 3600

@@ -11,13 +11,14 @@ from pathlib import Path
 import msgspec
 
 from marcus_persist._config import SQLITE_DB_NAME
-from marcus_persist._core._codec import decode
 from marcus_persist._core._fs import OS_FS
-from marcus_persist._core._safeopen import check_dir, never, open_reader, read_file, walk
+from marcus_persist._core._safeopen import check_dir, never, open_reader, walk
 from marcus_persist._core._snapshot import BACKUPS_DIR, list_backups
 from marcus_persist._errors import CorruptDataError, UnsafePathError
 from marcus_persist._runtime._dirconfig import read_record
+from marcus_persist.backends._assignments import check_records
 from marcus_persist.backends._files import FileContext
+from marcus_persist.backends.file._assignments import FileAssignmentStorage
 from marcus_persist.backends.file._shards import MANIFEST, ShardStore
 from marcus_persist.backends.sqlite import STORE_TABLES
 
@@ -120,19 +121,15 @@ def _sharded(root: Path) -> int | None:
 
 
 def _assignments(data_dir: Path) -> TypeStats:
-    paths = [p for p in _regular(data_dir / "assignments") if p.name == "assignments.json"]
-    records = 0
-    stamps: list[datetime | None] = []
-    for path in paths:
-        try:
-            document = decode(read_file(path))
-        except (OSError, msgspec.DecodeError, UnsafePathError):
-            continue  # doctor reports it
-        if isinstance(document, dict):
-            records += len(document)
-            stamps += [
-                _when(r.get("assigned_at")) for r in document.values() if isinstance(r, dict)
-            ]
+    """What the store holds: its files with its log replayed over them (read-only)."""
+    ctx = FileContext(data_dir, OS_FS, sync=False, on_corrupt="report")
+    try:
+        scopes = FileAssignmentStorage(ctx).load(check_records)
+    except (CorruptDataError, OSError):
+        scopes = {}  # doctor reports it
+    records = sum(len(r) for r in scopes.values())
+    stamps = [_when(r.get("assigned_at")) for rs in scopes.values() for r in rs.values()]
+    on_disk = _files("assignments", data_dir / "assignments")
     known = sorted(s for s in stamps if s is not None)
     oldest, newest = (known[0], known[-1]) if known else (None, None)
     growth = None
@@ -141,8 +138,8 @@ def _assignments(data_dir: Path) -> TypeStats:
     return TypeStats(
         "assignments",
         records,
-        sum(p.stat().st_size for p in paths),
-        len(paths),
+        on_disk.bytes,
+        on_disk.files,
         oldest.isoformat() if oldest else None,
         newest.isoformat() if newest else None,
         growth,

@@ -40,6 +40,9 @@ class FileContext:
     sync: bool
     #: ``report`` (used by ``doctor``) records the problem and changes nothing
     on_corrupt: Literal["error", "quarantine", "report"]
+    #: read what is stored, write nothing (a migration's source): logs are replayed, never
+    #: opened for appends or checkpointed
+    read_only: bool = False
     quarantined: list[Quarantined] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
 

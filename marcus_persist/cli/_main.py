@@ -24,6 +24,7 @@ from marcus_persist.cli._audit import audit, rotate
 from marcus_persist.cli._demo import run_demo
 from marcus_persist.cli._migrate import migrate_command
 from marcus_persist.cli._ops import bench, import_marcus_command, prune
+from marcus_persist.cli._wal import checkpoint_command, wal_command
 from marcus_persist.ops.backup import restore_backup
 from marcus_persist.ops.doctor import diagnose
 
@@ -241,6 +242,8 @@ cli.add_command(migrate_command)
 cli.add_command(import_marcus_command)
 cli.add_command(prune)
 cli.add_command(bench)
+cli.add_command(wal_command)
+cli.add_command(checkpoint_command)
 
 
 def main() -> int:

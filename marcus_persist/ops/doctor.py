@@ -26,6 +26,7 @@ from marcus_persist.backends.file._state import STATE_DIR
 from marcus_persist.backends.file._tokens import FileTokenStorage
 from marcus_persist.ops._doctor_engines import check_engines
 from marcus_persist.ops._finding import Finding
+from marcus_persist.ops.wal import describe_logs
 from marcus_persist.stores.assignments import AssignmentsHandler
 from marcus_persist.stores.audit._query import find_bad_lines, select_sources
 from marcus_persist.stores.tokens._document import normalize
@@ -95,10 +96,25 @@ def _leftovers(data_dir: Path, repair: bool) -> list[Finding]:
 
 def _stores(data_dir: Path, repair: bool) -> list[Finding]:
     """Load every store the way the runtime does, recording what is wrong."""
+    torn = [
+        Finding(
+            str(Path(log.path) / segment.name),
+            f"{segment.torn_bytes} unreadable bytes at the end: an unfinished append "
+            "(cut off and kept in .torn at the next start)",
+            "warning",
+            "cut into .torn" if repair else None,
+        )
+        for log in describe_logs(data_dir)
+        for segment in log.segments
+        if segment.torn_bytes
+    ]
     ctx = FileContext(data_dir, OS_FS, sync=True, on_corrupt="quarantine" if repair else "report")
     backend = FileBackend(ctx)
-    AssignmentsHandler(backend.assignments(), SYSTEM_CLOCK).load()
-    found = [Finding(path, reason, "error") for path, reason in ctx.problems]
+    try:
+        AssignmentsHandler(backend.assignments(), SYSTEM_CLOCK).load()
+    finally:
+        backend.close()  # on repair: the log, replayed, is checkpointed into the files
+    found = torn + [Finding(path, reason, "error") for path, reason in ctx.problems]
     found += [
         Finding(q.path, q.reason, "error", f"quarantined as {Path(q.moved_to).name}")
         for q in ctx.quarantined

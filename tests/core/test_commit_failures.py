@@ -1,4 +1,5 @@
-"""A failed commit fails its whole batch, changes nothing, and the next batch works."""
+"""A failed commit fails its whole batch, changes nothing, and the next batch works;
+a failed checkpoint loses nothing."""
 
 from __future__ import annotations
 
@@ -9,22 +10,18 @@ import anyio
 import pytest
 
 from marcus_persist import PersistenceError, open_runtime
-from tests.conftest import FaultyFS
+from tests.conftest import FaultyFS, store_bytes
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.mark.parametrize(
-    ("syscall", "code"),
-    [("write", errno.ENOSPC), ("fsync", errno.EIO), ("replace", errno.EROFS)],
-)
+@pytest.mark.parametrize(("syscall", "code"), [("write", errno.ENOSPC), ("fsync", errno.EIO)])
 async def test_failed_commit_fails_the_batch_and_changes_nothing(
     tmp_path: Path, faulty_fs: FaultyFS, syscall: str, code: int
 ) -> None:
-    live = tmp_path / "assignments" / "assignments.json"
     async with open_runtime(tmp_path, fs=faulty_fs) as rt:
         await rt.assignments.assign("agent-0", "task-0", {})
-        before = live.read_bytes()
+        before = store_bytes(tmp_path)
         faulty_fs.fail[syscall] = code
         errors: list[PersistenceError] = []
 
@@ -39,9 +36,8 @@ async def test_failed_commit_fails_the_batch_and_changes_nothing(
                 tg.start_soon(attempt, n)
         assert len(errors) == 50
         assert {e.errno for e in errors} == {code}
-        assert live.read_bytes() == before  # byte-identical
+        assert store_bytes(tmp_path) == before  # byte-identical: the failed record is cut
         assert await rt.assignments.get_all_assigned_task_ids() == {"task-0"}
-        assert not [p for p in live.parent.iterdir() if ".tmp-" in p.name]  # no temp left
         assert rt.statistics()["assignments"].failed_commits >= 1
 
         del faulty_fs.fail[syscall]
@@ -50,16 +46,32 @@ async def test_failed_commit_fails_the_batch_and_changes_nothing(
         assert await rt.assignments.get_all_assigned_task_ids() == {"task-0", "task-1"}
 
 
-async def test_failed_directory_fsync_is_never_acknowledged(
-    tmp_path: Path, faulty_fs: FaultyFS
+@pytest.mark.parametrize(
+    ("syscall", "code"),
+    [
+        ("write", errno.ENOSPC),
+        ("fsync", errno.EIO),
+        ("replace", errno.EROFS),
+        ("fsync_dir", errno.EIO),
+    ],
+)
+async def test_failed_checkpoint_loses_nothing(
+    tmp_path: Path, faulty_fs: FaultyFS, syscall: str, code: int
 ) -> None:
     async with open_runtime(tmp_path, fs=faulty_fs) as rt:
-        faulty_fs.fail["fsync_dir"] = errno.EIO
+        await rt.assignments.assign("agent-0", "task-0", {})
+        await rt.checkpoint()
+        live = tmp_path / "assignments" / "assignments.json"
+        before = live.read_bytes()
+        await rt.assignments.assign("agent-1", "task-1", {})
+        faulty_fs.fail[syscall] = code
         with pytest.raises(PersistenceError) as caught:
-            await rt.assignments.assign("agent-1", "task-1", {})
-        assert caught.value.errno == errno.EIO
-        # not acknowledged, so not visible either
-        assert not await rt.assignments.is_task_assigned("task-1")
-        del faulty_fs.fail["fsync_dir"]
-        await rt.assignments.assign("agent-2", "task-2", {})
-        assert await rt.assignments.is_task_assigned("task-2")
+            await rt.checkpoint()
+        assert caught.value.errno == code
+        assert live.read_bytes() == before
+        assert not [p for p in live.parent.iterdir() if ".tmp-" in p.name]  # no temp left
+        del faulty_fs.fail[syscall]
+        await rt.assignments.assign("agent-2", "task-2", {})  # commits go on
+    async with open_runtime(tmp_path) as rt:
+        expected = {"task-0", "task-1", "task-2"}
+        assert await rt.assignments.get_all_assigned_task_ids() == expected

@@ -10,13 +10,19 @@ import pytest
 from click.testing import CliRunner
 
 from marcus_persist import CorruptDataError, PersistenceError, open_runtime
+from marcus_persist._core._fs import OS_FS
 from marcus_persist._core._snapshot import list_backups, verify_backup
+from marcus_persist.backends._assignments import check_records
+from marcus_persist.backends._files import FileContext
+from marcus_persist.backends.file import FileAssignmentStorage
 from marcus_persist.cli._main import cli
 from marcus_persist.ops.backup import restore_backup
 
 
 def stored_tasks(data: Path) -> dict[str, str]:
-    raw = json.loads((data / "assignments" / "assignments.json").read_text())
+    """The global assignments as stored: the files with the log replayed over them."""
+    ctx = FileContext(data, OS_FS, sync=False, on_corrupt="report")
+    raw = FileAssignmentStorage(ctx).load(check_records).get(None, {})
     return {worker: record["task_id"] for worker, record in raw.items()}
 
 

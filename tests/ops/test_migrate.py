@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 
@@ -234,3 +236,21 @@ async def test_refusals_and_a_source_changed_between_runs(tmp_path: Path) -> Non
         migrate(end(tmp_path / "m"), end(tmp_path / "n"), tmp_path / "n" / PROGRESS_NAME)
     assert (tmp_path / "m" / "learned_patterns.json").read_text() == '{"patterns": []}'
     assert not (tmp_path / "n").exists()
+
+
+async def test_a_source_with_a_log_is_read_never_checkpointed(tmp_path: Path) -> None:
+    live, crashed = tmp_path / "live", tmp_path / "a"
+    async with open_runtime(live) as rt:
+        await rt.assignments.assign("agent-1", "task-1", {})
+        await rt.checkpoint()
+        await rt.assignments.assign("agent-2", "task-2", {})  # only in the log
+        await anyio.to_thread.run_sync(
+            lambda: shutil.copytree(live, crashed, ignore=shutil.ignore_patterns(".lock"))
+        )
+    source_files = files(crashed)
+    assert any("/wal/" in name and data for name, data in source_files.items())
+    report = migrate(end(crashed), end(tmp_path / "b", "sqlite"), tmp_path / "b" / PROGRESS_NAME)
+    assert report.ok
+    assert files(crashed) == source_files  # the log stays, the files were not rewritten
+    async with open_runtime(tmp_path / "b", backend="sqlite") as rt:
+        assert await rt.assignments.get_all_assigned_task_ids() == {"task-1", "task-2"}

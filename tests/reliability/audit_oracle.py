@@ -23,7 +23,14 @@ from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime import Runtime
 
-from .oracle import CrashReport, Recover, check_crash_images, files_under
+from .oracle import (
+    CrashReport,
+    Recover,
+    check_crash_images,
+    checkpointed_stores,
+    files_under,
+    is_log_segment,
+)
 from .simfs import Image, SimFS, materialise
 
 __all__ = (
@@ -209,12 +216,15 @@ async def recover_audit(
     temps = [n for n in after if any(is_temp_name(part) for part in Path(n).parts)]
     if temps:
         return state, f"temp files left after recovery: {temps}"
+    checkpointed = checkpointed_stores(before)
     for name, old in before.items():
         if name == "data/.lock" or any(is_temp_name(p) for p in Path(name).parts):
             continue
         new = after.get(name)
-        if new == old:
+        if new == old or name.startswith(checkpointed):
             continue
+        if is_log_segment(name) and new is None:
+            continue  # an empty log, retired by the clean close
         if probe and new is not None and new.startswith(old):
             continue  # the probe's own append
         candidates = [new] if new is not None else []

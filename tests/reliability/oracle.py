@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import gc
 import os
+import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -39,7 +40,9 @@ __all__ = (
     "CrashReport",
     "History",
     "StoreAdapter",
+    "checkpointed_stores",
     "enumerate_crashes",
+    "is_log_segment",
     "run_steps",
 )
 
@@ -48,6 +51,25 @@ State = Any
 
 #: journals that recovery rolls forward (and then removes), relative to the image root
 ROLL_FORWARD = ("data/assignments/batch.json",)
+#: a write-ahead log segment (``<store>/wal/<seq>.log``), anywhere under a root
+_SEGMENT = re.compile(r"(.*/)?wal/[0-9]{12}\.log")
+
+
+def is_log_segment(name: str) -> bool:
+    """Whether *name* (a relative path) is a segment of a store's write-ahead log."""
+    return _SEGMENT.fullmatch(name) is not None
+
+
+def checkpointed_stores(before: dict[str, bytes]) -> tuple[str, ...]:
+    """The directories (``.../``) of the stores whose log holds records in *before*:
+    the clean close that ends a recovery checkpoints them, rewriting their files and
+    retiring their log, by design."""
+    return tuple(
+        name.rpartition("/wal/")[0] + "/"
+        for name, b in before.items()
+        if is_log_segment(name) and b
+    )
+
 
 #: what the suites did, printed at the end of the session (tests/reliability/conftest.py)
 COUNTS: Counter[str] = Counter()
@@ -239,7 +261,12 @@ async def recover(image: Image, where: Path, adapter: StoreAdapter) -> tuple[Sta
         return state, f"a journal survived recovery: {sorted(set(ROLL_FORWARD) & set(after))}"
     if any(name in before for name in ROLL_FORWARD):
         return state, None  # rolling a journal forward rewrites live files by design
-    touched = [n for n, b in after.items() if n in before and before[n] != b and n != "data/.lock"]
+    checkpointed = checkpointed_stores(before)
+    touched = [
+        n
+        for n, b in after.items()
+        if n in before and before[n] != b and n != "data/.lock" and not n.startswith(checkpointed)
+    ]
     if touched:
         return state, f"recovery changed live files: {touched}"
     return state, None

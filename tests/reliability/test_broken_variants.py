@@ -14,11 +14,19 @@ from marcus_persist._core._atomic import TEMP_MARKER, ensure_dir, write_atomic
 from marcus_persist._core._codec import encode
 from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist.backends._contract import KeyedWrite, Scope
+from marcus_persist.backends.file import _assignments as file_assignments
 from marcus_persist.backends.file import _backend as file_backend
 from marcus_persist.stores.assignments import _handler as assignments_handler_module
 
 from .oracle import COUNTS
-from .test_crash_points import THREE_COMMITS, TWO_SCOPES, crash_run, fail_nth
+from .test_crash_points import (
+    THREE_COMMITS,
+    TWO_SCOPES,
+    crash_run,
+    crash_sessions,
+    fail_nth,
+    startup_calls,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -103,9 +111,14 @@ class TestBrokenVariantsAreCaught:
     async def test_broken_write_atomic(
         self, variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(file_backend, "write_atomic", BROKEN_WRITES[variant])
-        fault = fail_nth("fsync", 2) if "fsync retried" in variant else None
-        violations, _fs = await crash_run(variant, THREE_COMMITS, tmp_path, fault)
+        # write_atomic writes the checkpoints: at each close here, the second one over
+        # the file the first wrote
+        monkeypatch.setattr(file_assignments, "write_atomic", BROKEN_WRITES[variant])
+        fault = None
+        if "fsync retried" in variant:  # the first checkpoint's: after 3 commits' syncs
+            fault = fail_nth("fsync", 4, after=await startup_calls(tmp_path, "fsync"))
+        sessions = [THREE_COMMITS, [[("assign", None, "w4", "t4")]]]
+        violations = await crash_sessions(variant, sessions, tmp_path, fault)
         assert violations, f"{variant} was not caught"
         assert "crash after op" in violations[0]
         COUNTS["broken variants caught"] += 1

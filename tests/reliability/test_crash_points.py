@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 from pathlib import Path
 
@@ -78,6 +79,21 @@ async def crash_run(
     return report.violations, fs
 
 
+async def crash_sessions(
+    name: str, sessions: list[list[list[Op]]], tmp: Path, fault: Fault | None = None
+) -> list[str]:
+    """:func:`crash_run` over several runtime sessions on one directory in turn: each
+    close checkpoints, so later sessions checkpoint over files and retire logs."""
+    root = tmp / "sim"
+    root.mkdir()
+    fs = SimFS(root, fault)
+    history = History(ASSIGNMENTS)
+    for steps in sessions:
+        await run_steps(history, fs, root / "data", steps)
+    report = await enumerate_crashes(name, fs, history, tmp)
+    return report.violations
+
+
 class TestCrashPoints:
     async def test_first_start(self, tmp_path: Path) -> None:
         violations, fs = await crash_run("first start", [], tmp_path)
@@ -109,17 +125,30 @@ class TestCrashPoints:
         assert violations == []
         assert any(op.kind == "fsync_failed" for op in fs.trace) or method == "fsync_dir"
 
+    async def test_checkpoints_over_existing_files(self, tmp_path: Path) -> None:
+        # the second and third closes checkpoint over files and retire their logs
+        sessions = [THREE_COMMITS[:2], [*THREE_COMMITS[2:], *TWO_SCOPES], PER_PROJECT]
+        assert await crash_sessions("three sessions", sessions, tmp_path) == []
+
     async def test_two_scope_commit_is_all_or_nothing(self, tmp_path: Path) -> None:
-        # before the journal (issue 8), a crash between the two renames kept half a batch
+        # before the journal (issue 8), a crash between the two renames kept half a batch;
+        # now the batch is one log record: one write, one sync
         violations, fs = await crash_run("two-scope commit", TWO_SCOPES, tmp_path)
         assert violations == []
-        assert any(op.path.endswith("batch.json") for op in fs.trace if op.kind == "unlink")
+        logged = [op for op in fs.trace if op.kind == "write" and "/wal/" in op.path]
+        assert len(logged) == len(TWO_SCOPES)
+        assert not [op for op in fs.trace if op.path.endswith("batch.json")]
 
     @pytest.mark.parametrize(
         ("method", "n"),
-        # after startup: replaces 1 commit 1; 2 the journal, 3 the global file, 4 the
-        # project file; the 3rd directory fsync is the two-scope batch's
-        [("replace", 2), ("replace", 3), ("replace", 4), ("unlink", 1), ("fsync_dir", 3)],
+        # after startup: write 2 and fsync 2 are the two-scope batch's record and its
+        # sync; then the checkpoint at close: replace and directory fsync 1 the global
+        # file, directory fsync 2 the new project directory, replace 2 and directory
+        # fsync 3 the project file; truncate 1 and fsync 6 empty the log
+        [
+            *[("write", 2), ("fsync", 2), ("replace", 1), ("replace", 2), ("truncate", 1)],
+            *[("fsync", 6), ("fsync_dir", 1), ("fsync_dir", 2), ("fsync_dir", 3)],
+        ],
     )
     async def test_failed_two_scope_commit_is_undone(
         self, tmp_path: Path, method: str, n: int
@@ -132,20 +161,19 @@ class TestCrashPoints:
         assert violations == []
 
     async def test_crash_while_rolling_a_journal_forward(self, tmp_path: Path) -> None:
-        first = tmp_path / "first"
-        first.mkdir()
-        _violations, fs = await crash_run("setup", TWO_SCOPES, first)
-        # the journal is durable, the project file not yet written
-        k = next(i for i, op in enumerate(fs.trace) if "project_p1" in op.path) + 1
-        image = fs.build("journal only", fs.split(k)[0])
-        assert "data/assignments/batch.json" in image.files
+        # the previous format: the two-scope batch's journal is durable, the project
+        # file not yet written
+        first = ASSIGNMENTS.apply({}, TWO_SCOPES[0][0])
+        full = ASSIGNMENTS.apply(ASSIGNMENTS.apply(first, TWO_SCOPES[1][0]), TWO_SCOPES[1][1])
         base = tmp_path / "base"
-        materialise(image, base)
+        folder = base / "data" / "assignments"
+        folder.mkdir(parents=True)
+        (folder / "assignments.json").write_bytes(json.dumps(first[None]).encode())
+        journal = [[None, full[None]], ["p1", full["p1"]]]
+        (folder / "batch.json").write_bytes(json.dumps(journal).encode())
         rfs = SimFS(base)
         await run_steps(History(ASSIGNMENTS), rfs, base / "data", [])
-        assert any(op.kind == "unlink" for op in rfs.trace)
-        full = ASSIGNMENTS.apply(ASSIGNMENTS.apply({}, TWO_SCOPES[0][0]), TWO_SCOPES[1][0])
-        full = ASSIGNMENTS.apply(full, TWO_SCOPES[1][1])
+        assert any(op.kind == "unlink" and op.path.endswith("batch.json") for op in rfs.trace)
         report = await enumerate_crashes("rolling forward", rfs, _Fixed(full), tmp_path / "r")
         assert report.violations == []
 

@@ -17,6 +17,7 @@ from marcus_persist import (
     ValidationError,
     open_runtime,
 )
+from tests.conftest import store_bytes
 
 from .assignment_load import thousand_agents_and_a_race
 
@@ -160,10 +161,10 @@ class TestBadInput:
     ) -> None:
         async with open_runtime(tmp_path) as rt:
             await rt.assignments.assign("agent-0", "task-0", {})
-            before = assignments_file(tmp_path).read_bytes()
+            before = store_bytes(tmp_path)
             with pytest.raises(ValidationError, match=field.replace(".", r"\.")):
                 await rt.assignments.assign(worker, task, data)
-            assert assignments_file(tmp_path).read_bytes() == before
+            assert store_bytes(tmp_path) == before
             assert rt.statistics()["assignments"].batches == 1
 
     async def test_a_bad_message_fails_alone_in_its_batch(self, tmp_path: Path) -> None:

@@ -104,6 +104,9 @@ def _open(end: Endpoint, *, target: bool) -> Iterator[Opened]:
                 raise PersistenceError(f"source {config.path} is not a directory")
             else:
                 lock.acquire()
+        ctx = getattr(backend, "ctx", None)
+        if ctx is not None and not target:
+            ctx.read_only = True  # a log is read, never checkpointed into the source
         audit = end.audit
         keeper = engine_for(backend, "audit")  # a hybrid's audit engine
         provided = getattr(keeper, "audit", None)

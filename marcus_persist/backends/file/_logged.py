@@ -1,0 +1,224 @@
+"""One file store's write-ahead log and its checkpoints (blocking; run in threads).
+
+A store keeps its committed state in memory (a mirror of what the log and the
+readable files hold together) and gives :class:`Logged` three things: how to
+take a snapshot of what changed since the last checkpoint, how to write one
+as readable files, and how to take one back when writing it failed.
+
+Invariants:
+
+* the commit point of a batch is its one record appended and ``fdatasync``ed;
+  the mirror is folded only after that, so a snapshot never holds a batch
+  that was not durable;
+* a snapshot is taken together with the rotation of the log (no commit in
+  between): it holds every record of the segments up to the sealed one, and
+  nothing later;
+* segments are retired only after the checkpoint's files are durable;
+* a record holds the final value of each key it touches (never a delta), so a
+  record replayed over files that already hold it changes nothing: a crash
+  between a checkpoint's renames and the retirement of its segments is safe;
+* a checkpoint runs beside commits (a thread of its own): batches keep
+  appending to the new segment while it writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+from marcus_persist._core._wal import WriteAheadLog, open_log, scan_log
+from marcus_persist._errors import CorruptDataError
+from marcus_persist.backends._files import FileContext
+
+__all__ = ("CheckpointPolicy", "Checkpointable", "Logged")
+
+log = logging.getLogger("marcus_persist")
+
+T = TypeVar("T")
+
+#: the directory of a store's log, inside the store's directory
+WAL_DIR = "wal"
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """When a checkpoint starts: once the newest segment holds ``max_bytes``, or its
+    first record is ``max_seconds`` old (checked at each commit)."""
+
+    max_bytes: int = 64 << 20
+    max_seconds: float = 300.0
+
+
+class Checkpointable(Protocol[T]):
+    def snapshot(self) -> T | None:
+        """What changed since the last snapshot (copies), marked clean; ``None`` if
+        nothing did. Called with commits held off."""
+        ...
+
+    def write(self, snapshot: T) -> None:
+        """Write *snapshot* as readable files, each durable (atomic replace)."""
+        ...
+
+    def requeue(self, snapshot: T) -> None:
+        """Mark what *snapshot* held as changed again (writing it failed)."""
+        ...
+
+
+class Logged(Generic[T]):
+    """The log of one store under ``<directory>/wal`` and its checkpoints."""
+
+    def __init__(
+        self, directory: Path, ctx: FileContext, store: Checkpointable[T], policy: CheckpointPolicy
+    ) -> None:
+        self.wal_dir = directory / WAL_DIR
+        self._ctx = ctx
+        self._store = store
+        self._policy = policy
+        self._log: WriteAheadLog | None = None
+        # held by a commit and by the rotation + snapshot of a checkpoint
+        self._commit_lock = threading.Lock()
+        # one checkpoint at a time; its thread, if one is writing
+        self._checkpoint_lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+
+    def open(self) -> list[bytes]:
+        """Recover the log: every committed payload in order (torn tails kept aside).
+
+        A corrupt log raises ``CorruptDataError``; under the quarantine policy the
+        whole log directory is moved aside and the store starts from its
+        readable files. Under ``report`` or ``read_only`` nothing is changed or
+        opened for writing (and :meth:`close` writes nothing).
+        """
+        fs, sync = self._ctx.fs, self._ctx.sync
+        try:
+            if self._ctx.on_corrupt == "report" or self._ctx.read_only:
+                return [p for s in scan_log(self.wal_dir, fs=fs) for _lsn, p in s.records]
+            self._log, payloads, torn = open_log(self.wal_dir, fs=fs, sync=sync)
+        except CorruptDataError as exc:
+            if self._ctx.on_corrupt == "error":
+                raise
+            if self._ctx.on_corrupt == "report":
+                self._ctx.problems.append((exc.path, exc.reason))
+                return []
+            self._ctx.quarantine(self.wal_dir, f"{exc.path}: {exc.reason}")
+            self._log, payloads, torn = open_log(self.wal_dir, fs=fs, sync=sync)
+        for path in torn:
+            log.warning("%s: an unfinished append was cut off and kept in %s", path.parent, path)
+        return payloads
+
+    def commit(self, payload: bytes, fold: Callable[[], None]) -> None:
+        """Append *payload* as one record (the commit point), then *fold* it into the
+        store's mirror; start a checkpoint if the log is due one."""
+        with self._commit_lock:
+            wal = self._opened()
+            wal.append(payload)
+            fold()
+            due = (
+                wal.pending_bytes >= self._policy.max_bytes
+                or wal.pending_seconds() >= self._policy.max_seconds
+            )
+        if due and self._checkpoint_lock.acquire(blocking=False):
+            # the batch is durable: a checkpoint that cannot start must not fail it
+            try:
+                started = self._start()
+            except Exception as exc:
+                log.error("%s: checkpoint could not start, the log keeps it: %r", self.wal_dir, exc)
+                started = False
+            if not started:
+                self._checkpoint_lock.release()
+
+    def checkpoint(self) -> bool:
+        """Checkpoint now and wait for it (blocking); ``False`` if nothing changed.
+        Raises what writing the checkpoint raised."""
+        with self._checkpoint_lock:
+            taken = self._take()
+            if taken is None:
+                return False
+            self._finish(*taken)
+            return True
+
+    def wait(self) -> None:
+        """Wait for a checkpoint running in its thread, if one is."""
+        worker = self._worker
+        if worker is not None:
+            worker.join()
+
+    def segments(self) -> list[int]:
+        """The live segments of the log, oldest first."""
+        return self._opened().segments()
+
+    def size(self) -> int:
+        """Bytes in the live segments."""
+        return self._opened().size()
+
+    def close(self) -> None:
+        """Wait for a running checkpoint, write a final one and empty the log: after
+        this the readable files hold everything. If that fails (logged), the log
+        stays and keeps everything for the next start."""
+        if self._log is None:
+            return
+        self.wait()
+        wal, self._log = self._log, None
+        try:
+            snapshot = self._store.snapshot()
+            if snapshot is not None:
+                self._store.write(snapshot)
+            wal.close(retire=True)
+        except OSError as exc:
+            log.error("%s: final checkpoint failed, the log keeps it: %s", self.wal_dir, exc)
+            wal.close()
+
+    # -- checkpoints ----------------------------------------------------------
+    def _opened(self) -> WriteAheadLog:
+        if self._log is None:
+            raise RuntimeError("the store's log is not open")
+        return self._log
+
+    def _take(self) -> tuple[int, T | None] | None:
+        """Rotate the log and take the snapshot it covers, with commits held off;
+        ``None`` if the log holds nothing."""
+        with self._commit_lock:
+            wal = self._opened()
+            if wal.pending_bytes == 0 and len(wal.segments()) == 1:
+                return None
+            return wal.rotate(), self._store.snapshot()
+
+    def _finish(self, sealed: int, snapshot: T | None) -> None:
+        if snapshot is not None:
+            try:
+                self._store.write(snapshot)
+            except BaseException:
+                with self._commit_lock:
+                    self._store.requeue(snapshot)
+                raise
+        self._opened().retire(sealed)  # only now: the checkpoint is durable
+
+    def _start(self) -> bool:
+        """Take a checkpoint and write it in a thread of its own (the caller holds
+        the checkpoint lock; the thread releases it)."""
+        taken = self._take()
+        if taken is None:
+            return False
+
+        def run() -> None:
+            try:
+                self._finish(*taken)
+            except Exception as exc:
+                log.error("%s: checkpoint failed, the log keeps it: %r", self.wal_dir, exc)
+            finally:
+                self._checkpoint_lock.release()
+
+        worker = threading.Thread(target=run, name=f"checkpoint {self.wal_dir}", daemon=True)
+        try:
+            worker.start()
+        except BaseException:
+            if taken[1] is not None:
+                with self._commit_lock:
+                    self._store.requeue(taken[1])
+            raise
+        self._worker = worker
+        return True
