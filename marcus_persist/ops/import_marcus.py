@@ -19,9 +19,11 @@ import msgspec
 
 from marcus_persist._config import Config
 from marcus_persist._core._fs import OS_FS
+from marcus_persist._errors import ValidationError
 from marcus_persist.backends import create_backend
 from marcus_persist.backends._contract import check_collection_name
 from marcus_persist.backends._files import FileContext
+from marcus_persist.backends._names import check_file_name
 from marcus_persist.backends.file._audit import FileAuditStorage
 from marcus_persist.backends.file._audit_rotation import parse_source_name
 from marcus_persist.backends.file._backend import FileBackend
@@ -134,9 +136,16 @@ def _survey_assignments(root: Path, folder: Path, files: list[str], skip: list[S
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
         inner = path.relative_to(folder).parts
-        if inner == ("assignments.json",) or (
+        project = (
             len(inner) == 2 and inner[0].startswith("project_") and inner[1] == "assignments.json"
-        ):
+        )
+        if project:
+            try:  # Marcus took any project id; ours must be a safe directory name
+                check_file_name("project_id", inner[0].removeprefix("project_"))
+            except ValidationError as exc:
+                skip.append(Skipped(rel, f"not imported: {exc}; rename the directory"))
+                continue
+        if inner == ("assignments.json",) or project:
             files.append(rel)
         else:
             skip.append(Skipped(rel, "not an assignments file"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,16 +11,18 @@ from marcus_persist._config import Config
 from marcus_persist._core._atomic import ensure_dir, write_atomic
 from marcus_persist._core._codec import encode
 from marcus_persist._core._fs import FileSystem
+from marcus_persist._errors import CorruptDataError
 from marcus_persist.backends._contract import CheckRecords, KeyedWrite, Record, Scope
 from marcus_persist.backends._files import FileContext, read_json
+from marcus_persist.backends._names import is_file_name
 from marcus_persist.backends.file._patterns_tokens import FilePatternStorage, FileTokenStorage
 from marcus_persist.backends.file._state import FileStateStorage
 
 __all__ = ("FileAssignmentStorage", "FileBackend", "create")
 
+log = logging.getLogger("marcus_persist")
+
 PROJECT_PREFIX = "project_"
-_PROJECT_DIR = re.compile(r"project_(?P<id>[A-Za-z0-9][A-Za-z0-9._-]*)")
-_PROJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: a multi-file batch, durable before any of its files is replaced
 JOURNAL = "batch.json"
 
@@ -54,9 +56,12 @@ class FileAssignmentStorage:
         scopes: list[Scope] = [None]
         if self.directory.is_dir():
             for entry in sorted(self.directory.iterdir()):
-                match = _PROJECT_DIR.fullmatch(entry.name)
-                if match and entry.is_dir():
-                    scopes.append(match["id"])
+                if entry.name.startswith(PROJECT_PREFIX) and entry.is_dir():
+                    scope = entry.name.removeprefix(PROJECT_PREFIX)
+                    if is_file_name(scope):
+                        scopes.append(scope)
+                    else:
+                        self._unreadable_project(entry)
 
         def shape(document: Any) -> dict[str, Record]:
             if not isinstance(document, dict):
@@ -66,6 +71,20 @@ class FileAssignmentStorage:
             return check(document)
 
         return {scope: read_json(self.path(scope), self._ctx, shape) or {} for scope in scopes}
+
+    def _unreadable_project(self, entry: Path) -> None:
+        """A ``project_*`` directory whose id breaks the name rule (Marcus allowed any id):
+        never dropped in silence. Refused at startup, or (quarantine, doctor) reported
+        and left as it is; its assignments are not loaded."""
+        reason = (
+            f"project id {entry.name.removeprefix(PROJECT_PREFIX)!r} breaks the name rule "
+            "(1-128 letters, digits, '.', '_' or '-', starting with a letter or digit): "
+            "rename the directory to a valid id or move it out of the data directory"
+        )
+        if self._ctx.on_corrupt == "error":
+            raise CorruptDataError(str(entry), reason)
+        self._ctx.problems.append((str(entry), reason))
+        log.warning("%s: %s; its assignments are not loaded", entry, reason)
 
     def commit(self, writes: Mapping[Scope, KeyedWrite]) -> None:
         if self._unfinished is not None:
@@ -110,9 +129,7 @@ class FileAssignmentStorage:
                 )
             files: dict[Scope, dict[str, Record]] = {}
             for scope, records in document:
-                if scope is not None and not (
-                    isinstance(scope, str) and _PROJECT_ID.fullmatch(scope)
-                ):
+                if scope is not None and not is_file_name(scope):
                     raise ValueError(f"journal names an invalid project {scope!r}")
                 files[scope] = check(records)
             return files

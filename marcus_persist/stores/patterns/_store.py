@@ -23,10 +23,10 @@ from marcus_persist._core._clock import iso_utc
 from marcus_persist._core._codec import json_copy
 from marcus_persist._core._mailbox import ActorStatistics
 from marcus_persist._errors import PersistenceError, ValidationError
+from marcus_persist.backends._names import check_name
 from marcus_persist.stores.patterns._handler import Learn, Message, Observe, PatternsHandler, Prune
 from marcus_persist.stores.patterns._records import (
     PROJECT_TYPE,
-    SEP,
     Pattern,
     key_of,
     parse_time,
@@ -198,7 +198,7 @@ def _seen(p: Pattern) -> float:
 
 
 def _name(field: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or SEP in value:
+    if not check_name(field, value).strip():  # the rule refuses SEP (a control character)
         raise ValidationError(f"{field}: expected a non-empty string, got {value!r}")
     return value
 

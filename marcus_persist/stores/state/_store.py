@@ -24,6 +24,7 @@ from marcus_persist._core._clock import iso_utc
 from marcus_persist._core._mailbox import ActorStatistics
 from marcus_persist._errors import ValidationError
 from marcus_persist.backends._contract import Record, check_collection_name
+from marcus_persist.backends._names import check_name
 from marcus_persist.stores.state._handler import (
     ClearOld,
     Drop,
@@ -43,9 +44,7 @@ Filter = Callable[[Record], Any]
 
 
 def _key(key: Any) -> str:
-    if not isinstance(key, str) or not key:
-        raise ValidationError(f"key: expected a non-empty string, got {key!r}")
-    return key
+    return check_name("key", key)
 
 
 class StateStore:

@@ -19,6 +19,7 @@ import anyio
 from marcus_persist._core._actor import Actor
 from marcus_persist._core._mailbox import ActorStatistics, Barrier, Request
 from marcus_persist._errors import ValidationError
+from marcus_persist.backends._names import check_name
 from marcus_persist.stores.tokens._document import (
     COUNTERS,
     add_usage,
@@ -262,7 +263,7 @@ class _Detached(Request[Message | Barrier]):
 
 
 def _name(field: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if not check_name(field, value).strip():
         raise ValidationError(f"{field}: expected a non-empty string, got {value!r}")
     return value
 
