@@ -13,7 +13,7 @@ from typing import Any
 
 from marcus_persist._core._actor import Actor
 from marcus_persist._core._clock import iso_utc
-from marcus_persist._core._codec import json_copy
+from marcus_persist._core._codec import DEFAULT_LIMITS, Limits, json_copy
 from marcus_persist._core._mailbox import ActorStatistics
 from marcus_persist._errors import ValidationError
 from marcus_persist.backends._assignments import (
@@ -40,16 +40,21 @@ class AssignmentStore:
     """
 
     def __init__(
-        self, actor: Actor[Message], handler: AssignmentsView, scope: Scope = None
+        self,
+        actor: Actor[Message],
+        handler: AssignmentsView,
+        scope: Scope = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._actor = actor
         self._handler = handler
         self._scope = scope
+        self._limits = limits
 
     def for_project(self, project_id: str) -> AssignmentStore:
         """The same API over ``assignments/project_<project_id>/assignments.json``."""
         return AssignmentStore(
-            self._actor, self._handler, check_file_name("project_id", project_id)
+            self._actor, self._handler, check_file_name("project_id", project_id), self._limits
         )
 
     @property
@@ -66,7 +71,7 @@ class AssignmentStore:
         :returns: a copy of the stored assignment
         :raises TaskAlreadyAssigned: if another worker holds *task_id*
         """
-        message = Assign(self._scope, *_ids(worker_id, task_id), _payload(task_data))
+        message = Assign(self._scope, *_ids(worker_id, task_id), _payload(task_data, self._limits))
         result: Record = await self._actor.request(message)
         return result
 
@@ -75,7 +80,8 @@ class AssignmentStore:
 
         :raises TaskAlreadyAssigned: if another worker holds *task_id*
         """
-        await self._actor.request(Save(self._scope, *_ids(worker_id, task_id), _payload(task_data)))
+        payload = _payload(task_data, self._limits)
+        await self._actor.request(Save(self._scope, *_ids(worker_id, task_id), payload))
 
     async def remove_assignment(self, worker_id: str) -> bool:
         """Drop *worker_id*'s assignment; ``False`` if it had none."""
@@ -93,7 +99,7 @@ class AssignmentStore:
         :raises NotFound: if *worker_id* has no assignment
         """
         result: Record | None = await self._actor.request(
-            Update(self._scope, check_name("worker_id", worker_id), fn)
+            Update(self._scope, check_name("worker_id", worker_id), fn, self._limits)
         )
         return result
 
@@ -107,7 +113,7 @@ class AssignmentStore:
             or not 0 <= progress <= 100
         ):
             raise ValidationError(f"progress: {progress!r} must be a number from 0 to 100")
-        extra = _payload(fields)
+        extra = _payload(fields, self._limits)
         stamp = iso_utc(at or self._handler.clock.now())
 
         def apply(record: Record) -> Record:
@@ -180,12 +186,12 @@ def _ids(worker_id: Any, task_id: Any) -> tuple[str, str]:
     return check_name("worker_id", worker_id), check_name("task_id", task_id)
 
 
-def _payload(task_data: Any) -> Record:
+def _payload(task_data: Any, limits: Limits) -> Record:
     if task_data is None:
         return {}
     if not isinstance(task_data, dict):
         raise ValidationError(f"task_data: expected a dict, got {type(task_data).__name__}")
-    copied: Record = json_copy(task_data, "task_data")
+    copied: Record = json_copy(task_data, "task_data", limits)
     return copied
 
 
