@@ -14,6 +14,7 @@ __all__ = (
     "RuntimeClosed",
     "TaskAlreadyAssigned",
     "ValidationError",
+    "WrongThread",
 )
 
 
@@ -92,3 +93,10 @@ class BackendError(PersistenceError):
 
 class RuntimeClosed(PersistenceError):
     """Raised by a call made after the runtime stopped taking new messages."""
+
+
+class WrongThread(PersistenceError):
+    """Raised at once, before anything is sent, by a store call made from a thread
+    other than the runtime's (another thread's event loop, or no loop): such a call
+    could never be answered there. Nothing is written; call through
+    ``rt.from_thread(fn, *args)`` instead."""

@@ -6,13 +6,14 @@ while it is full: backpressure) and then waits until the actor answers it.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Generic, TypeVar
 
 import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from marcus_persist._errors import RuntimeClosed
+from marcus_persist._errors import RuntimeClosed, WrongThread
 
 __all__ = ("ActorStatistics", "Barrier", "Mailbox", "Request")
 
@@ -86,12 +87,23 @@ class Mailbox(Generic[M]):
         send, receive = anyio.create_memory_object_stream[Request[M | Barrier]](size)
         self._send: MemoryObjectSendStream[Request[M | Barrier]] = send
         self.inbox: MemoryObjectReceiveStream[Request[M | Barrier]] = receive
+        # anyio streams and events belong to the loop of the thread that made them
+        self._thread = threading.get_ident()
+
+    def _check_thread(self) -> None:
+        if threading.get_ident() != self._thread:
+            raise WrongThread(
+                f"{self.name}: called from another thread than the runtime's; "
+                "use rt.from_thread(fn, *args) there"
+            )
 
     async def request(self, message: M | Barrier) -> Any:
         """Send *message* and return the actor's answer once it is durable.
 
         :raises RuntimeClosed: if the runtime no longer takes messages
+        :raises WrongThread: if called from another thread than the runtime's
         """
+        self._check_thread()
         request: Request[M | Barrier] = Request(message)
         try:
             try:
@@ -109,7 +121,9 @@ class Mailbox(Generic[M]):
 
         :raises anyio.WouldBlock: if the inbox is full
         :raises RuntimeClosed: if the runtime no longer takes messages
+        :raises WrongThread: if called from another thread than the runtime's
         """
+        self._check_thread()
         try:
             self._send.send_nowait(request)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
