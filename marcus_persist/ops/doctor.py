@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -28,6 +28,7 @@ from marcus_persist.backends.file._state import STATE_DIR
 from marcus_persist.backends.file._tokens import FileTokenStorage
 from marcus_persist.stores.assignments import AssignmentsHandler
 from marcus_persist.stores.audit._query import find_bad_lines, select_sources
+from marcus_persist.stores.tokens._days import odd_keys
 from marcus_persist.stores.tokens._document import normalize
 
 __all__ = ("Finding", "diagnose")
@@ -176,10 +177,23 @@ def _tokens(data_dir: Path, repair: bool) -> list[Finding]:
     """``token_usage.json``, its log and the archive months, read as the runtime reads them."""
     ctx = FileContext(data_dir, OS_FS, sync=True, on_corrupt="quarantine" if repair else "report")
     storage = FileTokenStorage(ctx)
-    storage.load(normalize)
+    odd: list[str] = []
+
+    def check(raw: Any) -> Any:
+        odd.extend(odd_keys(raw))
+        return normalize(raw)
+
+    storage.load(check)
     for month in storage.archive_months():
         storage.archive(month)
     found = [Finding(path, reason, "error") for path, reason in ctx.problems]
+    if odd:
+        problem = (
+            f"day keys not written YYYY-MM-DD ({', '.join(odd[:5])}"
+            f"{', ...' if len(odd) > 5 else ''}): read as the day each names, "
+            "rewritten canonical at the next full write"
+        )
+        found.append(Finding(str(storage.path), problem, "warning"))
     if storage.torn_tail:
         found.append(_tail(storage.log_path, storage.torn_tail, repair))
     found += [
