@@ -15,6 +15,7 @@ __all__ = (
     "TaskAlreadyAssigned",
     "ValidationError",
     "WrongThread",
+    "shown",
 )
 
 
@@ -100,3 +101,13 @@ class WrongThread(PersistenceError):
     other than the runtime's (another thread's event loop, or no loop): such a call
     could never be answered there. Nothing is written; call through
     ``rt.from_thread(fn, *args)`` instead."""
+
+
+def shown(value: object) -> str:
+    """*value* for an error message: ASCII, at most ~80 characters, and never itself an
+    error (``repr`` of an int of 5,000 digits raises ``ValueError``)."""
+    try:
+        text = ascii(value)
+    except (ValueError, RecursionError):
+        text = f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= 80 else f"{text[:60]}...({len(text)} chars)"

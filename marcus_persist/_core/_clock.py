@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from marcus_persist._errors import ValidationError
+from marcus_persist._errors import ValidationError, shown
 
 __all__ = ("SYSTEM_CLOCK", "Clock", "SystemClock", "days_before", "iso_utc")
 
@@ -38,4 +38,4 @@ def days_before(now: datetime, days: float, field: str) -> datetime:
     try:
         return now - timedelta(days=days)
     except OverflowError:
-        raise ValidationError(f"{field}: {days!r} days reaches before year 1") from None
+        raise ValidationError(f"{field}: {shown(days)} days reaches before year 1") from None

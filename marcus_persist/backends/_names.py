@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from marcus_persist._errors import ValidationError
+from marcus_persist._errors import ValidationError, shown
 
 __all__ = (
     "MAX_FILE_NAME_CHARS",
@@ -48,12 +48,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def check_name(field: str, value: Any) -> str:
     """Return *value* if it is a valid id or key, else raise ``ValidationError`` naming *field*."""
     if not isinstance(value, str) or not value:
-        raise ValidationError(f"{field}: expected a non-empty string, got {_show(value)}")
+        raise ValidationError(f"{field}: expected a non-empty string, got {shown(value)}")
     try:
         size = len(value.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise ValidationError(
-            f"{field}: {_show(value)} is not valid Unicode "
+            f"{field}: {shown(value)} is not valid Unicode "
             f"(a lone surrogate at position {exc.start})"
         ) from None
     if size > MAX_NAME_BYTES:
@@ -63,7 +63,7 @@ def check_name(field: str, value: Any) -> str:
     control = _CONTROL.search(value)
     if control is not None:
         raise ValidationError(
-            f"{field}: {_show(value)} holds the control character "
+            f"{field}: {shown(value)} holds the control character "
             f"U+{ord(control.group()):04X} at position {control.start()}"
         )
     return value
@@ -82,7 +82,7 @@ def check_file_name(field: str, value: Any) -> str:
     """:func:`check_name`, for a name that becomes a file or directory name."""
     if not is_file_name(value):
         raise ValidationError(
-            f"{field}: {_show(value)} must be 1-{MAX_FILE_NAME_CHARS} letters, digits, "
+            f"{field}: {shown(value)} must be 1-{MAX_FILE_NAME_CHARS} letters, digits, "
             "'.', '_' or '-', starting with a letter or digit, and must not contain "
             "'.tmp-', '.corrupt-', '.torn' or '.imported' (names of the runtime's own files)"
         )
@@ -98,9 +98,3 @@ def is_collection_name(name: Any) -> bool:
 def check_collection_name(name: Any) -> str:
     """A collection name is a file-name-safe string; raises ``ValidationError`` otherwise."""
     return check_file_name("collection", name)
-
-
-def _show(value: Any) -> str:
-    """*value* for an error message: short, and printable even when it is hostile."""
-    text = ascii(value)
-    return text if len(text) <= 80 else f"{text[:60]}...({len(text)} chars)"

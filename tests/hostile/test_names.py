@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.anyio
 __all__ = ("opener",)
 
 #: names no backend can keep, or that the runtime would mistake for its own files
-BAD_IDS = {
+BAD_IDS: dict[str, Any] = {
     "empty": "",
     "lone surrogate": "agent-\ud800",
     "NUL": "agent\x00-1",

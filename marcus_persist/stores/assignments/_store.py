@@ -15,7 +15,7 @@ from marcus_persist._core._actor import Actor
 from marcus_persist._core._clock import iso_utc
 from marcus_persist._core._codec import DEFAULT_LIMITS, Limits, json_copy
 from marcus_persist._core._mailbox import ActorStatistics
-from marcus_persist._errors import ValidationError
+from marcus_persist._errors import ValidationError, shown
 from marcus_persist.backends._assignments import (
     Assign,
     AssignmentsView,
@@ -112,7 +112,7 @@ class AssignmentStore:
             or not isinstance(progress, int | float)
             or not 0 <= progress <= 100
         ):
-            raise ValidationError(f"progress: {progress!r} must be a number from 0 to 100")
+            raise ValidationError(f"progress: {shown(progress)} must be a number from 0 to 100")
         extra = _payload(fields, self._limits)
         stamp = iso_utc(at or self._handler.clock.now())
 

@@ -22,7 +22,7 @@ from marcus_persist._core._actor import Actor
 from marcus_persist._core._clock import days_before, iso_utc
 from marcus_persist._core._codec import DEFAULT_LIMITS, MAX_COUNT, Limits, json_copy
 from marcus_persist._core._mailbox import ActorStatistics
-from marcus_persist._errors import PersistenceError, ValidationError
+from marcus_persist._errors import PersistenceError, ValidationError, shown
 from marcus_persist.backends._names import check_name
 from marcus_persist.stores.patterns._handler import Learn, Message, Observe, PatternsHandler, Prune
 from marcus_persist.stores.patterns._records import (
@@ -203,7 +203,7 @@ def _seen(p: Pattern) -> float:
 def _name(field: str, value: Any) -> str:
     name = check_name(field, value)
     if not name.strip():  # the rule refuses SEP (a control character)
-        raise ValidationError(f"{field}: expected a non-empty string, got {value!r}")
+        raise ValidationError(f"{field}: expected a non-empty string, got {shown(value)}")
     return name
 
 
@@ -214,13 +214,15 @@ def _confidence(field: str, value: Any, upper: float = 1.0) -> float:
         or not math.isfinite(value)
         or not 0 <= value <= upper
     ):
-        raise ValidationError(f"{field}: {value!r} must be a finite number from 0 to {upper}")
+        raise ValidationError(f"{field}: {shown(value)} must be a finite number from 0 to {upper}")
     return float(value)
 
 
 def _count(field: str, value: Any, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_COUNT:
-        raise ValidationError(f"{field}: {value!r} must be an integer from {low} to {MAX_COUNT}")
+        raise ValidationError(
+            f"{field}: {shown(value)} must be an integer from {low} to {MAX_COUNT}"
+        )
     return value
 
 

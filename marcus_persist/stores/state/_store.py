@@ -23,7 +23,7 @@ from marcus_persist._core._actor import Actor
 from marcus_persist._core._clock import days_before, iso_utc
 from marcus_persist._core._codec import DEFAULT_LIMITS, Limits
 from marcus_persist._core._mailbox import ActorStatistics
-from marcus_persist._errors import CorruptDataError, ValidationError
+from marcus_persist._errors import CorruptDataError, ValidationError, shown
 from marcus_persist.backends._contract import Record, check_collection_name
 from marcus_persist.backends._names import check_name
 from marcus_persist.stores.state._handler import (
@@ -129,7 +129,7 @@ class StateStore:
         without a readable ``_stored_at`` are kept.
         """
         if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
-            raise ValidationError(f"days: {days!r} must be a non-negative number")
+            raise ValidationError(f"days: {shown(days)} must be a non-negative number")
         cutoff = days_before(self._handler.clock.now(), days, "days")
         removed: int = await self._send(ClearOld(check_collection_name(collection), cutoff))
         return removed
@@ -161,7 +161,7 @@ class StateStore:
         """
         name = check_collection_name(collection)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-            raise ValidationError(f"limit: {limit!r} must be an int or None")
+            raise ValidationError(f"limit: {shown(limit)} must be an int or None")
 
         def scan() -> list[Record]:
             tie = itertools.count()

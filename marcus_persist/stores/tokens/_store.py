@@ -19,7 +19,7 @@ import anyio
 from marcus_persist._core._actor import Actor
 from marcus_persist._core._codec import MAX_COUNT
 from marcus_persist._core._mailbox import ActorStatistics, Barrier, Request
-from marcus_persist._errors import ValidationError
+from marcus_persist._errors import ValidationError, shown
 from marcus_persist.backends._names import check_name
 from marcus_persist.stores.tokens._document import (
     COUNTERS,
@@ -269,13 +269,13 @@ class _Detached(Request[Message | Barrier]):
 def _name(field: str, value: Any) -> str:
     name = check_name(field, value)
     if not name.strip():
-        raise ValidationError(f"{field}: expected a non-empty string, got {value!r}")
+        raise ValidationError(f"{field}: expected a non-empty string, got {shown(value)}")
     return name
 
 
 def _tokens(field: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
-        raise ValidationError(f"{field}: {value!r} must be an integer from 0 to {MAX_COUNT}")
+        raise ValidationError(f"{field}: {shown(value)} must be an integer from 0 to {MAX_COUNT}")
     return value
 
 
@@ -286,5 +286,7 @@ def _micros(field: str, value: Any) -> int:
         or not math.isfinite(value)
         or not 0 <= value <= MAX_USD
     ):
-        raise ValidationError(f"{field}: {value!r} must be a finite number from 0 to {MAX_USD}")
+        raise ValidationError(
+            f"{field}: {shown(value)} must be a finite number from 0 to {MAX_USD}"
+        )
     return round(value * 1_000_000)
