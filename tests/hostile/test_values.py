@@ -179,3 +179,10 @@ class TestErrorsThatSayWhatHappened:
             with pytest.raises(ValidationError, match="tool_name"):
                 await rt.audit.log_event("tool_call", "c", "agent", "t\x00", {})
             await rt.audit.log_event("tool_call", "c", "agent", "t", {}, False, "line 1\nline 2")
+
+    async def test_a_price_that_overflows_names_the_cost(self, tmp_path: Path) -> None:
+        prices = {"m": {"input": 1e300, "output": 0.0}}
+        async with open_runtime(tmp_path / "data", token_prices=prices) as rt:
+            with pytest.raises(ValidationError, match="token_prices"):
+                await rt.tokens.record("openai", 10**15, 1, model="m")
+            assert await rt.tokens.record("openai", 1, 1, model="other")

@@ -237,7 +237,12 @@ class TokenStore:
             if price is None:
                 cost = 0
             else:
-                cost = round(inputs * price.get("input", 0.0) + outputs * price.get("output", 0.0))
+                micros = inputs * price.get("input", 0.0) + outputs * price.get("output", 0.0)
+                if not micros <= MAX_USD * 1_000_000:  # also inf and NaN
+                    raise ValidationError(
+                        f"cost: {shown(micros / 1e6)} USD by token_prices is more than {MAX_USD}"
+                    )
+                cost = round(micros)
         return Record(
             _name("provider", provider),
             model,
