@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from marcus_persist._config import Config
-from marcus_persist._errors import ValidationError
+from marcus_persist._errors import ValidationError, shown
 
 __all__ = (
     "DEFAULT_LIMITS",
@@ -116,7 +116,7 @@ def _check(value: Any, path: str, depth: int) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ValidationError(f"{path}: key {key!r} is not a string")
+                raise ValidationError(f"{path}: key {shown(key)} is not a string")
             _check(item, f"{path}.{key}", depth - 1)
         return
     if isinstance(value, list | tuple):

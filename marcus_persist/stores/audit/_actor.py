@@ -15,7 +15,7 @@ import msgspec
 
 from marcus_persist._core._clock import iso_utc
 from marcus_persist._core._codec import DEFAULT_LIMITS, Limits, encode, encode_checked
-from marcus_persist._errors import ValidationError
+from marcus_persist._errors import ValidationError, shown
 from marcus_persist.backends._audit import AuditStorage
 from marcus_persist.backends._names import check_name
 
@@ -116,7 +116,7 @@ def build_event(
         ("error", error),
     ):
         if value is not None and not isinstance(value, str):
-            raise ValidationError(f"{field}: expected a string or None, got {value!r}")
+            raise ValidationError(f"{field}: expected a string or None, got {shown(value)}")
         if value and field != "error":
             check_name(field, value)
     if error:
@@ -124,7 +124,7 @@ def build_event(
     if not isinstance(details, dict):
         raise ValidationError(f"details: expected a dict, got {type(details).__name__}")
     if not isinstance(success, bool):
-        raise ValidationError(f"success: expected a bool, got {success!r}")
+        raise ValidationError(f"success: expected a bool, got {shown(success)}")
     details_json = msgspec.Raw(encode_checked(details, "details", limits))  # encoded once
     moment = moment.astimezone(UTC)
     event: dict[str, Any] = {
