@@ -15,6 +15,7 @@ from ._errors import RuntimeClosed as RuntimeClosed
 from ._errors import TaskAlreadyAssigned as TaskAlreadyAssigned
 from ._errors import UnsafePathError as UnsafePathError
 from ._errors import ValidationError as ValidationError
+from ._errors import WrongThread as WrongThread
 from ._runtime import Runtime as Runtime
 from ._runtime import open_runtime as open_runtime
 from .backends._files import Quarantined as Quarantined
@@ -52,5 +53,6 @@ __all__ = (
     "TokenStore",
     "UnsafePathError",
     "ValidationError",
+    "WrongThread",
     "open_runtime",
 )

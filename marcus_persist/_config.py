@@ -30,6 +30,9 @@ log = logging.getLogger("marcus_persist")
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+#: the deepest ``max_depth`` allowed: every reader (msgspec, ``copy.deepcopy`` of a
+#: stored record in its envelope) handles it with room to spare (deepcopy fails near 450)
+MAX_DEPTH = 256
 
 ENV_PREFIX = "MARCUS_PERSIST_"
 #: other names some variables go by (``MARCUS_PERSIST_DSN`` wins over its alias)
@@ -57,6 +60,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     #: the log retired) once it holds this many MB, or its oldest record is this old
     wal_checkpoint_mb: Positive = 64
     wal_checkpoint_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    #: the largest payload one call may store (``task_data``, ``data``, ``details``), as JSON bytes
+    max_record_bytes: Positive = 4 << 20
+    #: the deepest nesting of objects and arrays one payload may have (at most ``MAX_DEPTH``)
+    max_depth: Annotated[int, msgspec.Meta(ge=1, le=MAX_DEPTH)] = 64
     backup_enabled: bool = False
     #: hours between scheduled backups (more than 0)
     backup_interval_hours: Annotated[float, msgspec.Meta(gt=0)] = 24.0

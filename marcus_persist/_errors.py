@@ -16,6 +16,8 @@ __all__ = (
     "TaskAlreadyAssigned",
     "UnsafePathError",
     "ValidationError",
+    "WrongThread",
+    "shown",
 )
 
 
@@ -123,3 +125,20 @@ class BackendError(PersistenceError):
 
 class RuntimeClosed(PersistenceError):
     """Raised by a call made after the runtime stopped taking new messages."""
+
+
+class WrongThread(PersistenceError):
+    """Raised at once, before anything is sent, by a store call made from a thread
+    other than the runtime's (another thread's event loop, or no loop): such a call
+    could never be answered there. Nothing is written; call through
+    ``rt.from_thread(fn, *args)`` instead."""
+
+
+def shown(value: object) -> str:
+    """*value* for an error message: ASCII, at most ~80 characters, and never itself an
+    error (``repr`` of an int of 5,000 digits raises ``ValueError``)."""
+    try:
+        text = ascii(value)
+    except (ValueError, RecursionError):
+        text = f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= 80 else f"{text[:60]}...({len(text)} chars)"

@@ -152,7 +152,13 @@ class Actor(Generic[M]):
         answered. The caller must set ``release`` (in a ``finally``).
         """
         barrier = Barrier()
-        await self.mailbox.request(barrier)
+        try:
+            await self.mailbox.request(barrier)
+        except BaseException:
+            # cancelled (or closed) before the actor reached it: the barrier may still be
+            # in the inbox, and nobody would ever release it; let the actor pass it
+            barrier.release.set()
+            raise
         return barrier
 
     async def _handle(self, batch: list[Request[M | Barrier]]) -> None:

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import msgspec
 
-from marcus_persist._errors import ValidationError
+from marcus_persist._config import Config
+from marcus_persist._errors import ValidationError, shown
 
-__all__ = ("check_json", "decode", "encode", "json_copy")
+__all__ = (
+    "DEFAULT_LIMITS",
+    "MAX_COUNT",
+    "Limits",
+    "decode",
+    "encode",
+    "encode_checked",
+    "json_copy",
+)
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
@@ -25,69 +35,116 @@ def decode(data: bytes) -> Any:
     return _decoder.decode(data)
 
 
-def json_copy(value: Any, field: str) -> Any:
+class Limits(NamedTuple):
+    """What one record may be (options ``max_depth`` and ``max_record_bytes``)."""
+
+    #: containers (objects, arrays) nested in one payload, at most
+    max_depth: int = 64
+    #: the payload encoded as JSON, in bytes, at most
+    max_record_bytes: int = 4 << 20
+
+    @classmethod
+    def of(cls, config: Config) -> Limits:
+        """The limits a runtime's configuration sets."""
+        return cls(config.max_depth, config.max_record_bytes)
+
+
+DEFAULT_LIMITS = Limits()
+#: the largest count a store accepts in a typed field (tokens, examples): every JSON
+#: reader (JavaScript's too) keeps it exactly, and sums of them stay far below 64 bits
+MAX_COUNT = (1 << 53) - 1
+#: integers every store gives back as they were stored: 64 bits
+INT_RANGE = (-(1 << 63), (1 << 64) - 1)
+#: floats keep their value in every store below 2**53 in magnitude (PostgreSQL's jsonb
+#: turns ``1e23`` into the integer ``100000000000000000000000``, which is not that float)
+FLOAT_LIMIT = float(1 << 53)
+
+
+def json_copy(value: Any, field: str, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Return a private deep copy of *value* after checking it is plain JSON.
 
     Plain JSON means dicts with string keys, lists (tuples become lists),
-    strings, ints, finite floats, bools and None. Anything else would not load
-    back as it was stored, so it is refused with a ``ValidationError`` naming
-    the offending path; nothing is written.
-
-    One round trip through msgspec (C) does the copy; the copy equal to the
-    original is the check (it is not equal when a float was not finite, a key
-    not a string, a tuple became a list, or a value changed type on the way).
-    Only then is the value walked in Python, to accept tuples or name what
-    cannot be stored.
+    strings, 64-bit ints, finite floats below 2**53 in magnitude, bools and
+    None; no string (nor key) holds U+0000 or a lone surrogate, the nesting is
+    at most ``limits.max_depth`` deep and the encoded JSON at most
+    ``limits.max_record_bytes``. Anything else would not load back as it was
+    stored on every backend, so it is refused with a ``ValidationError``
+    naming the offending path; nothing is written.
     """
-    copy = _round_trip(value)
-    if _same(copy, value):
-        return copy
-    _walk(value, field)  # raises, unless tuples were all that differed
-    return _decoder.decode(_encoder.encode(value))
+    return _decoder.decode(encode_checked(value, field, limits))
 
 
-def check_json(value: Any, field: str) -> None:
-    """Check that *value* is plain JSON (see :func:`json_copy`) without keeping a copy."""
-    if not _same(_round_trip(value), value):
-        _walk(value, field)
-
-
-_REFUSED: Any = object()
-
-
-def _round_trip(value: Any) -> Any:
+def encode_checked(value: Any, field: str, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """*value* encoded once as JSON, after the value rule of :func:`json_copy` (no copy)."""
     try:
-        return _decoder.decode(_encoder.encode(value))
-    except Exception:  # not encodable, or nested too deeply: the walk says which
-        return _REFUSED
-
-
-def _same(copy: Any, value: Any) -> bool:
-    return copy is not _REFUSED and type(copy) is type(value) and bool(copy == value)
-
-
-def _walk(value: Any, field: str) -> None:
-    try:
-        _check(value, field)
+        _check(value, field, limits.max_depth)
     except RecursionError:
         raise ValidationError(f"{field}: nested too deeply to store") from None
+    try:
+        data = _encoder.encode(value)
+    except UnicodeEncodeError:
+        _find_text(value, field, _surrogate)
+        raise ValidationError(f"{field}: not valid Unicode") from None  # pragma: no cover
+    if len(data) > limits.max_record_bytes:
+        raise ValidationError(
+            f"{field}: {len(data)} bytes as JSON is larger than max_record_bytes "
+            f"({limits.max_record_bytes})"
+        )
+    if b"\\u0000" in data:  # maybe U+0000, maybe a backslash before "u0000": look
+        _find_text(value, field, lambda text: "\x00" in text)
+    return data
 
 
-def _check(value: Any, path: str) -> None:
-    if value is None or isinstance(value, str | bool | int):
+def _check(value: Any, path: str, depth: int) -> None:
+    if value is None or isinstance(value, str | bool):
+        return
+    if isinstance(value, int):
+        if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+            raise ValidationError(f"{path}: integer out of the 64-bit range every store keeps")
         return
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValidationError(f"{path}: {value!r} is not a JSON number")
+        if abs(value) >= FLOAT_LIMIT:
+            raise ValidationError(
+                f"{path}: {value!r} is 2**53 or more; such floats do not keep their "
+                "value in every store (use an int, or a string)"
+            )
         return
+    if isinstance(value, dict | list | tuple) and depth < 1:
+        raise ValidationError(f"{path}: nested deeper than max_depth allows")
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ValidationError(f"{path}: key {key!r} is not a string")
-            _check(item, f"{path}.{key}")
+                raise ValidationError(f"{path}: key {shown(key)} is not a string")
+            _check(item, f"{path}.{key}", depth - 1)
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _check(item, f"{path}[{index}]")
+            _check(item, f"{path}[{index}]", depth - 1)
         return
     raise ValidationError(f"{path}: {type(value).__name__} is not JSON-encodable")
+
+
+def _surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _find_text(value: Any, path: str, bad: Callable[[str], bool]) -> None:
+    """Raise ``ValidationError`` naming the first string or key of *value* that is *bad*
+    (a lone surrogate, or U+0000: text no store keeps); return if there is none."""
+    if isinstance(value, str):
+        if bad(value):
+            what = "U+0000" if "\x00" in value else "a lone surrogate"
+            raise ValidationError(f"{path}: text holds {what}, which no store keeps")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _find_text(key, f"{path} key {key!a}", bad)
+            _find_text(item, f"{path}.{ascii(key)[1:-1]}", bad)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _find_text(item, f"{path}[{index}]", bad)

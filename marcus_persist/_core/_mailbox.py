@@ -8,6 +8,7 @@ by a factory the mailbox binds to the loop at its first request.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -16,7 +17,7 @@ import msgspec
 
 from marcus_persist._core._inbox import Inbox
 from marcus_persist._core._wakeup import Wakeup, new_wakeup
-from marcus_persist._errors import RuntimeClosed
+from marcus_persist._errors import RuntimeClosed, WrongThread
 
 __all__ = ("ActorStatistics", "Barrier", "Mailbox", "Request")
 
@@ -103,12 +104,23 @@ class Mailbox(Generic[M]):
         self.name = name
         #: the actor's receiving side (``receive``, ``receive_nowait``, ``close``)
         self.inbox: Inbox[Request[M | Barrier]] = Inbox(size)
+        # the inbox and its wake-ups belong to the loop of the thread that made them
+        self._thread = threading.get_ident()
+
+    def _check_thread(self) -> None:
+        if threading.get_ident() != self._thread:
+            raise WrongThread(
+                f"{self.name}: called from another thread than the runtime's; "
+                "use rt.from_thread(fn, *args) there"
+            )
 
     async def request(self, message: M | Barrier) -> Any:
         """Send *message* and return the actor's answer once it is durable.
 
         :raises RuntimeClosed: if the runtime no longer takes messages
+        :raises WrongThread: if called from another thread than the runtime's
         """
+        self._check_thread()
         inbox = self.inbox
         request: Request[M | Barrier] = Request(message, inbox.wakeup())
         try:
@@ -124,7 +136,9 @@ class Mailbox(Generic[M]):
 
         :raises anyio.WouldBlock: if the inbox is full
         :raises RuntimeClosed: if the runtime no longer takes messages
+        :raises WrongThread: if called from another thread than the runtime's
         """
+        self._check_thread()
         try:
             self.inbox.send_nowait(request)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):

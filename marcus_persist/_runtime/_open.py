@@ -17,6 +17,7 @@ from marcus_persist._config import Config
 from marcus_persist._core._actor import Actor, Handler
 from marcus_persist._core._atomic import ensure_dir, remove_stale_temps
 from marcus_persist._core._clock import SYSTEM_CLOCK, Clock
+from marcus_persist._core._codec import Limits
 from marcus_persist._core._dirlock import DirLock
 from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist._core._guard import Guarded
@@ -133,10 +134,13 @@ async def open_runtime(
         runtime.assignment_cache = getattr(stores.assignments, "cache", None)
         if lock is not None:
             runtime._check_lock = lock.check
-        runtime.assignments = AssignmentStore(actors["assignments"], stores.assignments)
-        runtime.state = StateStore(actors["state"], stores.state)
+        limits = Limits.of(config)
+        runtime.assignments = AssignmentStore(
+            actors["assignments"], stores.assignments, limits=limits
+        )
+        runtime.state = StateStore(actors["state"], stores.state, limits)
         runtime.audit = AuditStore(actors["audit"], stores.audit, config, clock)
-        runtime.patterns = PatternStore(actors["patterns"], stores.patterns)
+        runtime.patterns = PatternStore(actors["patterns"], stores.patterns, limits)
         runtime.tokens = TokenStore(actors["tokens"], stores.tokens)
         body_error: BaseException | None = None
         try:

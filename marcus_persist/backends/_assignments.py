@@ -16,7 +16,9 @@ import msgspec
 
 from marcus_persist._core._actor import Transaction
 from marcus_persist._core._clock import Clock
+from marcus_persist._core._codec import DEFAULT_LIMITS, Limits
 from marcus_persist.backends._contract import Record, Scope
+from marcus_persist.backends._names import check_name
 
 __all__ = (
     "Assign",
@@ -71,6 +73,8 @@ class Update(msgspec.Struct, frozen=True, tag=True):
     scope: Scope
     worker_id: str
     mutate: Mutator
+    #: what the record *mutate* returns may be (the runtime's options)
+    limits: Limits = DEFAULT_LIMITS
 
 
 Message = Assign | Save | Remove | Update
@@ -82,6 +86,7 @@ def check_record(worker_id: str, raw: Any) -> Record:
         msgspec.convert(raw, AssignmentRecord)
     except msgspec.ValidationError as exc:
         raise ValueError(f"assignment of worker {worker_id!r}: {exc}") from None
+    check_name("task_id", raw["task_id"])  # the name rule (ValidationError is a ValueError)
     result: Record = raw
     return result
 

@@ -7,11 +7,11 @@ makes the whole write durable or raises, leaving what was durable before.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, Protocol
 
-from marcus_persist._errors import ValidationError
+from marcus_persist.backends._names import check_collection_name as check_collection_name
+from marcus_persist.backends._names import is_collection_name as is_collection_name
 
 __all__ = (
     "AssignmentStorage",
@@ -33,24 +33,6 @@ Record = dict[str, Any]
 Scope = str | None
 #: validates a stored ``{key: record}`` document, raising ``ValueError`` that says what is wrong
 CheckRecords = Callable[[dict[str, Any]], dict[str, Record]]
-
-_COLLECTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def is_collection_name(name: Any) -> bool:
-    """Whether *name* may name a collection on every backend (the file backend makes
-    it a directory name)."""
-    return isinstance(name, str) and _COLLECTION.fullmatch(name) is not None
-
-
-def check_collection_name(name: Any) -> str:
-    """A collection name is a file-name-safe string; raises ``ValidationError`` otherwise."""
-    if not isinstance(name, str) or not is_collection_name(name):
-        raise ValidationError(
-            f"collection: {name!r} must be 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
 
 
 class KeyedWrite(NamedTuple):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from marcus_persist._core._appendlog import cut_torn_tail
 from marcus_persist._core._atomic import is_temp_name
@@ -29,6 +30,7 @@ from marcus_persist.ops._finding import Finding
 from marcus_persist.ops.wal import describe_logs
 from marcus_persist.stores.assignments import AssignmentsHandler
 from marcus_persist.stores.audit._query import find_bad_lines, select_sources
+from marcus_persist.stores.tokens._days import odd_keys
 from marcus_persist.stores.tokens._document import normalize
 
 __all__ = ("Finding", "diagnose")
@@ -193,10 +195,23 @@ def _tokens(data_dir: Path, repair: bool) -> list[Finding]:
     """``token_usage.json``, its log and the archive months, read as the runtime reads them."""
     ctx = FileContext(data_dir, OS_FS, sync=True, on_corrupt="quarantine" if repair else "report")
     storage = FileTokenStorage(ctx)
-    storage.load(normalize)
+    odd: list[str] = []
+
+    def check(raw: Any) -> Any:
+        odd.extend(odd_keys(raw))
+        return normalize(raw)
+
+    storage.load(check)
     for month in storage.archive_months():
         storage.archive(month)
     found = [Finding(path, reason, "error") for path, reason in ctx.problems]
+    if odd:
+        problem = (
+            f"day keys not written YYYY-MM-DD ({', '.join(odd[:5])}"
+            f"{', ...' if len(odd) > 5 else ''}): read as the day each names, "
+            "rewritten canonical at the next full write"
+        )
+        found.append(Finding(str(storage.path), problem, "warning"))
     if storage.torn_tail:
         found.append(_tail(storage.log_path, storage.torn_tail, repair))
     found += [

@@ -22,6 +22,7 @@ from marcus_persist._core._atomic import ensure_dir
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._core._safeopen import describe, never, walk
 from marcus_persist._core._snapshot import check_member, copy_file
+from marcus_persist._errors import ValidationError
 from marcus_persist._runtime._dirconfig import (
     DIR_ENGINES,
     DirRecord,
@@ -32,6 +33,7 @@ from marcus_persist._runtime._dirconfig import (
 from marcus_persist.backends import create_backend
 from marcus_persist.backends._contract import check_collection_name
 from marcus_persist.backends._files import FileContext
+from marcus_persist.backends._names import check_file_name
 from marcus_persist.backends.file._audit import FileAuditStorage
 from marcus_persist.backends.file._audit_rotation import parse_source_name
 from marcus_persist.backends.file._backend import FileBackend
@@ -198,9 +200,13 @@ def _state_file(folder: Path, path: Path) -> str | None:
 def _assignments_file(folder: Path, path: Path) -> str | None:
     """Why *path* under ``assignments/`` is not imported (``None``: it is)."""
     inner = path.relative_to(folder).parts
-    if inner == ("assignments.json",) or (
-        len(inner) == 2 and inner[0].startswith("project_") and inner[1] == "assignments.json"
-    ):
+    if inner == ("assignments.json",):
+        return None
+    if len(inner) == 2 and inner[0].startswith("project_") and inner[1] == "assignments.json":
+        try:  # Marcus took any project id; ours must be a safe directory name
+            check_file_name("project_id", inner[0].removeprefix("project_"))
+        except ValidationError as exc:
+            return f"not imported: {exc}; rename the directory"
         return None
     return "not an assignments file"
 

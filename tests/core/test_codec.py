@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from marcus_persist._core._codec import check_json, json_copy
+from marcus_persist._core._codec import encode_checked, json_copy
 from marcus_persist._errors import ValidationError
 
 
@@ -25,7 +25,7 @@ class TestAccepted:
     def test_plain_json_comes_back_equal_and_private(self, value: Any) -> None:
         copy = json_copy(value, "data")
         assert copy == value
-        check_json(value, "data")
+        encode_checked(value, "data")
         if isinstance(value, dict | list) and value:
             assert copy is not value
 
@@ -56,7 +56,7 @@ class TestRefused:
         ],
     )
     def test_what_cannot_be_stored_is_named(self, value: Any, message: str) -> None:
-        for check in (json_copy, check_json):
+        for check in (json_copy, encode_checked):
             with pytest.raises(ValidationError) as caught:
                 check(value, "data")
             assert str(caught.value) == message

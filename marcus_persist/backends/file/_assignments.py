@@ -8,7 +8,7 @@ nothing, one sync); the files are rewritten, atomically, by checkpoints.
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,19 +20,20 @@ from marcus_persist._core._codec import decode, encode
 from marcus_persist._errors import CorruptDataError
 from marcus_persist.backends._contract import CheckRecords, KeyedWrite, Record, Scope
 from marcus_persist.backends._files import FileContext, read_json
+from marcus_persist.backends._names import is_file_name
 from marcus_persist.backends.file._logged import CheckpointPolicy, Logged
 
 __all__ = ("FileAssignmentStorage",)
 
 PROJECT_PREFIX = "project_"
-_PROJECT_DIR = re.compile(r"project_(?P<id>[A-Za-z0-9][A-Za-z0-9._-]*)")
-_PROJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: the multi-file batch journal of the previous format: rolled forward at load
 JOURNAL = "batch.json"
 
 Files = dict[Scope, dict[str, Record]]
 #: one log record: ``[[scope, {worker_id: record or None}], ...]``
 Changes = list[tuple[Scope, dict[str, Record | None]]]
+
+log = logging.getLogger("marcus_persist")
 
 
 class FileAssignmentStorage:
@@ -58,9 +59,12 @@ class FileAssignmentStorage:
         scopes: list[Scope] = [None]
         if self.directory.is_dir():
             for entry in sorted(self.directory.iterdir()):
-                match = _PROJECT_DIR.fullmatch(entry.name)
-                if match and entry.is_dir():
-                    scopes.append(match["id"])
+                if entry.name.startswith(PROJECT_PREFIX) and entry.is_dir():
+                    scope = entry.name.removeprefix(PROJECT_PREFIX)
+                    if is_file_name(scope):
+                        scopes.append(scope)
+                    else:
+                        self._unreadable_project(entry)
 
         def shape(document: Any) -> dict[str, Record]:
             if not isinstance(document, dict):
@@ -78,6 +82,20 @@ class FileAssignmentStorage:
                 raise CorruptDataError(str(self.logged.wal_dir), reason) from None
             self._fold(changes)
         return {scope: dict(records) for scope, records in self._files.items()}
+
+    def _unreadable_project(self, entry: Path) -> None:
+        """A ``project_*`` directory whose id breaks the name rule (Marcus allowed any id):
+        never dropped in silence. Refused at startup, or (quarantine, doctor) reported
+        and left as it is; its assignments are not loaded."""
+        reason = (
+            f"project id {entry.name.removeprefix(PROJECT_PREFIX)!r} breaks the name rule "
+            "(1-128 letters, digits, '.', '_' or '-', starting with a letter or digit): "
+            "rename the directory to a valid id or move it out of the data directory"
+        )
+        if self._ctx.on_corrupt == "error":
+            raise CorruptDataError(str(entry), reason)
+        self._ctx.problems.append((str(entry), reason))
+        log.warning("%s: %s; its assignments are not loaded", entry, reason)
 
     def commit(self, writes: Mapping[Scope, KeyedWrite]) -> None:
         changes: Changes = [(scope, dict(write.changes)) for scope, write in writes.items()]
@@ -145,7 +163,9 @@ class FileAssignmentStorage:
 
 
 def _check_scope(scope: Any) -> Scope:
-    if scope is not None and not (isinstance(scope, str) and _PROJECT_ID.fullmatch(scope)):
+    if scope is None:
+        return None
+    if not isinstance(scope, str) or not is_file_name(scope):
         raise ValueError(f"names an invalid project {scope!r}")
     return scope
 

@@ -360,7 +360,7 @@ def _mutated(message: Update, current: Record) -> Record | None:
     result = message.mutate(copy.deepcopy(current))
     if result is None:
         return None
-    record = json_copy(result, "assignment")
+    record = json_copy(result, "assignment", message.limits)
     if not isinstance(record, dict):
         raise ValidationError("assignment: update must return a dict or None")
     try:

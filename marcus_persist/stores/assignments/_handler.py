@@ -199,7 +199,7 @@ class _Transaction:
                     return False
                 self._put(scope, worker_id, None)
                 return True
-            case Update(scope, worker_id, mutate):
+            case Update(scope, worker_id, mutate, limits):
                 current = self._get(scope, worker_id)
                 if current is None:
                     raise NotFound(f"worker {worker_id!r} has no assignment")
@@ -207,7 +207,7 @@ class _Transaction:
                 if result is None:
                     self._put(scope, worker_id, None)
                     return None
-                record = json_copy(result, "assignment")
+                record = json_copy(result, "assignment", limits)
                 if not isinstance(record, dict):
                     raise ValidationError("assignment: update must return a dict or None")
                 try:

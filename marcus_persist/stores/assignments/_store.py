@@ -8,15 +8,14 @@ not know are kept as they are.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 from marcus_persist._core._actor import Actor
 from marcus_persist._core._clock import iso_utc
-from marcus_persist._core._codec import json_copy
+from marcus_persist._core._codec import DEFAULT_LIMITS, Limits, json_copy
 from marcus_persist._core._mailbox import ActorStatistics
-from marcus_persist._errors import ValidationError
+from marcus_persist._errors import ValidationError, shown
 from marcus_persist.backends._assignments import (
     Assign,
     AssignmentsView,
@@ -27,10 +26,9 @@ from marcus_persist.backends._assignments import (
     Update,
 )
 from marcus_persist.backends._contract import Record, Scope
+from marcus_persist.backends._names import check_file_name, check_name
 
 __all__ = ("AssignmentStore",)
-
-_PROJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class AssignmentStore:
@@ -42,20 +40,22 @@ class AssignmentStore:
     """
 
     def __init__(
-        self, actor: Actor[Message], handler: AssignmentsView, scope: Scope = None
+        self,
+        actor: Actor[Message],
+        handler: AssignmentsView,
+        scope: Scope = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._actor = actor
         self._handler = handler
         self._scope = scope
+        self._limits = limits
 
     def for_project(self, project_id: str) -> AssignmentStore:
         """The same API over ``assignments/project_<project_id>/assignments.json``."""
-        if not isinstance(project_id, str) or not _PROJECT_ID.fullmatch(project_id):
-            raise ValidationError(
-                f"project_id: {project_id!r} must be letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
-        return AssignmentStore(self._actor, self._handler, project_id)
+        return AssignmentStore(
+            self._actor, self._handler, check_file_name("project_id", project_id), self._limits
+        )
 
     @property
     def project_id(self) -> str | None:
@@ -71,7 +71,7 @@ class AssignmentStore:
         :returns: a copy of the stored assignment
         :raises TaskAlreadyAssigned: if another worker holds *task_id*
         """
-        message = Assign(self._scope, *_ids(worker_id, task_id), _payload(task_data))
+        message = Assign(self._scope, *_ids(worker_id, task_id), _payload(task_data, self._limits))
         result: Record = await self._actor.request(message)
         return result
 
@@ -80,12 +80,13 @@ class AssignmentStore:
 
         :raises TaskAlreadyAssigned: if another worker holds *task_id*
         """
-        await self._actor.request(Save(self._scope, *_ids(worker_id, task_id), _payload(task_data)))
+        payload = _payload(task_data, self._limits)
+        await self._actor.request(Save(self._scope, *_ids(worker_id, task_id), payload))
 
     async def remove_assignment(self, worker_id: str) -> bool:
         """Drop *worker_id*'s assignment; ``False`` if it had none."""
         removed: bool = await self._actor.request(
-            Remove(self._scope, _text("worker_id", worker_id))
+            Remove(self._scope, check_name("worker_id", worker_id))
         )
         return removed
 
@@ -98,7 +99,7 @@ class AssignmentStore:
         :raises NotFound: if *worker_id* has no assignment
         """
         result: Record | None = await self._actor.request(
-            Update(self._scope, _text("worker_id", worker_id), fn)
+            Update(self._scope, check_name("worker_id", worker_id), fn, self._limits)
         )
         return result
 
@@ -111,8 +112,8 @@ class AssignmentStore:
             or not isinstance(progress, int | float)
             or not 0 <= progress <= 100
         ):
-            raise ValidationError(f"progress: {progress!r} must be a number from 0 to 100")
-        extra = _payload(fields)
+            raise ValidationError(f"progress: {shown(progress)} must be a number from 0 to 100")
+        extra = _payload(fields, self._limits)
         stamp = iso_utc(at or self._handler.clock.now())
 
         def apply(record: Record) -> Record:
@@ -144,7 +145,7 @@ class AssignmentStore:
     # -- reads (committed state only) -----------------------------------------
     async def get_assignment(self, worker_id: str) -> Record | None:
         """A copy of *worker_id*'s assignment, or ``None``."""
-        return await self._handler.read_one(self._scope, worker_id)
+        return await self._handler.read_one(self._scope, check_name("worker_id", worker_id))
 
     async def get_all_assignments(self) -> dict[str, Record]:
         """A copy of every assignment, by worker."""
@@ -155,11 +156,13 @@ class AssignmentStore:
 
     async def is_task_assigned(self, task_id: str) -> bool:
         """O(1), through the index by task."""
-        return await self._handler.read_holder(self._scope, task_id) is not None
+        return (
+            await self._handler.read_holder(self._scope, check_name("task_id", task_id)) is not None
+        )
 
     async def get_worker_for_task(self, task_id: str) -> str | None:
         """O(1), through the index by task."""
-        return await self._handler.read_holder(self._scope, task_id)
+        return await self._handler.read_holder(self._scope, check_name("task_id", task_id))
 
     async def expired(self, now: datetime | None = None) -> list[str]:
         """Workers whose ``lease_expires`` is before *now* (default: the clock's now)."""
@@ -179,22 +182,16 @@ class AssignmentStore:
         return f"<AssignmentStore {where} {self._actor!r}>"
 
 
-def _text(field: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValidationError(f"{field}: expected a non-empty string, got {value!r}")
-    return value
-
-
 def _ids(worker_id: Any, task_id: Any) -> tuple[str, str]:
-    return _text("worker_id", worker_id), _text("task_id", task_id)
+    return check_name("worker_id", worker_id), check_name("task_id", task_id)
 
 
-def _payload(task_data: Any) -> Record:
+def _payload(task_data: Any, limits: Limits) -> Record:
     if task_data is None:
         return {}
     if not isinstance(task_data, dict):
         raise ValidationError(f"task_data: expected a dict, got {type(task_data).__name__}")
-    copied: Record = json_copy(task_data, "task_data")
+    copied: Record = json_copy(task_data, "task_data", limits)
     return copied
 
 

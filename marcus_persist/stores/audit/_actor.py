@@ -14,9 +14,10 @@ from typing import Any
 import msgspec
 
 from marcus_persist._core._clock import iso_utc
-from marcus_persist._core._codec import check_json, encode
-from marcus_persist._errors import ValidationError
+from marcus_persist._core._codec import DEFAULT_LIMITS, Limits, encode, encode_checked
+from marcus_persist._errors import ValidationError, shown
 from marcus_persist.backends._audit import AuditStorage
+from marcus_persist.backends._names import check_name
 
 __all__ = ("Append", "AuditHandler", "Message", "Sync", "build_event", "marcus_context")
 
@@ -101,13 +102,13 @@ def build_event(
     details: Any,
     success: Any,
     error: Any,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Append:
     """Validate one event and encode it as Marcus's line, stamped *moment*.
 
     :raises ValidationError: naming the field that is wrong
     """
-    if not isinstance(event_type, str) or not event_type:
-        raise ValidationError(f"event_type: expected a non-empty string, got {event_type!r}")
+    check_name("event_type", event_type)
     for field, value in (
         ("client_id", client_id),
         ("client_type", client_type),
@@ -115,12 +116,16 @@ def build_event(
         ("error", error),
     ):
         if value is not None and not isinstance(value, str):
-            raise ValidationError(f"{field}: expected a string or None, got {value!r}")
+            raise ValidationError(f"{field}: expected a string or None, got {shown(value)}")
+        if value and field != "error":
+            check_name(field, value)
+    if error:
+        encode_checked(error, "error", limits)  # free text: the value rule
     if not isinstance(details, dict):
         raise ValidationError(f"details: expected a dict, got {type(details).__name__}")
     if not isinstance(success, bool):
-        raise ValidationError(f"success: expected a bool, got {success!r}")
-    check_json(details, "details")
+        raise ValidationError(f"success: expected a bool, got {shown(success)}")
+    details_json = msgspec.Raw(encode_checked(details, "details", limits))  # encoded once
     moment = moment.astimezone(UTC)
     event: dict[str, Any] = {
         "timestamp": iso_utc(moment),
@@ -129,7 +134,7 @@ def build_event(
         "client_type": client_type,
         "tool_name": tool_name,
         "success": success,
-        "details": details,
+        "details": details_json,
     }
     if error:  # Marcus writes "error" only when there is one
         event["error"] = error

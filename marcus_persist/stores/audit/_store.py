@@ -30,6 +30,7 @@ from anyio.abc import TaskStatus
 from marcus_persist._config import Config
 from marcus_persist._core._actor import Actor
 from marcus_persist._core._clock import Clock
+from marcus_persist._core._codec import Limits
 from marcus_persist._core._mailbox import ActorStatistics, Barrier, Request
 from marcus_persist._errors import PersistenceError
 from marcus_persist.backends._audit import RotationPolicy, RotationReport
@@ -99,6 +100,7 @@ class AuditStore:
         self._handler = handler
         self._storage = handler.storage
         self._config = config
+        self._limits = Limits.of(config)
         self._clock = clock
         self._context = dict(context) if context is not None else marcus_context()
         self._policy = RotationPolicy(
@@ -140,6 +142,7 @@ class AuditStore:
             details,
             success,
             error,
+            self._limits,
         )
         await self._actor.request(message)
 
@@ -170,6 +173,7 @@ class AuditStore:
                 details,
                 success,
                 error,
+                self._limits,
             )
             self._actor.mailbox.post_nowait(_Unawaited(message, self))
         except Exception as exc:

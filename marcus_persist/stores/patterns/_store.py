@@ -12,21 +12,21 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
 from marcus_persist._core._actor import Actor
-from marcus_persist._core._clock import iso_utc
-from marcus_persist._core._codec import json_copy
+from marcus_persist._core._clock import days_before, iso_utc
+from marcus_persist._core._codec import DEFAULT_LIMITS, MAX_COUNT, Limits, json_copy
 from marcus_persist._core._mailbox import ActorStatistics
-from marcus_persist._errors import PersistenceError, ValidationError
+from marcus_persist._errors import PersistenceError, ValidationError, shown
+from marcus_persist.backends._names import check_name
 from marcus_persist.stores.patterns._handler import Learn, Message, Observe, PatternsHandler, Prune
 from marcus_persist.stores.patterns._records import (
     PROJECT_TYPE,
-    SEP,
     Pattern,
     key_of,
     parse_time,
@@ -42,9 +42,12 @@ class PatternStore:
     """``rt.patterns``: writes go through the actor and return once durable;
     reads look at committed state only."""
 
-    def __init__(self, actor: Actor[Message], handler: PatternsHandler) -> None:
+    def __init__(
+        self, actor: Actor[Message], handler: PatternsHandler, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
         self._actor = actor
         self._h = handler
+        self._limits = limits
 
     # -- writes ---------------------------------------------------------------
     async def observe(
@@ -68,7 +71,7 @@ class PatternStore:
             to_ppm(_confidence("confidence", confidence)),
             _count("examples", examples),
             _when(at, self._h),
-            json_copy(data, "data") if data is not None else None,
+            json_copy(data, "data", self._limits) if data is not None else None,
         )
         if message.data is not None and not isinstance(message.data, dict):
             raise ValidationError("data: expected a dict")
@@ -86,7 +89,7 @@ class PatternStore:
         _name("project_id", pattern.get("project_id"))
         if "/" in pattern["project_id"]:
             raise ValidationError("project_id: must not contain '/'")
-        record = json_copy(pattern, "pattern")
+        record = json_copy(pattern, "pattern", self._limits)
         result: dict[str, Any] = await self._actor.request(Learn(record, _when(None, self._h)))
         return result
 
@@ -102,7 +105,7 @@ class PatternStore:
         cutoff = None
         if older_than_days is not None:
             days = _confidence("older_than_days", older_than_days, upper=math.inf)
-            cutoff = iso_utc(self._h.clock.now() - timedelta(days=days))
+            cutoff = iso_utc(days_before(self._h.clock.now(), days, "older_than_days"))
         floor = (
             _confidence("min_confidence", min_confidence) if min_confidence is not None else None
         )
@@ -198,9 +201,10 @@ def _seen(p: Pattern) -> float:
 
 
 def _name(field: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or SEP in value:
-        raise ValidationError(f"{field}: expected a non-empty string, got {value!r}")
-    return value
+    name = check_name(field, value)
+    if not name.strip():  # the rule refuses SEP (a control character)
+        raise ValidationError(f"{field}: expected a non-empty string, got {shown(value)}")
+    return name
 
 
 def _confidence(field: str, value: Any, upper: float = 1.0) -> float:
@@ -210,13 +214,15 @@ def _confidence(field: str, value: Any, upper: float = 1.0) -> float:
         or not math.isfinite(value)
         or not 0 <= value <= upper
     ):
-        raise ValidationError(f"{field}: {value!r} must be a finite number from 0 to {upper}")
+        raise ValidationError(f"{field}: {shown(value)} must be a finite number from 0 to {upper}")
     return float(value)
 
 
 def _count(field: str, value: Any, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValidationError(f"{field}: {value!r} must be an integer >= {low}")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_COUNT:
+        raise ValidationError(
+            f"{field}: {shown(value)} must be an integer from {low} to {MAX_COUNT}"
+        )
     return value
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from marcus_persist._core._clock import Clock
-from marcus_persist._core._codec import json_copy
+from marcus_persist._core._codec import DEFAULT_LIMITS, Limits, json_copy
 from marcus_persist._errors import NotFound, ValidationError
 from marcus_persist.backends._contract import Record, StateStorage
 from marcus_persist.stores.state._records import check_typed
@@ -49,6 +49,8 @@ class Update(msgspec.Struct, frozen=True, tag=True):
     key: str
     mutate: Mutator
     stamp: str
+    #: what the record *mutate* returns may be (the runtime's options)
+    limits: Limits = DEFAULT_LIMITS
 
 
 class ClearOld(msgspec.Struct, frozen=True, tag=True):
@@ -162,7 +164,7 @@ class _Transaction:
                 gone = [k for k in keys if self._current(overlay, collection, k) is not None]
                 staged[collection] = dict.fromkeys(gone)
                 return len(gone)
-            case Update(collection, key, mutate, stamp):
+            case Update(collection, key, mutate, stamp, limits):
                 current = self._current(overlay, collection, key)
                 if current is None:
                     raise NotFound(f"{collection}[{key!r}] holds nothing")
@@ -170,7 +172,7 @@ class _Transaction:
                 if result is None:
                     staged[collection] = {key: None}
                     return None
-                record = make_record(collection, key, result, stamp)
+                record = make_record(collection, key, result, stamp, limits)
                 staged[collection] = {key: record}
                 return copy.deepcopy(record)
             case ClearOld(collection, cutoff):
@@ -215,10 +217,12 @@ def _merged(
             yield key, staged
 
 
-def make_record(collection: str, key: str, data: Any, stamp: str) -> Record:
+def make_record(
+    collection: str, key: str, data: Any, stamp: str, limits: Limits = DEFAULT_LIMITS
+) -> Record:
     if not isinstance(data, dict):
         raise ValidationError(f"data: expected a dict, got {type(data).__name__}")
-    record: Record = json_copy(data, "data")
+    record: Record = json_copy(data, "data", limits)
     record["_stored_at"] = stamp
     check_typed(collection, key, record)
     return record

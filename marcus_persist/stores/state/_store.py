@@ -14,16 +14,18 @@ import copy
 import heapq
 import itertools
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import anyio
 
 from marcus_persist._core._actor import Actor
-from marcus_persist._core._clock import iso_utc
+from marcus_persist._core._clock import days_before, iso_utc
+from marcus_persist._core._codec import DEFAULT_LIMITS, Limits
 from marcus_persist._core._mailbox import ActorStatistics
-from marcus_persist._errors import ValidationError
+from marcus_persist._errors import CorruptDataError, ValidationError, shown
 from marcus_persist.backends._contract import Record, check_collection_name
+from marcus_persist.backends._names import check_name
 from marcus_persist.stores.state._handler import (
     ClearOld,
     Drop,
@@ -43,9 +45,18 @@ Filter = Callable[[Record], Any]
 
 
 def _key(key: Any) -> str:
-    if not isinstance(key, str) or not key:
-        raise ValidationError(f"key: expected a non-empty string, got {key!r}")
-    return key
+    return check_name("key", key)
+
+
+def _copy(where: str, record: Record) -> Record:
+    """A private copy of a stored record. One nested deeper than Python can copy was
+    stored before ``max_depth`` existed (or by hand): say so, never a ``RecursionError``."""
+    try:
+        return copy.deepcopy(record)
+    except RecursionError:
+        raise CorruptDataError(
+            where, "nested too deeply to read (more than Python can copy)"
+        ) from None
 
 
 class StateStore:
@@ -54,8 +65,11 @@ class StateStore:
     Every write returns once durable; every read sees committed data only.
     """
 
-    def __init__(self, actor: Actor[Message], handler: StateHandler) -> None:
+    def __init__(
+        self, actor: Actor[Message], handler: StateHandler, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
         self._actor = actor
+        self._limits = limits
         self._handler = handler
         self._storage = handler.storage
 
@@ -81,7 +95,7 @@ class StateStore:
         if not isinstance(items, dict):
             raise ValidationError(f"items: expected a dict, got {type(items).__name__}")
         stamp = self._now()
-        records = {_key(k): make_record(name, k, v, stamp) for k, v in items.items()}
+        records = {_key(k): make_record(name, k, v, stamp, self._limits) for k, v in items.items()}
         await self._send(Put(name, records))
 
     async def delete(self, collection: str, key: str) -> bool:
@@ -102,7 +116,9 @@ class StateStore:
 
         :raises NotFound: if *key* holds nothing
         """
-        message = Update(check_collection_name(collection), _key(key), fn, self._now())
+        message = Update(
+            check_collection_name(collection), _key(key), fn, self._now(), self._limits
+        )
         result: Record | None = await self._send(message)
         return result
 
@@ -113,8 +129,8 @@ class StateStore:
         without a readable ``_stored_at`` are kept.
         """
         if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
-            raise ValidationError(f"days: {days!r} must be a non-negative number")
-        cutoff = self._handler.clock.now() - timedelta(days=days)
+            raise ValidationError(f"days: {shown(days)} must be a non-negative number")
+        cutoff = days_before(self._handler.clock.now(), days, "days")
         removed: int = await self._send(ClearOld(check_collection_name(collection), cutoff))
         return removed
 
@@ -124,7 +140,7 @@ class StateStore:
         record = await anyio.to_thread.run_sync(
             self._storage.get, check_collection_name(collection), _key(key)
         )
-        return copy.deepcopy(record) if record is not None else None
+        return _copy(f"{collection}[{key!r}]", record) if record is not None else None
 
     async def count(self, collection: str) -> int:
         return await anyio.to_thread.run_sync(
@@ -145,7 +161,7 @@ class StateStore:
         """
         name = check_collection_name(collection)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-            raise ValidationError(f"limit: {limit!r} must be an int or None")
+            raise ValidationError(f"limit: {shown(limit)} must be an int or None")
 
         def scan() -> list[Record]:
             tie = itertools.count()
@@ -160,7 +176,7 @@ class StateStore:
                     elif limit > 0 and entry[0] > best[0][0]:
                         heapq.heapreplace(best, entry)
             best.sort(key=lambda e: (e[0], e[1]), reverse=True)
-            return [copy.deepcopy(record) for _t, _n, record in best]
+            return [_copy(f"a record of {name}", record) for _t, _n, record in best]
 
         return await anyio.to_thread.run_sync(scan)
 
@@ -173,7 +189,7 @@ class StateStore:
         chunks = self._storage.chunks(check_collection_name(collection))
         while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
             for key, record in chunk:
-                yield key, copy.deepcopy(record)
+                yield key, _copy(f"{collection}[{key!r}]", record)
 
     def statistics(self) -> ActorStatistics:
         return self._actor.statistics()

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from marcus_persist.stores.tokens._days import canonical_day, canonical_hour, rekey
+
 __all__ = (
     "COUNTERS",
     "add_usage",
@@ -78,7 +80,8 @@ def _day(raw: Any) -> dict[str, Any]:
 def normalize(raw: dict[str, Any]) -> dict[str, Any]:
     """Our document from what is stored, ours or Marcus's; never loses a project total.
 
-    :raises ValueError: if a top-level section is not an object
+    :raises ValueError: if a top-level section is not an object, or a day (hour) key
+        names no day (``2024-1-5`` is read as ``2024-01-05``)
     """
     if not isinstance(raw, dict):
         raise ValueError(f"expected an object, got {type(raw).__name__}")
@@ -87,7 +90,8 @@ def normalize(raw: dict[str, Any]) -> dict[str, Any]:
         if section in raw and not isinstance(raw[section], dict):
             raise ValueError(f"{section!r} is not an object")
     doc = empty_document()
-    doc["daily_usage"] = {day: _day(cell) for day, cell in raw.get("daily_usage", {}).items()}
+    days = {day: _day(cell) for day, cell in raw.get("daily_usage", {}).items()}
+    doc["daily_usage"] = rekey(days, canonical_day, "daily_usage", _merge_days)
     for project, cell in raw.get("project_usage", {}).items():
         cell = cell if isinstance(cell, dict) else {}
         usage = {name: _int(cell.get(name)) for name in PROJECT_COUNTERS}
@@ -104,12 +108,29 @@ def normalize(raw: dict[str, Any]) -> dict[str, Any]:
         entry = doc["project_usage"].setdefault(project, _project_cell())
         if not entry["cost_micros"]:
             entry["cost_micros"] = micros(cost)
-    doc["hourly"] = {hour: _cell(cell) for hour, cell in raw.get("hourly", {}).items()}
-    doc["request_ids"] = {d: _list(ids) for d, ids in raw.get("request_ids", {}).items()}
+    hours = {hour: _cell(cell) for hour, cell in raw.get("hourly", {}).items()}
+    doc["hourly"] = rekey(hours, canonical_hour, "hourly", _added)
+    ids = {d: _list(ids) for d, ids in raw.get("request_ids", {}).items()}
+    doc["request_ids"] = rekey(ids, canonical_day, "request_ids", lambda a, b: a + b)
     doc["budgets"] = {p: _int(v) for p, v in raw.get("budgets", {}).items()}
     if "last_updated" in raw:
         doc["last_updated"] = raw["last_updated"]
     return doc
+
+
+def _added(into: dict[str, Any], cell: dict[str, Any]) -> dict[str, Any]:
+    add_usage(into, {name: cell.get(name, 0) for name in COUNTERS})
+    return into
+
+
+def _merge_days(into: dict[str, Any], day: dict[str, Any]) -> dict[str, Any]:
+    """Two stored keys named the same day: add their cells, provider by provider."""
+    for provider, usage in day.items():
+        mine = into.setdefault(provider, {**dict.fromkeys(COUNTERS, 0), "models": {}})
+        _added(mine, usage)
+        for model, cell in usage["models"].items():
+            _added(mine["models"].setdefault(model, dict.fromkeys(COUNTERS, 0)), cell)
+    return into
 
 
 def _list(value: Any) -> list[Any]:

@@ -17,8 +17,10 @@ from typing import Any
 import anyio
 
 from marcus_persist._core._actor import Actor
+from marcus_persist._core._codec import MAX_COUNT
 from marcus_persist._core._mailbox import ActorStatistics, Barrier, Request
-from marcus_persist._errors import ValidationError
+from marcus_persist._errors import ValidationError, shown
+from marcus_persist.backends._names import check_name
 from marcus_persist.stores.tokens._document import (
     COUNTERS,
     add_usage,
@@ -31,6 +33,9 @@ from marcus_persist.stores.tokens._handler import Archive, Message, Record, SetB
 __all__ = ("TokenStore", "TokensHandler")
 
 log = logging.getLogger("marcus_persist")
+
+#: the largest dollar amount of one record or budget (micro-dollars stay below 2**53)
+MAX_USD = 1e9
 
 
 class TokenStore:
@@ -232,7 +237,12 @@ class TokenStore:
             if price is None:
                 cost = 0
             else:
-                cost = round(inputs * price.get("input", 0.0) + outputs * price.get("output", 0.0))
+                micros = inputs * price.get("input", 0.0) + outputs * price.get("output", 0.0)
+                if not micros <= MAX_USD * 1_000_000:  # also inf and NaN
+                    raise ValidationError(
+                        f"cost: {shown(micros / 1e6)} USD by token_prices is more than {MAX_USD}"
+                    )
+                cost = round(micros)
         return Record(
             _name("provider", provider),
             model,
@@ -262,14 +272,15 @@ class _Detached(Request[Message | Barrier]):
 
 
 def _name(field: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(f"{field}: expected a non-empty string, got {value!r}")
-    return value
+    name = check_name(field, value)
+    if not name.strip():
+        raise ValidationError(f"{field}: expected a non-empty string, got {shown(value)}")
+    return name
 
 
 def _tokens(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"{field}: {value!r} must be an integer >= 0")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise ValidationError(f"{field}: {shown(value)} must be an integer from 0 to {MAX_COUNT}")
     return value
 
 
@@ -278,7 +289,9 @@ def _micros(field: str, value: Any) -> int:
         isinstance(value, bool)
         or not isinstance(value, int | float)
         or not math.isfinite(value)
-        or value < 0
+        or not 0 <= value <= MAX_USD
     ):
-        raise ValidationError(f"{field}: {value!r} must be a finite number >= 0")
+        raise ValidationError(
+            f"{field}: {shown(value)} must be a finite number from 0 to {MAX_USD}"
+        )
     return round(value * 1_000_000)
