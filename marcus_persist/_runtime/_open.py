@@ -134,6 +134,7 @@ async def open_runtime(
         runtime.assignment_cache = getattr(stores.assignments, "cache", None)
         if lock is not None:
             runtime._check_lock = lock.check
+            _guard_files(store_backend, lock.check)
         limits = Limits.of(config)
         runtime.assignments = AssignmentStore(
             actors["assignments"], stores.assignments, limits=limits
@@ -185,6 +186,16 @@ async def open_runtime(
                 cache.close()
             if lock is not None:
                 lock.release()
+
+
+def _guard_files(backend: Backend, check: Callable[[], None]) -> None:
+    """Make every file context of *backend* (each engine of a hybrid) check the lock
+    before a checkpoint writes: never into a directory that is no longer ours."""
+    engines = getattr(backend, "engines", None) or {"": backend}
+    for engine in engines.values():
+        ctx = getattr(engine, "ctx", None)
+        if ctx is not None:
+            ctx.guard = check
 
 
 def _audit_storage(backend: Backend, config: Config, fs: FileSystem) -> AuditStorage:

@@ -43,6 +43,9 @@ class FileContext:
     #: read what is stored, write nothing (a migration's source): logs are replayed, never
     #: opened for appends or checkpointed
     read_only: bool = False
+    #: called before a checkpoint writes files beside commits (the runtime's lock check:
+    #: it raises when the data directory is no longer this runtime's)
+    guard: Callable[[], None] | None = None
     quarantined: list[Quarantined] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 from marcus_persist._core._wal import WriteAheadLog, open_log, scan_log
-from marcus_persist._errors import CorruptDataError
+from marcus_persist._errors import CorruptDataError, PersistenceError
 from marcus_persist.backends._files import FileContext
 
 __all__ = ("CheckpointPolicy", "Checkpointable", "Logged")
@@ -164,11 +164,12 @@ class Logged(Generic[T]):
         self.wait()
         wal, self._log = self._log, None
         try:
+            self._guard()
             snapshot = self._store.snapshot()
             if snapshot is not None:
                 self._store.write(snapshot)
             wal.close(retire=True)
-        except OSError as exc:
+        except (OSError, PersistenceError) as exc:
             log.error("%s: final checkpoint failed, the log keeps it: %s", self.wal_dir, exc)
             wal.close()
 
@@ -187,9 +188,15 @@ class Logged(Generic[T]):
                 return None
             return wal.rotate(), self._store.snapshot()
 
+    def _guard(self) -> None:
+        """Raise if the data directory is no longer ours (its lock was lost)."""
+        if self._ctx.guard is not None:
+            self._ctx.guard()
+
     def _finish(self, sealed: int, snapshot: T | None) -> None:
         if snapshot is not None:
             try:
+                self._guard()
                 self._store.write(snapshot)
             except BaseException:
                 with self._commit_lock:
