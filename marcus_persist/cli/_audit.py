@@ -150,21 +150,30 @@ def stats(data_dir: Path, since: str | None, until: str | None, as_json: bool) -
 @DATA_DIR
 @click.option("-n", "lines", default=10, show_default=True, help="How many lines.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (across midnight).")
-@click.option("--follow-seconds", type=float, default=None, hidden=True)
-def tail(data_dir: Path, lines: int, follow: bool, follow_seconds: float | None) -> None:
+@click.option(
+    "--follow-lines",
+    type=click.IntRange(min=1),
+    default=None,
+    hidden=True,
+    help="Stop following after this many new lines (for tests).",
+)
+def tail(data_dir: Path, lines: int, follow: bool, follow_lines: int | None) -> None:
     """The newest lines of the trail, as written (JSON Lines)."""
     directory = _storage(data_dir).directory
     days = sorted(directory.glob("audit_*.jsonl"))
-    if days:
-        with days[-1].open("rb") as newest:
-            for line in newest.read().splitlines()[-lines:] if lines else []:
-                click.echo(line.decode(errors="replace"))
+    current = days[-1] if days else None
+    offset = 0
+    if current is not None:
+        with current.open("rb") as newest:
+            content = newest.read()
+        # follow from exactly what was read: a line appended meanwhile is not skipped
+        offset = content.rfind(b"\n") + 1
+        for line in content[:offset].splitlines()[-lines:] if lines else []:
+            click.echo(line.decode(errors="replace"))
     if not follow:
         return
-    current = days[-1] if days else None
-    offset = current.stat().st_size if current else 0
-    deadline = None if follow_seconds is None else time.monotonic() + follow_seconds
-    while deadline is None or time.monotonic() < deadline:
+    printed = 0
+    while follow_lines is None or printed < follow_lines:
         newest_day = max(directory.glob("audit_*.jsonl"), default=None)
         if newest_day is not None and newest_day != current:
             current, offset = newest_day, 0  # a new day began
@@ -176,6 +185,9 @@ def tail(data_dir: Path, lines: int, follow: bool, follow_seconds: float | None)
             offset += len(complete)
             for line in complete.splitlines():
                 click.echo(line.decode(errors="replace"))
+                printed += 1
+        if follow_lines is not None and printed >= follow_lines:
+            return
         time.sleep(0.2)
 
 

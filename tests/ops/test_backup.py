@@ -27,6 +27,7 @@ async def test_online_backup_under_load_is_a_batch_boundary(tmp_path: Path) -> N
     before: dict[str, int] = {}
     after: dict[str, int] = {}
     stop = anyio.Event()
+    every_agent_acked = anyio.Event()
 
     async with open_runtime(data) as rt:
 
@@ -38,11 +39,13 @@ async def test_online_backup_under_load_is_a_batch_boundary(tmp_path: Path) -> N
                 await rt.assignments.save_assignment(worker, f"{worker}/{seq}", {})
                 await rt.state.store("progress", worker, {"seq": seq})
                 acked[worker] = seq
+                if len(acked) == 200:
+                    every_agent_acked.set()
 
         async with anyio.create_task_group() as tg:
             for n in range(200):
                 tg.start_soon(agent, n)
-            await anyio.sleep(0.2)
+            await every_agent_acked.wait()  # the load runs: the backup falls in the middle
             before.update(acked)
             backup = await rt.backup(keep=3)
             after.update(acked)
@@ -50,7 +53,7 @@ async def test_online_backup_under_load_is_a_batch_boundary(tmp_path: Path) -> N
     assert backup.parent == data / "backups"
     restore_backup(backup, restored)
     state = stored_tasks(restored)
-    assert set(before) <= set(state)
+    assert len(before) == 200 and set(before) <= set(state)
     for worker, task in state.items():
         seq = int(task.split("/")[1])
         # everything acknowledged before the backup is in it; nothing after it finished
