@@ -17,6 +17,7 @@ from rich.table import Table
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._runtime import open_runtime
 from marcus_persist.backends.file._audit import FileAuditStorage
+from marcus_persist.cli._common import DATA_DIR
 from marcus_persist.stores.audit._query import (
     AuditQuery,
     Filter,
@@ -52,9 +53,6 @@ def _storage(data_dir: Path) -> FileAuditStorage:
     return FileAuditStorage(directory, OS_FS, "none")  # read-only use: sources() only
 
 
-DATA_DIR = click.argument(
-    "data_dir", default="data", type=click.Path(file_okay=False, path_type=Path)
-)
 SINCE = click.option("--since", help="From: YYYY-MM-DD, an ISO time, or 7d / 12h / 30m ago.")
 UNTIL = click.option("--until", help="Up to (inclusive), same forms as --since.")
 

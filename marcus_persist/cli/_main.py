@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -15,15 +12,15 @@ from rich.table import Table
 
 from marcus_persist._config import Config
 from marcus_persist._core._dirlock import DirLock
-from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup, prune_backups
 from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime import prepare_data_dir
 from marcus_persist._runtime._stats import collect_stats
 from marcus_persist.cli._audit import audit, rotate
+from marcus_persist.cli._backup import backup, restore
+from marcus_persist.cli._common import DATA_DIR
 from marcus_persist.cli._demo import run_demo
 from marcus_persist.cli._migrate import migrate_command
 from marcus_persist.cli._ops import bench, import_marcus_command, prune
-from marcus_persist.ops.backup import restore_backup
 from marcus_persist.ops.doctor import diagnose
 
 __all__ = ("cli", "main")
@@ -76,22 +73,6 @@ def demo(
         click.echo(f"  {name:<40} {size:>10,} bytes")
 
 
-DATA_DIR = click.argument(
-    "data_dir", default="data", type=click.Path(file_okay=False, path_type=Path)
-)
-
-
-@contextlib.contextmanager
-def offline(data_dir: Path) -> Iterator[None]:
-    """Own *data_dir* for an offline operation (``DataDirLocked`` if a runtime serves it)."""
-    lock = DirLock(data_dir)
-    lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
-
-
 @cli.command()
 @DATA_DIR
 def init(data_dir: Path) -> None:
@@ -103,62 +84,6 @@ def init(data_dir: Path) -> None:
     finally:
         lock.release()
     click.echo(f"initialised {data_dir}")
-
-
-@cli.command()
-@DATA_DIR
-@click.option(
-    "--to",
-    "dest",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where backups go (default DATA_DIR/backups).",
-)
-@click.option("--keep", type=click.IntRange(min=1), default=None, help="Keep the newest N only.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def backup(data_dir: Path, dest: Path | None, keep: int | None, as_json: bool) -> None:
-    """Back up DATA_DIR offline: a verified copy with a checksum manifest.
-
-    While a runtime serves DATA_DIR, back up through it instead
-    (``await rt.backup()`` or ``backup_enabled`` in the config).
-    """
-    dest = dest or data_dir / BACKUPS_DIR
-    started = time.perf_counter()
-    with offline(data_dir):
-        path = create_backup(data_dir, dest)
-        pruned = prune_backups(dest, keep) if keep else []
-    seconds = time.perf_counter() - started
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    result = {
-        "backup": str(path),
-        "files": len(files) - 1,
-        "seconds": round(seconds, 3),
-        "bytes": sum(p.stat().st_size for p in files),
-        "pruned": [str(p) for p in pruned],
-    }
-    if as_json:
-        click.echo(msgspec.json.encode(result).decode())
-    else:
-        click.echo(
-            f"backup {path}: {result['files']} files, {result['bytes']:,} bytes, "
-            f"{seconds:.2f} s" + (f"; pruned {len(pruned)}" if pruned else "")
-        )
-
-
-@cli.command()
-@click.argument("backup_path", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@DATA_DIR
-@click.option("--force", is_flag=True, help="Replace a non-empty DATA_DIR (old files kept aside).")
-def restore(backup_path: Path, data_dir: Path, force: bool) -> None:
-    """Restore BACKUP_PATH into DATA_DIR after verifying every checksum."""
-    started = time.perf_counter()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with offline(data_dir):
-        manifest = restore_backup(backup_path, data_dir, force=force)
-    click.echo(
-        f"restored {len(manifest.files)} files ({manifest.total_bytes:,} bytes) "
-        f"into {data_dir} in {time.perf_counter() - started:.2f} s"
-    )
 
 
 @cli.command()
@@ -233,6 +158,8 @@ def _opt(value: float | None) -> str:
     return "" if value is None else f"{value:,}"
 
 
+cli.add_command(backup)
+cli.add_command(restore)
 cli.add_command(audit)
 cli.add_command(rotate)
 cli.add_command(migrate_command)
