@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anyio
 import click
 import msgspec
 from rich.console import Console
@@ -18,7 +17,7 @@ from marcus_persist._runtime._stats import collect_stats
 from marcus_persist.cli._audit import audit, rotate
 from marcus_persist.cli._backup import backup, restore
 from marcus_persist.cli._common import DATA_DIR
-from marcus_persist.cli._demo import run_demo
+from marcus_persist.cli._demo_cli import demo
 from marcus_persist.cli._migrate import migrate_command
 from marcus_persist.cli._ops import bench, import_marcus_command, prune
 from marcus_persist.ops.doctor import diagnose
@@ -30,47 +29,6 @@ __all__ = ("cli", "main")
 @click.version_option(package_name="marcus-persist")
 def cli() -> None:
     """Crash-safe persistence for Marcus: inspect, operate and exercise a data directory."""
-
-
-@cli.command()
-@click.argument("data_dir", default="data", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--agents", default=200, show_default=True, help="Concurrent simulated agents.")
-@click.option("--seconds", default=3.0, show_default=True, help="How long the agents work.")
-@click.option("--backend", default="file", show_default=True, help="Storage backend.")
-@click.option(
-    "--loop",
-    "event_loop",
-    type=click.Choice(["asyncio", "trio"]),
-    default="asyncio",
-    show_default=True,
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def demo(
-    data_dir: Path, agents: int, seconds: float, backend: str, event_loop: str, as_json: bool
-) -> None:
-    """Run a simulated Marcus on DATA_DIR: agents take, progress and complete tasks."""
-    report = anyio.run(
-        lambda: run_demo(data_dir, agents=agents, seconds=seconds, backend=backend),
-        backend=event_loop,
-    )
-    if as_json:
-        click.echo(msgspec.json.format(msgspec.json.encode(report)).decode())
-        return
-    click.echo(f"{report.agents} agents for {report.seconds:.1f} s on {backend} ({event_loop})")
-    click.echo(f"  acknowledged writes  {report.operations:>10,}")
-    click.echo(f"  throughput           {report.ops_per_second:>10,.0f} ops/s")
-    click.echo(f"  mean batch size      {report.mean_batch_size:>10.1f}")
-    click.echo(f"  ack latency p50      {report.p50_ms:>10.2f} ms")
-    click.echo(f"  ack latency p99      {report.p99_ms:>10.2f} ms")
-    click.echo(f"  tasks completed      {report.tasks_completed:>10,}")
-    click.echo(f"  learned patterns     {report.patterns:>10,}")
-    click.echo(f"  AI calls recorded    {report.token_requests:>10,}")
-    click.echo(f"  AI cost recorded     {report.token_cost_usd:>10,.2f} USD")
-    click.echo(f"  audit events         {report.audit_events:>10,}")
-    click.echo(f"  state events         {report.state_events:>10,}")
-    click.echo(f"data directory {report.data_dir}:")
-    for name, size in report.files.items():
-        click.echo(f"  {name:<40} {size:>10,} bytes")
 
 
 @cli.command()
@@ -158,6 +116,7 @@ def _opt(value: float | None) -> str:
     return "" if value is None else f"{value:,}"
 
 
+cli.add_command(demo)
 cli.add_command(backup)
 cli.add_command(restore)
 cli.add_command(audit)
