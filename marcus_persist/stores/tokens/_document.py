@@ -22,10 +22,12 @@ from typing import Any
 __all__ = (
     "COUNTERS",
     "add_usage",
+    "day_usage",
     "empty_document",
     "normalize",
     "project_view",
     "usage_view",
+    "valid_late",
     "with_marcus_totals",
 )
 
@@ -41,6 +43,7 @@ def empty_document() -> dict[str, Any]:
         "hourly": {},
         "request_ids": {},
         "budgets": {},
+        "late": {},  # late records on their way to their month's archive (_late.py)
     }
 
 
@@ -65,7 +68,7 @@ def _cell(raw: Any) -> dict[str, int]:
     return cell
 
 
-def _day(raw: Any) -> dict[str, Any]:
+def day_usage(raw: Any) -> dict[str, Any]:
     providers: dict[str, Any] = {}
     for provider, cell in (raw if isinstance(raw, dict) else {}).items():
         usage: dict[str, Any] = _cell(cell)
@@ -87,7 +90,7 @@ def normalize(raw: dict[str, Any]) -> dict[str, Any]:
         if section in raw and not isinstance(raw[section], dict):
             raise ValueError(f"{section!r} is not an object")
     doc = empty_document()
-    doc["daily_usage"] = {day: _day(cell) for day, cell in raw.get("daily_usage", {}).items()}
+    doc["daily_usage"] = {day: day_usage(cell) for day, cell in raw.get("daily_usage", {}).items()}
     for project, cell in raw.get("project_usage", {}).items():
         cell = cell if isinstance(cell, dict) else {}
         usage = {name: _int(cell.get(name)) for name in PROJECT_COUNTERS}
@@ -107,9 +110,27 @@ def normalize(raw: dict[str, Any]) -> dict[str, Any]:
     doc["hourly"] = {hour: _cell(cell) for hour, cell in raw.get("hourly", {}).items()}
     doc["request_ids"] = {d: _list(ids) for d, ids in raw.get("request_ids", {}).items()}
     doc["budgets"] = {p: _int(v) for p, v in raw.get("budgets", {}).items()}
+    doc["late"] = valid_late(raw.get("late"))
     if "last_updated" in raw:
         doc["last_updated"] = raw["last_updated"]
     return doc
+
+
+def valid_late(raw: Any) -> dict[str, dict[str, Any]]:
+    """The ``late`` section as stored; an entry of the wrong shape is a ``ValueError``."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError("'late' is not an object")
+    for key, entry in raw.items():
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("day"), str)
+            and isinstance(entry.get("provider"), str)
+            and isinstance(entry.get("usage"), dict)
+        ):
+            raise ValueError(f"late entry {key!r}: expected day, provider and usage")
+    return dict(raw)
 
 
 def _list(value: Any) -> list[Any]:
