@@ -1,34 +1,38 @@
-"""``stats``: what each data type holds and how much disk it takes (read-only)."""
+"""``stats``: what each data type holds, since when, how fast it grows, and its disk use.
+
+Read-only: safe while a runtime serves the directory. Every column the CLI
+shows is filled for every data type of the file backend: records, bytes,
+files, the oldest and newest record's time and the growth per day between
+them; token usage adds its requests, tokens and cost. ``None`` means empty
+(no records, so no time) or, for ``records``, unreadable (``doctor`` says why).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import msgspec
 
-from marcus_persist._core._codec import decode
-from marcus_persist._core._fs import OS_FS
-from marcus_persist._core._snapshot import BACKUPS_DIR, list_backups
-from marcus_persist._errors import CorruptDataError
-from marcus_persist.backends._files import FileContext
-from marcus_persist.backends.file._shards import MANIFEST, ShardStore
+from marcus_persist._core._snapshot import BACKUPS_DIR
+from marcus_persist._runtime import _stats_stores as read
+from marcus_persist._runtime._stats_stores import Found, TokenTotals
 
-__all__ = ("AuditDay", "DataStats", "TypeStats", "collect_stats")
+__all__ = ("AuditDay", "DataStats", "TokenTotals", "TypeStats", "collect_stats")
 
 _AUDIT_DAY = re.compile(r"audit_(\d{4})(\d{2})(\d{2})\.jsonl")
 
 
 class TypeStats(msgspec.Struct, frozen=True):
     name: str
-    records: int | None  #: ``None`` where counting would mean reading everything
+    records: int | None  #: ``None`` if its files cannot be read (``doctor`` says why)
     bytes: int
     files: int
-    oldest: str | None = None
+    oldest: str | None = None  #: the oldest record's time (a day where the store keeps days)
     newest: str | None = None
-    growth_per_day: float | None = None  #: records per day between oldest and newest
+    growth_per_day: float | None = None  #: records per day from oldest to newest (>= 1 day)
 
 
 class AuditDay(msgspec.Struct, frozen=True):
@@ -42,89 +46,69 @@ class DataStats(msgspec.Struct, frozen=True):
     types: list[TypeStats]
     audit_days: list[AuditDay]
     total_bytes: int
+    tokens: TokenTotals | None = None  #: ``None`` if token usage cannot be read
 
 
 def collect_stats(data_dir: Path) -> DataStats:
-    """Sizes and record counts per data type; safe while a runtime serves *data_dir*."""
+    """Every data type of *data_dir* (file backend), and the audit trail by day."""
     days = [
         AuditDay(f"{m[1]}-{m[2]}-{m[3]}", p.stat().st_size, _count_lines(p))
         for p in sorted((data_dir / "audit_logs").glob("audit_*.jsonl"))
         if (m := _AUDIT_DAY.fullmatch(p.name))
     ]
-    audit = _files("audit_logs", data_dir / "audit_logs")
-    if days and not audit.files - len(days):  # only day files: their lines are every event
-        audit = msgspec.structs.replace(audit, records=sum(d.events for d in days))
-    state = _files("marcus_state", data_dir / "marcus_state", data_dir.glob("marcus_state.db*"))
-    patterns = _files("learned_patterns", data_dir / "learned_patterns")
-    backups = _files(BACKUPS_DIR, data_dir / BACKUPS_DIR)
+    token_found, token_totals = read.tokens(data_dir)
     types = [
-        _assignments(data_dir),
-        audit,
-        msgspec.structs.replace(state, records=_sharded(data_dir / "marcus_state")),
-        msgspec.structs.replace(patterns, records=_sharded(data_dir / "learned_patterns")),
-        _files("token_usage", data_dir / "token_usage_archive", data_dir.glob("token_usage.*")),
-        msgspec.structs.replace(backups, records=len(list_backups(data_dir / BACKUPS_DIR))),
+        _type("assignments", read.assignments(data_dir), _under(data_dir / "assignments")),
+        _type("audit_logs", read.audit(data_dir), _under(data_dir / "audit_logs")),
+        _type(
+            "marcus_state",
+            read.sharded(data_dir / "marcus_state", "_stored_at", "_stored_at"),
+            [*_under(data_dir / "marcus_state"), *data_dir.glob("marcus_state.db*")],
+        ),
+        _type(
+            "learned_patterns",
+            read.sharded(data_dir / "learned_patterns", "first_seen", "last_seen"),
+            _under(data_dir / "learned_patterns"),
+        ),
+        _type(
+            "token_usage",
+            token_found,
+            [*_under(data_dir / "token_usage_archive"), *data_dir.glob("token_usage.*")],
+        ),
+        _type(BACKUPS_DIR, read.backups(data_dir / BACKUPS_DIR), _under(data_dir / BACKUPS_DIR)),
     ]
-    return DataStats(str(data_dir), types, days, sum(t.bytes for t in types))
+    return DataStats(str(data_dir), types, days, sum(t.bytes for t in types), token_totals)
 
 
-def _sharded(root: Path) -> int | None:
-    """Records of a sharded store, from its manifest alone; ``None`` if there is none
-    (or it cannot be read: ``doctor`` says why)."""
-    if not (root / MANIFEST).exists():
-        return None
-    store = ShardStore(root, FileContext(root, OS_FS, sync=False, on_corrupt="error"))
-    try:
-        store.open()
-    except (CorruptDataError, OSError):
-        return None
-    return sum(store.count(c) for c in store.collections())
-
-
-def _assignments(data_dir: Path) -> TypeStats:
-    paths = sorted((data_dir / "assignments").rglob("assignments.json"))
-    records = 0
-    stamps: list[datetime | None] = []
-    for path in paths:
-        try:
-            document = decode(path.read_bytes())
-        except (OSError, msgspec.DecodeError):
-            continue  # doctor reports it
-        if isinstance(document, dict):
-            records += len(document)
-            stamps += [
-                _when(r.get("assigned_at")) for r in document.values() if isinstance(r, dict)
-            ]
-    known = sorted(s for s in stamps if s is not None)
-    oldest, newest = (known[0], known[-1]) if known else (None, None)
+def _type(name: str, found: Found, paths: Iterable[Path]) -> TypeStats:
+    files = [p for p in paths if p.is_file()]
     growth = None
-    if oldest and newest and newest > oldest:
-        growth = round(records / max((newest - oldest).total_seconds() / 86400, 1 / 24), 1)
+    if found.records and found.oldest is not None and found.newest is not None:
+        rate = found.records / max(_days(found.oldest, found.newest), 1.0)
+        growth = float(f"{rate:.3g}")  # three significant digits: a slow store is not 0
     return TypeStats(
-        "assignments",
-        records,
-        sum(p.stat().st_size for p in paths),
-        len(paths),
-        oldest.isoformat() if oldest else None,
-        newest.isoformat() if newest else None,
+        name,
+        found.records,
+        sum(p.stat().st_size for p in files),
+        len(files),
+        found.oldest.isoformat() if found.oldest is not None else None,
+        found.newest.isoformat() if found.newest is not None else None,
         growth,
     )
 
 
-def _files(name: str, directory: Path | None, extra: Iterable[Path] = ()) -> TypeStats:
-    paths = (
-        [p for p in directory.rglob("*") if p.is_file()] if directory and directory.is_dir() else []
-    )
-    paths += [p for p in extra if p.is_file()]
-    return TypeStats(name, None, sum(p.stat().st_size for p in paths), len(paths))
+def _days(oldest: datetime | date, newest: datetime | date) -> float:
+    if isinstance(oldest, datetime) and isinstance(newest, datetime):
+        return (newest - oldest).total_seconds() / 86400
+    return float((_day(newest) - _day(oldest)).days + 1)  # whole days: both ends count
 
 
-def _when(text: object) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(str(text))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.astimezone()
+def _day(moment: datetime | date) -> date:
+    return moment.date() if isinstance(moment, datetime) else moment
+
+
+def _under(directory: Path) -> list[Path]:
+    return list(directory.rglob("*")) if directory.is_dir() else []
 
 
 def _count_lines(path: Path) -> int:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 import msgspec
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -76,35 +77,45 @@ def doctor(data_dir: Path, repair: bool, as_json: bool) -> None:
 @DATA_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 def stats(data_dir: Path, as_json: bool) -> None:
-    """Records, bytes and files per data type, and the audit trail by day."""
+    """Records, bytes, files, oldest/newest and growth per data type; token totals;
+    the audit trail by day. Read-only: safe while a runtime serves DATA_DIR."""
     if not data_dir.is_dir():
-        raise click.ClickException(f"{data_dir} is not a directory")
+        raise click.ClickException(
+            f"{data_dir} does not exist: give the data directory (the default is ./data)"
+        )
     result = collect_stats(data_dir)
     if as_json:
         click.echo(msgspec.json.encode(result).decode())
         return
+    console = Console()
+    wide = console.width >= 110  # times to the minute; else the day (JSON has them whole)
     table = Table(
-        "data type",
-        "records",
-        "bytes",
-        "files",
-        "oldest",
-        "newest",
-        "per day",
         title=f"{data_dir} ({result.total_bytes:,} bytes)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
+    for column in ("data type", "records", "bytes", "files", "oldest", "newest", "per day"):
+        right = column in {"records", "bytes", "files", "per day"}
+        table.add_column(column, justify="right" if right else "left", no_wrap=True)
     for t in result.types:
         table.add_row(
             t.name,
-            _opt(t.records),
+            "?" if t.records is None else f"{t.records:,}",
             f"{t.bytes:,}",
             str(t.files),
-            t.oldest or "",
-            t.newest or "",
-            _opt(t.growth_per_day),
+            _time(t.oldest, wide),
+            _time(t.newest, wide),
+            "-" if t.growth_per_day is None else f"{t.growth_per_day:,}",
         )
-    console = Console()
     console.print(table)
+    console.print("? unreadable (marcus-persist doctor says why); - no records")
+    if result.tokens is not None:
+        tokens = result.tokens
+        console.print(
+            f"token usage: {tokens.requests:,} AI calls, {tokens.tokens:,} tokens, "
+            f"{tokens.cost_usd:,.2f} USD, {tokens.projects:,} projects"
+        )
     if result.audit_days:
         days = Table("day", "events", "bytes", title="audit trail by day")
         for d in result.audit_days:
@@ -112,8 +123,9 @@ def stats(data_dir: Path, as_json: bool) -> None:
         console.print(days)
 
 
-def _opt(value: float | None) -> str:
-    return "" if value is None else f"{value:,}"
+def _time(text: str | None, wide: bool) -> str:
+    """An ISO time to the minute (*wide*) or the day, as stored; ``-`` for none."""
+    return "-" if text is None else text[: 16 if wide else 10].replace("T", " ")
 
 
 cli.add_command(demo)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -117,3 +121,26 @@ class TestBackupPrintsTheRestoreCommand:
         assert report["restore_command"] == (
             f"marcus-persist restore {report['backup']} {data} --force"
         )
+
+
+def test_the_readme_round_trip_as_typed(data: Path, tmp_path: Path) -> None:
+    """The README's backup -> restore commands, run by a shell in the data's parent."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"### Backup and restore\n\n```bash\n(.*?)```", readme, re.S)
+    assert block, "README has no Backup and restore block"
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines()]
+    assert [c.split()[:2] for c in commands] == [["marcus-persist", "backup"]] + [
+        ["marcus-persist", "restore"]
+    ] * 2
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    outputs = []
+    for command in commands:
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
+            check=False, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, (command, done.stderr)
+        outputs.append(done.stdout)
+    (backup,) = list_backups(tmp_path / "bk")
+    assert f"using the newest of 1 backups in bk: {backup.name}" in outputs[2]
+    assert held(tmp_path / "restored") == held(data) == {"agent-1"}
