@@ -17,7 +17,7 @@ from rich.table import Table
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._runtime import open_runtime
 from marcus_persist.backends.file._audit import FileAuditStorage
-from marcus_persist.cli._common import DATA_DIR
+from marcus_persist.cli._common import DATA_DIR, require_data_dir
 from marcus_persist.stores.audit._query import (
     AuditQuery,
     Filter,
@@ -47,9 +47,13 @@ def parse_when(text: str | None) -> datetime | date | None:
 
 
 def _storage(data_dir: Path) -> FileAuditStorage:
+    require_data_dir(data_dir)
     directory = data_dir / "audit_logs"
     if not directory.is_dir():
-        raise click.ClickException(f"{directory} does not exist")
+        raise click.ClickException(
+            f"{data_dir} has no audit trail ({directory} does not exist): give the data "
+            "directory a runtime served (it creates audit_logs/ when it starts)"
+        )
     return FileAuditStorage(directory, OS_FS, "none")  # read-only use: sources() only
 
 
@@ -195,6 +199,7 @@ def tail(data_dir: Path, lines: int, follow: bool, follow_lines: int | None) -> 
 def rotate(data_dir: Path, as_json: bool) -> None:
     """Rotate the audit trail now: old days to weekly gzip, old weeklies to archive/,
     past retention deleted (ages from the config / MARCUS_PERSIST_AUDIT_* variables)."""
+    require_data_dir(data_dir)
 
     async def run() -> Any:
         async with open_runtime(data_dir) as rt:

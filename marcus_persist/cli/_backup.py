@@ -21,7 +21,7 @@ from marcus_persist._core._snapshot import (
     verify_backup,
 )
 from marcus_persist._errors import CorruptDataError
-from marcus_persist.cli._common import DATA_DIR, offline
+from marcus_persist.cli._common import DATA_DIR, offline, require_data_dir
 from marcus_persist.ops.backup import restore_backup
 
 __all__ = ("backup", "restore")
@@ -44,11 +44,7 @@ def backup(data_dir: Path, dest: Path | None, keep: int | None, as_json: bool) -
     Prints the command that restores it. While a runtime serves DATA_DIR,
     back up through it instead (``await rt.backup()`` or ``backup_enabled``).
     """
-    if not data_dir.is_dir():
-        raise click.ClickException(
-            f"{data_dir} does not exist: give the data directory to back up "
-            "(marcus-persist init DIR creates one)"
-        )
+    require_data_dir(data_dir)
     dest = dest or data_dir / BACKUPS_DIR
     started = time.perf_counter()
     with offline(data_dir):
@@ -79,7 +75,7 @@ def backup(data_dir: Path, dest: Path | None, keep: int | None, as_json: bool) -
 
 
 @click.command()
-@click.argument("backup_path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("backup_path", type=click.Path(file_okay=False, path_type=Path))
 @DATA_DIR
 @click.option("--force", is_flag=True, help="Replace a non-empty DATA_DIR (old files kept aside).")
 @click.option(
@@ -91,6 +87,11 @@ def restore(backup_path: Path, data_dir: Path, force: bool, listing: bool) -> No
     BACKUP_PATH is one backup, or a folder of them (``backup --to``'s folder,
     or DATA_DIR/backups): then the newest is restored, and named.
     """
+    if not backup_path.is_dir():
+        raise click.ClickException(
+            f"{backup_path} is not a directory: give a backup folder printed by "
+            "marcus-persist backup, or the folder holding them (--to's, or DATA_DIR/backups)"
+        )
     if listing:
         _print_listing(backup_path)
         return

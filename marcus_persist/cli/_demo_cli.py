@@ -10,7 +10,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from marcus_persist.cli._common import DATA_DIR
+from marcus_persist.cli._common import DATA_DIR, offline
 from marcus_persist.cli._crash import CrashReport, crash_demo
 from marcus_persist.cli._demo import DemoReport, run_demo
 
@@ -55,6 +55,8 @@ def demo(
     Prints what each data type acknowledged and how fast, next to the same
     workload run briefly through Marcus's own way of persisting.
     """
+    if backend != "memory":
+        _claim(data_dir)
     if crash:
         if backend == "memory":
             raise click.UsageError(
@@ -77,6 +79,33 @@ def demo(
         click.echo(msgspec.json.format(msgspec.json.encode(result)).decode())
         return
     _print_demo(result, backend, event_loop, list_files)
+
+
+#: marks a directory the demo wrote, so the demo may run on it again
+DEMO_MARK = ".marcus-persist-demo"
+
+
+def _claim(data_dir: Path) -> None:
+    """Refuse a directory holding data the demo did not write (real data must not get
+    simulated agents mixed in); mark the directory as the demo's."""
+    if (data_dir / DEMO_MARK).exists():
+        return
+    if data_dir.exists() and not data_dir.is_dir():
+        raise click.ClickException(f"{data_dir} is a file: give a directory for the demo")
+    held = (
+        [p for p in data_dir.rglob("*") if p.is_file() and p.name != ".lock"]
+        if (data_dir.is_dir())
+        else []
+    )
+    if held:
+        raise click.ClickException(
+            f"{data_dir} holds data the demo did not write ({len(held)} files): the demo "
+            "would add simulated agents to it; give a new directory, e.g. "
+            "marcus-persist demo demo-data"
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with offline(data_dir):  # DataDirLocked, before anything is written, if it is served
+        (data_dir / DEMO_MARK).touch()
 
 
 def _print_demo(report: DemoReport, backend: str, loop: str, list_files: bool) -> None:

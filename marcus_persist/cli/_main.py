@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -17,7 +18,7 @@ from marcus_persist._runtime import prepare_data_dir
 from marcus_persist._runtime._stats import collect_stats
 from marcus_persist.cli._audit import audit, rotate
 from marcus_persist.cli._backup import backup, restore
-from marcus_persist.cli._common import DATA_DIR
+from marcus_persist.cli._common import DATA_DIR, explain, not_a_data_dir, require_data_dir
 from marcus_persist.cli._demo_cli import demo
 from marcus_persist.cli._migrate import migrate_command
 from marcus_persist.cli._ops import bench, import_marcus_command, prune
@@ -55,10 +56,13 @@ def doctor(data_dir: Path, repair: bool, as_json: bool) -> None:
     --repair never deletes data: corrupt files are renamed aside
     (NAME.corrupt-<time>) and only temp files of interrupted commits are removed.
     """
+    if (problem := not_a_data_dir(data_dir)) is not None:
+        click.echo(f"could not check: {problem}", err=True)
+        raise SystemExit(2)
     try:
         findings = diagnose(data_dir, repair=repair)
     except (OSError, PersistenceError) as exc:
-        click.echo(f"could not check {data_dir}: {exc}", err=True)
+        click.echo(f"could not check {data_dir}: {explain(exc)}", err=True)
         raise SystemExit(2) from None
     problems = [f for f in findings if f.severity != "info" and f.repaired is None]
     if as_json:
@@ -79,10 +83,7 @@ def doctor(data_dir: Path, repair: bool, as_json: bool) -> None:
 def stats(data_dir: Path, as_json: bool) -> None:
     """Records, bytes, files, oldest/newest and growth per data type; token totals;
     the audit trail by day. Read-only: safe while a runtime serves DATA_DIR."""
-    if not data_dir.is_dir():
-        raise click.ClickException(
-            f"{data_dir} does not exist: give the data directory (the default is ./data)"
-        )
+    require_data_dir(data_dir)
     result = collect_stats(data_dir)
     if as_json:
         click.echo(msgspec.json.encode(result).decode())
@@ -139,16 +140,17 @@ cli.add_command(prune)
 cli.add_command(bench)
 
 
-def main() -> int:
-    """Entry point; errors of ours become a message and exit code 1."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; errors of ours and of the file system become a message saying
+    what to do next, and exit code 1."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=argv, prog_name="marcus-persist", standalone_mode=False)
     except click.exceptions.Abort:
         return 1
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except PersistenceError as exc:
-        click.echo(f"error: {exc}", err=True)
+    except (PersistenceError, OSError) as exc:
+        click.echo(f"error: {explain(exc)}", err=True)
         return 1
     return 0
