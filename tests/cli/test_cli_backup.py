@@ -19,18 +19,6 @@ from marcus_persist._core._snapshot import list_backups
 from marcus_persist.cli import cli
 
 
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    directory = tmp_path / "data"
-
-    async def fill() -> None:
-        async with open_runtime(directory) as rt:
-            await rt.assignments.assign("agent-1", "task-1", {"name": "x"})
-
-    anyio.run(fill)
-    return directory
-
-
 def invoke(*args: str | Path) -> tuple[int, str]:
     result = CliRunner().invoke(cli, [str(a) for a in args])
     return result.exit_code, result.output
@@ -93,8 +81,9 @@ class TestList:
         rows = [line for line in out.splitlines() if "backup-" in line]
         assert newer.name in rows[0] and "yes" in rows[0]
         assert older.name in rows[1] and "no: " in rows[1]
-        size = (data / "assignments" / "assignments.json").stat().st_size
-        assert f"{size:,}" in rows[0]
+        files = [p for p in newer.rglob("*") if p.is_file() and p.name != "MANIFEST.json"]
+        size = sum(p.stat().st_size for p in files)
+        assert f"│ {len(files)} " in rows[0] and f"│ {size:,} " in rows[0]
 
 
 class TestBackupPrintsTheRestoreCommand:
