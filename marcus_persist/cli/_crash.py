@@ -1,6 +1,6 @@
 """``demo --crash``: kill a writer with SIGKILL mid-load, reopen, count what survived.
 
-The parent starts a child process (``python -m marcus_persist.cli._crash``)
+The parent starts a child process (``python -m marcus_persist.cli._crash_child``)
 whose agents write to the assignments, state and audit stores and print one
 line per write *after* it was acknowledged. Once the parent has read
 ``kill_after`` such lines it kills the child with SIGKILL, reads the lines the
@@ -14,14 +14,12 @@ state write it never made: the parent must then report it lost.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 import msgspec
@@ -65,7 +63,8 @@ def crash_demo(
     :raises RuntimeError: if the child ended on its own before the kill (its stderr)
     """
     run = time.strftime("%Y%m%dT%H%M%S")
-    command = [sys.executable, "-m", __name__, str(data_dir), run, str(agents), backend, loop]
+    child_module = "marcus_persist.cli._crash_child"
+    command = [sys.executable, "-m", child_module, str(data_dir), run, str(agents), backend, loop]
     acked: list[str] = []
     with subprocess.Popen(
         [*command, *(["--drop-one"] if drop_one else [])],
@@ -82,7 +81,8 @@ def crash_demo(
                 os.kill(child.pid, signal.SIGKILL)
         code = child.wait()
         if code != -signal.SIGKILL:
-            raise RuntimeError(f"the writer ended by itself ({code}): {child.stderr.read()}")
+            said = [line for line in child.stderr.read().splitlines() if line.strip()]
+            raise RuntimeError(f"the writer ended by itself ({code}): {said[-1] if said else ''}")
     found, lost = anyio.run(_verify, data_dir, acked, backend, backend=loop)
     problems = [
         f"{f.severity}: {f.path}: {f.problem}"
@@ -123,46 +123,3 @@ async def _verify(
             else:
                 lost.append(line)
     return found, lost
-
-
-async def _child(data_dir: Path, run: str, agents: int, backend: str, drop_one: bool) -> None:
-    """The writer: print each write once it is acknowledged (durable)."""
-
-    def ack(store: str, worker: str, seq: int) -> None:
-        sys.stdout.write(f"{store} {worker} {seq}\n")
-        sys.stdout.flush()
-
-    async with open_runtime(data_dir, backend=backend) as rt:
-
-        async def agent(number: int) -> None:
-            worker = f"crash-{run}-{number:03d}"
-            for seq in range(1, 1_000_000):
-                await rt.assignments.save_assignment(worker, f"{worker}/{seq}", {"seq": seq})
-                ack("assignments", worker, seq)
-                if drop_one and number == 0 and seq == 3:
-                    ack("state", worker, seq)  # acknowledged, never written: must be found lost
-                else:
-                    await rt.state.store(COLLECTION, f"{worker}-{seq}", {"seq": seq})
-                    ack("state", worker, seq)
-                await rt.audit.log_event("tool_call", worker, "agent", TOOL, {"seq": seq})
-                ack("audit", worker, seq)
-
-        async with anyio.create_task_group() as tg:
-            for number in range(agents):
-                tg.start_soon(agent, number)
-
-
-def _main(argv: list[str] | None = None) -> Any:
-    parser = argparse.ArgumentParser(prog=f"python -m {__name__}")
-    for name in ("data_dir", "run", "agents", "backend", "loop"):
-        parser.add_argument(name)
-    parser.add_argument("--drop-one", action="store_true")
-    args = parser.parse_args(argv)
-    return anyio.run(
-        _child, Path(args.data_dir), args.run, int(args.agents), args.backend, args.drop_one,
-        backend=args.loop,
-    )  # fmt: skip
-
-
-if __name__ == "__main__":
-    _main()

@@ -10,6 +10,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from marcus_persist._config import BACKEND_NAMES
 from marcus_persist.cli._common import DATA_DIR, offline
 from marcus_persist.cli._crash import CrashReport, crash_demo
 from marcus_persist.cli._demo import DemoReport, run_demo
@@ -21,7 +22,10 @@ __all__ = ("demo",)
 @DATA_DIR
 @click.option("--agents", default=200, show_default=True, help="Concurrent simulated agents.")
 @click.option("--seconds", default=3.0, show_default=True, help="How long the agents work.")
-@click.option("--backend", default="file", show_default=True, help="Storage backend.")
+@click.option(
+    "--backend", type=click.Choice(BACKEND_NAMES), default="file", show_default=True,
+    help="Storage backend.",
+)  # fmt: skip
 @click.option(
     "--loop",
     "event_loop",
@@ -62,10 +66,15 @@ def demo(
             raise click.UsageError(
                 "--crash needs a backend that keeps data: file, sqlite, postgres"
             )
-        report = crash_demo(
-            data_dir, agents=min(agents, 50), kill_after=kill_after, backend=backend,
-            loop=event_loop, drop_one=drop_one,
-        )  # fmt: skip
+        try:
+            report = crash_demo(
+                data_dir, agents=min(agents, 50), kill_after=kill_after, backend=backend,
+                loop=event_loop, drop_one=drop_one,
+            )  # fmt: skip
+        except RuntimeError as exc:  # the writer failed before the kill: its own error
+            raise click.ClickException(
+                f"the crash demo could not run: {exc}; run marcus-persist doctor {data_dir}"
+            ) from None
         if as_json:
             click.echo(msgspec.json.encode(report).decode())
         else:

@@ -74,6 +74,15 @@ class TestCrash:
         assert report["lost"][0].startswith("state crash-") and report["lost"][0].endswith(" 3")
         assert report["found"]["state"] == report["acknowledged"]["state"] - 1
 
+    def test_a_writer_that_cannot_start_is_reported_not_a_traceback(self, tmp_path: Path) -> None:
+        data = tmp_path / "d"
+        assert demo(str(data), "--agents", "2", "--seconds", "0.1")[0] == 0
+        (data / "assignments" / "assignments.json").write_text("{not json")
+        code, out = demo(str(data), "--crash")
+        assert code == 1 and "Traceback" not in out
+        assert "the crash demo could not run" in out and "CorruptDataError" in out
+        assert f"run marcus-persist doctor {data}" in out
+
     def test_memory_is_refused(self, tmp_path: Path) -> None:
         code, out = demo(str(tmp_path / "d"), "--crash", "--backend", "memory")
         assert code == 2 and "--crash needs a backend that keeps data" in out
