@@ -4,7 +4,8 @@ Read-only: safe while a runtime serves the directory. Every column the CLI
 shows is filled for every data type of the file backend: records, bytes,
 files, the oldest and newest record's time and the growth per day between
 them; token usage adds its requests, tokens and cost. ``None`` means empty
-(no records, so no time) or, for ``records``, unreadable (``doctor`` says why).
+(no records, so no time) or, for ``records``, not counted: unreadable
+(``doctor`` says why), or kept in ``marcus_state.db`` (the SQLite backend).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 
+from marcus_persist._config import SQLITE_DB_NAME
 from marcus_persist._core._snapshot import BACKUPS_DIR
 from marcus_persist._runtime import _stats_stores as read
 from marcus_persist._runtime._stats_stores import Found, TokenTotals
@@ -56,28 +58,34 @@ def collect_stats(data_dir: Path) -> DataStats:
         for p in sorted((data_dir / "audit_logs").glob("audit_*.jsonl"))
         if (m := _AUDIT_DAY.fullmatch(p.name))
     ]
-    token_found, token_totals = read.tokens(data_dir)
+    tokens, totals = read.tokens(data_dir)
+    found = {
+        "assignments": read.assignments(data_dir),
+        "marcus_state": read.sharded(data_dir / "marcus_state", "_stored_at", "_stored_at"),
+        "learned_patterns": read.sharded(data_dir / "learned_patterns", "first_seen", "last_seen"),
+        "token_usage": tokens,
+    }
+    if (data_dir / SQLITE_DB_NAME).exists():
+        # the SQLite backend keeps these in marcus_state.db: none in files is not none
+        found = {n: Found(None) if f.records == 0 else f for n, f in found.items()}
+        totals = totals if tokens.records else None
     types = [
-        _type("assignments", read.assignments(data_dir), _under(data_dir / "assignments")),
+        _type("assignments", found["assignments"], _under(data_dir / "assignments")),
         _type("audit_logs", read.audit(data_dir), _under(data_dir / "audit_logs")),
         _type(
             "marcus_state",
-            read.sharded(data_dir / "marcus_state", "_stored_at", "_stored_at"),
-            [*_under(data_dir / "marcus_state"), *data_dir.glob("marcus_state.db*")],
+            found["marcus_state"],
+            [*_under(data_dir / "marcus_state"), *data_dir.glob(f"{SQLITE_DB_NAME}*")],
         ),
-        _type(
-            "learned_patterns",
-            read.sharded(data_dir / "learned_patterns", "first_seen", "last_seen"),
-            _under(data_dir / "learned_patterns"),
-        ),
+        _type("learned_patterns", found["learned_patterns"], _under(data_dir / "learned_patterns")),
         _type(
             "token_usage",
-            token_found,
+            found["token_usage"],
             [*_under(data_dir / "token_usage_archive"), *data_dir.glob("token_usage.*")],
         ),
         _type(BACKUPS_DIR, read.backups(data_dir / BACKUPS_DIR), _under(data_dir / BACKUPS_DIR)),
     ]
-    return DataStats(str(data_dir), types, days, sum(t.bytes for t in types), token_totals)
+    return DataStats(str(data_dir), types, days, sum(t.bytes for t in types), totals)
 
 
 def _type(name: str, found: Found, paths: Iterable[Path]) -> TypeStats:

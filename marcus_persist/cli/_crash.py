@@ -5,7 +5,8 @@ whose agents write to the assignments, state and audit stores and print one
 line per write *after* it was acknowledged. Once the parent has read
 ``kill_after`` such lines it kills the child with SIGKILL, reads the lines the
 child had printed before it died, reopens the directory (recovery) and looks
-for every acknowledged write; then it runs ``doctor``. The demo passes only
+for every acknowledged write, records the result there (a write after the
+crash, as a restarted Marcus makes); then it runs ``doctor``. The demo passes only
 when nothing acknowledged is missing and doctor finds the directory clean.
 
 ``--drop-one`` (for the test of this check) makes the child acknowledge one
@@ -83,7 +84,7 @@ def crash_demo(
         if code != -signal.SIGKILL:
             said = [line for line in child.stderr.read().splitlines() if line.strip()]
             raise RuntimeError(f"the writer ended by itself ({code}): {said[-1] if said else ''}")
-    found, lost = anyio.run(_verify, data_dir, acked, backend, backend=loop)
+    found, lost = anyio.run(_verify, data_dir, run, acked, backend, backend=loop)
     problems = [
         f"{f.severity}: {f.path}: {f.problem}"
         for f in diagnose(data_dir)
@@ -96,9 +97,11 @@ def crash_demo(
 
 
 async def _verify(
-    data_dir: Path, acked: list[str], backend: str
+    data_dir: Path, run: str, acked: list[str], backend: str
 ) -> tuple[dict[str, int], list[str]]:
-    """Reopen *data_dir* and look for every acknowledged write."""
+    """Reopen *data_dir*, look for every acknowledged write, then record the result
+    there: the first commit after a crash also completes the recovery (a checkpoint
+    the kill cut short leaves shard files no manifest names; that commit removes them)."""
     found = {"assignments": 0, "state": 0, "audit": 0}
     lost: list[str] = []
     async with open_runtime(data_dir, backend=backend) as rt:
@@ -122,4 +125,6 @@ async def _verify(
                 found[store] += 1
             else:
                 lost.append(line)
+        result = {"acknowledged": len(acked), "lost": len(lost)}
+        await rt.state.store(COLLECTION, f"checked-{run}", result)
     return found, lost

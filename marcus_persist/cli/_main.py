@@ -110,7 +110,10 @@ def stats(data_dir: Path, as_json: bool) -> None:
             "-" if t.growth_per_day is None else f"{t.growth_per_day:,}",
         )
     console.print(table)
-    console.print("? unreadable (marcus-persist doctor says why); - no records")
+    console.print(
+        "? not counted: unreadable (marcus-persist doctor says why) or in marcus_state.db "
+        "(the SQLite backend); - no records"
+    )
     if result.tokens is not None:
         tokens = result.tokens
         console.print(

@@ -88,6 +88,23 @@ class TestCrash:
         assert code == 2 and "--crash needs a backend that keeps data" in out
 
 
+async def test_the_check_completes_a_recovery_a_kill_cut_short(tmp_path: Path) -> None:
+    """A checkpoint cut by the kill leaves a shard file no manifest names; reopening
+    only reads, so the check's own write (the first commit) must remove it."""
+    from marcus_persist import open_runtime
+    from marcus_persist.cli._crash import _verify
+    from marcus_persist.ops.doctor import diagnose
+
+    async with open_runtime(tmp_path) as rt:
+        await rt.state.store("crash_demo", "k", {"n": 1})
+    orphan = tmp_path / "marcus_state" / "_shards" / "crash_demo" / "9-9.999.json"
+    orphan.write_text("{}")
+    assert [f.problem for f in diagnose(tmp_path)] == ["shard file no manifest names"]
+    found, lost = await _verify(tmp_path, "run", ["state x 1"], "file")
+    assert (found["state"], lost) == (0, ["state x 1"])  # x-1 was never written
+    assert not orphan.exists() and diagnose(tmp_path) == []
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_the_readme_demo_in_a_fresh_virtualenv(tmp_path: Path) -> None:

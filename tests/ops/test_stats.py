@@ -93,3 +93,16 @@ def test_an_empty_directory_says_none_not_blank(tmp_path: Path) -> None:
     assert text.exit_code == 0, text.output
     row = next(line.split() for line in text.output.splitlines() if "assignments" in line)
     assert row[1] == "0" and row[4:] == ["-", "-", "-"]
+
+
+def test_stores_in_the_sqlite_database_are_not_counted_as_empty(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with open_runtime(tmp_path / "d", backend="sqlite") as rt:
+            await rt.state.store("events", "e1", {"n": 1})
+            await rt.patterns.observe("workflow", "p", 0.7)
+
+    anyio.run(go)
+    by_name = {t.name: t for t in collect_stats(tmp_path / "d").types}
+    assert by_name["marcus_state"].records is None  # "?", never a wrong 0
+    assert by_name["learned_patterns"].records is None
+    assert by_name["marcus_state"].bytes > 0
