@@ -22,7 +22,7 @@ from marcus_persist.cli._workload import Drive, drive
 
 __all__ = ("DemoReport", "run_demo")
 
-#: the longest Marcus's way runs: enough for a ratio, short beside the demo
+#: how long Marcus's way starts new turns (the turns under way then finish)
 COMPARE_SECONDS = 1.0
 
 
@@ -92,7 +92,7 @@ async def run_demo(
     **options: Any,
 ) -> DemoReport:
     """Run the workload for *seconds* on *data_dir*, then (if *compare*) Marcus's way
-    for at most :data:`COMPARE_SECONDS`, and report both."""
+    for up to :data:`COMPARE_SECONDS` of new turns, and report both."""
     run_id = time.strftime("%Y%m%dT%H%M%S")
     async with open_runtime(data_dir, **options) as rt:
         ours = await drive(_OurWay(rt), agents, seconds, run_id)
