@@ -40,7 +40,9 @@ __all__ = (
     "copy_file",
     "create_backup",
     "data_files",
+    "is_backup",
     "list_backups",
+    "newest_backup",
     "prune_backups",
     "verify_backup",
 )
@@ -212,6 +214,17 @@ def list_backups(dest_root: Path) -> list[Path]:
         and not p.is_symlink()  # never pruned through a link
         and (p / MANIFEST).exists()
     )
+
+
+def is_backup(path: Path) -> bool:
+    """Whether *path* is one backup (it has a manifest), not a folder of them."""
+    return (path / MANIFEST).is_file()
+
+
+def newest_backup(dest_root: Path) -> Path | None:
+    """The newest complete backup under *dest_root* (by its time in the name), if any."""
+    backups = list_backups(dest_root)
+    return backups[-1] if backups else None
 
 
 def prune_backups(dest_root: Path, keep: int) -> list[Path]:

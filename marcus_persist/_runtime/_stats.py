@@ -1,40 +1,45 @@
-"""``stats``: what each data type holds and how much disk it takes (read-only)."""
+"""``stats``: what each data type holds, since when, how fast it grows, and its disk use.
+
+Read-only: safe while a runtime serves the directory. Every column the CLI
+shows is filled for every data type of the file backend: records, bytes,
+files, the oldest and newest record's time and the growth per day between
+them; token usage adds its requests, tokens and cost. ``None`` means empty
+(no records, so no time) or, for ``records``, not counted: unreadable
+(``doctor`` says why), or kept in ``marcus_state.db`` (the SQLite backend).
+"""
 
 from __future__ import annotations
 
 import re
 import sqlite3
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import msgspec
 
 from marcus_persist._config import SQLITE_DB_NAME
-from marcus_persist._core._fs import OS_FS
 from marcus_persist._core._safeopen import check_dir, never, open_reader, walk
-from marcus_persist._core._snapshot import BACKUPS_DIR, list_backups
+from marcus_persist._core._snapshot import BACKUPS_DIR
 from marcus_persist._errors import CorruptDataError, UnsafePathError
+from marcus_persist._runtime import _stats_stores as read
 from marcus_persist._runtime._dirconfig import read_record
-from marcus_persist.backends._assignments import check_records
-from marcus_persist.backends._files import FileContext
-from marcus_persist.backends.file._assignments import FileAssignmentStorage
-from marcus_persist.backends.file._shards import MANIFEST, ShardStore
+from marcus_persist._runtime._stats_stores import Found, TokenTotals
 from marcus_persist.backends.sqlite import STORE_TABLES
 
-__all__ = ("AuditDay", "DataStats", "TypeStats", "collect_stats")
+__all__ = ("AuditDay", "DataStats", "TokenTotals", "TypeStats", "collect_stats")
 
 _AUDIT_DAY = re.compile(r"audit_(\d{4})(\d{2})(\d{2})\.jsonl")
 
 
 class TypeStats(msgspec.Struct, frozen=True):
     name: str
-    records: int | None  #: ``None`` where counting would mean reading everything
+    records: int | None  #: ``None`` if its files cannot be read (``doctor`` says why)
     bytes: int
     files: int
-    oldest: str | None = None
+    oldest: str | None = None  #: the oldest record's time (a day where the store keeps days)
     newest: str | None = None
-    growth_per_day: float | None = None  #: records per day between oldest and newest
+    growth_per_day: float | None = None  #: records per day from oldest to newest (>= 1 day)
 
 
 class AuditDay(msgspec.Struct, frozen=True):
@@ -48,35 +53,49 @@ class DataStats(msgspec.Struct, frozen=True):
     types: list[TypeStats]
     audit_days: list[AuditDay]
     total_bytes: int
+    tokens: TokenTotals | None = None  #: ``None`` if token usage cannot be read
 
 
 def collect_stats(data_dir: Path) -> DataStats:
-    """Sizes and record counts per data type; safe while a runtime serves *data_dir*.
-
-    Only regular files count: a symbolic link or a FIFO is neither followed nor
-    opened (``doctor`` reports it).
-    """
+    """Every data type of *data_dir*, and the audit trail by day; safe while a runtime
+    serves it. Only regular files count: a symbolic link or a FIFO is neither followed
+    nor opened (``doctor`` reports it)."""
     days = [
         AuditDay(f"{m[1]}-{m[2]}-{m[3]}", p.stat().st_size, _count_lines(p))
         for p in _regular(data_dir / "audit_logs", top_only=True)
         if (m := _AUDIT_DAY.fullmatch(p.name))
     ]
-    audit = _files("audit_logs", data_dir / "audit_logs")
-    if days and not audit.files - len(days):  # only day files: their lines are every event
-        audit = msgspec.structs.replace(audit, records=sum(d.events for d in days))
-    state = _files("marcus_state", data_dir / "marcus_state", _named(data_dir, "marcus_state.db"))
-    patterns = _files("learned_patterns", data_dir / "learned_patterns")
-    backups = _files(BACKUPS_DIR, data_dir / BACKUPS_DIR)
+    tokens, totals = read.tokens(data_dir)
+    found = {
+        "assignments": read.assignments(data_dir),
+        "marcus_state": read.sharded(data_dir / "marcus_state", "_stored_at", "_stored_at"),
+        "learned_patterns": read.sharded(data_dir / "learned_patterns", "first_seen", "last_seen"),
+        "token_usage": tokens,
+    }
+    if (data_dir / SQLITE_DB_NAME).exists():
+        # the SQLite backend keeps these in marcus_state.db: none in files is not none
+        found = {n: Found(None) if f.records == 0 else f for n, f in found.items()}
+        totals = totals if tokens.records else None
     types = [
-        _assignments(data_dir),
-        audit,
-        msgspec.structs.replace(state, records=_sharded(data_dir / "marcus_state")),
-        msgspec.structs.replace(patterns, records=_sharded(data_dir / "learned_patterns")),
-        _files("token_usage", data_dir / "token_usage_archive", _named(data_dir, "token_usage.")),
-        msgspec.structs.replace(backups, records=len(list_backups(data_dir / BACKUPS_DIR))),
+        _type("assignments", found["assignments"], _regular(data_dir / "assignments")),
+        _type("audit_logs", read.audit(data_dir), _regular(data_dir / "audit_logs")),
+        _type(
+            "marcus_state",
+            found["marcus_state"],
+            [*_regular(data_dir / "marcus_state"), *_named(data_dir, SQLITE_DB_NAME)],
+        ),
+        _type(
+            "learned_patterns", found["learned_patterns"], _regular(data_dir / "learned_patterns")
+        ),
+        _type(
+            "token_usage",
+            found["token_usage"],
+            [*_regular(data_dir / "token_usage_archive"), *_named(data_dir, "token_usage.")],
+        ),
+        _type(BACKUPS_DIR, read.backups(data_dir / BACKUPS_DIR), _regular(data_dir / BACKUPS_DIR)),
     ]
     types = _on_sqlite(data_dir, types)
-    return DataStats(str(data_dir), types, days, sum(t.bytes for t in types))
+    return DataStats(str(data_dir), types, days, sum(t.bytes for t in types), totals)
 
 
 #: the stats row of each store the sqlite engine can hold
@@ -107,49 +126,31 @@ def _on_sqlite(data_dir: Path, types: list[TypeStats]) -> list[TypeStats]:
     ]
 
 
-def _sharded(root: Path) -> int | None:
-    """Records of a sharded store, from its manifest alone; ``None`` if there is none
-    (or it cannot be read: ``doctor`` says why)."""
-    if not (root / MANIFEST).exists():
-        return None
-    store = ShardStore(root, FileContext(root, OS_FS, sync=False, on_corrupt="error"))
-    try:
-        store.open()
-    except (CorruptDataError, OSError):
-        return None
-    return sum(store.count(c) for c in store.collections())
-
-
-def _assignments(data_dir: Path) -> TypeStats:
-    """What the store holds: its files with its log replayed over them (read-only)."""
-    ctx = FileContext(data_dir, OS_FS, sync=False, on_corrupt="report")
-    try:
-        scopes = FileAssignmentStorage(ctx).load(check_records)
-    except (CorruptDataError, OSError):
-        scopes = {}  # doctor reports it
-    records = sum(len(r) for r in scopes.values())
-    stamps = [_when(r.get("assigned_at")) for rs in scopes.values() for r in rs.values()]
-    on_disk = _files("assignments", data_dir / "assignments")
-    known = sorted(s for s in stamps if s is not None)
-    oldest, newest = (known[0], known[-1]) if known else (None, None)
+def _type(name: str, found: Found, paths: Iterable[Path]) -> TypeStats:
+    files = [p for p in paths if p.is_file()]
     growth = None
-    if oldest and newest and newest > oldest:
-        growth = round(records / max((newest - oldest).total_seconds() / 86400, 1 / 24), 1)
+    if found.records and found.oldest is not None and found.newest is not None:
+        rate = found.records / max(_days(found.oldest, found.newest), 1.0)
+        growth = float(f"{rate:.3g}")  # three significant digits: a slow store is not 0
     return TypeStats(
-        "assignments",
-        records,
-        on_disk.bytes,
-        on_disk.files,
-        oldest.isoformat() if oldest else None,
-        newest.isoformat() if newest else None,
+        name,
+        found.records,
+        sum(p.stat().st_size for p in files),
+        len(files),
+        found.oldest.isoformat() if found.oldest is not None else None,
+        found.newest.isoformat() if found.newest is not None else None,
         growth,
     )
 
 
-def _files(name: str, directory: Path | None, extra: Iterable[Path] = ()) -> TypeStats:
-    paths = _regular(directory) if directory else []
-    paths += list(extra)
-    return TypeStats(name, None, sum(p.stat().st_size for p in paths), len(paths))
+def _days(oldest: datetime | date, newest: datetime | date) -> float:
+    if isinstance(oldest, datetime) and isinstance(newest, datetime):
+        return (newest - oldest).total_seconds() / 86400
+    return float((_day(newest) - _day(oldest)).days + 1)  # whole days: both ends count
+
+
+def _day(moment: datetime | date) -> date:
+    return moment.date() if isinstance(moment, datetime) else moment
 
 
 def _regular(directory: Path, *, top_only: bool = False) -> list[Path]:
@@ -166,14 +167,6 @@ def _regular(directory: Path, *, top_only: bool = False) -> list[Path]:
 def _named(data_dir: Path, prefix: str) -> list[Path]:
     """The regular files at the top of *data_dir* whose names start with *prefix*."""
     return [p for p in _regular(data_dir, top_only=True) if p.name.startswith(prefix)]
-
-
-def _when(text: object) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(str(text))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.astimezone()
 
 
 def _count_lines(path: Path) -> int:

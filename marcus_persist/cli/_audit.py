@@ -18,6 +18,7 @@ from marcus_persist._core._fs import OS_FS
 from marcus_persist._core._safeopen import open_reader
 from marcus_persist._runtime import open_runtime
 from marcus_persist.backends.file._audit import FileAuditStorage
+from marcus_persist.cli._common import DATA_DIR, require_data_dir
 from marcus_persist.stores.audit._query import (
     AuditQuery,
     Filter,
@@ -47,15 +48,16 @@ def parse_when(text: str | None) -> datetime | date | None:
 
 
 def _storage(data_dir: Path) -> FileAuditStorage:
+    require_data_dir(data_dir)
     directory = data_dir / "audit_logs"
     if not directory.is_dir():
-        raise click.ClickException(f"{directory} does not exist")
+        raise click.ClickException(
+            f"{data_dir} has no audit trail ({directory} does not exist): give the data "
+            "directory a runtime served (it creates audit_logs/ when it starts)"
+        )
     return FileAuditStorage(directory, OS_FS, "none")  # read-only use: sources() only
 
 
-DATA_DIR = click.argument(
-    "data_dir", default="data", type=click.Path(file_okay=False, path_type=Path)
-)
 SINCE = click.option("--since", help="From: YYYY-MM-DD, an ISO time, or 7d / 12h / 30m ago.")
 UNTIL = click.option("--until", help="Up to (inclusive), same forms as --since.")
 
@@ -151,21 +153,30 @@ def stats(data_dir: Path, since: str | None, until: str | None, as_json: bool) -
 @DATA_DIR
 @click.option("-n", "lines", default=10, show_default=True, help="How many lines.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (across midnight).")
-@click.option("--follow-seconds", type=float, default=None, hidden=True)
-def tail(data_dir: Path, lines: int, follow: bool, follow_seconds: float | None) -> None:
+@click.option(
+    "--follow-lines",
+    type=click.IntRange(min=1),
+    default=None,
+    hidden=True,
+    help="Stop following after this many new lines (for tests).",
+)
+def tail(data_dir: Path, lines: int, follow: bool, follow_lines: int | None) -> None:
     """The newest lines of the trail, as written (JSON Lines)."""
     directory = _storage(data_dir).directory
     days = sorted(directory.glob("audit_*.jsonl"))
-    if days:
-        with open_reader(days[-1]) as newest:
-            for line in newest.read().splitlines()[-lines:] if lines else []:
-                click.echo(line.decode(errors="replace"))
+    current = days[-1] if days else None
+    offset = 0
+    if current is not None:
+        with open_reader(current) as newest:
+            content = newest.read()
+        # follow from exactly what was read: a line appended meanwhile is not skipped
+        offset = content.rfind(b"\n") + 1
+        for line in content[:offset].splitlines()[-lines:] if lines else []:
+            click.echo(line.decode(errors="replace"))
     if not follow:
         return
-    current = days[-1] if days else None
-    offset = current.stat().st_size if current else 0
-    deadline = None if follow_seconds is None else time.monotonic() + follow_seconds
-    while deadline is None or time.monotonic() < deadline:
+    printed = 0
+    while follow_lines is None or printed < follow_lines:
         newest_day = max(directory.glob("audit_*.jsonl"), default=None)
         if newest_day is not None and newest_day != current:
             current, offset = newest_day, 0  # a new day began
@@ -177,6 +188,9 @@ def tail(data_dir: Path, lines: int, follow: bool, follow_seconds: float | None)
             offset += len(complete)
             for line in complete.splitlines():
                 click.echo(line.decode(errors="replace"))
+                printed += 1
+        if follow_lines is not None and printed >= follow_lines:
+            return
         time.sleep(0.2)
 
 
@@ -186,6 +200,7 @@ def tail(data_dir: Path, lines: int, follow: bool, follow_seconds: float | None)
 def rotate(data_dir: Path, as_json: bool) -> None:
     """Rotate the audit trail now: old days to weekly gzip, old weeklies to archive/,
     past retention deleted (ages from the config / MARCUS_PERSIST_AUDIT_* variables)."""
+    require_data_dir(data_dir)
 
     async def run() -> Any:
         async with open_runtime(data_dir) as rt:

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 
-import anyio
 import click
 import msgspec
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from marcus_persist._config import Config
-from marcus_persist._core._atomic import ensure_dir
 from marcus_persist._core._dirlock import DirLock
-from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup, prune_backups
 from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime import prepare_data_dir
 from marcus_persist._runtime._stats import collect_stats
 from marcus_persist.cli._audit import audit, rotate
-from marcus_persist.cli._demo import run_demo
+from marcus_persist.cli._backup import backup, restore
+from marcus_persist.cli._common import DATA_DIR, explain, not_a_data_dir, require_data_dir
+from marcus_persist.cli._demo_cli import demo
 from marcus_persist.cli._migrate import migrate_command
 from marcus_persist.cli._ops import bench, import_marcus_command, prune
 from marcus_persist.cli._wal import checkpoint_command, wal_command
-from marcus_persist.ops.backup import restore_backup
 from marcus_persist.ops.doctor import diagnose
 
 __all__ = ("cli", "main")
@@ -35,63 +32,6 @@ __all__ = ("cli", "main")
 @click.version_option(package_name="marcus-persist")
 def cli() -> None:
     """Crash-safe persistence for Marcus: inspect, operate and exercise a data directory."""
-
-
-@cli.command()
-@click.argument("data_dir", default="data", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--agents", default=200, show_default=True, help="Concurrent simulated agents.")
-@click.option("--seconds", default=3.0, show_default=True, help="How long the agents work.")
-@click.option("--backend", default="file", show_default=True, help="Storage backend.")
-@click.option(
-    "--loop",
-    "event_loop",
-    type=click.Choice(["asyncio", "trio"]),
-    default="asyncio",
-    show_default=True,
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def demo(
-    data_dir: Path, agents: int, seconds: float, backend: str, event_loop: str, as_json: bool
-) -> None:
-    """Run a simulated Marcus on DATA_DIR: agents take, progress and complete tasks."""
-    report = anyio.run(
-        lambda: run_demo(data_dir, agents=agents, seconds=seconds, backend=backend),
-        backend=event_loop,
-    )
-    if as_json:
-        click.echo(msgspec.json.format(msgspec.json.encode(report)).decode())
-        return
-    click.echo(f"{report.agents} agents for {report.seconds:.1f} s on {backend} ({event_loop})")
-    click.echo(f"  acknowledged writes  {report.operations:>10,}")
-    click.echo(f"  throughput           {report.ops_per_second:>10,.0f} ops/s")
-    click.echo(f"  mean batch size      {report.mean_batch_size:>10.1f}")
-    click.echo(f"  ack latency p50      {report.p50_ms:>10.2f} ms")
-    click.echo(f"  ack latency p99      {report.p99_ms:>10.2f} ms")
-    click.echo(f"  tasks completed      {report.tasks_completed:>10,}")
-    click.echo(f"  learned patterns     {report.patterns:>10,}")
-    click.echo(f"  AI calls recorded    {report.token_requests:>10,}")
-    click.echo(f"  AI cost recorded     {report.token_cost_usd:>10,.2f} USD")
-    click.echo(f"  audit events         {report.audit_events:>10,}")
-    click.echo(f"  state events         {report.state_events:>10,}")
-    click.echo(f"data directory {report.data_dir}:")
-    for name, size in report.files.items():
-        click.echo(f"  {name:<40} {size:>10,} bytes")
-
-
-DATA_DIR = click.argument(
-    "data_dir", default="data", type=click.Path(file_okay=False, path_type=Path)
-)
-
-
-@contextlib.contextmanager
-def offline(data_dir: Path) -> Iterator[None]:
-    """Own *data_dir* for an offline operation (``DataDirLocked`` if a runtime serves it)."""
-    lock = DirLock(data_dir)
-    lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 @cli.command()
@@ -109,63 +49,6 @@ def init(data_dir: Path) -> None:
 
 @cli.command()
 @DATA_DIR
-@click.option(
-    "--to",
-    "dest",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where backups go (default DATA_DIR/backups).",
-)
-@click.option("--keep", type=click.IntRange(min=1), default=None, help="Keep the newest N only.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def backup(data_dir: Path, dest: Path | None, keep: int | None, as_json: bool) -> None:
-    """Back up DATA_DIR offline: a verified copy with a checksum manifest.
-
-    While a runtime serves DATA_DIR, back up through it instead
-    (``await rt.backup()`` or ``backup_enabled`` in the config).
-    """
-    dest = dest or data_dir / BACKUPS_DIR
-    started = time.perf_counter()
-    with offline(data_dir):
-        path = create_backup(data_dir, dest)
-        pruned = prune_backups(dest, keep) if keep else []
-    seconds = time.perf_counter() - started
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    result = {
-        "backup": str(path),
-        "files": len(files) - 1,
-        "seconds": round(seconds, 3),
-        "bytes": sum(p.stat().st_size for p in files),
-        "pruned": [str(p) for p in pruned],
-    }
-    if as_json:
-        click.echo(msgspec.json.encode(result).decode())
-    else:
-        click.echo(
-            f"backup {path}: {result['files']} files, {result['bytes']:,} bytes, "
-            f"{seconds:.2f} s" + (f"; pruned {len(pruned)}" if pruned else "")
-        )
-
-
-@cli.command()
-@click.argument("backup_path", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@DATA_DIR
-@click.option("--force", is_flag=True, help="Replace a non-empty DATA_DIR (old files kept aside).")
-def restore(backup_path: Path, data_dir: Path, force: bool) -> None:
-    """Restore BACKUP_PATH into DATA_DIR after verifying every checksum."""
-    started = time.perf_counter()
-    if not data_dir.is_dir():
-        ensure_dir(data_dir)  # private (0700), like every directory the runtime creates
-    with offline(data_dir):
-        manifest = restore_backup(backup_path, data_dir, force=force)
-    click.echo(
-        f"restored {len(manifest.files)} files ({manifest.total_bytes:,} bytes) "
-        f"into {data_dir} in {time.perf_counter() - started:.2f} s"
-    )
-
-
-@cli.command()
-@DATA_DIR
 @click.option("--repair", is_flag=True, help="Quarantine corrupt files, remove stale temps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def doctor(data_dir: Path, repair: bool, as_json: bool) -> None:
@@ -174,10 +57,13 @@ def doctor(data_dir: Path, repair: bool, as_json: bool) -> None:
     --repair never deletes data: corrupt files are renamed aside
     (NAME.corrupt-<time>) and only temp files of interrupted commits are removed.
     """
+    if (problem := not_a_data_dir(data_dir)) is not None:
+        click.echo(f"could not check: {problem}", err=True)
+        raise SystemExit(2)
     try:
         findings = diagnose(data_dir, repair=repair)
     except (OSError, PersistenceError) as exc:
-        click.echo(f"could not check {data_dir}: {exc}", err=True)
+        click.echo(f"could not check {data_dir}: {explain(exc)}", err=True)
         raise SystemExit(2) from None
     problems = [f for f in findings if f.severity != "info" and f.repaired is None]
     if as_json:
@@ -196,35 +82,45 @@ def doctor(data_dir: Path, repair: bool, as_json: bool) -> None:
 @DATA_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 def stats(data_dir: Path, as_json: bool) -> None:
-    """Records, bytes and files per data type, and the audit trail by day."""
-    if not data_dir.is_dir():
-        raise click.ClickException(f"{data_dir} is not a directory")
+    """Records, bytes, files, oldest/newest and growth per data type; token totals;
+    the audit trail by day. Read-only: safe while a runtime serves DATA_DIR."""
+    require_data_dir(data_dir)
     result = collect_stats(data_dir)
     if as_json:
         click.echo(msgspec.json.encode(result).decode())
         return
+    console = Console()
+    wide = console.width >= 110  # times to the minute; else the day (JSON has them whole)
     table = Table(
-        "data type",
-        "records",
-        "bytes",
-        "files",
-        "oldest",
-        "newest",
-        "per day",
         title=f"{data_dir} ({result.total_bytes:,} bytes)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
+    for column in ("data type", "records", "bytes", "files", "oldest", "newest", "per day"):
+        right = column in {"records", "bytes", "files", "per day"}
+        table.add_column(column, justify="right" if right else "left", no_wrap=True)
     for t in result.types:
         table.add_row(
             t.name,
-            _opt(t.records),
+            "?" if t.records is None else f"{t.records:,}",
             f"{t.bytes:,}",
             str(t.files),
-            t.oldest or "",
-            t.newest or "",
-            _opt(t.growth_per_day),
+            _time(t.oldest, wide),
+            _time(t.newest, wide),
+            "-" if t.growth_per_day is None else f"{t.growth_per_day:,}",
         )
-    console = Console()
     console.print(table)
+    console.print(
+        "? not counted: unreadable (marcus-persist doctor says why) or in marcus_state.db "
+        "(the SQLite backend); - no records"
+    )
+    if result.tokens is not None:
+        tokens = result.tokens
+        console.print(
+            f"token usage: {tokens.requests:,} AI calls, {tokens.tokens:,} tokens, "
+            f"{tokens.cost_usd:,.2f} USD, {tokens.projects:,} projects"
+        )
     if result.audit_days:
         days = Table("day", "events", "bytes", title="audit trail by day")
         for d in result.audit_days:
@@ -232,10 +128,14 @@ def stats(data_dir: Path, as_json: bool) -> None:
         console.print(days)
 
 
-def _opt(value: float | None) -> str:
-    return "" if value is None else f"{value:,}"
+def _time(text: str | None, wide: bool) -> str:
+    """An ISO time to the minute (*wide*) or the day, as stored; ``-`` for none."""
+    return "-" if text is None else text[: 16 if wide else 10].replace("T", " ")
 
 
+cli.add_command(demo)
+cli.add_command(backup)
+cli.add_command(restore)
 cli.add_command(audit)
 cli.add_command(rotate)
 cli.add_command(migrate_command)
@@ -246,20 +146,17 @@ cli.add_command(wal_command)
 cli.add_command(checkpoint_command)
 
 
-def main() -> int:
-    """Entry point; errors of ours (and ``OSError``s, naming their file) become a
-    message and exit code 1."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; errors of ours and of the file system become a message saying
+    what to do next, and exit code 1."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=argv, prog_name="marcus-persist", standalone_mode=False)
     except click.exceptions.Abort:
         return 1
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except PersistenceError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 1
-    except OSError as exc:  # what the system refused, with its errno and file: no traceback
-        click.echo(f"error: {PersistenceError.from_os_error(exc, 'the command')}", err=True)
+    except (PersistenceError, OSError) as exc:
+        click.echo(f"error: {explain(exc)}", err=True)
         return 1
     return 0

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from marcus_persist._config import Config
 from marcus_persist._errors import DataDirLocked, PersistenceError
+from marcus_persist.cli._common import explain, not_a_data_dir
 from marcus_persist.ops.migrate._inplace import InPlaceReport, migrate_in_place
 from marcus_persist.ops.migrate._run import (
     PROGRESS_NAME,
@@ -145,7 +146,7 @@ def migrate_command(
         _in_place(data_dir, wanted, source, target, to_dir, prune_source, as_json)
         return
     if target != "postgres" and to_dir is None:
-        raise click.UsageError(f"--to {target} needs --to-dir")
+        raise click.UsageError(f"--to {target} needs --to-dir: the new data directory")
     if to_dir is not None and target != "postgres" and to_dir.resolve() == data_dir.resolve():
         raise click.UsageError("the target directory is the source directory")
     if source == "memory":
@@ -154,6 +155,9 @@ def migrate_command(
             "process's memory data, call marcus_persist.ops.migrate._run.migrate with its backend",
             err=True,
         )
+    if source in {"file", "sqlite"} and (problem := not_a_data_dir(data_dir)) is not None:
+        click.echo(f"could not migrate: {problem}", err=True)
+        raise SystemExit(2)
     src = _endpoint(source, data_dir, from_dsn, from_schema)
     dst = _endpoint(target, to_dir, to_dsn, to_schema)
     if progress_file is None:
@@ -166,7 +170,7 @@ def migrate_command(
         with progress_bar(not as_json) as tick:
             report = migrate(src, dst, progress_file, on_progress=tick)
     except PersistenceError as exc:
-        click.echo(f"could not migrate: {exc}", err=True)
+        click.echo(f"could not migrate: {explain(exc)}", err=True)
         raise SystemExit(2) from None
     print_report(report, as_json)
     raise SystemExit(0 if report.ok else 1)

@@ -17,6 +17,7 @@ from rich.table import Table
 from marcus_persist._config import Config
 from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime import open_runtime
+from marcus_persist.cli._common import explain, not_a_data_dir
 from marcus_persist.cli._migrate import print_report, progress_bar
 from marcus_persist.ops.import_marcus import import_marcus
 
@@ -39,14 +40,18 @@ def import_marcus_command(marcus_dir: Path, data_dir: Path, backend: str, as_jso
     after copying, 2 could not import.
     """
     if not marcus_dir.is_dir():
-        click.echo(f"could not import: {marcus_dir} is not a directory", err=True)
+        click.echo(
+            f"could not import: {marcus_dir} is not a directory: give Marcus's data "
+            "directory (the one holding assignments/, audit_logs/, marcus_state/)",
+            err=True,
+        )
         raise SystemExit(2)
     target = Config(data_dir=str(data_dir), backend=backend)
     try:
         with progress_bar(not as_json) as tick:
             report = import_marcus(marcus_dir, target, on_progress=tick)
     except PersistenceError as exc:
-        click.echo(f"could not import: {exc}", err=True)
+        click.echo(f"could not import: {explain(exc)}", err=True)
         raise SystemExit(2) from None
     if as_json:
         click.echo(msgspec.json.encode(report).decode())
@@ -92,8 +97,8 @@ def prune(
         raise click.UsageError("--state needs --older-than DAYS")
     if not (wants_patterns or collections or tokens_archive):
         raise click.UsageError("nothing to prune: give --patterns-*, --state or --tokens-archive")
-    if not data_dir.is_dir():
-        click.echo(f"could not prune: {data_dir} is not a directory", err=True)
+    if (problem := not_a_data_dir(data_dir)) is not None:
+        click.echo(f"could not prune: {problem}", err=True)
         raise SystemExit(2)
 
     async def run() -> dict[str, Any]:
@@ -115,7 +120,7 @@ def prune(
     try:
         result = anyio.run(run)
     except PersistenceError as exc:
-        click.echo(f"could not prune: {exc}", err=True)
+        click.echo(f"could not prune: {explain(exc)}", err=True)
         raise SystemExit(2) from None
     if as_json:
         click.echo(msgspec.json.encode(result).decode())

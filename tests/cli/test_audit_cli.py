@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -71,30 +70,26 @@ def test_stats_and_tail(tmp_path: Path) -> None:
 
 
 def test_tail_follow_prints_only_complete_new_lines(tmp_path: Path) -> None:
+    """Sequenced on what the follower prints, never on a delay: it has read the file
+    once it printed the last line; it prints a line only once its newline is written."""
     trail(tmp_path)
     (day,) = (tmp_path / "audit_logs").glob("audit_*.jsonl")
+    last = day.read_text().splitlines()[-1]
+    command = [sys.executable, "-m", "marcus_persist", "audit", "tail", str(tmp_path)]
     with subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "marcus_persist",
-            "audit",
-            "tail",
-            str(tmp_path),
-            "-n",
-            "0",
-            "-f",
-            "--follow-seconds",
-            "2",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+        [*command, "-n", "1", "-f", "--follow-lines", "2"], stdout=subprocess.PIPE, text=True
     ) as follower:
-        time.sleep(0.5)  # let it reach the end of the file
+        assert follower.stdout is not None
+        assert follower.stdout.readline().rstrip("\n") == last  # it reached the end
         with day.open("ab") as stream:
             stream.write(b'{"late": 1}\n{"half": ')
-        out, _ = follower.communicate(timeout=30)
-    assert out.splitlines() == ['{"late": 1}']  # the line in flight is never printed
+        assert follower.stdout.readline() == '{"late": 1}\n'
+        with day.open("ab") as stream:
+            stream.write(b"2}\n")
+        # had it printed the line in flight, this would be '{"half": '
+        assert follower.stdout.readline() == '{"half": 2}\n'
+        assert follower.wait(timeout=60) == 0
+        assert follower.stdout.read() == ""
 
 
 def test_rotate_compacts_old_days(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ def test_demo_through_click(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["operations"] == 4 * report["tasks_completed"] > 0
+    assert report["operations"] == 8 * report["tasks_completed"] > 0  # 8 writes a turn
     assert report["audit_events"] == report["state_events"] == report["tasks_completed"]
     assert "assignments/assignments.json" in report["files"]
 
@@ -42,7 +42,7 @@ def test_demo_as_a_subprocess_on_trio(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "throughput" in done.stdout
+    assert "ratio: " in done.stdout
 
 
 def test_demo_on_a_locked_directory_exits_1(tmp_path: Path) -> None:

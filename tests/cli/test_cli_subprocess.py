@@ -7,31 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import anyio
-import pytest
-
-from marcus_persist import open_runtime
-
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "marcus_persist", *args],
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    directory = tmp_path / "data"
-
-    async def fill() -> None:
-        async with open_runtime(directory) as rt:
-            await rt.assignments.assign("agent-1", "task-1", {"name": "x"})
-            await rt.state.store("events", "e1", {"event_type": "started"})
-            await rt.audit.log_event("tool_call", "agent-1", "agent", "ping", {"n": 1})
-
-    anyio.run(fill)
-    return directory
 
 
 def test_init(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -31,11 +30,10 @@ anyio.run(main)
 class TestLock:
     async def test_second_runtime_in_this_process_is_refused(self, tmp_path: Path) -> None:
         async with open_runtime(tmp_path):
-            started = time.monotonic()
+            # refused at once, not waited for: a blocking flock would hang this test
             with pytest.raises(DataDirLocked) as caught:
                 async with open_runtime(tmp_path):
                     pass
-            assert time.monotonic() - started < 0.1
             assert caught.value.pid == os.getpid()
         async with open_runtime(tmp_path):  # free once the first exits
             pass

@@ -24,10 +24,12 @@ from marcus_persist.stores.tokens._days import canonical_day, canonical_hour, re
 __all__ = (
     "COUNTERS",
     "add_usage",
+    "day_usage",
     "empty_document",
     "normalize",
     "project_view",
     "usage_view",
+    "valid_late",
     "with_marcus_totals",
 )
 
@@ -43,6 +45,7 @@ def empty_document() -> dict[str, Any]:
         "hourly": {},
         "request_ids": {},
         "budgets": {},
+        "late": {},  # late records on their way to their month's archive (_late.py)
     }
 
 
@@ -67,7 +70,7 @@ def _cell(raw: Any) -> dict[str, int]:
     return cell
 
 
-def _day(raw: Any) -> dict[str, Any]:
+def day_usage(raw: Any) -> dict[str, Any]:
     providers: dict[str, Any] = {}
     for provider, cell in (raw if isinstance(raw, dict) else {}).items():
         usage: dict[str, Any] = _cell(cell)
@@ -90,7 +93,7 @@ def normalize(raw: dict[str, Any]) -> dict[str, Any]:
         if section in raw and not isinstance(raw[section], dict):
             raise ValueError(f"{section!r} is not an object")
     doc = empty_document()
-    days = {day: _day(cell) for day, cell in raw.get("daily_usage", {}).items()}
+    days = {day: day_usage(cell) for day, cell in raw.get("daily_usage", {}).items()}
     doc["daily_usage"] = rekey(days, canonical_day, "daily_usage", _merge_days)
     for project, cell in raw.get("project_usage", {}).items():
         cell = cell if isinstance(cell, dict) else {}
@@ -113,6 +116,7 @@ def normalize(raw: dict[str, Any]) -> dict[str, Any]:
     ids = {d: _list(ids) for d, ids in raw.get("request_ids", {}).items()}
     doc["request_ids"] = rekey(ids, canonical_day, "request_ids", lambda a, b: a + b)
     doc["budgets"] = {p: _int(v) for p, v in raw.get("budgets", {}).items()}
+    doc["late"] = valid_late(raw.get("late"))
     if "last_updated" in raw:
         doc["last_updated"] = raw["last_updated"]
     return doc
@@ -131,6 +135,23 @@ def _merge_days(into: dict[str, Any], day: dict[str, Any]) -> dict[str, Any]:
         for model, cell in usage["models"].items():
             _added(mine["models"].setdefault(model, dict.fromkeys(COUNTERS, 0)), cell)
     return into
+
+
+def valid_late(raw: Any) -> dict[str, dict[str, Any]]:
+    """The ``late`` section as stored; an entry of the wrong shape is a ``ValueError``."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError("'late' is not an object")
+    for key, entry in raw.items():
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("day"), str)
+            and isinstance(entry.get("provider"), str)
+            and isinstance(entry.get("usage"), dict)
+        ):
+            raise ValueError(f"late entry {key!r}: expected day, provider and usage")
+    return dict(raw)
 
 
 def _list(value: Any) -> list[Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ import msgspec
 from marcus_persist._config import Config
 from marcus_persist._core._clock import Clock, iso_utc
 from marcus_persist._core._deferred import Deferred
-from marcus_persist._errors import CorruptDataError, ValidationError
+from marcus_persist._errors import CorruptDataError, PersistenceError, ValidationError
 from marcus_persist.backends._contract import TokenStorage
 from marcus_persist.stores.tokens._document import (
     add_usage,
@@ -34,6 +35,7 @@ from marcus_persist.stores.tokens._document import (
     normalize,
     with_marcus_totals,
 )
+from marcus_persist.stores.tokens._late import archived_keys, late_entry, merge_late
 
 __all__ = ("Archive", "Record", "SetBudget", "TokensHandler")
 
@@ -50,6 +52,8 @@ class Record(msgspec.Struct, frozen=True, tag=True):
     task_id: str | None
     at: datetime
     request_id: str | None
+    #: the key of a late record (``_late.py``), logged so a replay keeps it
+    late_key: str | None = None
 
 
 class SetBudget(msgspec.Struct, frozen=True, tag=True):
@@ -75,6 +79,7 @@ class TokensHandler:
         self.doc: dict[str, Any] = empty_document()
         self.seen: dict[str, str] = {}  # request_id -> the day it was recorded
         self.archived_on: date | None = None
+        self.archived: set[str] = set()  # keys of the late records the archives hold
 
     def load(self) -> None:
         """Read the live document, ours or Marcus's, then replay the records logged
@@ -84,6 +89,8 @@ class TokensHandler:
         # request ids live in ``seen`` only; the document gets them when it is written
         self.seen = {rid: day for day, ids in self.doc.pop("request_ids").items() for rid in ids}
         self.doc["request_ids"] = {}
+        for month in self.storage.archive_months():
+            self.archived |= archived_keys(self.storage.archive(month))
         if logged:
             txn = _Transaction(self, replaying=True)
             for raw_record in logged:
@@ -108,6 +115,7 @@ class _Transaction:
         self._seen: dict[str, str] = {}
         self._archive: dict[str, dict[str, Any]] = {}
         self._archived_on: date | None = None
+        self._moved: list[str] = []  # late keys now in their archive (step 2 of _late.py)
         #: the messages to run at commit, for a storage shared by several processes
         self._replay: list[tuple[Message, Deferred]] | None = (
             [] if hasattr(handler.storage, "batch") and not replaying else None
@@ -150,6 +158,8 @@ class _Transaction:
     def _apply(self, message: Message) -> Any:
         match message:
             case Record() as rec:
+                if self._is_late(rec):
+                    return self._record_late(rec)
                 if rec.request_id is not None and (
                     rec.request_id in self._seen or rec.request_id in self._h.seen
                 ):
@@ -169,11 +179,33 @@ class _Transaction:
                 return self._archive_before(today)
         raise TypeError(f"unknown tokens message {type(message).__name__}")
 
-    def _record(self, rec: Record) -> None:
+    def _is_late(self, rec: Record) -> bool:
+        """Whether *rec*'s day is past the live window and no longer live (then it
+        goes to its month's archive: ``_late.py``)."""
         archived = self._archived_on or self._h.archived_on
-        if archived is not None and rec.at.date() < archived - timedelta(days=self._h.keep_days):
-            # its day is in an archive already; counting it live would split the day
-            raise ValidationError(f"at: {rec.at.date()} is already archived")
+        today = max(self._h.clock.now().date(), archived or date.min)
+        day = rec.at.date()
+        live = (self._doc if self._doc is not None else self._h.doc)["daily_usage"]
+        return day < today - timedelta(days=self._h.keep_days) and day.isoformat() not in live
+
+    def _record_late(self, rec: Record) -> bool:
+        """Stage *rec* as a pending late entry (step 1 of ``_late.py``); ``False`` for
+        a retry of a record already counted, live or archived."""
+        key = rec.late_key or rec.request_id or f"~{uuid.uuid4().hex}"
+        pending = (self._doc if self._doc is not None else self._h.doc)["late"]
+        if key in pending or (
+            not self._replaying  # a logged record was counted once; replay counts it again
+            and (key in self._h.archived or key in self._seen or key in self._h.seen)
+        ):
+            return False
+        delta = self._count_project(rec)
+        entry = late_entry(rec.at.date().isoformat(), rec.provider, rec.model, delta)
+        self._sec("late")[key] = entry
+        self._logged.append(msgspec.structs.replace(rec, late_key=key))
+        return True
+
+    def _count_project(self, rec: Record) -> dict[str, int]:
+        """Add *rec* to its project's totals; return its usage delta."""
         tokens = rec.input_tokens + rec.output_tokens
         delta = {
             "tokens_used": tokens,
@@ -182,18 +214,26 @@ class _Transaction:
             "cost_micros": rec.cost_micros,
             "requests": 1,
         }
-        day = rec.at.date().isoformat()
-        cell = self._section("daily_usage", day, {}).setdefault(rec.provider, {"models": {}})
-        add_usage(cell, delta)
-        if rec.model is not None:
-            add_usage(cell["models"].setdefault(rec.model, {}), delta)
-        add_usage(self._section("hourly", rec.at.strftime("%Y-%m-%dT%H"), {}), delta)
         if rec.project_id is not None:
             project = self._section("project_usage", rec.project_id, {"tasks": []})
             add_usage(project, {**delta, "total_tokens": tokens})
             project.pop("tokens_used", None)
             if rec.task_id is not None and rec.task_id not in project["tasks"]:
                 project["tasks"].append(rec.task_id)
+        return delta
+
+    def _record(self, rec: Record) -> None:
+        archived = self._archived_on or self._h.archived_on
+        if archived is not None and rec.at.date() < archived - timedelta(days=self._h.keep_days):
+            # its day is in an archive already; counting it live would split the day
+            raise ValidationError(f"at: {rec.at.date()} is already archived")
+        delta = self._count_project(rec)
+        day = rec.at.date().isoformat()
+        cell = self._section("daily_usage", day, {}).setdefault(rec.provider, {"models": {}})
+        add_usage(cell, delta)
+        if rec.model is not None:
+            add_usage(cell["models"].setdefault(rec.model, {}), delta)
+        add_usage(self._section("hourly", rec.at.strftime("%Y-%m-%dT%H"), {}), delta)
         if rec.request_id is not None:
             self._seen[rec.request_id] = day
         today = self._h.clock.now().date()
@@ -234,6 +274,28 @@ class _Transaction:
             archives[month] = current
         records = [msgspec.to_builtins(m) for m in self._logged]
         self._h.storage.commit(records, self._document, archives)
+        if self._doc["late"]:
+            self._move_late(self._doc["late"])
+
+    def _move_late(self, late: dict[str, dict[str, Any]]) -> None:
+        """Step 2 of ``_late.py``: the pending entries into their archives, then the
+        live document without them. The batch is durable already (step 1): a failure
+        here leaves them pending, counted and reported, for the next commit."""
+        months: dict[str, dict[str, dict[str, Any]]] = {}
+        for key, entry in late.items():
+            months.setdefault(entry["day"][:7], {})[key] = entry
+        try:
+            archives: dict[str, dict[str, Any]] = {}
+            for month, entries in months.items():
+                current = self._h.storage.archive(month) or {"month": month, "daily_usage": {}}
+                merge_late(current, entries)  # skips what a crashed move already added
+                archives[month] = current
+            document = {**self._document(), "late": {}}
+            self._h.storage.commit([], lambda: document, archives)
+        except (OSError, PersistenceError) as exc:
+            log.warning("late token usage stays pending until the next commit: %s", exc)
+            return
+        self._moved = list(late)
 
     def _commit_shared(self, replay: list[tuple[Message, Deferred]]) -> None:
         """Lock and re-read the live document, run the messages on it and write the
@@ -274,6 +336,9 @@ class _Transaction:
             return
         if self._doc is not None:
             self._h.doc = self._doc
+        if self._moved:  # a new document: the committed one is never mutated
+            self._h.doc = {**self._h.doc, "late": {}}
+            self._h.archived.update(self._moved)
         self._h.seen.update(self._seen)
         if self._archived_on is not None:
             self._h.archived_on = self._archived_on

@@ -9,6 +9,7 @@ reports read through the archives.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from datetime import UTC, date, datetime, timedelta
@@ -29,6 +30,7 @@ from marcus_persist.stores.tokens._document import (
     usage_view,
 )
 from marcus_persist.stores.tokens._handler import Archive, Message, Record, SetBudget, TokensHandler
+from marcus_persist.stores.tokens._late import archived_keys, pending_by_day
 
 __all__ = ("TokenStore", "TokensHandler")
 
@@ -65,7 +67,11 @@ class TokenStore:
 
         :returns: ``False`` if *request_id* was already counted (a retry), else ``True``
         :raises ValidationError: negative tokens, a cost that is negative or not
-            finite, an empty name, a naive *at* or one older than ``token_keep_days``
+            finite, an empty name or a naive *at*
+
+        A record older than ``token_keep_days`` (usage reported late, or imported)
+        is added to its month's archive, once per *request_id* for as long as the
+        archive exists, and counted in its project's totals.
         """
         message = self._message(
             provider,
@@ -117,14 +123,26 @@ class TokenStore:
     async def daily(self, start: date, end: date) -> dict[str, dict[str, Any]]:
         """``{day: {provider: usage}}`` for days *start* .. *end* (inclusive), archives included."""
         first, last = start.isoformat(), end.isoformat()
-        days = {d: c for d, c in self._h.doc["daily_usage"].items() if first <= d <= last}
+        doc = self._h.doc
+        days = {d: c for d, c in doc["daily_usage"].items() if first <= d <= last}
         months = {m for m in await self._months() if first[:7] <= m <= last[:7]}
+        in_archives = set(self._h.archived)
         for month in sorted(months):
             archived = await anyio.to_thread.run_sync(self._h.storage.archive, month)
+            in_archives |= archived_keys(archived)
             stored = normalize(archived or {})["daily_usage"]
             for day, cell in stored.items():
                 if first <= day <= last:
                     days.setdefault(day, cell)  # live wins: a day found twice is one day
+        # late records not in their archive yet (a move that failed, or a crash)
+        for day, providers in pending_by_day(doc["late"], first, last, in_archives).items():
+            merged = copy.deepcopy(days.get(day, {}))
+            for provider, cell in providers.items():
+                into = merged.setdefault(provider, {"models": {}})
+                add_usage(into, {n: cell[n] for n in COUNTERS})
+                for model, m_cell in cell["models"].items():
+                    add_usage(into["models"].setdefault(model, {}), m_cell)
+            days[day] = merged
         return {d: {p: usage_view(c) for p, c in days[d].items()} for d in sorted(days)}
 
     async def by_provider(
@@ -223,8 +241,6 @@ class TokenStore:
         if at is not None and (not isinstance(at, datetime) or at.tzinfo is None):
             raise ValidationError("at: must be a timezone-aware datetime")
         moment = (at or now).astimezone(UTC)
-        if moment.date() < now.date() - timedelta(days=self._h.keep_days):
-            raise ValidationError(f"at: {moment.isoformat()} is older than token_keep_days")
         inputs, outputs = (
             _tokens("input_tokens", input_tokens),
             _tokens("output_tokens", output_tokens),
