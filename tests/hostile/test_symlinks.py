@@ -53,14 +53,20 @@ class TestWhileRunning:
     async def test_a_project_directory_swapped_for_a_link(
         self, data: Path, outside: Outside
     ) -> None:
+        project = data / "assignments" / "project_p9"
         async with open_runtime(data) as rt:
             await fill(rt)
-            os.symlink(outside.root / "sub", data / "assignments" / "project_p9")
+            os.symlink(outside.root / "sub", project)
+            # the commit only appends to the write-ahead log: durable, nothing written there
+            p9 = rt.assignments.for_project("p9")
+            await p9.assign("agent-3", "task-3", {"n": 1})
+            # the checkpoint that would write the project's file refuses the link
             with pytest.raises(UnsafePathError) as caught:
-                await rt.assignments.for_project("p9").assign("agent-3", "task-3", {"n": 1})
-            assert caught.value.path == str(data / "assignments" / "project_p9")
-            assert await rt.assignments.get_worker_for_task("task-3") is None
+                await rt.checkpoint()
+            assert caught.value.path == str(project)
+            assert await p9.get_worker_for_task("task-3") == "agent-3"  # the log keeps it
             await rt.assignments.assign("agent-4", "task-4", {"n": 2})  # the store goes on
+        assert project.is_symlink()  # the final checkpoint refused it too: nothing went out
 
     async def test_a_shard_directory_swapped_for_a_link(self, data: Path, outside: Outside) -> None:
         async with open_runtime(data) as rt:
