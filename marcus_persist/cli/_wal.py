@@ -10,13 +10,10 @@ import msgspec
 
 from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime import open_runtime
+from marcus_persist.cli._common import DATA_DIR, explain, require_data_dir
 from marcus_persist.ops.wal import describe_logs
 
 __all__ = ("checkpoint_command", "wal_command")
-
-DATA_DIR = click.argument(
-    "data_dir", default="data", type=click.Path(file_okay=False, path_type=Path)
-)
 
 
 @click.command("wal")
@@ -27,11 +24,12 @@ def wal_command(data_dir: Path, records: bool, as_json: bool) -> None:
     """Show what each store's write-ahead log in DATA_DIR holds: segments,
     records (numbers and sizes), torn tails. Read-only. Exit 0, or 1 if a log
     is corrupt (the runtime would refuse it)."""
-    if not data_dir.is_dir():
-        raise click.ClickException(f"{data_dir} is not a directory")
+    require_data_dir(data_dir)
     reports = describe_logs(data_dir)
     if as_json:
         click.echo(msgspec.json.encode(reports).decode())
+    if not reports and not as_json:
+        click.echo(f"{data_dir}: no write-ahead log (no store has committed through one)")
     for report in [] if as_json else reports:
         count = sum(len(s.records) for s in report.segments)
         click.echo(f"{report.store}: {len(report.segments)} segments, {count} records")
@@ -54,8 +52,7 @@ def wal_command(data_dir: Path, records: bool, as_json: bool) -> None:
 def checkpoint_command(data_dir: Path) -> None:
     """Write the readable files of DATA_DIR from their logs and empty the logs
     (offline: it takes the lock). Exit 0 done, 2 could not."""
-    if not data_dir.is_dir():
-        raise click.ClickException(f"{data_dir} is not a directory")
+    require_data_dir(data_dir)
 
     async def run() -> list[str]:
         async with open_runtime(data_dir) as rt:
@@ -64,6 +61,6 @@ def checkpoint_command(data_dir: Path) -> None:
     try:
         written = anyio.run(run)
     except PersistenceError as exc:
-        click.echo(f"could not checkpoint: {exc}", err=True)
+        click.echo(f"could not checkpoint: {explain(exc)}", err=True)
         raise SystemExit(2) from None
     click.echo(f"checkpointed {', '.join(written)}" if written else "nothing to checkpoint")

@@ -183,6 +183,24 @@ WALK: dict[str, tuple[Argv, dict[str, Case]]] = {
             "marcus": Case(1, "holds data the demo did not write.*give a new directory"),
         },
     ),
+    "wal": (
+        lambda d, t: ["wal", str(d)],
+        {
+            "missing": Case(1, "does not exist: give the data directory.*marcus-persist init"),
+            "locked": Case(0, "no write-ahead log"),  # read-only: a served directory is fine
+            "empty": Case(0, "no write-ahead log"),
+            "marcus": Case(0, "no write-ahead log"),
+        },
+    ),
+    "checkpoint": (
+        lambda d, t: ["checkpoint", str(d)],
+        {
+            "missing": Case(1, "does not exist: give the data directory.*marcus-persist init"),
+            "locked": Case(2, r"locked by process \d+: stop process \d+"),
+            "empty": Case(0, "nothing to checkpoint"),
+            "marcus": Case(0, "nothing to checkpoint"),
+        },
+    ),
     "bench": (
         lambda d, t: ["bench", "--repo", str(d)],
         {
