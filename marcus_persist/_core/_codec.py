@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -71,20 +72,62 @@ def json_copy(value: Any, field: str, limits: Limits = DEFAULT_LIMITS) -> Any:
     stored on every backend, so it is refused with a ``ValidationError``
     naming the offending path; nothing is written.
     """
-    return _decoder.decode(encode_checked(value, field, limits))
+    data, copy = _checked(value, field, limits)
+    return copy if copy is not _NOT_COPIED else _decoder.decode(data)
 
 
 def encode_checked(value: Any, field: str, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """*value* encoded once as JSON, after the value rule of :func:`json_copy` (no copy)."""
+    return _checked(value, field, limits)[0]
+
+
+_NOT_COPIED: Any = object()
+#: a run of 19 digits: maybe an integer outside 64 bits (every one inside has fewer
+#: digits or is positive), so the walk decides
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def _refuse_big_float(text: str) -> float:
+    number = float(text)
+    if abs(number) >= FLOAT_LIMIT:
+        raise ValueError("a float of 2**53 or more")
+    return number
+
+
+#: decodes a payload back, refusing the floats the walk would refuse
+_checking_decoder = msgspec.json.Decoder(float_hook=_refuse_big_float)
+
+
+def _checked(value: Any, field: str, limits: Limits) -> tuple[bytes, Any]:
+    """The value rule, and the payload's bytes and (fast path) its private copy.
+
+    Fast path, all in msgspec's C, for a payload with fewer brackets than
+    ``max_depth`` (so it cannot nest deeper) and no run of 19 digits (so every
+    integer fits 64 bits): decode the bytes back (floats past the limit
+    refused) and compare. A copy equal to the original and of its type proves
+    plain JSON (a NaN, a key that is not a string, a tuple or a set would not
+    come back equal). Anything else takes the walk, which accepts tuples and
+    names what cannot be stored.
+    """
     try:
-        _check(value, field, limits.max_depth)
-    except RecursionError:
-        raise ValidationError(f"{field}: nested too deeply to store") from None
-    try:
-        data = _encoder.encode(value)
-    except UnicodeEncodeError:
-        _find_text(value, field, _surrogate)
-        raise ValidationError(f"{field}: not valid Unicode") from None  # pragma: no cover
+        data: bytes | None = _encoder.encode(value)
+    except Exception:  # not encodable, a lone surrogate: the walk says which
+        data = None
+    copy = _NOT_COPIED
+    if (
+        data is not None
+        and data.count(b"[") + data.count(b"{") <= limits.max_depth
+        and _LONG_NUMBER.search(data) is None
+    ):
+        try:
+            copy = _checking_decoder.decode(data)
+        except Exception:  # a float too large: the walk names it
+            copy = _NOT_COPIED
+        if copy is not _NOT_COPIED and (type(copy) is not type(value) or copy != value):
+            copy = _NOT_COPIED
+    if copy is _NOT_COPIED:
+        data = _walked(value, field, limits, data)
+    assert data is not None
     if len(data) > limits.max_record_bytes:
         raise ValidationError(
             f"{field}: {len(data)} bytes as JSON is larger than max_record_bytes "
@@ -92,7 +135,23 @@ def encode_checked(value: Any, field: str, limits: Limits = DEFAULT_LIMITS) -> b
         )
     if b"\\u0000" in data:  # maybe U+0000, maybe a backslash before "u0000": look
         _find_text(value, field, lambda text: "\x00" in text)
-    return data
+    return data, copy
+
+
+def _walked(value: Any, field: str, limits: Limits, data: bytes | None) -> bytes:
+    """The value rule by a walk in Python (it names the offending path), then the
+    bytes (*data*, when the value was already encoded)."""
+    try:
+        _check(value, field, limits.max_depth)
+    except RecursionError:
+        raise ValidationError(f"{field}: nested too deeply to store") from None
+    if data is not None:
+        return data
+    try:
+        return _encoder.encode(value)
+    except UnicodeEncodeError:
+        _find_text(value, field, _surrogate)
+        raise ValidationError(f"{field}: not valid Unicode") from None  # pragma: no cover
 
 
 def _check(value: Any, path: str, depth: int) -> None:

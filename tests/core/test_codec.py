@@ -69,3 +69,36 @@ class TestRefused:
             cursor = cursor[0]
         with pytest.raises(ValidationError, match=r"nested (too deeply|deeper than max_depth)"):
             json_copy(deep, "data")
+
+
+class TestFastPathBounds:
+    """What the C round trip cannot see alone (depth, 64 bits, 2**53) is still refused,
+    and a payload merely wide (more brackets than max_depth) is still accepted."""
+
+    def test_wide_but_shallow_is_accepted(self) -> None:
+        wide = {f"k{i}": {"a": [i, "x"]} for i in range(200)}  # 401 brackets, depth 3
+        assert json_copy(wide, "data") == wide
+
+    @pytest.mark.parametrize("number", [2**64, -(2**63) - 1, 10**30])
+    def test_integers_past_64_bits_are_refused(self, number: int) -> None:
+        with pytest.raises(ValidationError, match="64-bit"):
+            json_copy({"n": number}, "data")
+
+    @pytest.mark.parametrize("number", [2**63, 2**64 - 1, -(2**63), 9_999_999_999_999_999])
+    def test_integers_inside_64_bits_come_back(self, number: int) -> None:
+        assert json_copy({"n": number}, "data") == {"n": number}
+
+    @pytest.mark.parametrize("number", [float(2**53), -1e23])
+    def test_floats_from_2_to_the_53_are_refused(self, number: float) -> None:
+        with pytest.raises(ValidationError, match=r"2\*\*53"):
+            json_copy({"f": number}, "data")
+
+    def test_a_chain_one_past_max_depth_is_refused(self) -> None:
+        from marcus_persist._core._codec import Limits
+
+        chain: Any = "leaf"
+        for _ in range(5):
+            chain = [chain]
+        assert json_copy(chain, "data", Limits(max_depth=5)) == chain
+        with pytest.raises(ValidationError, match="max_depth"):
+            json_copy([chain], "data", Limits(max_depth=5))
