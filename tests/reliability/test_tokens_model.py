@@ -280,3 +280,25 @@ def test_a_failed_append_is_not_counted_after_a_clean_restart(loop: str) -> None
         machine.check()
     finally:
         machine.teardown()
+
+
+@loops
+@pytest.mark.parametrize("backend", ["file", "hybrid"])
+def test_a_live_day_replayed_after_the_window_is_still_archived(backend: str, loop: str) -> None:
+    """Found by this machine: a record counted live, replayed from the token log once
+    the clock had passed ``token_keep_days``, was taken for late usage, so ``archive``
+    moved nothing. The steps Hypothesis shrank it to, as they were."""
+    machine = machine_for(TokensMachine, backend, loop)()
+    try:
+        machine.set_budget(micros=None, project="p1")
+        machine.record(
+            cost=0, inputs=0, model=None, outputs=0, project=None, provider="openai", rid=0,
+            task=None,
+        )  # fmt: skip
+        machine.clock_jump(seconds=2678400)  # 31 days
+        machine.reopen()
+        machine.matches_the_model()
+        machine.archive()  # the store moves the day, as the model does
+        machine.matches_the_model()
+    finally:
+        machine.teardown()

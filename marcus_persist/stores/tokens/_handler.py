@@ -181,7 +181,10 @@ class _Transaction:
 
     def _is_late(self, rec: Record) -> bool:
         """Whether *rec*'s day is past the live window and no longer live (then it
-        goes to its month's archive: ``_late.py``)."""
+        goes to its month's archive: ``_late.py``). A replayed record is late only if
+        it was logged late: the clock has moved since, what was live stays live."""
+        if self._replaying:
+            return rec.late_key is not None
         archived = self._archived_on or self._h.archived_on
         today = max(self._h.clock.now().date(), archived or date.min)
         day = rec.at.date()
