@@ -150,6 +150,11 @@ async def open_runtime(
                     await tg.start(actor.run)
                 await tg.start(runtime.audit.run_maintenance)
                 stop_telemetry = instrument(runtime)
+                stop_metrics = None
+                if config.metrics_port is not None:
+                    from marcus_persist._runtime._monitor_live import serve_metrics
+
+                    stop_metrics = await serve_metrics(tg, runtime)
                 background = anyio.CancelScope()
                 if config.backup_enabled and store_backend.uses_data_dir:
                     tg.start_soon(_in_scope, background, runtime._scheduled_backups)
@@ -161,6 +166,8 @@ async def open_runtime(
                     body_error = exc
                     raise
                 finally:
+                    if stop_metrics is not None:
+                        stop_metrics()  # the server only reads: it may stop first
                     runtime.audit.stop_maintenance()
                     background.cancel()  # background jobs stop before intake does
                     if stop_telemetry is not None:
