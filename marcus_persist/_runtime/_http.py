@@ -67,6 +67,8 @@ class MonitorApp:
                 await _respond(send, 200, b"application/json", body)
             case "/" | "/index.html":
                 await _respond(send, 200, b"text/html; charset=utf-8", self._page)
+            case "/favicon.ico":  # none: say so without an error in the browser's console
+                await _respond(send, 204, b"text/plain", b"")
             case _:
                 await _respond(send, 404, b"text/plain", b"not found\n")
 
@@ -115,6 +117,12 @@ class MetricsServer:
         config.graceful_timeout = 1.0
         log.info("metrics and dashboard on http://%s:%d/", *address)
         task_status.started(address)
+        # shielded: the server stops only through stop() (the runtime's exit calls it),
+        # never by cancellation halfway through hypercorn's own shutdown
+        with anyio.CancelScope(shield=True):
+            await self._serve(config)
+
+    async def _serve(self, config: Any) -> None:
         if _on_trio():
             from hypercorn.trio import serve as trio_serve
 

@@ -8,6 +8,7 @@ serves it (its actors' counters are that runtime's own; a directory has none).
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,10 +56,14 @@ async def serve_directory(
     *,
     every: float = 1.0,
 ) -> None:
-    """Serve ``/``, ``/metrics`` and ``/api/metrics`` for *data_dir* until cancelled;
+    """Serve ``/``, ``/metrics`` and ``/api/metrics`` for *data_dir* until SIGINT or SIGTERM;
     *on_address* is called once the server listens."""
     config = Config(data_dir=str(data_dir)).with_env()
     page = await anyio.to_thread.run_sync(dashboard_page)
     server = MetricsServer(MonitorApp(DirectoryMonitor(config, every).snapshot, page), host, port)
     async with anyio.create_task_group() as tg:
         on_address(await tg.start(server.run))
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                server.stop()  # answers what it is answering, then run() returns
+                break
