@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from marcus_persist import open_runtime
-from marcus_persist._runtime._monitor_live import Monitor
 from marcus_persist._errors import PersistenceError
+from marcus_persist._runtime._monitor_live import Monitor
 from marcus_persist._runtime._prometheus import METRIC_NAMES, Exposition
 from tests.conftest import FaultyFS
 
@@ -50,9 +50,7 @@ async def test_every_metric_named_in_deploy_exists(tmp_path: Path) -> None:
         await rt.tokens.record("anthropic", 10, 10, cost_usd=0.5, project_id="p")
         await rt.audit.log_event("tool_call", "c", "agent", "x", {})
         text = Exposition().render(await Monitor(rt).snapshot()).decode()
-    exposed = {
-        s.name for family in text_string_to_metric_families(text) for s in family.samples
-    }
+    exposed = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
     wanted = set().union(*map(named, grafana_exprs() + alert_exprs()))
     assert len(wanted) >= 10
     assert wanted <= set(METRIC_NAMES)

@@ -203,7 +203,9 @@ def build_snapshot(
         stores=stores,
         actors=actors,
         total_bytes=stats.total_bytes if stats is not None else 0,
-        audit_events_by_day={d.day: d.events for d in sorted(days, key=lambda d: d.day)[-DAYS_SHOWN:]},
+        audit_events_by_day={
+            d.day: d.events for d in sorted(days, key=lambda d: d.day)[-DAYS_SHOWN:]
+        },
         token_cost_by_day=cost_by_day,
         projects=projects,
         last_backup_age_seconds=None if newest_backup is None else max(now - newest_backup, 0.0),

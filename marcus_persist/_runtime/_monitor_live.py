@@ -81,7 +81,6 @@ def _read(path: Path) -> tuple[DataStats, int | None]:
     return collect_stats(path), disk_free(path)
 
 
-
 async def serve_metrics(tg: TaskGroup, runtime: Runtime) -> Callable[[], None]:
     """Start the metrics server of *runtime* (``metrics_port``) in *tg*; set
     ``runtime.metrics_address``; return the function that stops it."""

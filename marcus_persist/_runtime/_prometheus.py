@@ -65,9 +65,7 @@ METRIC_NAMES = (
 )
 
 
-def _histogram(
-    family: HistogramMetricFamily, labels: Sequence[str], h: HistogramSnapshot
-) -> None:
+def _histogram(family: HistogramMetricFamily, labels: Sequence[str], h: HistogramSnapshot) -> None:
     """Add our per-bucket counts as Prometheus's cumulative buckets."""
     buckets: list[tuple[str, float]] = []
     running = 0
@@ -89,7 +87,9 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     store = ["store", "engine"]
     size = GaugeMetricFamily(f"{P}store_bytes", "bytes on disk", labels=store)
     files = GaugeMetricFamily(f"{P}store_files", "files on disk", labels=store)
-    records = GaugeMetricFamily(f"{P}store_records", "records kept (absent: not counted)", labels=store)
+    records = GaugeMetricFamily(
+        f"{P}store_records", "records kept (absent: not counted)", labels=store
+    )
     growth = GaugeMetricFamily(
         f"{P}store_growth_records_per_hour", "records per hour, oldest to newest", labels=store
     )
@@ -156,15 +156,18 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         return math.nan if value is None else value
 
     yield GaugeMetricFamily(
-        f"{P}last_backup_age_seconds", "age of the newest backup (NaN: none)",
+        f"{P}last_backup_age_seconds",
+        "age of the newest backup (NaN: none)",
         maybe(snap.last_backup_age_seconds),
     )
     yield GaugeMetricFamily(
-        f"{P}replication_lag_seconds", "replication lag (NaN: no replication)",
+        f"{P}replication_lag_seconds",
+        "replication lag (NaN: no replication)",
         maybe(snap.replication_lag_seconds),
     )
     yield GaugeMetricFamily(
-        f"{P}disk_free_bytes", "free bytes on the data directory's disk",
+        f"{P}disk_free_bytes",
+        "free bytes on the data directory's disk",
         maybe(snap.disk_free_bytes),
     )
 
@@ -172,10 +175,10 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     firing = GaugeMetricFamily(f"{P}alert_firing", "1 while a growth alert fires", labels=alert)
     value = GaugeMetricFamily(f"{P}alert_value", "the value a growth alert watches", labels=alert)
     limit = GaugeMetricFamily(f"{P}alert_threshold", "a growth alert's threshold", labels=alert)
-    for a in snap.alerts:
-        firing.add_metric([a.name], int(a.firing))
-        value.add_metric([a.name], maybe(a.value))
-        limit.add_metric([a.name], a.threshold)
+    for rule in snap.alerts:
+        firing.add_metric([rule.name], int(rule.firing))
+        value.add_metric([rule.name], maybe(rule.value))
+        limit.add_metric([rule.name], rule.threshold)
     yield from (firing, value, limit)
 
 

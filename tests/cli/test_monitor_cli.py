@@ -86,6 +86,7 @@ def test_doctor_reports_a_growth_alert(data: Path) -> None:
     env = {**os.environ, "MARCUS_PERSIST_ALERT_ACTIVE_AGENTS": "1"}
     quiet = CliRunner().invoke(cli, ["doctor", str(data)])
     assert quiet.exit_code == 0, quiet.output
+
     async def add() -> None:
         async with open_runtime(data) as rt:
             await rt.assignments.assign("agent-2", "task-2", {})

@@ -61,8 +61,11 @@ def drive_browser(url: str, stop_load: Any, shot: Path) -> dict[str, Any]:
             )
             page.wait_for_function(
                 final,
-                arg=[_metric("assignments", "messages"), _metric("assignments", "records"),
-                     str(committed)],
+                arg=[
+                    _metric("assignments", "messages"),
+                    _metric("assignments", "records"),
+                    str(committed),
+                ],
                 timeout=WAIT_MS,
             )
             shown = {
@@ -78,7 +81,9 @@ def drive_browser(url: str, stop_load: Any, shot: Path) -> dict[str, Any]:
     return {"shown": shown, "metrics": metrics}
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} missing (.ci/run installs it)")
+@pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} missing (.ci/run installs it)"
+)
 async def test_dashboard_renders_the_runtime(tmp_path: Path) -> None:
     data = tmp_path / "data"
     shot = tmp_path / "dashboard.png"

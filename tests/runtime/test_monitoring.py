@@ -87,8 +87,9 @@ class TestExposition:
             assert found[("marcus_persist_batch_size_bucket", inf)] == actor.batch_size.total
         assert m.actors["assignments"].committed == 120
         assert found[("marcus_persist_store_records", store("assignments"))] == 120
-        assert found[("marcus_persist_store_bytes", store("assignments"))] == (
-            m.bytes_on_disk["assignments"]
+        assert (
+            found[("marcus_persist_store_bytes", store("assignments"))]
+            == (m.bytes_on_disk["assignments"])
         )
         assert found[("marcus_persist_project_cost_usd", (("project", "proj-a"),))] == 0.75
         assert found[("marcus_persist_project_budget_usd", (("project", "proj-a"),))] == 2.0
@@ -112,7 +113,7 @@ class TestExposition:
         assert actors["assignments"]["messages"] == 10
         assert snap["live"] is True and snap["data_dir"] == str(tmp_path)
         assert page[0] == 200 and page[1].startswith("text/html") and b"<canvas" in page[2]
-        assert b"src=\"http" not in page[2] and b"href=\"http" not in page[2]  # no CDN
+        assert b'src="http' not in page[2] and b'href="http' not in page[2]  # no CDN
         assert missing[0] == 404 and post[0] == 405
 
     async def test_failed_commits_by_errno(self, tmp_path: Path) -> None:
