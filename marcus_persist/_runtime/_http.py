@@ -84,14 +84,40 @@ async def _respond(send: Send, status: int, content_type: bytes, body: bytes) ->
 
 
 class MetricsServer:
-    """Serves an ASGI app with hypercorn until :meth:`stop`; start it with ``tg.start(run)``,
-    which returns the ``(host, port)`` it listens on."""
+    """Serves an ASGI app with hypercorn until :meth:`stop`: :meth:`bind` first (an
+    error there starts nothing), then ``tg.start(run)``."""
 
     def __init__(self, app: MonitorApp, host: str, port: int) -> None:
         self._app = app
         self._host = host
         self._port = port
         self._stopped = anyio.Event()
+        self._sock: socket.socket | None = None
+        self.address: tuple[str, int] | None = None
+
+    def bind(self) -> tuple[str, int]:
+        """Listen on the host and port (``0``: one the system picks); return the address.
+
+        :raises OSError: the address is taken, or not this machine's
+        """
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._host, self._port))
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self.address = sock.getsockname()[:2]
+        return self.address
+
+    def close(self) -> None:
+        """Close the socket if :meth:`run` never took it."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     def stop(self) -> None:
         """Stop accepting, finish what is being answered, and return from :meth:`run`."""
@@ -100,23 +126,17 @@ class MetricsServer:
     async def run(self, *, task_status: TaskStatus[tuple[str, int]]) -> None:
         from hypercorn.config import Config as ServerConfig
 
-        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self._host, self._port))
-            sock.listen(128)
-            address: tuple[str, int] = sock.getsockname()[:2]
-        except BaseException:
-            sock.close()
-            raise
+        if self._sock is None:
+            self.bind()
+        assert self._sock is not None and self.address is not None
         config = ServerConfig()
-        config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) it now
+        config.bind = [f"fd://{self._sock.detach()}"]  # hypercorn owns (and closes) it now
+        self._sock = None
         config.accesslog = None
         config.errorlog = log
         config.graceful_timeout = 1.0
-        log.info("metrics and dashboard on http://%s:%d/", *address)
-        task_status.started(address)
+        log.info("metrics and dashboard on http://%s:%d/", *self.address)
+        task_status.started(self.address)
         # shielded: the server stops only through stop() (the runtime's exit calls it),
         # never by cancellation halfway through hypercorn's own shutdown
         with anyio.CancelScope(shield=True):

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskGroup
 
+from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime._alerts import AlertLog
 from marcus_persist._runtime._metrics import actor_metrics, cache_metrics
 from marcus_persist._runtime._monitor import Snapshot, actor_view, build_snapshot, disk_free
@@ -25,8 +25,9 @@ from marcus_persist._runtime._stats import DataStats, collect_stats
 
 if TYPE_CHECKING:
     from marcus_persist._runtime._handle import Runtime
+    from marcus_persist._runtime._http import MetricsServer
 
-__all__ = ("Monitor",)
+__all__ = ("Monitor", "bind_metrics")
 
 
 class Monitor:
@@ -81,15 +82,27 @@ def _read(path: Path) -> tuple[DataStats, int | None]:
     return collect_stats(path), disk_free(path)
 
 
-async def serve_metrics(tg: TaskGroup, runtime: Runtime) -> Callable[[], None]:
-    """Start the metrics server of *runtime* (``metrics_port``) in *tg*; set
-    ``runtime.metrics_address``; return the function that stops it."""
+async def bind_metrics(runtime: Runtime) -> MetricsServer:
+    """The metrics server of *runtime* (``metrics_port``), listening but not yet serving:
+    ``tg.start(server.run)`` serves, ``server.stop()`` stops, ``server.close()`` frees
+    a socket never served.
+
+    :raises PersistenceError: the address cannot be listened on (nothing was started)
+    """
     from marcus_persist._runtime._http import MetricsServer, MonitorApp, dashboard_page
 
     config = runtime.config
     assert config.metrics_port is not None
     page = await anyio.to_thread.run_sync(dashboard_page)
-    app = MonitorApp(Monitor(runtime).snapshot, page)
-    server = MetricsServer(app, config.metrics_host, config.metrics_port)
-    runtime.metrics_address = await tg.start(server.run)
-    return server.stop
+    server = MetricsServer(
+        MonitorApp(Monitor(runtime).snapshot, page), config.metrics_host, config.metrics_port
+    )
+    try:
+        runtime.metrics_address = server.bind()
+    except OSError as exc:
+        where = f"{config.metrics_host}:{config.metrics_port}"
+        raise PersistenceError(
+            f"metrics server: cannot listen on {where}: {exc.strerror or exc}; "
+            "choose another metrics_port (0: any free one) or metrics_host"
+        ) from exc
+    return server

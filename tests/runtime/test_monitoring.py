@@ -157,3 +157,18 @@ class TestGrowthAlerts:
         assert after[("marcus_persist_alert_value", (("alert", "active_agents"),))] == 3
         warnings = [r for r in caplog.records if "growth alert active_agents" in r.getMessage()]
         assert len(warnings) == 1
+
+
+class TestPortTaken:
+    async def test_a_taken_port_is_a_clear_error_and_nothing_runs(self, tmp_path: Path) -> None:
+        import socket
+
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            with pytest.raises(PersistenceError, match=f"cannot listen on 127.0.0.1:{port}"):
+                async with open_runtime(tmp_path, metrics_port=port):
+                    pytest.fail("opened")  # pragma: no cover
+        async with open_runtime(tmp_path) as rt:  # the directory was left as it was
+            assert await rt.assignments.get_all_assigned_task_ids() == set()
