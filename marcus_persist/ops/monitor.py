@@ -57,10 +57,14 @@ async def serve_directory(
     every: float = 1.0,
 ) -> None:
     """Serve ``/``, ``/metrics`` and ``/api/metrics`` for *data_dir* until SIGINT or SIGTERM;
-    *on_address* is called once the server listens."""
+    *on_address* is called once the server listens.
+
+    :raises OSError: *host* and *port* cannot be listened on
+    """
     config = Config(data_dir=str(data_dir)).with_env()
     page = await anyio.to_thread.run_sync(dashboard_page)
     server = MetricsServer(MonitorApp(DirectoryMonitor(config, every).snapshot, page), host, port)
+    server.bind()  # OSError (address taken) before anything runs
     async with anyio.create_task_group() as tg:
         on_address(await tg.start(server.run))
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -97,3 +97,15 @@ def test_doctor_reports_a_growth_alert(data: Path) -> None:
     findings = json.loads(result.output)
     alerts = [f for f in findings if "growth alert active_agents" in f["problem"]]
     assert len(alerts) == 1 and alerts[0]["severity"] == "warning"
+
+
+def test_dashboard_on_a_taken_port_says_so(data: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["dashboard", str(data), "--port", str(port)])
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
