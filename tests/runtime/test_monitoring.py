@@ -172,3 +172,30 @@ class TestPortTaken:
                     pytest.fail("opened")  # pragma: no cover
         async with open_runtime(tmp_path) as rt:  # the directory was left as it was
             assert await rt.assignments.get_all_assigned_task_ids() == set()
+
+
+class TestCacheMetrics:
+    async def test_redis_cache_reads_and_fallbacks_are_exposed(
+        self, tmp_path: Path, redis_url: str
+    ) -> None:
+        from tests._services import drop_redis_keys
+
+        try:
+            async with open_runtime(tmp_path, redis_url=redis_url, metrics_port=0) as rt:
+                await rt.assignments.assign("a", "t", {})
+                await rt.assignments.get_assignment("a")
+                await rt.assignments.get_assignment("a")
+                m = await rt.metrics()
+                found = samples((await get(rt, "/metrics"))[2].decode())
+        finally:
+            drop_redis_keys(redis_url, f"marcus_persist:dir:{tmp_path}*")
+        assert m.cache is not None
+        reads = {
+            labels[0][1]: value
+            for (name, labels), value in found.items()
+            if name == "marcus_persist_cache_requests_total"
+        }
+        assert reads == {"hit": m.cache.hits, "miss": m.cache.misses, "error": m.cache.errors}
+        assert m.cache.hits + m.cache.misses >= 2
+        assert found[("marcus_persist_cache_fallbacks_total", ())] == m.cache.fallbacks
+        assert found[("marcus_persist_cache_available", ())] == 1
