@@ -39,7 +39,13 @@ def metrics_command(data_dir: Path) -> None:
 @click.command("dashboard")
 @DATA_DIR
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=0, show_default=True, help="Port (0: pick a free one).")
+@click.option(
+    "--port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0: any free one).",
+)
 def dashboard_command(data_dir: Path, host: str, port: int) -> None:
     """Serve the live dashboard (and /metrics, /api/metrics) for DATA_DIR until
     interrupted; print its address. Read-only: takes no lock."""
