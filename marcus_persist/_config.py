@@ -96,6 +96,19 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     token_prices: dict[str, dict[str, NonNegative]] = {}
     #: a store's own engine, overriding ``backend`` for it: ``{"state": "sqlite"}``
     backends: dict[str, str] = {}
+    #: monitoring: serve ``/metrics``, ``/api/metrics`` and the dashboard on this port
+    #: (``None``: no server; ``0``: a free port, see ``Runtime.metrics_address``)
+    metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None
+    metrics_host: str = "127.0.0.1"
+    #: monitoring: the directory's sizes and record counts are read again at most this often
+    metrics_stats_seconds: NonNegative = 10.0
+    #: growth alerts (the persistence review's limits): the largest audit file, the
+    #: core state's bytes, learned patterns, active agents, and the disk's free bytes
+    alert_audit_file_bytes: Positive = 10 * 1024**3
+    alert_state_bytes: Positive = 100 * 1024**2
+    alert_patterns: Positive = 10_000
+    alert_active_agents: Positive = 1_000
+    alert_disk_free_bytes: Positive = 1024**3
 
     @property
     def path(self) -> Path:

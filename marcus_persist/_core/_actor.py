@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import time
@@ -83,6 +84,8 @@ class Actor(Generic[M]):
         self._items = 0
         self._committed = 0
         self._failed_commits = 0
+        #: failed commits by errno name (``other``: no errno), for monitoring
+        self.failed_by_errno: dict[str, int] = {}
         self._last_commit = math.nan
         self.batch_sizes = Histogram(BATCH_SIZE_BOUNDS)
         self.commit_seconds = Histogram(COMMIT_SECONDS_BOUNDS)
@@ -199,6 +202,8 @@ class Actor(Generic[M]):
             except Exception as exc:
                 self._failed_commits += 1
                 error = _as_commit_error(exc, self.name)
+                code = errno.errorcode.get(error.errno or 0, "other")
+                self.failed_by_errno[code] = self.failed_by_errno.get(code, 0) + 1
                 log.error("%s: commit of %d messages failed: %s", self.name, len(staged), error)
                 for request, _answer in staged:
                     request.fail(error)

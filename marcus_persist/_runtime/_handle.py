@@ -57,6 +57,8 @@ class Runtime:
         #: the Redis cache of assignment reads (``redis_url``), set by ``open_runtime``
         self.assignment_cache: Any = None
         self._check_lock: Callable[[], None] = _nothing  # the data-directory lock's check
+        #: where the metrics server listens (``metrics_port``), ``None`` without one
+        self.metrics_address: tuple[str, int] | None = None
 
     @property
     def data_dir(self) -> Path:

@@ -35,6 +35,9 @@ class ActorMetrics(msgspec.Struct, frozen=True):
     failed_commits: int
     batch_size: HistogramSnapshot
     commit_seconds: HistogramSnapshot
+    batches: int = 0
+    #: failed commits by errno name (``other``: no errno)
+    failed_by_errno: dict[str, int] = {}
 
 
 class CacheMetrics(msgspec.Struct, frozen=True):
@@ -78,6 +81,8 @@ def actor_metrics(actors: Iterable[Actor[Any]]) -> dict[str, ActorMetrics]:
             failed_commits=s.failed_commits,
             batch_size=actor.batch_sizes.snapshot(),
             commit_seconds=actor.commit_seconds.snapshot(),
+            batches=s.batches,
+            failed_by_errno=dict(actor.failed_by_errno),
         )
     return result
 

@@ -47,6 +47,7 @@ from marcus_persist.stores.state import StateHandler, StateStore
 from marcus_persist.stores.tokens import TokensHandler, TokenStore
 
 if TYPE_CHECKING:
+    from marcus_persist._runtime._http import MetricsServer
     from marcus_persist.backends._redis_cache import AssignmentCache
 
 __all__ = ("LAYOUT", "open_runtime", "prepare_data_dir")
@@ -110,6 +111,7 @@ async def open_runtime(
         store_backend = create_backend(config, fs)
 
     lock = DirLock(config.path, file_mode=fs.file_mode) if store_backend.uses_data_dir else None
+    metrics: MetricsServer | None = None
     audit_storage = _audit_storage(engine_for(store_backend, "audit"), config, fs)
     cache = _assignment_cache(engine_for(store_backend, "assignments"), config)
     try:
@@ -143,6 +145,10 @@ async def open_runtime(
         runtime.audit = AuditStore(actors["audit"], stores.audit, config, clock)
         runtime.patterns = PatternStore(actors["patterns"], stores.patterns, limits)
         runtime.tokens = TokenStore(actors["tokens"], stores.tokens)
+        if config.metrics_port is not None:  # listening before anything runs, or an error
+            from marcus_persist._runtime._monitor_live import bind_metrics
+
+            metrics = await bind_metrics(runtime)
         body_error: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
@@ -150,6 +156,8 @@ async def open_runtime(
                     await tg.start(actor.run)
                 await tg.start(runtime.audit.run_maintenance)
                 stop_telemetry = instrument(runtime)
+                if metrics is not None:
+                    await tg.start(metrics.run)
                 background = anyio.CancelScope()
                 if config.backup_enabled and store_backend.uses_data_dir:
                     tg.start_soon(_in_scope, background, runtime._scheduled_backups)
@@ -161,6 +169,8 @@ async def open_runtime(
                     body_error = exc
                     raise
                 finally:
+                    if metrics is not None:
+                        metrics.stop()  # the server only reads: it may stop first
                     runtime.audit.stop_maintenance()
                     background.cancel()  # background jobs stop before intake does
                     if stop_telemetry is not None:
@@ -182,6 +192,8 @@ async def open_runtime(
             except OSError as exc:
                 log.error("audit: final fsync failed: %s", exc)
             await anyio.to_thread.run_sync(store_backend.close)
+            if metrics is not None:
+                metrics.close()  # the socket, if it was never served
             if cache is not None:
                 cache.close()
             if lock is not None:

@@ -25,6 +25,7 @@ from marcus_persist.backends.file._sealed import cut_tail
 from marcus_persist.backends.file._shards import LOG, ShardStore
 from marcus_persist.backends.file._state import STATE_DIR
 from marcus_persist.backends.file._tokens import FileTokenStorage
+from marcus_persist.ops._doctor_alerts import check_growth
 from marcus_persist.ops._doctor_engines import check_engines
 from marcus_persist.ops._finding import Finding
 from marcus_persist.ops.wal import describe_logs
@@ -70,6 +71,7 @@ def diagnose(data_dir: Path, *, repair: bool = False) -> list[Finding]:
         findings += _tokens(data_dir, repair)
         findings += _audit(data_dir, repair)
         findings += check_engines(data_dir)  # the record, migrations, marcus_state.db
+        findings += check_growth(data_dir)  # past a limit of the review's (alert_*)
     finally:
         lock.release()  # a no-op when it was not taken
     return findings

@@ -201,6 +201,28 @@ WALK: dict[str, tuple[Argv, dict[str, Case]]] = {
             "marcus": Case(0, "nothing to checkpoint"),
         },
     ),
+    "metrics": (
+        lambda d, t: ["metrics", str(d)],
+        {
+            "missing": Case(1, "does not exist: give the data directory.*marcus-persist init"),
+            "locked": Case(0, "marcus_persist_info"),  # read-only: a served directory is fine
+            "empty": Case(0, "marcus_persist_store_bytes"),
+            "marcus": Case(
+                0, r'marcus_persist_store_records\{engine="file",store="assignments"\} 1'
+            ),
+        },
+    ),
+    # a host that cannot be listened on: the walk's conditions all end (a served dashboard
+    # runs until stopped; tests/cli/test_monitor_cli.py serves one)
+    "dashboard": (
+        lambda d, t: ["dashboard", str(d), "--host", "256.0.0.1"],
+        {
+            "missing": Case(1, "does not exist: give the data directory.*marcus-persist init"),
+            "locked": Case(1, "cannot listen on 256.0.0.1:0"),
+            "empty": Case(1, "cannot listen on 256.0.0.1:0"),
+            "marcus": Case(1, "cannot listen on 256.0.0.1:0"),
+        },
+    ),
     "bench": (
         lambda d, t: ["bench", "--repo", str(d)],
         {
