@@ -99,6 +99,17 @@ class InPlaceReport(msgspec.Struct):
         return all(s.status != "mismatch" for s in self.stores)
 
 
+#: why a store never moves to postgres in place (the whole directory can: --to-dsn)
+NOT_TO_POSTGRES = (
+    "in place, a store moves to file or sqlite, not postgres: the in-place guarantees "
+    "(verified copy, then one switch, never a mix, refused while a runtime runs) rest on "
+    "the data directory's lock, and no lock of the directory covers a PostgreSQL schema "
+    "that every process on the DSN may write; the DSN would also have to be kept in the "
+    "directory's config file. Copy the whole directory instead: "
+    "migrate DATA_DIR --to postgres --to-dsn DSN [--to-schema NAME]"
+)
+
+
 def migrate_in_place(
     data_dir: Path,
     stores: Iterable[str],
@@ -118,6 +129,8 @@ def migrate_in_place(
     :raises PersistenceError: if the target engine already holds data of a store
         that no interrupted run of this command copied there
     """
+    if to == "postgres":
+        raise PersistenceError(NOT_TO_POSTGRES)
     if to not in DIR_ENGINES:
         raise PersistenceError(f"in place, a store moves to {' or '.join(DIR_ENGINES)}, not {to}")
     if not data_dir.is_dir():
