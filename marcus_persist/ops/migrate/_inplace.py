@@ -49,7 +49,7 @@ from marcus_persist.backends import create_backend
 from marcus_persist.backends.file._patterns_tokens import PATTERNS_DIR
 from marcus_persist.backends.file._state import STATE_DIR
 from marcus_persist.backends.file._tokens import ARCHIVE_DIR, LOG_FILE, TOKENS_FILE
-from marcus_persist.backends.sqlite import STORE_TABLES
+from marcus_persist.backends.sqlite import EXTRA_TABLES, STORE_TABLES
 from marcus_persist.ops.migrate._copy import (
     COPY,
     DIGEST,
@@ -312,6 +312,14 @@ def _sqlite_delete(config: Config, store: str) -> None:
         ).fetchone()
         if exists:
             conn.execute(f"DELETE FROM {SQLITE_TABLES[store]}")
+        for extra in EXTRA_TABLES.get(store, ()):  # e.g. the token log: gone with its store
+            if _has_table(conn, extra):
+                conn.execute(f"DELETE FROM {extra}")
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(sql, (name,)).fetchone() is not None
 
 
 class _connect:
