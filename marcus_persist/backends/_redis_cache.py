@@ -1,18 +1,17 @@
-"""A read-through Redis cache of hot assignments, in front of any engine.
+"""A read-through Redis cache of hot assignments, in front of a shared database.
 
-The store stays the source of truth (PostgreSQL, or the committed state of
-the one process that owns a file or SQLite directory); the cache only saves
-it reads and never holds the only copy of anything. Keys are versioned so no
-reader ever gets a stale entry:
+The store stays the source of truth (PostgreSQL); the cache only saves it
+reads and never holds the only copy of anything. (On file and SQLite the one
+owning process holds every committed assignment and reads it from memory,
+faster than any Redis round trip, so no cache is made there.) Keys are
+versioned so no reader ever gets a stale entry:
 
 * every cached key ``K`` (a worker's record, or a task's holder) has a
   generation counter ``g:K``; entries live at ``d:<gen>:K``;
 * a reader reads the generation and the entry in one script; on a miss it
   reads the database and stores what it read under the generation it saw;
 * a writer bumps ``g:K`` of everything its batch touched *after* the commit
-  and *before* its callers are answered (where readers see a commit only
-  once it is published in the process, a reader fills only when no commit
-  ran while it read: ``stores/assignments/_handler.py``).
+  and *before* its callers are answered.
 
 A reader that raced a writer stores its (possibly old) value under a
 generation nobody reads any more, so a value read from the cache was current
@@ -136,11 +135,6 @@ class AssignmentCache:
         self._dirty = False
         log.info("redis cache back; purged %s after lost invalidations", self.namespace)
         return True
-
-    def forget_all(self) -> None:
-        """Purge every entry before the next use: a store opened on data that may have
-        changed while no runtime served it (a restore, a migration) trusts none."""
-        self._dirty = True
 
     def lookup(self, key: CacheKey) -> tuple[bool, Any, str | None]:
         """``(hit, value, generation)``; on a miss, pass the generation to :meth:`fill`.
