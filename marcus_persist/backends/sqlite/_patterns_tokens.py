@@ -187,11 +187,11 @@ class SQLiteTokenStorage:
             self._checkpoint(seq, document(), archives)
         else:
             data = encode(records).decode()
-            self._db.transaction(
-                lambda c: c.execute(
-                    "INSERT INTO marcus_token_log (seq, data) VALUES (?, ?)", (seq, data)
-                )
-            )
+
+            def append(conn: sqlite3.Connection) -> None:
+                conn.execute("INSERT INTO marcus_token_log (seq, data) VALUES (?, ?)", (seq, data))
+
+            self._db.transaction(append)
             self._log_bytes += len(data)
         self._seq = seq  # only once durable: a failed batch leaves nothing to skip
 
