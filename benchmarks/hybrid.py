@@ -8,9 +8,13 @@ to pure SQLite, in one process so the ratios hold on a noisy machine.
 reachable Redis the cached rows are skipped.) Writes ``results/hybrid.json``.
 
 * ``read``: *readers* tasks each call ``get_assignment`` on one of 100 hot workers
-  in turn (and check the answer) for *seconds*; rows: the hybrid without a cache,
-  the hybrid with ``redis_url``, and pure files and pure SQLite likewise, since
-  the cache is engine-neutral and this measures where it pays.
+  in turn (and check the answer) for *seconds*; rows: the hybrid without
+  ``redis_url``, the hybrid with it, and pure files and pure SQLite likewise.
+  On these engines the process answers reads from its own committed state and
+  Redis is not used, so the two rows of each engine should match.
+* ``redis get``: the same readers each fetch one hot entry from Redis (a ``GET``
+  in a worker thread, the answer checked): what a read served by Redis costs at
+  the least, next to the in-process read.
 * ``assign``: *readers* agents each move themselves to a fresh task (a durable
   write): the hybrid next to ``backend="sqlite"``, in 5 alternating rounds of
   *seconds*/5 each; each row is its median round.
@@ -106,6 +110,34 @@ async def _writes(data: Path, options: dict[str, Any], agents: int, seconds: flo
     )
 
 
+async def _redis_reads(url: str, readers: int, seconds: float) -> CaseResult:
+    """*readers* tasks each ``GET`` one of the hot entries from Redis in a worker thread."""
+    import anyio.to_thread
+    import redis
+
+    client = redis.Redis.from_url(url)
+    prefix = f"marcus_persist:bench:{os.getpid()}:"
+    try:
+        client.mset({f"{prefix}{w}": f"task-{w}" for w in range(HOT)})
+
+        async def read(caller: int, n: int) -> None:
+            w = (caller + n) % HOT
+            value = await anyio.to_thread.run_sync(client.get, f"{prefix}{w}")
+            if value != f"task-{w}".encode():
+                raise AssertionError(f"{prefix}{w}: {value!r}")
+
+        drive = await drive_calls(readers, seconds, read)
+    finally:
+        client.delete(*(f"{prefix}{w}" for w in range(HOT)))
+        client.close()
+    return case_result(
+        workload="read", system="redis", backend="redis get", loop="asyncio",
+        concurrency=readers, latencies=drive.latencies, seconds=drive.seconds,
+        correct=drive.errors == 0, note="one GET per read, in a worker thread",
+        env=environment(),
+    )  # fmt: skip
+
+
 def _label(options: dict[str, Any]) -> str:
     name = "hybrid" if options.get("backends") else str(options["backend"])
     return f"{name} + redis" if options.get("redis_url") else name
@@ -134,7 +166,15 @@ def _targets(rows: list[CaseResult], readers: int) -> list[Target]:
     hybrid, sqlite = _rate(rows, "assign", "hybrid"), _rate(rows, "assign", "sqlite")
     read_ratio = cached / plain if cached and plain else None
     write_ratio = hybrid / sqlite if hybrid and sqlite else None
+    direct = _rate(rows, "read", "redis get")
+    redis_ratio = direct / plain if direct and plain else None
     return [
+        Target(
+            name=f"a read served by Redis vs the hybrid's in-process read, {readers} readers",
+            goal="> 1x for a cache to pay",
+            measured=f"{redis_ratio:.2f}x" if redis_ratio is not None else "not run",
+            met=redis_ratio > 1 if redis_ratio is not None else None,
+        ),
         Target(
             name=f"hybrid assignment reads, cache vs none, {readers} readers",
             goal=">= 2x",
@@ -158,6 +198,8 @@ async def run(readers: int, seconds: float, redis_url: str | None, work: Path) -
             variants.append({**SETUPS[name], "redis_url": redis_url})
         for i, options in enumerate(variants):
             rows.append(await _reads(work / f"read-{name}-{i}", options, readers, seconds))
+    if redis_url:
+        rows.append(await _redis_reads(redis_url, readers, seconds))
     # writes: the two setups take turns (ABBAAB...), each row the median round,
     # so a neighbour's burst on a shared machine does not decide the ratio
     rounds: dict[str, list[CaseResult]] = {"hybrid": [], "sqlite": []}

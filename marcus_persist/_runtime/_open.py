@@ -48,7 +48,6 @@ from marcus_persist.stores.tokens import TokensHandler, TokenStore
 
 if TYPE_CHECKING:
     from marcus_persist._runtime._http import MetricsServer
-    from marcus_persist.backends._redis_cache import AssignmentCache
 
 __all__ = ("LAYOUT", "open_runtime", "prepare_data_dir")
 
@@ -113,14 +112,14 @@ async def open_runtime(
     lock = DirLock(config.path, file_mode=fs.file_mode) if store_backend.uses_data_dir else None
     metrics: MetricsServer | None = None
     audit_storage = _audit_storage(engine_for(store_backend, "audit"), config, fs)
-    cache = _assignment_cache(engine_for(store_backend, "assignments"), config)
+    _note_unused_cache(engine_for(store_backend, "assignments"), config)
     try:
         if lock is not None:
             await anyio.to_thread.run_sync(_startup, prepare_data_dir, config, lock, fs)
             if uses_record(config):
                 await anyio.to_thread.run_sync(_settle_record, config.path, recorded, fs)
         stores = await anyio.to_thread.run_sync(
-            _load_stores, store_backend, audit_storage, clock, config, cache
+            _load_stores, store_backend, audit_storage, clock, config
         )
         actors = {
             name: Actor(
@@ -194,8 +193,6 @@ async def open_runtime(
             await anyio.to_thread.run_sync(store_backend.close)
             if metrics is not None:
                 metrics.close()  # the socket, if it was never served
-            if cache is not None:
-                cache.close()
             if lock is not None:
                 lock.release()
 
@@ -246,15 +243,17 @@ class _Stores:
         }
 
 
-def _assignment_cache(backend: Backend, config: Config) -> AssignmentCache | None:
-    """The Redis cache in front of an in-process assignments handler (``redis_url``);
-    a backend with its own handler (postgres) makes its own."""
-    if not config.redis_url or hasattr(backend, "assignments_handler"):
-        return None
-    from marcus_persist.backends._redis_cache import AssignmentCache
-
-    # one process owns the directory: its absolute path names the namespace
-    return AssignmentCache(config.redis_url, f"marcus_persist:dir:{config.path.absolute()}")
+def _note_unused_cache(backend: Backend, config: Config) -> None:
+    """``redis_url`` caches assignment reads where the database is the authority
+    (postgres makes its own cache). On file and sqlite this process holds every
+    committed assignment: a read is a lookup in its memory, which no Redis round
+    trip can beat (``benchmarks/hybrid.py``), so Redis is not used; say so once."""
+    if config.redis_url and not hasattr(backend, "assignments_handler"):
+        log.info(
+            "redis_url: not used for assignments on %s: this process holds every "
+            "committed assignment and reads them from memory",
+            backend.name,
+        )
 
 
 def _load_stores(
@@ -262,10 +261,9 @@ def _load_stores(
     audit_storage: AuditStorage,
     clock: Clock,
     config: Config,
-    cache: AssignmentCache | None = None,
 ) -> _Stores:
     stores = _Stores(
-        assignments_handler(engine_for(backend, "assignments"), clock, cache),
+        assignments_handler(engine_for(backend, "assignments"), clock),
         StateHandler(backend.state(), clock),
         AuditHandler(audit_storage),
         PatternsHandler(backend.patterns(), clock),

@@ -24,6 +24,7 @@ from marcus_persist._core._snapshot import BACKUPS_DIR
 from marcus_persist._errors import CorruptDataError, UnsafePathError
 from marcus_persist._runtime import _stats_stores as read
 from marcus_persist._runtime._dirconfig import read_record
+from marcus_persist._runtime._stats_cache import CacheStats
 from marcus_persist._runtime._stats_stores import Found, TokenTotals
 from marcus_persist.backends.sqlite import STORE_TABLES
 
@@ -54,6 +55,8 @@ class DataStats(msgspec.Struct, frozen=True):
     audit_days: list[AuditDay]
     total_bytes: int
     tokens: TokenTotals | None = None  #: ``None`` if token usage cannot be read
+    #: the Redis cache of assignment reads (``stats --redis-url``; ``_stats_cache.py``)
+    cache: CacheStats | None = None
 
 
 def collect_stats(data_dir: Path) -> DataStats:

@@ -1,18 +1,17 @@
-"""A read-through Redis cache of hot assignments, in front of any engine.
+"""A read-through Redis cache of hot assignments, in front of a shared database.
 
-The store stays the source of truth (PostgreSQL, or the committed state of
-the one process that owns a file or SQLite directory); the cache only saves
-it reads and never holds the only copy of anything. Keys are versioned so no
-reader ever gets a stale entry:
+The store stays the source of truth (PostgreSQL); the cache only saves it
+reads and never holds the only copy of anything. (On file and SQLite the one
+owning process holds every committed assignment and reads it from memory,
+faster than any Redis round trip, so no cache is made there.) Keys are
+versioned so no reader ever gets a stale entry:
 
 * every cached key ``K`` (a worker's record, or a task's holder) has a
   generation counter ``g:K``; entries live at ``d:<gen>:K``;
 * a reader reads the generation and the entry in one script; on a miss it
   reads the database and stores what it read under the generation it saw;
 * a writer bumps ``g:K`` of everything its batch touched *after* the commit
-  and *before* its callers are answered (where readers see a commit only
-  once it is published in the process, a reader fills only when no commit
-  ran while it read: ``stores/assignments/_handler.py``).
+  and *before* its callers are answered.
 
 A reader that raced a writer stores its (possibly old) value under a
 generation nobody reads any more, so a value read from the cache was current
@@ -22,6 +21,12 @@ a missed invalidation (Redis unreachable for the writer only) can show.
 Redis errors never reach callers: the cache steps aside for ``retry_after``
 seconds and every read goes to the store (counted: ``fallbacks``). A writer
 that could not invalidate purges the whole namespace when Redis is back.
+
+Every process adds its counters (hits, misses, fallbacks, errors) to the hash
+``<namespace>:stats`` at most once a second and when it closes, so
+``marcus-persist stats`` shows them for the whole deployment
+(:func:`read_statistics`); counts made while Redis was down are added once it
+answers again.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from redis.retry import Retry
 
 from marcus_persist._core._codec import decode, encode
 
-__all__ = ("AssignmentCache", "CacheKey")
+__all__ = ("AssignmentCache", "CacheKey", "find_namespaces", "namespace_of", "read_statistics")
 
 log = logging.getLogger("marcus_persist")
 
@@ -59,6 +64,43 @@ _LOOKUP = """
 local g = redis.call('GET', KEYS[1]) or '0'
 return {g, redis.call('GET', ARGV[1] .. g .. ARGV[2])}
 """
+
+
+#: the counters added to ``<namespace>:stats``
+STATS_FIELDS = ("hits", "misses", "fallbacks", "errors")
+FLUSH_SECONDS = 1.0
+
+
+def namespace_of(dbname: str, schema: str) -> str:
+    """The cache namespace of the PostgreSQL database *dbname*'s schema *schema*."""
+    return f"marcus_persist:{dbname}:{schema}"
+
+
+def find_namespaces(url: str, schema: str) -> list[str]:
+    """Every namespace whose counters Redis holds for a schema named *schema*.
+
+    :raises redis.RedisError: if Redis cannot be read
+    """
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        keys = client.scan_iter(namespace_of("*", schema) + ":stats", count=1000)
+        return sorted((k.decode() if isinstance(k, bytes) else str(k))[:-6] for k in keys)
+    finally:
+        client.close()
+
+
+def read_statistics(url: str, namespace: str) -> dict[str, int]:
+    """The counters every process of *namespace* added (zero when none did).
+
+    :raises redis.RedisError: if Redis cannot be read
+    """
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        raw = client.hgetall(f"{namespace}:stats")
+    finally:
+        client.close()
+    found = {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+    return {field: found.get(field, 0) for field in STATS_FIELDS}
 
 
 class CacheStatistics(msgspec.Struct, frozen=True):
@@ -99,6 +141,9 @@ class AssignmentCache:
         self._down_until = 0.0
         self._dirty = False  # an invalidation was lost: purge before trusting entries
         self.hits = self.misses = self.errors = self.fallbacks = 0
+        # counts not yet added to <namespace>:stats (guarded by _lock)
+        self._pending = dict.fromkeys(STATS_FIELDS, 0)
+        self._next_flush = 0.0
 
     def statistics(self) -> CacheStatistics:
         return CacheStatistics(self.hits, self.misses, self.errors, self._usable(), self.fallbacks)
@@ -115,9 +160,37 @@ class AssignmentCache:
     def _usable(self) -> bool:
         return time.monotonic() >= self._down_until
 
+    def _count(self, field: str) -> None:
+        with self._lock:
+            setattr(self, field, getattr(self, field) + 1)
+            self._pending[field] += 1
+
+    def flush_statistics(self, *, force: bool = False) -> None:
+        """Add the counts made since the last flush to ``<namespace>:stats`` (at most
+        once a second unless *force*); kept for the next flush if Redis fails."""
+        now = time.monotonic()
+        with self._lock:
+            if not force and now < self._next_flush:
+                return
+            pending = {k: v for k, v in self._pending.items() if v}
+            self._pending = dict.fromkeys(STATS_FIELDS, 0)
+            self._next_flush = now + FLUSH_SECONDS
+        if not pending:
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for field, count in pending.items():
+                pipe.hincrby(f"{self.namespace}:stats", field, count)
+            pipe.execute()
+        except redis.RedisError:
+            with self._lock:
+                for field, count in pending.items():
+                    self._pending[field] += count
+
     def _failed(self, exc: Exception, what: str) -> None:
         with self._lock:
             self.errors += 1
+            self._pending["errors"] += 1
             if time.monotonic() >= self._down_until:
                 log.warning("redis cache unavailable (%s: %s); reading the store", what, exc)
             self._down_until = time.monotonic() + self.retry_after
@@ -137,31 +210,26 @@ class AssignmentCache:
         log.info("redis cache back; purged %s after lost invalidations", self.namespace)
         return True
 
-    def forget_all(self) -> None:
-        """Purge every entry before the next use: a store opened on data that may have
-        changed while no runtime served it (a restore, a migration) trusts none."""
-        self._dirty = True
-
     def lookup(self, key: CacheKey) -> tuple[bool, Any, str | None]:
         """``(hit, value, generation)``; on a miss, pass the generation to :meth:`fill`.
 
         The generation is ``None`` when Redis is unavailable (then do not fill).
         """
         if not self._usable() or not self._recover():
-            self.fallbacks += 1
+            self._count("fallbacks")
             return False, None, None
         before, after = self._data_key(key)
         try:
             gen, raw = self._lookup(keys=[self._gen_key(key)], args=[before, after])
         except redis.RedisError as exc:
             self._failed(exc, "lookup")
-            self.fallbacks += 1
+            self._count("fallbacks")
             return False, None, None
         generation = gen.decode() if isinstance(gen, bytes) else str(gen)
+        self._count("misses" if raw is None else "hits")
+        self.flush_statistics()  # Redis answers: at most one more call a second
         if raw is None:
-            self.misses += 1
             return False, None, generation
-        self.hits += 1
         return True, decode(raw), generation
 
     def fill(self, key: CacheKey, generation: str, value: Any) -> None:
@@ -188,6 +256,10 @@ class AssignmentCache:
             self._failed(exc, "invalidate")
 
     def close(self) -> None:
+        for _ in range(2):  # a connection Redis dropped fails once, then reconnects
+            self.flush_statistics(force=True)
+            if not any(self._pending.values()):
+                break
         self._client.close()
 
 

@@ -13,9 +13,10 @@ from rich.table import Table
 
 from marcus_persist._config import Config
 from marcus_persist._core._dirlock import DirLock
-from marcus_persist._errors import PersistenceError
+from marcus_persist._errors import ConfigError, PersistenceError
 from marcus_persist._runtime import prepare_data_dir
 from marcus_persist._runtime._stats import collect_stats
+from marcus_persist._runtime._stats_cache import cache_stats
 from marcus_persist.cli._audit import audit, rotate
 from marcus_persist.cli._backup import backup, restore
 from marcus_persist.cli._common import DATA_DIR, explain, not_a_data_dir, require_data_dir
@@ -82,11 +83,23 @@ def doctor(data_dir: Path, repair: bool, as_json: bool) -> None:
 @cli.command()
 @DATA_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
-def stats(data_dir: Path, as_json: bool) -> None:
+@click.option(
+    "--redis-url",
+    help="Also the Redis cache's hit rate and fallbacks, summed over every process "
+    "(default: MARCUS_PERSIST_REDIS_URL).",
+)
+def stats(data_dir: Path, as_json: bool, redis_url: str | None = None) -> None:
     """Records, bytes, files, oldest/newest and growth per data type; token totals;
-    the audit trail by day. Read-only: safe while a runtime serves DATA_DIR."""
+    the audit trail by day; the assignment cache's counters (with a Redis URL).
+    Read-only: safe while a runtime serves DATA_DIR."""
     require_data_dir(data_dir)
     result = collect_stats(data_dir)
+    try:
+        cache = cache_stats(data_dir, redis_url)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if cache is not None:
+        result = msgspec.structs.replace(result, cache=cache)
     if as_json:
         click.echo(msgspec.json.encode(result).decode())
         return
@@ -122,6 +135,17 @@ def stats(data_dir: Path, as_json: bool) -> None:
             f"token usage: {tokens.requests:,} AI calls, {tokens.tokens:,} tokens, "
             f"{tokens.cost_usd:,.2f} USD, {tokens.projects:,} projects"
         )
+    if (cache := result.cache) is not None:
+        where = f"assignment cache ({cache.engine}"
+        where += f", redis {cache.namespace})" if cache.namespace else ")"
+        if cache.note:
+            console.print(f"{where}: {cache.note}")
+        else:
+            rate = "-" if cache.hit_rate is None else f"{cache.hit_rate:.1%}"
+            console.print(
+                f"{where}: hit rate {rate} ({cache.hits:,} hits, {cache.misses:,} misses), "
+                f"{cache.fallbacks:,} fallbacks to the store, {cache.errors:,} Redis errors"
+            )
     if result.audit_days:
         days = Table("day", "events", "bytes", title="audit trail by day")
         for d in result.audit_days:

@@ -15,7 +15,7 @@ from rich.table import Table
 from marcus_persist._config import Config
 from marcus_persist._errors import DataDirLocked, PersistenceError
 from marcus_persist.cli._common import explain, not_a_data_dir
-from marcus_persist.ops.migrate._inplace import InPlaceReport, migrate_in_place
+from marcus_persist.ops.migrate._inplace import NOT_TO_POSTGRES, InPlaceReport, migrate_in_place
 from marcus_persist.ops.migrate._run import (
     PROGRESS_NAME,
     STORES,
@@ -189,6 +189,8 @@ def _in_place(
         raise click.UsageError("--store/--all move stores inside DATA_DIR: drop --to-dir")
     if not stores:
         raise click.UsageError("name the stores to move: --store NAME (repeatable) or --all")
+    if target == "postgres":
+        raise click.UsageError(NOT_TO_POSTGRES)
     if target not in ("file", "sqlite"):
         raise click.UsageError(f"in place, --to is file or sqlite, not {target}")
     try:

@@ -32,12 +32,12 @@ def free_port() -> int:
 class PrivateRedis:
     """A redis-server of this test's own, on a free port, that the test may stop."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             unavailable("redis-server is not installed")
             raise AssertionError("unreachable")
-        self.port = free_port()
+        self.port = port or free_port()  # a port: a restart where the last one ran
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = subprocess.Popen(
             [

@@ -148,6 +148,20 @@ class TestRefusals:
             async with open_runtime(data, backends={"state": "file"}):
                 pass
 
+    async def test_postgres_in_place_is_refused_and_says_why(self, tmp_path: Path) -> None:
+        data = tmp_path / "data"
+        await populate(data)
+        before = await in_thread(digests, data)
+        with pytest.raises(PersistenceError, match="no lock of the directory covers"):
+            await in_thread(migrate_in_place, data, ["state"], "postgres")
+        argv = ["migrate", str(data), "--store", "state", "--to", "postgres"]
+        result = await in_thread(CliRunner().invoke, cli_main, argv)
+        assert result.exit_code == 2
+        assert "--to-dsn" in result.output  # where to go instead
+        assert engines(data) == {}  # nothing was recorded, nothing copied
+        assert not (data / "marcus_state.db").exists()
+        assert await in_thread(digests, data) == before
+
 
 class TestKilled:
     def test_killed_after_any_step_opens_on_one_engine_and_resumes(self, tmp_path: Path) -> None:

@@ -115,20 +115,25 @@ class SwitchMemoryBackend(MemoryBackend):
 
 
 @contextlib.contextmanager
-def sqlite_trigger(db_path: Path, table: str) -> Iterator[None]:
-    """Every INSERT, UPDATE or DELETE on *table* aborts (the transaction rolls back)."""
+def sqlite_trigger(db_path: Path, *tables: str) -> Iterator[None]:
+    """Every INSERT, UPDATE or DELETE on each of *tables* aborts (the transaction rolls back)."""
     db = sqlite3.connect(db_path, isolation_level=None)
+    names = [f"model_fail_{n}_{e.lower()}" for n in range(len(tables)) for e in _EVENTS]
     try:
-        for event in ("INSERT", "UPDATE", "DELETE"):
-            db.execute(
-                f"CREATE TRIGGER model_fail_{event.lower()} BEFORE {event} ON {table}"
-                " BEGIN SELECT RAISE(ABORT, 'injected by the model'); END"
-            )
+        for n, table in enumerate(tables):
+            for event in _EVENTS:
+                db.execute(
+                    f"CREATE TRIGGER model_fail_{n}_{event.lower()} BEFORE {event} ON {table}"
+                    " BEGIN SELECT RAISE(ABORT, 'injected by the model'); END"
+                )
         yield
     finally:
-        for event in ("insert", "update", "delete"):
-            db.execute(f"DROP TRIGGER IF EXISTS model_fail_{event}")
+        for name in names:
+            db.execute(f"DROP TRIGGER IF EXISTS {name}")
         db.close()
+
+
+_EVENTS = ("INSERT", "UPDATE", "DELETE")
 
 
 @contextlib.contextmanager

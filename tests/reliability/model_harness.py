@@ -50,6 +50,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from marcus_persist import open_runtime
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._errors import PersistenceError
+from marcus_persist.backends.sqlite import EXTRA_TABLES
 from marcus_persist.backends.sqlite._backend import DB_NAME
 from tests._hybrid import REVIEW_HYBRID
 from tests._services import drop_schema, service
@@ -258,7 +259,8 @@ class Harness:
     def _trigger(self, *, sleep: bool = False) -> Iterator[None]:
         table = TABLES[self.engine][self.store]
         if self.engine == "sqlite":
-            with sqlite_trigger(self.data / DB_NAME, table):
+            # a store's other tables too (the token log: most batches write only there)
+            with sqlite_trigger(self.data / DB_NAME, table, *EXTRA_TABLES.get(self.store, ())):
                 yield
         else:
             with pg_trigger(self.pg["dsn"], self.pg["pg_schema"], table, sleep=sleep):

@@ -34,7 +34,7 @@ import anyio
 
 from marcus_persist._core._clock import Clock
 from marcus_persist.backends._contract import Record, Scope
-from marcus_persist.backends._redis_cache import AssignmentCache, CacheKey
+from marcus_persist.backends._redis_cache import AssignmentCache, CacheKey, namespace_of
 from marcus_persist.backends.postgres._batch import PgBatch
 from marcus_persist.backends.postgres._db import PgDatabase, scope_key
 from marcus_persist.backends.postgres._statements import AssignmentStatements
@@ -56,7 +56,7 @@ class PgAssignmentsHandler:
         """Connect and migrate (blocking; at startup, in a thread)."""
         self.db.open()
         if self.cache is not None:
-            self.cache.namespace = f"marcus_persist:{self.db.dbname}:{self.db.schema}"
+            self.cache.namespace = namespace_of(self.db.dbname, self.db.schema)
 
     def begin(self) -> PgBatch:
         return PgBatch(self.db, self.sql, self.cache, self.clock)

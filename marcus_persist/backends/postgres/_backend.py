@@ -129,6 +129,7 @@ class PostgresBackend:
         if self.redis_url:
             from marcus_persist.backends._redis_cache import AssignmentCache
 
+            # the namespace names the database too once connected (the handler's load)
             cache = AssignmentCache(self.redis_url, f"marcus_persist:{self.db.schema}")
             self._closers.append(cache.close)
             self.cache = cache

@@ -2,9 +2,18 @@
 
 * ``marcus_patterns(key, type, data)``: one row per pattern; a batch is one
   transaction of the rows it changed, so its cost follows the batch.
-* ``marcus_token_usage(name, data)``: the live document (``name = 'live'``)
-  and one row per archived month (``'archive:YYYY-MM'``), written in one
-  transaction.
+* ``marcus_token_usage(name, data)``: the live document (``name = 'live'``,
+  with ``log_seq``, the last batch it includes) and one row per archived
+  month (``'archive:YYYY-MM'``); ``marcus_token_log(seq, data)``: one row per
+  batch since, the batch's records. A batch is one transaction that inserts
+  its row, so a commit costs its batch, not the document (whose request ids
+  grow with traffic). A checkpoint (the document and archives written whole,
+  the log emptied, in one transaction) happens when the log outgrows
+  ``max(checkpoint_bytes, document size)``, when days are archived and on the
+  first commit after loading a document from elsewhere (Marcus's file, a
+  database written before the log). Loading replays the log rows newer than
+  ``log_seq``; without a document row the log is ignored (the next commit
+  checkpoints, dropping it).
 * Marcus's own ``learned_patterns.json`` / ``token_usage.json`` beside the
   database are read when the tables hold nothing yet, so a Marcus data
   directory upgrades in place; the patterns file is then renamed
@@ -30,7 +39,7 @@ from marcus_persist.backends._contract import KeyedWrite
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._patterns_tokens import FilePatternStorage, FileTokenStorage
 
-__all__ = ("SCHEMA", "SQLitePatternStorage", "SQLiteTokenStorage")
+__all__ = ("EXTRA_TABLES", "SCHEMA", "SQLitePatternStorage", "SQLiteTokenStorage")
 
 T = TypeVar("T")
 
@@ -45,7 +54,13 @@ CREATE TABLE IF NOT EXISTS marcus_token_usage (
     name TEXT PRIMARY KEY,
     data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS marcus_token_log (
+    seq INTEGER PRIMARY KEY,
+    data TEXT NOT NULL
+);
 """
+#: the tables of each store beside its main one (emptied with it)
+EXTRA_TABLES = {"tokens": ("marcus_token_log",)}
 LIVE = "live"
 ARCHIVE = "archive:"
 
@@ -109,9 +124,14 @@ class SQLitePatternStorage:
 
 
 class SQLiteTokenStorage:
-    def __init__(self, db: Runner, ctx: FileContext) -> None:
+    def __init__(self, db: Runner, ctx: FileContext, *, checkpoint_bytes: int = 1 << 20) -> None:
         self._db = db
         self._legacy = FileTokenStorage(ctx)  # only for Marcus's token_usage.json
+        self._checkpoint_bytes = checkpoint_bytes
+        self._seq = 0  # the last batch number used
+        self._log_bytes = 0
+        self._doc_bytes = 0
+        self._must_checkpoint = True  # until a document of ours is in the table
 
     def _row(self, name: str) -> Any:
         sql = "SELECT data FROM marcus_token_usage WHERE name = ?"
@@ -122,14 +142,38 @@ class SQLiteTokenStorage:
         self, check: Callable[[dict[str, Any]], Any]
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         _ensure_schema(self._db)
-        document = self._row(LIVE)
-        if document is None:
+        sql = "SELECT data FROM marcus_token_usage WHERE name = ?"
+        row = self._db.run(lambda c: c.execute(sql, (LIVE,)).fetchone())
+        if row is None:
+            self._must_checkpoint = True
             return self._legacy.load(check)  # Marcus's file, until the first commit
+        document = _json(self._db, "marcus_token_usage", LIVE, row[0])
         try:
             check(document)
         except ValueError as exc:
             raise CorruptDataError(f"{self._db.path} (marcus_token_usage)", str(exc)) from None
-        return document, []
+        base = document.get("log_seq", 0)
+        self._seq = base if isinstance(base, int) and not isinstance(base, bool) else 0
+        self._doc_bytes = len(row[0])
+        records = self._replay(self._seq)
+        # a document written before the log existed has no log_seq: give it one
+        self._must_checkpoint = "log_seq" not in document
+        return document, records
+
+    def _replay(self, base: int) -> list[dict[str, Any]]:
+        sql = "SELECT seq, data FROM marcus_token_log WHERE seq > ? ORDER BY seq"
+        rows = self._db.run(lambda c: c.execute(sql, (base,)).fetchall())
+        records: list[dict[str, Any]] = []
+        for seq, data in rows:
+            batch = _json(self._db, "marcus_token_log", str(seq), data)
+            if not isinstance(batch, list):
+                raise CorruptDataError(
+                    f"{self._db.path} (marcus_token_log)", f"row {seq}: not a list"
+                )
+            records.extend(batch)
+            self._seq = max(self._seq, seq)
+            self._log_bytes += len(data)
+        return records
 
     def commit(
         self,
@@ -137,16 +181,37 @@ class SQLiteTokenStorage:
         document: Callable[[], dict[str, Any]],
         archives: Mapping[str, dict[str, Any]],
     ) -> None:
-        # one row per batch, in the batch's transaction (SQLite appends to its own WAL)
+        seq = self._seq + 1
+        limit = max(self._checkpoint_bytes, self._doc_bytes)
+        if archives or self._must_checkpoint or self._log_bytes > limit:
+            self._checkpoint(seq, document(), archives)
+        else:
+            data = encode(records).decode()
+
+            def append(conn: sqlite3.Connection) -> None:
+                conn.execute("INSERT INTO marcus_token_log (seq, data) VALUES (?, ?)", (seq, data))
+
+            self._db.transaction(append)
+            self._log_bytes += len(data)
+        self._seq = seq  # only once durable: a failed batch leaves nothing to skip
+
+    def _checkpoint(
+        self, seq: int, document: dict[str, Any], archives: Mapping[str, dict[str, Any]]
+    ) -> None:
         rows = [(f"{ARCHIVE}{month}", encode(doc).decode()) for month, doc in archives.items()]
-        rows.append((LIVE, encode(document()).decode()))
+        live = encode({**document, "log_seq": seq}).decode()
+        rows.append((LIVE, live))
 
         def body(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "INSERT OR REPLACE INTO marcus_token_usage (name, data) VALUES (?, ?)", rows
             )
+            conn.execute("DELETE FROM marcus_token_log")  # every row is in the document now
 
         self._db.transaction(body)
+        self._doc_bytes = len(live)
+        self._log_bytes = 0
+        self._must_checkpoint = False
 
     def archive(self, month: str) -> dict[str, Any] | None:
         found = self._row(f"{ARCHIVE}{month}")

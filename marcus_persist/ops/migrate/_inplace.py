@@ -49,7 +49,7 @@ from marcus_persist.backends import create_backend
 from marcus_persist.backends.file._patterns_tokens import PATTERNS_DIR
 from marcus_persist.backends.file._state import STATE_DIR
 from marcus_persist.backends.file._tokens import ARCHIVE_DIR, LOG_FILE, TOKENS_FILE
-from marcus_persist.backends.sqlite import STORE_TABLES
+from marcus_persist.backends.sqlite import EXTRA_TABLES, STORE_TABLES
 from marcus_persist.ops.migrate._copy import (
     COPY,
     DIGEST,
@@ -99,6 +99,17 @@ class InPlaceReport(msgspec.Struct):
         return all(s.status != "mismatch" for s in self.stores)
 
 
+#: why a store never moves to postgres in place (the whole directory can: --to-dsn)
+NOT_TO_POSTGRES = (
+    "in place, a store moves to file or sqlite, not postgres: the in-place guarantees "
+    "(verified copy, then one switch, never a mix, refused while a runtime runs) rest on "
+    "the data directory's lock, and no lock of the directory covers a PostgreSQL schema "
+    "that every process on the DSN may write; the DSN would also have to be kept in the "
+    "directory's config file. Copy the whole directory instead: "
+    "migrate DATA_DIR --to postgres --to-dsn DSN [--to-schema NAME]"
+)
+
+
 def migrate_in_place(
     data_dir: Path,
     stores: Iterable[str],
@@ -118,6 +129,8 @@ def migrate_in_place(
     :raises PersistenceError: if the target engine already holds data of a store
         that no interrupted run of this command copied there
     """
+    if to == "postgres":
+        raise PersistenceError(NOT_TO_POSTGRES)
     if to not in DIR_ENGINES:
         raise PersistenceError(f"in place, a store moves to {' or '.join(DIR_ENGINES)}, not {to}")
     if not data_dir.is_dir():
@@ -299,6 +312,14 @@ def _sqlite_delete(config: Config, store: str) -> None:
         ).fetchone()
         if exists:
             conn.execute(f"DELETE FROM {SQLITE_TABLES[store]}")
+        for extra in EXTRA_TABLES.get(store, ()):  # e.g. the token log: gone with its store
+            if _has_table(conn, extra):
+                conn.execute(f"DELETE FROM {extra}")
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(sql, (name,)).fetchone() is not None
 
 
 class _connect:

@@ -1,14 +1,13 @@
 """The assignments actor's handler for backends that keep the committed state in
 this process: one staging overlay per batch, one ``commit`` to storage, then the
-task -> worker index updated."""
+task -> worker index updated. Reads are answered from that committed state
+(this process holds all of it), never from a cache: no Redis round trip is
+faster than a lookup in memory."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-import anyio.to_thread
+from typing import Any
 
 from marcus_persist._core._clock import Clock, iso_utc
 from marcus_persist._core._codec import json_copy
@@ -25,9 +24,6 @@ from marcus_persist.backends._assignments import (
 )
 from marcus_persist.backends._contract import AssignmentStorage, Backend, KeyedWrite, Record, Scope
 
-if TYPE_CHECKING:
-    from marcus_persist.backends._redis_cache import AssignmentCache, CacheKey
-
 __all__ = ("AssignmentsHandler", "assignments_handler")
 
 
@@ -41,45 +37,30 @@ class _Scope:
         self.by_task = {record["task_id"]: worker for worker, record in records.items()}
 
 
-def assignments_handler(
-    backend: Backend, clock: Clock, cache: AssignmentCache | None = None
-) -> AssignmentsView:
+def assignments_handler(backend: Backend, clock: Clock) -> AssignmentsView:
     """The handler for *backend*: its own when it is shared by several processes
     (``backend.assignments_handler(clock)``: the database is the authority, and
-    the backend makes its own cache), else the in-memory one over its storage,
-    reading through *cache* if there is one."""
+    the backend makes its own cache), else the in-memory one over its storage."""
     own = getattr(backend, "assignments_handler", None)
     if own is not None:
         handler: AssignmentsView = own(clock)
         return handler
-    return AssignmentsHandler(backend.assignments(), clock, cache)
+    return AssignmentsHandler(backend.assignments(), clock)
 
 
 class AssignmentsHandler:
     """The actor's side: committed state, one transaction per batch."""
 
-    def __init__(
-        self, storage: AssignmentStorage, clock: Clock, cache: AssignmentCache | None = None
-    ) -> None:
+    def __init__(self, storage: AssignmentStorage, clock: Clock) -> None:
         self.storage = storage
         self.clock = clock
-        self.cache = cache
         self.scopes: dict[Scope, _Scope] = {}
-        # a reader fills the cache only if no commit ran while it read: a commit
-        # bumps the cache's generations (in its thread) before its batch is
-        # published here, so a reader that saw the new generation must not
-        # store the old record under it. _committing is set before the bump and
-        # cleared at publish (which counts _published) or when the commit fails.
-        self._committing = False
-        self._published = 0
 
     def load(self) -> None:
         """Read every scope from storage (blocking; at startup, in a thread)."""
         self.scopes = {
             s: _Scope(records) for s, records in self.storage.load(check_records).items()
         }
-        if self.cache is not None:
-            self.cache.forget_all()  # the data may have changed while no runtime ran
 
     def scope(self, scope: Scope) -> _Scope:
         # the actor is the only writer of scopes; readers only look
@@ -90,10 +71,6 @@ class AssignmentsHandler:
 
     # -- reads: the committed state of this process (the only writer) --------
     async def read_one(self, scope: Scope, worker_id: str) -> Record | None:
-        if self.cache is not None:
-            key = ("w", scope or "", worker_id)
-            cached: Record | None = await self._through(key, lambda: self._record(scope, worker_id))
-            return cached
         return self._record(scope, worker_id)
 
     def _record(self, scope: Scope, worker_id: str) -> Record | None:
@@ -104,25 +81,7 @@ class AssignmentsHandler:
         return copy.deepcopy(self.scope(scope).records)
 
     async def read_holder(self, scope: Scope, task_id: str) -> str | None:
-        if self.cache is not None:
-            key = ("t", scope or "", task_id)
-            holder: str | None = await self._through(
-                key, lambda: self.scope(scope).by_task.get(task_id)
-            )
-            return holder
         return self.scope(scope).by_task.get(task_id)
-
-    async def _through(self, key: CacheKey, read: Callable[[], Any]) -> Any:
-        """Read *key* from the cache, else from the committed state (and fill)."""
-        assert self.cache is not None
-        published = self._published
-        hit, value, generation = await anyio.to_thread.run_sync(self.cache.lookup, key)
-        if hit:
-            return value
-        value = read()  # on the loop: the committed state as published now
-        if generation is not None and not self._committing and self._published == published:
-            await anyio.to_thread.run_sync(self.cache.fill, key, generation, value)
-        return value
 
     async def read_task_ids(self, scope: Scope) -> set[str]:
         return set(self.scope(scope).by_task)
@@ -220,32 +179,14 @@ class _Transaction:
         raise ValidationError(f"unknown assignments message {type(message).__name__}")
 
     def commit(self) -> None:
-        cache = self._h.cache
-        if cache is not None:
-            self._h._committing = True  # before the generations move (see the handler)
-        try:
-            self._h.storage.commit(
-                {
-                    scope: KeyedWrite(self._h.scope(scope).records, changes)
-                    for scope, changes in self._records.items()
-                }
-            )
-        except BaseException:
-            self._h._committing = False  # nothing changed: readers may fill again
-            raise
-        if cache is not None:
-            cache.invalidate(self._touched())
-
-    def _touched(self) -> list[CacheKey]:
-        keys: list[CacheKey] = []
-        for scope, changes in self._records.items():
-            keys += [("w", scope or "", worker_id) for worker_id in changes]
-            keys += [("t", scope or "", task_id) for task_id in self._tasks.get(scope, {})]
-        return keys
+        self._h.storage.commit(
+            {
+                scope: KeyedWrite(self._h.scope(scope).records, changes)
+                for scope, changes in self._records.items()
+            }
+        )
 
     def publish(self) -> None:
-        self._h._published += 1
-        self._h._committing = False
         for scope, changes in self._records.items():
             target = self._h.scopes.setdefault(scope, _Scope({}))
             for worker_id, record in changes.items():
