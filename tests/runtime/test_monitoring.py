@@ -176,12 +176,14 @@ class TestPortTaken:
 
 class TestCacheMetrics:
     async def test_redis_cache_reads_and_fallbacks_are_exposed(
-        self, tmp_path: Path, redis_url: str
+        self, tmp_path: Path, redis_url: str, pg: dict[str, Any]
     ) -> None:
+        """The cache reads where the database is the authority: assignments on postgres."""
         from tests._services import drop_redis_keys
 
+        hybrid = {**pg, "backend": "file", "backends": {"assignments": "postgres"}}
         try:
-            async with open_runtime(tmp_path, redis_url=redis_url, metrics_port=0) as rt:
+            async with open_runtime(tmp_path, redis_url=redis_url, metrics_port=0, **hybrid) as rt:
                 await rt.assignments.assign("a", "t", {})
                 await rt.assignments.get_assignment("a")
                 await rt.assignments.get_assignment("a")
