@@ -10,7 +10,10 @@ Invariants:
 * an answer that is a :class:`Deferred` is decided by the commit: after it,
   each such caller gets its own value or its own error;
 * a batch that was taken is committed and answered even when the host is
-  cancelled, and on the way out every message still in the inbox is too.
+  cancelled, and on the way out every message still in the inbox is too;
+* with a :class:`PipelinedHandler`, batch *k+1* is staged on top of batch *k*
+  while *k* commits (:mod:`._pipeline`); commits still run one at a time, in
+  order, answers go out in commit order, and a failed *k* fails *k+1*.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -26,9 +29,10 @@ from anyio.abc import TaskStatus
 from marcus_persist._core._deferred import Deferred
 from marcus_persist._core._mailbox import ActorStatistics, Barrier, Mailbox, Request
 from marcus_persist._core._metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS, Histogram
+from marcus_persist._core._pipeline import Pipeline
 from marcus_persist._errors import PersistenceError, RuntimeClosed
 
-__all__ = ("Actor", "Handler", "Transaction")
+__all__ = ("Actor", "Handler", "PipelinedHandler", "Staged", "Transaction")
 
 log = logging.getLogger("marcus_persist")
 
@@ -68,6 +72,30 @@ class Handler(Protocol[M_contra]):
         ...
 
 
+@runtime_checkable
+class PipelinedHandler(Protocol[M_contra]):
+    """A handler whose overlays can stage on top of a batch that is still committing.
+
+    Opting in (by having ``begin_after``) promises: an overlay begun on top of
+    *below* reads *below*'s staged changes until *below* is published, then
+    the committed state; its ``commit`` needs only that every batch before it
+    was published (commits never overlap: the actor starts *k+1*'s once *k*'s
+    returned and was published); and dropping an overlay (because the batch
+    below it failed) is the whole rollback: nothing of it reached the
+    committed state or the storage.
+    """
+
+    def begin(self) -> Transaction[M_contra]: ...
+
+    def begin_after(self, below: Transaction[M_contra] | None) -> Transaction[M_contra]:
+        """Start an overlay on top of *below* (``None``: over the committed state)."""
+        ...
+
+
+#: one staged message: its request and the answer ``apply`` gave
+Staged = tuple[Request[Any], Any]
+
+
 class Actor(Generic[M]):
     """Owns one store's writes; run it with ``await task_group.start(actor.run)``."""
 
@@ -86,6 +114,14 @@ class Actor(Generic[M]):
         self._last_commit = math.nan
         self.batch_sizes = Histogram(BATCH_SIZE_BOUNDS)
         self.commit_seconds = Histogram(COMMIT_SECONDS_BOUNDS)
+        self._pipeline: Pipeline[M] | None = None
+        if isinstance(handler, PipelinedHandler):
+            self._pipeline = Pipeline(self, handler)
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether batch *k+1* is staged while batch *k* commits."""
+        return self._pipeline is not None
 
     async def request(self, message: M) -> Any:
         return await self.mailbox.request(message)
@@ -110,21 +146,19 @@ class Actor(Generic[M]):
         )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        inbox = self.mailbox.inbox
         task_status.started()
+        pipeline = self._pipeline
         try:
-            while True:
-                try:
-                    batch = [await inbox.receive()]
-                except anyio.EndOfStream:
-                    return
-                batch.extend(self._drain(limit=self._max_batch - 1))
-                with anyio.CancelScope(shield=True):
-                    await self._handle(batch)
+            if pipeline is not None:
+                await pipeline.serve()
+            else:
+                await self._serve()
         except anyio.get_cancelled_exc_class():
             # The host is going away: stop intake, then commit what was received.
             self.mailbox.close()
             with anyio.move_on_after(FINAL_FLUSH_SECONDS, shield=True):
+                if pipeline is not None:
+                    await pipeline.land()
                 while batch := self._drain(limit=self._max_batch):
                     await self._handle(batch)
             raise
@@ -132,9 +166,23 @@ class Actor(Generic[M]):
             # Whatever is still queued (flush timed out, or the actor failed)
             # is answered, never left hanging; late senders get RuntimeClosed.
             self.mailbox.close()
+            closed = RuntimeClosed(f"{self.name}: the runtime closed before this ran")
+            if pipeline is not None:
+                pipeline.abandon(closed)
             for request in self._drain(limit=None):
-                request.fail(RuntimeClosed(f"{self.name}: the runtime closed before this ran"))
-            inbox.close()
+                request.fail(closed)
+            self.mailbox.inbox.close()
+
+    async def _serve(self) -> None:
+        inbox = self.mailbox.inbox
+        while True:
+            try:
+                batch = [await inbox.receive()]
+            except anyio.EndOfStream:
+                return
+            batch.extend(self._drain(limit=self._max_batch - 1))
+            with anyio.CancelScope(shield=True):
+                await self._handle(batch)
 
     def _drain(self, limit: int | None) -> list[Request[M | Barrier]]:
         taken: list[Request[M | Barrier]] = []
@@ -178,20 +226,32 @@ class Actor(Generic[M]):
             await self._process(segment)
 
     async def _process(self, batch: list[Request[M]]) -> None:
-        self._batches += 1
-        self._items += len(batch)
-        self.batch_sizes.observe(len(batch))
+        self._count(len(batch))
         txn = self._handler.begin()
-        staged: list[tuple[Request[M], Any]] = []
-        for request in batch:
-            try:
-                answer = txn.apply(request.message)
-            except Exception as exc:  # the message fails alone
-                request.fail(exc)
-            else:
-                staged.append((request, answer))
-        if not staged:
-            return
+        staged = [item for request in batch if (item := self._stage(txn, request)) is not None]
+        if staged:
+            await self._settle(txn, staged)
+
+    def _count(self, size: int) -> None:
+        self._batches += 1
+        self._items += size
+        self.batch_sizes.observe(size)
+
+    @staticmethod
+    def _stage(txn: Transaction[M], request: Request[Any]) -> Staged | None:
+        """Apply one message to *txn*; ``None`` if it failed alone (its caller is told)."""
+        try:
+            answer = txn.apply(request.message)
+        except Exception as exc:  # the message fails alone
+            request.fail(exc)
+            return None
+        return request, answer
+
+    async def _settle(self, txn: Transaction[M], staged: list[Staged]) -> PersistenceError | None:
+        """Commit *txn* (in the worker thread), publish it, answer its callers in order.
+
+        :returns: the commit's error (every caller of *staged* got it), else ``None``
+        """
         if txn.changed:
             started = time.perf_counter()
             try:
@@ -202,7 +262,7 @@ class Actor(Generic[M]):
                 log.error("%s: commit of %d messages failed: %s", self.name, len(staged), error)
                 for request, _answer in staged:
                     request.fail(error)
-                return
+                return error
             finally:
                 self._last_commit = time.perf_counter() - started
                 self.commit_seconds.observe(self._last_commit)
@@ -216,6 +276,7 @@ class Actor(Generic[M]):
                 answer = value
             self._committed += 1
             request.resolve(answer)
+        return None
 
 
 def _as_commit_error(exc: Exception, name: str) -> PersistenceError:

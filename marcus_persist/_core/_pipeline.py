@@ -1,0 +1,203 @@
+"""Pipelined group commit: batch *k+1* is taken and staged while batch *k* commits.
+
+An actor whose handler is a :class:`~._actor.PipelinedHandler` runs this loop
+instead of its plain one. One batch at a time is *in the air* (its commit
+runs in the worker thread, from a child task); meanwhile the actor takes what
+arrives and applies it to a *next* overlay begun on top of the flying one.
+When the flight lands, the next batch takes off at once.
+
+Invariants (the plain loop's, plus):
+
+* commits never overlap and run in the order the batches were taken; a batch
+  takes off only after the one below it was published;
+* answers go out in commit order: a batch's callers are answered by its own
+  flight, after its own commit returned (never when the batch below lands);
+* nothing is visible to readers before its own commit: overlays are private
+  to the actor until ``publish``;
+* a failed flight fails the batch staged on top of it (every message that
+  was staged there, with an error naming the failed commit); that overlay is
+  dropped, so the state the next batch stages on is the last durable one;
+* a batch that was taken is committed and answered even when the host is
+  cancelled: flights are shielded, and :meth:`Pipeline.land` commits what was
+  staged on the way out;
+* a barrier lands everything before it (the flight, then the next batch)
+  before it holds the actor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+
+from marcus_persist._core._mailbox import Barrier, Request
+from marcus_persist._errors import PersistenceError
+
+if TYPE_CHECKING:
+    from marcus_persist._core._actor import Actor, PipelinedHandler, Staged, Transaction
+
+__all__ = ("Pipeline",)
+
+M = TypeVar("M")
+
+
+class _Batch(Generic[M]):
+    """One overlay, the messages staged in it, and (once it flew) how it landed."""
+
+    __slots__ = ("error", "flying", "landed", "staged", "taken", "txn")
+
+    def __init__(self, txn: Transaction[M]) -> None:
+        self.txn = txn
+        self.staged: list[Staged] = []
+        self.taken = 0  # messages taken into it, staged or failed alone
+        self.flying = False  # its commit started (a child task ran it)
+        self.landed = anyio.Event()
+        self.error: PersistenceError | None = None  # set if its commit failed
+
+
+class Pipeline(Generic[M]):
+    """The pipelined loop of one actor (see the module docstring)."""
+
+    def __init__(self, actor: Actor[M], handler: PipelinedHandler[M]) -> None:
+        self._actor = actor
+        self._handler = handler
+        self._inbox = actor.mailbox.inbox
+        self._flight: _Batch[M] | None = None  # committing in the worker thread
+        self._next: _Batch[M] | None = None  # staged on top of the flight
+        self._barrier: Request[Any] | None = None  # taken; holds once all below it landed
+        self._tg: TaskGroup | None = None
+
+    async def serve(self) -> None:
+        """Take, stage and commit batches until the inbox ends (cancellable between them)."""
+        inbox = self._inbox
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
+                while True:
+                    if self._barrier is not None:
+                        await self._hold()
+                        continue
+                    flight = self._flight
+                    if flight is None:
+                        try:
+                            request = await inbox.receive()
+                        except anyio.EndOfStream:
+                            return
+                        self._take(request)
+                        self._fill()
+                        self._take_off()
+                        continue
+                    # batch k is in the air: stage k+1 on top of it until it lands
+                    self._fill()
+                    while not flight.landed.is_set() and self._barrier is None:
+                        if self._room() == 0 or inbox.drained:
+                            await flight.landed.wait()
+                        else:
+                            await inbox.wait()  # a message, a close, or the landing's nudge
+                            self._fill()
+                    if flight.landed.is_set():
+                        self._touch_down()
+                        self._take_off()
+            finally:
+                self._tg = None
+
+    async def land(self) -> None:
+        """Wait for the flight, then commit the batch staged on top of it: when this
+        returns nothing is in the air or staged (every caller taken was answered)."""
+        while self._flight is not None or self._next is not None:
+            flight = self._flight
+            if flight is not None:
+                if not flight.flying:  # its task never ran (cancelled before it started)
+                    await self._fly(flight)
+                await flight.landed.wait()
+                self._touch_down()
+            if self._next is not None:
+                batch, self._next = self._next, None
+                self._flight = batch
+                await self._fly(batch)
+
+    async def _hold(self) -> None:
+        """Land everything taken before the barrier, then hold until it is released."""
+        with anyio.CancelScope(shield=True):
+            await self.land()
+            request, self._barrier = self._barrier, None
+            assert request is not None and isinstance(request.message, Barrier)
+            request.resolve(None)
+            await request.message.release.wait()
+
+    def abandon(self, error: BaseException) -> None:
+        """Fail whatever is still staged or held (the actor is going away)."""
+        for batch in (self._flight, self._next):
+            if batch is not None:
+                for request, _answer in batch.staged:
+                    request.fail(error)
+        self._flight = self._next = None
+        if self._barrier is not None:
+            self._barrier.fail(error)
+            self._barrier = None
+
+    # -- internals ----------------------------------------------------------------
+    def _room(self) -> int:
+        return self._actor._max_batch - (self._next.taken if self._next is not None else 0)
+
+    def _fill(self) -> None:
+        """Take what is waiting (never waits), up to the batch limit or a barrier."""
+        inbox = self._inbox
+        while self._barrier is None and self._room() > 0:
+            try:
+                request = inbox.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return
+            self._take(request)
+
+    def _take(self, request: Request[Any]) -> None:
+        if isinstance(request.message, Barrier):
+            self._barrier = request
+            return
+        batch = self._next
+        if batch is None:
+            below = self._flight.txn if self._flight is not None else None
+            batch = self._next = _Batch(self._handler.begin_after(below))
+        batch.taken += 1
+        staged = self._actor._stage(batch.txn, request)
+        if staged is not None:
+            batch.staged.append(staged)
+
+    def _touch_down(self) -> None:
+        """The flight landed: forget it; a failure fails the batch staged on top of it."""
+        flight, self._flight = self._flight, None
+        batch = self._next
+        if flight is None or flight.error is None or batch is None:
+            return
+        self._next = None
+        self._actor._count(batch.taken)
+        error = PersistenceError(
+            f"{self._actor.name}: not committed: the batch it was staged on failed: {flight.error}",
+            errno=flight.error.errno,
+        )
+        error.__cause__ = flight.error
+        for request, _answer in batch.staged:
+            request.fail(error)
+
+    def _take_off(self) -> None:
+        """Start the commit of the staged batch (nothing may be in the air)."""
+        assert self._flight is None and self._tg is not None
+        batch, self._next = self._next, None
+        if batch is None:
+            return
+        if not batch.staged:  # every message failed alone: nothing to commit
+            self._actor._count(batch.taken)
+            return
+        self._flight = batch
+        self._tg.start_soon(self._fly, batch)
+
+    async def _fly(self, batch: _Batch[M]) -> None:
+        batch.flying = True
+        self._actor._count(batch.taken)
+        try:
+            with anyio.CancelScope(shield=True):
+                batch.error = await self._actor._settle(batch.txn, batch.staged)
+        finally:
+            batch.landed.set()
+            self._inbox.nudge()
