@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Generic, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
 from anyio.abc import TaskStatus
@@ -30,6 +30,10 @@ from marcus_persist._core._deferred import Deferred
 from marcus_persist._core._mailbox import ActorStatistics, Barrier, Mailbox, Request
 from marcus_persist._core._metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS, Histogram
 from marcus_persist._core._pipeline import Pipeline
+from marcus_persist._core._txn import Handler as Handler
+from marcus_persist._core._txn import PipelinedHandler as PipelinedHandler
+from marcus_persist._core._txn import Staged as Staged
+from marcus_persist._core._txn import Transaction as Transaction
 from marcus_persist._errors import PersistenceError, RuntimeClosed
 
 __all__ = ("Actor", "Handler", "PipelinedHandler", "Staged", "Transaction")
@@ -37,63 +41,8 @@ __all__ = ("Actor", "Handler", "PipelinedHandler", "Staged", "Transaction")
 log = logging.getLogger("marcus_persist")
 
 M = TypeVar("M")
-M_contra = TypeVar("M_contra", contravariant=True)
 
 FINAL_FLUSH_SECONDS = 30.0
-
-
-class Transaction(Protocol[M_contra]):
-    """The staging overlay of one batch."""
-
-    def apply(self, message: M_contra) -> Any:
-        """Validate and stage one message; return the caller's answer.
-
-        Must leave the overlay unchanged when it raises.
-        """
-        ...
-
-    @property
-    def changed(self) -> bool:
-        """Whether anything was staged that needs a commit."""
-        ...
-
-    def commit(self) -> None:
-        """Make the staged changes durable. Blocking; runs in a worker thread."""
-        ...
-
-    def publish(self) -> None:
-        """Fold the staged changes into the committed state (on the event loop)."""
-        ...
-
-
-class Handler(Protocol[M_contra]):
-    def begin(self) -> Transaction[M_contra]:
-        """Start a staging overlay over the current committed state."""
-        ...
-
-
-@runtime_checkable
-class PipelinedHandler(Protocol[M_contra]):
-    """A handler whose overlays can stage on top of a batch that is still committing.
-
-    Opting in (by having ``begin_after``) promises: an overlay begun on top of
-    *below* reads *below*'s staged changes until *below* is published, then
-    the committed state; its ``commit`` needs only that every batch before it
-    was published (commits never overlap: the actor starts *k+1*'s once *k*'s
-    returned and was published); and dropping an overlay (because the batch
-    below it failed) is the whole rollback: nothing of it reached the
-    committed state or the storage.
-    """
-
-    def begin(self) -> Transaction[M_contra]: ...
-
-    def begin_after(self, below: Transaction[M_contra] | None) -> Transaction[M_contra]:
-        """Start an overlay on top of *below* (``None``: over the committed state)."""
-        ...
-
-
-#: one staged message: its request and the answer ``apply`` gave
-Staged = tuple[Request[Any], Any]
 
 
 class Actor(Generic[M]):
@@ -116,7 +65,14 @@ class Actor(Generic[M]):
         self.commit_seconds = Histogram(COMMIT_SECONDS_BOUNDS)
         self._pipeline: Pipeline[M] | None = None
         if isinstance(handler, PipelinedHandler):
-            self._pipeline = Pipeline(self, handler)
+            self._pipeline = Pipeline(
+                self.mailbox.inbox,
+                handler,
+                name=name,
+                max_batch=max_batch,
+                settle=self._settle,
+                count=self._count,
+            )
 
     @property
     def pipelined(self) -> bool:

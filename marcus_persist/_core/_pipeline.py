@@ -1,6 +1,6 @@
 """Pipelined group commit: batch *k+1* is taken and staged while batch *k* commits.
 
-An actor whose handler is a :class:`~._actor.PipelinedHandler` runs this loop
+An actor whose handler is a :class:`~._txn.PipelinedHandler` runs this loop
 instead of its plain one. One batch at a time is *in the air* (its commit
 runs in the worker thread, from a child task); meanwhile the actor takes what
 arrives and applies it to a *next* overlay begun on top of the flying one.
@@ -12,10 +12,13 @@ Invariants (the plain loop's, plus):
   takes off only after the one below it was published;
 * answers go out in commit order: a batch's callers are answered by its own
   flight, after its own commit returned (never when the batch below lands);
+  a message that failed alone in a batch staged on top of a flight is told
+  when that batch takes off (its error was judged on the flight's staged
+  state, which might still fail);
 * nothing is visible to readers before its own commit: overlays are private
   to the actor until ``publish``;
-* a failed flight fails the batch staged on top of it (every message that
-  was staged there, with an error naming the failed commit); that overlay is
+* a failed flight fails the batch staged on top of it (every message taken
+  there, with an error naming the failed commit); that overlay is
   dropped, so the state the next batch stages on is the last durable one;
 * a batch that was taken is committed and answered even when the host is
   cancelled: flights are shielded, and :meth:`Pipeline.land` commits what was
@@ -26,16 +29,16 @@ Invariants (the plain loop's, plus):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 
+from marcus_persist._core._inbox import Inbox
 from marcus_persist._core._mailbox import Barrier, Request
+from marcus_persist._core._txn import PipelinedHandler, Staged, Transaction
 from marcus_persist._errors import PersistenceError
-
-if TYPE_CHECKING:
-    from marcus_persist._core._actor import Actor, PipelinedHandler, Staged, Transaction
 
 __all__ = ("Pipeline",)
 
@@ -45,11 +48,12 @@ M = TypeVar("M")
 class _Batch(Generic[M]):
     """One overlay, the messages staged in it, and (once it flew) how it landed."""
 
-    __slots__ = ("error", "flying", "landed", "staged", "taken", "txn")
+    __slots__ = ("error", "flying", "landed", "rejected", "staged", "taken", "txn")
 
     def __init__(self, txn: Transaction[M]) -> None:
         self.txn = txn
         self.staged: list[Staged] = []
+        self.rejected: list[tuple[Request[Any], Exception]] = []  # failed alone, not told yet
         self.taken = 0  # messages taken into it, staged or failed alone
         self.flying = False  # its commit started (a child task ran it)
         self.landed = anyio.Event()
@@ -59,10 +63,24 @@ class _Batch(Generic[M]):
 class Pipeline(Generic[M]):
     """The pipelined loop of one actor (see the module docstring)."""
 
-    def __init__(self, actor: Actor[M], handler: PipelinedHandler[M]) -> None:
-        self._actor = actor
+    def __init__(
+        self,
+        inbox: Inbox[Request[Any]],
+        handler: PipelinedHandler[M],
+        *,
+        name: str,
+        max_batch: int,
+        settle: Callable[[Transaction[M], list[Staged]], Awaitable[PersistenceError | None]],
+        count: Callable[[int], None],
+    ) -> None:
+        """*settle* commits, publishes and answers one batch (the actor's own, shared
+        with its plain loop); *count* records a batch's size in the statistics."""
+        self._inbox = inbox
         self._handler = handler
-        self._inbox = actor.mailbox.inbox
+        self._name = name
+        self._max_batch = max_batch
+        self._settle = settle
+        self._count = count
         self._flight: _Batch[M] | None = None  # committing in the worker thread
         self._next: _Batch[M] | None = None  # staged on top of the flight
         self._barrier: Request[Any] | None = None  # taken; holds once all below it landed
@@ -132,6 +150,8 @@ class Pipeline(Generic[M]):
             if batch is not None:
                 for request, _answer in batch.staged:
                     request.fail(error)
+                for request, _exc in batch.rejected:
+                    request.fail(error)
         self._flight = self._next = None
         if self._barrier is not None:
             self._barrier.fail(error)
@@ -139,7 +159,7 @@ class Pipeline(Generic[M]):
 
     # -- internals ----------------------------------------------------------------
     def _room(self) -> int:
-        return self._actor._max_batch - (self._next.taken if self._next is not None else 0)
+        return self._max_batch - (self._next.taken if self._next is not None else 0)
 
     def _fill(self) -> None:
         """Take what is waiting (never waits), up to the batch limit or a barrier."""
@@ -160,9 +180,12 @@ class Pipeline(Generic[M]):
             below = self._flight.txn if self._flight is not None else None
             batch = self._next = _Batch(self._handler.begin_after(below))
         batch.taken += 1
-        staged = self._actor._stage(batch.txn, request)
-        if staged is not None:
-            batch.staged.append(staged)
+        try:
+            answer = batch.txn.apply(request.message)
+        except Exception as exc:  # fails alone; told at take-off (see the module docstring)
+            batch.rejected.append((request, exc))
+        else:
+            batch.staged.append((request, answer))
 
     def _touch_down(self) -> None:
         """The flight landed: forget it; a failure fails the batch staged on top of it."""
@@ -171,13 +194,15 @@ class Pipeline(Generic[M]):
         if flight is None or flight.error is None or batch is None:
             return
         self._next = None
-        self._actor._count(batch.taken)
+        self._count(batch.taken)
         error = PersistenceError(
-            f"{self._actor.name}: not committed: the batch it was staged on failed: {flight.error}",
+            f"{self._name}: not committed: the batch it was staged on failed: {flight.error}",
             errno=flight.error.errno,
         )
         error.__cause__ = flight.error
         for request, _answer in batch.staged:
+            request.fail(error)
+        for request, _exc in batch.rejected:
             request.fail(error)
 
     def _take_off(self) -> None:
@@ -187,17 +212,26 @@ class Pipeline(Generic[M]):
         if batch is None:
             return
         if not batch.staged:  # every message failed alone: nothing to commit
-            self._actor._count(batch.taken)
+            self._count(batch.taken)
+            self._reject(batch)
             return
         self._flight = batch
         self._tg.start_soon(self._fly, batch)
 
+    @staticmethod
+    def _reject(batch: _Batch[M]) -> None:
+        """Tell the messages that failed alone (the batch below them is durable)."""
+        for request, exc in batch.rejected:
+            request.fail(exc)
+        batch.rejected.clear()
+
     async def _fly(self, batch: _Batch[M]) -> None:
         batch.flying = True
-        self._actor._count(batch.taken)
+        self._count(batch.taken)
+        self._reject(batch)
         try:
             with anyio.CancelScope(shield=True):
-                batch.error = await self._actor._settle(batch.txn, batch.staged)
+                batch.error = await self._settle(batch.txn, batch.staged)
         finally:
             batch.landed.set()
             self._inbox.nudge()
