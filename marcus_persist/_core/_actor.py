@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar, cast
 
 import anyio
@@ -203,8 +204,11 @@ class Actor(Generic[M]):
             return None
         return request, answer
 
-    async def _settle(self, txn: Transaction[M], staged: list[Staged]) -> PersistenceError | None:
-        """Commit *txn* (in the worker thread), publish it, answer its callers in order.
+    async def _settle(
+        self, txn: Transaction[M], staged: list[Staged], durable: Callable[[], None] | None = None
+    ) -> PersistenceError | None:
+        """Commit *txn* (in the worker thread), publish it, call *durable*, then answer
+        its callers in order.
 
         :returns: the commit's error (every caller of *staged* got it), else ``None``
         """
@@ -223,6 +227,8 @@ class Actor(Generic[M]):
                 self._last_commit = time.perf_counter() - started
                 self.commit_seconds.observe(self._last_commit)
             txn.publish()
+        if durable is not None:
+            durable()
         for request, answer in staged:
             if isinstance(answer, Deferred):  # the commit decided: a value or an error
                 value, failure = answer.outcome()

@@ -120,6 +120,10 @@ class Inbox(Generic[T]):
     def send_closed(self) -> bool:
         return self._send_closed
 
+    def __len__(self) -> int:
+        """Messages in the inbox (senders waiting for room not counted)."""
+        return len(self._items)
+
     def queued(self) -> int:
         """Messages in the inbox plus senders waiting for room."""
         return len(self._items) + len(self._senders)

@@ -44,6 +44,15 @@ __all__ = ("Pipeline",)
 
 M = TypeVar("M")
 
+#: ``settle(txn, staged, durable) -> error or None`` (see :class:`Pipeline`)
+Settle = Callable[
+    [Transaction[M], list[Staged], Callable[[], None]], Awaitable[PersistenceError | None]
+]
+#: a start from idle with at least this many waiting takes off with half of them
+#: and stages the rest on top, so a closed loop of callers splits into two groups
+#: whose loop work overlaps the other group's commit
+SPLIT_AT = 64
+
 
 class _Batch(Generic[M]):
     """One overlay, the messages staged in it, and (once it flew) how it landed."""
@@ -70,11 +79,13 @@ class Pipeline(Generic[M]):
         *,
         name: str,
         max_batch: int,
-        settle: Callable[[Transaction[M], list[Staged]], Awaitable[PersistenceError | None]],
+        settle: Settle[M],
         count: Callable[[int], None],
     ) -> None:
         """*settle* commits, publishes and answers one batch (the actor's own, shared
-        with its plain loop); *count* records a batch's size in the statistics."""
+        with its plain loop), calling its third argument once the batch is durable
+        and published, before any caller is answered; *count* records a batch's
+        size in the statistics."""
         self._inbox = inbox
         self._handler = handler
         self._name = name
@@ -98,25 +109,28 @@ class Pipeline(Generic[M]):
                         continue
                     flight = self._flight
                     if flight is None:
-                        try:
-                            request = await inbox.receive()
-                        except anyio.EndOfStream:
-                            return
-                        self._take(request)
-                        self._fill()
+                        if self._next is None:
+                            try:
+                                request = await inbox.receive()
+                            except anyio.EndOfStream:
+                                return
+                            waiting = len(inbox)
+                            self._take(request)
+                            self._fill(waiting // 2 if waiting >= SPLIT_AT else None)
                         self._take_off()
                         continue
-                    # batch k is in the air: stage k+1 on top of it until it lands
+                    # batch k is in the air: stage k+1 on top of it until it lands (or,
+                    # durable, hands over to k+1 before its callers are answered)
                     self._fill()
-                    while not flight.landed.is_set() and self._barrier is None:
-                        if self._room() == 0 or inbox.drained:
+                    while self._flight is flight and self._barrier is None:
+                        if flight.landed.is_set():
+                            self._touch_down()
+                            self._take_off()
+                        elif self._room() == 0 or inbox.drained:
                             await flight.landed.wait()
                         else:
                             await inbox.wait()  # a message, a close, or the landing's nudge
                             self._fill()
-                    if flight.landed.is_set():
-                        self._touch_down()
-                        self._take_off()
             finally:
                 self._tg = None
 
@@ -129,8 +143,9 @@ class Pipeline(Generic[M]):
                 if not flight.flying:  # its task never ran (cancelled before it started)
                     await self._fly(flight)
                 await flight.landed.wait()
-                self._touch_down()
-            if self._next is not None:
+                if self._flight is flight:  # else it handed over to the next batch
+                    self._touch_down()
+            elif self._next is not None:
                 batch, self._next = self._next, None
                 self._flight = batch
                 await self._fly(batch)
@@ -161,10 +176,13 @@ class Pipeline(Generic[M]):
     def _room(self) -> int:
         return self._max_batch - (self._next.taken if self._next is not None else 0)
 
-    def _fill(self) -> None:
-        """Take what is waiting (never waits), up to the batch limit or a barrier."""
+    def _fill(self, limit: int | None = None) -> None:
+        """Take what is waiting (never waits), up to the batch limit (or *limit* more)
+        or a barrier."""
         inbox = self._inbox
-        while self._barrier is None and self._room() > 0:
+        while self._barrier is None and self._room() > 0 and (limit is None or limit > 0):
+            if limit is not None:
+                limit -= 1
             try:
                 request = inbox.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
@@ -218,6 +236,15 @@ class Pipeline(Generic[M]):
         self._flight = batch
         self._tg.start_soon(self._fly, batch)
 
+    def _handover(self) -> None:
+        """The flight is durable and published: the batch staged on top of it takes
+        off now, before the flight's callers are answered, so its commit overlaps
+        their answers (and what they send next). Only while :meth:`serve` runs."""
+        if self._tg is None or self._barrier is not None or self._next is None:
+            return  # (nothing staged: the flight stays the flight until it lands)
+        self._flight = None
+        self._take_off()
+
     @staticmethod
     def _reject(batch: _Batch[M]) -> None:
         """Tell the messages that failed alone (the batch below them is durable)."""
@@ -231,7 +258,7 @@ class Pipeline(Generic[M]):
         self._reject(batch)
         try:
             with anyio.CancelScope(shield=True):
-                batch.error = await self._settle(batch.txn, batch.staged)
+                batch.error = await self._settle(batch.txn, batch.staged, self._handover)
         finally:
             batch.landed.set()
             self._inbox.nudge()

@@ -112,21 +112,21 @@ def answer_when_staged(self: _pipeline.Pipeline[Any], request: Request[Any]) -> 
 
 
 def answer_when_k_lands(self: _pipeline.Pipeline[Any]) -> None:
-    """Broken: when k lands, k+1 is answered with it, before its own commit."""
+    """Broken: when k is durable, k+1 takes off and is answered with k, before its
+    own commit."""
     batch = self._next
-    ok = self._flight is not None and self._flight.error is None
-    ORIGINAL_TOUCH_DOWN(self)
-    if ok and batch is not None:
+    ORIGINAL_HANDOVER(self)
+    if batch is not None and self._flight is batch:
         for request, answer in batch.staged:
             request.resolve(answer)
 
 
 ORIGINAL_TAKE = _pipeline.Pipeline._take
-ORIGINAL_TOUCH_DOWN = _pipeline.Pipeline._touch_down
+ORIGINAL_HANDOVER = _pipeline.Pipeline._handover
 
 BROKEN: dict[str, tuple[str, Callable[..., None]]] = {
     "k+1 answered when staged, before k is durable": ("_take", answer_when_staged),
-    "k+1 answered when k lands, before its own commit": ("_touch_down", answer_when_k_lands),
+    "k+1 answered when k lands, before its own commit": ("_handover", answer_when_k_lands),
 }
 
 
