@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar, cast
 
 import anyio
@@ -80,8 +80,9 @@ class Actor(Generic[M]):
         """Whether batch *k+1* is staged while batch *k* commits."""
         return self._pipeline is not None
 
-    async def request(self, message: M) -> Any:
-        return await self.mailbox.request(message)
+    def request(self, message: M) -> Coroutine[Any, Any, Any]:
+        """``await actor.request(message)``: the mailbox's request (no frame of its own)."""
+        return self.mailbox.request(message)
 
     def statistics(self) -> ActorStatistics:
         return ActorStatistics(
@@ -229,15 +230,17 @@ class Actor(Generic[M]):
             txn.publish()
         if durable is not None:
             durable()
+        committed = len(staged)
         for request, answer in staged:
-            if isinstance(answer, Deferred):  # the commit decided: a value or an error
+            if answer.__class__ is Deferred:  # the commit decided: a value or an error
                 value, failure = answer.outcome()
                 if failure is not None:
                     request.fail(failure)
+                    committed -= 1
                     continue
                 answer = value
-            self._committed += 1
             request.resolve(answer)
+        self._committed += committed
         return None
 
 
