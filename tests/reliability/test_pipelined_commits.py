@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 from anyio import wait_all_tasks_blocked
 
@@ -42,16 +43,22 @@ async def overlapped_run(name: str, tmp: Path, *, k_fails: bool = False) -> list
     crash image; return the violations."""
     after = await startup_calls(tmp, "fsync")
     gate = threading.Event()
+    # k+1's own sync (when k commits) waits until every task ran: a caller answered
+    # early has then recorded its acknowledgement, before k+1 is durable
+    second, at_second = threading.Event(), threading.Event()
     seen = {"fsync": 0}
 
     def hold_first_sync(_call: int, method: str) -> int | None:
         if method != "fsync":
             return None
         seen["fsync"] += 1
-        if seen["fsync"] != after + 1:
-            return None
-        gate.wait(30)  # released once k+1 is staged
-        return errno.EIO if k_fails else None
+        if seen["fsync"] == after + 1:
+            gate.wait(30)  # released once k+1 is staged
+            return errno.EIO if k_fails else None
+        if seen["fsync"] == after + 2 and not k_fails:
+            at_second.set()
+            second.wait(30)
+        return None
 
     root = tmp / "sim"
     root.mkdir()
@@ -83,8 +90,13 @@ async def overlapped_run(name: str, tmp: Path, *, k_fails: bool = False) -> list
                     tg.start_soon(step, i, ops)
                     await wait_all_tasks_blocked()  # k held in its fsync; then k+1 staged
                 gate.set()
+                if not k_fails:
+                    await anyio.to_thread.run_sync(at_second.wait)
+                    await wait_all_tasks_blocked()
+                    second.set()
         finally:
             gate.set()
+            second.set()
         assert rt.statistics()["assignments"].batches == 2
     report = await enumerate_crashes(name, fs, history, tmp)
     assert open_fds() == fds, "leaked file descriptors"
