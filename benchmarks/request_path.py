@@ -9,8 +9,10 @@ On the **memory** backend (no disk: what is left is the request path itself),
 *N* callers each ``await rt.assignments.save_assignment(...)`` in lockstep
 rounds: the round starts when every caller was released at once, and ends
 when all *N* were answered, so the actor takes the whole round as one batch
-(or two: with pipelined group commit the first batch may take off before the
-rest of the round arrived, which is then staged on top of it).
+(or two: with pipelined group commit a round of 256 callers or more takes off
+with half and stages the rest on top of it). In a two-batch round the first
+half is answered while the second commits, so ``commit hop`` and ``answer``
+overlap (``answer`` may be negative): read their sum.
 The store's handler is wrapped (in this module only; the runtime is not
 changed to be measured) to stamp ``begin``, each ``apply``, ``commit`` (in
 its thread) and ``publish``; the callers stamp their start and their return.
