@@ -10,7 +10,10 @@ Invariants:
 * an answer that is a :class:`Deferred` is decided by the commit: after it,
   each such caller gets its own value or its own error;
 * a batch that was taken is committed and answered even when the host is
-  cancelled, and on the way out every message still in the inbox is too.
+  cancelled, and on the way out every message still in the inbox is too;
+* with a :class:`PipelinedHandler`, batch *k+1* is staged on top of batch *k*
+  while *k* commits (:mod:`._pipeline`); commits still run one at a time, in
+  order, answers go out in commit order, and a failed *k* fails *k+1*.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import errno
 import logging
 import math
 import time
-from typing import Any, Generic, Protocol, TypeVar, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
 from anyio.abc import TaskStatus
@@ -27,46 +31,20 @@ from anyio.abc import TaskStatus
 from marcus_persist._core._deferred import Deferred
 from marcus_persist._core._mailbox import ActorStatistics, Barrier, Mailbox, Request
 from marcus_persist._core._metrics import BATCH_SIZE_BOUNDS, COMMIT_SECONDS_BOUNDS, Histogram
+from marcus_persist._core._pipeline import Pipeline
+from marcus_persist._core._txn import Handler as Handler
+from marcus_persist._core._txn import PipelinedHandler as PipelinedHandler
+from marcus_persist._core._txn import Staged as Staged
+from marcus_persist._core._txn import Transaction as Transaction
 from marcus_persist._errors import PersistenceError, RuntimeClosed
 
-__all__ = ("Actor", "Handler", "Transaction")
+__all__ = ("Actor", "Handler", "PipelinedHandler", "Staged", "Transaction")
 
 log = logging.getLogger("marcus_persist")
 
 M = TypeVar("M")
-M_contra = TypeVar("M_contra", contravariant=True)
 
 FINAL_FLUSH_SECONDS = 30.0
-
-
-class Transaction(Protocol[M_contra]):
-    """The staging overlay of one batch."""
-
-    def apply(self, message: M_contra) -> Any:
-        """Validate and stage one message; return the caller's answer.
-
-        Must leave the overlay unchanged when it raises.
-        """
-        ...
-
-    @property
-    def changed(self) -> bool:
-        """Whether anything was staged that needs a commit."""
-        ...
-
-    def commit(self) -> None:
-        """Make the staged changes durable. Blocking; runs in a worker thread."""
-        ...
-
-    def publish(self) -> None:
-        """Fold the staged changes into the committed state (on the event loop)."""
-        ...
-
-
-class Handler(Protocol[M_contra]):
-    def begin(self) -> Transaction[M_contra]:
-        """Start a staging overlay over the current committed state."""
-        ...
 
 
 class Actor(Generic[M]):
@@ -89,9 +67,25 @@ class Actor(Generic[M]):
         self._last_commit = math.nan
         self.batch_sizes = Histogram(BATCH_SIZE_BOUNDS)
         self.commit_seconds = Histogram(COMMIT_SECONDS_BOUNDS)
+        self._pipeline: Pipeline[M] | None = None
+        if isinstance(handler, PipelinedHandler):
+            self._pipeline = Pipeline(
+                self.mailbox.inbox,
+                handler,
+                name=name,
+                max_batch=max_batch,
+                settle=self._settle,
+                count=self._count,
+            )
 
-    async def request(self, message: M) -> Any:
-        return await self.mailbox.request(message)
+    @property
+    def pipelined(self) -> bool:
+        """Whether batch *k+1* is staged while batch *k* commits."""
+        return self._pipeline is not None
+
+    def request(self, message: M) -> Coroutine[Any, Any, Any]:
+        """``await actor.request(message)``: the mailbox's request (no frame of its own)."""
+        return self.mailbox.request(message)
 
     def statistics(self) -> ActorStatistics:
         return ActorStatistics(
@@ -113,21 +107,19 @@ class Actor(Generic[M]):
         )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        inbox = self.mailbox.inbox
         task_status.started()
+        pipeline = self._pipeline
         try:
-            while True:
-                try:
-                    batch = [await inbox.receive()]
-                except anyio.EndOfStream:
-                    return
-                batch.extend(self._drain(limit=self._max_batch - 1))
-                with anyio.CancelScope(shield=True):
-                    await self._handle(batch)
+            if pipeline is not None:
+                await pipeline.serve()
+            else:
+                await self._serve()
         except anyio.get_cancelled_exc_class():
             # The host is going away: stop intake, then commit what was received.
             self.mailbox.close()
             with anyio.move_on_after(FINAL_FLUSH_SECONDS, shield=True):
+                if pipeline is not None:
+                    await pipeline.land()
                 while batch := self._drain(limit=self._max_batch):
                     await self._handle(batch)
             raise
@@ -135,9 +127,23 @@ class Actor(Generic[M]):
             # Whatever is still queued (flush timed out, or the actor failed)
             # is answered, never left hanging; late senders get RuntimeClosed.
             self.mailbox.close()
+            closed = RuntimeClosed(f"{self.name}: the runtime closed before this ran")
+            if pipeline is not None:
+                pipeline.abandon(closed)
             for request in self._drain(limit=None):
-                request.fail(RuntimeClosed(f"{self.name}: the runtime closed before this ran"))
-            inbox.close()
+                request.fail(closed)
+            self.mailbox.inbox.close()
+
+    async def _serve(self) -> None:
+        inbox = self.mailbox.inbox
+        while True:
+            try:
+                batch = [await inbox.receive()]
+            except anyio.EndOfStream:
+                return
+            batch.extend(self._drain(limit=self._max_batch - 1))
+            with anyio.CancelScope(shield=True):
+                await self._handle(batch)
 
     def _drain(self, limit: int | None) -> list[Request[M | Barrier]]:
         taken: list[Request[M | Barrier]] = []
@@ -181,20 +187,35 @@ class Actor(Generic[M]):
             await self._process(segment)
 
     async def _process(self, batch: list[Request[M]]) -> None:
-        self._batches += 1
-        self._items += len(batch)
-        self.batch_sizes.observe(len(batch))
+        self._count(len(batch))
         txn = self._handler.begin()
-        staged: list[tuple[Request[M], Any]] = []
-        for request in batch:
-            try:
-                answer = txn.apply(request.message)
-            except Exception as exc:  # the message fails alone
-                request.fail(exc)
-            else:
-                staged.append((request, answer))
-        if not staged:
-            return
+        staged = [item for request in batch if (item := self._stage(txn, request)) is not None]
+        if staged:
+            await self._settle(txn, staged)
+
+    def _count(self, size: int) -> None:
+        self._batches += 1
+        self._items += size
+        self.batch_sizes.observe(size)
+
+    @staticmethod
+    def _stage(txn: Transaction[M], request: Request[Any]) -> Staged | None:
+        """Apply one message to *txn*; ``None`` if it failed alone (its caller is told)."""
+        try:
+            answer = txn.apply(request.message)
+        except Exception as exc:  # the message fails alone
+            request.fail(exc)
+            return None
+        return request, answer
+
+    async def _settle(
+        self, txn: Transaction[M], staged: list[Staged], durable: Callable[[], None] | None = None
+    ) -> PersistenceError | None:
+        """Commit *txn* (in the worker thread), publish it, call *durable*, then answer
+        its callers in order.
+
+        :returns: the commit's error (every caller of *staged* got it), else ``None``
+        """
         if txn.changed:
             started = time.perf_counter()
             try:
@@ -207,20 +228,25 @@ class Actor(Generic[M]):
                 log.error("%s: commit of %d messages failed: %s", self.name, len(staged), error)
                 for request, _answer in staged:
                     request.fail(error)
-                return
+                return error
             finally:
                 self._last_commit = time.perf_counter() - started
                 self.commit_seconds.observe(self._last_commit)
             txn.publish()
+        if durable is not None:
+            durable()
+        committed = len(staged)
         for request, answer in staged:
-            if isinstance(answer, Deferred):  # the commit decided: a value or an error
+            if answer.__class__ is Deferred:  # the commit decided: a value or an error
                 value, failure = answer.outcome()
                 if failure is not None:
                     request.fail(failure)
+                    committed -= 1
                     continue
                 answer = value
-            self._committed += 1
             request.resolve(answer)
+        self._committed += committed
+        return None
 
 
 def _as_commit_error(exc: Exception, name: str) -> PersistenceError:

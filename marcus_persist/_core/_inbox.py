@@ -120,6 +120,10 @@ class Inbox(Generic[T]):
     def send_closed(self) -> bool:
         return self._send_closed
 
+    def __len__(self) -> int:
+        """Messages in the inbox (senders waiting for room not counted)."""
+        return len(self._items)
+
     def queued(self) -> int:
         """Messages in the inbox plus senders waiting for room."""
         return len(self._items) + len(self._senders)
@@ -159,6 +163,29 @@ class Inbox(Generic[T]):
                 await parked.wait()
             finally:
                 self._receiver = None
+
+    async def wait(self) -> None:
+        """Return once a message is waiting, the sending side closed, or :meth:`nudge`
+        was called. Returns at once (no checkpoint) if one of them already holds;
+        a checkpoint when it parks. Takes nothing."""
+        if self._items or self._send_closed or self._receive_closed:
+            return
+        self._receiver = parked = self.wakeup()
+        try:
+            await parked.wait()
+        finally:
+            self._receiver = None
+
+    def nudge(self) -> None:
+        """Wake the receiver if it is parked (in :meth:`wait` or :meth:`receive`);
+        ``receive`` parks again if there is still nothing to take."""
+        if self._receiver is not None:
+            self._receiver.set()
+
+    @property
+    def drained(self) -> bool:
+        """Whether nothing is left to take and the sending side closed (or the receiving)."""
+        return (not self._items and self._send_closed) or self._receive_closed
 
     def close(self) -> None:
         """Close the receiving side (the receiver is gone): later sends fail with

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from marcus_persist._core._actor import Transaction
 from marcus_persist._core._clock import Clock, iso_utc
 from marcus_persist._core._codec import json_copy
 from marcus_persist._errors import NotFound, TaskAlreadyAssigned, ValidationError
@@ -69,6 +70,14 @@ class AssignmentsHandler:
     def begin(self) -> _Transaction:
         return _Transaction(self)
 
+    def begin_after(self, below: Transaction[Message] | None) -> _Transaction:
+        """An overlay on top of *below*, a batch still committing (pipelined group
+        commit: see :class:`~marcus_persist._core._actor.PipelinedHandler`). Every
+        storage qualifies: a commit gets only its own changes (and the published
+        records as ``base``), and commits never overlap."""
+        assert below is None or isinstance(below, _Transaction)
+        return _Transaction(self, below)
+
     # -- reads: the committed state of this process (the only writer) --------
     async def read_one(self, scope: Scope, worker_id: str) -> Record | None:
         return self._record(scope, worker_id)
@@ -88,10 +97,16 @@ class AssignmentsHandler:
 
 
 class _Transaction:
-    """The staging overlay of one batch: changed records and index entries per scope."""
+    """The staging overlay of one batch: changed records and index entries per scope.
 
-    def __init__(self, handler: AssignmentsHandler) -> None:
+    Staged on top of *below* (a batch still committing), it reads *below*'s
+    overlay until *below* is published, then the committed state.
+    """
+
+    def __init__(self, handler: AssignmentsHandler, below: _Transaction | None = None) -> None:
         self._h = handler
+        self._below = below
+        self._published = False
         self._records: dict[Scope, dict[str, Record | None]] = {}
         self._tasks: dict[Scope, dict[str, str | None]] = {}
         self._now: str | None = None
@@ -107,15 +122,21 @@ class _Transaction:
         return bool(self._records)
 
     def _get(self, scope: Scope, worker_id: str) -> Record | None:
-        staged = self._records.get(scope, {})
-        if worker_id in staged:
-            return staged[worker_id]
+        txn: _Transaction | None = self
+        while txn is not None and not txn._published:
+            staged = txn._records.get(scope)
+            if staged is not None and worker_id in staged:
+                return staged[worker_id]
+            txn = txn._below
         return self._h.scope(scope).records.get(worker_id)
 
     def _holder(self, scope: Scope, task_id: str) -> str | None:
-        staged = self._tasks.get(scope, {})
-        if task_id in staged:
-            return staged[task_id]
+        txn: _Transaction | None = self
+        while txn is not None and not txn._published:
+            staged = txn._tasks.get(scope)
+            if staged is not None and task_id in staged:
+                return staged[task_id]
+            txn = txn._below
         return self._h.scope(scope).by_task.get(task_id)
 
     def _put(self, scope: Scope, worker_id: str, record: Record | None) -> None:
@@ -187,6 +208,8 @@ class _Transaction:
         )
 
     def publish(self) -> None:
+        self._published = True
+        self._below = None  # published before this one: the committed state has it
         for scope, changes in self._records.items():
             target = self._h.scopes.setdefault(scope, _Scope({}))
             for worker_id, record in changes.items():
