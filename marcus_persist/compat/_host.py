@@ -9,9 +9,12 @@ through the actors (single writer, group commit); the caller's loop only waits
 in a worker thread.
 
 One host per data directory (the directory lock allows one runtime), shared
-by reference count. It closes when its last user calls ``close()``, or at
-interpreter exit: intake stops, everything received is committed and
-answered, then the loop ends.
+by reference count, whatever engines its users ask for: the runtime opens on
+the engine of the first user that names one (at the first call), and every
+other state engine or place asked for in the directory gets a lane of its own
+(:mod:`._lanes`) in the same runtime, under the same lock. It closes when
+its last user calls ``close()``, or at interpreter exit: intake stops,
+everything received is committed and answered, then the loop ends.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from marcus_persist._errors import ConfigError, RuntimeClosed
+from marcus_persist._errors import RuntimeClosed
 from marcus_persist._runtime import Runtime, open_runtime
+from marcus_persist.compat._lanes import Lane, OpenLane, open_lane, own_lane
+from marcus_persist.stores.state import StateStore
 
 __all__ = ("Host", "Hosted", "acquire", "release")
 
@@ -55,6 +60,9 @@ class Host:
         self._rt: Runtime | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._stop: anyio.Event | None = None
+        self._lanes: dict[Lane, OpenLane] = {}  # used on the host's loop only
+        self._lanes_lock: anyio.Lock | None = None
+        self._start: Callable[..., Any] | None = None
 
     def _ensure(self) -> tuple[Runtime, anyio.lowlevel.EventLoopToken]:
         with self._lock:
@@ -78,16 +86,46 @@ class Host:
     async def _main(self) -> None:
         try:
             async with open_runtime(self.data_dir, backend=self.backend, **self.options) as rt:
-                self._rt, self._token = rt, anyio.lowlevel.current_token()
-                self._stop = anyio.Event()
-                self._ready.set()
-                await self._stop.wait()
+                try:
+                    async with anyio.create_task_group() as tg:
+                        self._rt, self._token = rt, anyio.lowlevel.current_token()
+                        self._stop = anyio.Event()
+                        self._lanes_lock = anyio.Lock()
+                        self._start = tg.start
+                        self._ready.set()
+                        try:
+                            await self._stop.wait()
+                        finally:
+                            for lane in self._lanes.values():
+                                lane.actor.mailbox.close()  # each drains, commits, exits
+                finally:  # the lanes' engines close before the runtime lets go of the lock
+                    lanes, self._lanes = list(self._lanes.values()), {}
+                    with anyio.CancelScope(shield=True):
+                        for lane in lanes:
+                            await anyio.to_thread.run_sync(lane.close)
         except BaseException as exc:
             if not self._ready.is_set():  # failed to open: the first caller gets the error
                 self._error = exc
                 self._ready.set()
                 return
             raise
+
+    async def _state(self, lane: Lane | None) -> StateStore:
+        """The state store serving *lane* (``rt.state`` for its own lane); on the host's loop."""
+        rt = self._rt
+        assert rt is not None and self._lanes_lock is not None and self._start is not None
+        if lane is None or lane == own_lane(rt):
+            return rt.state
+        async with self._lanes_lock:
+            opened = self._lanes.get(lane)
+            if opened is None:
+                opened = self._lanes[lane] = await open_lane(rt, lane, self._start)
+            return opened.store
+
+    async def _on_state(
+        self, _rt: Runtime, lane: Lane | None, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    ) -> T:
+        return await fn(await self._state(lane), *args)
 
     def call_blocking(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """Run ``fn(runtime, *args)`` on the runtime's loop; blocks this thread."""
@@ -97,6 +135,12 @@ class Host:
     async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """Run ``fn(runtime, *args)`` on the runtime's loop from any event loop."""
         return await anyio.to_thread.run_sync(self.call_blocking, fn, *args)
+
+    async def call_state(
+        self, lane: Lane | None, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    ) -> T:
+        """Run ``fn(state_store, *args)`` on the store serving *lane*, from any event loop."""
+        return await self.call(self._on_state, lane, fn, *args)
 
     def shutdown(self) -> None:
         """Stop intake, commit and answer what was received, end the loop (blocking)."""
@@ -119,7 +163,9 @@ def acquire(
 ) -> Host:
     """The host of *data_dir* (made on first use), with one more user.
 
-    :raises ConfigError: if the directory's host runs another backend
+    *backend* and *options* choose the runtime's engine when this user is the
+    first to name one before the runtime starts; after that they change
+    nothing (a different state engine is served by a lane).
     """
     path = Path(data_dir).absolute()
     with _hosts_lock:
@@ -128,11 +174,10 @@ def acquire(
             host = Host(path, backend, options)
             if shared:
                 _hosts[path] = host
-        elif backend is not None and host.backend != backend:
-            raise ConfigError(
-                f"{path} is already served by the {host.backend!r} backend in this "
-                f"process; cannot also open it with {backend!r}"
-            )
+        elif host.backend is None and backend is not None:
+            with host._lock:
+                if host._thread is None:  # not started yet: this user's engine is the runtime's
+                    host.backend, host.options = backend, options or {}
         host.users += 1
         return host
 
