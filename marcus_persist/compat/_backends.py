@@ -53,6 +53,10 @@ class PersistenceBackend(abc.ABC):
 class _HostedBackend(Hosted, PersistenceBackend):
     """The contract over the state store of a hosted runtime that serves *lane*."""
 
+    #: :meth:`query`'s order compares ``_stored_at`` to the whole second (Marcus's
+    #: SQLite column holds seconds: records of one second come in key order)
+    _by_second = False
+
     def __init__(self, host: Host, lane: Lane | None) -> None:
         self._host = host
         self._lane = lane
@@ -69,9 +73,9 @@ class _HostedBackend(Hosted, PersistenceBackend):
     async def query(
         self, collection: str, filter_func: Filter | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        """Newest ``_stored_at`` first (records stored in the same instant: in the
-        order they were found), each with Marcus's ``_key``."""
-        return await self._call(_query, collection, filter_func, limit)
+        """Newest ``_stored_at`` first, each with Marcus's ``_key``; records of the same
+        instant (the same second on SQLite, as Marcus's) in the order they are kept."""
+        return await self._call(_query, collection, filter_func, limit, self._by_second)
 
     async def delete(self, collection: str, key: str) -> None:
         await self._call(_delete, collection, key)
@@ -94,19 +98,24 @@ async def _retrieve(state: StateStore, collection: str, key: str) -> dict[str, A
 
 
 async def _query(
-    state: StateStore, collection: str, filter_func: Filter | None, limit: int
+    state: StateStore, collection: str, filter_func: Filter | None, limit: int, by_second: bool
 ) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     async for key, record in state.iter(collection):
         item = {"_key": key, **record}
         if filter_func is None or filter_func(item):
             records.append(item)
-    records.sort(key=_newest_first)  # stable: the same instant keeps the order found
+    # stable: the same instant keeps the order found (key order on SQLite)
+    records.sort(key=_by_second_newest if by_second else _newest_first)
     return records[: max(limit, 0)]
 
 
 def _newest_first(record: dict[str, Any]) -> float:
     return -stored_at(record).timestamp()
+
+
+def _by_second_newest(record: dict[str, Any]) -> float:
+    return -float(int(stored_at(record).timestamp()))
 
 
 async def _delete(state: StateStore, collection: str, key: str) -> None:
@@ -154,6 +163,8 @@ class SQLitePersistence(_HostedBackend):
     As in Marcus, the ``persistence`` table exists once the object is built
     (the constructor creates the database if needed: the one blocking step).
     """
+
+    _by_second = True
 
     def __init__(self, db_path: Path | str | None = None) -> None:
         self.db_path = Path(db_path or f"data/{SQLITE_DB_NAME}")

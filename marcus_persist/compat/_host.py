@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 
+from marcus_persist._config import Config
 from marcus_persist._errors import RuntimeClosed
 from marcus_persist._runtime import Runtime, open_runtime
 from marcus_persist.compat._lanes import Lane, OpenLane, open_lane, own_lane
@@ -43,7 +45,8 @@ _hosts_lock = threading.Lock()
 
 
 class Host:
-    """One runtime on a private event loop; see the module docstring."""
+    """One private event loop, and the runtime and lanes of one directory on it;
+    see the module docstring."""
 
     def __init__(
         self, data_dir: Path, backend: str | None, options: dict[str, Any] | None = None
@@ -55,92 +58,130 @@ class Host:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
-        self._error: BaseException | None = None
         self._closed = False
+        self._engine_fixed = False  # the runtime is opening or open: backend is final
         self._rt: Runtime | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
-        self._stop: anyio.Event | None = None
-        self._lanes: dict[Lane, OpenLane] = {}  # used on the host's loop only
-        self._lanes_lock: anyio.Lock | None = None
-        self._start: Callable[..., Any] | None = None
+        self._stop = threading.Event()  # set (by shutdown) before the loop is woken
+        # the rest is used on the host's loop only
+        self._wake: anyio.Event | None = None
+        self._runtime_done: anyio.Event | None = None
+        self._opening: anyio.Lock | None = None
+        self._lanes: dict[Lane, OpenLane] = {}
+        self._start_lane: Callable[..., Any] | None = None
+        self._start_runtime: Callable[..., Any] | None = None
 
-    def _ensure(self) -> tuple[Runtime, anyio.lowlevel.EventLoopToken]:
+    def _ensure(self) -> anyio.lowlevel.EventLoopToken:
+        """Start the loop thread on first use; its token."""
         with self._lock:
             if self._closed:
                 raise RuntimeClosed(f"the runtime for {self.data_dir} was closed")
             if self._thread is None:
-                self._error = None
                 self._ready.clear()
                 self._thread = threading.Thread(
                     target=anyio.run, args=(self._main,), name="marcus-persist", daemon=True
                 )
                 self._thread.start()
                 self._ready.wait()
-                if self._error is not None:
-                    self._thread.join()
-                    self._thread = None
-                    raise self._error
-            assert self._rt is not None and self._token is not None
-            return self._rt, self._token
+            assert self._token is not None
+            return self._token
 
     async def _main(self) -> None:
-        try:
-            async with open_runtime(self.data_dir, backend=self.backend, **self.options) as rt:
-                try:
-                    async with anyio.create_task_group() as tg:
-                        self._rt, self._token = rt, anyio.lowlevel.current_token()
-                        self._stop = anyio.Event()
-                        self._lanes_lock = anyio.Lock()
-                        self._start = tg.start
-                        self._ready.set()
-                        try:
-                            await self._stop.wait()
-                        finally:
-                            for lane in self._lanes.values():
-                                lane.actor.mailbox.close()  # each drains, commits, exits
-                finally:  # the lanes' engines close before the runtime lets go of the lock
-                    lanes, self._lanes = list(self._lanes.values()), {}
-                    with anyio.CancelScope(shield=True):
-                        for lane in lanes:
-                            await anyio.to_thread.run_sync(lane.close)
-        except BaseException as exc:
-            if not self._ready.is_set():  # failed to open: the first caller gets the error
-                self._error = exc
-                self._ready.set()
-                return
-            raise
+        self._token = anyio.lowlevel.current_token()
+        self._wake, self._runtime_done = anyio.Event(), anyio.Event()
+        self._opening = anyio.Lock()
+        async with anyio.create_task_group() as outer:  # the runtime, opened on demand
+            self._start_runtime = outer.start
+            try:
+                async with anyio.create_task_group() as lanes:
+                    self._start_lane = lanes.start
+                    self._ready.set()
+                    await self._wake.wait()
+                    for lane in self._lanes.values():
+                        lane.actor.mailbox.close()  # each drains, commits, exits
+            finally:  # the lanes' engines close before the runtime lets go of the lock
+                opened, self._lanes = list(self._lanes.values()), {}
+                with anyio.CancelScope(shield=True):
+                    for lane in opened:
+                        await anyio.to_thread.run_sync(lane.close)
+                self._runtime_done.set()
+
+    async def _run_runtime(self, *, task_status: anyio.abc.TaskStatus[Runtime]) -> None:
+        assert self._runtime_done is not None
+        async with open_runtime(self.data_dir, backend=self.backend, **self.options) as rt:
+            task_status.started(rt)
+            await self._runtime_done.wait()
+
+    async def _runtime(self) -> Runtime:
+        """The directory's runtime, opened on first need (the caller holds ``_opening``).
+
+        :raises PersistenceError: if it cannot open (the next call tries again)
+        """
+        if self._rt is None:
+            with self._lock:
+                self._engine_fixed = True
+            assert self._start_runtime is not None
+            self._rt = await self._start_runtime(self._run_runtime)
+        return self._rt
 
     async def _state(self, lane: Lane | None) -> StateStore:
-        """The state store serving *lane* (``rt.state`` for its own lane); on the host's loop."""
-        rt = self._rt
-        assert rt is not None and self._lanes_lock is not None and self._start is not None
-        if lane is None or lane == own_lane(rt):
-            return rt.state
-        async with self._lanes_lock:
-            opened = self._lanes.get(lane)
-            if opened is None:
-                opened = self._lanes[lane] = await open_lane(rt, lane, self._start)
+        """The state store serving *lane*; on the host's loop. A lane opened before the
+        runtime keeps serving its place; else the runtime's own ``rt.state`` serves its
+        own lane. A SQLite database alone needs no runtime (no directory lock either:
+        SQLite locks its own file, as for Marcus)."""
+        assert self._opening is not None and self._start_lane is not None
+        async with self._opening:
+            if lane is not None and lane in self._lanes:
+                return self._lanes[lane].store
+            if lane is not None and lane.engine == "sqlite" and self._rt is None:
+                config = Config(data_dir=str(self.data_dir)).with_env()
+                opened = await open_lane(None, config, lane, self._start_lane)
+            else:
+                rt = await self._runtime()
+                if lane is None or lane == own_lane(rt):
+                    return rt.state
+                opened = await open_lane(rt, rt.config, lane, self._start_lane)
+            self._lanes[lane] = opened
             return opened.store
 
-    async def _on_state(
-        self, _rt: Runtime, lane: Lane | None, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    async def _with_runtime(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        assert self._opening is not None
+        async with self._opening:
+            rt = await self._runtime()
+        return await fn(rt, *args)
+
+    async def _with_state(
+        self, lane: Lane | None, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
     ) -> T:
         return await fn(await self._state(lane), *args)
 
+    def _run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        token = self._ensure()
+        if self._stop.is_set():
+            raise RuntimeClosed(f"the runtime for {self.data_dir} was closed")
+        return anyio.from_thread.run(fn, *args, token=token)
+
     def call_blocking(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-        """Run ``fn(runtime, *args)`` on the runtime's loop; blocks this thread."""
-        rt, token = self._ensure()
-        return anyio.from_thread.run(fn, rt, *args, token=token)
+        """Run ``fn(runtime, *args)`` on the host's loop; blocks this thread."""
+        result: T = self._run(self._with_runtime, fn, *args)
+        return result
 
     async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-        """Run ``fn(runtime, *args)`` on the runtime's loop from any event loop."""
+        """Run ``fn(runtime, *args)`` on the host's loop from any event loop."""
         return await anyio.to_thread.run_sync(self.call_blocking, fn, *args)
 
     async def call_state(
         self, lane: Lane | None, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any
     ) -> T:
         """Run ``fn(state_store, *args)`` on the store serving *lane*, from any event loop."""
-        return await self.call(self._on_state, lane, fn, *args)
+        result: T = await anyio.to_thread.run_sync(self._run, self._with_state, lane, fn, *args)
+        return result
+
+    def fix_engine(self, backend: str, options: dict[str, Any] | None) -> None:
+        """Make *backend* the runtime's engine unless one is set or the runtime opened."""
+        with self._lock:
+            if self.backend is None and not self._engine_fixed:
+                self.backend, self.options = backend, options or {}
 
     def shutdown(self) -> None:
         """Stop intake, commit and answer what was received, end the loop (blocking)."""
@@ -149,8 +190,9 @@ class Host:
             thread, self._thread = self._thread, None
             if thread is None:
                 return
-            assert self._stop is not None and self._token is not None
-            anyio.from_thread.run_sync(self._stop.set, token=self._token)
+            self._stop.set()
+            assert self._wake is not None and self._token is not None
+            anyio.from_thread.run_sync(self._wake.set, token=self._token)
         thread.join()
 
 
@@ -174,10 +216,8 @@ def acquire(
             host = Host(path, backend, options)
             if shared:
                 _hosts[path] = host
-        elif host.backend is None and backend is not None:
-            with host._lock:
-                if host._thread is None:  # not started yet: this user's engine is the runtime's
-                    host.backend, host.options = backend, options or {}
+        elif backend is not None:
+            host.fix_engine(backend, options)
         host.users += 1
         return host
 

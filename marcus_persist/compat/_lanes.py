@@ -18,9 +18,11 @@ from pathlib import Path
 
 import anyio
 
+from marcus_persist._config import Config
 from marcus_persist._core._actor import Actor
 from marcus_persist._core._clock import SYSTEM_CLOCK
 from marcus_persist._core._codec import Limits
+from marcus_persist._core._fs import OS_FS
 from marcus_persist._core._guard import Guarded
 from marcus_persist._runtime import Runtime
 from marcus_persist.backends._files import FileContext
@@ -60,24 +62,26 @@ def own_lane(rt: Runtime) -> Lane:
     return Lane(engine, config.path.absolute())
 
 
-async def open_lane(rt: Runtime, lane: Lane, start: Callable[..., object]) -> OpenLane:
+async def open_lane(
+    rt: Runtime | None, config: Config, lane: Lane, start: Callable[..., object]
+) -> OpenLane:
     """Load *lane*'s storage (in a worker thread) and start its actor with *start*
-    (a task group's ``start``).
+    (a task group's ``start``). Within *rt* (its options, its lock checked before each
+    commit); a ``sqlite`` lane may go without (*config* then gives the options).
 
     :raises ValueError: for an engine that has no place in a data directory
     """
-    config = rt.config
+    fs = rt._fs if rt is not None else OS_FS.with_file_mode(config.file_mode_bits)
+    check = rt._check_lock if rt is not None else None
     close: Callable[[], None] = _nothing
-    if lane.engine == "file":
-        ctx = FileContext(config.path, rt._fs, config.fsync, config.on_corrupt)
-        ctx.guard = rt._check_lock
+    if lane.engine == "file" and rt is not None:
+        ctx = FileContext(config.path, fs, config.fsync, config.on_corrupt)
+        ctx.guard = check
         storage: object = FileStateStorage(
             ctx, cache_bytes=config.cache_mb << 20, directory=lane.place
         )
     elif lane.engine == "sqlite":
-        backend = SQLiteBackend(
-            lane.place, sync=config.fsync, fs=rt._fs, on_corrupt=config.on_corrupt
-        )
+        backend = SQLiteBackend(lane.place, sync=config.fsync, fs=fs, on_corrupt=config.on_corrupt)
         storage, close = backend.state(), backend.close
     else:
         raise ValueError(f"{lane.engine!r}: a second state store needs 'file' or 'sqlite'")
@@ -85,7 +89,7 @@ async def open_lane(rt: Runtime, lane: Lane, start: Callable[..., object]) -> Op
     await anyio.to_thread.run_sync(handler.load)
     actor: Actor[object] = Actor(
         f"state@{lane.place.name}",
-        Guarded(handler, rt._check_lock),  # type: ignore[arg-type]
+        Guarded(handler, check) if check is not None else handler,  # type: ignore[arg-type]
         inbox_size=config.inbox_size,
         max_batch=config.max_batch,
     )
