@@ -89,7 +89,7 @@ class FileStateStorage:
             self._ctx.fs.fsync_dir(path.parent)
 
     def _leave(self, path: Path, why: str) -> None:
-        log.warning("%s: %s; left as it is", path, why)
+        log.info("%s: %s; left as it is", path, why)
         self.left.append((path, why))
 
     def get(self, collection: str, key: str) -> Record | None:
