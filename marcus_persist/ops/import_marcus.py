@@ -225,6 +225,10 @@ def _load_in_staging(staging: Path, scratch: Path) -> list[Skipped]:
     ctx = FileContext(staging, OS_FS, False, "quarantine")
     backend = FileBackend(ctx)
     backend.state().load()  # imports marcus_state/*.json
+    for path, why in backend.state().left:  # another component's file: not state
+        rel = path.relative_to(staging).as_posix()
+        skipped.append(Skipped(rel, f"not imported: {why}"))
+        path.unlink()  # the staging copy only (the source is never touched)
     legacy = staging / "learned_patterns.json"
     if legacy.exists():  # fields Marcus left out are stamped with the file's own time, so
         # importing the same directory again gives the same records (a resumed import agrees)

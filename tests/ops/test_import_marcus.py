@@ -82,6 +82,8 @@ def marcus_dir(root: Path) -> Path:
     (root / "marcus_state" / "projects.json").write_text(json.dumps(PROJECTS))
     (root / "marcus_state" / "broken.json").write_text('{"e1": {"event_type": ')
     (root / "marcus_state" / "notes.txt").write_text("hello")
+    subtasks = {"subtasks": {"s1": {"id": "s1"}}, "parent_to_subtasks": {}, "metadata": {}}
+    (root / "marcus_state" / "subtasks.json").write_text(json.dumps(subtasks))  # SubtaskManager's
     conn = sqlite3.connect(root / "marcus_state.db")
     conn.execute(
         "CREATE TABLE persistence (collection TEXT NOT NULL, key TEXT NOT NULL, "
@@ -143,9 +145,12 @@ async def test_every_value_is_kept_and_the_source_untouched(tmp_path: Path, back
         "README.txt",
         "marcus_state/notes.txt",
         "marcus_state/broken.json",
+        "marcus_state/subtasks.json",
         f"audit_logs/audit_{DAY}.jsonl",
     }
     assert "corrupt" in skipped["marcus_state/broken.json"]
+    assert "another Marcus component's file" in skipped["marcus_state/subtasks.json"]
+    assert "marcus_state/subtasks.json" not in report.files
     assert "incomplete" in skipped[f"audit_logs/audit_{DAY}.jsonl"]
     assert "learned_patterns.json" in report.files and "marcus_state.db" in report.files
     counts = {s.store: s.records for s in report.migration.stores}

@@ -24,11 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from marcus_persist._core._safeopen import read_file
+from marcus_persist._errors import PersistenceError
 from marcus_persist.backends._contract import Record, StateChanges, check_collection_name
 from marcus_persist.backends._files import FileContext, read_json
 from marcus_persist.backends.file._shards import MANIFEST, ShardStore
 
-__all__ = ("STATE_DIR", "FileStateStorage")
+__all__ = ("NOT_COLLECTIONS", "STATE_DIR", "FileStateStorage", "is_marcus_collection")
 
 log = logging.getLogger("marcus_persist")
 
@@ -116,6 +118,19 @@ def _check_legacy(document: Any) -> dict[str, Record]:
         if not isinstance(record, dict):
             raise ValueError(f"key {key!r}: expected an object, got {type(record).__name__}")
     return document
+
+
+def is_marcus_collection(path: Path) -> bool:
+    """Whether :meth:`FileStateStorage.load` takes *path* (``<dir>/<name>.json``) as
+    Marcus's collection file (a corrupt one counts: the load reports it) (blocking)."""
+    if path.name in NOT_COLLECTIONS or path.name == MANIFEST or not path.is_file():
+        return False
+    try:
+        check_collection_name(path.stem)
+        raw = read_file(path)  # never through a link, never a FIFO
+    except (ValueError, OSError, PersistenceError):  # a link or a FIFO: startup refuses it
+        return False
+    return _not_a_collection(raw) is None
 
 
 def _not_a_collection(raw: bytes) -> str | None:
