@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import abc
+import json
 import statistics
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 from marcus_persist._config import SQLITE_DB_NAME, Config
-from marcus_persist.backends.sqlite._backend import ensure_schema
+from marcus_persist._runtime._lanes import Lane, StateStore, ensure_sqlite_schema, stored_at
 from marcus_persist.compat._host import Host, Hosted, acquire
-from marcus_persist.compat._lanes import Lane
-from marcus_persist.stores.state import StateStore, stored_at
 
 __all__ = (
     "FilePersistence",
@@ -65,7 +64,9 @@ class _HostedBackend(Hosted, PersistenceBackend):
         return await self.host.call_state(self._lane, fn, *args)
 
     async def store(self, collection: str, key: str, data: dict[str, Any]) -> None:
-        await self._call(_store, collection, key, data)
+        """Store *data* under *key*. As Marcus's backends do, a value JSON has no type
+        for (a ``datetime``, a ``Path``, an enum) is stored as its ``str()``."""
+        await self._call(_store, collection, key, as_marcus_json(data))
 
     async def retrieve(self, collection: str, key: str) -> dict[str, Any] | None:
         return await self._call(_retrieve, collection, key)
@@ -135,6 +136,14 @@ async def _median_duration(state: StateStore) -> float:
     return float(statistics.median(durations)) if durations else 1.0
 
 
+def as_marcus_json(data: Any) -> Any:
+    """*data* as Marcus's ``json.dumps(data, default=str)`` writes it."""
+    try:
+        return json.loads(json.dumps(data, default=str))
+    except (TypeError, ValueError):  # not encodable even so: the store names the field
+        return data
+
+
 def data_root(path: Path, leaf: str) -> Path:
     return path.parent if path.name == leaf else path
 
@@ -170,7 +179,7 @@ class SQLitePersistence(_HostedBackend):
         self.db_path = Path(db_path or f"data/{SQLITE_DB_NAME}")
         path = self.db_path.absolute()
         path.parent.mkdir(parents=True, exist_ok=True)
-        ensure_schema(path, Config().with_env().file_mode_bits)
+        ensure_sqlite_schema(path, Config().with_env())
         options = {"sqlite_path": str(path)}
         super().__init__(acquire(path.parent, "sqlite", options), Lane("sqlite", path))
 

@@ -33,8 +33,7 @@ import anyio.lowlevel
 from marcus_persist._config import Config
 from marcus_persist._errors import RuntimeClosed
 from marcus_persist._runtime import Runtime, open_runtime
-from marcus_persist.compat._lanes import Lane, OpenLane, open_lane, own_lane
-from marcus_persist.stores.state import StateStore
+from marcus_persist._runtime._lanes import Lane, OpenLane, StateStore, open_lane, own_lane
 
 __all__ = ("Host", "Hosted", "acquire", "release")
 

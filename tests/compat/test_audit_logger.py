@@ -18,7 +18,7 @@ class TestAuditLogger:
         try:
             await logger.log_registration("agent-1", "agent", "developer", {"skills": ["py"]})
             await logger.log_tool_call("agent-1", "agent", "ping", {"x": 1}, {"ok": True}, 2.5)
-            await logger.log_tool_call("agent-1", "agent", "ping", {}, {"no": 1}, 1.0, False, "boom")
+            await logger.log_tool_call("agent-1", "agent", "ping", {}, {}, 1.0, False, "boom")
             await logger.log_access_denied("agent-2", "observer", "create_project", "role")
             await logger.log_session("session_start", "s1", "http", client_id="agent-1")
             stats = await logger.get_usage_stats()

@@ -189,7 +189,8 @@ class TestMedian:
         assert await median() == 1.0  # nothing yet
         outcomes = [(True, 2.0), (True, 4.0), (False, 100.0), (True, 0), (True, 10.0)]
         for i, (success, hours) in enumerate(outcomes):
-            await backend.store("task_outcomes", f"t{i}", {"success": success, "actual_hours": hours})
+            outcome = {"success": success, "actual_hours": hours}
+            await backend.store("task_outcomes", f"t{i}", outcome)
         assert await median() == 4.0
         await backend.store("task_outcomes", "t9", {"success": True, "actual_hours": 6})
         assert await median() == 5.0
@@ -219,3 +220,14 @@ class TestAssignmentExtras:
             assert await store.is_task_assigned("task-1")
         finally:
             store.close()
+
+
+class TestValues:
+    async def test_values_json_has_no_type_for_are_stored_as_text(
+        self, backend: PersistenceBackend
+    ) -> None:
+        when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        await backend.store("c", "k", {"at": when, "where": Path("a/b"), "n": 1})
+        got = await backend.retrieve("c", "k")
+        assert got is not None
+        assert (got["at"], got["where"], got["n"]) == (str(when), "a/b", 1)

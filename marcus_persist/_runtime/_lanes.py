@@ -1,4 +1,4 @@
-"""More state stores inside one hosted runtime: each engine Marcus asks for in one directory.
+"""More state stores beside a runtime's own: each engine ``compat`` is asked for in one directory.
 
 Marcus opens ``FilePersistence`` on ``data/marcus_state`` (its project
 registry) and ``SQLitePersistence("data/marcus.db")`` (events, context,
@@ -24,13 +24,21 @@ from marcus_persist._core._clock import SYSTEM_CLOCK
 from marcus_persist._core._codec import Limits
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._core._guard import Guarded
-from marcus_persist._runtime import Runtime
+from marcus_persist._runtime._handle import Runtime
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._state import STATE_DIR, FileStateStorage
-from marcus_persist.backends.sqlite._backend import SQLiteBackend
-from marcus_persist.stores.state import StateHandler, StateStore
+from marcus_persist.backends.sqlite._backend import SQLiteBackend, ensure_schema
+from marcus_persist.stores.state import StateHandler, StateStore, stored_at
 
-__all__ = ("Lane", "OpenLane", "open_lane", "own_lane")
+__all__ = (
+    "Lane",
+    "OpenLane",
+    "StateStore",
+    "ensure_sqlite_schema",
+    "open_lane",
+    "own_lane",
+    "stored_at",
+)
 
 
 @dataclass(frozen=True)
@@ -100,3 +108,9 @@ async def open_lane(
 
 def _nothing() -> None:
     return None
+
+
+def ensure_sqlite_schema(path: Path, config: Config) -> None:
+    """Create the SQLite database at *path* with its tables if missing (blocking), as
+    Marcus's ``SQLitePersistence`` has them once it is built."""
+    ensure_schema(path, config.file_mode_bits)
