@@ -28,7 +28,7 @@ from marcus_persist._runtime._handle import Runtime
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._state import STATE_DIR, FileStateStorage
 from marcus_persist.backends.sqlite._backend import SQLiteBackend, ensure_schema
-from marcus_persist.stores.state import StateHandler, StateStore, stored_at
+from marcus_persist.stores.state import StateHandler, StateStore
 
 __all__ = (
     "Lane",
@@ -37,7 +37,6 @@ __all__ = (
     "ensure_sqlite_schema",
     "open_lane",
     "own_lane",
-    "stored_at",
 )
 
 

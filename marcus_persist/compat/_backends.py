@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from marcus_persist._config import SQLITE_DB_NAME, Config
-from marcus_persist._runtime._lanes import Lane, StateStore, ensure_sqlite_schema, stored_at
+from marcus_persist._runtime._lanes import Lane, StateStore, ensure_sqlite_schema
 from marcus_persist.compat._host import Host, Hosted, acquire
 
 __all__ = (
@@ -101,22 +101,9 @@ async def _retrieve(state: StateStore, collection: str, key: str) -> dict[str, A
 async def _query(
     state: StateStore, collection: str, filter_func: Filter | None, limit: int, by_second: bool
 ) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    async for key, record in state.iter(collection):
-        item = {"_key": key, **record}
-        if filter_func is None or filter_func(item):
-            records.append(item)
-    # stable: the same instant keeps the order found (key order on SQLite)
-    records.sort(key=_by_second_newest if by_second else _newest_first)
-    return records[: max(limit, 0)]
-
-
-def _newest_first(record: dict[str, Any]) -> float:
-    return -stored_at(record).timestamp()
-
-
-def _by_second_newest(record: dict[str, Any]) -> float:
-    return -float(int(stored_at(record).timestamp()))
+    return await state.query(
+        collection, filter_func, max(limit, 0), key_field="_key", by_second=by_second
+    )
 
 
 async def _delete(state: StateStore, collection: str, key: str) -> None:

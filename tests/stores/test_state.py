@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import sqlite3
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -284,3 +284,28 @@ class TestCorruptDatabase:
             async with open_runtime(tmp_path, backend="sqlite"):
                 pass
         assert (tmp_path / "marcus_state.db").read_bytes() == b"this is not sqlite" * 100
+
+
+class _StoppedClock:
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+class TestQueryOrder:
+    async def test_the_same_instant_keeps_the_collection_order(self, tmp_path: Path) -> None:
+        clock = _StoppedClock(datetime(2026, 1, 1, 10, 0, 0, 500, tzinfo=UTC))
+        async with open_runtime(tmp_path, backend="memory", clock=clock) as rt:
+            for key in ("k2", "k3", "k1"):
+                await rt.state.store("c", key, {"v": key})
+            clock.moment += timedelta(microseconds=1)
+            await rt.state.store("c", "later", {"v": "later"})
+            got = await rt.state.query("c", limit=None, key_field="_key")
+            assert [r["_key"] for r in got] == ["later", "k2", "k3", "k1"]
+            assert all(r["_key"] == r["v"] for r in got)
+            by_second = await rt.state.query("c", limit=3, by_second=True)
+            assert [r["v"] for r in by_second] == ["k2", "k3", "k1"]  # one second: kept order
+            picked = await rt.state.query("c", lambda r: r["_key"] != "k3", key_field="_key")
+            assert [r["_key"] for r in picked] == ["later", "k2", "k1"]
