@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from marcus_persist import DataDirLocked, open_runtime
 from marcus_persist.compat import (
     AssignmentPersistence,
     FilePersistence,
@@ -163,3 +164,19 @@ class TestADatabaseAlone:
         finally:
             conn.close()
         assert workers == [("agent-1",)]
+
+
+class TestARuntimeThatCannotOpen:
+    async def test_the_caller_gets_the_error_and_a_later_call_opens_it(
+        self, tmp_path: Path
+    ) -> None:
+        backend = FilePersistence(tmp_path / "marcus_state")
+        try:
+            async with open_runtime(tmp_path):  # another owner holds the directory
+                with pytest.raises(DataDirLocked):
+                    await backend.store("c", "k", {})
+            await backend.store("c", "k", {"v": 1})  # the owner left: this one opens
+            got = await backend.retrieve("c", "k")
+            assert got is not None and got["v"] == 1
+        finally:
+            backend.close()
