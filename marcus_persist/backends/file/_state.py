@@ -9,21 +9,24 @@ object of key -> record where every record carries the ``_stored_at`` that
 ``FilePersistence.store`` adds. Anything else in the directory (Marcus's
 ``SubtaskManager`` keeps ``subtasks.json`` there, for one) belongs to someone
 else: it is never read as a collection, renamed or moved, only listed in
-:attr:`FileStateStorage.left`. The manifest remembers the digest of what it imported, so a crash
-between the two steps does not import twice, and a file Marcus wrote again
-later is imported again (its records win, nothing else is touched).
+:attr:`FileStateStorage.left`. The manifest remembers the digest of what it
+imported, so a crash between the two steps does not import twice, and a file
+Marcus wrote again later is imported again (its records win, nothing else is
+touched).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from marcus_persist._core._codec import decode
 from marcus_persist._core._safeopen import read_file
 from marcus_persist._errors import PersistenceError
 from marcus_persist.backends._contract import Record, StateChanges, check_collection_name
@@ -137,8 +140,8 @@ def _not_a_collection(raw: bytes) -> str | None:
     """Why *raw* is not a file Marcus's ``FilePersistence`` wrote (``None``: it is, or
     it is not JSON at all: a torn collection file is reported as corrupt, not skipped)."""
     try:
-        document = json.loads(raw)
-    except ValueError:
+        document = decode(raw)
+    except (msgspec.DecodeError, RecursionError, ValueError):
         return None
     if not isinstance(document, dict) or not document:
         return "not an object of key -> record with records in it"
