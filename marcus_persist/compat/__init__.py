@@ -1,18 +1,21 @@
 """Marcus's own class names and signatures over the runtime: change the imports, keep the code.
 
 ``FilePersistence``, ``SQLitePersistence``, ``MemoryPersistence`` (Marcus's
-``PersistenceBackend``), ``Persistence`` (its events/decisions facade) and
-``AssignmentPersistence`` can be built bare, inside a running event loop or
-not, as Marcus builds them. They are backed by a runtime on a private loop
-(see :mod:`._host`), started on the first call, shared per data
-directory, so every write goes through the actors (single writer, group
-commit, durable when the call returns). ``close()`` releases it; at
-interpreter exit whatever is still open is flushed and closed.
+``PersistenceBackend``), ``Persistence`` (its facade), ``AssignmentPersistence``
+and ``AuditLogger`` can be built bare, inside a running event loop or not, as
+Marcus builds them. They are backed by one runtime per data directory on a
+private loop (see :mod:`._host`), opened on the first call that needs it,
+each object on the engine and place it names, so every write goes through
+the actors (single writer, group commit, durable when the call returns).
+``close()`` releases it; at interpreter exit whatever is still open is
+flushed and closed.
 """
 
 from __future__ import annotations
 
 from ._assignments import AssignmentPersistence as AssignmentPersistence
+from ._audit import AuditLogger as AuditLogger
+from ._audit import get_audit_logger as get_audit_logger
 from ._backends import FilePersistence as FilePersistence
 from ._backends import MemoryPersistence as MemoryPersistence
 from ._backends import PersistenceBackend as PersistenceBackend
@@ -23,6 +26,7 @@ from ._events import Persistence as Persistence
 
 __all__ = (
     "AssignmentPersistence",
+    "AuditLogger",
     "Decision",
     "Event",
     "FilePersistence",
@@ -30,4 +34,5 @@ __all__ = (
     "Persistence",
     "PersistenceBackend",
     "SQLitePersistence",
+    "get_audit_logger",
 )

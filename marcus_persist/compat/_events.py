@@ -1,14 +1,27 @@
-"""Marcus's ``Persistence`` facade: events and decisions over a ``PersistenceBackend``."""
+"""Marcus's ``Persistence`` facade: events and decisions over a ``PersistenceBackend``.
+
+``get_events`` and ``get_decisions`` give Marcus's own ``Event`` and
+``Decision`` (``src.core.events``, ``src.core.context``) when Marcus is
+importable, so its ``isinstance`` checks hold; the classes here otherwise.
+"""
 
 from __future__ import annotations
 
+import importlib
+import logging
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import anyio
 
-from marcus_persist.compat._backends import FilePersistence, PersistenceBackend
+from marcus_persist.compat._backends import FilePersistence, Filter, PersistenceBackend
+
+log = logging.getLogger("marcus_persist")
+
+#: Marcus cleans these collections up (``Persistence.cleanup``)
+CLEANED = ("events", "decisions", "implementations", "patterns")
 
 __all__ = ("Decision", "Event", "Persistence")
 
@@ -57,6 +70,7 @@ class Decision:
     what: str
     why: str
     impact: str
+    project_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,6 +82,7 @@ class Decision:
             "what": self.what,
             "why": self.why,
             "impact": self.impact,
+            "project_id": self.project_id,
         }
 
     @classmethod
@@ -80,7 +95,19 @@ class Decision:
             what=record["what"],
             why=record["why"],
             impact=record["impact"],
+            project_id=record.get("project_id"),
         )
+
+
+def marcus_class(module: str, name: str, ours: type) -> Any:
+    """Marcus's own class *module.name* if Marcus is importable, else *ours*."""
+    found = sys.modules.get(module)
+    if found is None and module.split(".")[0] in ("src",):
+        try:
+            found = importlib.import_module(module)
+        except Exception:  # Marcus is not here (or broken): ours serve
+            found = None
+    return getattr(found, name, ours) if found is not None else ours
 
 
 class Persistence:
@@ -89,22 +116,22 @@ class Persistence:
     def __init__(self, backend: PersistenceBackend | None = None) -> None:
         self.backend = backend or FilePersistence()
 
-    async def store_event(self, event: Event) -> None:
+    async def store_event(self, event: Any) -> None:
         await self.backend.store("events", event.event_id, event.to_dict())
 
     async def get_events(
         self,
         event_type: str | None = None,
         source: str | None = None,
-        since: datetime | None = None,
         limit: int = 100,
-    ) -> list[Event]:
-        """Newest first; every given criterion must match."""
+        since: datetime | None = None,
+    ) -> list[Any]:
+        """Newest first; every given criterion must match (*since* is ours, not Marcus's)."""
 
         def matches(record: dict[str, Any]) -> bool:
-            if event_type is not None and record.get("event_type") != event_type:
+            if event_type and record.get("event_type") != event_type:
                 return False
-            if source is not None and record.get("source") != source:
+            if source and record.get("source") != source:
                 return False
             if since is not None:
                 try:
@@ -113,29 +140,83 @@ class Persistence:
                     return False
             return True
 
-        records = await self.backend.query("events", matches, limit)
-        return [Event.from_dict(r) for r in records]
+        cls = marcus_class("src.core.events", "Event", Event)
+        events = []
+        for record in await self.backend.query("events", matches, limit):
+            try:
+                events.append(
+                    cls(
+                        event_id=record["event_id"],
+                        timestamp=datetime.fromisoformat(record["timestamp"]),
+                        event_type=record["event_type"],
+                        source=record["source"],
+                        data=record["data"],
+                        metadata=record.get("metadata"),
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error("Error reconstructing event: %r", exc)
+        return events
 
-    async def store_decision(self, decision: Decision) -> None:
+    async def store_decision(self, decision: Any) -> None:
         await self.backend.store("decisions", decision.decision_id, decision.to_dict())
 
     async def get_decisions(
-        self, task_id: str | None = None, agent_id: str | None = None, limit: int = 100
-    ) -> list[Decision]:
+        self, task_id: str | None = None, agent_id: str | None = None, limit: int = 50
+    ) -> list[Any]:
         def matches(record: dict[str, Any]) -> bool:
-            return (task_id is None or record.get("task_id") == task_id) and (
-                agent_id is None or record.get("agent_id") == agent_id
+            return (not task_id or record.get("task_id") == task_id) and (
+                not agent_id or record.get("agent_id") == agent_id
             )
 
-        records = await self.backend.query("decisions", matches, limit)
-        return [Decision.from_dict(r) for r in records]
+        cls = marcus_class("src.core.context", "Decision", Decision)
+        decisions = []
+        for record in await self.backend.query("decisions", matches, limit):
+            try:
+                decisions.append(
+                    cls(
+                        decision_id=record["decision_id"],
+                        task_id=record["task_id"],
+                        agent_id=record["agent_id"],
+                        timestamp=datetime.fromisoformat(record["timestamp"]),
+                        what=record["what"],
+                        why=record["why"],
+                        impact=record["impact"],
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error("Error reconstructing decision: %r", exc)
+        return decisions
 
-    async def cleanup(self, days: int = 30) -> int:
-        """Remove events and decisions older than *days*; return how many."""
-        removed = await self.backend.clear_old("events", days)
-        return removed + await self.backend.clear_old("decisions", days)
+    # -- Marcus's general methods: any collection ---------------------------------------
+    async def store(self, collection: str, key: str, data: dict[str, Any]) -> None:
+        await self.backend.store(collection, key, data)
 
-    cleanup_old_data = cleanup
+    async def retrieve(self, collection: str, key: str) -> dict[str, Any] | None:
+        return await self.backend.retrieve(collection, key)
+
+    async def query(
+        self, collection: str, filter_func: Filter | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return await self.backend.query(collection, filter_func, limit)
+
+    async def delete(self, collection: str, key: str) -> None:
+        await self.backend.delete(collection, key)
+
+    async def cleanup(self, days: int = 30) -> dict[str, int]:
+        """Remove records older than *days* from Marcus's events, decisions,
+        implementations and patterns; how many per collection (only those with some)."""
+        results: dict[str, int] = {}
+        for collection in CLEANED:
+            count = await self.backend.clear_old(collection, days)
+            if count > 0:
+                results[collection] = count
+                log.info("Cleaned up %d old items from %s", count, collection)
+        return results
+
+    async def cleanup_old_data(self, days: int = 30) -> int:
+        """:meth:`cleanup`, as one total (compat's older name)."""
+        return sum((await self.cleanup(days)).values())
 
     def close(self) -> None:
         """Close the backend if it can be (blocking: the last user flushes the runtime)."""

@@ -37,6 +37,7 @@ from marcus_persist.backends._names import check_file_name
 from marcus_persist.backends.file._audit import FileAuditStorage
 from marcus_persist.backends.file._audit_rotation import parse_source_name
 from marcus_persist.backends.file._backend import FileBackend
+from marcus_persist.ops._import_databases import LANE_DATABASES, copy_database
 from marcus_persist.ops.migrate._run import (
     PROGRESS_NAME,
     Endpoint,
@@ -57,10 +58,14 @@ KNOWN = frozenset(
         "marcus_state.db",
         "learned_patterns.json",
         "token_usage.json",
+        *LANE_DATABASES,
     }
 )
 #: entries that belong to a database file or to the directory itself: not data, not reported
-QUIET = frozenset({".lock", "marcus_state.db-wal", "marcus_state.db-shm"})
+QUIET = frozenset(
+    {".lock", "marcus_state.db-wal", "marcus_state.db-shm"}
+    | {f"{name}-{part}" for name in LANE_DATABASES for part in ("wal", "shm", "journal")}
+)
 
 
 class Skipped(msgspec.Struct, frozen=True):
@@ -89,6 +94,8 @@ def import_marcus(
     if not marcus_dir.is_dir():
         raise FileNotFoundError(f"{marcus_dir} is not a directory")
     files, skipped = _survey(marcus_dir)
+    databases = [f for f in files if f in LANE_DATABASES]  # copied whole, after the stores
+    files = [f for f in files if f not in databases]
     with tempfile.TemporaryDirectory(prefix="marcus-import-") as tmp:
         staging = Path(tmp) / "data"
         ensure_dir(staging, sync=False)
@@ -106,6 +113,16 @@ def import_marcus(
         )
     if report.ok:
         _record_hybrid(target)
+    for name in databases:
+        files.append(name)
+        if not report.ok:
+            why: str | None = "not copied: the import did not finish"
+        elif not uses_record(target):
+            why = "not copied: the target has no directory; keep it beside Marcus"
+        else:
+            why = copy_database(marcus_dir / name, target.path, file_mode=target.file_mode_bits)
+        if why is not None:
+            skipped.append(Skipped(name, why))
     files = [f for f in files if f not in {s.path for s in skipped}]
     return ImportReport(str(marcus_dir), files, skipped, report)
 
@@ -225,6 +242,10 @@ def _load_in_staging(staging: Path, scratch: Path) -> list[Skipped]:
     ctx = FileContext(staging, OS_FS, False, "quarantine")
     backend = FileBackend(ctx)
     backend.state().load()  # imports marcus_state/*.json
+    for path, why in backend.state().left:  # another component's file: not state
+        rel = path.relative_to(staging).as_posix()
+        skipped.append(Skipped(rel, f"not imported: {why}"))
+        path.unlink()  # the staging copy only (the source is never touched)
     legacy = staging / "learned_patterns.json"
     if legacy.exists():  # fields Marcus left out are stamped with the file's own time, so
         # importing the same directory again gives the same records (a resumed import agrees)

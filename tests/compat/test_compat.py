@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from marcus_persist import ConfigError, RuntimeClosed
+from marcus_persist import RuntimeClosed
 from marcus_persist.compat import (
     AssignmentPersistence,
     Decision,
@@ -40,8 +40,9 @@ async def round_trip(backend: PersistenceBackend) -> None:
     got = await backend.retrieve("projects", "p1")
     assert got is not None and got["name"] == "Alpha" and "_stored_at" in got
     await backend.store("projects", "p2", {"id": "p2", "name": "Beta"})
-    names = [r["name"] for r in await backend.query("projects", lambda r: True, limit=1)]
+    names = [r["name"] for r in await backend.query("projects", lambda r: r["id"] == "p2")]
     assert names == ["Beta"]
+    assert len(await backend.query("projects", limit=1)) == 1  # order: test_marcus_surface
     await backend.delete("projects", "p1")
     assert await backend.retrieve("projects", "p1") is None
     assert await backend.clear_old("projects", 1) == 0
@@ -91,12 +92,13 @@ class TestBackends:
         state = FilePersistence(tmp_path / "marcus_state")
         assignments = AssignmentPersistence(tmp_path / "assignments")
         try:
-            with pytest.raises(ConfigError, match="already served"):
-                SQLitePersistence(tmp_path / "marcus_state.db")
+            assert state.host is assignments.host
             await assignments.save_assignment("agent-1", "task-1", {"name": "x"})
             await state.store("c", "k", {})
             assert await assignments.is_task_assigned("task-1")
             assert await assignments.get_all_assigned_task_ids() == {"task-1"}
+            assert await assignments.get_worker_for_task("task-1") == "agent-1"
+            assert await assignments.get_worker_for_task("task-2") is None
             got = await assignments.get_assignment("agent-1")
             assert got is not None and got["task_id"] == "task-1"
             await assignments.remove_assignment("agent-1")
@@ -154,7 +156,7 @@ class TestFacade:
         (state / "events.json").write_text(json.dumps(records))
         persistence = Persistence(FilePersistence(state))
         try:
-            assert await persistence.cleanup(30) == 7
+            assert await persistence.cleanup(30) == {"events": 7}
             assert len(await persistence.get_events()) == 3
         finally:
             persistence.close()

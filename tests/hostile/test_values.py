@@ -146,7 +146,8 @@ class TestStoredDataTooDeepToRead:
     ) -> None:
         state = tmp_path / "data" / "marcus_state"
         state.mkdir(parents=True)  # written before max_depth existed, or by hand
-        (state / "events.json").write_bytes(msgspec.json.encode({"k": {"deep": nested(900)}}))
+        record = {"deep": nested(900), "_stored_at": "2025-01-01T00:00:00"}  # Marcus's shape
+        (state / "events.json").write_bytes(msgspec.json.encode({"k": record}))
         async with open_runtime(tmp_path / "data") as rt:
             with pytest.raises(CorruptDataError, match="events"):
                 await rt.state.retrieve("events", "k")

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from marcus_persist import open_runtime
 from marcus_persist._config import Config
 from marcus_persist.cli._main import cli
+from marcus_persist.compat import SQLitePersistence
 from marcus_persist.ops.import_marcus import import_marcus
 from tests._hybrid import REVIEW_HYBRID
 
@@ -82,6 +83,8 @@ def marcus_dir(root: Path) -> Path:
     (root / "marcus_state" / "projects.json").write_text(json.dumps(PROJECTS))
     (root / "marcus_state" / "broken.json").write_text('{"e1": {"event_type": ')
     (root / "marcus_state" / "notes.txt").write_text("hello")
+    subtasks = {"subtasks": {"s1": {"id": "s1"}}, "parent_to_subtasks": {}, "metadata": {}}
+    (root / "marcus_state" / "subtasks.json").write_text(json.dumps(subtasks))  # SubtaskManager's
     conn = sqlite3.connect(root / "marcus_state.db")
     conn.execute(
         "CREATE TABLE persistence (collection TEXT NOT NULL, key TEXT NOT NULL, "
@@ -143,9 +146,12 @@ async def test_every_value_is_kept_and_the_source_untouched(tmp_path: Path, back
         "README.txt",
         "marcus_state/notes.txt",
         "marcus_state/broken.json",
+        "marcus_state/subtasks.json",
         f"audit_logs/audit_{DAY}.jsonl",
     }
     assert "corrupt" in skipped["marcus_state/broken.json"]
+    assert "another Marcus component's file" in skipped["marcus_state/subtasks.json"]
+    assert "marcus_state/subtasks.json" not in report.files
     assert "incomplete" in skipped[f"audit_logs/audit_{DAY}.jsonl"]
     assert "learned_patterns.json" in report.files and "marcus_state.db" in report.files
     counts = {s.store: s.records for s in report.migration.stores}
@@ -175,3 +181,48 @@ def test_cli_import_marcus_runner_and_subprocess(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "imported" in done.stdout and "not part of Marcus's data layout" in done.stdout
+
+
+def marcus_db(path: Path, rows: int) -> None:
+    """``data/marcus.db`` as Marcus's ``SQLitePersistence`` writes it (events, context)."""
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS persistence (collection TEXT NOT NULL, key TEXT NOT NULL, "
+        "data TEXT NOT NULL, stored_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, "
+        "PRIMARY KEY (collection, key))"
+    )
+    for i in range(rows):
+        conn.execute(
+            "INSERT OR REPLACE INTO persistence (collection, key, data) VALUES (?, ?, ?)",
+            ("events", f"e{i}", json.dumps({"event_id": f"e{i}", "n": i})),
+        )
+    conn.commit()
+    conn.close()
+
+
+async def test_marcus_db_is_carried_over_whole(tmp_path: Path) -> None:
+    source = marcus_dir(tmp_path / "marcus")
+    marcus_db(source / "marcus.db", 250)
+    before = fingerprint(source)
+    report = import_marcus(source, Config(data_dir=str(tmp_path / "data")))
+    assert report.ok and fingerprint(source) == before
+    assert "marcus.db" in report.files
+    assert "marcus.db" not in {s.path for s in report.skipped}
+    backend = SQLitePersistence(tmp_path / "data" / "marcus.db")  # as Marcus opens it
+    try:
+        assert len(await backend.query("events", limit=1000)) == 250
+        got = await backend.retrieve("events", "e7")
+        assert got is not None and got["n"] == 7
+    finally:
+        backend.close()
+    again = import_marcus(source, Config(data_dir=str(tmp_path / "data")))  # resumed
+    assert "exists already" in {s.path: s.reason for s in again.skipped}["marcus.db"]
+
+
+def test_an_unreadable_marcus_db_is_reported(tmp_path: Path) -> None:
+    source = marcus_dir(tmp_path / "marcus")
+    (source / "marcus.db").write_bytes(b"not a database" * 100)
+    report = import_marcus(source, Config(data_dir=str(tmp_path / "data")))
+    assert report.ok  # the stores are in; the database is reported, never half-copied
+    assert "could not be read" in {s.path: s.reason for s in report.skipped}["marcus.db"]
+    assert sorted(p.name for p in (tmp_path / "data").glob("marcus.db*")) == []

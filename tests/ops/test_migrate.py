@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from datetime import UTC, datetime, timedelta
@@ -254,3 +255,18 @@ async def test_a_source_with_a_log_is_read_never_checkpointed(tmp_path: Path) ->
     assert files(crashed) == source_files  # the log stays, the files were not rewritten
     async with open_runtime(tmp_path / "b", backend="sqlite") as rt:
         assert await rt.assignments.get_all_assigned_task_ids() == {"task-1", "task-2"}
+
+
+async def test_files_of_other_marcus_components_do_not_block_a_migration(
+    tmp_path: Path,
+) -> None:
+    async with open_runtime(tmp_path / "a") as rt:
+        await rt.state.store("events", "e1", {"n": 1})
+    subtasks = json.dumps({"subtasks": {}, "parent_to_subtasks": {}, "metadata": {}})
+    (tmp_path / "a" / "marcus_state" / "subtasks.json").write_text(subtasks)  # SubtaskManager's
+    report = migrate(end(tmp_path / "a"), end(tmp_path / "b"), tmp_path / "b" / PROGRESS_NAME)
+    assert report.ok
+    assert (tmp_path / "a" / "marcus_state" / "subtasks.json").read_text() == subtasks
+    async with open_runtime(tmp_path / "b") as rt:
+        assert await rt.state.retrieve("events", "e1") is not None
+        assert await rt.state.collections() == ["events"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import sqlite3
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,9 @@ class TestMarcusFiles:
                 f"e{i}": {"event_type": "t", "_stored_at": f"2025-01-0{1 + i % 9}T10:00:00"}
                 for i in range(250)
             },
-            "custom-things": {"x": {"anything": [1, 2, {"deep": None}]}},
+            "custom-things": {
+                "x": {"anything": [1, 2, {"deep": None}], "_stored_at": "2025-01-01T10:00:00"}
+            },
         }
         for name, records in collections.items():
             (state / f"{name}.json").write_text(json.dumps(records, indent=2))
@@ -131,6 +133,37 @@ class TestMarcusFiles:
             async with open_runtime(tmp_path):
                 pass
         assert (state / "events.json").read_text() == '{"e1": {"event_type": '
+
+    async def test_files_it_does_not_own_stay_where_they_are(self, tmp_path: Path) -> None:
+        state = tmp_path / "marcus_state"
+        state.mkdir(parents=True)
+        # SubtaskManager's file, and one of another tool whose records lack _stored_at
+        subtasks = {
+            "subtasks": {"s1": {"id": "s1", "name": "x", "status": "todo"}},
+            "parent_to_subtasks": {"p1": ["s1"]},
+            "metadata": {"p1": {"shared_conventions": {}, "decomposed_by": "ai"}},
+        }
+        others = {
+            "subtasks.json": json.dumps(subtasks, indent=2),
+            "notes.json": json.dumps({"n1": {"text": "no stamp"}}),
+            "list.json": json.dumps([1, 2]),
+            "empty.json": "{}",
+        }
+        for name, text in others.items():
+            (state / name).write_text(text)
+        events = {"e1": {"event_type": "t", "_stored_at": "2025-01-01T10:00:00"}}
+        (state / "events.json").write_text(json.dumps(events))
+        for _ in range(2):  # and again on the next open
+            async with open_runtime(tmp_path) as rt:
+                assert await rt.state.retrieve("events", "e1") == events["e1"]
+                assert "subtasks" not in await rt.state.collections()
+                assert "notes" not in await rt.state.collections()
+                left = {p.name for p, _why in rt.backend.state().left}  # type: ignore[attr-defined]
+                assert left == set(others)
+        for name, text in others.items():
+            assert (state / name).read_text() == text
+        assert not list(state.glob("subtasks.json.*")) and not list(state.glob("notes.json.*"))
+        assert len(list(state.glob("events.json.imported-*"))) == 1
 
     async def test_marcus_sqlite_database_loads_every_record(self, tmp_path: Path) -> None:
         db = tmp_path / "marcus_state.db"
@@ -251,3 +284,28 @@ class TestCorruptDatabase:
             async with open_runtime(tmp_path, backend="sqlite"):
                 pass
         assert (tmp_path / "marcus_state.db").read_bytes() == b"this is not sqlite" * 100
+
+
+class _StoppedClock:
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+class TestQueryOrder:
+    async def test_the_same_instant_keeps_the_collection_order(self, tmp_path: Path) -> None:
+        clock = _StoppedClock(datetime(2026, 1, 1, 10, 0, 0, 500, tzinfo=UTC))
+        async with open_runtime(tmp_path, backend="memory", clock=clock) as rt:
+            for key in ("k2", "k3", "k1"):
+                await rt.state.store("c", key, {"v": key})
+            clock.moment += timedelta(microseconds=1)
+            await rt.state.store("c", "later", {"v": "later"})
+            got = await rt.state.query("c", limit=None, key_field="_key")
+            assert [r["_key"] for r in got] == ["later", "k2", "k3", "k1"]
+            assert all(r["_key"] == r["v"] for r in got)
+            by_second = await rt.state.query("c", limit=3, by_second=True)
+            assert [r["v"] for r in by_second] == ["k2", "k3", "k1"]  # one second: kept order
+            picked = await rt.state.query("c", lambda r: r["_key"] != "k3", key_field="_key")
+            assert [r["_key"] for r in picked] == ["later", "k2", "k1"]

@@ -4,9 +4,15 @@ Marcus kept each collection as one JSON object ``marcus_state/<collection>.json`
 (key -> record) rewritten whole on every store. At :meth:`load` each such file
 is imported into the shards in one commit; only once that commit is durable is
 the original renamed ``<collection>.json.imported-<stamp>`` (kept, never
-deleted). The manifest remembers the digest of what it imported, so a crash
-between the two steps does not import twice, and a file Marcus wrote again
-later is imported again (its records win, nothing else is touched).
+deleted). Only files Marcus's ``FilePersistence`` wrote are taken: a JSON
+object of key -> record where every record carries the ``_stored_at`` that
+``FilePersistence.store`` adds. Anything else in the directory (Marcus's
+``SubtaskManager`` keeps ``subtasks.json`` there, for one) belongs to someone
+else: it is never read as a collection, renamed or moved, only listed in
+:attr:`FileStateStorage.left`. The manifest remembers the digest of what it
+imported, so a crash between the two steps does not import twice, and a file
+Marcus wrote again later is imported again (its records win, nothing else is
+touched).
 """
 
 from __future__ import annotations
@@ -18,25 +24,38 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from marcus_persist._core._codec import decode
+from marcus_persist._core._safeopen import read_file
+from marcus_persist._errors import PersistenceError
 from marcus_persist.backends._contract import Record, StateChanges, check_collection_name
 from marcus_persist.backends._files import FileContext, read_json
 from marcus_persist.backends.file._shards import MANIFEST, ShardStore
 
-__all__ = ("STATE_DIR", "FileStateStorage")
+__all__ = ("NOT_COLLECTIONS", "STATE_DIR", "FileStateStorage", "is_marcus_collection")
 
 log = logging.getLogger("marcus_persist")
 
 STATE_DIR = "marcus_state"
+#: files other Marcus components keep in ``marcus_state/``: never a collection, never moved
+NOT_COLLECTIONS = frozenset({"subtasks.json"})
 _IMPORTED = "imported"  # manifest meta: {file name: sha256 of the imported bytes}
 
 
 class FileStateStorage:
     """``rt.state`` on files (see the module docstring)."""
 
-    def __init__(self, ctx: FileContext, *, cache_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self, ctx: FileContext, *, cache_bytes: int = 64 << 20, directory: Path | None = None
+    ) -> None:
         self._ctx = ctx
-        self.directory = ctx.root / STATE_DIR
+        #: Marcus's ``storage_dir`` (``marcus_state/`` under the data directory by default)
+        self.directory = directory if directory is not None else ctx.root / STATE_DIR
         self.shards = ShardStore(self.directory, ctx, cache_bytes=cache_bytes)
+        #: ``(file, why)`` for every ``*.json`` here that is not Marcus's collection file,
+        #: left exactly where it was at :meth:`load`
+        self.left: list[tuple[Path, str]] = []
 
     def load(self) -> None:
         self.shards.open()
@@ -46,12 +65,19 @@ class FileStateStorage:
                     self._import(path)
 
     def _import(self, path: Path) -> None:
+        if path.name in NOT_COLLECTIONS:
+            self._leave(path, "another Marcus component's file, not a collection")
+            return
         try:
             collection = check_collection_name(path.stem)
         except ValueError:
-            log.warning("%s: not a collection name; left as it is", path)
+            self._leave(path, "not a collection name")
             return
         raw = self._ctx.fs.read_bytes(path)
+        why = _not_a_collection(raw)
+        if why is not None:
+            self._leave(path, why)
+            return
         digest = hashlib.sha256(raw).hexdigest()
         imported: dict[str, str] = dict(self.shards.meta.get(_IMPORTED, {}))
         if imported.get(path.name) != digest:
@@ -66,6 +92,10 @@ class FileStateStorage:
         self._ctx.fs.replace(path, path.with_name(f"{path.name}.imported-{stamp}"))
         if self._ctx.sync:
             self._ctx.fs.fsync_dir(path.parent)
+
+    def _leave(self, path: Path, why: str) -> None:
+        log.info("%s: %s; left as it is", path, why)
+        self.left.append((path, why))
 
     def get(self, collection: str, key: str) -> Record | None:
         return self.shards.get(collection, key)
@@ -91,3 +121,31 @@ def _check_legacy(document: Any) -> dict[str, Record]:
         if not isinstance(record, dict):
             raise ValueError(f"key {key!r}: expected an object, got {type(record).__name__}")
     return document
+
+
+def is_marcus_collection(path: Path) -> bool:
+    """Whether :meth:`FileStateStorage.load` takes *path* (``<dir>/<name>.json``) as
+    Marcus's collection file (a corrupt one counts: the load reports it) (blocking)."""
+    if path.name in NOT_COLLECTIONS or path.name == MANIFEST or not path.is_file():
+        return False
+    try:
+        check_collection_name(path.stem)
+        raw = read_file(path)  # never through a link, never a FIFO
+    except (ValueError, OSError, PersistenceError):  # a link or a FIFO: startup refuses it
+        return False
+    return _not_a_collection(raw) is None
+
+
+def _not_a_collection(raw: bytes) -> str | None:
+    """Why *raw* is not a file Marcus's ``FilePersistence`` wrote (``None``: it is, or
+    it is not JSON at all: a torn collection file is reported as corrupt, not skipped)."""
+    try:
+        document = decode(raw)
+    except (msgspec.DecodeError, RecursionError, ValueError):
+        return None
+    if not isinstance(document, dict) or not document:
+        return "not an object of key -> record with records in it"
+    for record in document.values():
+        if not isinstance(record, dict) or not isinstance(record.get("_stored_at"), str):
+            return "not Marcus's collection file (a record without _stored_at)"
+    return None

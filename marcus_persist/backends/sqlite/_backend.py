@@ -32,7 +32,7 @@ from marcus_persist.backends._contract import CheckRecords, KeyedWrite, Record, 
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.sqlite._patterns_tokens import SQLitePatternStorage, SQLiteTokenStorage
 
-__all__ = ("DB_NAME", "STORE_TABLES", "SQLiteBackend", "create")
+__all__ = ("DB_NAME", "STORE_TABLES", "SQLiteBackend", "create", "ensure_schema")
 
 DB_NAME = SQLITE_DB_NAME
 #: each store's table (the audit trail is kept in JSON Lines files beside the database)
@@ -271,6 +271,16 @@ class SQLiteBackend:
 
     def close(self) -> None:
         self._db.close()
+
+
+def ensure_schema(path: Path, file_mode: int) -> None:
+    """Create the database at *path* (private, WAL) with its tables if they are missing,
+    as Marcus's ``SQLitePersistence`` does when it is built (blocking)."""
+    db = _Db(path, True, file_mode)
+    try:
+        db.run(lambda conn: None)
+    finally:
+        db.close()
 
 
 def create(config: Config, fs: FileSystem) -> SQLiteBackend:

@@ -28,6 +28,7 @@ from marcus_persist._runtime import prepare_data_dir
 from marcus_persist.backends import Backend, create_backend, engine_for
 from marcus_persist.backends._audit import AuditStorage
 from marcus_persist.backends.file._audit import FileAuditStorage
+from marcus_persist.backends.file._state import is_marcus_collection
 from marcus_persist.backends.memory._audit import MemoryAuditStorage
 from marcus_persist.ops.migrate import _read as rd
 from marcus_persist.ops.migrate._copy import (
@@ -221,7 +222,7 @@ def _refuse_unimported(src: Opened) -> None:
     if not src.backend.uses_data_dir:
         return
     root = src.config.path
-    legacy = [p for p in (root / "marcus_state").glob("*.json") if p.name != "_manifest.json"]
+    legacy = [p for p in (root / "marcus_state").glob("*.json") if is_marcus_collection(p)]
     legacy += [p for p in (root / "learned_patterns.json",) if p.exists()]
     if legacy:
         names = ", ".join(sorted(p.relative_to(root).as_posix() for p in legacy))

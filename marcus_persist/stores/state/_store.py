@@ -13,8 +13,8 @@ from __future__ import annotations
 import copy
 import heapq
 import itertools
+import math
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
 from typing import Any
 
 import anyio
@@ -151,10 +151,20 @@ class StateStore:
         return await anyio.to_thread.run_sync(self._storage.collections)
 
     async def query(
-        self, collection: str, filter_func: Filter | None = None, limit: int | None = 100
+        self,
+        collection: str,
+        filter_func: Filter | None = None,
+        limit: int | None = 100,
+        *,
+        key_field: str | None = None,
+        by_second: bool = False,
     ) -> list[Record]:
         """Records for which *filter_func* is true, newest ``_stored_at`` first, at most
         *limit* of them (the limit applies after the filter; ``None`` for all).
+        Records of the same instant (of the same second with *by_second*, as Marcus's
+        SQLite table holds them) come in the order the collection keeps them. With
+        *key_field* each record carries its key under that name (Marcus's ``_key``),
+        the filter sees it too.
 
         Streams the collection in a worker thread (where *filter_func* runs),
         keeping only the best *limit* records in memory.
@@ -164,16 +174,19 @@ class StateStore:
             raise ValidationError(f"limit: {shown(limit)} must be an int or None")
 
         def scan() -> list[Record]:
-            tie = itertools.count()
-            best: list[tuple[datetime, int, Record]] = []
+            found = itertools.count()
+            # (time, -position): the heap's smallest is the oldest, the last found of its time
+            best: list[tuple[float, int, Record]] = []
             for chunk in self._storage.chunks(name):
-                for _, record in chunk:
-                    if filter_func is not None and not filter_func(record):
+                for key, record in chunk:
+                    item = {key_field: key, **record} if key_field is not None else record
+                    if filter_func is not None and not filter_func(item):
                         continue
-                    entry = (stored_at(record), next(tie), record)
+                    moment = stored_at(item).timestamp()
+                    entry = (math.floor(moment) if by_second else moment, -next(found), item)
                     if limit is None or len(best) < limit:
                         heapq.heappush(best, entry)
-                    elif limit > 0 and entry[0] > best[0][0]:
+                    elif limit > 0 and entry[:2] > best[0][:2]:
                         heapq.heapreplace(best, entry)
             best.sort(key=lambda e: (e[0], e[1]), reverse=True)
             return [_copy(f"a record of {name}", record) for _t, _n, record in best]
