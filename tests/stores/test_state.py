@@ -272,6 +272,7 @@ class TestChosenByConfig:
             "marcus_assignments": 1,
             "marcus_patterns": 1,
             "marcus_token_usage": tables.get("marcus_token_usage", -1),
+            "marcus_token_log": tables.get("marcus_token_log", -1),  # batches since the document
         }
         assert tables["marcus_token_usage"] >= 1
         assert not (tmp_path / "assignments" / "assignments.json").exists()
