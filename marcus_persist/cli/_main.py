@@ -22,6 +22,7 @@ from marcus_persist.cli._common import DATA_DIR, explain, not_a_data_dir, requir
 from marcus_persist.cli._demo_cli import demo
 from marcus_persist.cli._migrate import migrate_command
 from marcus_persist.cli._ops import bench, import_marcus_command, prune
+from marcus_persist.cli._remote import backups
 from marcus_persist.cli._wal import checkpoint_command, wal_command
 from marcus_persist.ops.doctor import diagnose
 
@@ -144,6 +145,7 @@ cli.add_command(prune)
 cli.add_command(bench)
 cli.add_command(wal_command)
 cli.add_command(checkpoint_command)
+cli.add_command(backups)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
