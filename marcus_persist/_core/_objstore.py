@@ -234,17 +234,21 @@ class S3ObjectStore:
 
     def put_file(self, key: str, path: Path) -> tuple[int, str]:
         expected = _file_digest(path)
-        self._call(
-            "upload",
-            key,
-            lambda: self._client.upload_file(
-                str(path),
-                self.bucket,
-                self._key(key),
-                ExtraArgs={"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": expected[1]}},
-                Config=self._transfer,
-            ),
-        )
+        with open_reader(path) as reader:  # ours to close, whatever the upload does
+            self._call(
+                "upload",
+                key,
+                lambda: self._client.upload_fileobj(
+                    reader,
+                    self.bucket,
+                    self._key(key),
+                    ExtraArgs={
+                        "ChecksumAlgorithm": "SHA256",
+                        "Metadata": {"sha256": expected[1]},
+                    },
+                    Config=self._transfer,
+                ),
+            )
         _verify(self, key, expected)
         return expected
 
