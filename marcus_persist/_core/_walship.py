@@ -46,6 +46,8 @@ class Shipment:
     last: int
     first_ns: int
     last_ns: int
+    #: every segment below this one is wholly in this shipment or earlier ones
+    below: int
 
 
 def find_logs(data_dir: Path) -> list[str]:
@@ -128,7 +130,7 @@ class LogTail:
         payload = b"".join(chunks)
         if not payload:
             return None
-        return Shipment(self.log_dir, payload, first, last, first_ns, last_ns)
+        return Shipment(self.log_dir, payload, first, last, first_ns, last_ns, self.seq)
 
     def _check_last(self) -> None:
         """The last record yielded is still there, unchanged, if its segment is."""

@@ -35,6 +35,7 @@ from marcus_persist._core._metrics import Histogram, HistogramSnapshot
 from marcus_persist._core._objstore import ObjectStore
 from marcus_persist._core._remote import log_key, push_backup
 from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup
+from marcus_persist._core._wal import hold_retirement
 from marcus_persist._core._walship import LogGap, LogTail, Shipment, find_logs, tail_after
 from marcus_persist._errors import PersistenceError
 
@@ -89,6 +90,9 @@ class Replicator:
         self._base: str | None = None
         self._staged: Path | None = None
         self._tails: dict[str, LogTail] = {}
+        #: per log: every segment below this one is up (verified); older ones may go
+        self._shipped_below: dict[str, int] = {}
+        self._releases: dict[str, Callable[[], None]] = {}
         #: read but not yet up, in order, each with the base its chain continues
         self._pending: list[tuple[str, Shipment]] = []
         self._down_since: int | None = None  # ns: the first failure of a run of them
@@ -100,6 +104,9 @@ class Replicator:
         self._passes = 0
         self._clean_pass = anyio.Event()
         self._failures = 0
+        #: set at the first failed attempt of a run of failures (a fresh event after
+        #: the next success): a host may alert on it
+        self.failing = anyio.Event()
 
     def metrics(self) -> ReplicationMetrics:
         waiting = min((s.first_ns for _b, s in self._pending), default=None)
@@ -131,6 +138,7 @@ class Replicator:
     async def run(self) -> None:
         """Ship until cancelled; then one last pass for what is already appended."""
         try:
+            await anyio.to_thread.run_sync(self._hold_segments)
             while True:
                 await self._pass()
                 with anyio.move_on_after(self._delay()):
@@ -140,6 +148,8 @@ class Replicator:
             with anyio.move_on_after(5 * self.interval + 5, shield=True):
                 if self._base is not None:
                     await self._pass(final=True)
+            for release in self._releases.values():
+                release()
 
     def _delay(self) -> float:
         if not self._failures:
@@ -161,6 +171,7 @@ class Replicator:
         except (PersistenceError, OSError) as exc:
             if self._down_since is None:
                 self._down_since = time.time_ns()
+                self.failing.set()
             self._failures += 1
             self._retries += 1
             self._last_error = str(exc)
@@ -172,7 +183,8 @@ class Replicator:
             )
             return
         self._failures = 0
-        self._down_since = None
+        if self._down_since is not None:
+            self._down_since, self.failing = None, anyio.Event()
         self._passes += 1
         done, self._clean_pass = self._clean_pass, anyio.Event()
         done.set()
@@ -193,6 +205,9 @@ class Replicator:
                     for name in await anyio.to_thread.run_sync(find_logs, staged)
                 }
             self._staged, self._tails = staged, tails
+            self._shipped_below = {name: tail.seq for name, tail in tails.items()}
+            for name in tails:
+                self._guard(name)
         staged = self._staged
         name = await anyio.to_thread.run_sync(push_backup, self.store, staged)
         await anyio.to_thread.run_sync(shutil.rmtree, staged)  # only now: it is verified up
@@ -211,6 +226,8 @@ class Replicator:
         for name in find_logs(self.data_dir):
             if name not in self._tails:
                 self._tails[name] = LogTail(self.data_dir, name, 0, 0, None)
+                self._shipped_below[name] = 0
+                self._guard(name)
         return [s for tail in self._tails.values() if (s := tail.read()) is not None]
 
     def _ship(self, base: str, shipment: Shipment) -> None:
@@ -227,3 +244,17 @@ class Replicator:
         self._shipped_records += shipment.last - shipment.first + 1
         self._shipped_bytes += len(shipment.data)
         self._since_base += len(shipment.data)
+        self._shipped_below[shipment.log_dir] = shipment.below
+
+    def _hold_segments(self) -> None:
+        """Keep every log's segments until they are up (logs found later: as found)."""
+        for name in find_logs(self.data_dir):
+            self._shipped_below.setdefault(name, 0)
+            self._guard(name)
+
+    def _guard(self, name: str) -> None:
+        """Hold the segments of log *name* that are not up yet from retirement."""
+        if name not in self._releases:
+            self._releases[name] = hold_retirement(
+                self.data_dir / name, lambda: self._shipped_below.get(name, 0) - 1
+            )
