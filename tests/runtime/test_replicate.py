@@ -1,0 +1,157 @@
+"""Continuous replication to ``archive_url``: point-in-time restore, a remote that goes down."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import anyio
+import pytest
+
+from marcus_persist import open_runtime
+from marcus_persist._core._fs import OS_FS
+from marcus_persist._core._objstore import ObjectStore, open_object_store
+from marcus_persist._core._remote import list_remote_backups
+from marcus_persist._core._snapshot import BACKUPS_DIR
+from marcus_persist._core._wal import scan_log
+from marcus_persist._runtime._replicate import STAGING
+from marcus_persist.backends._assignments import check_records
+from marcus_persist.backends._files import FileContext
+from marcus_persist.backends.file import FileAssignmentStorage
+from marcus_persist.ops.remote import restore_from_store
+from tests._s3 import CutProxy
+
+SEED = 18
+INSTANTS = 20
+
+
+def stored_tasks(data: Path) -> dict[str, str]:
+    """The global assignments as a restart would load them: files plus the log replayed."""
+    ctx = FileContext(data, OS_FS, sync=False, on_corrupt="error")
+    raw = FileAssignmentStorage(ctx).load(check_records).get(None, {})
+    return {worker: record["task_id"] for worker, record in raw.items()}
+
+
+@pytest.fixture(params=["file", "s3"])
+def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    if request.param == "file":
+        yield {"archive_url": f"file://{tmp_path}/archive"}
+    else:
+        yield request.getfixturevalue("s3_archive")
+
+
+def _store(archive: dict[str, str]) -> ObjectStore:
+    return open_object_store(archive["archive_url"], archive.get("archive_endpoint"))
+
+
+@pytest.mark.anyio
+async def test_restore_to_random_instants_reproduces_the_acknowledged_state(
+    tmp_path: Path, archive: dict[str, str]
+) -> None:
+    """A seeded run of assigns, upserts and removals, checkpointed now and then (the
+    log's segments retire meanwhile); after each acknowledgement the instant and
+    the state are noted. Restored to 20 of those instants (picked by the seed), the
+    directory holds exactly the state acknowledged at each."""
+    rng = random.Random(SEED)
+    timeline: list[tuple[datetime, dict[str, str]]] = []
+    state: dict[str, str] = {}
+    async with open_runtime(
+        tmp_path / "data", replicate_interval_seconds=0.05, **archive
+    ) as rt:
+        assert rt.replicator is not None
+        await rt.replicator.sync()  # the base is up before the first write
+        for step in range(80):
+            worker = f"w{rng.randrange(8)}"
+            if worker in state and rng.random() < 0.3:
+                await rt.assignments.remove_assignment(worker)
+                del state[worker]
+            else:
+                task = f"t{step}"
+                await rt.assignments.save_assignment(worker, task, {"step": step})
+                state[worker] = task
+            timeline.append((datetime.now(UTC), dict(state)))
+            if step % 20 == 19:
+                await rt.checkpoint()
+        await rt.replicator.sync()
+        assert rt.replicator.metrics().shipped_records >= 80
+    store = _store(archive)
+    for n, index in enumerate(sorted(rng.sample(range(len(timeline)), INSTANTS))):
+        instant, expected = timeline[index]
+        target = tmp_path / f"restored-{n}"
+        await anyio.to_thread.run_sync(restore_from_store, store, target, instant)
+        assert await anyio.to_thread.run_sync(stored_tasks, target) == expected, index
+    latest = tmp_path / "latest"
+    await anyio.to_thread.run_sync(restore_from_store, store, latest, None)
+    async with open_runtime(latest) as rt:
+        assert {w: (await rt.assignments.get_assignment(w) or {}).get("task_id") for w in state} == state
+
+
+@pytest.mark.anyio
+async def test_a_remote_that_goes_down_delays_replication_never_a_write(
+    tmp_path: Path, s3_archive: dict[str, str]
+) -> None:
+    """Cut the connection to the server: every write is still acknowledged, the
+    failures are counted, nothing not yet shipped leaves the disk (a checkpoint
+    keeps the segments), and once the server is back everything goes up."""
+    port = urlsplit(s3_archive["archive_endpoint"]).port
+    assert port is not None
+    proxy = CutProxy(port)
+    data = tmp_path / "data"
+    try:
+        options = {**s3_archive, "archive_endpoint": proxy.endpoint}
+        async with open_runtime(data, replicate_interval_seconds=0.05, **options) as rt:
+            replicator = rt.replicator
+            assert replicator is not None
+            await replicator.sync()
+            proxy.down.set()
+            for i in range(20):
+                await rt.assignments.assign(f"w{i}", f"t{i}", {"i": i})
+            await replicator.failing.wait()
+            await rt.checkpoint()  # would retire the segments: they are not up yet
+            logged = [lsn for s in scan_log(data / "assignments" / "wal") for lsn, _ in s.records]
+            assert len(logged) >= 20
+            metrics = (await rt.metrics()).replication
+            assert metrics is not None and metrics.retries >= 1 and metrics.last_error
+            proxy.down.clear()
+            await replicator.sync()
+            assert (await rt.metrics()).replication.retries >= 1  # type: ignore[union-attr]
+            assert not any((data / BACKUPS_DIR / STAGING).glob("backup-*"))
+    finally:
+        proxy.close()
+    restored = tmp_path / "restored"
+    store = _store(s3_archive)
+    await anyio.to_thread.run_sync(restore_from_store, store, restored, None)
+    assert await anyio.to_thread.run_sync(stored_tasks, restored) == {
+        f"w{i}": f"t{i}" for i in range(20)
+    }
+
+
+@pytest.mark.anyio
+async def test_the_base_stays_on_disk_until_its_upload_is_verified(
+    tmp_path: Path, s3_archive: dict[str, str]
+) -> None:
+    """The server is down from the start: the base is copied locally and kept there
+    (retried) until the server takes it; then it goes and the remote has it."""
+    port = urlsplit(s3_archive["archive_endpoint"]).port
+    assert port is not None
+    proxy = CutProxy(port)
+    proxy.down.set()
+    data = tmp_path / "data"
+    try:
+        options = {**s3_archive, "archive_endpoint": proxy.endpoint}
+        async with open_runtime(data, replicate_interval_seconds=0.05, **options) as rt:
+            replicator = rt.replicator
+            assert replicator is not None
+            await rt.assignments.assign("w1", "t1", {})
+            await replicator.failing.wait()
+            assert list((data / BACKUPS_DIR / STAGING).glob("backup-*"))
+            proxy.down.clear()
+            await replicator.sync()
+            assert not list((data / BACKUPS_DIR / STAGING).glob("backup-*"))
+    finally:
+        proxy.close()
+    backups = await anyio.to_thread.run_sync(list_remote_backups, _store(s3_archive))
+    assert len(backups) == 1
