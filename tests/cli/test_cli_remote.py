@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -14,7 +15,7 @@ from marcus_persist._core._remote import list_remote_backups
 from marcus_persist.cli._main import cli
 
 
-async def _data_with_tasks(data: Path, archive: dict[str, str] | None = None) -> None:
+async def _data_with_tasks(data: Path, archive: dict[str, Any] | None = None) -> None:
     async with open_runtime(data, replicate_interval_seconds=0.05, **(archive or {})) as rt:
         await rt.assignments.assign("w1", "t1", {"n": 1})
         await rt.assignments.for_project("p").assign("w2", "t2", {"n": 2})
@@ -22,7 +23,7 @@ async def _data_with_tasks(data: Path, archive: dict[str, str] | None = None) ->
             await rt.replicator.sync()
 
 
-async def _tasks(data: Path) -> dict[str, str | None]:
+async def _tasks(data: Path) -> dict[str, object]:
     async with open_runtime(data) as rt:
         one = await rt.assignments.get_assignment("w1")
         two = await rt.assignments.for_project("p").get_assignment("w2")

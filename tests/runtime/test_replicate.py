@@ -6,6 +6,7 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -36,20 +37,20 @@ def stored_tasks(data: Path) -> dict[str, str]:
 
 
 @pytest.fixture(params=["file", "s3"])
-def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
     if request.param == "file":
         yield {"archive_url": f"file://{tmp_path}/archive"}
     else:
         yield request.getfixturevalue("s3_archive")
 
 
-def _store(archive: dict[str, str]) -> ObjectStore:
+def _store(archive: dict[str, Any]) -> ObjectStore:
     return open_object_store(archive["archive_url"], archive.get("archive_endpoint"))
 
 
 @pytest.mark.anyio
 async def test_restore_to_random_instants_reproduces_the_acknowledged_state(
-    tmp_path: Path, archive: dict[str, str]
+    tmp_path: Path, archive: dict[str, Any]
 ) -> None:
     """A seeded run of assigns, upserts and removals, checkpointed now and then (the
     log's segments retire meanwhile); after each acknowledgement the instant and
@@ -58,9 +59,7 @@ async def test_restore_to_random_instants_reproduces_the_acknowledged_state(
     rng = random.Random(SEED)
     timeline: list[tuple[datetime, dict[str, str]]] = []
     state: dict[str, str] = {}
-    async with open_runtime(
-        tmp_path / "data", replicate_interval_seconds=0.05, **archive
-    ) as rt:
+    async with open_runtime(tmp_path / "data", replicate_interval_seconds=0.05, **archive) as rt:
         assert rt.replicator is not None
         await rt.replicator.sync()  # the base is up before the first write
         for step in range(80):
@@ -86,12 +85,13 @@ async def test_restore_to_random_instants_reproduces_the_acknowledged_state(
     latest = tmp_path / "latest"
     await anyio.to_thread.run_sync(restore_from_store, store, latest, None)
     async with open_runtime(latest) as rt:
-        assert {w: (await rt.assignments.get_assignment(w) or {}).get("task_id") for w in state} == state
+        found = {w: await rt.assignments.get_assignment(w) for w in state}
+    assert {w: (r or {}).get("task_id") for w, r in found.items()} == state
 
 
 @pytest.mark.anyio
 async def test_a_remote_that_goes_down_delays_replication_never_a_write(
-    tmp_path: Path, s3_archive: dict[str, str]
+    tmp_path: Path, s3_archive: dict[str, Any]
 ) -> None:
     """Cut the connection to the server: every write is still acknowledged, the
     failures are counted, nothing not yet shipped leaves the disk (a checkpoint
@@ -101,7 +101,7 @@ async def test_a_remote_that_goes_down_delays_replication_never_a_write(
     proxy = CutProxy(port)
     data = tmp_path / "data"
     try:
-        options = {**s3_archive, "archive_endpoint": proxy.endpoint}
+        options: dict[str, Any] = {**s3_archive, "archive_endpoint": proxy.endpoint}
         async with open_runtime(data, replicate_interval_seconds=0.05, **options) as rt:
             replicator = rt.replicator
             assert replicator is not None
@@ -131,7 +131,7 @@ async def test_a_remote_that_goes_down_delays_replication_never_a_write(
 
 @pytest.mark.anyio
 async def test_the_base_stays_on_disk_until_its_upload_is_verified(
-    tmp_path: Path, s3_archive: dict[str, str]
+    tmp_path: Path, s3_archive: dict[str, Any]
 ) -> None:
     """The server is down from the start: the base is copied locally and kept there
     (retried) until the server takes it; then it goes and the remote has it."""
@@ -141,7 +141,7 @@ async def test_the_base_stays_on_disk_until_its_upload_is_verified(
     proxy.down.set()
     data = tmp_path / "data"
     try:
-        options = {**s3_archive, "archive_endpoint": proxy.endpoint}
+        options: dict[str, Any] = {**s3_archive, "archive_endpoint": proxy.endpoint}
         async with open_runtime(data, replicate_interval_seconds=0.05, **options) as rt:
             replicator = rt.replicator
             assert replicator is not None
