@@ -102,7 +102,10 @@ def backups(url: str, endpoint: str | None) -> None:
     except (PersistenceError, OSError) as exc:
         raise click.ClickException(explain(exc)) from None
     if not found:
-        raise click.ClickException(f"{store.url} holds no complete backup")
+        raise click.ClickException(
+            f"{store.url} holds no complete backup: take one with marcus-persist backup "
+            "DIR --to URL, or run a runtime with archive_url set; check the URL otherwise"
+        )
     table = Table("backup", "taken (UTC)", "files", "bytes", "log objects", "restorable until")
     for b in reversed(found):
         end = b.log_end_ns

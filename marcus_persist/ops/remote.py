@@ -65,7 +65,10 @@ def choose_backup(backups: list[RemoteBackup], at: datetime | None) -> RemoteBac
     :raises PersistenceError: there is none
     """
     if not backups:
-        raise PersistenceError("the archive holds no complete backup")
+        raise PersistenceError(
+            "the archive holds no complete backup: take one with marcus-persist backup "
+            "DIR --to URL, or run a runtime with archive_url set; check the URL otherwise"
+        )
     if at is None:
         return backups[-1]
     fit = [b for b in backups if datetime.fromisoformat(b.created_at) <= at]

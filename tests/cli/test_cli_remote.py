@@ -116,6 +116,6 @@ def test_restore_at_takes_an_iso_time_or_latest(tmp_path: Path) -> None:
     bad = runner.invoke(cli, ["restore", "--from", url, "--at", "yesterday", str(tmp_path / "n")])
     assert bad.exit_code == 2 and "ISO-8601" in bad.output
     empty = runner.invoke(cli, ["restore", "--from", url, str(tmp_path / "n")])
-    assert empty.exit_code == 1 and "holds no complete backup" in empty.output
+    assert empty.exit_code == 1 and "holds no complete backup: take one" in empty.output
     both = runner.invoke(cli, ["restore", "--from", url, "--force", str(tmp_path / "n")])
     assert both.exit_code == 2
