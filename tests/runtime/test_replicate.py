@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import anyio
 import pytest
 
-from marcus_persist import open_runtime
+from marcus_persist import ConfigError, open_runtime
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._core._objstore import ObjectStore, open_object_store
 from marcus_persist._core._remote import list_remote_backups
@@ -155,3 +155,68 @@ async def test_the_base_stays_on_disk_until_its_upload_is_verified(
         proxy.close()
     backups = await anyio.to_thread.run_sync(list_remote_backups, _store(s3_archive))
     assert len(backups) == 1
+
+
+@pytest.mark.anyio
+async def test_instants_on_both_sides_of_a_new_base_restore_exactly(tmp_path: Path) -> None:
+    """Once a base's log passes ``wal_checkpoint_mb`` the replicator takes a new base;
+    the old chain is closed at that pause. Instants before and after it restore
+    exactly the acknowledged state."""
+    rng = random.Random(SEED)
+    archive = {"archive_url": f"file://{tmp_path}/archive"}
+    timeline: list[tuple[datetime, dict[str, str]]] = []
+    state: dict[str, str] = {}
+    filler = "x" * 2048
+    async with open_runtime(
+        tmp_path / "data", replicate_interval_seconds=0.05, wal_checkpoint_mb=1, **archive
+    ) as rt:
+        replicator = rt.replicator
+        assert replicator is not None
+        await replicator.sync()
+        step = 0
+        while replicator.metrics().bases < 2 or step < 700:
+            worker = f"w{rng.randrange(50)}"
+            await rt.assignments.save_assignment(worker, f"t{step}", {"pad": filler})
+            state[worker] = f"t{step}"
+            timeline.append((datetime.now(UTC), dict(state)))
+            step += 1
+            if step % 100 == 0:
+                await replicator.sync()
+        await replicator.sync()
+    store = _store(archive)
+    backups = await anyio.to_thread.run_sync(list_remote_backups, store)
+    assert len(backups) >= 2
+    second = datetime.fromisoformat(backups[1].created_at)
+    before = [i for i, (t, _s) in enumerate(timeline) if t < second]
+    after = [i for i, (t, _s) in enumerate(timeline) if t > second]
+    assert before and after
+    for n, index in enumerate(rng.sample(before, 3) + rng.sample(after, 3)):
+        instant, expected = timeline[index]
+        target = tmp_path / f"restored-{n}"
+        await anyio.to_thread.run_sync(restore_from_store, store, target, instant)
+        assert await anyio.to_thread.run_sync(stored_tasks, target) == expected, index
+
+
+@pytest.mark.anyio
+async def test_archive_url_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MARCUS_PERSIST_ARCHIVE_URL", f"file://{tmp_path}/archive")
+    async with open_runtime(tmp_path / "data") as rt:
+        assert rt.replicator is not None
+        await rt.replicator.sync()  # the base is up
+        await rt.assignments.assign("w1", "t1", {})
+        await rt.replicator.sync()
+        metrics = (await rt.metrics()).replication
+        assert metrics is not None and metrics.shipped_records == 1 and metrics.base
+    monkeypatch.delenv("MARCUS_PERSIST_ARCHIVE_URL")
+    async with open_runtime(tmp_path / "plain") as rt:
+        assert rt.replicator is None and (await rt.metrics()).replication is None
+
+
+@pytest.mark.anyio
+async def test_a_bad_archive_url_refuses_to_open_and_creates_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="archive_url"):
+        async with open_runtime(tmp_path / "data", archive_url="ftp://somewhere/x"):
+            pass
+    assert not (tmp_path / "data").exists()
