@@ -43,6 +43,7 @@ __all__ = (
     "fetch_files",
     "list_remote_backups",
     "log_key",
+    "prune_remote_backups",
     "push_backup",
 )
 
@@ -194,3 +195,17 @@ def fetch_files(store: ObjectStore, backup: RemoteBackup, target: Path) -> None:
                 f"{store.url}/{key}", "checksum or size differs from the manifest: damaged"
             )
         staged.replace(path)
+
+
+def prune_remote_backups(store: ObjectStore, keep: int) -> list[str]:
+    """Delete all but the newest *keep* complete backups (with the log shipped after
+    each); their names. A backup's manifest goes first, so one whose deletion is
+    interrupted is never listed as complete again."""
+    if keep < 1:
+        raise ValueError("keep must be at least 1")
+    doomed = [b.name for b in list_remote_backups(store)[:-keep]]
+    for name in doomed:
+        store.delete(f"{PREFIX}{name}/{MANIFEST}")
+        for info in store.list(f"{PREFIX}{name}/"):
+            store.delete(info.key)
+    return doomed

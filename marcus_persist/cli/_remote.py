@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from marcus_persist._core._objstore import ObjectStore, open_object_store
-from marcus_persist._core._remote import list_remote_backups
+from marcus_persist._core._remote import list_remote_backups, prune_remote_backups
 from marcus_persist._errors import PersistenceError
 from marcus_persist.cli._common import explain, offline
 from marcus_persist.ops.remote import backup_to_store, restore_from_store
@@ -93,11 +93,20 @@ def restore_from_url(url: str, endpoint: str | None, at: str, target: Path) -> N
     help="s3://bucket/prefix or file:///path (env MARCUS_PERSIST_ARCHIVE_URL).",
 )
 @ENDPOINT
-def backups(url: str, endpoint: str | None) -> None:
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Delete all but the newest N backups (and the log after each) first.",
+)
+def backups(url: str, endpoint: str | None, keep: int | None) -> None:
     """List the backups in an object store and how far the log shipped after each
     reaches: restore --from URL --at TIME can rebuild any instant in those ranges."""
     store = _store(url, endpoint)
     try:
+        if keep is not None:
+            for name in prune_remote_backups(store, keep):
+                click.echo(f"pruned {name}")
         found = list_remote_backups(store)
     except (PersistenceError, OSError) as exc:
         raise click.ClickException(explain(exc)) from None

@@ -119,3 +119,23 @@ def test_restore_at_takes_an_iso_time_or_latest(tmp_path: Path) -> None:
     assert empty.exit_code == 1 and "holds no complete backup: take one" in empty.output
     both = runner.invoke(cli, ["restore", "--from", url, "--force", str(tmp_path / "n")])
     assert both.exit_code == 2
+
+
+@pytest.mark.anyio
+async def test_backups_keep_prunes_the_oldest_with_their_log(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    url = f"file://{tmp_path}/archive"
+    await _data_with_tasks(data)
+    runner = CliRunner()
+    for _ in range(3):
+        assert runner.invoke(cli, ["backup", str(data), "--to", url]).exit_code == 0
+    store = open_object_store(url)
+    names = [b.name for b in await anyio.to_thread.run_sync(list_remote_backups, store)]
+    assert len(names) == 3
+    result = runner.invoke(cli, ["backups", "--from", url, "--keep", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"pruned {names[0]}" in result.output and f"pruned {names[1]}" in result.output
+    left = await anyio.to_thread.run_sync(store.list, "backups/")
+    assert left and all(o.key.startswith(f"backups/{names[2]}/") for o in left)
+    restored = runner.invoke(cli, ["restore", "--from", url, str(tmp_path / "new")])
+    assert restored.exit_code == 0, restored.output

@@ -163,7 +163,7 @@ async def test_instants_on_both_sides_of_a_new_base_restore_exactly(tmp_path: Pa
     the old chain is closed at that pause. Instants before and after it restore
     exactly the acknowledged state."""
     rng = random.Random(SEED)
-    archive = {"archive_url": f"file://{tmp_path}/archive"}
+    archive: dict[str, Any] = {"archive_url": f"file://{tmp_path}/archive"}
     timeline: list[tuple[datetime, dict[str, str]]] = []
     state: dict[str, str] = {}
     filler = "x" * 2048
