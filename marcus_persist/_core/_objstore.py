@@ -31,9 +31,18 @@ from marcus_persist._core._atomic import TEMP_MARKER, ensure_dir, is_temp_name
 from marcus_persist._core._safeopen import open_reader
 from marcus_persist._errors import BackendError, ConfigError, CorruptDataError
 
-__all__ = ("ObjectInfo", "ObjectStore", "check_key", "open_object_store", "sha256_of")
+__all__ = (
+    "NEW_FILE",
+    "ObjectInfo",
+    "ObjectStore",
+    "check_key",
+    "open_object_store",
+    "sha256_of",
+)
 
 _CHUNK = 1 << 20
+#: how a new file is created: private, never over an existing one
+NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 #: files above this go up in parts (S3's smallest part is 5 MiB)
 MULTIPART_BYTES = 8 << 20
 
@@ -128,7 +137,7 @@ class FileObjectStore:
         ensure_dir(target.parent)
         temp = target.with_name(f"{target.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
         try:
-            with open(temp, "xb") as out:
+            with os.fdopen(os.open(temp, NEW_FILE, 0o600), "wb") as out:
                 fill(out)
                 out.flush()
                 os.fsync(out.fileno())

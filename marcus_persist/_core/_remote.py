@@ -26,7 +26,7 @@ from pathlib import Path
 import msgspec
 
 from marcus_persist._core._atomic import TEMP_MARKER, ensure_dir
-from marcus_persist._core._objstore import ObjectStore, sha256_of
+from marcus_persist._core._objstore import NEW_FILE, ObjectStore, sha256_of
 from marcus_persist._core._snapshot import (
     MANIFEST,
     BackupFile,
@@ -180,7 +180,7 @@ def fetch_files(store: ObjectStore, backup: RemoteBackup, target: Path) -> None:
         ensure_dir(path.parent)
         staged = path.with_name(f"{path.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}")
         try:
-            with open(staged, "xb") as out:
+            with os.fdopen(os.open(staged, NEW_FILE, 0o600), "wb") as out:
                 size, sha = store.get_stream(key, out.write)
                 out.flush()
                 os.fsync(out.fileno())

@@ -37,7 +37,6 @@ from marcus_persist._core._remote import log_key, push_backup
 from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup
 from marcus_persist._core._wal import hold_retirement
 from marcus_persist._core._walship import LogGap, LogTail, Shipment, find_logs, tail_after
-from marcus_persist._errors import PersistenceError
 
 __all__ = ("LAG_SECONDS_BOUNDS", "ReplicationMetrics", "Replicator")
 
@@ -146,7 +145,7 @@ class Replicator:
                 self._wake = anyio.Event()
         finally:
             with anyio.move_on_after(5 * self.interval + 5, shield=True):
-                if self._base is not None:
+                if self._base is not None and self._down_since is None:
                     await self._pass(final=True)
             for release in self._releases.values():
                 release()
@@ -158,17 +157,16 @@ class Replicator:
 
     async def _pass(self, *, final: bool = False) -> None:
         try:
+            await self._ship_pending()  # what a failed pass read: at most one read held
             if self._base is None or (self._since_base >= self._rebase_bytes and not final):
                 await self._new_base()
             await self._read_into_pending()
-            while self._pending:
-                await anyio.to_thread.run_sync(self._ship, *self._pending[0])
-                self._pending.pop(0)
+            await self._ship_pending()
         except LogGap as gap:
             log.warning("replication: %s; starting again from a new backup", gap)
             self._base = None
             return
-        except (PersistenceError, OSError) as exc:
+        except Exception as exc:  # replication never takes the runtime down: retried
             if self._down_since is None:
                 self._down_since = time.time_ns()
                 self.failing.set()
@@ -188,6 +186,11 @@ class Replicator:
         self._passes += 1
         done, self._clean_pass = self._clean_pass, anyio.Event()
         done.set()
+
+    async def _ship_pending(self) -> None:
+        while self._pending:
+            await anyio.to_thread.run_sync(self._ship, *self._pending[0])
+            self._pending.pop(0)
 
     async def _new_base(self) -> None:
         """Take a backup with writers paused, upload it (outside the pause), and

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from marcus_persist._core._atomic import TEMP_MARKER, ensure_dir
-from marcus_persist._core._objstore import ObjectStore
+from marcus_persist._core._objstore import NEW_FILE, ObjectStore
 from marcus_persist._core._remote import (
     LogChunk,
     RemoteBackup,
@@ -150,7 +150,7 @@ def _replay(
         seq = max((s.seq for s in segments), default=0) + 1
         ensure_dir(directory)
         path = directory / segment_name(seq)
-        with open(path, "xb") as out:
+        with os.fdopen(os.open(path, NEW_FILE, 0o600), "wb") as out:
             out.write(b"".join(kept))
             out.flush()
             os.fsync(out.fileno())
