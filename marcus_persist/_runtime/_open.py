@@ -118,7 +118,7 @@ async def open_runtime(
         else None
     )
     lock = DirLock(config.path, file_mode=fs.file_mode) if store_backend.uses_data_dir else None
-    audit_storage = _audit_storage(engine_for(store_backend, "audit"), config, fs)
+    audit_storage = _audit_storage(engine_for(store_backend, "audit"), config, fs, archive)
     cache = _assignment_cache(engine_for(store_backend, "assignments"), config)
     try:
         if lock is not None:
@@ -227,7 +227,9 @@ def _guard_files(backend: Backend, check: Callable[[], None]) -> None:
             ctx.guard = check
 
 
-def _audit_storage(backend: Backend, config: Config, fs: FileSystem) -> AuditStorage:
+def _audit_storage(
+    backend: Backend, config: Config, fs: FileSystem, archive: ObjectStore | None = None
+) -> AuditStorage:
     """The backend's own audit storage if it has one, else JSON Lines files beside its
     data (file, sqlite), else memory."""
     provided = getattr(backend, "audit", None)
@@ -235,7 +237,7 @@ def _audit_storage(backend: Backend, config: Config, fs: FileSystem) -> AuditSto
         storage: AuditStorage = provided()
         return storage
     if backend.uses_data_dir:
-        return FileAuditStorage(config.path / "audit_logs", fs, config.durability)
+        return FileAuditStorage(config.path / "audit_logs", fs, config.durability, archive)
     if backend.name != "memory":
         log.warning(
             "backend %s has no audit storage: the audit trail is kept in memory", backend.name
