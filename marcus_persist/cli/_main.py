@@ -22,7 +22,7 @@ from marcus_persist.cli._common import DATA_DIR, explain, not_a_data_dir, requir
 from marcus_persist.cli._demo_cli import demo
 from marcus_persist.cli._migrate import migrate_command
 from marcus_persist.cli._ops import bench, import_marcus_command, prune
-from marcus_persist.cli._remote import backups
+from marcus_persist.cli._remote import backups, replication_line
 from marcus_persist.cli._wal import checkpoint_command, wal_command
 from marcus_persist.ops.doctor import diagnose
 
@@ -87,8 +87,12 @@ def stats(data_dir: Path, as_json: bool) -> None:
     the audit trail by day. Read-only: safe while a runtime serves DATA_DIR."""
     require_data_dir(data_dir)
     result = collect_stats(data_dir)
+    replication = replication_line(data_dir)
     if as_json:
-        click.echo(msgspec.json.encode(result).decode())
+        document = msgspec.to_builtins(result)
+        if replication is not None:
+            document["replication"] = replication
+        click.echo(msgspec.json.encode(document).decode())
         return
     console = Console()
     wide = console.width >= 110  # times to the minute; else the day (JSON has them whole)
@@ -127,6 +131,8 @@ def stats(data_dir: Path, as_json: bool) -> None:
         for d in result.audit_days:
             days.add_row(d.day, f"{d.events:,}", f"{d.bytes:,}")
         console.print(days)
+    if replication is not None:
+        console.print(f"replication: {replication['summary']}")
 
 
 def _time(text: str | None, wide: bool) -> str:

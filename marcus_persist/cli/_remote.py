@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -14,9 +16,17 @@ from marcus_persist._core._objstore import ObjectStore, open_object_store
 from marcus_persist._core._remote import list_remote_backups, prune_remote_backups
 from marcus_persist._errors import PersistenceError
 from marcus_persist.cli._common import explain, offline
-from marcus_persist.ops.remote import backup_to_store, restore_from_store
+from marcus_persist.ops.remote import backup_to_store, replication_status, restore_from_store
 
-__all__ = ("ENDPOINT", "backup_to_url", "backups", "is_url", "parse_at", "restore_from_url")
+__all__ = (
+    "ENDPOINT",
+    "backup_to_url",
+    "backups",
+    "is_url",
+    "parse_at",
+    "replication_line",
+    "restore_from_url",
+)
 
 #: the S3-compatible endpoint option (AWS itself when unset)
 ENDPOINT = click.option(
@@ -50,6 +60,32 @@ def parse_at(text: str) -> datetime | None:
             param_hint="--at",
         ) from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def replication_line(data_dir: Path) -> dict[str, Any] | None:
+    """With ``MARCUS_PERSIST_ARCHIVE_URL`` set: how far the archive is behind the local
+    logs (``stats``); an archive that cannot be read is said, never fatal."""
+    url = os.environ.get("MARCUS_PERSIST_ARCHIVE_URL")
+    if not url:
+        return None
+    try:
+        store = open_object_store(url, os.environ.get("MARCUS_PERSIST_ARCHIVE_ENDPOINT"))
+        status = replication_status(data_dir, store)
+    except (PersistenceError, OSError) as exc:
+        return {"archive_url": url, "error": str(exc), "summary": f"{url}: {explain(exc)}"}
+    shipped = status.shipped_until.isoformat() if status.shipped_until else "nothing"
+    summary = (
+        f"{status.archive_url} holds records up to {shipped}"
+        f" (backup {status.backup}); {status.lag_seconds:.3f} s of the local logs not there yet"
+    )
+    return {
+        "archive_url": status.archive_url,
+        "backup": status.backup,
+        "local_until": status.local_until.isoformat() if status.local_until else None,
+        "shipped_until": status.shipped_until.isoformat() if status.shipped_until else None,
+        "lag_seconds": status.lag_seconds,
+        "summary": summary,
+    }
 
 
 def backup_to_url(data_dir: Path, url: str, endpoint: str | None) -> None:

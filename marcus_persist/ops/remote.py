@@ -32,9 +32,17 @@ from marcus_persist._core._remote import (
 )
 from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup
 from marcus_persist._core._wal import scan_log, seal, segment_name, unseal
+from marcus_persist._core._walship import find_logs
 from marcus_persist._errors import CorruptDataError, PersistenceError
 
-__all__ = ("Restored", "backup_to_store", "choose_backup", "restore_from_store")
+__all__ = (
+    "ReplicationStatus",
+    "Restored",
+    "backup_to_store",
+    "choose_backup",
+    "replication_status",
+    "restore_from_store",
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,48 @@ class Restored:
     records: dict[str, int]
     #: when the newest record restored was sealed (``None``: the backup alone)
     until: datetime | None
+
+
+@dataclass(frozen=True)
+class ReplicationStatus:
+    """How far the archive is behind the logs on this disk (``stats``)."""
+
+    archive_url: str
+    #: the newest complete backup in the archive (``None``: none)
+    backup: str | None
+    #: when the newest record in the local logs was sealed (0: the logs are empty)
+    local_until: datetime | None
+    #: when the newest record the archive holds was sealed (or its backup taken)
+    shipped_until: datetime | None
+    #: seconds of local log the archive does not hold yet (0 when it holds all)
+    lag_seconds: float
+
+
+def replication_status(data_dir: Path, store: ObjectStore) -> ReplicationStatus:
+    """Compare the newest record of every local log with what *store* holds (read-only).
+
+    :raises PersistenceError, OSError: the archive cannot be listed
+    """
+    local = max(
+        (t for name in find_logs(data_dir) for s in scan_log(data_dir / name) for t in s.times),
+        default=0,
+    )
+    backups = list_remote_backups(store)
+    newest = backups[-1] if backups else None
+    shipped = 0
+    if newest is not None:
+        shipped = newest.log_end_ns or _ns(datetime.fromisoformat(newest.created_at))
+    return ReplicationStatus(
+        store.url,
+        newest.name if newest else None,
+        _moment(local),
+        _moment(shipped),
+        max(0, local - shipped) / 1e9 if local else 0.0,
+    )
+
+
+def _moment(ns: int) -> datetime | None:
+    return datetime.fromtimestamp(ns / 1e9, UTC) if ns else None
 
 
 def backup_to_store(data_dir: Path, store: ObjectStore) -> str:

@@ -17,6 +17,8 @@ from marcus_persist.cli._main import cli
 
 async def _data_with_tasks(data: Path, archive: dict[str, Any] | None = None) -> None:
     async with open_runtime(data, replicate_interval_seconds=0.05, **(archive or {})) as rt:
+        if rt.replicator is not None:
+            await rt.replicator.sync()  # the base is up: what follows is shipped as log
         await rt.assignments.assign("w1", "t1", {"n": 1})
         await rt.assignments.for_project("p").assign("w2", "t2", {"n": 2})
         if rt.replicator is not None:
@@ -139,3 +141,33 @@ async def test_backups_keep_prunes_the_oldest_with_their_log(tmp_path: Path) -> 
     assert left and all(o.key.startswith(f"backups/{names[2]}/") for o in left)
     restored = runner.invoke(cli, ["restore", "--from", url, str(tmp_path / "new")])
     assert restored.exit_code == 0, restored.output
+
+
+@pytest.mark.anyio
+async def test_stats_says_how_far_the_archive_is_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    data = tmp_path / "data"
+    url = f"file://{tmp_path}/archive"
+    monkeypatch.setenv("MARCUS_PERSIST_ARCHIVE_URL", url)
+    async with open_runtime(data, replicate_interval_seconds=0.05) as rt:
+        assert rt.replicator is not None
+        await rt.assignments.assign("w1", "t1", {})
+        await rt.replicator.sync()
+        caught_up = CliRunner().invoke(cli, ["stats", str(data), "--json"])
+    assert caught_up.exit_code == 0, caught_up.output
+    status = json.loads(caught_up.output)["replication"]
+    assert status["lag_seconds"] == 0.0 and status["shipped_until"] and status["backup"]
+    monkeypatch.delenv("MARCUS_PERSIST_ARCHIVE_URL")
+    async with open_runtime(data) as rt:  # writes the archive never sees
+        await rt.assignments.assign("w2", "t2", {})
+        monkeypatch.setenv("MARCUS_PERSIST_ARCHIVE_URL", url)
+        behind = CliRunner().invoke(cli, ["stats", str(data), "--json"])
+        told = CliRunner().invoke(cli, ["stats", str(data)])
+    assert behind.exit_code == 0, behind.output
+    status = json.loads(behind.output)["replication"]
+    # the local log holds a record sealed after the newest one the archive holds
+    assert status["local_until"] > status["shipped_until"] and status["lag_seconds"] > 0
+    assert "replication: " in told.output and "not there yet" in told.output
