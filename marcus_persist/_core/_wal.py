@@ -35,21 +35,19 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from marcus_persist._core._appendlog import AppendFile, cut_tail
 from marcus_persist._core._atomic import ensure_dir
 from marcus_persist._core._fs import OS_FS, FileSystem
+from marcus_persist._core._walhold import retire_limit
 from marcus_persist._errors import CorruptDataError
 
 __all__ = (
     "Segment",
     "WriteAheadLog",
-    "hold_retirement",
     "open_log",
-    "retire_limit",
     "scan_log",
     "seal",
     "segment_name",
@@ -206,35 +204,6 @@ def open_log(
     return WriteAheadLog(directory, live, last_lsn + 1, fs=fs, sync=sync), payloads, torn
 
 
-#: followers of a log (replication), by its resolved directory: each says the
-#: newest segment it no longer needs
-_followers: dict[Path, Callable[[], int]] = {}
-_followers_lock = threading.Lock()
-
-
-def hold_retirement(directory: Path, limit: Callable[[], int]) -> Callable[[], None]:
-    """Keep the segments of the log in *directory* above ``limit()`` from retirement
-    (a follower has not shipped them yet); returns what lets them go again.
-    The records stay in the log, replayed at the next start like any other."""
-    key = directory.resolve()
-    with _followers_lock:
-        _followers[key] = limit
-
-    def release() -> None:
-        with _followers_lock:
-            if _followers.get(key) is limit:
-                del _followers[key]
-
-    return release
-
-
-def retire_limit(directory: Path) -> int:
-    """The newest segment of *directory*'s log that no follower still needs."""
-    with _followers_lock:
-        limit = _followers.get(directory.resolve())
-    return limit() if limit is not None else 1 << 62
-
-
 class WriteAheadLog:
     """The open log: appends go to the newest segment; older ones wait to be retired.
 
@@ -317,7 +286,7 @@ class WriteAheadLog:
     def retire(self, upto: int) -> None:
         """Remove the sealed segments up to seq *upto*. Call only once a checkpoint
         that holds every record in them is durable. A segment a follower still
-        needs (:func:`hold_retirement`) stays, to be retired by a later call."""
+        needs (:mod:`marcus_persist._core._walhold`) stays, for a later call."""
         upto = min(upto, retire_limit(self.directory))
         self._remove([seq for seq in self.segments() if seq <= upto and seq != self._seq])
 

@@ -35,7 +35,7 @@ from marcus_persist._core._metrics import Histogram, HistogramSnapshot
 from marcus_persist._core._objstore import ObjectStore
 from marcus_persist._core._remote import log_key, push_backup
 from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup
-from marcus_persist._core._wal import hold_retirement
+from marcus_persist._core._walhold import hold_retirement
 from marcus_persist._core._walship import LogGap, LogTail, Shipment, find_logs, tail_after
 
 __all__ = ("LAG_SECONDS_BOUNDS", "ReplicationMetrics", "Replicator")
