@@ -33,7 +33,7 @@ from marcus_persist._runtime._dirconfig import (
 )
 from marcus_persist._runtime._handle import Runtime
 from marcus_persist._runtime._metrics import instrument
-from marcus_persist._runtime._replicate import Replicator
+from marcus_persist._runtime._replicate import Replicator, check_archive
 from marcus_persist.backends import Backend, create_backend, engine_for
 from marcus_persist.backends._audit import AuditStorage
 from marcus_persist.backends.file._audit import FileAuditStorage
@@ -117,6 +117,8 @@ async def open_runtime(
         if config.archive_url
         else None
     )
+    if archive is not None:
+        check_archive(config.path, archive)
     lock = DirLock(config.path, file_mode=fs.file_mode) if store_backend.uses_data_dir else None
     audit_storage = _audit_storage(engine_for(store_backend, "audit"), config, fs, archive)
     cache = _assignment_cache(engine_for(store_backend, "assignments"), config)

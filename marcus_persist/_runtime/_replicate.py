@@ -37,8 +37,9 @@ from marcus_persist._core._remote import log_key, push_backup
 from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup
 from marcus_persist._core._walhold import hold_retirement
 from marcus_persist._core._walship import LogGap, LogTail, Shipment, find_logs, tail_after
+from marcus_persist._errors import ConfigError
 
-__all__ = ("LAG_SECONDS_BOUNDS", "ReplicationMetrics", "Replicator")
+__all__ = ("LAG_SECONDS_BOUNDS", "ReplicationMetrics", "Replicator", "check_archive")
 
 log = logging.getLogger("marcus_persist")
 
@@ -47,6 +48,22 @@ LAG_SECONDS_BOUNDS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0, 60.0
 STAGING = ".replica"
 #: the longest wait between two attempts while the remote fails
 MAX_BACKOFF_SECONDS = 30.0
+
+
+def check_archive(data_dir: Path, store: ObjectStore) -> None:
+    """Refuse a ``file://`` archive inside the data directory (each base would copy
+    the archive into itself), but under its ``backups/``, which no backup copies.
+
+    :raises ConfigError: naming both
+    """
+    root = getattr(store, "root", None)
+    if isinstance(root, Path):
+        data, archive = data_dir.resolve(), root.resolve()
+        if archive.is_relative_to(data) and not archive.is_relative_to(data / BACKUPS_DIR):
+            raise ConfigError(
+                f"archive_url {store.url} is inside the data directory {data_dir}: "
+                f"give a folder outside it (or under {data_dir / BACKUPS_DIR})"
+            )
 
 
 class ReplicationMetrics(msgspec.Struct, frozen=True):

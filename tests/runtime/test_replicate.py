@@ -220,3 +220,14 @@ async def test_a_bad_archive_url_refuses_to_open_and_creates_nothing(tmp_path: P
         async with open_runtime(tmp_path / "data", archive_url="ftp://somewhere/x"):
             pass
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.anyio
+async def test_a_file_archive_inside_the_data_directory_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with pytest.raises(ConfigError, match="inside the data directory"):
+        async with open_runtime(data, archive_url=f"file://{data}/archive"):
+            pass
+    async with open_runtime(data, archive_url=f"file://{data}/backups/archive") as rt:
+        assert rt.replicator is not None
+        await rt.replicator.sync()
