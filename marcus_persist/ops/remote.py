@@ -34,6 +34,7 @@ from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup
 from marcus_persist._core._wal import scan_log, seal, segment_name, unseal
 from marcus_persist._core._walship import find_logs
 from marcus_persist._errors import CorruptDataError, PersistenceError
+from marcus_persist._runtime._replicate import check_archive
 
 __all__ = (
     "ReplicationStatus",
@@ -103,6 +104,7 @@ def backup_to_store(data_dir: Path, store: ObjectStore) -> str:
 
     :raises CorruptDataError: an object read back differs (the local copy stays)
     """
+    check_archive(data_dir, store)
     staged = create_backup(data_dir, data_dir / BACKUPS_DIR / ".upload")
     name = push_backup(store, staged)
     shutil.rmtree(staged)

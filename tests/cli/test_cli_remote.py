@@ -171,3 +171,12 @@ async def test_stats_says_how_far_the_archive_is_behind(
     # the local log holds a record sealed after the newest one the archive holds
     assert status["local_until"] > status["shipped_until"] and status["lag_seconds"] > 0
     assert "replication: " in told.output and "not there yet" in told.output
+
+
+def test_backup_to_a_file_archive_inside_the_data_directory_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["init", str(data)]).exit_code == 0
+    result = runner.invoke(cli, ["backup", str(data), "--to", f"file://{data}/archive"])
+    assert result.exit_code == 1 and "inside the data directory" in result.output
+    assert not (data / "archive").exists()
