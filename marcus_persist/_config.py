@@ -109,6 +109,13 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     alert_patterns: Positive = 10_000
     alert_active_agents: Positive = 1_000
     alert_disk_free_bytes: Positive = 1024**3
+    #: where archives, backups and the replicated log go off the machine:
+    #: ``s3://bucket/prefix`` or ``file:///path`` (``None``: nowhere, no replication)
+    archive_url: str | None = None
+    #: the S3-compatible endpoint of an ``s3://`` archive (``None``: AWS itself)
+    archive_endpoint: str | None = None
+    #: with ``archive_url``: seconds between two shipments of the write-ahead logs
+    replicate_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 1.0
 
     @property
     def path(self) -> Path:

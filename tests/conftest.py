@@ -105,3 +105,26 @@ def pg_schema(pg_dsn: str) -> Iterator[str]:
 def pg(pg_dsn: str, pg_schema: str) -> dict[str, Any]:
     """``open_runtime(**pg)`` opens a runtime on this test's schema (no cache)."""
     return {"backend": "postgres", "dsn": pg_dsn, "pg_schema": pg_schema}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 endpoint (moto_server on a free loopback port) for the whole run."""
+    from tests._s3 import credentials_set, moto_server, restore_env
+
+    before = credentials_set()
+    try:
+        with moto_server() as endpoint:
+            yield endpoint
+    finally:
+        restore_env(before)
+
+
+@pytest.fixture
+def s3_archive(s3_endpoint: str) -> dict[str, str]:
+    """``open_runtime(..., **s3_archive)``: a bucket of this test's own behind ``s3://``."""
+    from tests._s3 import make_bucket
+
+    bucket = f"t-{uuid.uuid4().hex[:16]}"
+    make_bucket(s3_endpoint, bucket)
+    return {"archive_url": f"s3://{bucket}/marcus", "archive_endpoint": s3_endpoint}

@@ -126,7 +126,8 @@ def create_backup(
     fs.mkdir(staging)
     try:
         files = {
-            rel: copy_file(data_dir / rel, staging / rel, fs, sync) for rel in data_files(data_dir)
+            rel: copy_file(data_dir / rel, staging / rel, fs, sync)
+            for rel in sorted(data_files(data_dir), key=_logs_first)
         }
         manifest = BackupManifest(created_at=now.isoformat(), source=str(data_dir), files=files)
         write_new(
@@ -145,6 +146,14 @@ def create_backup(
     if sync:
         fs.fsync_dir(dest_root)
     return final
+
+
+def _logs_first(rel: str) -> tuple[bool, str]:
+    """Write-ahead log segments (``*/wal/*``) sort first: a checkpoint finishing
+    during the copy retires segments only after its files are durable, so a
+    copy that took the segments first holds every record, in them or in the
+    newer files taken after."""
+    return "/wal/" not in f"/{rel}", rel
 
 
 def _check_destination(data_dir: Path, dest_root: Path) -> None:

@@ -4,7 +4,11 @@ The log knows no data type: a record is opaque bytes (a batch's changes).
 Segments are ``<directory>/<seq>.log`` (``seq`` in 12 digits); a segment is a
 run of records, each sealed by a CRC::
 
-    b"MPW1" | lsn u64 | length u32 | crc32 u32 (of lsn, length, payload) | payload
+    b"MPW2" | lsn u64 | length u32 | crc32 u32 (of lsn, length, time, payload) | time u64 | payload
+
+``time`` is when the record was sealed, in nanoseconds since the epoch (UTC):
+what a point-in-time restore cuts the log at. Records of the older format
+(``b"MPW1"``, the same without ``time``) are still read, with time 0.
 
 Invariants:
 
@@ -37,12 +41,24 @@ from pathlib import Path
 from marcus_persist._core._appendlog import AppendFile, cut_tail
 from marcus_persist._core._atomic import ensure_dir
 from marcus_persist._core._fs import OS_FS, FileSystem
+from marcus_persist._core._walhold import retire_limit
 from marcus_persist._errors import CorruptDataError
 
-__all__ = ("Segment", "WriteAheadLog", "open_log", "scan_log", "seal", "segment_name")
+__all__ = (
+    "Segment",
+    "WriteAheadLog",
+    "open_log",
+    "scan_log",
+    "seal",
+    "segment_name",
+    "unseal",
+)
 
-MAGIC = b"MPW1"
+MAGIC = b"MPW2"
+#: the format before records carried their time (read, never written)
+MAGIC_V1 = b"MPW1"
 _HEADER = struct.Struct("<4sQII")
+_TIME = struct.Struct("<Q")
 _SEGMENT = re.compile(r"(?P<seq>[0-9]{12})\.log")
 
 
@@ -50,33 +66,55 @@ def segment_name(seq: int) -> str:
     return f"{seq:012d}.log"
 
 
-def seal(lsn: int, payload: bytes) -> bytes:
-    """One record: header (with the CRC of lsn, length and payload) then the payload."""
-    sealed = struct.pack("<QI", lsn, len(payload))
-    return _HEADER.pack(MAGIC, lsn, len(payload), zlib.crc32(payload, zlib.crc32(sealed))) + payload
+def seal(lsn: int, payload: bytes, time_ns: int | None = None) -> bytes:
+    """One record: header (with the CRC of lsn, length, time and payload), its time
+    (*time_ns*, now if not given), then the payload."""
+    stamp = _TIME.pack(time.time_ns() if time_ns is None else time_ns)
+    crc = zlib.crc32(payload, zlib.crc32(stamp, zlib.crc32(struct.pack("<QI", lsn, len(payload)))))
+    return _HEADER.pack(MAGIC, lsn, len(payload), crc) + stamp + payload
+
+
+def unseal(data: bytes, pos: int) -> tuple[int, bytes, int, int] | None:
+    """The record at *pos* as ``(lsn, payload, end, time_ns)``, or ``None`` if it is not
+    whole and sound (``time_ns`` is 0 for a record of the older format)."""
+    if pos + _HEADER.size > len(data):
+        return None
+    magic, lsn, length, crc = _HEADER.unpack_from(data, pos)
+    if magic == MAGIC:
+        start = pos + _HEADER.size + _TIME.size
+        end = start + length
+        if end > len(data):
+            return None
+        seed = zlib.crc32(data[pos + _HEADER.size : start], zlib.crc32(data[pos + 4 : pos + 16]))
+        (stamp,) = _TIME.unpack_from(data, pos + _HEADER.size)
+    elif magic == MAGIC_V1:
+        start = pos + _HEADER.size
+        end = start + length
+        if end > len(data):
+            return None
+        seed, stamp = zlib.crc32(data[pos + 4 : pos + 16]), 0
+    else:
+        return None
+    payload = data[start:end]
+    if zlib.crc32(payload, seed) != crc:
+        return None
+    return lsn, payload, end, stamp
 
 
 def _unseal(data: bytes, pos: int) -> tuple[int, bytes, int] | None:
     """The record at *pos* as ``(lsn, payload, end)``, or ``None`` if it is not whole and sound."""
-    if pos + _HEADER.size > len(data):
-        return None
-    magic, lsn, length, crc = _HEADER.unpack_from(data, pos)
-    end = pos + _HEADER.size + length
-    if magic != MAGIC or end > len(data):
-        return None
-    payload = data[pos + _HEADER.size : end]
-    if zlib.crc32(payload, zlib.crc32(data[pos + 4 : pos + 16])) != crc:
-        return None
-    return lsn, payload, end
+    record = unseal(data, pos)
+    return None if record is None else record[:3]
 
 
 def _valid_record_after(data: bytes, start: int) -> int | None:
     """The offset of a sound record starting after *start*, if there is one."""
-    pos = data.find(MAGIC, start + 1)
-    while pos >= 0:
-        if _unseal(data, pos) is not None:
-            return pos
-        pos = data.find(MAGIC, pos + 1)
+    for magic in (MAGIC, MAGIC_V1):
+        pos = data.find(magic, start + 1)
+        while pos >= 0:
+            if _unseal(data, pos) is not None:
+                return pos
+            pos = data.find(magic, pos + 1)
     return None
 
 
@@ -89,6 +127,8 @@ class Segment:
     size: int
     #: ``(lsn, payload)`` in order
     records: list[tuple[int, bytes]] = field(default_factory=list)
+    #: when each record was sealed (ns since the epoch; 0 for the older format)
+    times: list[int] = field(default_factory=list)
     #: the offset after the last sound record; ``< size`` means a torn tail follows
     end: int = 0
 
@@ -111,9 +151,10 @@ def scan_log(directory: Path, *, fs: FileSystem = OS_FS) -> list[Segment]:
         data = fs.read_bytes(path)
         segment = Segment(seq, path, len(data))
         pos = 0
-        while (record := _unseal(data, pos)) is not None:
-            lsn, payload, pos = record
+        while (record := unseal(data, pos)) is not None:
+            lsn, payload, pos, stamp = record
             segment.records.append((lsn, payload))
+            segment.times.append(stamp)
         segment.end = pos
         if pos < len(data) and (after := _valid_record_after(data, pos)) is not None:
             raise CorruptDataError(
@@ -244,7 +285,9 @@ class WriteAheadLog:
     # -- retirement -----------------------------------------------------------
     def retire(self, upto: int) -> None:
         """Remove the sealed segments up to seq *upto*. Call only once a checkpoint
-        that holds every record in them is durable."""
+        that holds every record in them is durable. A segment a follower still
+        needs (:mod:`marcus_persist._core._walhold`) stays, for a later call."""
+        upto = min(upto, retire_limit(self.directory))
         self._remove([seq for seq in self.segments() if seq <= upto and seq != self._seq])
 
     def close(self, *, retire: bool = False) -> None:

@@ -20,6 +20,7 @@ from marcus_persist._core._mailbox import ActorStatistics
 from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup, prune_backups
 from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime._metrics import Metrics, actor_metrics, cache_metrics
+from marcus_persist._runtime._replicate import Replicator
 from marcus_persist._runtime._stats import collect_stats
 from marcus_persist.backends import Backend
 from marcus_persist.backends._files import Quarantined
@@ -59,6 +60,8 @@ class Runtime:
         self._check_lock: Callable[[], None] = _nothing  # the data-directory lock's check
         #: where the metrics server listens (``metrics_port``), ``None`` without one
         self.metrics_address: tuple[str, int] | None = None
+        #: ships the logs to ``archive_url`` (set by ``open_runtime`` when it is set)
+        self.replicator: Replicator | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -152,6 +155,7 @@ class Runtime:
             bytes_on_disk=sizes,
             last_backup=str(self.last_backup) if self.last_backup else None,
             cache=cache_metrics(self.assignment_cache),
+            replication=self.replicator.metrics() if self.replicator is not None else None,
         )
 
     def statistics(self) -> dict[str, ActorStatistics]:

@@ -14,6 +14,7 @@ import msgspec
 from marcus_persist._core._actor import Actor
 from marcus_persist._core._mailbox import ActorStatistics
 from marcus_persist._core._metrics import HistogramSnapshot
+from marcus_persist._runtime._replicate import ReplicationMetrics
 
 __all__ = (
     "ActorMetrics",
@@ -59,6 +60,8 @@ class Metrics(msgspec.Struct, frozen=True):
     last_backup: str | None
     #: ``None`` without ``redis_url``
     cache: CacheMetrics | None = None
+    #: the shipping of the logs to ``archive_url`` (``None`` without it)
+    replication: ReplicationMetrics | None = None
 
 
 def cache_metrics(cache: Any) -> CacheMetrics | None:

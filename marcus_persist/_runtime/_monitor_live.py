@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,9 +59,7 @@ class Monitor:
             actor_view(m, config.engine_of(name)) for name, m in actor_metrics(rt._actors).items()
         ]
         token_doc: dict[str, Any] | None = getattr(getattr(rt.tokens, "_h", None), "doc", None)
-        lag: Callable[[], float | None] | None = getattr(
-            rt.backend, "replication_lag_seconds", None
-        )
+        replicator = rt.replicator
         snap = build_snapshot(
             config,
             stats=directory[0] if directory else None,
@@ -71,7 +68,7 @@ class Monitor:
             actors=actors,
             live=True,
             last_backup=str(rt.last_backup) if rt.last_backup else None,
-            replication_lag=lag() if callable(lag) else None,
+            replication_lag=replicator.metrics().lag_seconds if replicator is not None else None,
             cache=cache_metrics(rt.assignment_cache),
         )
         self.alerts.note(snap.alerts)

@@ -21,6 +21,7 @@ from marcus_persist._core._codec import Limits
 from marcus_persist._core._dirlock import DirLock
 from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist._core._guard import Guarded
+from marcus_persist._core._objstore import ObjectStore, open_object_store
 from marcus_persist._core._safeopen import check_tree
 from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime._dirconfig import (
@@ -32,6 +33,7 @@ from marcus_persist._runtime._dirconfig import (
 )
 from marcus_persist._runtime._handle import Runtime
 from marcus_persist._runtime._metrics import instrument
+from marcus_persist._runtime._replicate import Replicator, check_archive
 from marcus_persist.backends import Backend, create_backend, engine_for
 from marcus_persist.backends._audit import AuditStorage
 from marcus_persist.backends.file._audit import FileAuditStorage
@@ -109,9 +111,17 @@ async def open_runtime(
             config = with_record(config, recorded)
         store_backend = create_backend(config, fs)
 
+    # a bad archive_url fails here, before anything is opened (the client does no I/O yet)
+    archive = (
+        open_object_store(config.archive_url, config.archive_endpoint)
+        if config.archive_url
+        else None
+    )
+    if archive is not None:
+        check_archive(config.path, archive)
     lock = DirLock(config.path, file_mode=fs.file_mode) if store_backend.uses_data_dir else None
     metrics: MetricsServer | None = None
-    audit_storage = _audit_storage(engine_for(store_backend, "audit"), config, fs)
+    audit_storage = _audit_storage(engine_for(store_backend, "audit"), config, fs, archive)
     _note_unused_cache(engine_for(store_backend, "assignments"), config)
     try:
         if lock is not None:
@@ -162,6 +172,9 @@ async def open_runtime(
                     tg.start_soon(_in_scope, background, runtime._scheduled_backups)
                 if config.patterns_prune_hours is not None:
                     tg.start_soon(_in_scope, background, lambda: _prune_patterns(runtime, config))
+                if archive is not None and store_backend.uses_data_dir:
+                    runtime.replicator = _replicator(runtime, config, archive)
+                    tg.start_soon(_in_scope, background, runtime.replicator.run)
                 try:
                     yield runtime
                 except BaseException as exc:
@@ -197,6 +210,24 @@ async def open_runtime(
                 lock.release()
 
 
+def _replicator(runtime: Runtime, config: Config, archive: ObjectStore) -> Replicator:
+    """The log shipper of ``archive_url``."""
+
+    @contextlib.asynccontextmanager
+    async def hold() -> AsyncIterator[None]:
+        async with runtime.audit.rotation_held(), runtime.paused():
+            yield
+
+    return Replicator(
+        config.path,
+        archive,
+        config.replicate_interval_seconds,
+        hold,
+        sync=config.fsync,
+        rebase_bytes=config.wal_checkpoint_mb << 20,
+    )
+
+
 def _guard_files(backend: Backend, check: Callable[[], None]) -> None:
     """Make every file context of *backend* (each engine of a hybrid) check the lock
     before a checkpoint writes: never into a directory that is no longer ours."""
@@ -207,7 +238,9 @@ def _guard_files(backend: Backend, check: Callable[[], None]) -> None:
             ctx.guard = check
 
 
-def _audit_storage(backend: Backend, config: Config, fs: FileSystem) -> AuditStorage:
+def _audit_storage(
+    backend: Backend, config: Config, fs: FileSystem, archive: ObjectStore | None = None
+) -> AuditStorage:
     """The backend's own audit storage if it has one, else JSON Lines files beside its
     data (file, sqlite), else memory."""
     provided = getattr(backend, "audit", None)
@@ -215,7 +248,7 @@ def _audit_storage(backend: Backend, config: Config, fs: FileSystem) -> AuditSto
         storage: AuditStorage = provided()
         return storage
     if backend.uses_data_dir:
-        return FileAuditStorage(config.path / "audit_logs", fs, config.durability)
+        return FileAuditStorage(config.path / "audit_logs", fs, config.durability, archive)
     if backend.name != "memory":
         log.warning(
             "backend %s has no audit storage: the audit trail is kept in memory", backend.name

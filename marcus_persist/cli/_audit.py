@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from marcus_persist._core._fs import OS_FS
+from marcus_persist._core._objstore import open_object_store
 from marcus_persist._core._safeopen import open_reader
 from marcus_persist._runtime import open_runtime
 from marcus_persist.backends.file._audit import FileAuditStorage
@@ -55,7 +57,11 @@ def _storage(data_dir: Path) -> FileAuditStorage:
             f"{data_dir} has no audit trail ({directory} does not exist): give the data "
             "directory a runtime served (it creates audit_logs/ when it starts)"
         )
-    return FileAuditStorage(directory, OS_FS, "none")  # read-only use: sources() only
+    # read-only use: sources() only; archives tiered to archive_url are read from there
+    url = os.environ.get("MARCUS_PERSIST_ARCHIVE_URL")
+    endpoint = os.environ.get("MARCUS_PERSIST_ARCHIVE_ENDPOINT")
+    archive = open_object_store(url, endpoint) if url else None
+    return FileAuditStorage(directory, OS_FS, "none", archive)
 
 
 SINCE = click.option("--since", help="From: YYYY-MM-DD, an ISO time, or 7d / 12h / 30m ago.")

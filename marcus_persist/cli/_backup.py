@@ -23,6 +23,7 @@ from marcus_persist._core._snapshot import (
 )
 from marcus_persist._errors import CorruptDataError
 from marcus_persist.cli._common import DATA_DIR, offline, require_data_dir
+from marcus_persist.cli._remote import ENDPOINT, backup_to_url, is_url, restore_from_url
 from marcus_persist.ops.backup import restore_backup
 
 __all__ = ("backup", "restore")
@@ -32,21 +33,28 @@ __all__ = ("backup", "restore")
 @DATA_DIR
 @click.option(
     "--to",
-    "dest",
-    type=click.Path(file_okay=False, path_type=Path),
+    "dest_text",
     default=None,
-    help="Where backups go (default DATA_DIR/backups).",
+    help="Where backups go: a folder (default DATA_DIR/backups), or an object store "
+    "(s3://bucket/prefix, file:///path).",
 )
+@ENDPOINT
 @click.option("--keep", type=click.IntRange(min=1), default=None, help="Keep the newest N only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def backup(data_dir: Path, dest: Path | None, keep: int | None, as_json: bool) -> None:
+def backup(
+    data_dir: Path, dest_text: str | None, endpoint: str | None, keep: int | None, as_json: bool
+) -> None:
     """Back up DATA_DIR offline: a verified copy with a checksum manifest.
 
     Prints the command that restores it. While a runtime serves DATA_DIR,
     back up through it instead (``await rt.backup()`` or ``backup_enabled``).
+    To an object store, every file is read back and verified after upload.
     """
     require_data_dir(data_dir)
-    dest = dest or data_dir / BACKUPS_DIR
+    if dest_text is not None and is_url(dest_text):
+        backup_to_url(data_dir, dest_text, endpoint)
+        return
+    dest = Path(dest_text) if dest_text is not None else data_dir / BACKUPS_DIR
     started = time.perf_counter()
     with offline(data_dir):
         path = create_backup(data_dir, dest)
@@ -76,18 +84,50 @@ def backup(data_dir: Path, dest: Path | None, keep: int | None, as_json: bool) -
 
 
 @click.command()
-@click.argument("backup_path", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("backup_path", required=False, type=click.Path(file_okay=False, path_type=Path))
 @DATA_DIR
 @click.option("--force", is_flag=True, help="Replace a non-empty DATA_DIR (old files kept aside).")
 @click.option(
     "--list", "listing", is_flag=True, help="List BACKUP_PATH's backups; restore nothing."
 )
-def restore(backup_path: Path, data_dir: Path, force: bool, listing: bool) -> None:
+@click.option(
+    "--from",
+    "url",
+    default=None,
+    help="Restore from an object store (s3://bucket/prefix, file:///path) into NEW_DIR.",
+)
+@click.option(
+    "--at",
+    default="latest",
+    show_default=True,
+    help="With --from: the instant to rebuild (ISO-8601, UTC if no offset) or latest.",
+)
+@ENDPOINT
+def restore(
+    backup_path: Path | None,
+    data_dir: Path,
+    force: bool,
+    listing: bool,
+    url: str | None,
+    at: str,
+    endpoint: str | None,
+) -> None:
     """Restore BACKUP_PATH into DATA_DIR after verifying every checksum.
 
     BACKUP_PATH is one backup, or a folder of them (``backup --to``'s folder,
     or DATA_DIR/backups): then the newest is restored, and named.
+
+    ``restore --from URL [--at TIME] NEW_DIR`` rebuilds a new, empty NEW_DIR
+    as it was at TIME from an object store: the newest backup taken before
+    it plus the log records shipped up to it, every checksum verified.
     """
+    if url is not None:
+        if backup_path is None or data_dir != Path("data") or force or listing:
+            raise click.UsageError("with --from give only NEW_DIR (no --force, no --list)")
+        restore_from_url(url, endpoint, at, backup_path)
+        return
+    if backup_path is None:
+        raise click.UsageError("give BACKUP_PATH, or --from URL and NEW_DIR")
     if not backup_path.is_dir():
         raise click.ClickException(
             f"{backup_path} is not a directory: give a backup folder printed by "

@@ -24,6 +24,7 @@ from marcus_persist.cli._demo_cli import demo
 from marcus_persist.cli._migrate import migrate_command
 from marcus_persist.cli._monitor import dashboard_command, metrics_command
 from marcus_persist.cli._ops import bench, import_marcus_command, prune
+from marcus_persist.cli._remote import backups, replication_line
 from marcus_persist.cli._wal import checkpoint_command, wal_command
 from marcus_persist.ops.doctor import diagnose
 
@@ -100,8 +101,12 @@ def stats(data_dir: Path, as_json: bool, redis_url: str | None = None) -> None:
         raise click.ClickException(str(exc)) from None
     if cache is not None:
         result = msgspec.structs.replace(result, cache=cache)
+    replication = replication_line(data_dir)
     if as_json:
-        click.echo(msgspec.json.encode(result).decode())
+        document = msgspec.to_builtins(result)
+        if replication is not None:
+            document["replication"] = replication
+        click.echo(msgspec.json.encode(document).decode())
         return
     console = Console()
     wide = console.width >= 110  # times to the minute; else the day (JSON has them whole)
@@ -151,6 +156,8 @@ def stats(data_dir: Path, as_json: bool, redis_url: str | None = None) -> None:
         for d in result.audit_days:
             days.add_row(d.day, f"{d.events:,}", f"{d.bytes:,}")
         console.print(days)
+    if replication is not None:
+        console.print(f"replication: {replication['summary']}")
 
 
 def _time(text: str | None, wide: bool) -> str:
@@ -171,6 +178,7 @@ cli.add_command(wal_command)
 cli.add_command(checkpoint_command)
 cli.add_command(metrics_command)
 cli.add_command(dashboard_command)
+cli.add_command(backups)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -102,6 +102,15 @@ WALK: dict[str, tuple[Argv, dict[str, Case]]] = {
             "marcus": Case(1, "is not empty.*force"),
         },
     ),
+    "backups": (
+        lambda d, t: ["backups", "--from", f"file://{d}"],
+        {
+            "missing": Case(1, "holds no complete backup: take one with marcus-persist backup"),
+            "locked": Case(1, "holds no complete backup: take one with marcus-persist backup"),
+            "empty": Case(1, "holds no complete backup: take one with marcus-persist backup"),
+            "marcus": Case(1, "holds no complete backup: take one with marcus-persist backup"),
+        },
+    ),
     "rotate": (
         lambda d, t: ["rotate", str(d)],
         {

@@ -201,3 +201,15 @@ class TestCacheMetrics:
         assert m.cache.hits + m.cache.misses >= 2
         assert found[("marcus_persist_cache_fallbacks_total", ())] == m.cache.fallbacks
         assert found[("marcus_persist_cache_available", ())] == 1
+
+
+class TestReplicationLag:
+    async def test_the_replicators_lag_is_exposed(self, tmp_path: Path) -> None:
+        archive = f"file://{tmp_path}/archive"
+        async with open_runtime(tmp_path / "data", archive_url=archive, metrics_port=0) as rt:
+            assert rt.replicator is not None
+            await rt.replicator.sync()  # the base is up
+            await rt.assignments.assign("w1", "t1", {})
+            await rt.replicator.sync()  # and the record: nothing is waiting
+            found = samples((await get(rt, "/metrics"))[2].decode())
+        assert found[("marcus_persist_replication_lag_seconds", ())] == 0.0

@@ -16,8 +16,9 @@ from typing import IO, cast
 
 from marcus_persist._core._appendlog import AppendFile, cut_torn_tail
 from marcus_persist._core._fs import FileSystem
+from marcus_persist._core._objstore import ObjectStore
 from marcus_persist._core._safeopen import open_reader
-from marcus_persist._errors import CorruptDataError
+from marcus_persist._errors import CorruptDataError, PersistenceError
 from marcus_persist.backends._audit import (
     AuditSource,
     Durability,
@@ -27,6 +28,7 @@ from marcus_persist.backends._audit import (
 )
 from marcus_persist.backends.file._audit_members import VerifiedWeekly
 from marcus_persist.backends.file._audit_rotation import parse_source_name, rotate_directory
+from marcus_persist.backends.file._audit_tier import oldest_kept, remote_sources, tier_archives
 from marcus_persist.backends.file._audit_weekly import weekly_days
 
 __all__ = ("FileAuditStorage",)
@@ -37,8 +39,16 @@ log = logging.getLogger("marcus_persist")
 class FileAuditStorage:
     """The JSON Lines files under ``audit_logs/``; one :class:`AppendFile` per open day."""
 
-    def __init__(self, directory: Path, fs: FileSystem, durability: Durability) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        fs: FileSystem,
+        durability: Durability,
+        archive: ObjectStore | None = None,
+    ) -> None:
         self.directory = directory
+        #: where sealed archives move once rotated (``archive_url``), read back from there
+        self.archive = archive
         self._fs = fs
         self._sync = durability != "none"
         self._sync_each_batch = durability == "batch"
@@ -119,13 +129,30 @@ class FileAuditStorage:
                     week = {f"{source.first + timedelta(days=i):%Y%m%d}" for i in range(7)}
                     held |= days & week
         found = [s for s in found if not (s.daily and f"{s.first:%Y%m%d}" in held)]
+        if self.archive is not None:
+            found += remote_sources(self.archive)
         found.sort(key=lambda s: (s.first, s.daily, s.name))
         return found
 
     def rotate(self, today: date, policy: RotationPolicy) -> RotationReport:
         with self._lock:
             busy = set(self._open)
-        return rotate_directory(self.directory, today, policy, busy=busy, fs=self._fs)
+        report = rotate_directory(self.directory, today, policy, busy=busy, fs=self._fs)
+        if self.archive is not None:
+            try:
+                moved = tier_archives(
+                    self.directory,
+                    self.archive,
+                    self._fs,
+                    sync=policy.sync,
+                    oldest_kept=oldest_kept(today, policy.retention_days),
+                )
+            except (PersistenceError, OSError) as exc:  # kept on disk; the next rotation retries
+                log.warning("audit archives stay on disk for now: %s", exc)
+            else:
+                if moved:
+                    log.info("audit archives moved to %s: %s", self.archive.url, moved)
+        return report
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,280 @@
+"""Continuous replication: a background task ships every store's write-ahead log
+to ``archive_url`` (one per runtime, when it is set).
+
+It never runs on a caller's path: it reads the log files from outside
+(:mod:`marcus_persist._core._walship`) in a worker thread every
+``replicate_interval_seconds`` and uploads what was appended since, verified.
+The chain it ships is anchored on a backup it took first (writers paused for
+the local copy only, the upload runs after), so a point-in-time restore is
+that backup plus the records shipped after it up to the instant.
+
+Invariants:
+
+* a run of records is shipped in log order, each object verified (read back)
+  before the next; what failed to go up stays in memory, in order, and is
+  retried with backoff (each retry counted and logged): a remote that is down
+  delays replication, never a commit;
+* the local staging copy of a base is deleted only once its upload verified;
+* a break in a log's chain (a segment retired before it was read, a record
+  that changed) starts a new base: the remote never holds a chain with a hole.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from marcus_persist._core._metrics import Histogram, HistogramSnapshot
+from marcus_persist._core._objstore import ObjectStore
+from marcus_persist._core._remote import log_key, push_backup
+from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup
+from marcus_persist._core._walhold import hold_retirement
+from marcus_persist._core._walship import LogGap, LogTail, Shipment, find_logs, tail_after
+from marcus_persist._errors import ConfigError
+
+__all__ = ("LAG_SECONDS_BOUNDS", "ReplicationMetrics", "Replicator", "check_archive")
+
+log = logging.getLogger("marcus_persist")
+
+LAG_SECONDS_BOUNDS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0, 60.0)
+#: the local staging folder of a base (under ``backups/``, which no backup copies)
+STAGING = ".replica"
+#: the longest wait between two attempts while the remote fails
+MAX_BACKOFF_SECONDS = 30.0
+
+
+def check_archive(data_dir: Path, store: ObjectStore) -> None:
+    """Refuse a ``file://`` archive inside the data directory (each base would copy
+    the archive into itself), but under its ``backups/``, which no backup copies.
+
+    :raises ConfigError: naming both
+    """
+    root = getattr(store, "root", None)
+    if isinstance(root, Path):
+        data, archive = data_dir.resolve(), root.resolve()
+        if archive.is_relative_to(data) and not archive.is_relative_to(data / BACKUPS_DIR):
+            raise ConfigError(
+                f"archive_url {store.url} is inside the data directory {data_dir}: "
+                f"give a folder outside it (or under {data_dir / BACKUPS_DIR})"
+            )
+
+
+class ReplicationMetrics(msgspec.Struct, frozen=True):
+    """What ``rt.metrics().replication`` says (``None`` without ``archive_url``)."""
+
+    archive_url: str
+    #: the backup the shipped log continues (``None`` before the first is up)
+    base: str | None
+    #: seconds the oldest acknowledged record not yet shipped has waited (0: none waits)
+    lag_seconds: float
+    #: per shipment: seconds from its first record's commit to its verified upload
+    lag: HistogramSnapshot
+    shipped_records: int
+    shipped_bytes: int
+    bases: int
+    #: failed attempts (uploads, bases), each logged and retried with backoff
+    retries: int
+    last_error: str | None
+
+
+class Replicator:
+    """Ships the logs of *data_dir* to *store* every *interval* seconds."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        store: ObjectStore,
+        interval: float,
+        hold: Callable[[], AbstractAsyncContextManager[None]],
+        *,
+        sync: bool = True,
+        rebase_bytes: int = 64 << 20,
+    ) -> None:
+        self.data_dir = data_dir
+        self.store = store
+        self.interval = interval
+        self._hold = hold  # every writer paused, the audit rotation held
+        self._sync = sync
+        self._rebase_bytes = rebase_bytes
+        self._base: str | None = None
+        self._staged: Path | None = None
+        self._tails: dict[str, LogTail] = {}
+        #: per log: every segment below this one is up (verified); older ones may go
+        self._shipped_below: dict[str, int] = {}
+        self._releases: dict[str, Callable[[], None]] = {}
+        #: read but not yet up, in order, each with the base its chain continues
+        self._pending: list[tuple[str, Shipment]] = []
+        self._down_since: int | None = None  # ns: the first failure of a run of them
+        self._since_base = 0
+        self._lag = Histogram(LAG_SECONDS_BOUNDS)
+        self._shipped_records = self._shipped_bytes = self._bases = self._retries = 0
+        self._last_error: str | None = None
+        self._wake = anyio.Event()
+        self._passes = 0
+        self._clean_pass = anyio.Event()
+        self._failures = 0
+        #: set at the first failed attempt of a run of failures (a fresh event after
+        #: the next success): a host may alert on it
+        self.failing = anyio.Event()
+
+    def metrics(self) -> ReplicationMetrics:
+        waiting = min((s.first_ns for _b, s in self._pending), default=None)
+        if self._down_since is not None:
+            waiting = min(waiting or self._down_since, self._down_since)
+        lag = 0.0 if waiting is None else max(0.0, (time.time_ns() - waiting) / 1e9)
+        return ReplicationMetrics(
+            archive_url=self.store.url,
+            base=self._base,
+            lag_seconds=lag,
+            lag=self._lag.snapshot(),
+            shipped_records=self._shipped_records,
+            shipped_bytes=self._shipped_bytes,
+            bases=self._bases,
+            retries=self._retries,
+            last_error=self._last_error,
+        )
+
+    async def sync(self) -> None:
+        """Wait until everything committed before this call is shipped (verified)."""
+        wanted = self._passes + 2  # a pass that started after this call
+        while True:
+            event = self._clean_pass
+            self._wake.set()
+            await event.wait()
+            if self._passes >= wanted and not self._pending and self._base is not None:
+                return
+
+    async def run(self) -> None:
+        """Ship until cancelled; then one last pass for what is already appended."""
+        try:
+            await anyio.to_thread.run_sync(self._hold_segments)
+            while True:
+                await self._pass()
+                with anyio.move_on_after(self._delay()):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+        finally:
+            with anyio.move_on_after(5 * self.interval + 5, shield=True):
+                if self._base is not None and self._down_since is None:
+                    await self._pass(final=True)
+            for release in self._releases.values():
+                release()
+
+    def _delay(self) -> float:
+        if not self._failures:
+            return self.interval
+        return float(min(self.interval * 2.0**self._failures, MAX_BACKOFF_SECONDS))
+
+    async def _pass(self, *, final: bool = False) -> None:
+        try:
+            await self._ship_pending()  # what a failed pass read: at most one read held
+            if self._base is None or (self._since_base >= self._rebase_bytes and not final):
+                await self._new_base()
+            await self._read_into_pending()
+            await self._ship_pending()
+        except LogGap as gap:
+            log.warning("replication: %s; starting again from a new backup", gap)
+            self._base = None
+            return
+        except Exception as exc:  # replication never takes the runtime down: retried
+            if self._down_since is None:
+                self._down_since = time.time_ns()
+                self.failing.set()
+            self._failures += 1
+            self._retries += 1
+            self._last_error = str(exc)
+            log.warning(
+                "replication to %s failed (attempt %d), retrying: %s",
+                self.store.url,
+                self._failures,
+                exc,
+            )
+            return
+        self._failures = 0
+        if self._down_since is not None:
+            self._down_since, self.failing = None, anyio.Event()
+        self._passes += 1
+        done, self._clean_pass = self._clean_pass, anyio.Event()
+        done.set()
+
+    async def _ship_pending(self) -> None:
+        while self._pending:
+            await anyio.to_thread.run_sync(self._ship, *self._pending[0])
+            self._pending.pop(0)
+
+    async def _new_base(self) -> None:
+        """Take a backup with writers paused, upload it (outside the pause), and
+        follow every log from right after what it holds."""
+        if self._staged is None:
+            root = self.data_dir / BACKUPS_DIR / STAGING
+            async with self._hold():
+                if self._base is not None:  # the old chain runs up to the pause
+                    await self._read_into_pending()
+                staged = await anyio.to_thread.run_sync(
+                    lambda: create_backup(self.data_dir, root, sync=self._sync)
+                )
+                tails = {
+                    name: tail_after(self.data_dir, staged, name)
+                    for name in await anyio.to_thread.run_sync(find_logs, staged)
+                }
+            self._staged, self._tails = staged, tails
+            self._shipped_below = {name: tail.seq for name, tail in tails.items()}
+            for name in tails:
+                self._guard(name)
+        staged = self._staged
+        name = await anyio.to_thread.run_sync(push_backup, self.store, staged)
+        await anyio.to_thread.run_sync(shutil.rmtree, staged)  # only now: it is verified up
+        self._staged, self._base, self._since_base = None, name, 0
+        self._bases += 1
+        log.info("replication: base %s is up at %s", name, self.store.url)
+
+    async def _read_into_pending(self) -> None:
+        assert self._base is not None
+        base = self._base
+        read = await anyio.to_thread.run_sync(self._read)
+        self._pending.extend((base, shipment) for shipment in read)
+
+    def _read(self) -> list[Shipment]:
+        """What every log appended since the last read (new logs from their start)."""
+        for name in find_logs(self.data_dir):
+            if name not in self._tails:
+                self._tails[name] = LogTail(self.data_dir, name, 0, 0, None)
+                self._shipped_below[name] = 0
+                self._guard(name)
+        return [s for tail in self._tails.values() if (s := tail.read()) is not None]
+
+    def _ship(self, base: str, shipment: Shipment) -> None:
+        key = log_key(
+            base,
+            shipment.log_dir,
+            shipment.first,
+            shipment.last,
+            shipment.last_ns,
+            shipment.data,
+        )
+        self.store.put_bytes(key, shipment.data)
+        self._lag.observe(max(0.0, (time.time_ns() - shipment.first_ns) / 1e9))
+        self._shipped_records += shipment.last - shipment.first + 1
+        self._shipped_bytes += len(shipment.data)
+        self._since_base += len(shipment.data)
+        self._shipped_below[shipment.log_dir] = shipment.below
+
+    def _hold_segments(self) -> None:
+        """Keep every log's segments until they are up (logs found later: as found)."""
+        for name in find_logs(self.data_dir):
+            self._shipped_below.setdefault(name, 0)
+            self._guard(name)
+
+    def _guard(self, name: str) -> None:
+        """Hold the segments of log *name* that are not up yet from retirement."""
+        if name not in self._releases:
+            self._releases[name] = hold_retirement(
+                self.data_dir / name, lambda: self._shipped_below.get(name, 0) - 1
+            )
