@@ -31,6 +31,7 @@ from marcus_persist._errors import CorruptDataError
 from marcus_persist.backends._contract import KeyedWrite
 from marcus_persist.backends.postgres._db import Connection, PgDatabase
 from marcus_persist.backends.postgres._locks import lock_keys
+from marcus_persist.backends.postgres._versions import bump, read_version
 
 __all__ = ("PostgresPatternStorage", "PostgresTokenStorage")
 
@@ -64,15 +65,34 @@ class PostgresPatternStorage:
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
         self._name = f'"{db.schema}"."patterns"'
+        self._versions = f'"{db.schema}"."store_versions"'
+        #: the version the last :meth:`load` read at (see :mod:`._versions`)
+        self.loaded_version = -1
 
     def load(self, check: Callable[[dict[str, Any]], Mapping[str, Any]]) -> Mapping[str, Any]:
         self._db.open()
+        self.loaded_version, loaded = self.snapshot(check)
+        return loaded
+
+    def snapshot(
+        self, check: Callable[[dict[str, Any]], Mapping[str, Any]]
+    ) -> tuple[int, Mapping[str, Any]]:
+        """``(version, every pattern)``, the version read first (see :mod:`._versions`)."""
         query = f"SELECT key, data FROM {self._name}"
-        rows = self._db.run(lambda c: c.execute(query).fetchall())
+
+        def read(conn: Connection) -> tuple[int, list[Any]]:
+            version = read_version(conn, self._versions, "patterns")  # first: see _versions
+            return version, conn.execute(query).fetchall()
+
+        version, rows = self._db.run(read)
         try:
-            return check(dict(rows))
+            return version, check(dict(rows))
         except ValueError as exc:
             raise CorruptDataError(f"postgres {self._name}", str(exc)) from None
+
+    def version(self) -> int:
+        """The patterns' version now (one query): :attr:`loaded_version` if unchanged."""
+        return self._db.run(lambda c: read_version(c, self._versions, "patterns"))
 
     def legacy(self, check: Callable[[Any], Any]) -> Any:
         return None  # Marcus never kept patterns in PostgreSQL: nothing to import
@@ -93,6 +113,7 @@ class PostgresPatternStorage:
                 cur.executemany(upsert, stored)
             if gone:
                 cur.executemany(delete, gone)
+            bump(conn, self._versions, "patterns")
 
     @contextmanager
     def batch(self, keys: list[str], *, whole: bool = False) -> Iterator[_PatternBatch]:
@@ -108,6 +129,7 @@ class PostgresPatternStorage:
             else:
                 rows = []
             yield _PatternBatch(self._name, conn, dict(rows), set(keys))
+            bump(conn, self._versions, "patterns")
 
 
 class _PatternBatch:
@@ -140,6 +162,13 @@ class PostgresTokenStorage:
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
         self._name = f'"{db.schema}"."token_usage"'
+        self._versions = f'"{db.schema}"."store_versions"'
+        #: the version the last :meth:`load` read at (see :mod:`._versions`)
+        self.loaded_version = -1
+
+    def version(self) -> int:
+        """Token usage's version now (one query): :attr:`loaded_version` if unchanged."""
+        return self._db.run(lambda c: read_version(c, self._versions, "tokens"))
 
     def _row(self, name: str) -> Any:
         query = f"SELECT data FROM {self._name} WHERE name = %s"
@@ -150,7 +179,7 @@ class PostgresTokenStorage:
         self, check: Callable[[dict[str, Any]], Any]
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         self._db.open()
-        document = self._row(LIVE)
+        self.loaded_version, document = self.snapshot()
         if document is None:
             return None, []
         try:
@@ -158,6 +187,17 @@ class PostgresTokenStorage:
         except ValueError as exc:
             raise CorruptDataError(f"postgres {self._name}", str(exc)) from None
         return document, []
+
+    def snapshot(self) -> tuple[int, dict[str, Any] | None]:
+        """``(version, the live document)``, the version read first (see :mod:`._versions`)."""
+        query = f"SELECT data FROM {self._name} WHERE name = %s"
+
+        def read(conn: Connection) -> tuple[int, Any]:
+            version = read_version(conn, self._versions, "tokens")
+            row = conn.execute(query, (LIVE,)).fetchone()
+            return version, row[0] if row else None
+
+        return self._db.run(read)
 
     def commit(
         self,
@@ -167,6 +207,7 @@ class PostgresTokenStorage:
     ) -> None:
         with self._db.connection(write=True) as conn, conn.transaction():
             upsert_rows(conn, self._name, document, archives)
+            bump(conn, self._versions, "tokens")
 
     @contextmanager
     def batch(self) -> Iterator[_TokenBatch]:
@@ -180,6 +221,7 @@ class PostgresTokenStorage:
             view = _TokenBatch(self, conn)
             view.document = view.row(LIVE)
             yield view
+            bump(conn, self._versions, "tokens")
 
     def archive(self, month: str) -> dict[str, Any] | None:
         found = self._row(f"{ARCHIVE}{month}")

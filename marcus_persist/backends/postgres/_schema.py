@@ -86,6 +86,22 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX IF NOT EXISTS audit_events_by_id ON {schema}.audit_events (id)
         """,
     ),
+    (
+        5,
+        "store versions",
+        # one counter per (store, writing process), bumped inside every write
+        # transaction of the store: their sum only grows, so a reader that saw the
+        # same sum before has seen every commit (see _versions). No row is shared
+        # by two writers: no hot row.
+        """
+        CREATE TABLE IF NOT EXISTS {schema}.store_versions (
+            store text NOT NULL,
+            writer text NOT NULL,
+            n bigint NOT NULL,
+            PRIMARY KEY (store, writer)
+        )
+        """,
+    ),
 )
 
 

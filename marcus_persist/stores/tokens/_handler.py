@@ -21,6 +21,7 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import anyio
 import msgspec
 
 from marcus_persist._config import Config
@@ -80,12 +81,15 @@ class TokensHandler:
         self.seen: dict[str, str] = {}  # request_id -> the day it was recorded
         self.archived_on: date | None = None
         self.archived: set[str] = set()  # keys of the late records the archives hold
+        #: the storage's version the document was loaded at (shared storage only)
+        self.version = -1
 
     def load(self) -> None:
         """Read the live document, ours or Marcus's, then replay the records logged
         since it was written (blocking; at startup)."""
         raw, logged = self.storage.load(normalize)
         self.doc = normalize(raw) if raw is not None else empty_document()
+        self.version = getattr(self.storage, "loaded_version", -1)
         # request ids live in ``seen`` only; the document gets them when it is written
         self.seen = {rid: day for day, ids in self.doc.pop("request_ids").items() for rid in ids}
         self.doc["request_ids"] = {}
@@ -102,6 +106,25 @@ class TokensHandler:
 
     def begin(self) -> _Transaction:
         return _Transaction(self)
+
+    async def current(self) -> None:
+        """Before a read: on a storage several processes share (it has ``version``),
+        reload the live document if any process committed since it was loaded, so
+        the read sees every record acknowledged before it began
+        (``postgres/_versions.py``)."""
+        if hasattr(self.storage, "version"):
+            fresh = await anyio.to_thread.run_sync(self._reloaded)
+            if fresh is not None:  # swapped whole, on the event loop
+                self.version, self.doc = fresh
+
+    def _reloaded(self) -> tuple[int, dict[str, Any]] | None:
+        """``(version, document)`` read now, or ``None`` if the version is still ours."""
+        if self.storage.version() == self.version:  # type: ignore[attr-defined]
+            return None
+        version, raw = self.storage.snapshot()  # type: ignore[attr-defined]
+        doc = normalize(raw) if raw is not None else empty_document()
+        doc["request_ids"] = {}  # request ids are the writer's business (``seen``)
+        return version, doc
 
 
 class _Transaction:
