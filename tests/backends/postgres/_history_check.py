@@ -9,7 +9,8 @@ one (the API promises nothing) adds its value to the possible ones. Then:
 
 * a read of a key that began after a write was acknowledged returns that
   write's value or the value of a write of the key invoked before the read
-  completed (never older, never a refused write's value);
+  completed (never older, never a refused write's value); a task's holder as
+  read is a worker that may have held the task while the read ran;
 * the value at the end is one the sequence allows (every acknowledged write
   is there, unless a later write may have replaced it);
 * a worker *definitely* holds a task from the completion of an acknowledged
@@ -148,6 +149,13 @@ def check_history(
         key = keys.get((space, e["of"]), _Key())
         if _freeze(e["value"]) not in key.allowed(e["inv"], e["comp"]):
             problems.append(f"{e['op']}: read of {e['of']} gave {e['value']} (stale or unwritten)")
+    # a task's holder as read: that worker may hold the task while the read ran
+    for e in entries:
+        if e["outcome"] == "ok" and e["kind"] == "holder" and e["value"] is not None:
+            key = keys.get(("a", e["value"]), _Key())
+            held = {v[0] for v in key.allowed(e["inv"], e["comp"]) if v is not None}
+            if e["task"] not in held:
+                problems.append(f"{e['op']}: {e['task']} read as held by {e['value']}")
     # the end: every acknowledged write is there
     for (space, worker), key in keys.items():
         final = final_assignments if space == "a" else final_state

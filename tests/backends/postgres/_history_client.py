@@ -28,7 +28,18 @@ import anyio
 from marcus_persist import NotFound, PersistenceError, TaskAlreadyAssigned, open_runtime
 
 TASKS = 20
-KINDS = ("assign", "assign", "remove", "renew", "read", "read", "put", "get", "token", "tokens")
+KINDS = (
+    "assign",
+    "assign",
+    "remove",
+    "renew",
+    "read",
+    "holder",
+    "put",
+    "get",
+    "token",
+    "tokens",
+)
 
 
 def identity(record: dict[str, Any] | None) -> list[Any] | None:
@@ -106,6 +117,9 @@ async def run(
     if kind == "read":
         entry["of"] = other
         return identity(await rt.assignments.get_assignment(other))
+    if kind == "holder":
+        entry["task"] = f"t{rng.randrange(TASKS)}"
+        return await rt.assignments.get_worker_for_task(entry["task"])
     if kind == "put":
         await rt.state.store("h", me, {"op": op})
         return op

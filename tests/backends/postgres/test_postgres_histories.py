@@ -149,5 +149,9 @@ def test_the_check_finds_a_stale_read_a_lost_write_and_a_double_holder() -> None
     assert any(p.startswith("r1: read of w1") for p in problems)
     assert any(p.startswith("s:w1") for p in problems)  # the acknowledged put is missing
     assert any(p.startswith("tokens: 0 at the end") for p in problems)
+    history.append(op("h1", "holder", "w3", 6, 7, task="u", outcome="ok", value="w1"))
+    assert any(
+        p.startswith("h1: u read as held by w1") for p in check_history(history, final, {}, 0)
+    )
     good = [*history[:1], op("g", "get", "w2", 2, 3, of="w1", outcome="ok", value=None)]
     assert check_history(good, {"w1": ["t", "a1", None]}, {}, 0) == []
