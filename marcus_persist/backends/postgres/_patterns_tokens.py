@@ -128,8 +128,9 @@ class PostgresPatternStorage:
                 rows = conn.execute(query, (keys,)).fetchall()
             else:
                 rows = []
-            yield _PatternBatch(self._name, conn, dict(rows), set(keys))
-            bump(conn, self._versions, "patterns")
+            view = _PatternBatch(self._name, conn, dict(rows), set(keys))
+            yield view
+            view.version = bump(conn, self._versions, "patterns")
 
 
 class _PatternBatch:
@@ -140,6 +141,8 @@ class _PatternBatch:
         self._table = table
         self._conn = conn
         self._named = named
+        #: the patterns' version with this batch (set once its block exits)
+        self.version = -1
 
     def commit(self, write: KeyedWrite) -> None:
         upsert = (
@@ -221,7 +224,7 @@ class PostgresTokenStorage:
             view = _TokenBatch(self, conn)
             view.document = view.row(LIVE)
             yield view
-            bump(conn, self._versions, "tokens")
+            view.version = bump(conn, self._versions, "tokens")
 
     def archive(self, month: str) -> dict[str, Any] | None:
         found = self._row(f"{ARCHIVE}{month}")
@@ -241,6 +244,8 @@ class _TokenBatch:
         self._s = storage
         self._conn = conn
         self.document: dict[str, Any] | None = None
+        #: token usage's version with this batch (set once its block exits)
+        self.version = -1
 
     def row(self, name: str) -> Any:
         query = f"SELECT data FROM {self._s._name} WHERE name = %s"

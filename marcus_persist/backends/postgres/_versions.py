@@ -32,13 +32,22 @@ __all__ = ("WRITER", "bump", "read_version")
 WRITER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def bump(conn: Connection, table: str, store: str) -> None:
-    """Count one commit of *store* in the current transaction of *conn*."""
-    conn.execute(
-        f"INSERT INTO {table} (store, writer, n) VALUES (%s, %s, 1)"
-        " ON CONFLICT (store, writer) DO UPDATE SET n = store_versions.n + 1",
-        (store, WRITER),
-    )
+def bump(conn: Connection, table: str, store: str) -> int:
+    """Count one commit of *store* in the current transaction of *conn*; returns the
+    version with it, as this transaction sees it (the other rows as committed now).
+
+    If that is one more than the version a process's copy was loaded at, no other
+    process committed in between: the copy plus this batch is the stored state, and
+    the copy may take the returned version (no reload on the next read).
+    """
+    row = conn.execute(
+        f"WITH mine AS (INSERT INTO {table} (store, writer, n) VALUES (%(s)s, %(w)s, 1)"
+        " ON CONFLICT (store, writer) DO UPDATE SET n = store_versions.n + 1 RETURNING n)"
+        f" SELECT (SELECT n FROM mine) + (SELECT coalesce(sum(n), 0) FROM {table}"
+        " WHERE store = %(s)s AND writer <> %(w)s)",
+        {"s": store, "w": WRITER},
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def read_version(conn: Connection, table: str, store: str) -> int:

@@ -156,6 +156,7 @@ class _Transaction:
         self._replay: list[tuple[Message, Deferred]] | None = (
             [] if hasattr(handler.storage, "batch") else None
         )
+        self._version = -1  # the storage's version with this batch (shared storage)
 
     @property
     def changed(self) -> bool:
@@ -262,8 +263,11 @@ class _Transaction:
                     answer.fail(exc)
             changes = {k: (_raw(v) if v is not None else None) for k, v in self._staged.items()}
             view.commit(KeyedWrite(self._h.raw(), changes))
+        self._version = view.version
 
     def publish(self) -> None:
+        if self._h.version == self._version - 1:  # only this batch committed since the load
+            self._h.version = self._version  # the copy stays current: no reload
         if self._whole:  # every stored row was read: what is not there was removed
             for key in [k for k in self._h.by_key if k not in self._fresh]:
                 self._h._unindex(key)

@@ -144,6 +144,7 @@ class _Transaction:
             [] if hasattr(handler.storage, "batch") and not replaying else None
         )
         self._shared: _Transaction | None = None  # the replay, once committed
+        self._version = -1  # the storage's version with this batch (shared storage)
 
     @property
     def changed(self) -> bool:
@@ -341,6 +342,7 @@ class _Transaction:
             if txn._doc is not None:
                 txn.commit()
         self._shared = txn
+        self._version = view.version
 
     def _document(self) -> dict[str, Any]:
         """The whole live document as stored (only built when the storage writes it whole)."""
@@ -359,6 +361,9 @@ class _Transaction:
             base = self._shared._h
             self._h.doc, self._h.seen = base.doc, base.seen
             self._h.archived_on = base.archived_on
+            # the document as read under the lock plus this batch: every token
+            # writer takes that lock, so it is the stored state at this version
+            self._h.version = self._version
             return
         if self._doc is not None:
             self._h.doc = self._doc
