@@ -1,4 +1,4 @@
-"""Learned patterns and token usage in PostgreSQL (tables ``patterns``, ``token_usage``).
+"""Learned patterns in PostgreSQL (table ``patterns``), and how the token rows are written.
 
 The same shapes as on SQLite: one row per pattern, so a batch writes the rows
 it changed; the token document and one row per archived month. A batch is one
@@ -12,10 +12,7 @@ them, and writes the result in the same transaction. A ``prune`` re-reads
 every row; its deletes of keys no message named are conditional on the row
 being unchanged since it was read.
 
-Token usage likewise: :meth:`PostgresTokenStorage.batch` locks the token
-document (one advisory lock), re-reads it, and the handler re-applies its
-batch to it before writing; so records from several processes all count and
-a request id is counted once across them.
+Token usage is in :mod:`._tokens`.
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ from marcus_persist.backends.postgres._db import Connection, PgDatabase
 from marcus_persist.backends.postgres._locks import lock_keys
 from marcus_persist.backends.postgres._versions import bump, read_version
 
-__all__ = ("PostgresPatternStorage", "PostgresTokenStorage")
+__all__ = ("ARCHIVE", "LIVE", "PostgresPatternStorage", "upsert_rows")
 
 LIVE = "live"
 ARCHIVE = "archive:"
@@ -159,109 +156,3 @@ class _PatternBatch:
                     self._conn.execute(delete, (key,))
                 else:
                     self._conn.execute(delete_if, (key, _jsonb(self.rows[key])))
-
-
-class PostgresTokenStorage:
-    def __init__(self, db: PgDatabase) -> None:
-        self._db = db
-        self._name = f'"{db.schema}"."token_usage"'
-        self._versions = f'"{db.schema}"."store_versions"'
-        #: the version the last :meth:`load` read at (see :mod:`._versions`)
-        self.loaded_version = -1
-
-    def version(self) -> int:
-        """Token usage's version now (one query): :attr:`loaded_version` if unchanged."""
-        return self._db.run(lambda c: read_version(c, self._versions, "tokens"))
-
-    def _row(self, name: str) -> Any:
-        query = f"SELECT data FROM {self._name} WHERE name = %s"
-        row = self._db.run(lambda c: c.execute(query, (name,)).fetchone())
-        return row[0] if row else None
-
-    def load(
-        self, check: Callable[[dict[str, Any]], Any]
-    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        self._db.open()
-        self.loaded_version, document = self.snapshot()
-        if document is None:
-            return None, []
-        try:
-            check(document)
-        except ValueError as exc:
-            raise CorruptDataError(f"postgres {self._name}", str(exc)) from None
-        return document, []
-
-    def snapshot(self) -> tuple[int, dict[str, Any] | None]:
-        """``(version, the live document)``, the version read first (see :mod:`._versions`)."""
-        query = f"SELECT data FROM {self._name} WHERE name = %s"
-
-        def read(conn: Connection) -> tuple[int, Any]:
-            version = read_version(conn, self._versions, "tokens")
-            row = conn.execute(query, (LIVE,)).fetchone()
-            return version, row[0] if row else None
-
-        return self._db.run(read)
-
-    def commit(
-        self,
-        records: list[dict[str, Any]],
-        document: Callable[[], dict[str, Any]],
-        archives: Mapping[str, dict[str, Any]],
-    ) -> None:
-        with self._db.connection(write=True) as conn, conn.transaction():
-            upsert_rows(conn, self._name, document, archives)
-            bump(conn, self._versions, "tokens")
-
-    @contextmanager
-    def batch(self) -> Iterator[_TokenBatch]:
-        """One transaction holding the lock of the token document; the view's
-        ``document`` is the live document as stored now. Committed on a clean exit."""
-        with self._db.connection(write=True) as conn, conn.transaction():
-            conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                (f"{self._db.schema}\x1ftokens",),
-            )
-            view = _TokenBatch(self, conn)
-            view.document = view.row(LIVE)
-            yield view
-            view.version = bump(conn, self._versions, "tokens")
-
-    def archive(self, month: str) -> dict[str, Any] | None:
-        found = self._row(f"{ARCHIVE}{month}")
-        if found is not None and not isinstance(found, dict):
-            raise CorruptDataError(f"postgres {self._name}", f"{month}: not an object")
-        return found
-
-    def archive_months(self) -> list[str]:
-        query = f"SELECT name FROM {self._name} WHERE name LIKE 'archive:%%' ORDER BY name"
-        return self._db.run(lambda c: [row[0][len(ARCHIVE) :] for row in c.execute(query)])
-
-
-class _TokenBatch:
-    """The token storage as one locked transaction sees it (no ``batch`` of its own)."""
-
-    def __init__(self, storage: PostgresTokenStorage, conn: Connection) -> None:
-        self._s = storage
-        self._conn = conn
-        self.document: dict[str, Any] | None = None
-        #: token usage's version with this batch (set once its block exits)
-        self.version = -1
-
-    def row(self, name: str) -> Any:
-        query = f"SELECT data FROM {self._s._name} WHERE name = %s"
-        found = self._conn.execute(query, (name,)).fetchone()
-        return found[0] if found else None
-
-    def archive(self, month: str) -> dict[str, Any] | None:
-        found = self.row(f"{ARCHIVE}{month}")
-        if found is not None and not isinstance(found, dict):
-            raise CorruptDataError(f"postgres {self._s._name}", f"{month}: not an object")
-        return found
-
-    def commit(
-        self,
-        records: list[dict[str, Any]],
-        document: Callable[[], dict[str, Any]],
-        archives: Mapping[str, dict[str, Any]],
-    ) -> None:
-        upsert_rows(self._conn, self._s._name, document, archives)

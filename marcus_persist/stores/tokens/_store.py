@@ -29,8 +29,9 @@ from marcus_persist.stores.tokens._document import (
     project_view,
     usage_view,
 )
-from marcus_persist.stores.tokens._handler import Archive, Message, Record, SetBudget, TokensHandler
+from marcus_persist.stores.tokens._handler import TokensHandler
 from marcus_persist.stores.tokens._late import archived_keys, pending_by_day
+from marcus_persist.stores.tokens._messages import Archive, Message, Record, SetBudget
 
 __all__ = ("TokenStore", "TokensHandler")
 
