@@ -48,6 +48,8 @@ class PostgresTokenStorage:
         self.loaded_version = -1
         #: the delta rows the last :meth:`load` read (the handler folds them in)
         self.loaded_deltas: list[dict[str, Any]] = []
+        #: the request ids counted (claimed) so far, by the last :meth:`load`
+        self.loaded_requests: dict[str, str] = {}
 
     def version(self) -> int:
         """Token usage's version now (one query): :attr:`loaded_version` if unchanged."""
@@ -63,6 +65,8 @@ class PostgresTokenStorage:
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         self._db.open()
         self.loaded_version, document, self.loaded_deltas = self.snapshot()
+        query = f"SELECT request_id, day FROM {self._requests}"
+        self.loaded_requests = dict(self._db.run(lambda c: c.execute(query).fetchall()))
         if document is None:
             return None, []
         try:
@@ -92,8 +96,16 @@ class PostgresTokenStorage:
         document: Callable[[], dict[str, Any]],
         archives: Mapping[str, dict[str, Any]],
     ) -> None:
+        whole = document()
+        ids = {
+            rid: day
+            for day, rids in (whole.get("request_ids") or {}).items()
+            for rid in rids
+            if isinstance(rid, str) and isinstance(day, str)
+        }
         with self._db.connection(write=True) as conn, conn.transaction():
-            upsert_rows(conn, self._name, document, archives)
+            upsert_rows(conn, self._name, lambda: whole, archives)
+            _TokenBatch(self, conn).claim(ids)  # a document written whole (a migration)
             bump(conn, self._versions, "tokens")
 
     @contextmanager

@@ -78,6 +78,7 @@ class TokensHandler:
         self.version = getattr(self.storage, "loaded_version", -1)
         # request ids live in ``seen`` only; the document gets them when it is written
         self.seen = {rid: day for day, ids in self.doc.pop("request_ids").items() for rid in ids}
+        self.seen.update(getattr(self.storage, "loaded_requests", {}))  # claimed by deltas
         self.doc["request_ids"] = {}
         for month in self.storage.archive_months():
             self.archived |= archived_keys(self.storage.archive(month))
