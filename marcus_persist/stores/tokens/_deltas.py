@@ -26,6 +26,7 @@ __all__ = (
     "deltas_only",
     "fold_all",
     "folded",
+    "reloaded",
 )
 
 DELTA_SECTIONS = ("daily_usage", "hourly", "project_usage")
@@ -160,3 +161,14 @@ def commit_locked(
         if txn._doc is not None:
             txn.commit()
     return txn, view
+
+
+def reloaded(storage: Any, version: int) -> tuple[int, dict[str, Any]] | None:
+    """``(version, live document with the delta rows folded in)`` read now from a
+    shared *storage*, or ``None`` if its version is still *version* (blocking)."""
+    if storage.version() == version:
+        return None
+    now, raw, deltas = storage.snapshot()
+    doc = fold_all(normalize(raw) if raw is not None else empty_document(), deltas)
+    doc["request_ids"] = {}  # request ids are the writer's business (``seen``)
+    return now, doc

@@ -37,6 +37,7 @@ from marcus_persist.stores.tokens._deltas import (
     deltas_only,
     fold_all,
     folded,
+    reloaded,
 )
 from marcus_persist.stores.tokens._document import (
     add_usage,
@@ -100,18 +101,9 @@ class TokensHandler:
         the read sees every record acknowledged before it began
         (``postgres/_versions.py``)."""
         if hasattr(self.storage, "version"):
-            fresh = await anyio.to_thread.run_sync(self._reloaded)
+            fresh = await anyio.to_thread.run_sync(reloaded, self.storage, self.version)
             if fresh is not None:  # swapped whole, on the event loop
                 self.version, self.doc = fresh
-
-    def _reloaded(self) -> tuple[int, dict[str, Any]] | None:
-        """``(version, document)`` read now, or ``None`` if the version is still ours."""
-        if self.storage.version() == self.version:  # type: ignore[attr-defined]
-            return None
-        version, raw, deltas = self.storage.snapshot()  # type: ignore[attr-defined]
-        doc = fold_all(normalize(raw) if raw is not None else empty_document(), deltas)
-        doc["request_ids"] = {}  # request ids are the writer's business (``seen``)
-        return version, doc
 
 
 class _Transaction:
