@@ -7,7 +7,9 @@ faster than any Redis round trip, so no cache is made there.) Keys are
 versioned so no reader ever gets a stale entry:
 
 * every cached key ``K`` (a worker's record, or a task's holder) has a
-  generation counter ``g:K``; entries live at ``d:<gen>:K``;
+  generation ``g:K``, a random token each write replaces (never a counter,
+  so a Redis restarted empty cannot bring an old generation back); entries
+  live at ``d:<gen>:K``;
 * a reader reads the generation and the entry in one script; on a miss it
   reads the database and stores what it read under the generation it saw;
 * a writer bumps ``g:K`` of everything its batch touched *after* the commit
@@ -20,7 +22,12 @@ a missed invalidation (Redis unreachable for the writer only) can show.
 
 Redis errors never reach callers: the cache steps aside for ``retry_after``
 seconds and every read goes to the store (counted: ``fallbacks``). A writer
-that could not invalidate purges the whole namespace when Redis is back.
+that could not invalidate (twice) purges the whole namespace when Redis is
+back. What this leaves open: a writer that cannot reach a Redis its peers
+still reach answers its callers while the peers may read the old entry, for
+at most ``ttl`` seconds or until the writer's purge. A Redis restarted
+empty leaves nothing to purge; one that kept its data is purged by the
+writer's next call.
 
 Every process adds its counters (hits, misses, fallbacks, errors) to the hash
 ``<namespace>:stats`` at most once a second and when it closes, so
@@ -34,6 +41,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,16 +60,29 @@ log = logging.getLogger("marcus_persist")
 #: ``("t", scope, task_id)`` -> holder worker id or None; scope ``""`` is global
 CacheKey = tuple[str, str, str]
 
+# A generation is a fresh random token, never a counter: Redis restarted without
+# its data would count again from 0, and a reader that looked a generation up
+# before the restart could fill an old value under a number a later write reaches.
 _INVALIDATE = """
 for _, key in ipairs(KEYS) do
-  redis.call('INCR', key)
-  redis.call('EXPIRE', key, ARGV[1])
+  redis.call('SET', key, ARGV[2], 'EX', ARGV[1])
 end
 return #KEYS
 """
 
+# A key never invalidated (or whose generation expired) is at generation
+# '0.<epoch>': the epoch is made by the first lookup after Redis (re)started
+# empty, so a fill under a generation read before a restart is never read after it.
 _LOOKUP = """
-local g = redis.call('GET', KEYS[1]) or '0'
+local g = redis.call('GET', KEYS[1])
+if not g then
+  local e = redis.call('GET', KEYS[2])
+  if not e then
+    redis.call('SET', KEYS[2], ARGV[3])
+    e = ARGV[3]
+  end
+  g = '0.' .. e
+end
 return {g, redis.call('GET', ARGV[1] .. g .. ARGV[2])}
 """
 
@@ -220,7 +241,10 @@ class AssignmentCache:
             return False, None, None
         before, after = self._data_key(key)
         try:
-            gen, raw = self._lookup(keys=[self._gen_key(key)], args=[before, after])
+            gen, raw = self._lookup(
+                keys=[self._gen_key(key), f"{self.namespace}:epoch"],
+                args=[before, after, uuid.uuid4().hex],
+            )
         except redis.RedisError as exc:
             self._failed(exc, "lookup")
             self._count("fallbacks")
@@ -248,12 +272,16 @@ class AssignmentCache:
         if not self._usable() or not self._recover():
             self._dirty = True
             return
-        try:
-            # generations outlive every entry (ttl) by far
-            self._invalidate(keys=[self._gen_key(key) for key in unique], args=[86_400])
-        except redis.RedisError as exc:
-            self._dirty = True
-            self._failed(exc, "invalidate")
+        gen_keys = [self._gen_key(key) for key in unique]
+        for attempt in (1, 2):  # the second on a new connection (a restarted Redis)
+            try:
+                # generations outlive every entry (ttl) by far
+                self._invalidate(keys=gen_keys, args=[86_400, uuid.uuid4().hex])
+                return
+            except redis.RedisError as exc:
+                if attempt == 2:
+                    self._dirty = True
+                    self._failed(exc, "invalidate")
 
     def close(self) -> None:
         for _ in range(2):  # a connection Redis dropped fails once, then reconnects

@@ -39,6 +39,11 @@ class PrivateRedis:
             raise AssertionError("unreachable")
         self.port = port or free_port()  # a port: a restart where the last one ran
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._exe = exe
+        self._start()
+
+    def _start(self) -> None:
+        exe = self._exe
         self.process = subprocess.Popen(
             [
                 exe,
@@ -69,6 +74,11 @@ class PrivateRedis:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+    def restart(self) -> None:
+        """Killed and started again on the same port, empty (it never saves)."""
+        self.stop()
+        self._start()
 
 
 @pytest.fixture

@@ -48,7 +48,8 @@ TABLES = {
         "assignments": "assignments",
         "state": "state",
         "patterns": "patterns",
-        "tokens": "token_usage",
+        # a batch of plain token records writes a delta row, any other the document
+        "tokens": "token_usage,token_deltas",
         "audit": "audit_events",
     },
 }
@@ -138,25 +139,29 @@ _EVENTS = ("INSERT", "UPDATE", "DELETE")
 
 @contextlib.contextmanager
 def pg_trigger(dsn: str, schema: str, table: str, *, sleep: bool = False) -> Iterator[None]:
-    """Every row written to *table* raises, or (*sleep*) holds its transaction open."""
+    """Every row written to *table* (``a,b``: to each) raises, or (*sleep*) holds its
+    transaction open."""
     body = (
         "PERFORM pg_sleep(60); IF TG_OP = 'DELETE' THEN RETURN OLD; END IF; RETURN NEW;"
         if sleep
         else "RAISE EXCEPTION 'injected by the model';"
     )
+    tables = table.split(",")  # several: the store writes each of them
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             f"CREATE OR REPLACE FUNCTION {schema}.model_fail() RETURNS trigger"
             f" LANGUAGE plpgsql AS $$ BEGIN {body} END $$"
         )
-        conn.execute(
-            f"CREATE TRIGGER model_fail BEFORE INSERT OR UPDATE OR DELETE ON {schema}.{table}"
-            f" FOR EACH ROW EXECUTE FUNCTION {schema}.model_fail()"
-        )
+        for name in tables:
+            conn.execute(
+                f"CREATE TRIGGER model_fail BEFORE INSERT OR UPDATE OR DELETE ON {schema}.{name}"
+                f" FOR EACH ROW EXECUTE FUNCTION {schema}.model_fail()"
+            )
         try:
             yield
         finally:
-            conn.execute(f"DROP TRIGGER IF EXISTS model_fail ON {schema}.{table}")
+            for name in tables:
+                conn.execute(f"DROP TRIGGER IF EXISTS model_fail ON {schema}.{name}")
 
 
 def _application(schema: str) -> str:

@@ -110,6 +110,7 @@ class TestObserve:
         async with opener() as rt:
             await rt.patterns.observe("a", "x", 0.5)
             await rt.patterns.observe("b", "y", 0.6)
+            await rt.patterns.types()  # a shared storage's copy is now current: no reload
 
             class NoScan(dict[str, Any]):
                 def values(self) -> Any:

@@ -30,12 +30,10 @@ from marcus_persist.backends._contract import CheckRecords, KeyedWrite, Record, 
 from marcus_persist.backends.postgres._assignments import PgAssignmentsHandler
 from marcus_persist.backends.postgres._audit import PostgresAuditStorage
 from marcus_persist.backends.postgres._db import Connection, PgDatabase, scope_key, scope_of
-from marcus_persist.backends.postgres._patterns_tokens import (
-    PostgresPatternStorage,
-    PostgresTokenStorage,
-)
+from marcus_persist.backends.postgres._patterns_tokens import PostgresPatternStorage
 from marcus_persist.backends.postgres._schema import check_schema_name
 from marcus_persist.backends.postgres._state import PostgresStateStorage
+from marcus_persist.backends.postgres._tokens import PostgresTokenStorage
 
 __all__ = ("PgDatabase", "PostgresAssignmentStorage", "PostgresBackend", "create")
 

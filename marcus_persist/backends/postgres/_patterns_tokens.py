@@ -1,4 +1,4 @@
-"""Learned patterns and token usage in PostgreSQL (tables ``patterns``, ``token_usage``).
+"""Learned patterns in PostgreSQL (table ``patterns``), and how the token rows are written.
 
 The same shapes as on SQLite: one row per pattern, so a batch writes the rows
 it changed; the token document and one row per archived month. A batch is one
@@ -12,10 +12,7 @@ them, and writes the result in the same transaction. A ``prune`` re-reads
 every row; its deletes of keys no message named are conditional on the row
 being unchanged since it was read.
 
-Token usage likewise: :meth:`PostgresTokenStorage.batch` locks the token
-document (one advisory lock), re-reads it, and the handler re-applies its
-batch to it before writing; so records from several processes all count and
-a request id is counted once across them.
+Token usage is in :mod:`._tokens`.
 """
 
 from __future__ import annotations
@@ -31,8 +28,9 @@ from marcus_persist._errors import CorruptDataError
 from marcus_persist.backends._contract import KeyedWrite
 from marcus_persist.backends.postgres._db import Connection, PgDatabase
 from marcus_persist.backends.postgres._locks import lock_keys
+from marcus_persist.backends.postgres._versions import bump, read_version
 
-__all__ = ("PostgresPatternStorage", "PostgresTokenStorage")
+__all__ = ("ARCHIVE", "LIVE", "PostgresPatternStorage", "upsert_rows")
 
 LIVE = "live"
 ARCHIVE = "archive:"
@@ -64,15 +62,34 @@ class PostgresPatternStorage:
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
         self._name = f'"{db.schema}"."patterns"'
+        self._versions = f'"{db.schema}"."store_versions"'
+        #: the version the last :meth:`load` read at (see :mod:`._versions`)
+        self.loaded_version = -1
 
     def load(self, check: Callable[[dict[str, Any]], Mapping[str, Any]]) -> Mapping[str, Any]:
         self._db.open()
+        self.loaded_version, loaded = self.snapshot(check)
+        return loaded
+
+    def snapshot(
+        self, check: Callable[[dict[str, Any]], Mapping[str, Any]]
+    ) -> tuple[int, Mapping[str, Any]]:
+        """``(version, every pattern)``, the version read first (see :mod:`._versions`)."""
         query = f"SELECT key, data FROM {self._name}"
-        rows = self._db.run(lambda c: c.execute(query).fetchall())
+
+        def read(conn: Connection) -> tuple[int, list[Any]]:
+            version = read_version(conn, self._versions, "patterns")  # first: see _versions
+            return version, conn.execute(query).fetchall()
+
+        version, rows = self._db.run(read)
         try:
-            return check(dict(rows))
+            return version, check(dict(rows))
         except ValueError as exc:
             raise CorruptDataError(f"postgres {self._name}", str(exc)) from None
+
+    def version(self) -> int:
+        """The patterns' version now (one query): :attr:`loaded_version` if unchanged."""
+        return self._db.run(lambda c: read_version(c, self._versions, "patterns"))
 
     def legacy(self, check: Callable[[Any], Any]) -> Any:
         return None  # Marcus never kept patterns in PostgreSQL: nothing to import
@@ -93,6 +110,7 @@ class PostgresPatternStorage:
                 cur.executemany(upsert, stored)
             if gone:
                 cur.executemany(delete, gone)
+            bump(conn, self._versions, "patterns")
 
     @contextmanager
     def batch(self, keys: list[str], *, whole: bool = False) -> Iterator[_PatternBatch]:
@@ -107,7 +125,9 @@ class PostgresPatternStorage:
                 rows = conn.execute(query, (keys,)).fetchall()
             else:
                 rows = []
-            yield _PatternBatch(self._name, conn, dict(rows), set(keys))
+            view = _PatternBatch(self._name, conn, dict(rows), set(keys))
+            yield view
+            view.version = bump(conn, self._versions, "patterns")
 
 
 class _PatternBatch:
@@ -118,6 +138,8 @@ class _PatternBatch:
         self._table = table
         self._conn = conn
         self._named = named
+        #: the patterns' version with this batch (set once its block exits)
+        self.version = -1
 
     def commit(self, write: KeyedWrite) -> None:
         upsert = (
@@ -134,87 +156,3 @@ class _PatternBatch:
                     self._conn.execute(delete, (key,))
                 else:
                     self._conn.execute(delete_if, (key, _jsonb(self.rows[key])))
-
-
-class PostgresTokenStorage:
-    def __init__(self, db: PgDatabase) -> None:
-        self._db = db
-        self._name = f'"{db.schema}"."token_usage"'
-
-    def _row(self, name: str) -> Any:
-        query = f"SELECT data FROM {self._name} WHERE name = %s"
-        row = self._db.run(lambda c: c.execute(query, (name,)).fetchone())
-        return row[0] if row else None
-
-    def load(
-        self, check: Callable[[dict[str, Any]], Any]
-    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        self._db.open()
-        document = self._row(LIVE)
-        if document is None:
-            return None, []
-        try:
-            check(document)
-        except ValueError as exc:
-            raise CorruptDataError(f"postgres {self._name}", str(exc)) from None
-        return document, []
-
-    def commit(
-        self,
-        records: list[dict[str, Any]],
-        document: Callable[[], dict[str, Any]],
-        archives: Mapping[str, dict[str, Any]],
-    ) -> None:
-        with self._db.connection(write=True) as conn, conn.transaction():
-            upsert_rows(conn, self._name, document, archives)
-
-    @contextmanager
-    def batch(self) -> Iterator[_TokenBatch]:
-        """One transaction holding the lock of the token document; the view's
-        ``document`` is the live document as stored now. Committed on a clean exit."""
-        with self._db.connection(write=True) as conn, conn.transaction():
-            conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                (f"{self._db.schema}\x1ftokens",),
-            )
-            view = _TokenBatch(self, conn)
-            view.document = view.row(LIVE)
-            yield view
-
-    def archive(self, month: str) -> dict[str, Any] | None:
-        found = self._row(f"{ARCHIVE}{month}")
-        if found is not None and not isinstance(found, dict):
-            raise CorruptDataError(f"postgres {self._name}", f"{month}: not an object")
-        return found
-
-    def archive_months(self) -> list[str]:
-        query = f"SELECT name FROM {self._name} WHERE name LIKE 'archive:%%' ORDER BY name"
-        return self._db.run(lambda c: [row[0][len(ARCHIVE) :] for row in c.execute(query)])
-
-
-class _TokenBatch:
-    """The token storage as one locked transaction sees it (no ``batch`` of its own)."""
-
-    def __init__(self, storage: PostgresTokenStorage, conn: Connection) -> None:
-        self._s = storage
-        self._conn = conn
-        self.document: dict[str, Any] | None = None
-
-    def row(self, name: str) -> Any:
-        query = f"SELECT data FROM {self._s._name} WHERE name = %s"
-        found = self._conn.execute(query, (name,)).fetchone()
-        return found[0] if found else None
-
-    def archive(self, month: str) -> dict[str, Any] | None:
-        found = self.row(f"{ARCHIVE}{month}")
-        if found is not None and not isinstance(found, dict):
-            raise CorruptDataError(f"postgres {self._s._name}", f"{month}: not an object")
-        return found
-
-    def commit(
-        self,
-        records: list[dict[str, Any]],
-        document: Callable[[], dict[str, Any]],
-        archives: Mapping[str, dict[str, Any]],
-    ) -> None:
-        upsert_rows(self._conn, self._s._name, document, archives)

@@ -86,6 +86,47 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX IF NOT EXISTS audit_events_by_id ON {schema}.audit_events (id)
         """,
     ),
+    (
+        5,
+        "store versions",
+        # one counter per (store, writing process), bumped inside every write
+        # transaction of the store: their sum only grows, so a reader that saw the
+        # same sum before has seen every commit (see _versions). No row is shared
+        # by two writers: no hot row.
+        """
+        CREATE TABLE IF NOT EXISTS {schema}.store_versions (
+            store text NOT NULL,
+            writer text NOT NULL,
+            n bigint NOT NULL,
+            PRIMARY KEY (store, writer)
+        )
+        """,
+    ),
+    (
+        6,
+        "token usage deltas and request ids",
+        # a batch of token records is one delta row (no lock on the live
+        # document: no hot row), folded into the live document by readers and
+        # by every locked batch (the roll-up). A request id is counted once:
+        # its row here is claimed by the batch that counts it.
+        """
+        CREATE TABLE IF NOT EXISTS {schema}.token_deltas (
+            id bigserial PRIMARY KEY,
+            data jsonb NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS {schema}.token_requests (
+            request_id text PRIMARY KEY,
+            day text NOT NULL
+        );
+        INSERT INTO {schema}.token_requests (request_id, day)
+        SELECT rid, d.day FROM {schema}.token_usage u,
+            jsonb_each(u.data -> 'request_ids') AS d(day, ids),
+            jsonb_array_elements_text(d.ids) AS rid
+        WHERE u.name = 'live' AND jsonb_typeof(u.data -> 'request_ids') = 'object'
+            AND jsonb_typeof(d.ids) = 'array'
+        ON CONFLICT DO NOTHING
+        """,
+    ),
 )
 
 

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import anyio
 import msgspec
 
 from marcus_persist._core._clock import Clock
@@ -74,12 +75,15 @@ class PatternsHandler:
         self.by_key: dict[str, Pattern] = {}
         self.by_type: dict[str, set[str]] = {}
         self.by_project: dict[str, set[str]] = {}
+        #: the storage's version the indexes were loaded at (shared storage only)
+        self.version = -1
 
     def load(self) -> None:
         """Read storage and import Marcus's legacy file once (blocking; at startup)."""
         self.by_key, self.by_type, self.by_project = {}, {}, {}
         for record in self.storage.load(check_patterns).values():
             self._index(record)
+        self.version = getattr(self.storage, "loaded_version", -1)
         legacy = self.storage.legacy(legacy_entries)
         if legacy is None:
             return
@@ -92,6 +96,27 @@ class PatternsHandler:
             self._index(record)
         self.storage.retire_legacy()
         log.info("imported %d patterns from Marcus's learned_patterns.json", len(imported))
+
+    async def current(self) -> None:
+        """Before a read: on a storage several processes share (it has ``version``),
+        reload the indexes if any process committed since they were loaded, so the
+        read sees every write acknowledged before it began (``postgres/_versions.py``)."""
+        if hasattr(self.storage, "version"):
+            fresh = await anyio.to_thread.run_sync(self._reloaded)
+            if fresh is not None:  # swapped whole, on the event loop
+                self.by_key, self.by_type = fresh.by_key, fresh.by_type
+                self.by_project = fresh.by_project
+                self.version = fresh.version
+
+    def _reloaded(self) -> PatternsHandler | None:
+        """A handler loaded now, or ``None`` if the version is still ours (blocking)."""
+        if self.storage.version() == self.version:  # type: ignore[attr-defined]
+            return None
+        fresh = PatternsHandler(self.storage, self.clock)
+        fresh.version, records = self.storage.snapshot(check_patterns)  # type: ignore[attr-defined]
+        for record in records.values():
+            fresh._index(record)
+        return fresh
 
     def raw(self) -> Mapping[str, dict[str, Any]]:
         return _RawView(self.by_key)
@@ -131,6 +156,7 @@ class _Transaction:
         self._replay: list[tuple[Message, Deferred]] | None = (
             [] if hasattr(handler.storage, "batch") else None
         )
+        self._version = -1  # the storage's version with this batch (shared storage)
 
     @property
     def changed(self) -> bool:
@@ -237,8 +263,11 @@ class _Transaction:
                     answer.fail(exc)
             changes = {k: (_raw(v) if v is not None else None) for k, v in self._staged.items()}
             view.commit(KeyedWrite(self._h.raw(), changes))
+        self._version = view.version
 
     def publish(self) -> None:
+        if self._h.version == self._version - 1:  # only this batch committed since the load
+            self._h.version = self._version  # the copy stays current: no reload
         if self._whole:  # every stored row was read: what is not there was removed
             for key in [k for k in self._h.by_key if k not in self._fresh]:
                 self._h._unindex(key)

@@ -8,9 +8,11 @@ document first, then the archives: a day is never missed, and a day found in
 both is the same day (taken once, by day key).
 
 A storage shared by several processes (postgres: it has a ``batch`` method)
-gets every answer deferred to the commit, which locks the live document,
-re-reads it and re-applies the batch's messages to it: two processes
-recording usage both count, and a request id is counted once across them.
+gets every answer deferred to the commit. A batch of plain records is one
+delta row, without a lock (``_deltas.py``); any other batch locks the live
+document, re-reads it with the delta rows folded in and re-applies the
+batch's messages to it. Two processes recording usage both count, and a
+request id is counted once across them.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
+import anyio
 import msgspec
 
 from marcus_persist._config import Config
@@ -28,6 +31,14 @@ from marcus_persist._core._clock import Clock, iso_utc
 from marcus_persist._core._deferred import Deferred
 from marcus_persist._errors import CorruptDataError, PersistenceError, ValidationError
 from marcus_persist.backends._contract import TokenStorage
+from marcus_persist.stores.tokens._deltas import (
+    commit_deltas,
+    commit_locked,
+    deltas_only,
+    fold_all,
+    folded,
+    reloaded,
+)
 from marcus_persist.stores.tokens._document import (
     add_usage,
     empty_document,
@@ -36,36 +47,11 @@ from marcus_persist.stores.tokens._document import (
     with_marcus_totals,
 )
 from marcus_persist.stores.tokens._late import archived_keys, late_entry, merge_late
+from marcus_persist.stores.tokens._messages import Archive, Message, Record, SetBudget
 
 __all__ = ("Archive", "Record", "SetBudget", "TokensHandler")
 
 log = logging.getLogger("marcus_persist")
-
-
-class Record(msgspec.Struct, frozen=True, tag=True):
-    provider: str
-    model: str | None
-    input_tokens: int
-    output_tokens: int
-    cost_micros: int
-    project_id: str | None
-    task_id: str | None
-    at: datetime
-    request_id: str | None
-    #: the key of a late record (``_late.py``), logged so a replay keeps it
-    late_key: str | None = None
-
-
-class SetBudget(msgspec.Struct, frozen=True, tag=True):
-    project_id: str
-    micros: int | None
-
-
-class Archive(msgspec.Struct, frozen=True, tag=True):
-    today: date
-
-
-Message = Record | SetBudget | Archive
 
 
 class TokensHandler:
@@ -80,14 +66,20 @@ class TokensHandler:
         self.seen: dict[str, str] = {}  # request_id -> the day it was recorded
         self.archived_on: date | None = None
         self.archived: set[str] = set()  # keys of the late records the archives hold
+        #: the storage's version the document was loaded at (shared storage only)
+        self.version = -1
+        self.delta_batches = 0  # delta rows written since this process's last roll-up
 
     def load(self) -> None:
         """Read the live document, ours or Marcus's, then replay the records logged
         since it was written (blocking; at startup)."""
         raw, logged = self.storage.load(normalize)
         self.doc = normalize(raw) if raw is not None else empty_document()
+        self.doc = fold_all(self.doc, getattr(self.storage, "loaded_deltas", []))
+        self.version = getattr(self.storage, "loaded_version", -1)
         # request ids live in ``seen`` only; the document gets them when it is written
         self.seen = {rid: day for day, ids in self.doc.pop("request_ids").items() for rid in ids}
+        self.seen.update(getattr(self.storage, "loaded_requests", {}))  # claimed by deltas
         self.doc["request_ids"] = {}
         for month in self.storage.archive_months():
             self.archived |= archived_keys(self.storage.archive(month))
@@ -102,6 +94,16 @@ class TokensHandler:
 
     def begin(self) -> _Transaction:
         return _Transaction(self)
+
+    async def current(self) -> None:
+        """Before a read: on a storage several processes share (it has ``version``),
+        reload the live document if any process committed since it was loaded, so
+        the read sees every record acknowledged before it began
+        (``postgres/_versions.py``)."""
+        if hasattr(self.storage, "version"):
+            fresh = await anyio.to_thread.run_sync(reloaded, self.storage, self.version)
+            if fresh is not None:  # swapped whole, on the event loop
+                self.version, self.doc = fresh
 
 
 class _Transaction:
@@ -121,6 +123,10 @@ class _Transaction:
             [] if hasattr(handler.storage, "batch") and not replaying else None
         )
         self._shared: _Transaction | None = None  # the replay, once committed
+        self._version = -1  # the storage's version with this batch (shared storage)
+        self._version_before = -2  # ... and as the lock found it (a locked batch)
+        self._appended = False  # written as a delta row (``_deltas.py``)
+        self._delta: dict[str, Any] | None = None
 
     @property
     def changed(self) -> bool:
@@ -301,23 +307,19 @@ class _Transaction:
         self._moved = list(late)
 
     def _commit_shared(self, replay: list[tuple[Message, Deferred]]) -> None:
-        """Lock and re-read the live document, run the messages on it and write the
-        result, in one transaction of the storage's ``batch``."""
-        with self._h.storage.batch() as view:  # type: ignore[attr-defined]
-            base = copy.copy(self._h)  # the handler as the database has it now
-            base.storage = view
-            base.doc = normalize(view.document) if view.document is not None else empty_document()
-            base.seen = {rid: d for d, ids in base.doc.pop("request_ids").items() for rid in ids}
-            base.doc["request_ids"] = {}
-            txn = _Transaction(base, replaying=False)
-            for message, answer in replay:
-                try:
-                    answer.resolve(txn._apply(message))
-                except Exception as exc:  # this message fails alone
-                    answer.fail(exc)
-            if txn._doc is not None:
-                txn.commit()
-        self._shared = txn
+        """Plain records as one delta row (``_deltas.py``: no lock), or else lock and
+        re-read the live document with the delta rows so far folded in, run the
+        messages on it and write the result, in one transaction of the storage's
+        ``batch``."""
+        if deltas_only(self._h, [m for m, _a in replay], Record):
+            self._delta, self._version = commit_deltas(
+                self._h, replay, lambda base: _Transaction(base, replaying=True)
+            )
+            self._appended = True
+            return
+        self._shared, view = commit_locked(self._h, replay, _Transaction)
+        self._version = view.version
+        self._version_before = getattr(view, "version_before", -2)
 
     def _document(self) -> dict[str, Any]:
         """The whole live document as stored (only built when the storage writes it whole)."""
@@ -336,6 +338,18 @@ class _Transaction:
             base = self._shared._h
             self._h.doc, self._h.seen = base.doc, base.seen
             self._h.archived_on = base.archived_on
+            self._h.delta_batches = 0  # the delta rows were rolled into the document
+            if self._version == self._version_before + 1:
+                # no commit between the lock and this one: the document read under
+                # the lock plus this batch is the stored state at this version
+                self._h.version = self._version
+            return
+        if self._appended:
+            self._h.delta_batches += 1
+            if self._h.version == self._version - 1:  # only this batch since the copy
+                if self._delta is not None:
+                    self._h.doc = folded(self._h.doc, self._delta)
+                self._h.version = self._version
             return
         if self._doc is not None:
             self._h.doc = self._doc

@@ -29,8 +29,9 @@ from marcus_persist.stores.tokens._document import (
     project_view,
     usage_view,
 )
-from marcus_persist.stores.tokens._handler import Archive, Message, Record, SetBudget, TokensHandler
+from marcus_persist.stores.tokens._handler import TokensHandler
 from marcus_persist.stores.tokens._late import archived_keys, pending_by_day
+from marcus_persist.stores.tokens._messages import Archive, Message, Record, SetBudget
 
 __all__ = ("TokenStore", "TokensHandler")
 
@@ -123,6 +124,7 @@ class TokenStore:
     async def daily(self, start: date, end: date) -> dict[str, dict[str, Any]]:
         """``{day: {provider: usage}}`` for days *start* .. *end* (inclusive), archives included."""
         first, last = start.isoformat(), end.isoformat()
+        await self._h.current()
         doc = self._h.doc
         days = {d: c for d, c in doc["daily_usage"].items() if first <= d <= last}
         months = {m for m in await self._months() if first[:7] <= m <= last[:7]}
@@ -163,15 +165,18 @@ class TokenStore:
 
     async def by_project(self) -> dict[str, dict[str, Any]]:
         """All-time totals by project (never archived)."""
+        await self._h.current()
         return {p: project_view(c) for p, c in self._h.doc["project_usage"].items()}
 
     async def project(self, project_id: str) -> dict[str, Any] | None:
+        await self._h.current()
         cell = self._h.doc["project_usage"].get(project_id)
         return project_view(cell) if cell is not None else None
 
     async def spend_rate(self, window: timedelta = timedelta(hours=1)) -> dict[str, float]:
         """Tokens and dollars per hour over the last *window* (whole UTC hours)."""
         hours = max(window / timedelta(hours=1), 1.0)
+        await self._h.current()
         first = (self._h.clock.now() - window).astimezone(UTC).strftime("%Y-%m-%dT%H")
         cells = [c for h, c in self._h.doc["hourly"].items() if h >= first]
         tokens = sum(c.get("tokens_used", 0) for c in cells)
@@ -196,10 +201,12 @@ class TokenStore:
         }
 
     async def budgets(self) -> dict[str, float]:
+        await self._h.current()
         return {p: m / 1e6 for p, m in self._h.doc["budgets"].items()}
 
     async def over_budget(self) -> list[dict[str, Any]]:
         """Projects whose spend exceeds their budget, most over first."""
+        await self._h.current()
         out = []
         for project, budget in self._h.doc["budgets"].items():
             spent = self._h.doc["project_usage"].get(project, {}).get("cost_micros", 0)

@@ -1,0 +1,35 @@
+"""The tokens actor's messages: frozen, tagged, validated by the store before they are sent."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import msgspec
+
+__all__ = ("Archive", "Message", "Record", "SetBudget")
+
+
+class Record(msgspec.Struct, frozen=True, tag=True):
+    provider: str
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_micros: int
+    project_id: str | None
+    task_id: str | None
+    at: datetime
+    request_id: str | None
+    #: the key of a late record (``_late.py``), logged so a replay keeps it
+    late_key: str | None = None
+
+
+class SetBudget(msgspec.Struct, frozen=True, tag=True):
+    project_id: str
+    micros: int | None
+
+
+class Archive(msgspec.Struct, frozen=True, tag=True):
+    today: date
+
+
+Message = Record | SetBudget | Archive
