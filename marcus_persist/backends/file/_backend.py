@@ -24,7 +24,7 @@ class FileBackend:
         self._assignments = FileAssignmentStorage(ctx, checkpoints)
         self._state = FileStateStorage(ctx, cache_bytes=cache_mb << 20)
         self._patterns = FilePatternStorage(ctx)
-        self._tokens = FileTokenStorage(ctx)
+        self._tokens = FileTokenStorage(ctx, checkpoints)
 
     def assignments(self) -> FileAssignmentStorage:
         return self._assignments
@@ -41,11 +41,13 @@ class FileBackend:
     def checkpoint(self) -> list[str]:
         """Checkpoint every store that keeps a log now (blocking); the stores that had
         something to write."""
-        return ["assignments"] if self._assignments.checkpoint() else []
+        written = ["assignments"] if self._assignments.checkpoint() else []
+        return written + (["tokens"] if self._tokens.checkpoint() else [])
 
     def close(self) -> None:
         """Write a final checkpoint of every logged store and empty its log."""
         self._assignments.close()
+        self._tokens.close()
 
 
 def create(config: Config, fs: FileSystem) -> FileBackend:

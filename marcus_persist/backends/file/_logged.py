@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from marcus_persist._core._wal import WriteAheadLog, open_log, scan_log
+from marcus_persist._core._wal import WriteAheadLog, recover_log, scan_log
 from marcus_persist._errors import CorruptDataError, PersistenceError
 from marcus_persist.backends._files import FileContext
 
@@ -84,6 +84,9 @@ class Logged(Generic[T]):
         # one checkpoint at a time; its thread, if one is writing
         self._checkpoint_lock = threading.Lock()
         self._worker: threading.Thread | None = None
+        #: the number of the last record committed (or replayed); read under the commit
+        #: lock (in a fold or a snapshot) it names the last batch the store's mirror holds
+        self.last_lsn = 0
 
     def open(self) -> list[bytes]:
         """Recover the log: every committed payload in order (torn tails kept aside).
@@ -93,11 +96,21 @@ class Logged(Generic[T]):
         readable files. Under ``report`` or ``read_only`` nothing is changed or
         opened for writing (and :meth:`close` writes nothing).
         """
+        return [payload for _lsn, payload in self.open_records()]
+
+    def open_records(self, next_lsn: int = 1) -> list[tuple[int, bytes]]:
+        """:meth:`open`, each payload with its record number ``(lsn, payload)``.
+
+        *next_lsn*: the least number the next record gets (one after the last record
+        the store's checkpoint holds), so numbers never restart below a checkpoint.
+        """
         fs, sync = self._ctx.fs, self._ctx.sync
         try:
             if self._ctx.on_corrupt == "report" or self._ctx.read_only:
-                return [p for s in scan_log(self.wal_dir, fs=fs) for _lsn, p in s.records]
-            self._log, payloads, torn = open_log(self.wal_dir, fs=fs, sync=sync)
+                return [r for s in scan_log(self.wal_dir, fs=fs) for r in s.records]
+            self._log, records, torn = recover_log(
+                self.wal_dir, fs=fs, sync=sync, next_lsn=next_lsn
+            )
         except CorruptDataError as exc:
             if self._ctx.on_corrupt == "error":
                 raise
@@ -105,17 +118,21 @@ class Logged(Generic[T]):
                 self._ctx.problems.append((exc.path, exc.reason))
                 return []
             self._ctx.quarantine(self.wal_dir, f"{exc.path}: {exc.reason}")
-            self._log, payloads, torn = open_log(self.wal_dir, fs=fs, sync=sync)
+            self._log, records, torn = recover_log(
+                self.wal_dir, fs=fs, sync=sync, next_lsn=next_lsn
+            )
         for path in torn:
             log.warning("%s: an unfinished append was cut off and kept in %s", path.parent, path)
-        return payloads
+        self.last_lsn = self._log.next_lsn - 1
+        return records
 
-    def commit(self, payload: bytes, fold: Callable[[], None]) -> None:
+    def commit(self, payload: bytes, fold: Callable[[], None]) -> int:
         """Append *payload* as one record (the commit point), then *fold* it into the
-        store's mirror; start a checkpoint if the log is due one."""
+        store's mirror (:attr:`last_lsn` is its number then); start a checkpoint if
+        the log is due one. Returns the record's number."""
         with self._commit_lock:
             wal = self._opened()
-            wal.append(payload)
+            lsn = self.last_lsn = wal.append(payload)
             fold()
             due = (
                 wal.pending_bytes >= self._policy.max_bytes
@@ -130,6 +147,7 @@ class Logged(Generic[T]):
                 started = False
             if not started:
                 self._checkpoint_lock.release()
+        return lsn
 
     def checkpoint(self) -> bool:
         """Checkpoint now and wait for it (blocking); ``False`` if nothing changed.
@@ -146,6 +164,11 @@ class Logged(Generic[T]):
         worker = self._worker
         if worker is not None:
             worker.join()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the log is open for appends (loaded, not closed)."""
+        return self._log is not None
 
     def segments(self) -> list[int]:
         """The live segments of the log, oldest first."""
@@ -181,11 +204,13 @@ class Logged(Generic[T]):
 
     def _take(self) -> tuple[int, T | None] | None:
         """Rotate the log and take the snapshot it covers, with commits held off;
-        ``None`` if the log holds nothing."""
+        ``None`` if neither the log nor the store holds anything to write (a store
+        may, with an empty log: what it loaded in a previous format)."""
         with self._commit_lock:
             wal = self._opened()
             if wal.pending_bytes == 0 and len(wal.segments()) == 1:
-                return None
+                snapshot = self._store.snapshot()
+                return None if snapshot is None else (0, snapshot)  # nothing to retire
             return wal.rotate(), self._store.snapshot()
 
     def _guard(self) -> None:

@@ -124,7 +124,7 @@ class SQLiteTokenStorage:
         _ensure_schema(self._db)
         document = self._row(LIVE)
         if document is None:
-            return self._legacy.load(check)  # Marcus's file, until the first commit
+            return self._legacy.previous(check)  # Marcus's file, until the first commit
         try:
             check(document)
         except ValueError as exc:
