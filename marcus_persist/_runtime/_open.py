@@ -23,6 +23,7 @@ from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist._core._guard import Guarded
 from marcus_persist._core._safeopen import check_tree
 from marcus_persist._errors import PersistenceError
+from marcus_persist._runtime._checkpoints import run_aged_checkpoints
 from marcus_persist._runtime._dirconfig import (
     DirRecord,
     finish_retire,
@@ -155,6 +156,11 @@ async def open_runtime(
                     tg.start_soon(_in_scope, background, runtime._scheduled_backups)
                 if config.patterns_prune_hours is not None:
                     tg.start_soon(_in_scope, background, lambda: _prune_patterns(runtime, config))
+                tg.start_soon(  # write-ahead logs no commit follows are checkpointed too
+                    _in_scope,
+                    background,
+                    lambda: run_aged_checkpoints(store_backend, config.wal_checkpoint_seconds),
+                )
                 try:
                     yield runtime
                 except BaseException as exc:

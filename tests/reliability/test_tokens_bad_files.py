@@ -146,6 +146,7 @@ def _log_case(template: Path, work: Path, content: bytes | None, at: int, policy
             COUNTS["damaged but legal files loaded"] += whole == len(BATCHES)
             return
         storage.loaded(_document({"upto": 9}), {})
+        storage.commit([{"n": 9}], _document({"upto": 9}), {})
         assert storage.checkpoint()  # the upgrade: the log goes, its tail kept first
         torn = case.path.with_name(f"{LOG_FILE}.torn")
         assert torn.read_bytes() == content[start:], "the unreadable tail was not kept"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from marcus_persist._config import Config
 from marcus_persist._core._fs import FileSystem
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._assignments import FileAssignmentStorage
-from marcus_persist.backends.file._logged import CheckpointPolicy
+from marcus_persist.backends.file._logged import CheckpointPolicy, Logged
 from marcus_persist.backends.file._patterns_tokens import FilePatternStorage, FileTokenStorage
 from marcus_persist.backends.file._state import FileStateStorage
 
@@ -43,6 +45,15 @@ class FileBackend:
         something to write."""
         written = ["assignments"] if self._assignments.checkpoint() else []
         return written + (["tokens"] if self._tokens.checkpoint() else [])
+
+    def checkpoint_aged(self) -> list[str]:
+        """Start (each in its thread) the checkpoint of every logged store whose log
+        is older than the age limit; the stores that started one. For a timer."""
+        logs: dict[str, Logged[Any]] = {
+            "assignments": self._assignments.logged,
+            "tokens": self._tokens.logged,
+        }
+        return [store for store, logged in logs.items() if logged.checkpoint_if_aged()]
 
     def close(self) -> None:
         """Write a final checkpoint of every logged store and empty its log."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,8 @@ WAL_DIR = "wal"
 @dataclass(frozen=True)
 class CheckpointPolicy:
     """When a checkpoint starts: once the newest segment holds ``max_bytes``, or its
-    first record is ``max_seconds`` old (checked at each commit)."""
+    first record is ``max_seconds`` old (checked at each commit, and off the request
+    path by :meth:`Logged.checkpoint_if_aged`, which the runtime calls on a timer)."""
 
     max_bytes: int = 64 << 20
     max_seconds: float = 300.0
@@ -72,7 +74,13 @@ class Logged(Generic[T]):
     """The log of one store under ``<directory>/wal`` and its checkpoints."""
 
     def __init__(
-        self, directory: Path, ctx: FileContext, store: Checkpointable[T], policy: CheckpointPolicy
+        self,
+        directory: Path,
+        ctx: FileContext,
+        store: Checkpointable[T],
+        policy: CheckpointPolicy,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.wal_dir = directory / WAL_DIR
         self._ctx = ctx
@@ -87,6 +95,9 @@ class Logged(Generic[T]):
         #: the number of the last record committed (or replayed); read under the commit
         #: lock (in a fold or a snapshot) it names the last batch the store's mirror holds
         self.last_lsn = 0
+        self._clock = clock
+        #: when the first record after the last rotation was committed (``None``: none was)
+        self._since: float | None = None
 
     def open(self) -> list[bytes]:
         """Recover the log: every committed payload in order (torn tails kept aside).
@@ -124,6 +135,7 @@ class Logged(Generic[T]):
         for path in torn:
             log.warning("%s: an unfinished append was cut off and kept in %s", path.parent, path)
         self.last_lsn = self._log.next_lsn - 1
+        self._since = self._clock() if self._log.pending_bytes else None
         return records
 
     def commit(self, payload: bytes, fold: Callable[[], None]) -> int:
@@ -134,20 +146,38 @@ class Logged(Generic[T]):
             wal = self._opened()
             lsn = self.last_lsn = wal.append(payload)
             fold()
-            due = (
-                wal.pending_bytes >= self._policy.max_bytes
-                or wal.pending_seconds() >= self._policy.max_seconds
-            )
-        if due and self._checkpoint_lock.acquire(blocking=False):
-            # the batch is durable: a checkpoint that cannot start must not fail it
-            try:
-                started = self._start()
-            except Exception as exc:
-                log.error("%s: checkpoint could not start, the log keeps it: %r", self.wal_dir, exc)
-                started = False
-            if not started:
-                self._checkpoint_lock.release()
+            if self._since is None:
+                self._since = self._clock()
+            due = wal.pending_bytes >= self._policy.max_bytes or self._aged()
+        if due:
+            self._start_if_free()  # the batch is durable: this never fails it
         return lsn
+
+    def checkpoint_if_aged(self) -> bool:
+        """Start a checkpoint in its thread if the newest segment's first record is
+        older than the policy allows (for a timer, off the request path: a log that
+        no commit follows is still checkpointed). Returns whether one started."""
+        if self._log is None or not self._aged():
+            return False
+        return self._start_if_free()
+
+    def _aged(self) -> bool:
+        since = self._since
+        return since is not None and self._clock() - since >= self._policy.max_seconds
+
+    def _start_if_free(self) -> bool:
+        """Start a checkpoint in its thread unless one is running; never raises (a
+        checkpoint that cannot start is logged, and the log keeps everything)."""
+        if not self._checkpoint_lock.acquire(blocking=False):
+            return False
+        try:
+            started = self._start()
+        except Exception as exc:
+            log.error("%s: checkpoint could not start, the log keeps it: %r", self.wal_dir, exc)
+            started = False
+        if not started:
+            self._checkpoint_lock.release()
+        return started
 
     def checkpoint(self) -> bool:
         """Checkpoint now and wait for it (blocking); ``False`` if nothing changed.
@@ -211,7 +241,9 @@ class Logged(Generic[T]):
             if wal.pending_bytes == 0 and len(wal.segments()) == 1:
                 snapshot = self._store.snapshot()
                 return None if snapshot is None else (0, snapshot)  # nothing to retire
-            return wal.rotate(), self._store.snapshot()
+            sealed = wal.rotate()
+            self._since = None
+            return sealed, self._store.snapshot()
 
     def _guard(self) -> None:
         """Raise if the data directory is no longer ours (its lock was lost)."""

@@ -20,8 +20,9 @@ it holds, so a crash between the document's rename and the retirement of its
 segments replays nothing twice.
 
 The previous format (``token_usage.log`` beside the document,
-:mod:`._tokens_previous`) is read at load; the first checkpoint writes the
-document and only then removes that log.
+:mod:`._tokens_previous`) is read at every load until a commit; the checkpoint
+after it writes the document and only then removes that log (its torn tail
+kept aside in ``token_usage.log.torn`` first).
 """
 
 from __future__ import annotations
@@ -138,9 +139,10 @@ class FileTokenStorage:
         for lsn, payload in later:
             records.extend(self._batch(lsn, payload))
         self._lsn = max(base, later[-1][0] if later else 0)
-        # a plain document alone (Marcus's) stays as it is until the first commit
+        # the previous format stays as it is until a commit (a start writes nothing):
+        # the checkpoint after it holds what that format's log held, then removes it
         self._upgrade = found.has_log
-        self._dirty = bool(records) or self._upgrade
+        self._dirty = bool(later)
         return found.document, records
 
     def _gap(self, base: int, first: int) -> None:

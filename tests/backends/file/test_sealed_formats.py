@@ -154,12 +154,8 @@ class TestUnreadableTails:
         result = CliRunner().invoke(cli, ["doctor", str(data), "--repair"])
         assert result.exit_code == 0, result.output
         for path, tail in tails.items():
+            assert path.read_bytes() == whole[path]
             assert path.with_name(f"{path.name}.torn").read_bytes() == tail
-        assert (data / "marcus_state" / LOG).read_bytes() == whole[data / "marcus_state" / LOG]
-        # the repair checkpointed token usage: the previous format's log is upgraded away
-        assert not (data / "token_usage.log").exists()
-        document = json.loads((data / "token_usage.json").read_bytes())
-        assert document["request_ids"] == {"2026-01-05": ["r1"]}
         assert CliRunner().invoke(cli, ["doctor", str(data)]).exit_code == 0
 
     def test_a_store_whose_last_line_is_unreadable_keeps_the_shards_it_named(
