@@ -9,15 +9,16 @@ each engine that keeps a write-ahead log to start the checkpoints that are due
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import anyio
 
 from marcus_persist._errors import PersistenceError
 from marcus_persist.backends import Backend
 
-__all__ = ("aged_checkpoints", "run_aged_checkpoints")
+__all__ = ("aged_checkpoints", "checkpoints_held", "run_aged_checkpoints")
 
 log = logging.getLogger("marcus_persist")
 
@@ -42,3 +43,16 @@ async def run_aged_checkpoints(backend: Backend, seconds: float) -> None:
                 await anyio.to_thread.run_sync(start)
             except (OSError, PersistenceError) as exc:  # the logs keep everything meanwhile
                 log.error("age-based checkpoint could not start: %s", exc)
+
+
+@contextlib.contextmanager
+def checkpoints_held(backend: Backend) -> Iterator[None]:
+    """No checkpoint of any engine of *backend* runs inside the block (blocking: call
+    it in a worker thread). A backup copies each log with the files it completes."""
+    engines = getattr(backend, "engines", None) or {"": backend}
+    with contextlib.ExitStack() as stack:
+        for engine in engines.values():
+            held = getattr(engine, "checkpoints_held", None)
+            if held is not None:
+                stack.enter_context(held())
+        yield

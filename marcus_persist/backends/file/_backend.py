@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from marcus_persist._config import Config
@@ -45,6 +47,13 @@ class FileBackend:
         something to write."""
         written = ["assignments"] if self._assignments.checkpoint() else []
         return written + (["tokens"] if self._tokens.checkpoint() else [])
+
+    @contextlib.contextmanager
+    def checkpoints_held(self) -> Iterator[None]:
+        """No checkpoint of any logged store runs inside the block (running ones are
+        waited for first): a backup copies each log with the files it completes."""
+        with self._assignments.logged.held(), self._tokens.logged.held():
+            yield
 
     def checkpoint_aged(self) -> list[str]:
         """Start (each in its thread) the checkpoint of every logged store whose log

@@ -23,10 +23,11 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
@@ -188,6 +189,13 @@ class Logged(Generic[T]):
                 return False
             self._finish(*taken)
             return True
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """No checkpoint runs inside the block (one running is waited for first): the
+        files and the log stay a consistent pair, e.g. for a backup that copies both."""
+        with self._checkpoint_lock:
+            yield
 
     def wait(self) -> None:
         """Wait for a checkpoint running in its thread, if one is."""
