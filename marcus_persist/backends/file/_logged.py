@@ -82,7 +82,11 @@ class Logged(Generic[T]):
         policy: CheckpointPolicy,
         *,
         clock: Callable[[], float] = time.monotonic,
+        floor: Callable[[], int] | None = None,
     ) -> None:
+        """*floor*, if given, raises the size limit to the bytes it returns (a store
+        whose checkpoint rewrites one whole file: its size, so a checkpoint never
+        writes more than the log it retires)."""
         self.wal_dir = directory / WAL_DIR
         self._ctx = ctx
         self._store = store
@@ -97,6 +101,7 @@ class Logged(Generic[T]):
         #: lock (in a fold or a snapshot) it names the last batch the store's mirror holds
         self.last_lsn = 0
         self._clock = clock
+        self._floor = floor
         #: when the first record after the last rotation was committed (``None``: none was)
         self._since: float | None = None
 
@@ -149,7 +154,10 @@ class Logged(Generic[T]):
             fold()
             if self._since is None:
                 self._since = self._clock()
-            due = wal.pending_bytes >= self._policy.max_bytes or self._aged()
+            limit = self._policy.max_bytes
+            if self._floor is not None:
+                limit = max(limit, self._floor())
+            due = wal.pending_bytes >= limit or self._aged()
         if due:
             self._start_if_free()  # the batch is durable: this never fails it
         return lsn

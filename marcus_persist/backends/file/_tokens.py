@@ -92,7 +92,8 @@ class FileTokenStorage:
         *,
         checkpoint_bytes: int | None = None,
     ) -> None:
-        """*checkpoint_bytes*, if given, replaces the policy's size limit."""
+        """*checkpoint_bytes*, if given, replaces the policy's size limit (the log is
+        due once it outgrows that or ``token_usage.json``, whichever is larger)."""
         policy = policy or CheckpointPolicy()
         if checkpoint_bytes is not None:
             policy = CheckpointPolicy(checkpoint_bytes, policy.max_seconds)
@@ -101,7 +102,9 @@ class FileTokenStorage:
         self.log_path = ctx.root / LOG_FILE
         self.archive_dir = ctx.root / ARCHIVE_DIR
         self.directory = ctx.root / TOKENS_DIR
-        self.logged = Logged(self.directory, ctx, self, policy)
+        # a checkpoint rewrites the whole document: due once the log outgrows it too
+        self.logged = Logged(self.directory, ctx, self, policy, floor=lambda: self._doc_bytes)
+        self._doc_bytes = 0
         # the mirror a checkpoint writes, folded by the committer (under the commit lock):
         # the newest committed document (a function of immutable parts), the request ids
         # counted (id -> day) and the number of the last record it holds
@@ -129,6 +132,7 @@ class FileTokenStorage:
         self, check: Callable[[dict[str, Any]], Any]
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         found = self._previous = read_previous(self.path, self.log_path, self._ctx, check)
+        self._doc_bytes = self.path.stat().st_size if found.document is not None else 0
         base = found.document.get("wal_lsn", 0) if found.document is not None else 0
         if isinstance(base, bool) or not isinstance(base, int) or base < 0:
             raise CorruptDataError(str(self.path), f"wal_lsn {base!r} is not a record number")
@@ -223,7 +227,9 @@ class FileTokenStorage:
             "log_seq": self._previous.seq,
             "wal_lsn": snapshot.lsn,
         }
-        write_atomic(self.path, seal_document(encode(body)), fs=fs, sync=sync)
+        data = seal_document(encode(body))
+        write_atomic(self.path, data, fs=fs, sync=sync)
+        self._doc_bytes = len(data)
         if snapshot.upgrade:
             self._retire_previous()
 
