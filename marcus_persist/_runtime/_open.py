@@ -156,9 +156,10 @@ async def open_runtime(
                     tg.start_soon(_in_scope, background, runtime._scheduled_backups)
                 if config.patterns_prune_hours is not None:
                     tg.start_soon(_in_scope, background, lambda: _prune_patterns(runtime, config))
+                aged = anyio.CancelScope()  # a scope is entered once: this timer's own
                 tg.start_soon(  # write-ahead logs no commit follows are checkpointed too
                     _in_scope,
-                    background,
+                    aged,
                     lambda: run_aged_checkpoints(store_backend, config.wal_checkpoint_seconds),
                 )
                 try:
@@ -169,6 +170,7 @@ async def open_runtime(
                 finally:
                     runtime.audit.stop_maintenance()
                     background.cancel()  # background jobs stop before intake does
+                    aged.cancel()
                     if stop_telemetry is not None:
                         stop_telemetry()
                     for actor in actors.values():
