@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from benchmarks import audit_throughput, hybrid, patterns_tokens, startup, state_scale
+from benchmarks import audit_throughput, hybrid, patterns_tokens, startup, state_scale, wal_replay
 from benchmarks._harness import drive_calls
 
 
@@ -98,3 +98,19 @@ def test_hybrid_runs_reads_and_writes(tmp_path: Path, redis_url: str) -> None:
     assert {("assign", "hybrid"), ("assign", "sqlite"), ("read", "redis get")} <= cases
     document = json.loads((out / "hybrid.json").read_text())
     assert [t["met"] is not None for t in document["targets"]] == [True, True, True]
+
+
+def test_wal_replay_opens_a_log_and_checkpoints_under_load(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    argv = ["--quick", "--seconds", "0.05", "--seconds-record", "0.02", "--loops", "asyncio"]
+    assert wal_replay.main([*argv, "--out", str(out), "--dir", str(tmp_path)]) == 0
+    cases = _cases(out, "wal_replay")
+    assert {(c["workload"], c["concurrency"]) for c in cases} == {
+        ("open@tokens log", 1),
+        ("open@assignments log", 1),
+        ("tokens sustained", 100),
+        ("tokens.record", 1),
+        ("tokens.record", 100),
+    }
+    assert all(c["correct"] for c in cases)
+    assert sum(c["workload"] == "tokens sustained" for c in cases) == 2  # with and without

@@ -48,6 +48,7 @@ __all__ = (
     "Segment",
     "WriteAheadLog",
     "open_log",
+    "recover_log",
     "scan_log",
     "seal",
     "segment_name",
@@ -186,22 +187,39 @@ def _check_order(segments: list[Segment]) -> None:
 
 
 def open_log(
-    directory: Path, *, fs: FileSystem = OS_FS, sync: bool = True
+    directory: Path, *, fs: FileSystem = OS_FS, sync: bool = True, next_lsn: int = 1
 ) -> tuple[WriteAheadLog, list[bytes], list[Path]]:
     """Recover the log under *directory* (created if missing) and open it for appends.
 
     Returns the log, every committed payload in order, and where each torn tail
-    went (``<seq>.log.torn``, durable before its segment is cut).
+    went (``<seq>.log.torn``, durable before its segment is cut). See
+    :func:`recover_log` for *next_lsn*.
+
+    :raises CorruptDataError: see :func:`scan_log`; nothing is changed then
+    """
+    wal, records, torn = recover_log(directory, fs=fs, sync=sync, next_lsn=next_lsn)
+    return wal, [payload for _lsn, payload in records], torn
+
+
+def recover_log(
+    directory: Path, *, fs: FileSystem = OS_FS, sync: bool = True, next_lsn: int = 1
+) -> tuple[WriteAheadLog, list[tuple[int, bytes]], list[Path]]:
+    """:func:`open_log`, each committed payload with its record number ``(lsn, payload)``.
+
+    *next_lsn* is the least number the next record gets: a store whose
+    checkpoint names the last record it holds passes the one after, so numbers
+    never restart below it, even once every segment was retired.
 
     :raises CorruptDataError: see :func:`scan_log`; nothing is changed then
     """
     ensure_dir(directory, fs=fs, sync=sync)
     segments = scan_log(directory, fs=fs)
     torn = [cut_tail(s.path, s.end, fs=fs, sync=sync) for s in segments if s.end < s.size]
-    payloads = [payload for s in segments for _lsn, payload in s.records]
-    last_lsn = next((s.records[-1][0] for s in reversed(segments) if s.records), 0)
+    records = [record for s in segments for record in s.records]
+    last_lsn = records[-1][0] if records else 0
     live = {s.seq: s.end for s in segments}
-    return WriteAheadLog(directory, live, last_lsn + 1, fs=fs, sync=sync), payloads, torn
+    wal = WriteAheadLog(directory, live, max(last_lsn + 1, next_lsn), fs=fs, sync=sync)
+    return wal, records, torn
 
 
 class WriteAheadLog:

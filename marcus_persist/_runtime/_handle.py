@@ -19,6 +19,7 @@ from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist._core._mailbox import ActorStatistics
 from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup, prune_backups
 from marcus_persist._errors import PersistenceError
+from marcus_persist._runtime._checkpoints import checkpoints_held
 from marcus_persist._runtime._metrics import Metrics, actor_metrics, cache_metrics
 from marcus_persist._runtime._replicate import Replicator
 from marcus_persist._runtime._stats import collect_stats
@@ -105,7 +106,8 @@ class Runtime:
 
         def take() -> Path:
             self._check_lock()  # LockLost: the directory may be another runtime's now
-            return create_backup(self.data_dir, dest, fs=self._fs, sync=self.config.fsync)
+            with checkpoints_held(self.backend):  # each log copied with the files it completes
+                return create_backup(self.data_dir, dest, fs=self._fs, sync=self.config.fsync)
 
         async with self.audit.rotation_held(), self.paused():  # audit files stay put
             try:

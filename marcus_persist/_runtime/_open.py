@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 
@@ -24,6 +25,7 @@ from marcus_persist._core._guard import Guarded
 from marcus_persist._core._objstore import ObjectStore, open_object_store
 from marcus_persist._core._safeopen import check_tree
 from marcus_persist._errors import PersistenceError
+from marcus_persist._runtime._checkpoints import run_aged_checkpoints
 from marcus_persist._runtime._dirconfig import (
     DirRecord,
     finish_retire,
@@ -71,6 +73,14 @@ LAYOUT = (
 async def _in_scope(scope: anyio.CancelScope, fn: Callable[[], Awaitable[None]]) -> None:
     with scope:
         await fn()
+
+
+def _start_job(
+    tg: anyio.abc.TaskGroup, jobs: list[anyio.CancelScope], fn: Callable[[], Awaitable[None]]
+) -> None:
+    """Run *fn* in the background in a cancel scope of its own, added to *jobs*."""
+    jobs.append(anyio.CancelScope())
+    tg.start_soon(_in_scope, jobs[-1], fn)
 
 
 @contextlib.asynccontextmanager
@@ -167,14 +177,19 @@ async def open_runtime(
                 stop_telemetry = instrument(runtime)
                 if metrics is not None:
                     await tg.start(metrics.run)
-                background = anyio.CancelScope()
+                jobs: list[anyio.CancelScope] = []  # one scope each: a scope is entered once
                 if config.backup_enabled and store_backend.uses_data_dir:
-                    tg.start_soon(_in_scope, background, runtime._scheduled_backups)
+                    _start_job(tg, jobs, runtime._scheduled_backups)
                 if config.patterns_prune_hours is not None:
-                    tg.start_soon(_in_scope, background, lambda: _prune_patterns(runtime, config))
+                    _start_job(tg, jobs, lambda: _prune_patterns(runtime, config))
                 if archive is not None and store_backend.uses_data_dir:
                     runtime.replicator = _replicator(runtime, config, archive)
-                    tg.start_soon(_in_scope, background, runtime.replicator.run)
+                    _start_job(tg, jobs, runtime.replicator.run)
+                _start_job(  # write-ahead logs no commit follows are checkpointed too
+                    tg,
+                    jobs,
+                    lambda: run_aged_checkpoints(store_backend, config.wal_checkpoint_seconds),
+                )
                 try:
                     yield runtime
                 except BaseException as exc:
@@ -184,7 +199,8 @@ async def open_runtime(
                     if metrics is not None:
                         metrics.stop()  # the server only reads: it may stop first
                     runtime.audit.stop_maintenance()
-                    background.cancel()  # background jobs stop before intake does
+                    for job in jobs:  # background jobs stop before intake does
+                        job.cancel()
                     if stop_telemetry is not None:
                         stop_telemetry()
                     for actor in actors.values():

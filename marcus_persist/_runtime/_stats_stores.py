@@ -118,7 +118,8 @@ def sharded(root: Path, first: str, last: str) -> Found:
 
 def tokens(data_dir: Path) -> tuple[Found, TokenTotals | None]:
     """Token usage: one record per AI call counted, live and archived, and their days."""
-    storage = FileTokenStorage(FileContext(data_dir, OS_FS, sync=False, on_corrupt="error"))
+    ctx = FileContext(data_dir, OS_FS, sync=False, on_corrupt="error", read_only=True)
+    storage = FileTokenStorage(ctx)  # the log replayed, never opened for appends
     handler = TokensHandler(storage, SYSTEM_CLOCK, Config(data_dir=str(data_dir)))
     try:
         handler.load()  # the document and the records logged since

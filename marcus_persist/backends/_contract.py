@@ -17,6 +17,7 @@ __all__ = (
     "AssignmentStorage",
     "Backend",
     "CheckRecords",
+    "DocumentFn",
     "KeyedWrite",
     "PatternStorage",
     "Record",
@@ -110,6 +111,14 @@ class PatternStorage(Protocol):
         ...
 
 
+class DocumentFn(Protocol):
+    """The whole live token document as stored; *seen* (request id -> day) replaces
+    the request ids the handler holds (a storage that writes it later, from a
+    thread of its own, keeps its own copy of them)."""
+
+    def __call__(self, seen: Mapping[str, str] | None = None) -> dict[str, Any]: ...
+
+
 class TokenStorage(Protocol):
     """Token usage: one live document, the records committed since it was last
     written whole, and one archive document per month."""
@@ -125,7 +134,7 @@ class TokenStorage(Protocol):
     def commit(
         self,
         records: list[dict[str, Any]],
-        document: Callable[[], dict[str, Any]],
+        document: DocumentFn,
         archives: Mapping[str, dict[str, Any]],
     ) -> None:
         """Make one batch durable, all or nothing: append its *records* to a log,

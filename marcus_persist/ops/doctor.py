@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from marcus_persist._config import Config
 from marcus_persist._core._appendlog import cut_torn_tail
 from marcus_persist._core._atomic import is_temp_name
 from marcus_persist._core._clock import SYSTEM_CLOCK
@@ -31,6 +32,7 @@ from marcus_persist.ops._finding import Finding
 from marcus_persist.ops.wal import describe_logs
 from marcus_persist.stores.assignments import AssignmentsHandler
 from marcus_persist.stores.audit._query import find_bad_lines, select_sources
+from marcus_persist.stores.tokens import TokensHandler
 from marcus_persist.stores.tokens._days import odd_keys
 from marcus_persist.stores.tokens._document import normalize
 
@@ -194,8 +196,11 @@ def _shard_store(data_dir: Path, name: str, repair: bool) -> list[Finding]:
 
 
 def _tokens(data_dir: Path, repair: bool) -> list[Finding]:
-    """``token_usage.json``, its log and the archive months, read as the runtime reads them."""
-    ctx = FileContext(data_dir, OS_FS, sync=True, on_corrupt="quarantine" if repair else "report")
+    """``token_usage.json``, its log (``tokens/wal/``, or the previous format's
+    ``token_usage.log``) and the archive months, read as the runtime reads them.
+    A repair then loads them through their handler (quarantining what is corrupt)
+    and checkpoints: the document holds every logged batch, the log is emptied."""
+    ctx = FileContext(data_dir, OS_FS, sync=True, on_corrupt="report")
     storage = FileTokenStorage(ctx)
     odd: list[str] = []
 
@@ -203,10 +208,10 @@ def _tokens(data_dir: Path, repair: bool) -> list[Finding]:
         odd.extend(odd_keys(raw))
         return normalize(raw)
 
-    storage.load(check)
+    storage.load(check)  # reported: nothing changes, nothing is opened for writing
     for month in storage.archive_months():
         storage.archive(month)
-    found = [Finding(path, reason, "error") for path, reason in ctx.problems]
+    found = [] if repair else [Finding(path, reason, "error") for path, reason in ctx.problems]
     if odd:
         problem = (
             f"day keys not written YYYY-MM-DD ({', '.join(odd[:5])}"
@@ -216,6 +221,23 @@ def _tokens(data_dir: Path, repair: bool) -> list[Finding]:
         found.append(Finding(str(storage.path), problem, "warning"))
     if storage.torn_tail:
         found.append(_tail(storage.log_path, storage.torn_tail, repair))
+    if repair:
+        found += _repair_tokens(data_dir)
+    return found
+
+
+def _repair_tokens(data_dir: Path) -> list[Finding]:
+    ctx = FileContext(data_dir, OS_FS, sync=True, on_corrupt="quarantine")
+    storage = FileTokenStorage(ctx)
+    found: list[Finding] = []
+    try:
+        TokensHandler(storage, SYSTEM_CLOCK, Config(data_dir=str(data_dir))).load()
+        for month in storage.archive_months():
+            storage.archive(month)
+    except CorruptDataError as exc:  # a logged record no handler reads: kept, reported
+        found.append(Finding(exc.path, exc.reason, "error"))
+    finally:
+        storage.close()  # the checkpoint (or, if nothing was loaded, nothing)
     found += [
         Finding(q.path, q.reason, "error", f"quarantined as {Path(q.moved_to).name}")
         for q in ctx.quarantined

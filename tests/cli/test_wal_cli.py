@@ -55,3 +55,34 @@ def test_checkpoint_writes_marcus_files_and_empties_the_log(crashed: Path) -> No
     assert [p.stat().st_size for p in (crashed / "assignments" / "wal").iterdir()] == [0]
     again = CliRunner().invoke(cli, ["checkpoint", str(crashed)])
     assert again.output.strip() == "nothing to checkpoint"
+
+
+async def _tokens_crashed(tmp_path: Path) -> Path:
+    """Token usage committed to its log (two batches), never checkpointed."""
+    import shutil
+
+    from marcus_persist import open_runtime
+
+    live, crashed = tmp_path / "live", tmp_path / "tokens-crashed"
+    async with open_runtime(live) as rt:
+        await rt.tokens.record("anthropic", 10, 2, 0.5, request_id="r1")
+        await rt.tokens.record("openai", 5, 1, 0.25, request_id="r2")
+        await anyio.to_thread.run_sync(
+            lambda: shutil.copytree(live, crashed, ignore=shutil.ignore_patterns(".lock"))
+        )
+    return crashed
+
+
+def test_the_token_log_is_shown_checkpointed_and_checked(tmp_path: Path) -> None:
+    crashed = anyio.run(_tokens_crashed, tmp_path)
+    shown = CliRunner().invoke(cli, ["wal", str(crashed), "--records"])
+    assert shown.exit_code == 0, shown.output
+    assert "tokens: 1 segments, 2 records" in shown.output and '"openai"' in shown.output
+    doctor = CliRunner().invoke(cli, ["doctor", str(crashed)])
+    assert doctor.exit_code == 0, doctor.output
+    result = CliRunner().invoke(cli, ["checkpoint", str(crashed)])
+    assert result.exit_code == 0, result.output
+    assert "checkpointed tokens" in result.output
+    document = json.loads((crashed / "token_usage.json").read_bytes())
+    assert document["wal_lsn"] == 2 and sorted(document["request_ids"].popitem()[1]) == ["r1", "r2"]
+    assert [p.stat().st_size for p in (crashed / "tokens" / "wal").iterdir()] == [0]

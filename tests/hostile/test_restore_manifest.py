@@ -24,6 +24,7 @@ PAYLOAD = b"pwned\n"
 async def make_backup(data: Path) -> Path:
     async with open_runtime(data) as rt:
         await fill(rt)
+        await rt.checkpoint()  # token_usage.json written (a running store's files lag its log)
         return await rt.backup()
 
 

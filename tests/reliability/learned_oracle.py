@@ -64,7 +64,7 @@ class TokensAdapter:
     name = "tokens"
 
     def initial(self) -> State:
-        return ({}, {})
+        return ({}, {}, [])
 
     def apply(self, state: State, op: Op) -> State:
         raise NotImplementedError("the tokens model is the store's own view (Snapshots)")
@@ -87,7 +87,9 @@ class TokensAdapter:
         )
 
     async def observe(self, rt: Runtime) -> State:
-        return (await rt.tokens.by_project(), await rt.tokens.daily(date.min, date.max))
+        # the request ids counted too: one that leaks in would refuse its retry forever
+        counted = sorted(rt.tokens._h.seen)
+        return (await rt.tokens.by_project(), await rt.tokens.daily(date.min, date.max), counted)
 
 
 def days_placed(rt: Runtime) -> None:

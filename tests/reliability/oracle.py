@@ -64,11 +64,22 @@ def checkpointed_stores(before: dict[str, bytes]) -> tuple[str, ...]:
     """The directories (``.../``) of the stores whose log holds records in *before*:
     the clean close that ends a recovery checkpoints them, rewriting their files and
     retiring their log, by design."""
-    return tuple(
+    stores = tuple(
         name.rpartition("/wal/")[0] + "/"
         for name, b in before.items()
         if is_log_segment(name) and b
     )
+    return stores + tuple(  # the files a store checkpoints outside its own directory
+        store.removesuffix(directory) + name
+        for store in stores
+        for directory, names in CHECKPOINTED_BESIDE.items()
+        if store.endswith(f"/{directory}")
+        for name in names
+    )
+
+
+#: a store directory (holding its log) -> the files its checkpoints write beside it
+CHECKPOINTED_BESIDE = {"tokens/": ("token_usage.json",)}
 
 
 #: what the suites did, printed at the end of the session (tests/reliability/conftest.py)

@@ -1,11 +1,12 @@
 """Suite 1 for learned patterns and token usage: simulated power loss at every syscall.
 
 Patterns: batches of observations (one splitting its shard with big ``data``).
-Tokens: a first commit that checkpoints ``token_usage.json``, then batches
-appended to ``token_usage.log`` (one a retried request id). The single-actor
-traces are deterministic, so the garbage image of the last append (which here
-holds a ``\\n``) reproduces the bug this suite found: it was read as a corrupt
-complete line and the store refused to open. Oracle: :class:`.learned_oracle.Snapshots`.
+Tokens: batches appended to the write-ahead log ``tokens/wal/`` (one a retried
+request id), checkpointed into ``token_usage.json`` at close (and, with a 1-byte
+limit, beside the commits). The single-actor traces are deterministic, so the
+garbage image of the last append reproduces the bug this suite found in the
+previous format (a torn append read as corruption, the store refused to open).
+Oracle: :class:`.learned_oracle.Snapshots`.
 
 Two actors interleaved: patterns with tokens, tokens with state, patterns with
 assignments, a batch of each per round (their commits interleave in one trace);
@@ -82,7 +83,7 @@ class TestLearnedCrashPoints:
     async def test_token_batches(self, tmp_path: Path) -> None:
         violations, fs = await snapshot_run("tokens", Snapshots(TOKENS), TOKEN_STEPS, tmp_path)
         assert violations == []
-        assert any(op.path.endswith("token_usage.log") for op in fs.trace if op.kind == "write")
+        assert any("tokens/wal/" in op.path for op in fs.trace if op.kind == "write")
 
     async def test_token_log_outgrows_its_checkpoint(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -98,12 +99,11 @@ class TestLearnedCrashPoints:
             if op.kind == "replace" and op.dst.endswith("token_usage.json")
         ]
         appends = [
-            i
-            for i, op in enumerate(fs.trace)
-            if op.kind == "write" and op.path.endswith("token_usage.log")
+            i for i, op in enumerate(fs.trace) if op.kind == "write" and "tokens/wal/" in op.path
         ]
-        # the first commit checkpoints; a later one again, after the log grew
-        assert len(checkpoints) >= 2 and appends and checkpoints[-1] > appends[0]
+        retired = [i for i, op in enumerate(fs.trace) if op.kind == "unlink" and "wal/" in op.path]
+        # checkpoints beside the commits (more than the one at close), each retiring segments
+        assert len(checkpoints) >= 2 and appends and retired and checkpoints[0] < appends[-1]
 
 
 #: batches for the count models of .count_oracle; a store's steps are zipped with

@@ -1,4 +1,4 @@
-"""Suite 2 for the state store, learned patterns and token usage: deliberately broken
+"""Suite 2 for the state store and learned patterns: deliberately broken
 commits must be caught by the crash-point machinery, naming the crash point, while
 the real code passes the same workload (and the same injected fault).
 
@@ -16,21 +16,17 @@ from typing import Any, cast
 
 import pytest
 
-from marcus_persist._core._atomic import write_atomic, write_new
+from marcus_persist._core._atomic import write_new
 from marcus_persist._core._fs import FileSystem
 from marcus_persist.backends.file import _manifest, _shards
-from marcus_persist.backends.file import _tokens as _file_tokens
 from marcus_persist.backends.file._manifest import LOG, Manifest
 from marcus_persist.backends.file._shards import ShardStore
-from marcus_persist.backends.file._tokens import LOG_FILE, TOKENS_FILE, FileTokenStorage
 
-from .learned_oracle import TOKENS, Snapshots, run_snapshots
-from .oracle import History, Op, run_steps
+from .oracle import History, run_steps
 from .simfs import Fault, SimFS
 from .state_oracle import STATE, checkpoint_often
 from .test_audit_broken_variants import caught
 from .test_crash_points import fail_nth
-from .test_learned_crash_points import TOKEN_CHECKPOINTS, TOKEN_STEPS, snapshot_run
 from .test_state_crash_points import MULTI_SHARD, REBASE, THREE_COMMITS, state_crash_run
 
 pytestmark = pytest.mark.anyio
@@ -98,12 +94,6 @@ async def last_fsync_of(tmp: Path, fragment: str, run: Runner) -> Fault:
 
 async def _state_clean(fs: SimFS, data: Path) -> None:
     await run_steps(History(STATE), fs, data, THREE_COMMITS)
-
-
-async def _token_run(
-    name: str, steps: list[list[Op]], tmp: Path, fault: Fault | None = None
-) -> tuple[list[str], SimFS]:
-    return await snapshot_run(name, Snapshots(TOKENS), steps, tmp, fault)
 
 
 class TestStateBrokenVariants:
@@ -184,62 +174,3 @@ class TestStateBrokenVariants:
         monkeypatch.setattr(Manifest, "_append", with_fs(Manifest._append, fsync=_retry))
         violations, _fs = await state_crash_run("retried", THREE_COMMITS, tmp_path / "b", fault)
         caught("failed manifest log fsync retried and acknowledged", violations)
-
-
-class TestTokenBrokenVariants:
-    async def test_token_batch_acknowledged_before_the_log_fsync(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        monkeypatch.setattr(
-            FileTokenStorage, "_append", with_fs(FileTokenStorage._append, fsync=_skip)
-        )
-        violations, _fs = await _token_run("tokens, ack before fsync", TOKEN_STEPS, tmp_path)
-        caught("token batch acknowledged before the token log fsync", violations)
-
-    async def test_checkpoint_empties_the_log_first(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        original = FileTokenStorage._checkpoint
-
-        def log_first(self: FileTokenStorage, *args: Any) -> None:
-            write_atomic(self.log_path, b"", fs=self._ctx.fs, sync=self._ctx.sync)
-            original(self, *args)
-
-        checkpoint_often(monkeypatch, FileTokenStorage)
-        monkeypatch.setattr(FileTokenStorage, "_checkpoint", log_first)
-        violations, _fs = await _token_run("log emptied first", TOKEN_CHECKPOINTS, tmp_path)
-        caught("token log emptied before the new checkpoint", violations)
-
-    async def test_checkpoint_not_durable_when_the_log_is_emptied(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        def unsynced_document(path: Path, data: bytes, *, fs: FileSystem, sync: bool) -> None:
-            write_atomic(path, data, fs=fs, sync=sync and path.name != TOKENS_FILE)
-
-        checkpoint_often(monkeypatch, FileTokenStorage)
-        monkeypatch.setattr(_file_tokens, "write_atomic", unsynced_document)
-        violations, _fs = await _token_run("unsynced checkpoint", TOKEN_CHECKPOINTS, tmp_path)
-        caught("token log emptied while the new checkpoint is not durable", violations)
-
-    async def test_failed_token_fsync_retried_and_acknowledged(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        clean = Snapshots(TOKENS)
-
-        async def clean_run(fs: SimFS, data: Path) -> None:
-            await run_snapshots(clean, fs, data, TOKEN_STEPS)
-
-        fault = await last_fsync_of(tmp_path, LOG_FILE, clean_run)
-        # the real code under the same fault: the batch fails, the oracle holds
-        real, fs = await snapshot_run(
-            "real", Snapshots(TOKENS, clean.views), TOKEN_STEPS, tmp_path / "real", fault
-        )
-        assert real == [] and any(op.kind == "fsync_failed" for op in fs.trace)
-        fault = await last_fsync_of(tmp_path / "again", LOG_FILE, clean_run)
-        monkeypatch.setattr(
-            FileTokenStorage, "_append", with_fs(FileTokenStorage._append, fsync=_retry)
-        )
-        violations, _fs = await snapshot_run(
-            "retried", Snapshots(TOKENS, clean.views), TOKEN_STEPS, tmp_path / "b", fault
-        )
-        caught("failed token log fsync retried and acknowledged", violations)

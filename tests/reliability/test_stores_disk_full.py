@@ -23,7 +23,6 @@ import pytest
 from marcus_persist import open_runtime
 from marcus_persist._errors import PersistenceError
 from marcus_persist.backends.file._manifest import LOG, MANIFEST, Manifest
-from marcus_persist.backends.file._tokens import FileTokenStorage
 
 from .learned_oracle import PATTERNS, TOKENS
 from .oracle import CLOCK, COUNTS, Op
@@ -57,11 +56,9 @@ def _no_log_yet(store: str) -> Callable[[Path], bool]:
 
 
 def _tokens_log_empty(data: Path) -> bool:
-    return (data / "token_usage.log").stat().st_size == 0  # an append needs a fresh page
-
-
-def _tokens_log_outgrew(data: Path) -> bool:
-    return (data / "token_usage.log").stat().st_size > (data / "token_usage.json").stat().st_size
+    """The token log's newest segment is empty: an append needs a fresh page."""
+    segments = sorted((data / "tokens" / "wal").glob("*.log"))
+    return bool(segments) and segments[-1].stat().st_size == 0
 
 
 def _observe(n: int) -> Op:
@@ -142,17 +139,10 @@ CASES = {
         spare=1,
         small_checkpoints=Manifest.__init__,
     ),
+    # a new start appends to the segment a clean close emptied (no batch before it);
+    # a token checkpoint is no batch's step: test_a_token_checkpoint_on_a_full_disk
     "tokens: the log append": Case(
-        TOKENS, [_tokens(1)], [_tokens(2)], _tokens(99), _tokens_log_empty, "_append"
-    ),
-    "tokens: a checkpoint": Case(
-        TOKENS,
-        [_tokens(i) for i in range(1, 13)],
-        [_tokens(50)],
-        _tokens(99),
-        _tokens_log_outgrew,
-        "_checkpoint",
-        small_checkpoints=FileTokenStorage.__init__,
+        TOKENS, [], [_tokens(2)], _tokens(99), _tokens_log_empty, "append"
     ),
 }
 #: an append into an existing file needs no inode: those cases fill blocks only
@@ -252,10 +242,12 @@ async def _views(rt: Any) -> dict[str, Any]:
 async def test_startup_on_a_full_disk(tmpfs: Path, what: str, spare: int, torn: bool) -> None:
     """State, patterns and tokens present (a checkpoint and a log line each). Without
     ``torn`` startup is refused with ENOSPC and changes no file. With ``torn`` the token
-    log and the state manifest log end in a torn line: startup writes nothing and opens
-    with every committed record; each store's first commit, which keeps its torn line
-    aside in a new ``.torn`` file, is refused and changes no file. After a remount the
-    next batches commit and a restart reads them."""
+    log (the previous format's ``token_usage.log``) and the state manifest log end in a
+    torn line: startup writes nothing and opens with every committed record; the state
+    store's first commit, which keeps its torn line aside in a new ``.torn`` file, is
+    refused and changes no file; so is a token batch when no block is left (an append to
+    the emptied segment; its torn line is kept aside by the checkpoint after a commit).
+    After a remount the next batches commit and a restart reads them."""
     data = tmpfs / "data"
     async with open_runtime(data, clock=CLOCK) as rt:
         for adapter in STORES:
@@ -271,7 +263,7 @@ async def test_startup_on_a_full_disk(tmpfs: Path, what: str, spare: int, torn: 
     if torn:
         async with open_runtime(data, clock=CLOCK) as rt:
             assert await _views(rt) == views
-            for adapter in (STATE, TOKENS):
+            for adapter in (STATE, TOKENS) if what == "blocks" else (STATE,):
                 with pytest.raises(PersistenceError) as caught:
                     await adapter.submit(rt, LAST[adapter.name])
                 assert caught.value.errno == errno.ENOSPC, caught.value
@@ -296,3 +288,34 @@ async def test_startup_on_a_full_disk(tmpfs: Path, what: str, spare: int, torn: 
     assert no_temps(data)
     assert (data / "token_usage.log.torn").exists() == torn
     assert (data / STATE_DIR / f"{LOG}.torn").exists() == torn
+
+
+async def test_a_token_checkpoint_on_a_full_disk(tmpfs: Path) -> None:
+    """A checkpoint off the request path on a full disk fails alone: ENOSPC to
+    ``rt.checkpoint()``, ``token_usage.json`` and the log as they were, no temp file.
+    After a remount it writes, and the log it covers is retired."""
+    data = tmpfs / "data"
+    async with open_runtime(data, clock=CLOCK) as rt:
+        for n in range(1, 4):
+            await TOKENS.submit(rt, _tokens(n))
+        assert await rt.checkpoint() == ["tokens"]
+        await TOKENS.submit(rt, _tokens(4))
+        committed = await TOKENS.observe(rt)
+        fill(tmpfs, "blocks", 0)
+        before = snapshot(data)
+        with pytest.raises(PersistenceError) as caught:
+            await rt.checkpoint()
+        assert caught.value.errno == errno.ENOSPC, caught.value
+        COUNTS["state/patterns/tokens disk-full checkpoints refused"] += 1
+        after = snapshot(data)
+        # the log it rotated takes the next batches: a new, empty segment, nothing else
+        rotated = [p for p in changed(before, after) if "/wal/" in p and after.get(p) == b""]
+        assert len(rotated) <= 1 and not set(changed(before, after)) - set(rotated)
+        assert no_temps(data)
+        assert await TOKENS.observe(rt) == committed
+        remount(tmpfs)
+        assert await rt.checkpoint() == ["tokens"]
+        assert sorted(p.stat().st_size for p in (data / "tokens" / "wal").glob("*.log")) == [0]
+    async with open_runtime(data, clock=CLOCK) as rt:
+        assert await TOKENS.observe(rt) == committed
+    assert no_temps(data)

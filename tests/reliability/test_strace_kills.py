@@ -46,13 +46,16 @@ TARGETS = [
     # with a 1-byte floor every second commit rewrites _manifest.json
     *[("state-rebase", "rename", n) for n in (2, 3, 4)],
     *[("state-rebase", "fsync", n) for n in (24, 35, 46)],
-    # the first batch writes token_usage.json and the log, later ones append to the log
-    *[("tokens", "fsync", n) for n in (1, 3, 4, 6, 9)],
+    # a token batch is a log append and its fdatasync; fsyncs and renames are the
+    # checkpoint's at close (token_usage.json)
+    *[("tokens", "fdatasync", n) for n in (1, 2, 3, 6, 8)],
+    *[("tokens", "fsync", n) for n in (1, 2)],
     *[("tokens", "write", n) for n in (3, 8, 18)],
-    *[("tokens", "rename", n) for n in (1, 2)],
-    # with a 1-byte floor the fifth batch checkpoints: the document, then an empty log
-    *[("tokens-checkpoint", "fsync", n) for n in (8, 9, 10, 11)],
-    *[("tokens-checkpoint", "rename", n) for n in (3, 4)],
+    ("tokens", "rename", 1),
+    # with a 1-byte limit a batch starts a checkpoint (beside the next commits) once
+    # the log outgrows token_usage.json
+    *[("tokens-checkpoint", "fsync", n) for n in (1, 2, 3)],
+    ("tokens-checkpoint", "rename", 1),
 ]
 #: the rotation of three days into weekly gzips (renamed into place, then into the archive)
 ROTATION_TARGETS = [

@@ -1,10 +1,12 @@
-"""Suite 6 for token usage on files: ``token_usage.json``, ``token_usage.log`` and an
-archive month, each with every truncation, a bit flip at every byte and the special
-shapes; then the runtime's own path for every file type, and stale temp files.
+"""Suite 6 for token usage on files: ``token_usage.json``, a segment of its write-ahead
+log, the previous format's ``token_usage.log`` and an archive month, each with every
+truncation, a bit flip at every byte and the special shapes; then the runtime's own
+path for every file type, and stale temp files.
 
 Outcomes as in :mod:`.test_state_bad_files`: exactly the acknowledged data; or an
-unreadable last log line no valid line follows (an unfinished append, as far as a
-reader can tell) whose bytes the next commit keeps in ``token_usage.log.torn``; or
+unreadable tail no valid record follows (an unfinished append, as far as a reader
+can tell: the log's batches before it load; a previous-format tail's bytes are kept
+in ``token_usage.log.torn`` by the checkpoint that removes that log); or
 refused naming the file (directory unchanged), or, under quarantine, moved aside
 byte-identical and started from the newest valid copy (the checkpoint for a bad
 log, the log alone for a bad checkpoint, no month for a bad archive). A log cut
@@ -20,12 +22,15 @@ from typing import Any
 import pytest
 
 from marcus_persist import CorruptDataError, open_runtime
+from marcus_persist._core._codec import encode
 from marcus_persist._core._fs import OS_FS
+from marcus_persist.backends._contract import DocumentFn
 from marcus_persist.backends._files import FileContext
-from marcus_persist.backends.file._sealed import seal_document
+from marcus_persist.backends.file._sealed import seal_document, seal_line
 from marcus_persist.backends.file._tokens import (
     ARCHIVE_DIR,
     LOG_FILE,
+    TOKENS_DIR,
     TOKENS_FILE,
     FileTokenStorage,
 )
@@ -37,8 +42,10 @@ from .test_state_bad_files import BAD_LINES, NESTED, POLICIES
 
 MONTH = "2026-01"
 ARCHIVED = {"daily_usage": {"2026-01-05": {"anthropic": {"requests": 1, "cost_micros": 5}}}}
-DOCUMENT = {"upto": 1, "daily_usage": {}, "log_seq": 1}
-BATCHES = [[{"n": n}] for n in (2, 3, 4)]  # one log line each
+DOCUMENT = {"upto": 1, "daily_usage": {}, "log_seq": 0, "wal_lsn": 1}
+#: the previous format's document: it holds the batch of line 1
+PREVIOUS = {"upto": 1, "daily_usage": {}, "log_seq": 1}
+BATCHES = [[{"n": n}] for n in (2, 3, 4)]  # one log record (or previous-format line) each
 BAD_DOCUMENTS: dict[str, bytes | None] = {
     "empty": b"",
     "whitespace": b" \n\t ",
@@ -54,21 +61,44 @@ BAD_DOCUMENTS: dict[str, bytes | None] = {
 Loaded = tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, Any] | None]
 
 
+def _document(body: dict[str, Any]) -> DocumentFn:
+    return lambda seen=None: dict(body)
+
+
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint holding batch 1 (record 1), then a log of three batches (as a crash
+    leaves it: no close)."""
     root = tmp_path_factory.mktemp("tokens") / "data"
     storage = FileTokenStorage(FileContext(root, OS_FS, False, "error"))
     storage.load(normalize)
-    storage.commit([{"n": 1}], lambda: {"upto": 1, "daily_usage": {}}, {MONTH: ARCHIVED})
+    storage.commit([{"n": 1}], _document({"upto": 1, "daily_usage": {}}), {MONTH: ARCHIVED})
+    assert storage.checkpoint()
     for batch in BATCHES:
-        storage.commit(batch, lambda: pytest.fail("no checkpoint expected"), {})
-    assert len((root / LOG_FILE).read_bytes().splitlines()) == len(BATCHES)
+        storage.commit(batch, _document({"upto": 0}), {})
+    assert storage.logged.segments() == [2] and storage.logged.last_lsn == 4
     assert _load(FileTokenStorage(FileContext(root, OS_FS, False, "error"))) == _full()
     return root
 
 
-def _full(batches: int = len(BATCHES)) -> Loaded:
-    return DOCUMENT, [r for batch in BATCHES[:batches] for r in batch], ARCHIVED
+@pytest.fixture(scope="module")
+def previous(tmp_path_factory: pytest.TempPathFactory, template: Path) -> Path:
+    """The previous format: a document holding line 1, then three log lines."""
+    root = tmp_path_factory.mktemp("previous") / "data"
+    (root / ARCHIVE_DIR).mkdir(parents=True)
+    month = f"{ARCHIVE_DIR}/{MONTH}.json"
+    (root / month).write_bytes((template / month).read_bytes())
+    (root / TOKENS_FILE).write_bytes(seal_document(encode(PREVIOUS)))
+    lines = [encode({"seq": n, "records": b}) for n, b in enumerate(BATCHES, 2)]
+    (root / LOG_FILE).write_bytes(b"".join(seal_line(line) for line in lines))
+    assert _load(FileTokenStorage(FileContext(root, OS_FS, False, "error"))) == _full(
+        document=PREVIOUS
+    )
+    return root
+
+
+def _full(batches: int = len(BATCHES), document: dict[str, Any] = DOCUMENT) -> Loaded:
+    return document, [r for batch in BATCHES[:batches] for r in batch], ARCHIVED
 
 
 def _load(storage: FileTokenStorage) -> Loaded:
@@ -93,12 +123,13 @@ def _whole_file_case(
     assert policy == "quarantine", "a corrupt file was accepted"
     case.moved_aside(ctx)
     assert loaded == fallback
-    storage.commit([{"n": 9}], lambda: {"upto": 9}, {})  # and it goes on from there
-    document, records = FileTokenStorage(ctx).load(normalize)
-    assert {"n": 9} in records or document == {"upto": 9, "log_seq": 5}
+    storage.commit([{"n": 9}], _document({"upto": 9}), {})  # and it goes on from there
+    _document_loaded, records = FileTokenStorage(ctx).load(normalize)
+    assert {"n": 9} in records
 
 
 def _log_case(template: Path, work: Path, content: bytes | None, at: int, policy: str) -> None:
+    """The previous format's log, damaged."""
     case = Case(template, work, LOG_FILE, content)
     storage, ctx, loaded = _open(case, policy)
     if loaded is None:
@@ -108,20 +139,23 @@ def _log_case(template: Path, work: Path, content: bytes | None, at: int, policy
         assert content is not None and content[at + 1 :].count(b"\n") <= 1, "valid lines follow"
         whole = content[:at].count(b"\n")
         start = len(b"".join(content.split(b"\n")[:whole])) + whole
-        assert loaded == _full(whole), f"not the first {whole} batches"
+        assert loaded == _full(whole, PREVIOUS), f"not the first {whole} batches"
         assert storage.torn_tail == content[start:] and not ctx.quarantined
         if not storage.torn_tail:
             COUNTS["logs cut at a line boundary (an earlier state)"] += whole < len(BATCHES)
             COUNTS["damaged but legal files loaded"] += whole == len(BATCHES)
             return
-        storage.commit([{"n": 9}], lambda: {"upto": 9}, {})
+        storage.loaded(_document({"upto": 9}), {})
+        storage.commit([{"n": 9}], _document({"upto": 9}), {})
+        assert storage.checkpoint()  # the upgrade: the log goes, its tail kept first
         torn = case.path.with_name(f"{LOG_FILE}.torn")
         assert torn.read_bytes() == content[start:], "the unreadable tail was not kept"
+        assert not case.path.exists()
         COUNTS["unreadable log tails kept aside"] += 1
         return
     assert policy == "quarantine", "a corrupt log was accepted"
     case.moved_aside(ctx)
-    assert loaded == (DOCUMENT, [], ARCHIVED), "not started from the checkpoint"
+    assert loaded == (PREVIOUS, [], ARCHIVED), "not started from the checkpoint"
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -135,7 +169,34 @@ def test_every_damage_to_the_token_document(template: Path, tmp_path: Path, poli
 
 
 @pytest.mark.parametrize("policy", POLICIES)
-def test_every_damage_to_the_token_log(template: Path, tmp_path: Path, policy: str) -> None:
+def test_every_damage_to_the_token_log_segment(template: Path, tmp_path: Path, policy: str) -> None:
+    wal = template / TOKENS_DIR / "wal"
+    (segment,) = [p for p in wal.iterdir() if p.stat().st_size]
+    good = segment.read_bytes()
+    cases = [content for _n, content, _at in damages(good)]
+    prefixes = [_full(n) for n in range(len(BATCHES) + 1)]
+    for content in cases:
+        case = Case(template, tmp_path / "w", str(segment.relative_to(template)), content)
+        storage, ctx, loaded = _open(case, policy)
+        if loaded is None:
+            continue  # refused naming the segment, nothing changed (checked)
+        if ctx.quarantined:  # the whole log aside: started from the checkpoint
+            assert policy == "quarantine"
+            assert [q.path for q in ctx.quarantined] == [str(storage.logged.wal_dir)]
+            assert loaded == (DOCUMENT, [], ARCHIVED), "not started from the checkpoint"
+            COUNTS["bad files quarantined"] += 1
+            continue
+        # an unfinished last append (no sound record after it): the batches before it
+        assert loaded in prefixes, "not the first batches"
+        COUNTS["unreadable log tails kept aside"] += loaded != _full()
+    COUNTS["bad files tried"] += len(cases)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_damage_to_the_previous_token_log(
+    previous: Path, tmp_path: Path, policy: str
+) -> None:
+    template = previous
     good = (template / LOG_FILE).read_bytes()
     cases: list[tuple[bytes | None, int]] = [(c, at) for _n, c, at in damages(good)]
     cases += [(bad + good, 0) for bad in BAD_LINES.values()]  # valid lines follow: corrupt
@@ -183,7 +244,8 @@ async def test_the_runtime_refuses_or_quarantines_each_file(tmp_path: Path, poli
     template = tmp_path / "template"
     await _filled(template)
     files = _files(template)
-    assert len(files) == 2 * 2 + 2 + 1  # two shard stores, tokens, one state shard
+    # two shard stores, the token document (its log is empty after a close), one state shard
+    assert len(files) == 2 * 2 + 1 + 1
     for path in files:
         good = path.read_bytes()
         at = len(good) // 4  # in a log: in its first line, so a valid line follows

@@ -6,7 +6,8 @@ is ``no directory fsync`` in ``test_broken_variants.py``.)
 
 Not here: *replaying a record twice*. An assignments record holds the final
 value of each worker it touches, so replaying the log again, in order, ends in
-the same state; no crash image can tell, by design (see ``_logged.py``).
+the same state; no crash image can tell, by design (see ``_logged.py``). Token
+usage adds up, so there it shows: ``test_tokens_broken_variants.py``.
 """
 
 from __future__ import annotations
@@ -74,9 +75,9 @@ def fold_before_append(self: Logged[Any], payload: bytes, fold: Callable[[], Non
 
 def skip_first_record(
     directory: Path, **kwargs: Any
-) -> tuple[WriteAheadLog, list[bytes], list[Path]]:
-    log, payloads, torn = _wal.open_log(directory, **kwargs)
-    return log, payloads[1:], torn
+) -> tuple[WriteAheadLog, list[tuple[int, bytes]], list[Path]]:
+    log, records, torn = _wal.recover_log(directory, **kwargs)
+    return log, records[1:], torn
 
 
 #: name -> (object, attribute, replacement, workload, the fault's method and number)
@@ -91,7 +92,7 @@ VARIANTS: dict[str, tuple[Any, str, Any, list[list[Op]], tuple[str, int] | None]
     "checkpoint holds a batch never acknowledged": (
         Logged, "commit", fold_before_append, DISTINCT, ("fsync", 2),
     ),
-    "record skipped on replay": (_logged, "open_log", skip_first_record, DISTINCT, None),
+    "record skipped on replay": (_logged, "recover_log", skip_first_record, DISTINCT, None),
 }  # fmt: skip
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
-from collections.abc import Callable
+import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,10 @@ import anyio.lowlevel
 import pytest
 
 from marcus_persist import CorruptDataError, MemoryBackend, Runtime, ValidationError, open_runtime
+from marcus_persist.backends._contract import DocumentFn
 from marcus_persist.backends._files import FileContext
+from marcus_persist.backends.file._logged import CheckpointPolicy
+from marcus_persist.backends.file._sealed import seal_document
 from marcus_persist.backends.file._tokens import FileTokenStorage
 
 from ..conftest import FaultyFS
@@ -304,8 +307,8 @@ class TestLog:
                         rt.tokens.record, "anthropic", n, 1, 0.01, None, "p", None, f"r{n}"
                     )
             await rt.tokens.set_budget("p", 0.2)
-        lines = (tmp_path / "token_usage.log").read_bytes().splitlines()
-        assert 1 <= len(lines) <= 31
+        assert not (tmp_path / "token_usage.log").exists()  # the log is tokens/wal/
+        assert [p.stat().st_size for p in (tmp_path / "tokens" / "wal").iterdir()] == [0]
         assert json.loads((tmp_path / "token_usage.json").read_text())["daily_usage"] != {}
         async with open_runtime(tmp_path) as rt:
             usage = (await rt.tokens.by_provider())["anthropic"]
@@ -331,65 +334,89 @@ class TestLog:
                     await rt.tokens.record("anthropic", 10, 0, 0.5, request_id="r3")
         assert (tmp_path / "token_usage.log.torn").read_bytes() == torn
 
-    async def test_garbage_in_a_complete_line_is_corruption(self, tmp_path: Path) -> None:
-        async with open_runtime(tmp_path) as rt:
+    async def test_garbage_before_a_sound_record_is_corruption(self, tmp_path: Path) -> None:
+        live, crashed = tmp_path / "live", tmp_path / "crashed"
+        async with open_runtime(live) as rt:
             await rt.tokens.record("anthropic", 10, 0, 0.5)
+            assert await rt.checkpoint() == ["tokens"]
             await rt.tokens.record("anthropic", 10, 0, 0.5)
-        log = tmp_path / "token_usage.log"
-        log.write_bytes(b"not json\n" + log.read_bytes())
-        with pytest.raises(CorruptDataError, match="line 1"):
-            async with open_runtime(tmp_path):
+            await anyio.to_thread.run_sync(
+                lambda: shutil.copytree(live, crashed, ignore=shutil.ignore_patterns(".lock"))
+            )
+        wal = crashed / "tokens" / "wal"
+        (segment,) = [p for p in wal.iterdir() if p.stat().st_size]
+        segment.write_bytes(b"not a record" + segment.read_bytes())
+        with pytest.raises(CorruptDataError, match="followed by a sound record"):
+            async with open_runtime(crashed):
                 pass
-        async with open_runtime(tmp_path, on_corrupt="quarantine") as rt:
-            assert [q.path for q in rt.quarantined] == [str(log)]
+        async with open_runtime(crashed, on_corrupt="quarantine") as rt:
+            assert [q.path for q in rt.quarantined] == [str(wal)]
             usage = (await rt.tokens.by_provider())["anthropic"]
-            assert usage["requests"] == 1  # the checkpoint (first commit); the log is aside
+            assert usage["requests"] == 1  # the checkpoint; the log is aside
             await rt.tokens.record("anthropic", 10, 0, 0.5)
-        async with open_runtime(tmp_path) as rt:
+        async with open_runtime(crashed) as rt:
             assert (await rt.tokens.by_provider())["anthropic"]["requests"] == 2
 
 
-def test_checkpoints_bound_the_log_and_a_failed_append_is_superseded(tmp_path: Path) -> None:
+def _document_at(done: list[int]) -> DocumentFn:
+    """A document holding the batches *done* (a copy: it is written later, in a thread)."""
+    held = list(done)
+    return lambda seen=None: {"logged": held}
+
+
+def test_checkpoints_bound_the_log_and_a_failed_append_is_never_replayed(tmp_path: Path) -> None:
     fs = FaultyFS()
     ctx = FileContext(tmp_path, fs, True, "error")
-    storage = FileTokenStorage(ctx, checkpoint_bytes=120)
+    storage = FileTokenStorage(ctx, CheckpointPolicy(max_bytes=120))
     assert storage.load(lambda d: d) == (None, [])
+    storage.loaded(_document_at([]), {})
     logged: list[int] = []
-
-    def document_at(n: int) -> Callable[[], dict[str, Any]]:
-        return lambda: {"upto": n, "logged": list(logged)}
-
     for n in range(40):
         if n == 25:
             fs.fail["fsync"] = errno.EIO
             with pytest.raises(OSError):
-                storage.commit([{"n": n}], document_at(n), {})
+                storage.commit([{"n": n}], _document_at([*logged, n]), {})
             del fs.fail["fsync"]
             continue  # not acknowledged: must never come back
-        storage.commit([{"n": n}], document_at(n), {})
+        storage.commit([{"n": n}], _document_at([*logged, n]), {})
         logged.append(n)
-        assert (tmp_path / "token_usage.log").stat().st_size <= 120 + 50  # + one sealed line
-    document, records = FileTokenStorage(ctx).load(lambda d: d)
-    assert document is not None
+        storage.logged.wait()
+        assert storage.logged.size() <= 2 * 120 + 100  # checkpoints retire what they hold
+    document, records = FileTokenStorage(ctx).load(lambda d: d)  # as after a crash
+    assert document is not None and document["wal_lsn"] >= 1
     # the checkpoint holds everything before it, the log the rest: together every batch once
     replayed = [r["n"] for r in records]
-    assert document["logged"] + [document["upto"]] + replayed == logged
+    assert document["logged"] + replayed == logged
     assert 25 not in replayed
 
 
-def test_log_lines_a_checkpoint_includes_are_skipped(tmp_path: Path) -> None:
-    """A crash after the checkpoint's rename, before the log was emptied."""
+def test_records_a_checkpoint_holds_are_skipped_and_a_gap_is_refused(tmp_path: Path) -> None:
+    """A crash after the checkpoint's rename, before its segments were retired: the
+    records it holds are in the log still, and count once. Records missing between the
+    checkpoint and the log are corruption, never skipped."""
     ctx = FileContext(tmp_path, FaultyFS(), True, "error")
     storage = FileTokenStorage(ctx)
     storage.load(lambda d: d)
-    storage.commit([{"n": 0}], lambda: {"upto": 0}, {})  # the first commit: a checkpoint
-    storage.commit([{"n": 1}], lambda: {"upto": 1}, {})
-    storage.commit([{"n": 2}], lambda: {"upto": 2}, {})
-    old_log = (tmp_path / "token_usage.log").read_bytes()
-    assert len(old_log.splitlines()) == 2
-    archived: dict[str, dict[str, Any]] = {"2026-01": {"daily_usage": {}}}
-    storage.commit([{"n": 3}], lambda: {"upto": 3}, archived)  # archiving: a checkpoint
-    (tmp_path / "token_usage.log").write_bytes(old_log)  # as if it was never emptied
+    for n in range(3):
+        storage.commit([{"n": n}], _document_at(list(range(n + 1))), {})
+    wal = storage.logged.wal_dir
+    before = {p.name: p.read_bytes() for p in wal.iterdir()}
+    assert storage.checkpoint()
+    for name, data in before.items():  # as if the segments were never retired
+        (wal / name).write_bytes(data)
     document, records = FileTokenStorage(ctx).load(lambda d: d)
-    assert document is not None and document["upto"] == 3
+    assert document is not None and (document["logged"], document["wal_lsn"]) == ([0, 1, 2], 3)
     assert records == []
+    storage.commit([{"n": 3}], _document_at([0, 1, 2, 3]), {})
+    document, records = FileTokenStorage(ctx).load(lambda d: d)
+    assert records == [{"n": 3}]
+    for name in before:  # retired again: the log holds record 4 only
+        (wal / name).unlink()
+    path = tmp_path / "token_usage.json"
+    sealed = path.read_bytes()
+    body = json.loads(sealed)
+    body.pop("crc32"), body.pop("format")
+    body["wal_lsn"] = 2  # the document is older than the log's first record but one
+    path.write_bytes(seal_document(json.dumps(body, separators=(",", ":")).encode()))
+    with pytest.raises(CorruptDataError, match="records 3-3 are missing"):
+        FileTokenStorage(ctx).load(lambda d: d)

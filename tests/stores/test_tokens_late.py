@@ -72,23 +72,31 @@ class TestLateUsage:
             assert (cell["requests"], cell["tokens_used"], cell["cost_usd"]) == (2, 30, 0.75)
 
 
-class _FailDocReplace(FaultyFS):
-    """Fails the rename of the live token document only: its archive is written."""
+class _FailAfterArchive(FaultyFS):
+    """Once armed, fails the first sync after an archive month's rename: the log
+    record of the move (its archive is written)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.armed = False
+        self.archived = False
 
     def replace(self, src: Path, dst: Path) -> None:
-        if self.armed and dst.name == "token_usage.json":
-            raise OSError(5, "injected EIO")
         FileSystem.replace(self, src, dst)
+        if self.armed and dst.parent.name == "token_usage_archive":
+            self.archived = True
+
+    def fsync(self, fd: int) -> None:
+        if self.archived:
+            self.archived = self.armed = False
+            raise OSError(5, "injected EIO")
+        FileSystem.fsync(self, fd)
 
 
 async def test_a_move_cut_between_archive_and_document_counts_once(tmp_path: Path) -> None:
     """Step 2 fails after the archive holds the record: it stays pending, acknowledged
     (step 1 was durable), reported once; the next commit finishes the move."""
-    fs, clock = _FailDocReplace(), FakeClock(NOW)
+    fs, clock = _FailAfterArchive(), FakeClock(NOW)
     async with open_runtime(tmp_path, fs=fs, clock=clock, token_keep_days=30) as rt:
         await rt.tokens.record("anthropic", 1, 1, 0.01)  # the first checkpoint, today
         fs.armed = True
@@ -96,6 +104,7 @@ async def test_a_move_cut_between_archive_and_document_counts_once(tmp_path: Pat
         archive = json.loads((tmp_path / "token_usage_archive" / "2026-03.json").read_text())
         assert archive["late_ids"] == ["r"]  # in the archive, and still pending live
         assert list(rt.tokens._h.doc["late"]) == ["r"]
+        assert not fs.armed  # the move's record failed
         assert (await march(rt))["requests"] == 1
     async with open_runtime(tmp_path, clock=clock, token_keep_days=30) as rt:
         assert (await march(rt))["requests"] == 1

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 from marcus_persist._config import Config
 from marcus_persist._core._fs import FileSystem
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._assignments import FileAssignmentStorage
-from marcus_persist.backends.file._logged import CheckpointPolicy
+from marcus_persist.backends.file._logged import CheckpointPolicy, Logged
 from marcus_persist.backends.file._patterns_tokens import FilePatternStorage, FileTokenStorage
 from marcus_persist.backends.file._state import FileStateStorage
 
@@ -24,7 +28,7 @@ class FileBackend:
         self._assignments = FileAssignmentStorage(ctx, checkpoints)
         self._state = FileStateStorage(ctx, cache_bytes=cache_mb << 20)
         self._patterns = FilePatternStorage(ctx)
-        self._tokens = FileTokenStorage(ctx)
+        self._tokens = FileTokenStorage(ctx, checkpoints)
 
     def assignments(self) -> FileAssignmentStorage:
         return self._assignments
@@ -41,11 +45,29 @@ class FileBackend:
     def checkpoint(self) -> list[str]:
         """Checkpoint every store that keeps a log now (blocking); the stores that had
         something to write."""
-        return ["assignments"] if self._assignments.checkpoint() else []
+        written = ["assignments"] if self._assignments.checkpoint() else []
+        return written + (["tokens"] if self._tokens.checkpoint() else [])
+
+    @contextlib.contextmanager
+    def checkpoints_held(self) -> Iterator[None]:
+        """No checkpoint of any logged store runs inside the block (running ones are
+        waited for first): a backup copies each log with the files it completes."""
+        with self._assignments.logged.held(), self._tokens.logged.held():
+            yield
+
+    def checkpoint_aged(self) -> list[str]:
+        """Start (each in its thread) the checkpoint of every logged store whose log
+        is older than the age limit; the stores that started one. For a timer."""
+        logs: dict[str, Logged[Any]] = {
+            "assignments": self._assignments.logged,
+            "tokens": self._tokens.logged,
+        }
+        return [store for store, logged in logs.items() if logged.checkpoint_if_aged()]
 
     def close(self) -> None:
         """Write a final checkpoint of every logged store and empty its log."""
         self._assignments.close()
+        self._tokens.close()
 
 
 def create(config: Config, fs: FileSystem) -> FileBackend:

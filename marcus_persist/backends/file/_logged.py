@@ -23,14 +23,16 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from marcus_persist._core._wal import WriteAheadLog, open_log, scan_log
+from marcus_persist._core._wal import WriteAheadLog, recover_log, scan_log
 from marcus_persist._errors import CorruptDataError, PersistenceError
 from marcus_persist.backends._files import FileContext
 
@@ -47,7 +49,8 @@ WAL_DIR = "wal"
 @dataclass(frozen=True)
 class CheckpointPolicy:
     """When a checkpoint starts: once the newest segment holds ``max_bytes``, or its
-    first record is ``max_seconds`` old (checked at each commit)."""
+    first record is ``max_seconds`` old (checked at each commit, and off the request
+    path by :meth:`Logged.checkpoint_if_aged`, which the runtime calls on a timer)."""
 
     max_bytes: int = 64 << 20
     max_seconds: float = 300.0
@@ -72,8 +75,18 @@ class Logged(Generic[T]):
     """The log of one store under ``<directory>/wal`` and its checkpoints."""
 
     def __init__(
-        self, directory: Path, ctx: FileContext, store: Checkpointable[T], policy: CheckpointPolicy
+        self,
+        directory: Path,
+        ctx: FileContext,
+        store: Checkpointable[T],
+        policy: CheckpointPolicy,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        floor: Callable[[], int] | None = None,
     ) -> None:
+        """*floor*, if given, raises the size limit to the bytes it returns (a store
+        whose checkpoint rewrites one whole file: its size, so a checkpoint never
+        writes more than the log it retires)."""
         self.wal_dir = directory / WAL_DIR
         self._ctx = ctx
         self._store = store
@@ -84,6 +97,13 @@ class Logged(Generic[T]):
         # one checkpoint at a time; its thread, if one is writing
         self._checkpoint_lock = threading.Lock()
         self._worker: threading.Thread | None = None
+        #: the number of the last record committed (or replayed); read under the commit
+        #: lock (in a fold or a snapshot) it names the last batch the store's mirror holds
+        self.last_lsn = 0
+        self._clock = clock
+        self._floor = floor
+        #: when the first record after the last rotation was committed (``None``: none was)
+        self._since: float | None = None
 
     def open(self) -> list[bytes]:
         """Recover the log: every committed payload in order (torn tails kept aside).
@@ -93,11 +113,21 @@ class Logged(Generic[T]):
         readable files. Under ``report`` or ``read_only`` nothing is changed or
         opened for writing (and :meth:`close` writes nothing).
         """
+        return [payload for _lsn, payload in self.open_records()]
+
+    def open_records(self, next_lsn: int = 1) -> list[tuple[int, bytes]]:
+        """:meth:`open`, each payload with its record number ``(lsn, payload)``.
+
+        *next_lsn*: the least number the next record gets (one after the last record
+        the store's checkpoint holds), so numbers never restart below a checkpoint.
+        """
         fs, sync = self._ctx.fs, self._ctx.sync
         try:
             if self._ctx.on_corrupt == "report" or self._ctx.read_only:
-                return [p for s in scan_log(self.wal_dir, fs=fs) for _lsn, p in s.records]
-            self._log, payloads, torn = open_log(self.wal_dir, fs=fs, sync=sync)
+                return [r for s in scan_log(self.wal_dir, fs=fs) for r in s.records]
+            self._log, records, torn = recover_log(
+                self.wal_dir, fs=fs, sync=sync, next_lsn=next_lsn
+            )
         except CorruptDataError as exc:
             if self._ctx.on_corrupt == "error":
                 raise
@@ -105,31 +135,58 @@ class Logged(Generic[T]):
                 self._ctx.problems.append((exc.path, exc.reason))
                 return []
             self._ctx.quarantine(self.wal_dir, f"{exc.path}: {exc.reason}")
-            self._log, payloads, torn = open_log(self.wal_dir, fs=fs, sync=sync)
+            self._log, records, torn = recover_log(
+                self.wal_dir, fs=fs, sync=sync, next_lsn=next_lsn
+            )
         for path in torn:
             log.warning("%s: an unfinished append was cut off and kept in %s", path.parent, path)
-        return payloads
+        self.last_lsn = self._log.next_lsn - 1
+        self._since = self._clock() if self._log.pending_bytes else None
+        return records
 
-    def commit(self, payload: bytes, fold: Callable[[], None]) -> None:
+    def commit(self, payload: bytes, fold: Callable[[], None]) -> int:
         """Append *payload* as one record (the commit point), then *fold* it into the
-        store's mirror; start a checkpoint if the log is due one."""
+        store's mirror (:attr:`last_lsn` is its number then); start a checkpoint if
+        the log is due one. Returns the record's number."""
         with self._commit_lock:
             wal = self._opened()
-            wal.append(payload)
+            lsn = self.last_lsn = wal.append(payload)
             fold()
-            due = (
-                wal.pending_bytes >= self._policy.max_bytes
-                or wal.pending_seconds() >= self._policy.max_seconds
-            )
-        if due and self._checkpoint_lock.acquire(blocking=False):
-            # the batch is durable: a checkpoint that cannot start must not fail it
-            try:
-                started = self._start()
-            except Exception as exc:
-                log.error("%s: checkpoint could not start, the log keeps it: %r", self.wal_dir, exc)
-                started = False
-            if not started:
-                self._checkpoint_lock.release()
+            if self._since is None:
+                self._since = self._clock()
+            limit = self._policy.max_bytes
+            if self._floor is not None:
+                limit = max(limit, self._floor())
+            due = wal.pending_bytes >= limit or self._aged()
+        if due:
+            self._start_if_free()  # the batch is durable: this never fails it
+        return lsn
+
+    def checkpoint_if_aged(self) -> bool:
+        """Start a checkpoint in its thread if the newest segment's first record is
+        older than the policy allows (for a timer, off the request path: a log that
+        no commit follows is still checkpointed). Returns whether one started."""
+        if self._log is None or not self._aged():
+            return False
+        return self._start_if_free()
+
+    def _aged(self) -> bool:
+        since = self._since
+        return since is not None and self._clock() - since >= self._policy.max_seconds
+
+    def _start_if_free(self) -> bool:
+        """Start a checkpoint in its thread unless one is running; never raises (a
+        checkpoint that cannot start is logged, and the log keeps everything)."""
+        if not self._checkpoint_lock.acquire(blocking=False):
+            return False
+        try:
+            started = self._start()
+        except Exception as exc:
+            log.error("%s: checkpoint could not start, the log keeps it: %r", self.wal_dir, exc)
+            started = False
+        if not started:
+            self._checkpoint_lock.release()
+        return started
 
     def checkpoint(self) -> bool:
         """Checkpoint now and wait for it (blocking); ``False`` if nothing changed.
@@ -141,11 +198,23 @@ class Logged(Generic[T]):
             self._finish(*taken)
             return True
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """No checkpoint runs inside the block (one running is waited for first): the
+        files and the log stay a consistent pair, e.g. for a backup that copies both."""
+        with self._checkpoint_lock:
+            yield
+
     def wait(self) -> None:
         """Wait for a checkpoint running in its thread, if one is."""
         worker = self._worker
         if worker is not None:
             worker.join()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the log is open for appends (loaded, not closed)."""
+        return self._log is not None
 
     def segments(self) -> list[int]:
         """The live segments of the log, oldest first."""
@@ -181,12 +250,16 @@ class Logged(Generic[T]):
 
     def _take(self) -> tuple[int, T | None] | None:
         """Rotate the log and take the snapshot it covers, with commits held off;
-        ``None`` if the log holds nothing."""
+        ``None`` if neither the log nor the store holds anything to write (a store
+        may, with an empty log: what it loaded in a previous format)."""
         with self._commit_lock:
             wal = self._opened()
             if wal.pending_bytes == 0 and len(wal.segments()) == 1:
-                return None
-            return wal.rotate(), self._store.snapshot()
+                snapshot = self._store.snapshot()
+                return None if snapshot is None else (0, snapshot)  # nothing to retire
+            sealed = wal.rotate()
+            self._since = None
+            return sealed, self._store.snapshot()
 
     def _guard(self) -> None:
         """Raise if the data directory is no longer ours (its lock was lost)."""

@@ -1,29 +1,28 @@
-"""Token usage on files: a checkpoint document plus an append-only log of batches.
+"""Token usage on files: one write-ahead log, ``token_usage.json`` written by checkpoints.
 
+* ``tokens/wal/``: the log (:mod:`._logged`); one record per batch, the batch's
+  logged messages ``[{"type": ...}, ...]``: appended and ``fdatasync``ed, the
+  batch's commit point (one sync; a commit costs its batch, not the document,
+  whose request ids grow with traffic).
 * ``token_usage.json``: the whole live document (Marcus's shapes kept), with
-  ``log_seq``, the last batch it includes; replaced atomically. Sealed
-  (:mod:`._sealed`, format 2): Marcus's top-level fields as they were, plus
-  ``"format":2`` first and ``"crc32":"<hex>"`` last (the CRC32 of the bytes before it).
-* ``token_usage.log``: one line per batch since, ``<crc32 hex> {"seq", "records"}``,
-  appended and fsynced: that fsync is a batch's commit point, so a commit
-  costs its batch, not the document (whose request ids grow with traffic).
-* ``token_usage_archive/YYYY-MM.json``: archived days, by month (sealed too).
+  ``wal_lsn``, the number of the last record it includes; replaced atomically
+  by checkpoints. Sealed (:mod:`._sealed`, format 2): Marcus's top-level
+  fields as they were, plus ``"format":2`` first and ``"crc32":"<hex>"`` last.
+* ``token_usage_archive/YYYY-MM.json``: archived days, by month (sealed too),
+  each written durably before the record of the batch that drops its days
+  from the live document.
 
-A checkpoint (the document written whole, archives first, then the log
-emptied) happens when the log outgrows ``max(checkpoint_bytes, document
-size)``, when days are archived, after any failed or torn append, and after
-loading format 1. Loading replays the complete log lines newer than
-``log_seq``. A torn last line (no ``\\n``) was never acknowledged; nor, as far as
-a reader can tell, were unreadable complete lines right before it that no
-valid line follows (the torn append's garbage may hold a ``\\n``; a bit flip in
-the last acknowledged line looks the same). That tail is ignored, logged, and
-kept byte-exact in ``token_usage.log.torn`` by the next commit, before its
-checkpoint empties the log. Other garbage in a complete line, or a line that
-fails its checksum, is corruption (under the quarantine policy the log is
-moved aside and the store starts from the last checkpoint).
+Token usage accumulates (a record adds to counters), so a record must count
+exactly once: recovery replays only the records numbered after ``wal_lsn``,
+and the records it replays must start right after it (a gap is records lost,
+so corruption). A checkpoint's document names the last record of the snapshot
+it holds, so a crash between the document's rename and the retirement of its
+segments replays nothing twice.
 
-Format 1 (a plain document, Marcus's own ``token_usage.json``, plain JSON
-lines) is still read; the first commit after loading it writes format 2.
+The previous format (``token_usage.log`` beside the document,
+:mod:`._tokens_previous`) is read at every load until a commit; the checkpoint
+after it writes the document and only then removes that log (its torn tail
+kept aside in ``token_usage.log.torn`` first).
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,187 +39,216 @@ import msgspec
 
 from marcus_persist._core._atomic import ensure_dir, write_atomic
 from marcus_persist._core._codec import decode, encode
-from marcus_persist._errors import CorruptDataError
+from marcus_persist._errors import CorruptDataError, PersistenceError
+from marcus_persist.backends._contract import DocumentFn
 from marcus_persist.backends._files import FileContext
-from marcus_persist.backends.file._sealed import (
-    keep_aside,
-    read_sealed,
-    seal_document,
-    seal_line,
-    unseal_line,
+from marcus_persist.backends.file._logged import CheckpointPolicy, Logged
+from marcus_persist.backends.file._sealed import keep_aside, read_sealed, seal_document
+from marcus_persist.backends.file._tokens_previous import Previous, read_previous
+
+__all__ = (
+    "ARCHIVE_DIR",
+    "LOG_FILE",
+    "TOKENS_DIR",
+    "TOKENS_FILE",
+    "FileTokenStorage",
+    "replay_after",
 )
 
-__all__ = ("ARCHIVE_DIR", "LOG_FILE", "TOKENS_FILE", "FileTokenStorage")
-
 TOKENS_FILE = "token_usage.json"
+#: the previous format's log of batches (read once, removed by the first checkpoint)
 LOG_FILE = "token_usage.log"
 ARCHIVE_DIR = "token_usage_archive"
+#: the store's directory: it holds the write-ahead log, ``tokens/wal/``
+TOKENS_DIR = "tokens"
 log = logging.getLogger("marcus_persist")
 
 _MONTH = re.compile(r"\d{4}-\d{2}")
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """What a checkpoint writes: the document as of record *lsn*."""
+
+    document: DocumentFn
+    seen: dict[str, str]
+    lsn: int
+    upgrade: bool
+
+
+def replay_after(base: int, records: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """The logged records a checkpoint holding records up to *base* does not hold:
+    each replayed exactly once (token usage adds up: none twice, none skipped)."""
+    return [(lsn, payload) for lsn, payload in records if lsn > base]
+
+
 class FileTokenStorage:
-    def __init__(self, ctx: FileContext, *, checkpoint_bytes: int = 1 << 20) -> None:
+    """Token usage: committed through the log, checkpointed as ``token_usage.json``."""
+
+    def __init__(
+        self,
+        ctx: FileContext,
+        policy: CheckpointPolicy | None = None,
+        *,
+        checkpoint_bytes: int | None = None,
+    ) -> None:
+        """*checkpoint_bytes*, if given, replaces the policy's size limit (the log is
+        due once it outgrows that or ``token_usage.json``, whichever is larger)."""
+        policy = policy or CheckpointPolicy()
+        if checkpoint_bytes is not None:
+            policy = CheckpointPolicy(checkpoint_bytes, policy.max_seconds)
         self._ctx = ctx
         self.path = ctx.root / TOKENS_FILE
         self.log_path = ctx.root / LOG_FILE
         self.archive_dir = ctx.root / ARCHIVE_DIR
-        self._checkpoint_bytes = checkpoint_bytes
-        self._seq = 0  # the last batch number used; never reused, even by a failed batch
-        self._log_bytes = 0
+        self.directory = ctx.root / TOKENS_DIR
+        # a checkpoint rewrites the whole document: due once the log outgrows it too
+        self.logged = Logged(self.directory, ctx, self, policy, floor=lambda: self._doc_bytes)
         self._doc_bytes = 0
-        self._must_checkpoint = True  # until the log is known to be whole
-        self._old = False  # the document loaded was format 1 (or Marcus's): lines may be plain
-        #: unreadable bytes at the end of the log at load, kept aside by the next commit
-        self.torn_tail = b""
+        # the mirror a checkpoint writes, folded by the committer (under the commit lock):
+        # the newest committed document (a function of immutable parts), the request ids
+        # counted (id -> day) and the number of the last record it holds
+        self._document: DocumentFn | None = None
+        self._seen: dict[str, str] = {}
+        self._lsn = 0
+        self._dirty = False
+        self._previous = Previous()
+        self._upgrade = False  # the previous format's log is still there
+
+    @property
+    def torn_tail(self) -> bytes:
+        """Unreadable bytes at the end of the previous format's log, read at load."""
+        return self._previous.torn_tail
+
+    def previous(
+        self, check: Callable[[dict[str, Any]], Any]
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The document and the previous format's logged records, changing nothing
+        (another backend reading Marcus's ``token_usage.json`` before its first commit)."""
+        found = read_previous(self.path, self.log_path, self._ctx, check)
+        return found.document, found.records
 
     def load(
         self, check: Callable[[dict[str, Any]], Any]
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        def shape(document: Any) -> dict[str, Any]:
-            check(document)
-            result: dict[str, Any] = document
-            return result
+        found = self._previous = read_previous(self.path, self.log_path, self._ctx, check)
+        self._doc_bytes = self.path.stat().st_size if found.document is not None else 0
+        base = found.document.get("wal_lsn", 0) if found.document is not None else 0
+        if isinstance(base, bool) or not isinstance(base, int) or base < 0:
+            raise CorruptDataError(str(self.path), f"wal_lsn {base!r} is not a record number")
+        records = list(found.records)
+        later = replay_after(base, self.logged.open_records(base + 1))
+        if later and later[0][0] != base + 1:
+            self._gap(base, later[0][0])
+        for lsn, payload in later:
+            records.extend(self._batch(lsn, payload))
+        self._lsn = max(base, later[-1][0] if later else 0)
+        # the previous format stays as it is until a commit (a start writes nothing):
+        # the checkpoint after it holds what that format's log held, then removes it
+        self._upgrade = found.has_log
+        self._dirty = bool(later)
+        return found.document, records
 
-        document, old = read_sealed(self.path, self._ctx, shape)
-        base = document.get("log_seq", 0) if document is not None else 0
-        self._seq = base if isinstance(base, int) else 0
-        self._doc_bytes = self.path.stat().st_size if document is not None else 0
-        self._old = document is None or old  # no document: only plain lines could precede
-        records = self._replay(self._seq)
-        return document, records
-
-    def _replay(self, base: int) -> list[dict[str, Any]]:
-        try:
-            raw = self._ctx.fs.read_bytes(self.log_path)
-        except FileNotFoundError:
-            return []  # the first commit writes a checkpoint and creates the log
-        except IsADirectoryError:
-            return self._bad_log("is a directory, expected the token log")
-        *complete, torn = raw.split(b"\n")
-        entries = [self._entry(line, base) for line in complete]
-        valid = [n for n, e in enumerate(entries) if not isinstance(e, Exception)]
-        keep = valid[-1] + 1 if valid else 0
-        # the unfinished last append (never acknowledged) may have left garbage, even
-        # garbage holding a "\n": unreadable lines with no valid line after them are its
-        tail = b"".join(line + b"\n" for line in complete[keep:]) + torn
-        records: list[dict[str, Any]] = []
-        for number, entry in enumerate(entries[:keep], 1):
-            if isinstance(entry, Exception):
-                return self._bad_log(f"line {number}: {entry}")
-            seq, batch = entry
-            self._seq = max(self._seq, seq)
-            if seq > base:
-                records.extend(batch)
-        self._log_bytes = len(raw) - len(tail)
-        if tail:
-            log.warning(
-                "%s: ignoring %d unreadable bytes at its end from line %d (an unfinished "
-                "append, never acknowledged, or damage); the next commit keeps them in %s.torn",
-                self.log_path,
-                len(tail),
-                keep + 1,
-                LOG_FILE,
-            )
-        self.torn_tail = tail
-        # a new base supersedes the torn line (and a format-1 document)
-        self._must_checkpoint = bool(tail) or self._old
-        return records
-
-    def _bad_log(self, reason: str) -> list[dict[str, Any]]:
-        """A corrupt log: refused, reported, or (quarantine) aside, starting from the checkpoint."""
-        if self._ctx.on_corrupt == "error":
-            raise CorruptDataError(str(self.log_path), reason)
+    def _gap(self, base: int, first: int) -> None:
+        reason = (
+            f"the log starts at record {first} but {TOKENS_FILE} holds records up to {base}: "
+            f"records {base + 1}-{first - 1} are missing"
+        )
         if self._ctx.on_corrupt == "report":
-            self._ctx.problems.append((str(self.log_path), reason))
+            self._ctx.problems.append((str(self.logged.wal_dir), reason))
+        elif self._ctx.on_corrupt == "quarantine" and any(
+            q.path == str(self.path) for q in self._ctx.quarantined
+        ):  # the checkpoint was corrupt and moved aside: start from the log alone
+            log.warning("%s: %s", self.logged.wal_dir, reason)
         else:
-            self._ctx.quarantine(self.log_path, reason)
-        self._must_checkpoint = True
-        return []
+            raise CorruptDataError(str(self.logged.wal_dir), reason)
 
-    def _entry(self, line: bytes, base: int) -> tuple[int, list[Any]] | Exception:
-        """``(seq, records)`` of one complete line, or why it is unreadable.
-
-        A plain (format 1) line is read after a format-1 document, and after a
-        format-2 one only if the document already holds it; else it is unreadable.
-        """
+    def _batch(self, lsn: int, payload: bytes) -> list[dict[str, Any]]:
         try:
-            if line[:1] != b"{":
-                return _entry(unseal_line(line))
-            seq, batch = _entry(line)
-            if not self._old and seq > base:
-                raise ValueError("a line without a checksum after a checksummed document")
-            return seq, batch
-        except (msgspec.DecodeError, ValueError, TypeError, KeyError, RecursionError) as exc:
-            return exc
+            batch = decode(payload)
+        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+            batch = exc
+        if not isinstance(batch, list) or not all(isinstance(r, dict) for r in batch):
+            reason = f"record {lsn}: expected a list of logged messages, got {batch!r:.80}"
+            raise CorruptDataError(str(self.logged.wal_dir), reason)
+        return batch
+
+    def loaded(self, document: DocumentFn, seen: Mapping[str, str]) -> None:
+        """The handler's document once the log is replayed: what a checkpoint writes
+        until the next commit (*seen*: the request ids counted, id -> day)."""
+        self._document, self._seen = document, dict(seen)
 
     def commit(
         self,
         records: list[dict[str, Any]],
-        document: Callable[[], dict[str, Any]],
+        document: DocumentFn,
         archives: Mapping[str, dict[str, Any]],
     ) -> None:
-        self._seq += 1
-        if self.torn_tail:  # durable aside before the checkpoint empties the log
-            keep_aside(self._ctx.fs, self.log_path, self.torn_tail, sync=self._ctx.sync)
-            self.torn_tail = b""
-        limit = max(self._checkpoint_bytes, self._doc_bytes)
-        if archives or self._must_checkpoint or self._log_bytes > limit:
-            self._checkpoint(document(), archives)
-        else:
-            self._append(records)
-
-    def _checkpoint(self, document: dict[str, Any], archives: Mapping[str, dict[str, Any]]) -> None:
-        fs, sync = self._ctx.fs, self._ctx.sync
-        self._must_checkpoint = True  # until this one completes
-        if archives:
+        if archives:  # durable before the record of the batch that drops their days
+            fs, sync = self._ctx.fs, self._ctx.sync
             ensure_dir(self.archive_dir, fs=fs, sync=sync)
-        # archived days are durable before the live document that drops them
-        for month, archived in archives.items():
-            write_atomic(self._month_path(month), seal_document(encode(archived)), fs=fs, sync=sync)
-        data = seal_document(encode({**document, "log_seq": self._seq}))
-        write_atomic(self.path, data, fs=fs, sync=sync)  # the commit point
+            for month, archived in archives.items():
+                data = seal_document(encode(archived))
+                write_atomic(self._month_path(month), data, fs=fs, sync=sync)
+        self.logged.commit(encode(records), lambda: self._fold(records, document))
+
+    def _fold(self, records: list[dict[str, Any]], document: DocumentFn) -> None:
+        for record in records:
+            kind = record.get("type")
+            if kind == "Record" and record.get("late_key") is None:
+                if (rid := record.get("request_id")) is not None:
+                    self._seen[rid] = str(record["at"])[:10]
+            elif kind == "ArchivedDays":
+                forget = record["forget"]
+                self._seen = {rid: day for rid, day in self._seen.items() if day >= forget}
+        self._document, self._lsn, self._dirty = document, self.logged.last_lsn, True
+
+    def checkpoint(self) -> bool:
+        """Write ``token_usage.json`` now and retire the log it covers; ``False`` if
+        nothing changed (or the store is not open here: another engine keeps it)."""
+        return self.logged.is_open and self.logged.checkpoint()
+
+    def close(self) -> None:
+        self.logged.close()
+
+    # -- Checkpointable ---------------------------------------------------------
+    def snapshot(self) -> _Snapshot | None:
+        if not self._dirty:
+            return None
+        if self._document is None:  # loaded without its handler: the log keeps it
+            raise PersistenceError("token usage was not loaded by its handler: nothing to write")
+        self._dirty = False
+        return _Snapshot(self._document, dict(self._seen), self._lsn, self._upgrade)
+
+    def write(self, snapshot: _Snapshot) -> None:
+        fs, sync = self._ctx.fs, self._ctx.sync
+        body = {
+            **snapshot.document(snapshot.seen),
+            "log_seq": self._previous.seq,
+            "wal_lsn": snapshot.lsn,
+        }
+        data = seal_document(encode(body))
+        write_atomic(self.path, data, fs=fs, sync=sync)
         self._doc_bytes = len(data)
-        # lines up to log_seq are superseded; were this to fail, they are skipped at load
-        write_atomic(self.log_path, b"", fs=fs, sync=sync)
-        self._log_bytes = 0
-        self._must_checkpoint = self._old = False
+        if snapshot.upgrade:
+            self._retire_previous()
 
-    def _append(self, records: list[dict[str, Any]]) -> None:
-        fs = self._ctx.fs
-        line = seal_line(encode({"seq": self._seq, "records": records}))
-        try:
-            fd = fs.open_append(self.log_path)
-            try:
-                fs.write_all(fd, line)
-                if self._ctx.sync:
-                    fs.fsync(fd)  # the commit point
-            finally:
-                fs.close(fd)
-        except BaseException:
-            # the line may be (partly) there: the next commit writes a new base whose
-            # log_seq supersedes it, never appending after it
-            self._must_checkpoint = True
-            # Invariant: a batch that failed is never counted, not even after a clean
-            # restart with no commit in between (load replays every whole line newer
-            # than log_seq). So cut the line away now; if that fails too, only the
-            # next checkpoint supersedes it.
-            with contextlib.suppress(OSError):
-                self._cut_back(self._log_bytes)
-            raise
-        self._log_bytes += len(line)
+    def requeue(self, snapshot: _Snapshot) -> None:
+        self._dirty = True
 
-    def _cut_back(self, size: int) -> None:
-        fs = self._ctx.fs
-        fd = fs.open_append(self.log_path)
-        try:
-            fs.truncate(fd, size)
-            if self._ctx.sync:
-                fs.fsync(fd)
-        finally:
-            fs.close(fd)
+    def _retire_previous(self) -> None:
+        """Remove the previous format's log (the document holds it now), its torn tail
+        kept aside first."""
+        fs, sync = self._ctx.fs, self._ctx.sync
+        if self._previous.torn_tail:
+            keep_aside(fs, self.log_path, self._previous.torn_tail, sync=sync)
+        with contextlib.suppress(FileNotFoundError):
+            fs.unlink(self.log_path)
+            if sync:
+                fs.fsync_dir(self.log_path.parent)
+        self._upgrade = False
 
+    # -- archives -----------------------------------------------------------------
     def archive(self, month: str) -> dict[str, Any] | None:
         def shape(document: Any) -> dict[str, Any]:
             if not isinstance(document, dict) or not isinstance(document.get("daily_usage"), dict):
@@ -242,11 +271,3 @@ class FileTokenStorage:
         if not _MONTH.fullmatch(month):
             raise ValueError(f"not a month: {month!r}")
         return self.archive_dir / f"{month}.json"
-
-
-def _entry(line: bytes) -> tuple[int, list[Any]]:
-    entry = decode(line)
-    seq, batch = entry["seq"], entry["records"]
-    if not isinstance(seq, int) or not isinstance(batch, list):
-        raise ValueError("seq or records of the wrong type")
-    return seq, batch

@@ -146,7 +146,7 @@ class SQLiteTokenStorage:
         row = self._db.run(lambda c: c.execute(sql, (LIVE,)).fetchone())
         if row is None:
             self._must_checkpoint = True
-            return self._legacy.load(check)  # Marcus's file, until the first commit
+            return self._legacy.previous(check)  # Marcus's file, until the first commit
         document = _json(self._db, "marcus_token_usage", LIVE, row[0])
         try:
             check(document)

@@ -48,7 +48,7 @@ from marcus_persist._runtime._dirconfig import (
 from marcus_persist.backends import create_backend
 from marcus_persist.backends.file._patterns_tokens import PATTERNS_DIR
 from marcus_persist.backends.file._state import STATE_DIR
-from marcus_persist.backends.file._tokens import ARCHIVE_DIR, LOG_FILE, TOKENS_FILE
+from marcus_persist.backends.file._tokens import ARCHIVE_DIR, LOG_FILE, TOKENS_DIR, TOKENS_FILE
 from marcus_persist.backends.sqlite import EXTRA_TABLES, STORE_TABLES
 from marcus_persist.ops.migrate._copy import (
     COPY,
@@ -68,7 +68,7 @@ FILE_PATHS = {
     "assignments": ("assignments",),
     "state": (STATE_DIR,),
     "patterns": (PATTERNS_DIR,),
-    "tokens": (TOKENS_FILE, LOG_FILE, ARCHIVE_DIR),
+    "tokens": (TOKENS_FILE, TOKENS_DIR, LOG_FILE, ARCHIVE_DIR),
 }
 #: the sqlite engine's table of each store
 SQLITE_TABLES = STORE_TABLES
@@ -255,7 +255,11 @@ def _holds(config: Config, store: str) -> bool:
     if config.backend == "sqlite":
         return _sqlite_rows(config, store) > 0
     if store == "tokens":  # its digest always has the live document, empty or not
-        return any((config.path / name).exists() for name in FILE_PATHS[store])
+        files = [name for name in FILE_PATHS[store] if name != TOKENS_DIR]
+        logged = (config.path / TOKENS_DIR / "wal").glob("*.log")  # opened, maybe empty
+        return any((config.path / n).exists() for n in files) or any(
+            p.stat().st_size for p in logged
+        )
     with _opened(config) as side:
         return DIGEST[store](side).records > 0
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
+from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any
 
@@ -47,7 +48,15 @@ from marcus_persist.stores.tokens._document import (
     with_marcus_totals,
 )
 from marcus_persist.stores.tokens._late import archived_keys, late_entry, merge_late
-from marcus_persist.stores.tokens._messages import Archive, Message, Record, SetBudget
+from marcus_persist.stores.tokens._messages import (
+    Archive,
+    ArchivedDays,
+    LateMoved,
+    LoggedMessage,
+    Message,
+    Record,
+    SetBudget,
+)
 
 __all__ = ("Archive", "Record", "SetBudget", "TokensHandler")
 
@@ -87,10 +96,15 @@ class TokensHandler:
             txn = _Transaction(self, replaying=True)
             for raw_record in logged:
                 try:
-                    txn.apply(msgspec.convert(raw_record, Record | SetBudget))
+                    txn.replay(msgspec.convert(raw_record, LoggedMessage))
                 except (msgspec.ValidationError, ValidationError) as exc:
                     raise CorruptDataError("token usage log", f"a logged record: {exc}") from None
             txn.publish()
+        loaded = getattr(self.storage, "loaded", None)
+        if loaded is not None:  # a storage that writes the document later, from a thread
+            view = _Transaction(self, replaying=True)
+            view._doc = self.doc  # never mutated: a transaction copies what it changes
+            loaded(view._document, dict(self.seen))
 
     def begin(self) -> _Transaction:
         return _Transaction(self)
@@ -110,7 +124,7 @@ class _Transaction:
     def __init__(self, handler: TokensHandler, *, replaying: bool = False) -> None:
         self._h = handler
         self._replaying = replaying  # re-applying logged records at load: no archiving
-        self._logged: list[Record | SetBudget] = []  # what replays this batch
+        self._logged: list[LoggedMessage] = []  # what replays this batch
         self._forget: str | None = None  # request ids of days before this are dropped
         self._doc: dict[str, Any] | None = None  # copy-on-write of the committed document
         self._copied: set[tuple[str, str]] = set()
@@ -161,6 +175,19 @@ class _Transaction:
             return answer
         return self._apply(message)
 
+    def replay(self, logged: LoggedMessage) -> None:
+        """Apply one logged message again (at load, in the order it was logged)."""
+        match logged:
+            case ArchivedDays(today, cutoff, forget):
+                self._archived_on = today
+                self._drop_before(cutoff, forget)
+            case LateMoved(keys):
+                late = self._sec("late")
+                for key in keys:
+                    late.pop(key, None)
+            case _:
+                self._apply(logged)
+
     def _apply(self, message: Message) -> Any:
         match message:
             case Record() as rec:
@@ -172,6 +199,10 @@ class _Transaction:
                     return False  # a retried call: already counted
                 self._record(rec)
                 self._logged.append(rec)
+                today = self._h.clock.now().date()
+                first_of_day = self._h.archived_on != today and self._archived_on is None
+                if first_of_day and not self._replaying:  # it also moves old days away
+                    self._archive_before(today)
                 return True
             case SetBudget(project_id, amount):
                 budgets = self._sec("budgets")
@@ -245,16 +276,20 @@ class _Transaction:
         add_usage(self._section("hourly", rec.at.strftime("%Y-%m-%dT%H"), {}), delta)
         if rec.request_id is not None:
             self._seen[rec.request_id] = day
-        today = self._h.clock.now().date()
-        if self._h.archived_on != today and self._archived_on is None and not self._replaying:
-            # the first batch of each day also moves old days to the archives
-            self._archive_before(today)
 
     def _archive_before(self, today: date) -> int:
         """Stage the move of days older than ``keep_days`` to their month's archive."""
         self._archived_on = today
         cutoff = (today - timedelta(days=self._h.keep_days)).isoformat()
         forget = (today - timedelta(days=self._h.dedupe_days)).isoformat()
+        moved = self._drop_before(cutoff, forget)
+        if not self._replaying:  # logged after the records before it: a replay drops the same
+            self._logged.append(ArchivedDays(today, cutoff, forget))
+        return moved
+
+    def _drop_before(self, cutoff: str, forget: str) -> int:
+        """Stage the days and hours before *cutoff* leaving the live document (into
+        their month's archive, at commit); request ids before *forget* are forgotten."""
         doc = self._doc if self._doc is not None else self._h.doc
         old_days = [d for d in doc["daily_usage"] if d < cutoff]
         old_hours = [h for h in doc["hourly"] if h[:10] < cutoff]
@@ -299,8 +334,12 @@ class _Transaction:
                 current = self._h.storage.archive(month) or {"month": month, "daily_usage": {}}
                 merge_late(current, entries)  # skips what a crashed move already added
                 archives[month] = current
-            document = {**self._document(), "late": {}}
-            self._h.storage.commit([], lambda: document, archives)
+            moved = [msgspec.to_builtins(LateMoved(sorted(late)))]
+
+            def document(seen: Mapping[str, str] | None = None) -> dict[str, Any]:
+                return {**self._document(seen), "late": {}}
+
+            self._h.storage.commit(moved, document, archives)
         except (OSError, PersistenceError) as exc:
             log.warning("late token usage stays pending until the next commit: %s", exc)
             return
@@ -321,12 +360,13 @@ class _Transaction:
         self._version = view.version
         self._version_before = getattr(view, "version_before", -2)
 
-    def _document(self) -> dict[str, Any]:
-        """The whole live document as stored (only built when the storage writes it whole)."""
+    def _document(self, seen: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The whole live document as stored (only built when the storage writes it
+        whole); *seen* replaces the handler's request ids (a checkpoint thread's copy)."""
         assert self._doc is not None
         request_ids: dict[str, list[str]] = {}
-        for seen in (self._h.seen, self._seen):
-            for rid, day in seen.items():
+        for ids in (self._h.seen, self._seen) if seen is None else (seen,):
+            for rid, day in ids.items():
                 if self._forget is None or day >= self._forget:
                     request_ids.setdefault(day, []).append(rid)
         now = iso_utc(self._h.clock.now())

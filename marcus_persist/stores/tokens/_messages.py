@@ -6,7 +6,15 @@ from datetime import date, datetime
 
 import msgspec
 
-__all__ = ("Archive", "Message", "Record", "SetBudget")
+__all__ = (
+    "Archive",
+    "ArchivedDays",
+    "LateMoved",
+    "LoggedMessage",
+    "Message",
+    "Record",
+    "SetBudget",
+)
 
 
 class Record(msgspec.Struct, frozen=True, tag=True):
@@ -32,4 +40,22 @@ class Archive(msgspec.Struct, frozen=True, tag=True):
     today: date
 
 
+class ArchivedDays(msgspec.Struct, frozen=True, tag=True):
+    """Logged: the days and hours before *cutoff* left the live document (their
+    month's archive holds them, durably, before this is logged); request ids of
+    days before *forget* are no longer remembered."""
+
+    today: date
+    cutoff: str
+    forget: str
+
+
+class LateMoved(msgspec.Struct, frozen=True, tag=True):
+    """Logged: these pending late entries are in their archives now (step 2 of ``_late.py``)."""
+
+    keys: list[str]
+
+
 Message = Record | SetBudget | Archive
+#: what a batch logs, in order; a replay applies exactly these
+LoggedMessage = Record | SetBudget | ArchivedDays | LateMoved

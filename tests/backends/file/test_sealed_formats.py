@@ -110,15 +110,16 @@ class TestFormat1:
         (tmp_path / "token_usage.log").write_bytes(b'{"seq":2,"records":[{"n":2}]}\n')
         storage = FileTokenStorage(_ctx(tmp_path))
         assert storage.load(lambda d: d) == ({"upto": 1, "log_seq": 1}, [{"n": 2}])
-        storage.commit([{"n": 3}], lambda: {"upto": 3}, {})
+        storage.loaded(lambda seen=None: {"upto": 2}, {})
+        storage.commit([{"n": 3}], lambda seen=None: {"upto": 3}, {})  # onto the log
+        assert (tmp_path / "token_usage.log").exists()  # until the first checkpoint
+        assert storage.checkpoint()
         raw = (tmp_path / "token_usage.json").read_bytes()
         assert unseal_document(raw) and json.loads(raw)["upto"] == 3
-        assert (tmp_path / "token_usage.log").read_bytes() == b""
-        storage.commit([{"n": 4}], lambda: {"upto": 4}, {})
-        line = (tmp_path / "token_usage.log").read_bytes()
-        assert unseal_line(line[:-1]) == b'{"seq":4,"records":[{"n":4}]}'
+        assert not (tmp_path / "token_usage.log").exists()
+        storage.commit([{"n": 4}], lambda seen=None: {"upto": 4}, {})
         again = FileTokenStorage(_ctx(tmp_path))
-        assert again.load(lambda d: d) == ({"upto": 3, "log_seq": 3}, [{"n": 4}])
+        assert again.load(lambda d: d) == ({"upto": 3, "log_seq": 2, "wal_lsn": 1}, [{"n": 4}])
 
 
 class TestUnreadableTails:
@@ -130,10 +131,13 @@ class TestUnreadableTails:
         store.open()
         store.commit({"c": {"k": {"v": 1}}})
         store.commit({"c": {"new": {"v": 2}}})  # a new shard version: the old one goes
-        tokens = FileTokenStorage(_ctx(data))
-        tokens.load(lambda d: d)
-        tokens.commit([{"n": 1}], lambda: {"upto": 1}, {})
-        tokens.commit([{"n": 2}], lambda: {"upto": 2}, {})
+        # token usage in the previous format: a document, then a log line
+        record = {"type": "Record", "provider": "anthropic", "model": None, "input_tokens": 1}
+        record |= {"output_tokens": 1, "cost_micros": 10, "project_id": None, "task_id": None}
+        record |= {"at": "2026-01-05T10:00:00Z", "request_id": "r1"}
+        (data / "token_usage.json").write_bytes(seal_document(b'{"log_seq":1}'))
+        line = json.dumps({"seq": 2, "records": [record]}, separators=(",", ":")).encode()
+        (data / "token_usage.log").write_bytes(seal_line(line))
         tails = {
             data / "marcus_state" / LOG: b"0badf00d {garbage}\n",
             data / "token_usage.log": b"x",
