@@ -22,7 +22,7 @@ class FileBackend:
     ) -> None:
         self.ctx = ctx
         self._assignments = FileAssignmentStorage(ctx, checkpoints)
-        self._state = FileStateStorage(ctx, cache_bytes=cache_mb << 20)
+        self._state = FileStateStorage(ctx, cache_bytes=cache_mb << 20, policy=checkpoints)
         self._patterns = FilePatternStorage(ctx)
         self._tokens = FileTokenStorage(ctx)
 
@@ -41,11 +41,13 @@ class FileBackend:
     def checkpoint(self) -> list[str]:
         """Checkpoint every store that keeps a log now (blocking); the stores that had
         something to write."""
-        return ["assignments"] if self._assignments.checkpoint() else []
+        written = ["assignments"] if self._assignments.checkpoint() else []
+        return written + (["state"] if self._state.checkpoint() else [])
 
     def close(self) -> None:
         """Write a final checkpoint of every logged store and empty its log."""
         self._assignments.close()
+        self._state.close()
 
 
 def create(config: Config, fs: FileSystem) -> FileBackend:
