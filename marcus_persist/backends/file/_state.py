@@ -140,7 +140,7 @@ class FileStateStorage:
         return self.layers.take()
 
     def write(self, snapshot: Layer) -> None:
-        self.shards.commit(snapshot.changes, meta=snapshot.meta, on_durable=self.layers.drop)
+        self.shards.commit(snapshot.changes, snapshot.meta, self.layers.drop)
 
     def requeue(self, snapshot: Layer) -> None:
         self.layers.put_back()
