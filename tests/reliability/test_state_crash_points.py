@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from marcus_persist.backends.file import _backend
+from marcus_persist.backends.file._logged import CheckpointPolicy
 from marcus_persist.backends.file._manifest import LOG, MANIFEST, Manifest
 
 from .oracle import ASSIGNMENTS, History, Op, enumerate_crashes, open_fds, recover, run_steps
@@ -139,6 +141,26 @@ class TestStateCrashPoints:
         state, problem = await recover(image, tmp_path / "img", STATE)
         assert problem is None
         assert history.legal(k) == [state]  # all three: the log replayed over the shards
+
+
+class TestCheckpointsBesideCommits:
+    async def test_a_checkpoint_after_every_commit(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # every commit makes the log due: a checkpoint thread writes shards, the
+        # manifest and retires segments while the next batches append to the log
+        monkeypatch.setattr(_backend, "CheckpointPolicy", lambda *_: CheckpointPolicy(max_bytes=1))
+        root = tmp_path / "sim"
+        root.mkdir()
+        fs = LockedSimFS(root)
+        history = History(STATE)
+        await run_steps(history, fs, root / "data", [*THREE_COMMITS, *MULTI_SHARD])
+        report = await enumerate_crashes("state, checkpoints beside commits", fs, history, tmp_path)
+        count(report)
+        assert report.violations == []
+        retired = _state_ops(fs, "unlink", "marcus_state/wal/")
+        assert len(retired) >= 2, retired  # segments retired while the runtime ran
+        assert _state_ops(fs, "unlink", "_shards/docs")  # a checkpoint superseded a shard
 
 
 ROUNDS: list[tuple[list[Op], list[Op]]] = [
