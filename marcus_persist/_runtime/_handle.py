@@ -100,7 +100,10 @@ class Runtime:
 
         def take() -> Path:
             self._check_lock()  # LockLost: the directory may be another runtime's now
-            return create_backup(self.data_dir, dest, fs=self._fs, sync=self.config.fsync)
+            # a checkpoint thread would replace files and retire the log mid-copy
+            held = getattr(self.backend, "checkpoints_held", contextlib.nullcontext)
+            with held():
+                return create_backup(self.data_dir, dest, fs=self._fs, sync=self.config.fsync)
 
         async with self.audit.rotation_held(), self.paused():  # audit files stay put
             try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from marcus_persist._config import Config
 from marcus_persist._core._fs import FileSystem
 from marcus_persist.backends._files import FileContext
@@ -43,6 +46,13 @@ class FileBackend:
         something to write."""
         written = ["assignments"] if self._assignments.checkpoint() else []
         return written + (["state"] if self._state.checkpoint() else [])
+
+    @contextlib.contextmanager
+    def checkpoints_held(self) -> Iterator[None]:
+        """No checkpoint of any logged store runs inside (blocking): a backup copies
+        every store's files and log as one consistent whole."""
+        with self._assignments.logged.held(), self._state.logged.held():
+            yield
 
     def close(self) -> None:
         """Write a final checkpoint of every logged store and empty its log."""

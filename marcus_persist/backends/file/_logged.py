@@ -23,9 +23,10 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
@@ -140,6 +141,13 @@ class Logged(Generic[T]):
                 return False
             self._finish(*taken)
             return True
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """No checkpoint runs inside (a running one is waited for, none starts): the
+        files and the log stay as they are while, say, a backup copies them."""
+        with self._checkpoint_lock:
+            yield
 
     def wait(self) -> None:
         """Wait for a checkpoint running in its thread, if one is."""

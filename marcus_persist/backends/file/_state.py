@@ -38,7 +38,7 @@ from marcus_persist.backends.file._logged import CheckpointPolicy, Logged
 from marcus_persist.backends.file._shards import MANIFEST, ShardStore
 from marcus_persist.backends.file._state_log import Layer, StateLayers
 
-__all__ = ("STATE_DIR", "FileStateStorage")
+__all__ = ("STATE_DIR", "FileStateStorage", "decode_record")
 
 log = logging.getLogger("marcus_persist")
 
@@ -65,19 +65,23 @@ class FileStateStorage:
     def load(self) -> None:
         """Open the shards, replay the log over them, import what Marcus left. Read-only
         (a migration's source), Marcus's files are read into memory, never renamed."""
-        self.shards.open()
-        self.layers = StateLayers(self.shards)
-        for payload in self.logged.open():
-            try:
-                changes, meta = _decode_record(payload)
-            except (ValueError, msgspec.DecodeError, RecursionError) as exc:
-                reason = f"a sealed record: {exc}"
-                raise CorruptDataError(str(self.logged.wal_dir), reason) from None
-            self.layers.fold(changes, self.layers.existed(changes), meta)
+        self.replay()
         if self.directory.is_dir():
             for path in sorted(self.directory.glob("*.json")):
                 if path.name != MANIFEST and path.is_file():
                     self._import(path)
+
+    def replay(self) -> None:
+        """Open the shards and replay the log over them (no import)."""
+        self.shards.open()
+        self.layers = StateLayers(self.shards)
+        for payload in self.logged.open():
+            try:
+                changes, meta = decode_record(payload)
+            except (ValueError, msgspec.DecodeError, RecursionError) as exc:
+                reason = f"a sealed record: {exc}"
+                raise CorruptDataError(str(self.logged.wal_dir), reason) from None
+            self.layers.fold(changes, self.layers.existed(changes), meta)
 
     def _import(self, path: Path) -> None:
         try:
@@ -149,7 +153,7 @@ class FileStateStorage:
 Changes = dict[str, dict[str, Record | None]]
 
 
-def _decode_record(payload: bytes) -> tuple[Changes, dict[str, Any] | None]:
+def decode_record(payload: bytes) -> tuple[Changes, dict[str, Any] | None]:
     """One log record back into ``(changes, meta)``; ``ValueError`` names what is wrong."""
     document = decode(payload)
     if not isinstance(document, list) or len(document) != 2:
