@@ -258,6 +258,17 @@ class ShardStore:
                 return None
             return self._load(collection, shard).get(key)
 
+    def peek(self, collection: str, key: str) -> tuple[bool, Record | None]:
+        """``(True, record or None)`` when that is known without reading a file (no such
+        collection or shard, or the shard is cached), else ``(False, None)``."""
+        with self._lock:
+            found = self._collections.get(collection)
+            shard = found.locate(key_hash(key)) if found else None
+            if shard is None:
+                return True, None
+            hit = self._cache.get((collection, shard))
+            return (False, None) if hit is None else (True, hit.get(key))
+
     def shards(self, collection: str) -> list[str]:
         """The shard names of *collection* now; pass each to :meth:`items_in`."""
         with self._lock:

@@ -81,7 +81,7 @@ class FileStateStorage:
             except (ValueError, msgspec.DecodeError, RecursionError) as exc:
                 reason = f"a sealed record: {exc}"
                 raise CorruptDataError(str(self.logged.wal_dir), reason) from None
-            self.layers.fold(changes, self.layers.existed(changes), meta)
+            self.layers.fold(changes, meta)
 
     def _import(self, path: Path) -> None:
         try:
@@ -99,8 +99,7 @@ class FileStateStorage:
             imported[path.name] = digest
             meta = {**self.layers.meta, _IMPORTED: imported}
             if self._ctx.read_only:
-                changes = {collection: document}
-                self.layers.fold(changes, self.layers.existed(changes), meta)
+                self.layers.fold({collection: document}, meta)
                 return
             self._commit({collection: document}, meta)  # durable before the rename
             log.info("imported %d records of %s", len(document), path)
@@ -135,9 +134,7 @@ class FileStateStorage:
 
     def _commit(self, changes: StateChanges, meta: dict[str, Any] | None) -> None:
         batch = {check_collection_name(c): dict(records) for c, records in changes.items()}
-        existed = self.layers.existed(batch)  # may read shards: before the commit point
-        payload = encode([batch, meta])
-        self.logged.commit(payload, lambda: self.layers.fold(batch, existed, meta))
+        self.logged.commit(encode([batch, meta]), lambda: self.layers.fold(batch, meta))
 
     # -- Checkpointable ---------------------------------------------------------
     def snapshot(self) -> Layer | None:

@@ -10,7 +10,10 @@ every committed key exactly once, before, during and after a checkpoint. A
 checkpoint that fails puts its layer back under the live one.
 
 Each layer keeps, per collection, how much it changed the record count of
-what lies under it, so counting stays a sum and never a scan.
+what lies under it, so counting stays a sum and never a scan. Whether a key
+held a record before is known at once when its shard is cached (or it lies in
+the pending layer); otherwise it is looked up when the collection is next
+counted, so a commit never reads a shard file.
 """
 
 from __future__ import annotations
@@ -34,8 +37,14 @@ class Layer:
     """Changes over what lies under them: collection -> key -> record (``None`` deletes)."""
 
     changes: dict[str, dict[str, Record | None]] = field(default_factory=dict)
-    #: collection -> change of its record count against what lies under this layer
+    #: collection -> key -> whether a record lay under this layer when the key was first
+    #: changed in it (``None``: not known yet, looked up by :meth:`StateLayers.count`)
+    before: dict[str, dict[str, bool | None]] = field(default_factory=dict)
+    #: collection -> change of its record count against what lies under this layer,
+    #: over the keys whose ``before`` is known
     delta: dict[str, int] = field(default_factory=dict)
+    #: collection -> the keys whose ``before`` is not known yet
+    unknown: dict[str, set[str]] = field(default_factory=dict)
     #: the shard store's whole meta, if a record in this layer replaced it
     meta: dict[str, Any] | None = None
 
@@ -63,6 +72,8 @@ class StateLayers:
 
     def count(self, collection: str) -> int:
         with self.lock:
+            for layer in (self.pending, self.live):
+                self._resolve(layer, collection)
             return (
                 self.shards.count(collection)
                 + self.pending.delta.get(collection, 0)
@@ -101,22 +112,37 @@ class StateLayers:
         for start in range(0, len(present), CHUNK):
             yield present[start : start + CHUNK]
 
-    # -- the committer --------------------------------------------------------
-    def existed(self, changes: Mapping[str, Mapping[str, Record | None]]) -> dict[str, list[bool]]:
-        """Whether each key of *changes* holds a record now, in order (reads shards
-        that are not cached: raises before anything is logged if one is unreadable)."""
-        return {
-            collection: [self.get(collection, key) is not None for key in batch]
-            for collection, batch in changes.items()
-        }
+    def _resolve(self, layer: Layer, collection: str) -> None:
+        """Look up what lay under *layer* for its keys not known yet (reads shards;
+        the lock is held). Such a key was in no pending layer when first changed,
+        so what lies under it is the shards, which no checkpoint changed for it."""
+        unknown = layer.unknown.pop(collection, None)
+        if not unknown:
+            return
+        before, changes = layer.before[collection], layer.changes[collection]
+        delta = layer.delta.get(collection, 0)
+        for key in unknown:
+            held = self.shards.get(collection, key) is not None
+            before[key] = held
+            delta += (changes[key] is not None) - held
+        layer.delta[collection] = delta
 
+    def _under_live(self, collection: str, key: str) -> bool | None:
+        """Whether a record lies under the live layer for *key*, if known without
+        reading a file (the lock is held)."""
+        pending = self.pending.changes.get(collection)
+        if pending is not None and key in pending:
+            return pending[key] is not None
+        known, record = self.shards.peek(collection, key)
+        return record is not None if known else None
+
+    # -- the committer --------------------------------------------------------
     def fold(
         self,
         changes: Mapping[str, Mapping[str, Record | None]],
-        existed: dict[str, list[bool]],
         meta: dict[str, Any] | None = None,
     ) -> None:
-        """Take a durable batch into the live layer (*existed* from :meth:`existed`)."""
+        """Take a durable batch into the live layer (never reads a shard file)."""
         with self.lock:
             live = self.live
             for collection, batch in changes.items():
@@ -128,11 +154,20 @@ class StateLayers:
                 if not batch or (not known and all(r is None for r in batch.values())):
                     continue  # deleting from a collection that does not exist
                 target = live.changes.setdefault(collection, {})
-                delta = 0
-                for (key, record), before in zip(batch.items(), existed[collection], strict=True):
+                before = live.before.setdefault(collection, {})
+                delta = live.delta.get(collection, 0)
+                for key, record in batch.items():
+                    if key in target:
+                        if before[key] is not None:
+                            delta += (record is not None) - (target[key] is not None)
+                    else:
+                        held = before[key] = self._under_live(collection, key)
+                        if held is None:
+                            live.unknown.setdefault(collection, set()).add(key)
+                        else:
+                            delta += (record is not None) - held
                     target[key] = record
-                    delta += (record is not None) - before
-                live.delta[collection] = live.delta.get(collection, 0) + delta
+                live.delta[collection] = delta
             if meta is not None:
                 live.meta = dict(meta)
 
@@ -155,10 +190,19 @@ class StateLayers:
         """Writing the pending layer failed: it goes back under the live one."""
         with self.lock:
             pending, live = self.pending, self.live
-            merged = Layer({c: dict(r) for c, r in pending.changes.items()}, dict(pending.delta))
-            for collection, records in live.changes.items():
-                merged.changes.setdefault(collection, {}).update(records)
-            for collection, delta in live.delta.items():
-                merged.delta[collection] = merged.delta.get(collection, 0) + delta
-            merged.meta = live.meta if live.meta is not None else pending.meta
+            merged = Layer(meta=live.meta if live.meta is not None else pending.meta)
+            for layer in (live, pending):  # pending's "before" wins: it lies lower
+                for collection in layer.changes:
+                    merged.before.setdefault(collection, {}).update(layer.before[collection])
+            for layer in (pending, live):  # live's records win: they are newer
+                for collection, records in layer.changes.items():
+                    merged.changes.setdefault(collection, {}).update(records)
+            for collection, records in merged.changes.items():
+                before = merged.before[collection]
+                merged.unknown[collection] = {k for k in records if before[k] is None}
+                merged.delta[collection] = sum(
+                    (r is not None) - held
+                    for k, r in records.items()
+                    if (held := before[k]) is not None
+                )
             self.live, self.pending = merged, Layer()

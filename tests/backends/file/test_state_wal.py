@@ -187,3 +187,32 @@ class TestRecovery:
             await rt.state.store("tasks", "t2", {"n": 2})
         assert sorted(shards_alone(tmp_path)["tasks"]) == ["t1", "t2"]  # the first checkpoint
         assert [p.stat().st_size for p in wal_dir(tmp_path).iterdir()] == [0]
+
+
+class TestCounts:
+    async def test_counts_with_shards_not_read_yet(
+        self, tmp_path: Path, faulty_fs: FaultyFS
+    ) -> None:
+        async with open_runtime(tmp_path) as rt:
+            await rt.state.store_many(
+                "c", {f"k{i}": {"n": i, "pad": "x" * 500} for i in range(300)}
+            )
+        files = backend(tmp_path, faulty_fs, CheckpointPolicy())
+        async with open_runtime(tmp_path, backend=files) as rt:  # no shard in the cache
+            await rt.state.store("c", "k1", {"n": -1})  # an update: the count stays
+            await rt.state.delete_many("c", ["k2", "nope"])  # one existed
+            await rt.state.store("c", "new", {"n": 0})
+            layers = files.state().layers
+            assert layers.live.unknown["c"] >= {"k1", "new"}  # the commits read no shard
+            await rt.state.store("c", "k3", {"n": -3})
+            faulty_fs.fail["fsync"] = errno.EIO  # the first new shard file's
+            with pytest.raises(PersistenceError):
+                await rt.checkpoint()  # the layer goes back under the live one
+            del faulty_fs.fail["fsync"]
+            await rt.state.delete("c", "k1")
+            await rt.state.store("c", "k4", {"n": -4})
+            assert layers.live.unknown["c"]  # put back not yet known: counted now
+            assert await rt.state.count("c") == 299
+            assert await rt.checkpoint() == ["state"]
+            assert await rt.state.count("c") == 299
+        assert len(shards_alone(tmp_path)["c"]) == 299
