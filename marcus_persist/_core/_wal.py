@@ -277,9 +277,10 @@ class WriteAheadLog:
         segment cannot be made, nothing changes and appends go on where they were."""
         self._file.repair()  # a failed append is cut off before the segment is left
         fresh = self._create(self._seq + 1)
-        self._file.close()
-        sealed, self._seq, self._file = self._seq, self._seq + 1, fresh
+        old, sealed, self._seq, self._file = self._file, self._seq, self._seq + 1, fresh
         self._first_append = None
+        with contextlib.suppress(OSError):  # never leaks the new segment: its records
+            old.close()  # were each fdatasynced, a failed close loses nothing
         return sealed
 
     @property

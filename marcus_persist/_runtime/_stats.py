@@ -71,7 +71,7 @@ def collect_stats(data_dir: Path) -> DataStats:
     tokens, totals = read.tokens(data_dir)
     found = {
         "assignments": read.assignments(data_dir),
-        "marcus_state": read.sharded(data_dir / "marcus_state", "_stored_at", "_stored_at"),
+        "marcus_state": read.state(data_dir, "_stored_at", "_stored_at"),
         "learned_patterns": read.sharded(data_dir / "learned_patterns", "first_seen", "last_seen"),
         "token_usage": tokens,
     }

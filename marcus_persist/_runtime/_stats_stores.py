@@ -23,7 +23,9 @@ from marcus_persist.backends._assignments import check_records
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._assignments import FileAssignmentStorage
 from marcus_persist.backends.file._audit import FileAuditStorage
+from marcus_persist.backends.file._logged import WAL_DIR
 from marcus_persist.backends.file._shards import MANIFEST, ShardStore
+from marcus_persist.backends.file._state import STATE_DIR, FileStateStorage
 from marcus_persist.backends.file._tokens import FileTokenStorage
 from marcus_persist.stores.audit._query import Filter, scan_usage_stats, select_sources
 from marcus_persist.stores.tokens import TokensHandler
@@ -37,6 +39,7 @@ __all__ = (
     "audit",
     "backups",
     "sharded",
+    "state",
     "tokens",
 )
 
@@ -110,6 +113,25 @@ def sharded(root: Path, first: str, last: str) -> Found:
     try:
         store.open()
         records: list[Any] = [r for c in store.collections() for _, r in store.iter(c)]
+    except (CorruptDataError, OSError):
+        return Found(None)
+    stamps = [when(r.get(f)) for r in records if isinstance(r, dict) for f in (first, last)]
+    return _found(len(records), stamps)
+
+
+def state(data_dir: Path, first: str, last: str) -> Found:
+    """The state store's records (shards with the log replayed over them, read-only);
+    its times from the *first* / *last* field of each."""
+    root = data_dir / STATE_DIR
+    if not (root / MANIFEST).exists() and not (root / WAL_DIR).is_dir():
+        return Found(0)
+    ctx = FileContext(data_dir, OS_FS, sync=False, on_corrupt="error", read_only=True)
+    storage = FileStateStorage(ctx)
+    try:
+        storage.load()
+        records: list[Any] = [
+            r for c in storage.collections() for chunk in storage.chunks(c) for _, r in chunk
+        ]
     except (CorruptDataError, OSError):
         return Found(None)
     stamps = [when(r.get(f)) for r in records if isinstance(r, dict) for f in (first, last)]

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from marcus_persist._config import Config
 from marcus_persist._core._appendlog import cut_torn_tail
 from marcus_persist._core._atomic import is_temp_name
@@ -17,14 +19,16 @@ from marcus_persist._core._clock import SYSTEM_CLOCK
 from marcus_persist._core._dirlock import LOCK_NAME, DirLock
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._core._safeopen import open_reader, unsafe_entries
+from marcus_persist._core._wal import scan_log
 from marcus_persist._errors import CorruptDataError, DataDirLocked
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._audit import FileAuditStorage
 from marcus_persist.backends.file._backend import FileBackend
+from marcus_persist.backends.file._logged import WAL_DIR
 from marcus_persist.backends.file._patterns_tokens import PATTERNS_DIR
 from marcus_persist.backends.file._sealed import cut_tail
 from marcus_persist.backends.file._shards import LOG, ShardStore
-from marcus_persist.backends.file._state import STATE_DIR
+from marcus_persist.backends.file._state import STATE_DIR, FileStateStorage, decode_record
 from marcus_persist.backends.file._tokens import FileTokenStorage
 from marcus_persist.ops._doctor_alerts import check_growth
 from marcus_persist.ops._doctor_engines import check_engines
@@ -158,7 +162,8 @@ def _last_byte(path: Path) -> bytes:
 
 def _state(data_dir: Path, repair: bool) -> list[Finding]:
     """The shard stores: state and learned patterns."""
-    return _shard_store(data_dir, STATE_DIR, repair) + _shard_store(data_dir, PATTERNS_DIR, repair)
+    state = _shard_store(data_dir, STATE_DIR, repair) + _state_log(data_dir, repair)
+    return state + _shard_store(data_dir, PATTERNS_DIR, repair)
 
 
 def _shard_store(data_dir: Path, name: str, repair: bool) -> list[Finding]:
@@ -193,6 +198,41 @@ def _shard_store(data_dir: Path, name: str, repair: bool) -> list[Finding]:
         for q in ctx.quarantined
     ]
     return found
+
+
+def _state_log(data_dir: Path, repair: bool) -> list[Finding]:
+    """The state store's write-ahead log: every record sound and readable. On repair
+    it is replayed and checkpointed into the shards (a corrupt log moved aside
+    first); its torn tails are reported with every store's (:func:`_stores`)."""
+    directory = data_dir / STATE_DIR / WAL_DIR
+    if not directory.is_dir():
+        return []
+    found: list[Finding] = []
+    try:
+        for segment in scan_log(directory, fs=OS_FS):
+            for lsn, payload in segment.records:
+                try:
+                    decode_record(payload)
+                except (ValueError, msgspec.DecodeError, RecursionError) as exc:
+                    found.append(Finding(str(segment.path), f"record {lsn}: {exc}", "error"))
+    except CorruptDataError as exc:
+        found.append(Finding(exc.path, exc.reason, "error"))
+    if not repair:
+        return found
+    ctx = FileContext(data_dir, OS_FS, sync=True, on_corrupt="quarantine")
+    storage = FileStateStorage(ctx)
+    try:
+        storage.replay()
+    except CorruptDataError as exc:  # a sound record that is no state batch: left as it is
+        return [*found, Finding(exc.path, exc.reason, "error")]
+    storage.close()  # the log, replayed, is checkpointed into the shards
+    fixed = {q.path: Path(q.moved_to).name for q in ctx.quarantined}
+    return [
+        msgspec.structs.replace(f, repaired=f"quarantined as {fixed[str(directory)]}")
+        if str(directory) in fixed
+        else f
+        for f in found
+    ]
 
 
 def _tokens(data_dir: Path, repair: bool) -> list[Finding]:

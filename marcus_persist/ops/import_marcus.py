@@ -238,9 +238,18 @@ def _collection(name: str) -> bool:
 
 def _load_in_staging(staging: Path, scratch: Path) -> list[Skipped]:
     """Run the stores' importers on the staging copy; report what they could not take."""
-    skipped: list[Skipped] = []
     ctx = FileContext(staging, OS_FS, False, "quarantine")
     backend = FileBackend(ctx)
+    try:
+        return _import_stores(staging, scratch, backend, ctx)
+    finally:
+        backend.close()  # the logs opened, checkpointed into the staging files
+
+
+def _import_stores(
+    staging: Path, scratch: Path, backend: FileBackend, ctx: FileContext
+) -> list[Skipped]:
+    skipped: list[Skipped] = []
     backend.state().load()  # imports marcus_state/*.json
     for path, why in backend.state().left:  # another component's file: not state
         rel = path.relative_to(staging).as_posix()

@@ -71,12 +71,20 @@ class TestWhileRunning:
     async def test_a_shard_directory_swapped_for_a_link(self, data: Path, outside: Outside) -> None:
         async with open_runtime(data) as rt:
             await fill(rt)
+            await rt.checkpoint()  # the shards are written
             shards = data / "marcus_state" / "_shards"
             os.symlink(outside.root / "sub", shards / "newcoll")
+            before = sorted(p.name for p in (outside.root / "sub").iterdir())
+            # the commit only appends to the write-ahead log: durable, nothing written there
+            await rt.state.store("newcoll", "k", {"v": 1})
+            # the checkpoint that would write the collection's shards refuses the link
             with pytest.raises(PersistenceError) as caught:
-                await rt.state.store("newcoll", "k", {"v": 1})
+                await rt.checkpoint()
             assert str(shards / "newcoll") in str(caught.value)
-            assert await rt.state.retrieve("newcoll", "k") is None
+            assert (await rt.state.retrieve("newcoll", "k") or {}).get("v") == 1  # the log keeps it
+            await rt.state.store("tasks", "k2", {"v": 2})  # the store goes on
+        assert sorted(p.name for p in (outside.root / "sub").iterdir()) == before
+        assert (shards / "newcoll").is_symlink()  # the final checkpoint refused it too
 
 
 def test_a_live_file_swapped_for_a_link_is_replaced_never_written_through(

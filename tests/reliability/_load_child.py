@@ -15,6 +15,8 @@ from typing import Any
 import anyio
 
 from marcus_persist import open_runtime
+from marcus_persist.backends.file import _backend
+from marcus_persist.backends.file._logged import CheckpointPolicy
 from marcus_persist.backends.file._manifest import Manifest
 from marcus_persist.backends.file._tokens import FileTokenStorage
 
@@ -58,7 +60,7 @@ def token_step(i: int) -> list[Op]:
 MODES: dict[str, tuple[StoreAdapter, Callable[[int], list[Op]]]] = {
     "assignments": (ASSIGNMENTS, lambda i: [op(i)]),
     "state": (STATE, state_step),
-    "state-rebase": (STATE, state_step),  # every few commits rewrite _manifest.json
+    "state-rebase": (STATE, state_step),  # checkpoints beside commits, rewriting _manifest.json
     "tokens": (TOKEN_COUNTS, token_step),
     "tokens-checkpoint": (TOKEN_COUNTS, token_step),  # later batches rewrite token_usage.json
     "audit": (AUDIT, lambda i: [("event", i)]),
@@ -69,6 +71,11 @@ FLOORED: dict[str, type[Manifest | FileTokenStorage]] = {
     "state-rebase": Manifest,
     "tokens-checkpoint": FileTokenStorage,
 }
+
+
+#: modes whose write-ahead log is checkpointed after every commit (the shards and
+#: manifest written while the next batches append)
+CHECKPOINTED = ("state-rebase",)
 
 
 def legal_states(mode: str, submitted: int, acked: int) -> list[Any]:
@@ -98,6 +105,8 @@ async def main(data: Path, count: int, mode: str) -> None:
         logged = FLOORED[mode]
         defaults = dict(logged.__init__.__kwdefaults__ or {})
         logged.__init__.__kwdefaults__ = {**defaults, "checkpoint_bytes": 1}
+    if mode in CHECKPOINTED:  # a checkpoint of the log after every commit, in its thread
+        setattr(_backend, "CheckpointPolicy", lambda *_: CheckpointPolicy(max_bytes=1))  # noqa: B010
     if mode == "audit-rotate":
         clock = MovingClock(ROTATION_TODAY)
         async with open_runtime(data, clock=clock, **ROTATION_OPTIONS) as rt:

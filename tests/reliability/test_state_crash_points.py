@@ -1,9 +1,15 @@
 """Suite 1 for the state store: simulated power loss at every syscall, checked by the oracle.
 
-Workloads: three commits over two collections; a multi-shard commit (one
-``store_many`` big enough to split a shard, so one batch writes several shard
-files and unlinks the one it supersedes); commits whose manifest log outgrows
-its base, so a commit rewrites ``_manifest.json``; and the assignments and
+A batch commits as one record in ``marcus_state/wal/``; the shards and manifest
+are written by checkpoints. Each workload runs one batch per runtime session,
+so every clean close checkpoints over the shards the previous one wrote and
+then retires the log: crashes fall inside commits, inside checkpoints and
+inside segment retirement.
+
+Workloads: three commits over two collections; a multi-shard checkpoint (one
+``store_many`` big enough to split a shard, so one checkpoint writes several
+shard files and unlinks the one it supersedes); checkpoints whose manifest log
+outgrows its base, so one rewrites ``_manifest.json``; and the assignments and
 state actors committing interleaved, each store's oracle checked on every image.
 """
 
@@ -13,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from marcus_persist.backends.file import _backend
+from marcus_persist.backends.file._logged import CheckpointPolicy
 from marcus_persist.backends.file._manifest import LOG, MANIFEST, Manifest
 
 from .oracle import ASSIGNMENTS, History, Op, enumerate_crashes, open_fds, recover, run_steps
@@ -48,7 +56,8 @@ async def state_crash_run(
     fs = SimFS(root, fault)
     history = History(STATE)
     fds = open_fds()
-    await run_steps(history, fs, root / "data", steps)
+    for step in steps:  # one session per batch: each close checkpoints and retires the log
+        await run_steps(history, fs, root / "data", [step])
     report = await enumerate_crashes(name, fs, history, tmp)
     count(report)
     assert open_fds() == fds, "leaked file descriptors"
@@ -64,11 +73,14 @@ class TestStateCrashPoints:
     async def test_three_commits(self, tmp_path: Path) -> None:
         violations, fs = await state_crash_run("state, three commits", THREE_COMMITS, tmp_path)
         assert violations == []
-        assert _state_ops(fs, "write", LOG)  # commits 2 and 3 append to the manifest log
+        assert len(_state_ops(fs, "write", "marcus_state/wal/")) == 3  # one record per batch
+        assert _state_ops(fs, "write", LOG)  # checkpoints 2 and 3 append to the manifest log
+        assert _state_ops(fs, "truncate", "marcus_state/wal/")  # each close empties the log
 
     @pytest.mark.parametrize(
         ("method", "n"),
-        # after startup: the shard and manifest fsyncs of commits 1-3, the log's creation
+        # after startup: record syncs, then the shard, manifest and log fsyncs of the
+        # checkpoint at each close
         [
             *[("fsync", n) for n in range(1, 7)],
             # found a bug: after a failed fsync of data/marcus_state, ensure_dir skipped
@@ -89,7 +101,7 @@ class TestStateCrashPoints:
     async def test_multi_shard_commit(self, tmp_path: Path) -> None:
         violations, fs = await state_crash_run("state, multi-shard", MULTI_SHARD, tmp_path)
         assert violations == []
-        # the split: one batch creates shards deeper than the root, unlinks the root shard
+        # the split: one checkpoint creates shards deeper than the root, unlinks the root one
         created = {Path(p).name.split(".")[0] for p in _state_ops(fs, "create", "_shards/docs")}
         assert len(created) >= 3, created
         assert _state_ops(fs, "unlink", "_shards/docs")
@@ -102,20 +114,21 @@ class TestStateCrashPoints:
         assert violations == []
         bases = [op for op in fs.trace if op.kind == "replace" and op.dst.endswith(MANIFEST)]
         appends = _state_ops(fs, "write", LOG)
-        # the first commit writes the base; a later one rewrites it once the log outgrew it
+        # the first checkpoint writes the base; a later one rewrites it once the log outgrew it
         assert len(bases) >= 2 and appends, (len(bases), len(appends))
         assert fs.trace.index(bases[-1]) > min(
             i for i, op in enumerate(fs.trace) if op.kind == "write" and LOG in op.path
         )
 
     async def test_garbled_torn_log_append_opens(self, tmp_path: Path) -> None:
-        # found by the two-actor run: the last, never acknowledged append filled with
-        # garbage that holds a "\n" read as a corrupt complete line, refusing to open
+        # found by the two-actor run: the last, never acknowledged manifest append filled
+        # with garbage that holds a "\n" read as a corrupt complete line, refusing to
+        # open. Now a checkpoint's append: the write-ahead log still holds its batch
         first = tmp_path / "first"
         first.mkdir()
         _violations, fs = await state_crash_run("setup", THREE_COMMITS, first)
         last = max(i for i, op in enumerate(fs.trace) if op.kind == "write" and LOG in op.path)
-        k = last + 1  # crash right after the last commit's append, before its fsync
+        k = last + 1  # crash right after the last checkpoint's append, before its fsync
         must, may = fs.split(k)
         image = fs.build("garbled tail", must + may)
         log = next(p for p in image.files if p.endswith(LOG))
@@ -124,10 +137,30 @@ class TestStateCrashPoints:
         image.files[log] = image.files[log][:-size] + garbled
         history = History(STATE)
         history.steps, history.submitted_at = THREE_COMMITS, [0, 0, 0]
-        history.acked_at = [0, 0, None]  # the third is in flight at the crash
+        history.acked_at = [0, 0, 0]  # every batch is in the log before the checkpoint
         state, problem = await recover(image, tmp_path / "img", STATE)
         assert problem is None
-        assert state == history.legal(k)[-2]  # the first two commits, not the third
+        assert history.legal(k) == [state]  # all three: the log replayed over the shards
+
+
+class TestCheckpointsBesideCommits:
+    async def test_a_checkpoint_after_every_commit(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # every commit makes the log due: a checkpoint thread writes shards, the
+        # manifest and retires segments while the next batches append to the log
+        monkeypatch.setattr(_backend, "CheckpointPolicy", lambda *_: CheckpointPolicy(max_bytes=1))
+        root = tmp_path / "sim"
+        root.mkdir()
+        fs = LockedSimFS(root)
+        history = History(STATE)
+        await run_steps(history, fs, root / "data", [*THREE_COMMITS, *MULTI_SHARD])
+        report = await enumerate_crashes("state, checkpoints beside commits", fs, history, tmp_path)
+        count(report)
+        assert report.violations == []
+        retired = _state_ops(fs, "unlink", "marcus_state/wal/")
+        assert len(retired) >= 2, retired  # segments retired while the runtime ran
+        assert _state_ops(fs, "unlink", "_shards/docs")  # a checkpoint superseded a shard
 
 
 ROUNDS: list[tuple[list[Op], list[Op]]] = [

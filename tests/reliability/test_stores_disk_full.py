@@ -1,5 +1,7 @@
 """Suite 5 for state, learned patterns and token usage: a real tmpfs full (blocks or
-inodes) at each kind of commit, and at startup.
+inodes) at each kind of commit, and at startup. A state commit is an append to its
+write-ahead log; its shard split, manifest log append and base rewrite happen in a
+checkpoint (``rt.checkpoint()`` refused, the log keeps everything).
 
 Each commit kind is aimed at exactly: the disk is filled, then ``spare`` pages or
 inodes are freed again, so the files a commit creates before the aimed step fit and
@@ -81,10 +83,28 @@ class Case:
     step: str  #: the function the aimed step fails in
     spare: int = 0
     small_checkpoints: Any = None  #: an ``__init__`` whose ``checkpoint_bytes`` floor drops to 1
+    #: ``rt.checkpoint()`` after each baseline batch (the state's shards and manifest written)
+    checkpoints: bool = False
+    #: the aimed step is the checkpoint of the failing batch (committed before the disk fills)
+    in_checkpoint: bool = False
+
+
+def _state_log_empty(data: Path) -> bool:
+    """The state log's newest segment is empty: the next append needs a fresh page."""
+    return max((data / "marcus_state" / "wal").glob("*.log")).stat().st_size == 0
 
 
 STATE_DIR = "marcus_state"
 CASES = {
+    "state: the log append": Case(
+        STATE,
+        [("store", "docs", "k0", {"v": 0})],
+        [("store", "docs", "k1", {"v": 1}), ("delete", "docs", "k0")],
+        ("store", "docs", "k99", {"v": 99}),
+        _state_log_empty,
+        "append",
+        checkpoints=True,
+    ),
     "state: a shard split": Case(
         STATE,
         [("store", "docs", "k0", {"v": 0})],
@@ -92,6 +112,8 @@ CASES = {
         ("store", "docs", "k99", {"v": 99}),
         lambda data: len(list((data / STATE_DIR / "_shards" / "docs").iterdir())) == 1,
         "write_new",
+        checkpoints=True,
+        in_checkpoint=True,
     ),
     "state: the manifest log append": Case(
         STATE,
@@ -101,6 +123,8 @@ CASES = {
         _no_log_yet(STATE_DIR),
         "_append",
         spare=1,
+        checkpoints=True,
+        in_checkpoint=True,
     ),
     "state: a manifest base rewrite": Case(
         STATE,
@@ -111,6 +135,8 @@ CASES = {
         "_checkpoint",
         spare=1,
         small_checkpoints=Manifest.__init__,
+        checkpoints=True,
+        in_checkpoint=True,
     ),
     "patterns: a shard split": Case(
         PATTERNS,
@@ -146,7 +172,7 @@ CASES = {
     ),
 }
 #: an append into an existing file needs no inode: those cases fill blocks only
-BLOCKS_ONLY = {"tokens: the log append"}
+BLOCKS_ONLY = {"tokens: the log append", "state: the log append"}
 
 
 async def _refused(rt: Any, adapter: Any, ops: list[Op]) -> list[PersistenceError]:
@@ -187,17 +213,32 @@ async def test_a_commit_on_a_full_disk(
     async with open_runtime(data, clock=CLOCK) as rt:
         for op in case.baseline:  # until the failing batch would take the aimed step
             await adapter.submit(rt, op)
+            if case.checkpoints:
+                await rt.checkpoint()
             if case.due(data):
                 break
-        committed = await adapter.observe(rt)
         assert case.due(data), f"{name}: the failing batch would not take the aimed step"
-        fill(tmpfs, what, case.spare)
+        if case.in_checkpoint:  # the batch is in the log; its checkpoint will fail
+            assert await _refused(rt, adapter, case.failing) == []
+        committed = await adapter.observe(rt)
+        # a checkpoint first starts a new, empty segment of the log: one more inode
+        fill(tmpfs, what, case.spare + (case.in_checkpoint and what == "inodes"))
         before = snapshot(data)
-        errors = await _refused(rt, adapter, case.failing)
-        assert [e.errno for e in errors] == [errno.ENOSPC] * len(case.failing), errors
+        if case.in_checkpoint:
+            with pytest.raises(PersistenceError) as refused:
+                await rt.checkpoint()
+            errors = [refused.value]
+        else:
+            errors = await _refused(rt, adapter, case.failing)
+            assert len(errors) == len(case.failing), errors
+        assert [e.errno for e in errors] == [errno.ENOSPC] * len(errors), errors
         assert case.step in steps(errors[0]), f"{name}: failed in {steps(errors[0])}"
         COUNTS["state/patterns/tokens disk-full commits refused"] += 1
-        assert not changed(before, snapshot(data)), f"{name}: a failed commit left files"
+        after = snapshot(data)
+        rotated = [p for p in changed(before, after) if "/wal/" in p and after.get(p) == b""]
+        assert len(rotated) <= case.in_checkpoint, f"{name}: more than the new segment"
+        left = [p for p in changed(before, after) if p not in rotated]
+        assert not left, f"{name}: a failed commit left files: {left}"
         assert no_temps(data)
         assert await adapter.observe(rt) == committed, f"{name}: the failed batch shows"
         remount(tmpfs)
@@ -260,12 +301,20 @@ async def test_startup_on_a_full_disk(tmpfs: Path, what: str, spare: int, torn: 
                 f.write(b'{"seq": 99, "rec')
     fill(tmpfs, what, spare)
     before = snapshot(data)
+    appended = False  # the state log took a record (its only allowed change)
     if torn:
         async with open_runtime(data, clock=CLOCK) as rt:
             assert await _views(rt) == views
             for adapter in (STATE, TOKENS) if what == "blocks" else (STATE,):
                 with pytest.raises(PersistenceError) as caught:
-                    await adapter.submit(rt, LAST[adapter.name])
+                    if adapter is STATE and what == "inodes":
+                        # the state commit appends to its log (no new inode), the
+                        # checkpoint keeping the torn line aside needs one: refused
+                        await adapter.submit(rt, LAST["state"])
+                        views, appended = await _views(rt), True
+                        await rt.checkpoint()
+                    else:
+                        await adapter.submit(rt, LAST[adapter.name])
                 assert caught.value.errno == errno.ENOSPC, caught.value
                 COUNTS["state/patterns/tokens disk-full commits refused"] += 1
             assert await _views(rt) == views
@@ -276,7 +325,9 @@ async def test_startup_on_a_full_disk(tmpfs: Path, what: str, spare: int, torn: 
         assert caught.value.errno == errno.ENOSPC, caught.value
         assert "acquire" in steps(caught.value)  # the refused step: the lock's pid
         COUNTS["state/patterns/tokens disk-full startups refused"] += 1
-    assert not changed(before, snapshot(data)), "a refused startup or commit changed a file"
+    after = snapshot(data)
+    moved = [p for p in changed(before, after) if not (appended and f"{STATE_DIR}/wal/" in p)]
+    assert not moved, f"a refused startup or commit changed a file: {moved}"
     remount(tmpfs)
     async with open_runtime(data, clock=CLOCK) as rt:
         assert await _views(rt) == views

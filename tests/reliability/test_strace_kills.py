@@ -1,6 +1,6 @@
 """Suite 4b: targeted kills. ``strace`` fault injection SIGKILLs the child at
 exactly the N-th fsync, rename or write: in assignment commits, audit appends and
-a rotation to weekly gzips, state commits (manifest log appends, base rewrites)
+a rotation to weekly gzips, state commits (log appends) and checkpoints (shards, bases)
 and token batches. The parent reopens and checks the store's oracle."""
 
 from __future__ import annotations
@@ -38,14 +38,17 @@ TARGETS = [
     # an append is a write and an fsync (each print of the child is two writes too)
     *[("audit", "fsync", n) for n in (1, 2, 4, 7)],
     *[("audit", "write", n) for n in (3, 8, 18)],
-    # the first commit writes shards and the base (13 fsyncs), the next append
-    # shard files and a _manifest.log line
-    *[("state", "fsync", n) for n in (3, 10, 16, 22, 35)],
+    # a state commit is a log append and its fdatasync; the checkpoint at close
+    # writes the shards (fsyncs 1-16), the base (17, renamed), empties the log (19)
+    *[("state", "fdatasync", n) for n in (1, 2, 5, 8)],
+    *[("state", "fsync", n) for n in (1, 5, 11, 17, 19)],
     *[("state", "write", n) for n in (3, 10, 24)],
     ("state", "rename", 1),
-    # with a 1-byte floor every second commit rewrites _manifest.json
-    *[("state-rebase", "rename", n) for n in (2, 3, 4)],
-    *[("state-rebase", "fsync", n) for n in (24, 35, 46)],
+    # a checkpoint thread after every commit (and a 1-byte manifest floor): shards,
+    # bases and retirements beside the next commits' appends
+    ("state-rebase", "rename", 1),
+    *[("state-rebase", "fsync", n) for n in (2, 5, 8, 10)],  # counted per thread
+    *[("state-rebase", "fdatasync", n) for n in (2, 4)],
     # a token batch is a log append and its fdatasync; fsyncs and renames are the
     # checkpoint's at close (token_usage.json)
     *[("tokens", "fdatasync", n) for n in (1, 2, 3, 6, 8)],

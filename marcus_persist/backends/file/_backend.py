@@ -26,7 +26,7 @@ class FileBackend:
     ) -> None:
         self.ctx = ctx
         self._assignments = FileAssignmentStorage(ctx, checkpoints)
-        self._state = FileStateStorage(ctx, cache_bytes=cache_mb << 20)
+        self._state = FileStateStorage(ctx, cache_bytes=cache_mb << 20, policy=checkpoints)
         self._patterns = FilePatternStorage(ctx)
         self._tokens = FileTokenStorage(ctx, checkpoints)
 
@@ -46,27 +46,34 @@ class FileBackend:
         """Checkpoint every store that keeps a log now (blocking); the stores that had
         something to write."""
         written = ["assignments"] if self._assignments.checkpoint() else []
+        written += ["state"] if self._state.checkpoint() else []
         return written + (["tokens"] if self._tokens.checkpoint() else [])
+
+    def _logs(self) -> dict[str, Logged[Any]]:
+        return {
+            "assignments": self._assignments.logged,
+            "state": self._state.logged,
+            "tokens": self._tokens.logged,
+        }
 
     @contextlib.contextmanager
     def checkpoints_held(self) -> Iterator[None]:
         """No checkpoint of any logged store runs inside the block (running ones are
         waited for first): a backup copies each log with the files it completes."""
-        with self._assignments.logged.held(), self._tokens.logged.held():
+        with contextlib.ExitStack() as stack:
+            for logged in self._logs().values():
+                stack.enter_context(logged.held())
             yield
 
     def checkpoint_aged(self) -> list[str]:
         """Start (each in its thread) the checkpoint of every logged store whose log
         is older than the age limit; the stores that started one. For a timer."""
-        logs: dict[str, Logged[Any]] = {
-            "assignments": self._assignments.logged,
-            "tokens": self._tokens.logged,
-        }
-        return [store for store, logged in logs.items() if logged.checkpoint_if_aged()]
+        return [store for store, logged in self._logs().items() if logged.checkpoint_if_aged()]
 
     def close(self) -> None:
         """Write a final checkpoint of every logged store and empty its log."""
         self._assignments.close()
+        self._state.close()
         self._tokens.close()
 
 

@@ -45,7 +45,7 @@ import os
 import re
 import threading
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,11 @@ class ShardStore:
             fs.fsync_dir(directory.parent)
             fs.fsync_dir(self.root)
         self._durable_dirs.add(directory)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock readers and the committer take (a layer over the store may share it)."""
+        return self._lock
 
     # -- opening ----------------------------------------------------------------
     @property
@@ -253,6 +258,17 @@ class ShardStore:
                 return None
             return self._load(collection, shard).get(key)
 
+    def peek(self, collection: str, key: str) -> tuple[bool, Record | None]:
+        """``(True, record or None)`` when that is known without reading a file (no such
+        collection or shard, or the shard is cached), else ``(False, None)``."""
+        with self._lock:
+            found = self._collections.get(collection)
+            shard = found.locate(key_hash(key)) if found else None
+            if shard is None:
+                return True, None
+            hit = self._cache.get((collection, shard))
+            return (False, None) if hit is None else (True, hit.get(key))
+
     def shards(self, collection: str) -> list[str]:
         """The shard names of *collection* now; pass each to :meth:`items_in`."""
         with self._lock:
@@ -319,8 +335,15 @@ class ShardStore:
         return self.root / SHARDS_DIR / collection / f"{shard}.{version}.json"
 
     # -- the commit -----------------------------------------------------------------
-    def commit(self, changes: Changes, meta: Mapping[str, Any] | None = None) -> None:
-        """Apply *changes* (and replace ``meta`` if given) all-or-nothing; durable on return."""
+    def commit(
+        self,
+        changes: Changes,
+        meta: Mapping[str, Any] | None = None,
+        on_durable: Callable[[], None] | None = None,
+    ) -> None:
+        """Apply *changes* (and replace ``meta`` if given) all-or-nothing; durable on return.
+        *on_durable* runs under :attr:`lock` as the map takes the commit (readers see both
+        or neither)."""
         fs, sync = self._ctx.fs, self._ctx.sync
         if not self._swept:
             self.sweep()  # before any new version is chosen: orphans may hold the next one
@@ -410,6 +433,8 @@ class ShardStore:
                 self._cache.drop(cache_key)
             for cache_key, records, size in fresh:
                 self._cache.put(cache_key, records, size)
+            if on_durable is not None:
+                on_durable()
             # the manifest rename is durable: nothing names the old files any more
             for _cache_key, path in superseded:
                 try:

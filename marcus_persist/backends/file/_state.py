@@ -1,12 +1,22 @@
-"""Core state on files: ``data/marcus_state/`` as a :class:`ShardStore`, plus Marcus's old files.
+"""Core state on files: ``data/marcus_state/``, one write-ahead log over a :class:`ShardStore`.
+
+A batch is one record in ``marcus_state/wal/`` (the final value of every key
+it touches: ``[{collection: {key: record or null}}, meta or null]``), appended
+and ``fdatasync``ed: the commit point, one sync, whatever the batch touches or
+the collection holds. Reads see the log's changes over the shards
+(:mod:`._state_log`). Checkpoints (:mod:`._logged`: by size or age, on a clean
+close, ``rt.checkpoint()``) write the changes into the shards and manifest with
+their own atomic protocol (:mod:`._shards`), then retire the segments they
+cover. A directory from before the log (shards and manifest only) opens as it
+is, with an empty log; its first checkpoint writes the new shards.
 
 Marcus kept each collection as one JSON object ``marcus_state/<collection>.json``
 (key -> record) rewritten whole on every store. At :meth:`load` each such file
-is imported into the shards in one commit; only once that commit is durable is
-the original renamed ``<collection>.json.imported-<stamp>`` (kept, never
-deleted). Only files Marcus's ``FilePersistence`` wrote are taken: a JSON
-object of key -> record where every record carries the ``_stored_at`` that
-``FilePersistence.store`` adds. Anything else in the directory (Marcus's
+is imported in one commit (one log record, with the manifest meta); only once
+that commit is durable is the original renamed ``<collection>.json.imported-<stamp>``
+(kept, never deleted). Only files Marcus's ``FilePersistence`` wrote are taken:
+a JSON object of key -> record where every record carries the ``_stored_at``
+that ``FilePersistence.store`` adds. Anything else in the directory (Marcus's
 ``SubtaskManager`` keeps ``subtasks.json`` there, for one) belongs to someone
 else: it is never read as a collection, renamed or moved, only listed in
 :attr:`FileStateStorage.left`. The manifest remembers the digest of what it
@@ -19,21 +29,29 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from marcus_persist._core._codec import decode
+from marcus_persist._core._codec import decode, encode
 from marcus_persist._core._safeopen import read_file
-from marcus_persist._errors import PersistenceError
+from marcus_persist._errors import CorruptDataError, PersistenceError
 from marcus_persist.backends._contract import Record, StateChanges, check_collection_name
 from marcus_persist.backends._files import FileContext, read_json
+from marcus_persist.backends.file._logged import CheckpointPolicy, Logged
 from marcus_persist.backends.file._shards import MANIFEST, ShardStore
+from marcus_persist.backends.file._state_log import Layer, StateLayers
 
-__all__ = ("NOT_COLLECTIONS", "STATE_DIR", "FileStateStorage", "is_marcus_collection")
+__all__ = (
+    "NOT_COLLECTIONS",
+    "STATE_DIR",
+    "FileStateStorage",
+    "decode_record",
+    "is_marcus_collection",
+)
 
 log = logging.getLogger("marcus_persist")
 
@@ -47,22 +65,43 @@ class FileStateStorage:
     """``rt.state`` on files (see the module docstring)."""
 
     def __init__(
-        self, ctx: FileContext, *, cache_bytes: int = 64 << 20, directory: Path | None = None
+        self,
+        ctx: FileContext,
+        *,
+        cache_bytes: int = 64 << 20,
+        policy: CheckpointPolicy | None = None,
+        directory: Path | None = None,
     ) -> None:
         self._ctx = ctx
         #: Marcus's ``storage_dir`` (``marcus_state/`` under the data directory by default)
         self.directory = directory if directory is not None else ctx.root / STATE_DIR
         self.shards = ShardStore(self.directory, ctx, cache_bytes=cache_bytes)
+        self.layers = StateLayers(self.shards)
+        self.logged = Logged(self.directory, ctx, self, policy or CheckpointPolicy())
         #: ``(file, why)`` for every ``*.json`` here that is not Marcus's collection file,
         #: left exactly where it was at :meth:`load`
         self.left: list[tuple[Path, str]] = []
 
     def load(self) -> None:
-        self.shards.open()
+        """Open the shards, replay the log over them, import what Marcus left. Read-only
+        (a migration's source), Marcus's files are read into memory, never renamed."""
+        self.replay()
         if self.directory.is_dir():
             for path in sorted(self.directory.glob("*.json")):
                 if path.name != MANIFEST and path.is_file():
                     self._import(path)
+
+    def replay(self) -> None:
+        """Open the shards and replay the log over them (no import)."""
+        self.shards.open()
+        self.layers = StateLayers(self.shards)
+        for payload in self.logged.open():
+            try:
+                changes, meta = decode_record(payload)
+            except (ValueError, msgspec.DecodeError, RecursionError) as exc:
+                reason = f"a sealed record: {exc}"
+                raise CorruptDataError(str(self.logged.wal_dir), reason) from None
+            self.layers.fold(changes, meta)
 
     def _import(self, path: Path) -> None:
         if path.name in NOT_COLLECTIONS:
@@ -79,15 +118,20 @@ class FileStateStorage:
             self._leave(path, why)
             return
         digest = hashlib.sha256(raw).hexdigest()
-        imported: dict[str, str] = dict(self.shards.meta.get(_IMPORTED, {}))
+        imported: dict[str, str] = dict(self.layers.meta.get(_IMPORTED, {}))
         if imported.get(path.name) != digest:
             document = read_json(path, self._ctx, _check_legacy)
             if document is None:  # quarantined
                 return
             imported[path.name] = digest
-            meta = {**self.shards.meta, _IMPORTED: imported}
-            self.shards.commit({collection: document}, meta=meta)  # durable before the rename
+            meta = {**self.layers.meta, _IMPORTED: imported}
+            if self._ctx.read_only:
+                self.layers.fold({collection: document}, meta)
+                return
+            self._commit({collection: document}, meta)  # durable before the rename
             log.info("imported %d records of %s", len(document), path)
+        elif self._ctx.read_only:
+            return
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         self._ctx.fs.replace(path, path.with_name(f"{path.name}.imported-{stamp}"))
         if self._ctx.sync:
@@ -98,20 +142,61 @@ class FileStateStorage:
         self.left.append((path, why))
 
     def get(self, collection: str, key: str) -> Record | None:
-        return self.shards.get(collection, key)
+        return self.layers.get(collection, key)
 
     def count(self, collection: str) -> int:
-        return self.shards.count(collection)
+        return self.layers.count(collection)
 
     def collections(self) -> list[str]:
-        return self.shards.collections()
+        return self.layers.collections()
 
     def chunks(self, collection: str) -> Iterator[list[tuple[str, Record]]]:
-        for shard in self.shards.shards(collection):
-            yield self.shards.items_in(collection, shard)
+        return self.layers.chunks(collection)
 
     def commit(self, changes: StateChanges) -> None:
-        self.shards.commit(changes)
+        self._commit(changes, None)
+
+    def checkpoint(self) -> bool:
+        """Write the shards now and retire the log they cover; ``False`` if nothing changed."""
+        return self.logged.checkpoint()
+
+    def close(self) -> None:
+        self.logged.close()
+
+    def _commit(self, changes: StateChanges, meta: dict[str, Any] | None) -> None:
+        batch = {check_collection_name(c): dict(records) for c, records in changes.items()}
+        self.logged.commit(encode([batch, meta]), lambda: self.layers.fold(batch, meta))
+
+    # -- Checkpointable ---------------------------------------------------------
+    def snapshot(self) -> Layer | None:
+        return self.layers.take()
+
+    def write(self, snapshot: Layer) -> None:
+        self.shards.commit(snapshot.changes, snapshot.meta, self.layers.drop)
+
+    def requeue(self, snapshot: Layer) -> None:
+        self.layers.put_back()
+
+
+Changes = dict[str, dict[str, Record | None]]
+
+
+def decode_record(payload: bytes) -> tuple[Changes, dict[str, Any] | None]:
+    """One log record back into ``(changes, meta)``; ``ValueError`` names what is wrong."""
+    document = decode(payload)
+    if not isinstance(document, list) or len(document) != 2:
+        raise ValueError(f"expected [changes, meta], got {document!r:.80}")
+    changes, meta = document
+    if not isinstance(changes, dict) or not (meta is None or isinstance(meta, dict)):
+        raise ValueError(f"expected [{{collection: changes}}, meta], got {document!r:.80}")
+    for collection, records in changes.items():
+        check_collection_name(collection)
+        if not isinstance(records, Mapping):
+            raise ValueError(f"collection {collection!r}: expected an object of key -> record")
+        for key, record in records.items():
+            if record is not None and not isinstance(record, dict):
+                raise ValueError(f"key {key!r}: expected an object or null")
+    return changes, meta
 
 
 def _check_legacy(document: Any) -> dict[str, Record]:

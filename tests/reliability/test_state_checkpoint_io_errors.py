@@ -1,0 +1,172 @@
+"""Suite 3 for the state store's checkpoints: fail the N-th file-system call of a
+checkpoint (N = 1, 2, ... until it completes) with each errno and short writes,
+once and persistently: a manifest log append after sweeping a shard file no
+manifest names, a manifest base rewrite, a shard split, a torn manifest tail
+kept aside.
+
+Each case checks: the checkpoint completes or raises a ``PersistenceError`` with
+its errno; whatever it did, every store's committed view is unchanged (the log
+keeps every batch until a checkpoint is durable); a restart right then reads
+that view; the next batch commits; the clean close checkpoints after all and a
+restart reads exactly what the store last committed; no descriptor leaks, no
+temp file is left.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from marcus_persist import open_runtime
+from marcus_persist._errors import PersistenceError
+from marcus_persist.backends.file._manifest import LOG, MANIFEST, Manifest
+
+from .faults import KINDS, Plan, fault_matrix
+from .oracle import CLOCK, COUNTS, State, open_fds
+from .simfs import SimFS
+from .state_oracle import STATE, checkpoint_often
+from .test_state_io_errors import (
+    NEXT_STATE,
+    ORPHAN,
+    TEMPLATE,
+    TORN_STATE,
+    Batch,
+    _big,
+    _did,
+    _no_temps,
+    observe,
+    submit,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass(frozen=True)
+class CheckpointPhase:
+    """Data checkpointed and closed, then batches in the log, then the checkpoint."""
+
+    template: list[Batch]
+    #: committed to the log in the case's session, before the checkpoint
+    pending: list[Batch]
+    #: what a clean checkpoint must show in its trace (it is the case it claims)
+    proves: Callable[[SimFS], bool]
+    often: tuple[type, ...] = ()
+    limit: int = 80
+    orphan: str | None = None
+    torn: bool = False
+
+
+PHASES: dict[str, CheckpointPhase] = {
+    "manifest log append": CheckpointPhase(
+        TEMPLATE,
+        [(STATE, [("store", "tasks", "t2", {"n": 2}), ("delete", "agents", "a1")])],
+        _did(("write", LOG), ("unlink", ORPHAN)),
+        orphan=ORPHAN,
+    ),
+    "manifest base rewrite": CheckpointPhase(
+        [*TEMPLATE, *[(STATE, [("store", "c", f"k{i}", {"n": i})]) for i in range(3)]],
+        [(STATE, [("store", "c", "k9", {"n": 9}), ("store", "tasks", "t2", {"n": 2})])],
+        _did(("replace", MANIFEST)),
+        often=(Manifest,),
+    ),
+    "shard split": CheckpointPhase(
+        [*TEMPLATE, (STATE, [("store", "docs", "first", {"n": 0})])],
+        [(STATE, [("store_many", "docs", {f"k{i:03}": _big(i) for i in range(40)})])],
+        # the root shard, superseded by its children
+        lambda fs: any(op.kind == "unlink" and "_shards/docs/0-0." in op.path for op in fs.trace),
+        limit=160,
+    ),
+    "keeping a torn manifest tail": CheckpointPhase(
+        TEMPLATE,
+        [NEXT_STATE[0]],
+        _did(("replace", f"{LOG}.torn"), ("replace", MANIFEST)),
+        torn=True,
+    ),
+}
+
+
+async def _template(tmp: Path, phase: CheckpointPhase) -> Path:
+    data = tmp / "template" / "data"
+    for batch in phase.template:  # a session each: each close checkpoints, the manifest grows
+        async with open_runtime(data, clock=CLOCK) as rt:
+            assert await submit(rt, batch) == [None] * len(batch[1])
+    if phase.torn:
+        with (data / "marcus_state" / LOG).open("ab") as log:
+            log.write(TORN_STATE)
+    if phase.orphan is not None:  # as a checkpoint that failed before its manifest line leaves
+        (data / phase.orphan).write_bytes(b'{"t1": {"n": 99}}')
+    # a clean run: the checkpoint does what the phase claims
+    work = tmp / "clean" / "data"
+    shutil.copytree(data, work)
+    fs = SimFS(work.parent)
+    async with open_runtime(work, fs=fs, clock=CLOCK) as rt:
+        for batch in phase.pending:
+            assert await submit(rt, batch) == [None] * len(batch[1])
+        start = len(fs.trace)
+        assert await rt.checkpoint() == ["state"]
+        fs.trace = fs.trace[start:]
+        assert phase.proves(fs), "the clean checkpoint does not do what the phase claims"
+    return data
+
+
+async def _restart_now(work: Path, view: State) -> None:
+    copy = work.parent / "restart" / "data"
+    shutil.copytree(work, copy, ignore=shutil.ignore_patterns(".lock"))
+    async with open_runtime(copy, clock=CLOCK) as rt:
+        assert await observe(rt) == view, "a restart right after a failed checkpoint"
+    COUNTS["state restarts right after a failed checkpoint"] += 1
+
+
+async def _one_case(phase: CheckpointPhase, template: Path, work: Path, plan: Plan) -> bool:
+    """One injected fault; return whether the checkpoint completed without one."""
+    shutil.copytree(template, work)
+    fds = open_fds(collect=False)
+    async with open_runtime(work, fs=SimFS(work.parent, plan), clock=CLOCK) as rt:
+        for batch in phase.pending:
+            assert await submit(rt, batch) == [None] * len(batch[1])
+        view = await observe(rt)
+        plan.armed = True
+        failed = False
+        try:
+            await rt.checkpoint()
+        except PersistenceError as exc:
+            failed = True
+            assert plan.fired and exc.errno is not None, exc
+        plan.armed = False
+        assert await observe(rt) == view, "a checkpoint changed the committed view"
+        if failed:
+            await _restart_now(work, view)
+        assert await submit(rt, NEXT_STATE[0]) == [None]
+        final = await observe(rt)
+    COUNTS["state checkpoint I/O faults injected"] += plan.fired
+    async with open_runtime(work, clock=CLOCK) as rt:
+        assert await observe(rt) == final, f"restart after {plan.kind!r} at {plan.n}"
+    logs = sorted((work / "marcus_state" / "wal").glob("*.log"))
+    assert [p.stat().st_size for p in logs] == [0], "the clean close emptied the log"
+    assert open_fds(collect=False) == fds, "leaked file descriptors"
+    _no_temps(work.parent)
+    return not failed and (plan.fired == 0 or plan.kind in ("short", "zero"))
+
+
+class TestStateCheckpointIOErrors:
+    @pytest.mark.parametrize("name", sorted(PHASES))
+    async def test_fail_nth_call(
+        self, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+    ) -> None:
+        phase = PHASES[name]
+        for cls in phase.often:
+            checkpoint_often(monkeypatch, cls)
+        template = await _template(tmp_path, phase)
+
+        async def case(plan: Plan, number: int) -> bool:
+            return await _one_case(phase, template, tmp_path / f"c{number}" / "data", plan)
+
+        # each loop takes every other fault kind; both loops together cover every kind
+        kinds = KINDS[0::2] if anyio_backend == "asyncio" else KINDS[1::2]
+        cases = await fault_matrix(case, limit=phase.limit, kinds=kinds)
+        COUNTS[f"state checkpoint I/O fault cases ({name})"] += cases
+        assert cases > 2 * len(kinds)
