@@ -26,6 +26,7 @@ from marcus_persist._core._fs import OS_FS
 from marcus_persist._core._guard import Guarded
 from marcus_persist._runtime._handle import Runtime
 from marcus_persist.backends._files import FileContext
+from marcus_persist.backends.file._logged import CheckpointPolicy
 from marcus_persist.backends.file._state import STATE_DIR, FileStateStorage
 from marcus_persist.backends.sqlite._backend import SQLiteBackend, ensure_schema
 from marcus_persist.stores.state import StateHandler, StateStore
@@ -84,9 +85,12 @@ async def open_lane(
     if lane.engine == "file" and rt is not None:
         ctx = FileContext(config.path, fs, config.fsync, config.on_corrupt)
         ctx.guard = check
-        storage: object = FileStateStorage(
-            ctx, cache_bytes=config.cache_mb << 20, directory=lane.place
+        policy = CheckpointPolicy(config.wal_checkpoint_mb << 20, config.wal_checkpoint_seconds)
+        files = FileStateStorage(
+            ctx, cache_bytes=config.cache_mb << 20, policy=policy, directory=lane.place
         )
+        storage: object = files
+        close = files.close  # the last checkpoint; the log's descriptors
     elif lane.engine == "sqlite":
         backend = SQLiteBackend(lane.place, sync=config.fsync, fs=fs, on_corrupt=config.on_corrupt)
         storage, close = backend.state(), backend.close

@@ -180,3 +180,24 @@ class TestARuntimeThatCannotOpen:
             assert got is not None and got["v"] == 1
         finally:
             backend.close()
+
+
+class TestAFileLaneCloses:
+    async def test_its_log_is_checkpointed_into_the_collection_files(self, tmp_path: Path) -> None:
+        data = tmp_path / "data"
+        registry = FilePersistence(data / "marcus_state")  # the runtime's own state
+        elsewhere = FilePersistence(data / "elsewhere")  # a second place: a lane
+        try:
+            await registry.store("projects", "p1", {"id": "p1"})
+            await elsewhere.store("things", "k1", {"v": 1})
+        finally:
+            elsewhere.close()
+            registry.close()
+        log = data / "elsewhere" / "wal"
+        assert [p.stat().st_size for p in log.iterdir()] == [0]  # the close checkpointed it
+        assert (data / "elsewhere" / "_manifest.json").is_file()
+        again = FilePersistence(data / "elsewhere")
+        try:
+            assert await again.retrieve("things", "k1") is not None
+        finally:
+            again.close()
