@@ -50,8 +50,7 @@ class AuditLogger(Hosted):
         role: str,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        details = {"role": role, "metadata": metadata or {}}
-        await self.log_event("client_registration", client_id, client_type, None, details)
+        await self.host.call(_audit, "log_registration", client_id, client_type, role, metadata)
 
     async def log_tool_call(
         self,
@@ -64,13 +63,17 @@ class AuditLogger(Hosted):
         success: bool = True,
         error: str | None = None,
     ) -> None:
-        details = {
-            "arguments": arguments,
-            "result": result if success else None,
-            "duration_ms": duration_ms,
-        }
-        await self.log_event(
-            "tool_call", client_id, client_type, tool_name, details, success, error
+        await self.host.call(
+            _audit,
+            "log_tool_call",
+            client_id,
+            client_type,
+            tool_name,
+            arguments,
+            result,
+            duration_ms,
+            success,
+            error,
         )
 
     async def log_access_denied(
@@ -96,8 +99,9 @@ class AuditLogger(Hosted):
         client_id: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        details = {"session_id": session_id, "transport": transport, "metadata": metadata or {}}
-        await self.log_event(event_type, client_id, None, None, details)
+        await self.host.call(
+            _audit, "log_session", event_type, session_id, transport, client_id, metadata
+        )
 
     async def get_usage_stats(
         self, start_date: datetime | None = None, end_date: datetime | None = None
@@ -120,6 +124,11 @@ async def _log_event(
     await rt.audit.log_event(
         event_type, client_id, client_type, tool_name, details, success=success, error=error
     )
+
+
+async def _audit(rt: Runtime, method: str, *args: Any) -> None:
+    """``rt.audit.<method>(*args)``: the event built as the store builds it."""
+    await getattr(rt.audit, method)(*args)
 
 
 async def _usage_stats(
