@@ -132,3 +132,4 @@ def test_pipeline_ab_runs_both_switches_and_off_is_the_plain_loop(tmp_path: Path
     for case in document["cases"]:
         assert case["correct"], case
         assert ("off" in case["ratios"]) == (case["system"] == "pipelining on")
+        assert ("paired" in case["ratios"]) == (case["system"] == "pipelining on")
