@@ -104,3 +104,32 @@ def test_request_path_splits_every_call_on_both_loops(tmp_path: Path) -> None:
         assert row["total_us"] == pytest.approx(sum(row["parts_us"].values()), abs=0.05)
         assert row["loop_cpu_us_per_call"] > 0
         assert row["loop_busy"] > 0
+
+
+def test_pipeline_ab_runs_both_switches_and_off_is_the_plain_loop(tmp_path: Path) -> None:
+    from benchmarks import pipeline_ab
+    from marcus_persist import open_runtime
+
+    async def pipelined(data: Path) -> bool:
+        async with open_runtime(data, backend="memory") as rt:
+            return rt.assignments._actor.pipelined
+
+    with pipeline_ab.pipelining(False):
+        assert anyio.run(pipelined, tmp_path / "off") is False
+    assert anyio.run(pipelined, tmp_path / "on") is True  # restored on the way out
+    out = tmp_path / "results"
+    argv = ["--smoke", "--out", str(out), "--work-dir", str(tmp_path)]
+    assert pipeline_ab.main(argv) == 0
+    document = json.loads((out / "pipeline_ab.json").read_text())
+    seen = {(c["system"], c["backend"], c["loop"], c["concurrency"]) for c in document["cases"]}
+    assert seen == {
+        (f"pipelining {s}", b, loop, n)
+        for s in ("on", "off")
+        for b in ("file", "memory")
+        for loop in ("asyncio", "trio")
+        for n in (1, 10)
+    }
+    for case in document["cases"]:
+        assert case["correct"], case
+        assert ("off" in case["ratios"]) == (case["system"] == "pipelining on")
+        assert ("paired" in case["ratios"]) == (case["system"] == "pipelining on")

@@ -13,6 +13,7 @@ from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 
 from marcus_persist import RuntimeClosed, open_runtime
+from marcus_persist._core import _pipeline
 from tests.conftest import FaultyFS
 
 pytestmark = pytest.mark.anyio
@@ -133,8 +134,9 @@ class TestCallerCancelled:
             assert await rt.assignments.get_assignment("a") is not None
 
     async def test_cancelled_while_the_inbox_is_full_sends_nothing(
-        self, tmp_path: Path, faulty_fs: FaultyFS
+        self, tmp_path: Path, faulty_fs: FaultyFS, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        monkeypatch.setattr(_pipeline, "INLINE", False)  # a0 is staged on top of a's flight
         async with open_runtime(tmp_path, fs=faulty_fs, inbox_size=1, max_batch=1) as rt:
             await rt.assignments.assign("warm", "up", {})
             faulty_fs.fsync_gate.clear()

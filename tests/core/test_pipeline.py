@@ -1,8 +1,9 @@
 """Pipelined group commit: batch k+1 is staged on top of batch k while k commits.
 
-Every test holds batch k in its fsync (``FaultyFS.fsync_gate``), sends batch
-k+1, waits until every task is blocked (k+1 taken and staged, its callers
-parked), then lets k's fsync go on (or fail).
+Every test hands every batch to the committer task (``INLINE`` off), holds
+batch k in its fsync (``FaultyFS.fsync_gate``), sends batch k+1, waits until
+every task is blocked (k+1 taken and staged, its callers parked), then lets
+k's fsync go on (or fail).
 """
 
 from __future__ import annotations
@@ -15,10 +16,18 @@ import pytest
 from anyio import wait_all_tasks_blocked
 
 from marcus_persist import PersistenceError, TaskAlreadyAssigned, open_runtime
+from marcus_persist._core import _pipeline
 from marcus_persist._runtime import Runtime
 from tests.conftest import FaultyFS, store_bytes
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def overlap_every_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every batch goes to the committer task, so the next one is staged on top of
+    it (shipped, a batch with nothing to overlap flies inline: test_pipeline_inline)."""
+    monkeypatch.setattr(_pipeline, "INLINE", False)
 
 
 async def outcome_of(rt: Runtime, worker: str, task: str, into: dict[str, object]) -> None:

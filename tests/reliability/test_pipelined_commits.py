@@ -6,7 +6,9 @@ on, or fails. Every crash image of the run is checked by the oracle, whose
 history records when each step was acknowledged, so an answer that goes out
 before its batch is durable is a crash point where the recovered state lacks
 an acknowledged step. The real pipeline passes; each broken one is caught,
-the crash point named.
+the crash point named. Every batch goes to the committer task here (``INLINE``
+off), so that k+1 is staged on top of k; shipped, a batch with nothing to
+overlap flies inline, and the same run passes the oracle that way too.
 """
 
 from __future__ import annotations
@@ -38,9 +40,14 @@ FIRST: list[Op] = [("assign", None, "w1", "t1"), ("assign", "p1", "w2", "t2")]
 SECOND: list[Op] = [("assign", None, "w3", "t3"), ("progress", None, "w1", 40)]
 
 
-async def overlapped_run(name: str, tmp: Path, *, k_fails: bool = False) -> list[str]:
-    """Run FIRST and SECOND so that SECOND is staged while FIRST syncs; check every
-    crash image; return the violations."""
+async def overlapped_run(
+    name: str, tmp: Path, *, k_fails: bool = False, inline: bool = False
+) -> list[str]:
+    """Run FIRST and SECOND so that SECOND is sent (and, unless *inline*, staged)
+    while FIRST syncs; check every crash image; return the violations.
+
+    *inline*: FIRST flies inline (nothing to overlap when it started), so SECOND
+    is taken once FIRST landed: committed alone even if FIRST failed."""
     after = await startup_calls(tmp, "fsync")
     gate = threading.Event()
     # k+1's own sync (when k commits) waits until every task ran: a caller answered
@@ -65,6 +72,7 @@ async def overlapped_run(name: str, tmp: Path, *, k_fails: bool = False) -> list
     fs = SimFS(root, hold_first_sync)
     history = History(ASSIGNMENTS)
     fds = open_fds()
+    staged_on_failed = 0  # k+1's callers told that the batch below them failed
     async with open_runtime(root / "data", fs=fs, clock=CLOCK) as rt:
 
         async def step(i: int, ops: list[Op]) -> None:
@@ -74,6 +82,8 @@ async def overlapped_run(name: str, tmp: Path, *, k_fails: bool = False) -> list
                 try:
                     await ASSIGNMENTS.submit(rt, op)
                 except PersistenceError as exc:
+                    nonlocal staged_on_failed
+                    staged_on_failed += "the batch it was staged on failed" in str(exc)
                     failed.append(exc)
 
             async with anyio.create_task_group() as tg:
@@ -102,15 +112,35 @@ async def overlapped_run(name: str, tmp: Path, *, k_fails: bool = False) -> list
     assert open_fds() == fds, "leaked file descriptors"
     acked = [at is not None for at in history.acked_at]
     assert acked == ([False, False] if k_fails else [True, True])
+    # inline, k+1 was never staged on k: a failed k fails only what depends on it
+    assert staged_on_failed == (len(SECOND) if k_fails and not inline else 0)
     return report.violations
 
 
+@pytest.fixture
+def overlap_every_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every batch to the committer task: k+1 is staged on top of a flying k."""
+    monkeypatch.setattr(_pipeline, "INLINE", False)
+
+
+@pytest.mark.usefixtures("overlap_every_batch")
 class TestOverlappedBatches:
     async def test_overlapped_commits_pass_the_oracle(self, tmp_path: Path) -> None:
         assert await overlapped_run("overlapped", tmp_path) == []
 
     async def test_a_failed_k_fails_k_plus_1_and_recovery_agrees(self, tmp_path: Path) -> None:
         assert await overlapped_run("k fails", tmp_path, k_fails=True) == []
+
+
+class TestInlineFromIdle:
+    """Shipped: k starts from idle with nothing to overlap and flies inline; k+1 waits
+    in the inbox until k landed (never staged on it) and is then committed alone."""
+
+    @pytest.mark.parametrize("k_fails", [False, True])
+    async def test_inline_k_then_k_plus_1_pass_the_oracle(
+        self, tmp_path: Path, k_fails: bool
+    ) -> None:
+        assert await overlapped_run("inline", tmp_path, k_fails=k_fails, inline=True) == []
 
 
 def answer_when_staged(self: _pipeline.Pipeline[Any], request: Request[Any]) -> None:
@@ -147,6 +177,7 @@ class TestBrokenPipelinesAreCaught:
     async def test_early_answer_is_caught(
         self, variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        monkeypatch.setattr(_pipeline, "INLINE", False)
         method, broken = BROKEN[variant]
         monkeypatch.setattr(_pipeline.Pipeline, method, broken)
         violations = await overlapped_run(variant, tmp_path)
