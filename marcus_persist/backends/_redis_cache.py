@@ -21,9 +21,10 @@ when the writer answered. Entries also expire (``ttl``), which bounds how long
 a missed invalidation (Redis unreachable for the writer only) can show.
 
 Redis errors never reach callers: the cache steps aside for ``retry_after``
-seconds and every read goes to the store (counted: ``fallbacks``). A writer
-that could not invalidate (twice) purges the whole namespace when Redis is
-back. What this leaves open: a writer that cannot reach a Redis its peers
+seconds and every read goes to the store (counted: ``fallbacks``); a writer
+still tries to invalidate meanwhile (peers may be filling a Redis that came
+back). A writer that could not invalidate purges the whole namespace when
+Redis is back. What this leaves open: a writer that cannot reach a Redis its peers
 still reach answers its callers while the peers may read the old entry, for
 at most ``ttl`` seconds or until the writer's purge. A Redis restarted
 empty leaves nothing to purge; one that kept its data is purged by the
@@ -269,11 +270,15 @@ class AssignmentCache:
         unique = sorted(set(keys))
         if not unique:
             return
-        if not self._usable() or not self._recover():
+        # Not behind the back-off of reads: a peer may reach Redis (restarted, say)
+        # and fill entries this write makes old, so a writer always tries (once
+        # while backing off); only a failed try leaves them to the purge.
+        usable = self._usable()
+        if not self._recover():
             self._dirty = True
             return
         gen_keys = [self._gen_key(key) for key in unique]
-        for attempt in (1, 2):  # the second on a new connection (a restarted Redis)
+        for attempt in (1, 2) if usable else (2,):  # 2: on a new connection (a restart)
             try:
                 # generations outlive every entry (ttl) by far
                 self._invalidate(keys=gen_keys, args=[86_400, uuid.uuid4().hex])

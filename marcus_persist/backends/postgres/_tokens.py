@@ -76,19 +76,18 @@ class PostgresTokenStorage:
         return document, []
 
     def snapshot(self) -> tuple[int, dict[str, Any] | None, list[dict[str, Any]]]:
-        """``(version, the live document, the delta rows not yet folded into it)``;
-        the version read first (see :mod:`._versions`), the rest in one snapshot."""
+        """``(version, the live document, the delta rows not yet folded into it)``,
+        all three in one statement (one snapshot): the version counts exactly the
+        commits the rest holds. (Data read after the version could hold a batch of
+        this process committing meanwhile: its own commit would then fold that batch
+        into a copy that has it already.)"""
         query = (
-            f"SELECT (SELECT data FROM {self._name} WHERE name = %s),"
+            f"SELECT (SELECT coalesce(sum(n), 0) FROM {self._versions} WHERE store = %s),"
+            f" (SELECT data FROM {self._name} WHERE name = %s),"
             f" (SELECT coalesce(jsonb_agg(data ORDER BY id), '[]'::jsonb) FROM {self._deltas})"
         )
-
-        def read(conn: Connection) -> tuple[int, Any, list[dict[str, Any]]]:
-            version = read_version(conn, self._versions, "tokens")
-            row = conn.execute(query, (LIVE,)).fetchone()
-            return (version, row[0], row[1]) if row else (version, None, [])
-
-        return self._db.run(read)
+        row = self._db.run(lambda c: c.execute(query, ("tokens", LIVE)).fetchone())
+        return (int(row[0]), row[1], row[2]) if row else (0, None, [])
 
     def commit(
         self,

@@ -9,7 +9,9 @@ or roll back together, and a crash in between cannot lose a bump.
 
 The store's version is the sum of its rows; it only grows. A reader reads
 the version first and the data after (a later snapshot), so the data holds
-every commit the version counts. Before answering, a read compares the
+every commit the version counts (token usage reads both in one statement:
+its copy must hold *exactly* what the version counts, as a process's own commit
+folds its batch into the copy). Before answering, a read compares the
 current version with the one its copy was loaded at: equal means no commit
 (of any process) happened since, so the copy holds every write acknowledged
 before the read began; different means reload. ``LISTEN``/``NOTIFY`` cannot

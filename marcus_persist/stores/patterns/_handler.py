@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import msgspec
@@ -34,7 +34,7 @@ from marcus_persist.stores.patterns._records import (
     project_pattern,
 )
 
-__all__ = ("Learn", "Observe", "PatternsHandler", "Prune")
+__all__ = ("Indexes", "Learn", "Observe", "PatternsHandler", "Prune")
 
 log = logging.getLogger("marcus_persist")
 
@@ -63,6 +63,14 @@ class Prune(msgspec.Struct, frozen=True, tag=True):
 
 
 Message = Observe | Learn | Prune
+
+
+class Indexes(NamedTuple):
+    """Committed patterns by key, and the keys by type and by project."""
+
+    by_key: dict[str, Pattern]
+    by_type: dict[str, set[str]]
+    by_project: dict[str, set[str]]
 
 
 class PatternsHandler:
@@ -97,20 +105,34 @@ class PatternsHandler:
         self.storage.retire_legacy()
         log.info("imported %d patterns from Marcus's learned_patterns.json", len(imported))
 
-    async def current(self) -> None:
-        """Before a read: on a storage several processes share (it has ``version``),
-        reload the indexes if any process committed since they were loaded, so the
-        read sees every write acknowledged before it began (``postgres/_versions.py``)."""
-        if hasattr(self.storage, "version"):
-            fresh = await anyio.to_thread.run_sync(self._reloaded)
-            if fresh is not None:  # swapped whole, on the event loop
-                self.by_key, self.by_type = fresh.by_key, fresh.by_type
-                self.by_project = fresh.by_project
-                self.version = fresh.version
+    async def current(self) -> Indexes:
+        """The committed indexes a read is to use. On a storage several processes
+        share (it has ``version``): this process's if no process committed since
+        they were loaded, else indexes reloaded now, so the read sees every write
+        acknowledged before it began (``postgres/_versions.py``).
 
-    def _reloaded(self) -> PatternsHandler | None:
-        """A handler loaded now, or ``None`` if the version is still ours (blocking)."""
-        if self.storage.version() == self.version:  # type: ignore[attr-defined]
+        The version checked is the one the indexes had when the read began, and
+        those indexes are the ones returned: while the check runs in a worker
+        thread, the actor or another read may install others. A reload replaces
+        the indexes only if it is newer: reads finishing out of order never move
+        them back.
+        """
+        taken = Indexes(self.by_key, self.by_type, self.by_project)  # one pair with:
+        version = self.version
+        if not hasattr(self.storage, "version"):
+            return taken
+        fresh = await anyio.to_thread.run_sync(self._reloaded, version)
+        if fresh is None:
+            return taken
+        if fresh.version > self.version:  # swapped whole, on the event loop
+            self.by_key, self.by_type = fresh.by_key, fresh.by_type
+            self.by_project = fresh.by_project
+            self.version = fresh.version
+        return Indexes(fresh.by_key, fresh.by_type, fresh.by_project)
+
+    def _reloaded(self, version: int) -> PatternsHandler | None:
+        """A handler loaded now, or ``None`` if the version is still *version* (blocking)."""
+        if self.storage.version() == version:  # type: ignore[attr-defined]
             return None
         fresh = PatternsHandler(self.storage, self.clock)
         fresh.version, records = self.storage.snapshot(check_patterns)  # type: ignore[attr-defined]

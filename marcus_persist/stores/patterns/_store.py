@@ -116,8 +116,7 @@ class PatternStore:
     # -- reads (committed state only; on a shared storage checked current first) -
     async def get(self, type: str, pattern: str) -> dict[str, Any] | None:
         """One pattern by ``(type, pattern)``, O(1); a copy."""
-        await self._h.current()
-        found = self._h.by_key.get(key_of(type, pattern))
+        found = (await self._h.current()).by_key.get(key_of(type, pattern))
         return found.as_dict() if found is not None else None
 
     async def find(
@@ -129,12 +128,12 @@ class PatternStore:
     ) -> list[dict[str, Any]]:
         """Patterns most confident first (ties: most recently seen); with *type*
         only that type's index is looked at."""
-        await self._h.current()
+        ix = await self._h.current()
         if type is not None:
-            keys = self._h.by_type.get(type, set())
-            candidates = [self._h.by_key[k] for k in keys]
+            keys = ix.by_type.get(type, set())
+            candidates = [ix.by_key[k] for k in keys]
         else:
-            candidates = list(self._h.by_key.values())
+            candidates = list(ix.by_key.values())
         floor = since.timestamp() if since is not None else None
         chosen = [
             p
@@ -158,14 +157,14 @@ class PatternStore:
 
     async def types(self) -> dict[str, int]:
         """How many patterns each type holds."""
-        await self._h.current()
-        return {name: len(keys) for name, keys in self._h.by_type.items()}
+        ix = await self._h.current()
+        return {name: len(keys) for name, keys in ix.by_type.items()}
 
     async def project_patterns(self, project_id: str) -> list[dict[str, Any]]:
         """Marcus's ``ProjectPattern`` records of *project_id*, exactly as stored, newest first."""
-        await self._h.current()
-        keys = self._h.by_project.get(project_id, set())
-        found = sorted((self._h.by_key[k] for k in keys), key=_seen, reverse=True)
+        ix = await self._h.current()
+        keys = ix.by_project.get(project_id, set())
+        found = sorted((ix.by_key[k] for k in keys), key=_seen, reverse=True)
         return [p.data or {} for p in found]
 
     def __len__(self) -> int:

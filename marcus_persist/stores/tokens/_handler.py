@@ -109,15 +109,27 @@ class TokensHandler:
     def begin(self) -> _Transaction:
         return _Transaction(self)
 
-    async def current(self) -> None:
-        """Before a read: on a storage several processes share (it has ``version``),
-        reload the live document if any process committed since it was loaded, so
-        the read sees every record acknowledged before it began
-        (``postgres/_versions.py``)."""
-        if hasattr(self.storage, "version"):
-            fresh = await anyio.to_thread.run_sync(reloaded, self.storage, self.version)
-            if fresh is not None:  # swapped whole, on the event loop
-                self.version, self.doc = fresh
+    async def current(self) -> dict[str, Any]:
+        """The committed document a read is to use. On a storage several processes
+        share (it has ``version``): this process's copy if no process committed since
+        it was loaded, else the document reloaded now, so the read sees every record
+        acknowledged before it began (``postgres/_versions.py``).
+
+        The copy checked is the ``(version, document)`` pair taken when the read
+        began, and that document is the one returned: while the check runs in a
+        worker thread, the actor or another read may install another pair, and the
+        version checked says nothing about that one. A reload replaces the copy
+        only if it is newer: reads finishing out of order never move it back.
+        """
+        if not hasattr(self.storage, "version"):
+            return self.doc
+        version, doc = self.version, self.doc  # one pair, taken together
+        fresh = await anyio.to_thread.run_sync(reloaded, self.storage, version)
+        if fresh is None:
+            return doc
+        if fresh[0] > self.version:  # swapped whole, on the event loop
+            self.version, self.doc = fresh
+        return fresh[1]
 
 
 class _Transaction:
@@ -376,13 +388,15 @@ class _Transaction:
         if self._shared is not None:  # what is stored now becomes the committed state
             self._shared.publish()
             base = self._shared._h
-            self._h.doc, self._h.seen = base.doc, base.seen
+            self._h.seen = base.seen
             self._h.archived_on = base.archived_on
             self._h.delta_batches = 0  # the delta rows were rolled into the document
-            if self._version == self._version_before + 1:
+            if self._version_before + 1 == self._version > self._h.version:
                 # no commit between the lock and this one: the document read under
                 # the lock plus this batch is the stored state at this version
-                self._h.version = self._version
+                self._h.version, self._h.doc = self._version, base.doc
+            # else the copy stays as it was, a pair: the document without the version
+            # would pass for the stored state at a version counting commits it lacks
             return
         if self._appended:
             self._h.delta_batches += 1

@@ -124,8 +124,7 @@ class TokenStore:
     async def daily(self, start: date, end: date) -> dict[str, dict[str, Any]]:
         """``{day: {provider: usage}}`` for days *start* .. *end* (inclusive), archives included."""
         first, last = start.isoformat(), end.isoformat()
-        await self._h.current()
-        doc = self._h.doc
+        doc = await self._h.current()
         days = {d: c for d, c in doc["daily_usage"].items() if first <= d <= last}
         months = {m for m in await self._months() if first[:7] <= m <= last[:7]}
         in_archives = set(self._h.archived)
@@ -165,20 +164,19 @@ class TokenStore:
 
     async def by_project(self) -> dict[str, dict[str, Any]]:
         """All-time totals by project (never archived)."""
-        await self._h.current()
-        return {p: project_view(c) for p, c in self._h.doc["project_usage"].items()}
+        doc = await self._h.current()
+        return {p: project_view(c) for p, c in doc["project_usage"].items()}
 
     async def project(self, project_id: str) -> dict[str, Any] | None:
-        await self._h.current()
-        cell = self._h.doc["project_usage"].get(project_id)
+        cell = (await self._h.current())["project_usage"].get(project_id)
         return project_view(cell) if cell is not None else None
 
     async def spend_rate(self, window: timedelta = timedelta(hours=1)) -> dict[str, float]:
         """Tokens and dollars per hour over the last *window* (whole UTC hours)."""
         hours = max(window / timedelta(hours=1), 1.0)
-        await self._h.current()
+        doc = await self._h.current()
         first = (self._h.clock.now() - window).astimezone(UTC).strftime("%Y-%m-%dT%H")
-        cells = [c for h, c in self._h.doc["hourly"].items() if h >= first]
+        cells = [c for h, c in doc["hourly"].items() if h >= first]
         tokens = sum(c.get("tokens_used", 0) for c in cells)
         cost = sum(c.get("cost_micros", 0) for c in cells)
         return {"tokens_per_hour": tokens / hours, "cost_usd_per_hour": cost / 1e6 / hours}
@@ -201,15 +199,15 @@ class TokenStore:
         }
 
     async def budgets(self) -> dict[str, float]:
-        await self._h.current()
-        return {p: m / 1e6 for p, m in self._h.doc["budgets"].items()}
+        doc = await self._h.current()
+        return {p: m / 1e6 for p, m in doc["budgets"].items()}
 
     async def over_budget(self) -> list[dict[str, Any]]:
         """Projects whose spend exceeds their budget, most over first."""
-        await self._h.current()
+        doc = await self._h.current()
         out = []
-        for project, budget in self._h.doc["budgets"].items():
-            spent = self._h.doc["project_usage"].get(project, {}).get("cost_micros", 0)
+        for project, budget in doc["budgets"].items():
+            spent = doc["project_usage"].get(project, {}).get("cost_micros", 0)
             if spent > budget:
                 out.append(
                     {

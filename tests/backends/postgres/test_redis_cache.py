@@ -140,16 +140,37 @@ def test_a_fill_that_raced_a_write_is_never_read(caches: Any) -> None:
     assert reader.lookup(key)[:2] == (True, {"task_id": "new"})
 
 
-def test_lost_invalidations_purge_the_cache_when_redis_is_back(caches: Any) -> None:
+def test_a_writer_backing_off_still_invalidates(caches: Any) -> None:
+    """A writer that saw Redis fail (a restart) backs off its reads, while a peer
+    already fills the Redis that came back: the write must still invalidate."""
     import time
+
+    writer, reader = caches
+    key = ("w", "", "agent-2")
+    _hit, _value, generation = reader.lookup(key)
+    reader.fill(key, generation, None)  # the peer cached "no assignment"
+    writer._down_until = time.monotonic() + 3600  # the writer's reads step aside
+    writer.invalidate([key])  # it assigned agent-2: the entry is old
+    assert reader.lookup(key)[0] is False
+    assert writer.lookup(key)[:2] == (False, None)  # reads still go to the store
+
+
+def test_lost_invalidations_purge_the_cache_when_redis_is_back(caches: Any) -> None:
+    import redis
 
     writer, reader = caches
     key = ("t", "", "task-1")
     _hit, _value, generation = reader.lookup(key)
     reader.fill(key, generation, "agent-1")
-    writer._down_until = time.monotonic() + 3600  # Redis unreachable from the writer only
+    script = writer._invalidate
+
+    def unreachable(**_kw: Any) -> None:
+        raise redis.ConnectionError("unreachable from the writer only")
+
+    writer._invalidate = unreachable
     writer.invalidate([key])  # lost
     assert reader.lookup(key)[:2] == (True, "agent-1")  # stale until the writer is back
+    writer._invalidate = script
     writer._down_until = 0.0
     assert writer.lookup(("w", "", "other"))[0] is False  # back: purges first
     assert reader.lookup(key)[0] is False
