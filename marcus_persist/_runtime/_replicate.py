@@ -206,7 +206,9 @@ class Replicator:
 
     async def _ship_pending(self) -> None:
         while self._pending:
-            await anyio.to_thread.run_sync(self._ship, *self._pending[0])
+            # a remote call may hang past any timeout of ours: on cancel (the runtime
+            # closing) its thread is left to finish; the shipment stays pending
+            await anyio.to_thread.run_sync(self._ship, *self._pending[0], abandon_on_cancel=True)
             self._pending.pop(0)
 
     async def _new_base(self) -> None:
@@ -229,7 +231,9 @@ class Replicator:
             for name in tails:
                 self._guard(name)
         staged = self._staged
-        name = await anyio.to_thread.run_sync(push_backup, self.store, staged)
+        name = await anyio.to_thread.run_sync(
+            push_backup, self.store, staged, abandon_on_cancel=True
+        )  # abandoned on cancel: the staged base stays until one is verified up
         await anyio.to_thread.run_sync(shutil.rmtree, staged)  # only now: it is verified up
         self._staged, self._base, self._since_base = None, name, 0
         self._bases += 1
