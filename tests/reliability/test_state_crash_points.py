@@ -159,7 +159,9 @@ class TestCheckpointsBesideCommits:
         count(report)
         assert report.violations == []
         retired = _state_ops(fs, "unlink", "marcus_state/wal/")
-        assert len(retired) >= 2, retired  # segments retired while the runtime ran
+        # segments were retired (how many depends on how the checkpoint threads fall
+        # between the commits: a due log waits while one runs)
+        assert retired, retired
         assert _state_ops(fs, "unlink", "_shards/docs")  # a checkpoint superseded a shard
 
 
