@@ -58,7 +58,7 @@ VARIANTS: dict[str, tuple[Any, str, Any, tuple[str, int] | None]] = {
     "checkpoint holds a batch never acknowledged": (
         Logged, "commit", fold_before_append, SECOND_RECORD,
     ),
-    "record skipped on replay": (_logged, "open_log", skip_first_record, None),
+    "record skipped on replay": (_logged, "recover_log", skip_first_record, None),
 }  # fmt: skip
 
 
