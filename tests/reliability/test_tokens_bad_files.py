@@ -244,8 +244,20 @@ async def test_the_runtime_refuses_or_quarantines_each_file(tmp_path: Path, poli
     template = tmp_path / "template"
     await _filled(template)
     files = _files(template)
-    # two shard stores, the token document (its log is empty after a close), one state shard
-    assert len(files) == 2 * 2 + 1 + 1
+    # the patterns shard store (base and log), the state shard store's base (its
+    # write-ahead log is empty after a close, and the checkpoint wrote a new base),
+    # the token document (its log is empty too), one state shard
+    assert sorted(
+        str(p.relative_to(template))
+        for p in files
+        if p.suffix != ".json" or "_shards" not in p.parts
+    ) == [
+        "learned_patterns/_manifest.json",
+        "learned_patterns/_manifest.log",
+        "marcus_state/_manifest.json",
+        "token_usage.json",
+    ]
+    assert len(files) == 5
     for path in files:
         good = path.read_bytes()
         at = len(good) // 4  # in a log: in its first line, so a valid line follows
