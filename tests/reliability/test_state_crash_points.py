@@ -162,7 +162,8 @@ class TestCheckpointsBesideCommits:
         # segments were retired (how many depends on how the checkpoint threads fall
         # between the commits: a due log waits while one runs)
         assert retired, retired
-        assert _state_ops(fs, "unlink", "_shards/docs")  # a checkpoint superseded a shard
+        # whether a checkpoint also superseded a shard of an earlier one depends on the
+        # same timing (a CI run saw the close's checkpoint as the only one): not asserted
 
 
 ROUNDS: list[tuple[list[Op], list[Op]]] = [
