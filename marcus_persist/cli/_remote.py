@@ -114,6 +114,8 @@ def restore_from_url(url: str, endpoint: str | None, at: str, target: Path) -> N
         raise click.ClickException(f"{explain(exc)}; nothing was restored") from None
     replayed = sum(restored.records.values())
     until = f", log records up to {restored.until.isoformat()}" if restored.until else ""
+    for db, instant in restored.databases.items():
+        until += f", {db} as of {instant.isoformat()}"
     click.echo(
         f"restored {target} from {restored.backup} ({restored.files} files, "
         f"{replayed} log records{until}) in {time.perf_counter() - started:.2f} s"
