@@ -48,6 +48,13 @@ def _store(url: str, endpoint: str | None) -> ObjectStore:
         raise click.ClickException(str(exc)) from None
 
 
+def env_archive() -> ObjectStore | None:
+    """The store ``MARCUS_PERSIST_ARCHIVE_URL`` names (``None`` when unset): where a
+    runtime tiered archives, for the read-only commands."""
+    url = os.environ.get("MARCUS_PERSIST_ARCHIVE_URL")
+    return _store(url, os.environ.get("MARCUS_PERSIST_ARCHIVE_ENDPOINT")) if url else None
+
+
 def parse_at(text: str) -> datetime | None:
     """``latest`` -> ``None``; else an ISO-8601 instant (UTC when no offset is given)."""
     if text == "latest":

@@ -143,3 +143,46 @@ async def test_a_damaged_remote_month_is_refused_by_name(tmp_path: Path) -> None
             await rt.tokens.daily(date(2026, 1, 1), date(2026, 1, 31))
         # a month the damage does not touch still reads
         assert (await rt.tokens.daily(date(2026, 2, 1), date(2026, 2, 28)))["2026-02-05"]
+
+
+async def test_quarantine_moves_a_damaged_remote_month_aside_onto_the_disk(
+    tmp_path: Path,
+) -> None:
+    data, clock = tmp_path / "data", FakeClock(NOW)
+    options: dict[str, Any] = {"archive_url": f"file://{tmp_path}/archive"}
+    async with open_runtime(data, clock=clock, **KEEP, **options) as rt:
+        await fill(rt, clock)
+        await rt.tokens.tier()
+    store = open_object_store(options["archive_url"])
+    victim = store.list(TIER_PREFIX)[0].key  # January
+    damaged = (tmp_path / "archive" / victim).read_bytes().replace(b"anthropic", b"anthrop1c")
+    (tmp_path / "archive" / victim).write_bytes(damaged)
+    store.put_bytes(victim[:-64] + sha256_of(damaged), damaged)  # its key agrees: the seal won't
+    store.delete(victim)
+    async with open_runtime(data, clock=clock, on_corrupt="quarantine", **KEEP, **options) as rt:
+        days = await rt.tokens.daily(date(2026, 1, 1), date(2026, 2, 28))
+        assert sorted(days) == ["2026-02-05", "2026-02-25"]  # January is set aside
+        aside = [p for p in (data / "token_usage_archive").iterdir() if "corrupt" in p.name]
+        assert [p.read_bytes() for p in aside] == [damaged]  # byte-identical
+        assert [k.key[len(TIER_PREFIX) :][:7] for k in store.list(TIER_PREFIX)] == ["2026-02"]
+
+
+async def test_stats_counts_tiered_months_given_archive_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from marcus_persist.cli._main import cli
+
+    data, clock = tmp_path / "data", FakeClock(NOW)
+    url = f"file://{tmp_path}/archive"
+    async with open_runtime(data, clock=clock, archive_url=url, **KEEP) as rt:
+        await fill(rt, clock)
+        await rt.tokens.tier()
+    monkeypatch.delenv("MARCUS_PERSIST_ARCHIVE_URL", raising=False)
+    without = CliRunner().invoke(cli, ["stats", str(data), "--json"])
+    monkeypatch.setenv("MARCUS_PERSIST_ARCHIVE_URL", url)
+    with_remote = CliRunner().invoke(cli, ["stats", str(data), "--json"])
+    assert with_remote.exit_code == 0, with_remote.output
+    assert f'"requests":{len(DAYS) + 1}' in with_remote.output
+    assert f'"requests":{len(DAYS) + 1}' not in without.output
