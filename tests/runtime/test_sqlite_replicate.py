@@ -3,7 +3,6 @@ the newest one at or before an instant (``file://`` and ``s3://``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,10 @@ import anyio
 import pytest
 
 from marcus_persist import CorruptDataError, open_runtime
-from marcus_persist._core._objstore import ObjectStore, open_object_store
 from marcus_persist._core._sqlship import DbSnapshot, list_snapshots, thin
 from marcus_persist.ops.remote import restore_from_store
+
+from ..conftest import archive_store
 
 pytestmark = pytest.mark.anyio
 
@@ -23,18 +23,6 @@ ENGINES: list[dict[str, Any]] = [
     {"backend": "sqlite"},
     {"backend": "file", "backends": {"assignments": "sqlite"}},
 ]
-
-
-@pytest.fixture(params=["file", "s3"])
-def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    if request.param == "file":
-        yield {"archive_url": f"file://{tmp_path}/archive"}
-    else:
-        yield request.getfixturevalue("s3_archive")
-
-
-def _store(archive: dict[str, Any]) -> ObjectStore:
-    return open_object_store(archive["archive_url"], archive.get("archive_endpoint"))
 
 
 async def _tasks(target: Path, engines: dict[str, Any], workers: list[str]) -> dict[str, Any]:
@@ -62,7 +50,7 @@ async def test_restore_at_an_instant_holds_what_was_committed_before_it_only(
         assert metrics.shipped_until_ns > int(between.timestamp() * 1e9)
         assert not await rt.sqlite_replicator.ship_now()  # nothing committed since
         assert rt.sqlite_replicator.metrics().snapshots == metrics.snapshots
-    store = _store(archive)
+    store = archive_store(archive)
     assert len(list_snapshots(store)) >= 2  # (and one at close, if it changed)
     earlier = tmp_path / "earlier"
     restored = await anyio.to_thread.run_sync(restore_from_store, store, earlier, between)
@@ -81,7 +69,7 @@ async def test_a_damaged_snapshot_is_refused_and_nothing_is_left(tmp_path: Path)
         await rt.replicator.sync()
         await rt.assignments.save_assignment("w1", "t1", {})
         await rt.sqlite_replicator.ship_now()
-    store = _store(archive)
+    store = archive_store(archive)
     newest = list_snapshots(store)[-1]
     path = tmp_path / "archive" / newest.key
     path.write_bytes(path.read_bytes()[:-100])  # truncated in the store

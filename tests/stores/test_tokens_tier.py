@@ -12,13 +12,13 @@ import pytest
 from marcus_persist import CorruptDataError, Runtime, open_runtime
 from marcus_persist._core._objstore import (
     FileObjectStore,
-    ObjectStore,
     _verify,
     open_object_store,
     sha256_of,
 )
 from marcus_persist.backends.file._tokens_tier import TIER_PREFIX
 
+from ..conftest import archive_store
 from .audit_helpers import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -26,19 +26,6 @@ pytestmark = pytest.mark.anyio
 DAYS = [date(2026, 1, 3), date(2026, 1, 20), date(2026, 2, 5), date(2026, 2, 25), date(2026, 3, 10)]
 NOW = datetime(2026, 4, 20, 12, tzinfo=UTC)  # keep 30 days: January and February are sealed
 KEEP: dict[str, Any] = {"token_keep_days": 30}
-
-
-@pytest.fixture(params=["file", "s3"])
-def archive(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    """``open_runtime`` options naming the archive: a folder, or a bucket on moto."""
-    if request.param == "s3":
-        options: dict[str, Any] = request.getfixturevalue("s3_archive")
-        return options
-    return {"archive_url": f"file://{tmp_path}/archive"}
-
-
-def remote(options: dict[str, Any]) -> ObjectStore:
-    return open_object_store(options["archive_url"], options.get("archive_endpoint"))
 
 
 async def fill(rt: Runtime, clock: FakeClock) -> None:
@@ -65,7 +52,7 @@ async def test_sealed_months_move_and_reports_read_the_same(
     tmp_path: Path, archive: dict[str, Any]
 ) -> None:
     data, clock = tmp_path / "data", FakeClock(NOW)
-    store = remote(archive)
+    store = archive_store(archive)
     async with open_runtime(data, clock=clock, **KEEP, **archive) as rt:
         await fill(rt, clock)
         before = await reports(rt)
