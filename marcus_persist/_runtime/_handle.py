@@ -161,6 +161,9 @@ class Runtime:
             last_backup=str(self.last_backup) if self.last_backup else None,
             cache=cache_metrics(self.assignment_cache),
             replication=self.replicator.metrics() if self.replicator is not None else None,
+            sqlite_replication=(
+                self.sqlite_replicator.metrics() if self.sqlite_replicator is not None else None
+            ),
         )
 
     def statistics(self) -> dict[str, ActorStatistics]:

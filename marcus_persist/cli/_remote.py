@@ -14,6 +14,7 @@ from rich.table import Table
 
 from marcus_persist._core._objstore import ObjectStore, open_object_store
 from marcus_persist._core._remote import list_remote_backups, prune_remote_backups
+from marcus_persist._core._sqlship import list_snapshots
 from marcus_persist._errors import PersistenceError
 from marcus_persist.cli._common import explain, offline
 from marcus_persist.ops.remote import backup_to_store, replication_status, restore_from_store
@@ -153,6 +154,7 @@ def backups(url: str, endpoint: str | None, keep: int | None) -> None:
             for name in prune_remote_backups(store, keep):
                 click.echo(f"pruned {name}")
         found = list_remote_backups(store)
+        snapshots = list_snapshots(store)
     except (PersistenceError, OSError) as exc:
         raise click.ClickException(explain(exc)) from None
     if not found:
@@ -173,3 +175,9 @@ def backups(url: str, endpoint: str | None, keep: int | None) -> None:
             until[:26].replace("T", " "),
         )
     Console(width=200).print(table)
+    for db in sorted({s.db for s in snapshots}):
+        mine = [s.ns for s in snapshots if s.db == db]
+        first, last = (
+            datetime.fromtimestamp(ns / 1e9, UTC).isoformat() for ns in (mine[0], mine[-1])
+        )
+        click.echo(f"{db}: {len(mine)} snapshots from {first} to {last}")

@@ -46,6 +46,7 @@ async def test_restore_at_an_instant_holds_what_was_committed_before_it_only(
         await rt.assignments.save_assignment("w1", "t3", {})
         await rt.sqlite_replicator.ship_now()
         metrics = rt.sqlite_replicator.metrics()
+        assert (await rt.metrics()).sqlite_replication == metrics
         assert metrics.snapshots >= 2 and metrics.retries == 0
         assert metrics.shipped_until_ns > int(between.timestamp() * 1e9)
         assert not await rt.sqlite_replicator.ship_now()  # nothing committed since
@@ -69,6 +70,13 @@ async def test_a_damaged_snapshot_is_refused_and_nothing_is_left(tmp_path: Path)
         await rt.replicator.sync()
         await rt.assignments.save_assignment("w1", "t1", {})
         await rt.sqlite_replicator.ship_now()
+    from click.testing import CliRunner
+
+    from marcus_persist.cli._main import cli
+
+    listed = CliRunner().invoke(cli, ["backups", "--from", archive["archive_url"]])
+    assert listed.exit_code == 0, listed.output
+    assert "marcus_state.db: " in listed.output and " snapshots from " in listed.output
     store = archive_store(archive)
     newest = list_snapshots(store)[-1]
     path = tmp_path / "archive" / newest.key
