@@ -173,3 +173,36 @@ async def test_stats_counts_tiered_months_given_archive_url(
     assert with_remote.exit_code == 0, with_remote.output
     assert f'"requests":{len(DAYS) + 1}' in with_remote.output
     assert f'"requests":{len(DAYS) + 1}' not in without.output
+
+
+async def test_a_migration_reads_the_tiered_months_from_archive_url(tmp_path: Path) -> None:
+    from marcus_persist._config import Config
+    from marcus_persist.ops.migrate._run import PROGRESS_NAME, Endpoint, migrate
+
+    data, clock = tmp_path / "data", FakeClock(NOW)
+    url = f"file://{tmp_path}/archive"
+    async with open_runtime(data, clock=clock, archive_url=url, **KEEP) as rt:
+        await fill(rt, clock)
+        before = await reports(rt)
+        assert await rt.tokens.tier()
+    source = Endpoint(Config(data_dir=str(data), archive_url=url))
+    target = Endpoint(Config(data_dir=str(tmp_path / "b"), backend="sqlite"))
+    assert migrate(source, target, tmp_path / "b" / PROGRESS_NAME).ok
+    async with open_runtime(tmp_path / "b", backend="sqlite", clock=clock, **KEEP) as rt:
+        assert await reports(rt) == before
+
+
+async def test_an_in_place_move_to_sqlite_reads_the_tiered_months(tmp_path: Path) -> None:
+    from marcus_persist._config import Config
+    from marcus_persist.ops.migrate._inplace import migrate_in_place
+
+    data, clock = tmp_path / "data", FakeClock(NOW)
+    url = f"file://{tmp_path}/archive"
+    async with open_runtime(data, clock=clock, archive_url=url, **KEEP) as rt:
+        await fill(rt, clock)
+        before = await reports(rt)
+        assert await rt.tokens.tier()
+    report = migrate_in_place(data, ["tokens"], "sqlite", base=Config(archive_url=url))
+    assert [s.status for s in report.stores] == ["migrated"]
+    async with open_runtime(data, clock=clock, **KEEP) as rt:  # tokens on sqlite now
+        assert await reports(rt) == before
