@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from marcus_persist import CorruptDataError, Runtime, open_runtime
+from marcus_persist import CorruptDataError, PersistenceError, Runtime, open_runtime
 from marcus_persist._core._objstore import (
     FileObjectStore,
     _verify,
@@ -103,18 +103,29 @@ async def test_a_truncated_upload_deletes_nothing(tmp_path: Path) -> None:
         assert await reports(rt) == before
 
 
-async def test_a_failed_upload_deletes_nothing(tmp_path: Path) -> None:
-    """The store's folder is a file: every upload fails; nothing leaves the disk."""
+@pytest.mark.parametrize("where", ["file", "s3"])
+async def test_a_failed_upload_deletes_nothing(
+    tmp_path: Path, where: str, request: pytest.FixtureRequest
+) -> None:
+    """Every upload fails (``file://``: the store's folder is a file; ``s3://``: the
+    bucket does not exist on the server); nothing leaves the disk, the runtime
+    starts and records."""
     data, clock = tmp_path / "data", FakeClock(NOW)
-    (tmp_path / "blocked").write_text("not a directory")
-    options: dict[str, Any] = {"archive_url": f"file://{tmp_path}/blocked/archive"}
-    async with open_runtime(data, clock=clock, **KEEP, **options) as rt:
+    async with open_runtime(data, clock=clock, **KEEP) as rt:
         await fill(rt, clock)
         before = await reports(rt)
-        with pytest.raises(OSError):
+    (tmp_path / "blocked").write_text("not a directory")
+    options: dict[str, Any] = {"archive_url": f"file://{tmp_path}/blocked/archive"}
+    if where == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        options = {"archive_url": "s3://no-such-bucket/marcus", "archive_endpoint": endpoint}
+    async with open_runtime(data, clock=clock, **KEEP, **options) as rt:
+        with pytest.raises((OSError, PersistenceError)):
             await rt.tokens.tier()
         assert local_months(data) == ["2026-01.json", "2026-02.json", "2026-03.json"]
-        assert await reports(rt) == before
+        assert await rt.tokens.record("openai", 1, 1, 0.5)
+    async with open_runtime(data, clock=clock, **KEEP) as rt:
+        assert (await reports(rt))[1] == before[1]  # February, read from the disk
 
 
 async def test_a_damaged_remote_month_is_refused_by_name(tmp_path: Path) -> None:

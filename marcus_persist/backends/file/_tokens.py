@@ -42,7 +42,7 @@ import msgspec
 from marcus_persist._core._atomic import ensure_dir, write_atomic
 from marcus_persist._core._codec import decode, encode
 from marcus_persist._core._objstore import ObjectStore
-from marcus_persist._errors import CorruptDataError, PersistenceError
+from marcus_persist._errors import BackendError, CorruptDataError, PersistenceError
 from marcus_persist.backends._contract import DocumentFn
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._logged import CheckpointPolicy, Logged
@@ -122,6 +122,7 @@ class FileTokenStorage:
         self.remote: TokenTier | None = None
         #: held while a monthly archive is written on the disk (tiering checks under it)
         self._months_lock = threading.Lock()
+        self._loading = False
 
     @property
     def torn_tail(self) -> bytes:
@@ -155,6 +156,7 @@ class FileTokenStorage:
         # the checkpoint after it holds what that format's log held, then removes it
         self._upgrade = found.has_log
         self._dirty = bool(later)
+        self._loading = True  # until the handler's ``loaded``: see ``archive_months``
         return found.document, records
 
     def _gap(self, base: int, first: int) -> None:
@@ -185,6 +187,7 @@ class FileTokenStorage:
         """The handler's document once the log is replayed: what a checkpoint writes
         until the next commit (*seen*: the request ids counted, id -> day)."""
         self._document, self._seen = document, dict(seen)
+        self._loading = False
 
     def commit(
         self,
@@ -268,7 +271,12 @@ class FileTokenStorage:
         path = self._month_path(month)
         found = read_sealed(path, self._ctx, shape)[0]
         if found is None and self.remote is not None and not path.exists():
-            return self.remote.read(month, self._ctx, shape)  # moved there (maybe just now)
+            try:
+                return self.remote.read(month, self._ctx, shape)  # moved there (maybe just now)
+            except (BackendError, OSError) as exc:
+                if not self._loading:
+                    raise
+                log.warning("token usage: %s unreachable at start: %s", self.remote.store.url, exc)
         return found
 
     def archive_months(self) -> list[str]:
@@ -279,7 +287,18 @@ class FileTokenStorage:
                 for p in self.archive_dir.iterdir()
                 if _MONTH.fullmatch(p.stem) and p.suffix == ".json"
             }
-        remote = self.remote.months() if self.remote is not None else set()
+        if self.remote is None:
+            return sorted(local)
+        try:
+            remote = self.remote.months()
+        except PersistenceError as exc:
+            if not self._loading:
+                raise  # a report: never silently without the months up there
+            # a start reads every archive for the ids of its late records: a remote
+            # that is down must not keep the runtime from starting (a late record
+            # retried for a month up there may then count twice, until a restart)
+            log.warning("token usage: %s unreachable at start: %s", self.remote.store.url, exc)
+            remote = set()
         return sorted(local | remote)
 
     def attach_remote(self, store: ObjectStore) -> None:
