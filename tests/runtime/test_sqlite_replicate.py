@@ -95,3 +95,20 @@ def test_thinning_keeps_recent_snapshots_then_one_per_hour_then_one_per_day() ->
     doomed = {s.key for s in thin(snaps, now, keep_all_seconds=600)}
     # 700 and 800 s old share an hour: the newer stays; likewise at 2 h and at 3 days
     assert doomed == {"k800", "k7220", "k259209"}
+
+
+async def test_a_failed_upload_fails_the_snapshot_only(tmp_path: Path) -> None:
+    """The store's folder is a file: every snapshot fails to go up; commits go on, no
+    staged copy is left."""
+    (tmp_path / "blocked").write_text("not a directory")
+    archive: dict[str, Any] = {"archive_url": f"file://{tmp_path}/blocked/archive"}
+    data = tmp_path / "data"
+    async with open_runtime(data, backend="sqlite", **archive) as rt:
+        assert rt.sqlite_replicator is not None
+        await rt.assignments.save_assignment("w1", "t1", {})
+        with pytest.raises(OSError):
+            await rt.sqlite_replicator.ship_now()
+        await rt.assignments.save_assignment("w2", "t2", {})
+        assert rt.sqlite_replicator.metrics().snapshots == 0
+        assert not (data / "backups" / ".replica-sqlite").exists()
+    assert await _tasks(data, {"backend": "sqlite"}, ["w1", "w2"]) == {"w1": "t1", "w2": "t2"}
