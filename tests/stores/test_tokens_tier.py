@@ -186,16 +186,23 @@ async def test_stats_counts_tiered_months_given_archive_url(
     assert f'"requests":{len(DAYS) + 1}' not in without.output
 
 
-async def test_a_migration_reads_the_tiered_months_from_archive_url(tmp_path: Path) -> None:
-    from marcus_persist._config import Config
-    from marcus_persist.ops.migrate._run import PROGRESS_NAME, Endpoint, migrate
-
+async def tiered_run(tmp_path: Path) -> tuple[Path, FakeClock, str, Any]:
+    """A data directory whose sealed months went up to ``file://``: it, its clock, the
+    URL and the reports before."""
     data, clock = tmp_path / "data", FakeClock(NOW)
     url = f"file://{tmp_path}/archive"
     async with open_runtime(data, clock=clock, archive_url=url, **KEEP) as rt:
         await fill(rt, clock)
         before = await reports(rt)
         assert await rt.tokens.tier()
+    return data, clock, url, before
+
+
+async def test_a_migration_reads_the_tiered_months_from_archive_url(tmp_path: Path) -> None:
+    from marcus_persist._config import Config
+    from marcus_persist.ops.migrate._run import PROGRESS_NAME, Endpoint, migrate
+
+    data, clock, url, before = await tiered_run(tmp_path)
     source = Endpoint(Config(data_dir=str(data), archive_url=url))
     target = Endpoint(Config(data_dir=str(tmp_path / "b"), backend="sqlite"))
     assert migrate(source, target, tmp_path / "b" / PROGRESS_NAME).ok
@@ -207,12 +214,7 @@ async def test_an_in_place_move_to_sqlite_reads_the_tiered_months(tmp_path: Path
     from marcus_persist._config import Config
     from marcus_persist.ops.migrate._inplace import migrate_in_place
 
-    data, clock = tmp_path / "data", FakeClock(NOW)
-    url = f"file://{tmp_path}/archive"
-    async with open_runtime(data, clock=clock, archive_url=url, **KEEP) as rt:
-        await fill(rt, clock)
-        before = await reports(rt)
-        assert await rt.tokens.tier()
+    data, clock, url, before = await tiered_run(tmp_path)
     report = migrate_in_place(data, ["tokens"], "sqlite", base=Config(archive_url=url))
     assert [s.status for s in report.stores] == ["migrated"]
     async with open_runtime(data, clock=clock, **KEEP) as rt:  # tokens on sqlite now
