@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from marcus_persist._core._fs import FileSystem
+from marcus_persist._core._objstore import ObjectStore, open_object_store
 from tests._services import drop_schema, service
 
 
@@ -128,3 +129,18 @@ def s3_archive(s3_endpoint: str) -> dict[str, str]:
     bucket = f"t-{uuid.uuid4().hex[:16]}"
     make_bucket(s3_endpoint, bucket)
     return {"archive_url": f"s3://{bucket}/marcus", "archive_endpoint": s3_endpoint}
+
+
+@pytest.fixture(params=["file", "s3"])
+def archive(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """``open_runtime(..., **archive)``: a folder behind ``file://``, then a bucket of
+    this test's own behind ``s3://``."""
+    if request.param == "file":
+        return {"archive_url": f"file://{tmp_path}/archive"}
+    options: dict[str, Any] = request.getfixturevalue("s3_archive")
+    return options
+
+
+def archive_store(options: dict[str, Any]) -> ObjectStore:
+    """The object store the ``open_runtime`` *options* name (``archive``, ``s3_archive``)."""
+    return open_object_store(options["archive_url"], options.get("archive_endpoint"))

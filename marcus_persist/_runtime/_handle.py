@@ -22,6 +22,7 @@ from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime._checkpoints import checkpoints_held
 from marcus_persist._runtime._metrics import Metrics, actor_metrics, cache_metrics
 from marcus_persist._runtime._replicate import Replicator
+from marcus_persist._runtime._sqlite_replicate import SqliteReplicator
 from marcus_persist._runtime._stats import collect_stats
 from marcus_persist.backends import Backend
 from marcus_persist.backends._files import Quarantined
@@ -63,6 +64,8 @@ class Runtime:
         self.metrics_address: tuple[str, int] | None = None
         #: ships the logs to ``archive_url`` (set by ``open_runtime`` when it is set)
         self.replicator: Replicator | None = None
+        #: ships snapshots of the SQLite database there (with the ``sqlite`` engine)
+        self.sqlite_replicator: SqliteReplicator | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -158,6 +161,9 @@ class Runtime:
             last_backup=str(self.last_backup) if self.last_backup else None,
             cache=cache_metrics(self.assignment_cache),
             replication=self.replicator.metrics() if self.replicator is not None else None,
+            sqlite_replication=(
+                self.sqlite_replicator.metrics() if self.sqlite_replicator is not None else None
+            ),
         )
 
     def statistics(self) -> dict[str, ActorStatistics]:

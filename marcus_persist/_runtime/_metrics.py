@@ -15,6 +15,7 @@ from marcus_persist._core._actor import Actor
 from marcus_persist._core._mailbox import ActorStatistics
 from marcus_persist._core._metrics import HistogramSnapshot
 from marcus_persist._runtime._replicate import ReplicationMetrics
+from marcus_persist._runtime._sqlite_replicate import SqliteReplicationMetrics
 
 __all__ = (
     "ActorMetrics",
@@ -62,6 +63,8 @@ class Metrics(msgspec.Struct, frozen=True):
     cache: CacheMetrics | None = None
     #: the shipping of the logs to ``archive_url`` (``None`` without it)
     replication: ReplicationMetrics | None = None
+    #: the snapshots of the SQLite database shipped there (``None``: no sqlite engine)
+    sqlite_replication: SqliteReplicationMetrics | None = None
 
 
 def cache_metrics(cache: Any) -> CacheMetrics | None:

@@ -14,7 +14,7 @@ import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 
-from marcus_persist._config import Config
+from marcus_persist._config import SQLITE_DB_NAME, Config
 from marcus_persist._core._actor import Actor, Handler
 from marcus_persist._core._atomic import ensure_dir, remove_stale_temps
 from marcus_persist._core._clock import SYSTEM_CLOCK, Clock
@@ -36,6 +36,8 @@ from marcus_persist._runtime._dirconfig import (
 from marcus_persist._runtime._handle import Runtime
 from marcus_persist._runtime._metrics import instrument
 from marcus_persist._runtime._replicate import Replicator, check_archive
+from marcus_persist._runtime._sqlite_replicate import SqliteReplicator
+from marcus_persist._runtime._tiering import run_token_tiering
 from marcus_persist.backends import Backend, create_backend, engine_for
 from marcus_persist.backends._audit import AuditStorage
 from marcus_persist.backends.file._audit import FileAuditStorage
@@ -129,6 +131,9 @@ async def open_runtime(
     )
     if archive is not None:
         check_archive(config.path, archive)
+        attach = getattr(engine_for(store_backend, "tokens").tokens(), "attach_remote", None)
+        if attach is not None:  # file token usage: sealed monthly archives move there
+            attach(archive)
     lock = DirLock(config.path, file_mode=fs.file_mode) if store_backend.uses_data_dir else None
     metrics: MetricsServer | None = None
     audit_storage = _audit_storage(engine_for(store_backend, "audit"), config, fs, archive)
@@ -185,6 +190,13 @@ async def open_runtime(
                 if archive is not None and store_backend.uses_data_dir:
                     runtime.replicator = _replicator(runtime, config, archive)
                     _start_job(tg, jobs, runtime.replicator.run)
+                if archive is not None:
+                    _start_job(tg, jobs, lambda: run_token_tiering(runtime.tokens))
+                if archive is not None and "sqlite" in config.engines.values():
+                    runtime.sqlite_replicator = SqliteReplicator(
+                        config.path, SQLITE_DB_NAME, archive, config.replicate_interval_seconds
+                    )
+                    _start_job(tg, jobs, runtime.sqlite_replicator.run)
                 _start_job(  # write-ahead logs no commit follows are checkpointed too
                     tg,
                     jobs,

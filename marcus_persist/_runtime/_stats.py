@@ -19,6 +19,7 @@ from pathlib import Path
 import msgspec
 
 from marcus_persist._config import SQLITE_DB_NAME
+from marcus_persist._core._objstore import ObjectStore
 from marcus_persist._core._safeopen import check_dir, never, open_reader, walk
 from marcus_persist._core._snapshot import BACKUPS_DIR
 from marcus_persist._errors import CorruptDataError, UnsafePathError
@@ -59,16 +60,17 @@ class DataStats(msgspec.Struct, frozen=True):
     cache: CacheStats | None = None
 
 
-def collect_stats(data_dir: Path) -> DataStats:
+def collect_stats(data_dir: Path, archive: ObjectStore | None = None) -> DataStats:
     """Every data type of *data_dir*, and the audit trail by day; safe while a runtime
     serves it. Only regular files count: a symbolic link or a FIFO is neither followed
-    nor opened (``doctor`` reports it)."""
+    nor opened (``doctor`` reports it). With *archive* (``archive_url``'s store), the
+    token totals count the monthly archives tiered there too."""
     days = [
         AuditDay(f"{m[1]}-{m[2]}-{m[3]}", p.stat().st_size, _count_lines(p))
         for p in _regular(data_dir / "audit_logs", top_only=True)
         if (m := _AUDIT_DAY.fullmatch(p.name))
     ]
-    tokens, totals = read.tokens(data_dir)
+    tokens, totals = read.tokens(data_dir, archive)
     found = {
         "assignments": read.assignments(data_dir),
         "marcus_state": read.state(data_dir, "_stored_at", "_stored_at"),

@@ -17,8 +17,9 @@ import msgspec
 from marcus_persist._config import Config
 from marcus_persist._core._clock import SYSTEM_CLOCK
 from marcus_persist._core._fs import OS_FS
+from marcus_persist._core._objstore import ObjectStore
 from marcus_persist._core._snapshot import list_backups
-from marcus_persist._errors import CorruptDataError, UnsafePathError
+from marcus_persist._errors import CorruptDataError, PersistenceError, UnsafePathError
 from marcus_persist.backends._assignments import check_records
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._assignments import FileAssignmentStorage
@@ -138,15 +139,18 @@ def state(data_dir: Path, first: str, last: str) -> Found:
     return _found(len(records), stamps)
 
 
-def tokens(data_dir: Path) -> tuple[Found, TokenTotals | None]:
-    """Token usage: one record per AI call counted, live and archived, and their days."""
+def tokens(data_dir: Path, remote: ObjectStore | None = None) -> tuple[Found, TokenTotals | None]:
+    """Token usage: one record per AI call counted, live and archived (with *remote*,
+    the ``archive_url`` store: the months tiered there too), and their days."""
     ctx = FileContext(data_dir, OS_FS, sync=False, on_corrupt="error", read_only=True)
     storage = FileTokenStorage(ctx)  # the log replayed, never opened for appends
+    if remote is not None:
+        storage.attach_remote(remote)  # read-only: reads, never moves
     handler = TokensHandler(storage, SYSTEM_CLOCK, Config(data_dir=str(data_dir)))
     try:
         handler.load()  # the document and the records logged since
         archives = [storage.archive(m) or {} for m in storage.archive_months()]
-    except (CorruptDataError, OSError, ValueError):
+    except (PersistenceError, OSError, ValueError):  # a remote that is down too
         return Found(None), None
     cells = {day: list(p.values()) for day, p in handler.doc["daily_usage"].items()}
     for archive in archives:

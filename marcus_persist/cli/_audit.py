@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -16,11 +15,11 @@ from rich.console import Console
 from rich.table import Table
 
 from marcus_persist._core._fs import OS_FS
-from marcus_persist._core._objstore import open_object_store
 from marcus_persist._core._safeopen import open_reader
 from marcus_persist._runtime import open_runtime
 from marcus_persist.backends.file._audit import FileAuditStorage
 from marcus_persist.cli._common import DATA_DIR, require_data_dir
+from marcus_persist.cli._remote import env_archive
 from marcus_persist.stores.audit._query import (
     AuditQuery,
     Filter,
@@ -58,10 +57,7 @@ def _storage(data_dir: Path) -> FileAuditStorage:
             "directory a runtime served (it creates audit_logs/ when it starts)"
         )
     # read-only use: sources() only; archives tiered to archive_url are read from there
-    url = os.environ.get("MARCUS_PERSIST_ARCHIVE_URL")
-    endpoint = os.environ.get("MARCUS_PERSIST_ARCHIVE_ENDPOINT")
-    archive = open_object_store(url, endpoint) if url else None
-    return FileAuditStorage(directory, OS_FS, "none", archive)
+    return FileAuditStorage(directory, OS_FS, "none", env_archive())
 
 
 SINCE = click.option("--since", help="From: YYYY-MM-DD, an ISO time, or 7d / 12h / 30m ago.")

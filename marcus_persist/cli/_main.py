@@ -24,7 +24,7 @@ from marcus_persist.cli._demo_cli import demo
 from marcus_persist.cli._migrate import migrate_command
 from marcus_persist.cli._monitor import dashboard_command, metrics_command
 from marcus_persist.cli._ops import bench, import_marcus_command, prune
-from marcus_persist.cli._remote import backups, replication_line
+from marcus_persist.cli._remote import backups, env_archive, replication_line
 from marcus_persist.cli._wal import checkpoint_command, wal_command
 from marcus_persist.ops.doctor import diagnose
 
@@ -94,7 +94,7 @@ def stats(data_dir: Path, as_json: bool, redis_url: str | None = None) -> None:
     the audit trail by day; the assignment cache's counters (with a Redis URL).
     Read-only: safe while a runtime serves DATA_DIR."""
     require_data_dir(data_dir)
-    result = collect_stats(data_dir)
+    result = collect_stats(data_dir, env_archive())  # tiered token archives counted
     try:
         cache = cache_stats(data_dir, redis_url)
     except ConfigError as exc:

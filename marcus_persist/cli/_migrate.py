@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,8 +64,22 @@ def print_report(report: MigrationReport, as_json: bool) -> None:
     Console().print(table)
 
 
-def _endpoint(kind: str, data_dir: Path | None, dsn: str | None, schema: str | None) -> Endpoint:
-    options: dict[str, object] = {"backend": kind}
+def _tiered() -> dict[str, object]:
+    """``MARCUS_PERSIST_ARCHIVE_URL`` (and its endpoint) for the source: the archives a
+    runtime tiered there are read from there (empty when unset)."""
+    url = os.environ.get("MARCUS_PERSIST_ARCHIVE_URL")
+    if not url:
+        return {}
+    return {
+        "archive_url": url,
+        "archive_endpoint": os.environ.get("MARCUS_PERSIST_ARCHIVE_ENDPOINT"),
+    }
+
+
+def _endpoint(
+    kind: str, data_dir: Path | None, dsn: str | None, schema: str | None, **more: object
+) -> Endpoint:
+    options: dict[str, object] = {"backend": kind, **more}
     if data_dir is not None:
         options["data_dir"] = str(data_dir)
     if dsn is not None:
@@ -158,7 +173,7 @@ def migrate_command(
     if source in {"file", "sqlite"} and (problem := not_a_data_dir(data_dir)) is not None:
         click.echo(f"could not migrate: {problem}", err=True)
         raise SystemExit(2)
-    src = _endpoint(source, data_dir, from_dsn, from_schema)
+    src = _endpoint(source, data_dir, from_dsn, from_schema, **_tiered())
     dst = _endpoint(target, to_dir, to_dsn, to_schema)
     if progress_file is None:
         if target == "postgres":
@@ -199,7 +214,7 @@ def _in_place(
                 data_dir,
                 stores,
                 target,
-                base=Config().replace(backend=source),
+                base=Config().replace(backend=source, **_tiered()),
                 prune=prune,
                 on_progress=tick,
             )

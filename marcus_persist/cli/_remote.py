@@ -14,6 +14,7 @@ from rich.table import Table
 
 from marcus_persist._core._objstore import ObjectStore, open_object_store
 from marcus_persist._core._remote import list_remote_backups, prune_remote_backups
+from marcus_persist._core._sqlship import list_snapshots
 from marcus_persist._errors import PersistenceError
 from marcus_persist.cli._common import explain, offline
 from marcus_persist.ops.remote import backup_to_store, replication_status, restore_from_store
@@ -46,6 +47,13 @@ def _store(url: str, endpoint: str | None) -> ObjectStore:
         return open_object_store(url, endpoint)
     except PersistenceError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def env_archive() -> ObjectStore | None:
+    """The store ``MARCUS_PERSIST_ARCHIVE_URL`` names (``None`` when unset): where a
+    runtime tiered archives, for the read-only commands."""
+    url = os.environ.get("MARCUS_PERSIST_ARCHIVE_URL")
+    return _store(url, os.environ.get("MARCUS_PERSIST_ARCHIVE_ENDPOINT")) if url else None
 
 
 def parse_at(text: str) -> datetime | None:
@@ -114,6 +122,8 @@ def restore_from_url(url: str, endpoint: str | None, at: str, target: Path) -> N
         raise click.ClickException(f"{explain(exc)}; nothing was restored") from None
     replayed = sum(restored.records.values())
     until = f", log records up to {restored.until.isoformat()}" if restored.until else ""
+    for db, instant in restored.databases.items():
+        until += f", {db} as of {instant.isoformat()}"
     click.echo(
         f"restored {target} from {restored.backup} ({restored.files} files, "
         f"{replayed} log records{until}) in {time.perf_counter() - started:.2f} s"
@@ -144,6 +154,7 @@ def backups(url: str, endpoint: str | None, keep: int | None) -> None:
             for name in prune_remote_backups(store, keep):
                 click.echo(f"pruned {name}")
         found = list_remote_backups(store)
+        snapshots = list_snapshots(store)
     except (PersistenceError, OSError) as exc:
         raise click.ClickException(explain(exc)) from None
     if not found:
@@ -164,3 +175,9 @@ def backups(url: str, endpoint: str | None, keep: int | None) -> None:
             until[:26].replace("T", " "),
         )
     Console(width=200).print(table)
+    for db in sorted({s.db for s in snapshots}):
+        mine = [s.ns for s in snapshots if s.db == db]
+        first, last = (
+            datetime.fromtimestamp(ns / 1e9, UTC).isoformat() for ns in (mine[0], mine[-1])
+        )
+        click.echo(f"{db}: {len(mine)} snapshots from {first} to {last}")

@@ -4,7 +4,9 @@ Blocking (run in a worker thread or from the CLI). A restore rebuilds a new
 data directory from the newest backup taken at or before the instant, plus
 the log records shipped after it (:mod:`marcus_persist._runtime._replicate`)
 sealed at or before that instant, written as one more log segment that the
-runtime replays at its next start. Every object is verified first (files
+runtime replays at its next start. A SQLite database comes back as the newest
+snapshot of it taken at or before the instant, if one is newer than that
+backup (:mod:`marcus_persist._runtime._sqlite_replicate`). Every object is verified first (files
 against the manifest, log objects against the checksum in their name, each
 record against its CRC and its number against the one before); the data
 directory takes its name only once everything is in place, so a damaged
@@ -16,7 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,7 +32,8 @@ from marcus_persist._core._remote import (
     list_remote_backups,
     push_backup,
 )
-from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup
+from marcus_persist._core._snapshot import BACKUPS_DIR, check_member, create_backup
+from marcus_persist._core._sqlship import fetch_snapshot, list_snapshots
 from marcus_persist._core._wal import scan_log, seal, segment_name, unseal
 from marcus_persist._core._walship import find_logs
 from marcus_persist._errors import CorruptDataError, PersistenceError
@@ -54,6 +57,9 @@ class Restored:
     records: dict[str, int]
     #: when the newest record restored was sealed (``None``: the backup alone)
     until: datetime | None
+    #: SQLite databases put back from a snapshot: the instant each holds everything
+    #: committed before (a database absent here is the backup's copy)
+    databases: dict[str, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,7 @@ def restore_from_store(store: ObjectStore, target: Path, at: datetime | None = N
             count, last_ns = _replay(store, staging, log_dir, chunks, cut)
             records[log_dir] = count
             newest = max(newest, last_ns)
+        databases = _put_back_databases(store, staging, backup, cut)
         _sync_tree(staging)
         if target.exists():
             target.rmdir()  # empty, checked above
@@ -164,7 +171,35 @@ def restore_from_store(store: ObjectStore, target: Path, at: datetime | None = N
         shutil.rmtree(staging, ignore_errors=True)
         raise
     until = datetime.fromtimestamp(newest / 1e9, UTC) if newest else None
-    return Restored(backup.name, len(backup.manifest.files), records, until)
+    snapshots = {db: datetime.fromtimestamp(ns / 1e9, UTC) for db, ns in databases.items()}
+    return Restored(backup.name, len(backup.manifest.files), records, until, snapshots)
+
+
+def _put_back_databases(
+    store: ObjectStore, root: Path, backup: RemoteBackup, cut: int | None
+) -> dict[str, int]:
+    """Over the backup's copy of each SQLite database, the newest snapshot of it taken
+    at or before *cut* and after the backup (its WAL files go: they belong to the
+    copy replaced); the instant each holds, by database.
+
+    :raises CorruptDataError: a snapshot is damaged, or names a path outside *root*
+    """
+    taken = _ns(datetime.fromisoformat(backup.created_at))
+    chosen = {}
+    for snap in list_snapshots(store):  # by instant: the last that fits wins
+        if snap.ns > taken and (cut is None or snap.ns <= cut):
+            chosen[snap.db] = snap
+    for db, snap in chosen.items():
+        try:
+            check_member(db)
+        except ValueError as exc:
+            raise CorruptDataError(f"{store.url}/{snap.key}", str(exc)) from None
+        target = root / db
+        ensure_dir(target.parent)
+        fetch_snapshot(store, snap, target)
+        for suffix in ("-wal", "-shm", "-journal"):
+            (root / f"{db}{suffix}").unlink(missing_ok=True)
+    return {db: snap.ns for db, snap in chosen.items()}
 
 
 def _replay(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,12 +12,13 @@ import pytest
 
 from marcus_persist import ConfigError, open_runtime
 from marcus_persist._core._fs import OS_FS
-from marcus_persist._core._objstore import ObjectStore, open_object_store
 from marcus_persist._core._remote import list_remote_backups
 from marcus_persist.backends._assignments import check_records
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file import FileAssignmentStorage
 from marcus_persist.ops.remote import restore_from_store
+
+from ..conftest import archive_store
 
 SEED = 18
 INSTANTS = 20
@@ -29,18 +29,6 @@ def stored_tasks(data: Path) -> dict[str, str]:
     ctx = FileContext(data, OS_FS, sync=False, on_corrupt="error")
     raw = FileAssignmentStorage(ctx).load(check_records).get(None, {})
     return {worker: record["task_id"] for worker, record in raw.items()}
-
-
-@pytest.fixture(params=["file", "s3"])
-def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    if request.param == "file":
-        yield {"archive_url": f"file://{tmp_path}/archive"}
-    else:
-        yield request.getfixturevalue("s3_archive")
-
-
-def _store(archive: dict[str, Any]) -> ObjectStore:
-    return open_object_store(archive["archive_url"], archive.get("archive_endpoint"))
 
 
 @pytest.mark.anyio
@@ -71,7 +59,7 @@ async def test_restore_to_random_instants_reproduces_the_acknowledged_state(
                 await rt.checkpoint()
         await rt.replicator.sync()
         assert rt.replicator.metrics().shipped_records >= 80
-    store = _store(archive)
+    store = archive_store(archive)
     for n, index in enumerate(sorted(rng.sample(range(len(timeline)), INSTANTS))):
         instant, expected = timeline[index]
         target = tmp_path / f"restored-{n}"
@@ -110,7 +98,7 @@ async def test_instants_on_both_sides_of_a_new_base_restore_exactly(tmp_path: Pa
             if step % 100 == 0:
                 await replicator.sync()
         await replicator.sync()
-    store = _store(archive)
+    store = archive_store(archive)
     backups = await anyio.to_thread.run_sync(list_remote_backups, store)
     assert len(backups) >= 2
     second = datetime.fromisoformat(backups[1].created_at)

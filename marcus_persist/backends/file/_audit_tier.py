@@ -18,11 +18,8 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
@@ -30,8 +27,7 @@ from typing import IO, cast
 
 from marcus_persist._core._fs import FileSystem
 from marcus_persist._core._objstore import ObjectStore
-from marcus_persist._core._safeopen import open_reader
-from marcus_persist._errors import CorruptDataError
+from marcus_persist._core._tier import Tiered, fetch_verified, list_tiered, move_to_store
 from marcus_persist.backends._audit import AuditSource
 from marcus_persist.backends.file._audit_members import VerifiedWeekly
 from marcus_persist.backends.file._audit_rotation import parse_source_name
@@ -41,15 +37,7 @@ __all__ = ("TIER_PREFIX", "oldest_kept", "remote_sources", "tier_archives")
 log = logging.getLogger("marcus_persist")
 
 TIER_PREFIX = "tier/audit_logs/archive/"
-_KEY = re.compile(r"(?P<name>audit_\d{4}-W\d{2}\.jsonl\.gz)\.(?P<sha>[0-9a-f]{64})")
-
-
-def _sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open_reader(path) as source:
-        while chunk := source.read(1 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
+_NAME = re.compile(r"audit_\d{4}-W\d{2}\.jsonl\.gz")
 
 
 def tier_archives(
@@ -65,17 +53,13 @@ def tier_archives(
     for path in sorted(archive_dir.glob("audit_*.jsonl.gz")) if archive_dir.is_dir() else []:
         if parse_source_name(path.name) is None or path.is_symlink():
             continue
-        store.put_file(f"{TIER_PREFIX}{path.name}.{_sha256(path)}", path)  # verified
-        fs.unlink(path)  # only now: its remote copy is verified
-        if sync:
-            fs.fsync_dir(archive_dir)
-        moved.append(path.name)
+        if move_to_store(store, TIER_PREFIX, path, fs, sync=sync) is not None:
+            moved.append(path.name)
     if oldest_kept is not None:
-        for info in store.list(TIER_PREFIX):
-            m = _KEY.fullmatch(info.key[len(TIER_PREFIX) :])
-            parsed = parse_source_name(m["name"]) if m else None
+        for tiered in list_tiered(store, TIER_PREFIX, _NAME):
+            parsed = parse_source_name(tiered.name)
             if parsed is not None and parsed[1] < oldest_kept:
-                store.delete(info.key)
+                store.delete(tiered.key)
     return moved
 
 
@@ -83,34 +67,21 @@ def remote_sources(store: ObjectStore) -> list[AuditSource]:
     """The archives in *store*, each opened by downloading it (checked against the
     checksum its key carries) into a private temp file read as a local archive."""
     found = []
-    for info in store.list(TIER_PREFIX):
-        m = _KEY.fullmatch(info.key[len(TIER_PREFIX) :])
-        parsed = parse_source_name(m["name"]) if m else None
-        if m is None or parsed is None:
+    for tiered in list_tiered(store, TIER_PREFIX, _NAME):
+        parsed = parse_source_name(tiered.name)
+        if parsed is None:
             continue
         first, last, _daily = parsed
         found.append(
-            AuditSource(
-                f"{store.url}/{info.key}", first, last, _opener(store, info.key, m["sha"]), False
-            )
+            AuditSource(f"{store.url}/{tiered.key}", first, last, _opener(store, tiered), False)
         )
     return found
 
 
-def _opener(store: ObjectStore, key: str, sha: str) -> Callable[[], IO[bytes]]:
+def _opener(store: ObjectStore, tiered: Tiered) -> Callable[[], IO[bytes]]:
     def open_remote() -> IO[bytes]:
-        fd, name = tempfile.mkstemp(prefix="marcus-audit-", suffix=".jsonl.gz")  # 0600
-        path = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                _size, got = store.get_stream(key, out.write)
-            if got != sha:
-                raise CorruptDataError(
-                    f"{store.url}/{key}", "checksum differs from its key: damaged"
-                )
+        with fetch_verified(store, tiered, ".jsonl.gz") as path:
             return cast(IO[bytes], VerifiedWeekly(path))  # open now: the name can go
-        finally:
-            path.unlink(missing_ok=True)
 
     return open_remote
 

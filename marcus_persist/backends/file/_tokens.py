@@ -10,7 +10,8 @@
   fields as they were, plus ``"format":2`` first and ``"crc32":"<hex>"`` last.
 * ``token_usage_archive/YYYY-MM.json``: archived days, by month (sealed too),
   each written durably before the record of the batch that drops its days
-  from the live document.
+  from the live document. With ``archive_url``, a month none of whose days is
+  live any more moves there (:mod:`._tokens_tier`) and is read from there.
 
 Token usage accumulates (a record adds to counters), so a record must count
 exactly once: recovery replays only the records numbered after ``wal_lsn``,
@@ -30,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +41,14 @@ import msgspec
 
 from marcus_persist._core._atomic import ensure_dir, write_atomic
 from marcus_persist._core._codec import decode, encode
-from marcus_persist._errors import CorruptDataError, PersistenceError
+from marcus_persist._core._objstore import ObjectStore
+from marcus_persist._errors import BackendError, CorruptDataError, PersistenceError
 from marcus_persist.backends._contract import DocumentFn
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._logged import CheckpointPolicy, Logged
 from marcus_persist.backends.file._sealed import keep_aside, read_sealed, seal_document
 from marcus_persist.backends.file._tokens_previous import Previous, read_previous
+from marcus_persist.backends.file._tokens_tier import TokenTier
 
 __all__ = (
     "ARCHIVE_DIR",
@@ -114,6 +118,11 @@ class FileTokenStorage:
         self._dirty = False
         self._previous = Previous()
         self._upgrade = False  # the previous format's log is still there
+        #: where sealed monthly archives move (``archive_url``), read back from there
+        self.remote: TokenTier | None = None
+        #: held while a monthly archive is written on the disk (tiering checks under it)
+        self._months_lock = threading.Lock()
+        self._loading = False
 
     @property
     def torn_tail(self) -> bytes:
@@ -147,6 +156,7 @@ class FileTokenStorage:
         # the checkpoint after it holds what that format's log held, then removes it
         self._upgrade = found.has_log
         self._dirty = bool(later)
+        self._loading = True  # until the handler's ``loaded``: see ``archive_months``
         return found.document, records
 
     def _gap(self, base: int, first: int) -> None:
@@ -177,6 +187,7 @@ class FileTokenStorage:
         """The handler's document once the log is replayed: what a checkpoint writes
         until the next commit (*seen*: the request ids counted, id -> day)."""
         self._document, self._seen = document, dict(seen)
+        self._loading = False
 
     def commit(
         self,
@@ -189,7 +200,8 @@ class FileTokenStorage:
             ensure_dir(self.archive_dir, fs=fs, sync=sync)
             for month, archived in archives.items():
                 data = seal_document(encode(archived))
-                write_atomic(self._month_path(month), data, fs=fs, sync=sync)
+                with self._months_lock:
+                    write_atomic(self._month_path(month), data, fs=fs, sync=sync)
         self.logged.commit(encode(records), lambda: self._fold(records, document))
 
     def _fold(self, records: list[dict[str, Any]], document: DocumentFn) -> None:
@@ -256,15 +268,58 @@ class FileTokenStorage:
             result: dict[str, Any] = document
             return result
 
-        return read_sealed(self._month_path(month), self._ctx, shape)[0]
+        path = self._month_path(month)
+        found = read_sealed(path, self._ctx, shape)[0]
+        if found is None and self.remote is not None and not path.exists():
+            try:
+                return self.remote.read(month, self._ctx, shape)  # moved there (maybe just now)
+            except (BackendError, OSError) as exc:
+                if not self._loading:
+                    raise
+                log.warning("token usage: %s unreachable at start: %s", self.remote.store.url, exc)
+        return found
 
     def archive_months(self) -> list[str]:
-        if not self.archive_dir.is_dir():
+        local = set()
+        if self.archive_dir.is_dir():
+            local = {
+                p.stem
+                for p in self.archive_dir.iterdir()
+                if _MONTH.fullmatch(p.stem) and p.suffix == ".json"
+            }
+        if self.remote is None:
+            return sorted(local)
+        try:
+            remote = self.remote.months()
+        except PersistenceError as exc:
+            if not self._loading:
+                raise  # a report: never silently without the months up there
+            # a start reads every archive for the ids of its late records: a remote
+            # that is down must not keep the runtime from starting (a late record
+            # retried for a month up there may then count twice, until a restart)
+            log.warning("token usage: %s unreachable at start: %s", self.remote.store.url, exc)
+            remote = set()
+        return sorted(local | remote)
+
+    def attach_remote(self, store: ObjectStore) -> None:
+        """Tier sealed monthly archives to *store* (``archive_url``) and read them there."""
+        self.remote = TokenTier(store)
+
+    def tier(self, sealed_before: str) -> list[str]:
+        """Move the archives on the disk of months before *sealed_before* (``YYYY-MM``)
+        to the remote, each verified before it is deleted here; the months moved
+        (none without a remote, or in a read-only use).
+
+        :raises PersistenceError, OSError: an upload failed (that archive stays)
+        """
+        if self.remote is None or self._ctx.read_only:
             return []
-        return sorted(
-            p.stem
-            for p in self.archive_dir.iterdir()
-            if _MONTH.fullmatch(p.stem) and p.suffix == ".json"
+        return self.remote.move_sealed(
+            self.archive_dir,
+            sealed_before,
+            fs=self._ctx.fs,
+            sync=self._ctx.sync,
+            lock=self._months_lock,
         )
 
     def _month_path(self, month: str) -> Path:

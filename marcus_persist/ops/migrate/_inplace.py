@@ -58,7 +58,7 @@ from marcus_persist.ops.migrate._copy import (
     load_progress,
     save_progress,
 )
-from marcus_persist.ops.migrate._run import STORES
+from marcus_persist.ops.migrate._run import STORES, read_tiered
 
 __all__ = ("InPlaceReport", "InPlaceResult", "OnStep", "migrate_in_place", "prune_source")
 
@@ -197,7 +197,7 @@ def _move(
     save_progress(progress_path, progress)  # from here the target's copy is ours to discard
     step(store, "copying")
     tick = on_progress or (lambda store, done, total: None)
-    with _opened(src_config) as src, _opened(dst_config) as dst:
+    with _opened(src_config, tiered=True) as src, _opened(dst_config) as dst:
         expected = COPY[store](src, dst, progress, progress_path, tick)
     with _opened(dst_config) as fresh:
         actual = DIGEST[store](fresh)
@@ -222,11 +222,14 @@ def _alone(config: Config, engine: str) -> Config:
 class _opened:
     """One engine's backend on the directory (the caller holds the lock)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, tiered: bool = False) -> None:
         self.config = config
+        self.tiered = tiered  # a source: what it tiered to archive_url is read there
 
     def __enter__(self) -> Opened:
         self.backend = create_backend(self.config, OS_FS)
+        if self.tiered:
+            read_tiered(self.backend, self.config)
         self.backend.state().load()
         return Opened(self.backend, None, self.config)
 

@@ -23,6 +23,7 @@ import msgspec
 from marcus_persist._config import Config
 from marcus_persist._core._dirlock import DirLock
 from marcus_persist._core._fs import OS_FS
+from marcus_persist._core._objstore import ObjectStore, open_object_store
 from marcus_persist._errors import PersistenceError
 from marcus_persist._runtime import prepare_data_dir
 from marcus_persist.backends import Backend, create_backend, engine_for
@@ -108,13 +109,14 @@ def _open(end: Endpoint, *, target: bool) -> Iterator[Opened]:
         ctx = getattr(backend, "ctx", None)
         if ctx is not None and not target:
             ctx.read_only = True  # a log is read, never checkpointed into the source
+        remote = None if target else read_tiered(backend, config)
         audit = end.audit
         keeper = engine_for(backend, "audit")  # a hybrid's audit engine
         provided = getattr(keeper, "audit", None)
         if audit is None and callable(provided):
             audit = provided()
         elif audit is None and keeper.uses_data_dir:
-            audit = FileAuditStorage(config.path / "audit_logs", OS_FS, config.durability)
+            audit = FileAuditStorage(config.path / "audit_logs", OS_FS, config.durability, remote)
         elif audit is None and keeper.name == "memory" and end.backend is None:
             audit = MemoryAuditStorage()
         yield Opened(backend, audit, config)
@@ -123,6 +125,19 @@ def _open(end: Endpoint, *, target: bool) -> Iterator[Opened]:
             backend.close()
         if lock is not None:
             lock.release()
+
+
+def read_tiered(backend: Backend, config: Config) -> ObjectStore | None:
+    """The store of the source's ``archive_url``, where a runtime tiered its sealed
+    archives (``None`` without one): its token storage reads them from there (the
+    audit trail's storage is given it by the caller)."""
+    if not config.archive_url:
+        return None
+    remote = open_object_store(config.archive_url, config.archive_endpoint)
+    attach = getattr(engine_for(backend, "tokens").tokens(), "attach_remote", None)
+    if attach is not None:
+        attach(remote)
+    return remote
 
 
 def migrate(

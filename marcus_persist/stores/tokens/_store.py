@@ -120,6 +120,22 @@ class TokenStore:
         moved: int = await self._actor.request(Archive(today or self._h.clock.now().date()))
         return moved
 
+    async def tier(self, today: date | None = None) -> list[str]:
+        """Move the monthly archives none of whose days is live any more (all older
+        than ``token_keep_days``) to ``archive_url`` now, each verified before it
+        leaves the disk (in a worker thread, never the actor's); the months moved.
+
+        Also runs by itself every hour with ``archive_url``. Reports read the
+        moved months from there. :raises PersistenceError: an upload failed (what
+        did not go up stays on the disk)
+        """
+        tier = getattr(self._h.storage, "tier", None)
+        if tier is None:  # a database keeps its archives itself
+            return []
+        cutoff = (today or self._h.clock.now().date()) - timedelta(days=self._h.keep_days)
+        moved: list[str] = await anyio.to_thread.run_sync(tier, cutoff.isoformat()[:7])
+        return moved
+
     # -- reports ----------------------------------------------------------------
     async def daily(self, start: date, end: date) -> dict[str, dict[str, Any]]:
         """``{day: {provider: usage}}`` for days *start* .. *end* (inclusive), archives included."""
