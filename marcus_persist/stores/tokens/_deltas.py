@@ -113,8 +113,8 @@ def commit_deltas(
                     released.append(rid)
         view.release(released)
         delta = None
-        if txn._doc is not None:
-            delta = {name: txn._doc[name] for name in DELTA_SECTIONS}
+        if (staged := txn.staged()) is not None:
+            delta = {name: staged[name] for name in DELTA_SECTIONS}
             view.add(delta)
     return delta, view.version
 
@@ -156,7 +156,7 @@ def commit_locked(
             view.release(released)
             if txn._forget is not None:
                 view.forget(txn._forget)
-        if txn._doc is None and view.deltas:
+        if txn.staged() is None and view.deltas:
             txn._doc = dict(base.doc)  # the delta rows taken are written in
         if txn._doc is not None:
             txn.commit()

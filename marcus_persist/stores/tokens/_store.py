@@ -21,7 +21,7 @@ from marcus_persist._core._actor import Actor
 from marcus_persist._core._codec import MAX_COUNT
 from marcus_persist._core._mailbox import ActorStatistics, Barrier, Request
 from marcus_persist._errors import ValidationError, shown
-from marcus_persist.backends._names import check_name
+from marcus_persist.backends._names import MAX_NAME_BYTES, check_name
 from marcus_persist.stores.tokens._document import (
     COUNTERS,
     add_usage,
@@ -258,10 +258,12 @@ class TokenStore:
         request_id: str | None = None,
         task_id: str | None = None,
     ) -> Record:
-        now = self._h.clock.now()
-        if at is not None and (not isinstance(at, datetime) or at.tzinfo is None):
+        if at is None:
+            moment = self._h.clock.now().astimezone(UTC)
+        elif not isinstance(at, datetime) or at.tzinfo is None:
             raise ValidationError("at: must be a timezone-aware datetime")
-        moment = (at or now).astimezone(UTC)
+        else:
+            moment = at.astimezone(UTC)
         inputs, outputs = (
             _tokens("input_tokens", input_tokens),
             _tokens("output_tokens", output_tokens),
@@ -309,6 +311,14 @@ class _Detached(Request[Message | Barrier]):
 
 
 def _name(field: str, value: Any) -> str:
+    if (  # the common case, decided without a regex: what check_name accepts, not blank
+        value.__class__ is str
+        and 0 < len(value) <= MAX_NAME_BYTES
+        and value.isascii()
+        and value.isprintable()  # (ASCII: no control character)
+        and not value.isspace()
+    ):
+        return value
     name = check_name(field, value)
     if not name.strip():
         raise ValidationError(f"{field}: expected a non-empty string, got {shown(value)}")
@@ -316,12 +326,16 @@ def _name(field: str, value: Any) -> str:
 
 
 def _tokens(field: str, value: Any) -> int:
+    if value.__class__ is int and 0 <= value <= MAX_COUNT:
+        return value
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
         raise ValidationError(f"{field}: {shown(value)} must be an integer from 0 to {MAX_COUNT}")
     return value
 
 
 def _micros(field: str, value: Any) -> int:
+    if value.__class__ is float and 0.0 <= value <= MAX_USD:  # (not NaN, not inf)
+        return round(value * 1_000_000)
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
