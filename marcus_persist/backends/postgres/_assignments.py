@@ -32,7 +32,9 @@ from typing import Any
 
 import anyio
 
+from marcus_persist._core._actor import Transaction
 from marcus_persist._core._clock import Clock
+from marcus_persist.backends._assignments import Message
 from marcus_persist.backends._contract import Record, Scope
 from marcus_persist.backends._redis_cache import AssignmentCache, CacheKey, namespace_of
 from marcus_persist.backends.postgres._batch import PgBatch
@@ -60,6 +62,14 @@ class PgAssignmentsHandler:
 
     def begin(self) -> PgBatch:
         return PgBatch(self.db, self.sql, self.cache, self.clock)
+
+    def begin_after(self, below: Transaction[Message] | None) -> PgBatch:
+        """A batch staged while *below* commits (pipelined group commit: see
+        :class:`~marcus_persist._core._actor.PipelinedHandler`). Staging reads
+        nothing (every answer is decided by the database at commit), and the
+        actor starts this batch's transaction only after *below*'s ``COMMIT``
+        returned: it sees *below*'s rows like any later transaction."""
+        return self.begin()
 
     # -- reads ----------------------------------------------------------------
     async def read_one(self, scope: Scope, worker_id: str) -> Record | None:
