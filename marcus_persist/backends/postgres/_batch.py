@@ -65,6 +65,7 @@ class PgBatch:
         self._cache = cache
         self._clock = clock
         self._staged: list[tuple[Message, Deferred, str]] = []
+        self._now: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -72,8 +73,15 @@ class PgBatch:
 
     def apply(self, message: Message) -> Deferred:
         answer = Deferred()
-        self._staged.append((message, answer, iso_utc(self._clock.now())))
+        self._staged.append((message, answer, self._stamp()))
         return answer
+
+    def _stamp(self) -> str:
+        """The batch's timestamp (``assigned_at``): read once, shared by its records
+        (committed together), as the in-memory handler does."""
+        if self._now is None:
+            self._now = iso_utc(self._clock.now())
+        return self._now
 
     def commit(self) -> None:
         try:
