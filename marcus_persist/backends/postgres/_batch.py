@@ -187,7 +187,8 @@ class PgBatch:
         because an earlier one's worker held its task and moved off it in this
         run; then the run is rolled back (savepoint) and sent one by one. So is a
         run whose rows changed under the statement's snapshot (a writer outside
-        the advisory locks): a message neither refused nor a retry that wrote nothing.
+        the advisory locks): a message not refused whose write did or did not
+        happen against what its worker's old row says it should.
         """
         staged = self._staged
         if j - i == 1:

@@ -30,9 +30,9 @@ class AssignmentStatements:
         # the same for a run of assigns (or saves) naming distinct workers and
         # distinct tasks: one statement over one JSON array of messages
         # ({"s", "w", "t", "r"}: scope, worker, task, record), one row per message
-        # in order. A worker that has a row is moved by an UPDATE (cheaper than
-        # the upsert's insert attempt), a new one inserted; the record comes back
-        # only when nothing was written (a retried assign's answer)
+        # in order. A worker that has a row is moved by an UPDATE (a little cheaper
+        # than an upsert), a new one inserted; the record comes back only when
+        # nothing was written (a retried assign's answer)
         claim_many = (
             "WITH i AS (SELECT * FROM ROWS FROM (jsonb_to_recordset(%s::jsonb)"
             " AS (s text, w text, t text, r jsonb)) WITH ORDINALITY AS i(s, w, t, r, n)),"
