@@ -11,9 +11,10 @@ and fills each answer in once it committed:
   touching the same keys queue behind it instead of deadlocking, and what it
   reads of those keys stays true until it commits;
 * so ``assign``/``save``/``remove`` run pipelined (one round trip for a run
-  of them): each statement writes only when no other worker holds the task,
-  and says who does; a refused ``assign`` fails its caller alone with
-  :class:`TaskAlreadyAssigned`;
+  of them; a run of assigns or saves naming distinct workers and tasks is one
+  statement over one JSON array): each writes only when no other worker
+  holds the task, and says who does; a refused ``assign`` fails its caller
+  alone with :class:`TaskAlreadyAssigned`;
 * ``update(fn)`` reads the row ``FOR UPDATE`` and runs *fn* inside the
   transaction (in the commit's worker thread), in a SAVEPOINT: a
   read-modify-write no other process can interleave with, whose failure is
@@ -21,7 +22,9 @@ and fills each answer in once it committed:
 * if a pipelined run hits a database error (a message PostgreSQL refuses, a
   writer outside this runtime racing the constraint), the batch is rolled
   back and run again with a SAVEPOINT per message, so only that message fails;
-* after ``COMMIT`` the Redis cache is invalidated, then callers are answered.
+* after ``COMMIT`` the Redis cache is invalidated, then callers are answered;
+* the next batch is staged while one commits (``begin_after``); its
+  transaction starts once the one below committed.
 
 Reads go to the cache (worker -> record, task -> holder) and else to the database.
 """
@@ -32,7 +35,9 @@ from typing import Any
 
 import anyio
 
+from marcus_persist._core._actor import Transaction
 from marcus_persist._core._clock import Clock
+from marcus_persist.backends._assignments import Message
 from marcus_persist.backends._contract import Record, Scope
 from marcus_persist.backends._redis_cache import AssignmentCache, CacheKey, namespace_of
 from marcus_persist.backends.postgres._batch import PgBatch
@@ -60,6 +65,14 @@ class PgAssignmentsHandler:
 
     def begin(self) -> PgBatch:
         return PgBatch(self.db, self.sql, self.cache, self.clock)
+
+    def begin_after(self, below: Transaction[Message] | None) -> PgBatch:
+        """A batch staged while *below* commits (pipelined group commit: see
+        :class:`~marcus_persist._core._actor.PipelinedHandler`). Staging reads
+        nothing (every answer is decided by the database at commit), and the
+        actor starts this batch's transaction only after *below*'s ``COMMIT``
+        returned: it sees *below*'s rows like any later transaction."""
+        return self.begin()
 
     # -- reads ----------------------------------------------------------------
     async def read_one(self, scope: Scope, worker_id: str) -> Record | None:

@@ -65,6 +65,7 @@ class PgBatch:
         self._cache = cache
         self._clock = clock
         self._staged: list[tuple[Message, Deferred, str]] = []
+        self._now: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -72,8 +73,15 @@ class PgBatch:
 
     def apply(self, message: Message) -> Deferred:
         answer = Deferred()
-        self._staged.append((message, answer, iso_utc(self._clock.now())))
+        self._staged.append((message, answer, self._stamp()))
         return answer
+
+    def _stamp(self) -> str:
+        """The batch's timestamp (``assigned_at``): read once, shared by its records
+        (committed together), as the in-memory handler does."""
+        if self._now is None:
+            self._now = iso_utc(self._clock.now())
+        return self._now
 
     def commit(self) -> None:
         try:
@@ -101,7 +109,7 @@ class PgBatch:
             with self._db.connection(write=True) as conn:
                 try:
                     with conn.transaction():
-                        conn.execute(self._sql.lock_keys, (sorted(self._lock_keys()),))
+                        conn.execute(self._sql.lock_keys, (self._lock_keys(),))
                         if pipelined:
                             return self._run_pipelined(conn)
                         return [self._in_savepoint(conn, i) for i in range(len(self._staged))]
@@ -114,7 +122,8 @@ class PgBatch:
         except psycopg.Error as exc:
             raise BackendError(f"postgres: assignments commit failed: {exc}") from exc
 
-    def _lock_keys(self) -> set[str]:
+    def _lock_keys(self) -> str:
+        """The advisory lock names of every worker and task the batch names (JSON)."""
         schema = self._db.schema
         keys: set[str] = set()
         for message, _answer, _now in self._staged:
@@ -122,7 +131,7 @@ class PgBatch:
             keys.add(f"{schema}\x1fw\x1f{scope}\x1f{message.worker_id}")
             if isinstance(message, Assign | Save):
                 keys.add(f"{schema}\x1ft\x1f{scope}\x1f{message.task_id}")
-        return keys
+        return encode(sorted(keys)).decode()
 
     def _run_pipelined(self, conn: Connection) -> list[Outcome]:
         """Few round trips: a run of assigns (or saves) with distinct workers and tasks
@@ -176,31 +185,30 @@ class PgBatch:
 
         That differs from running them in order only when a message is refused
         because an earlier one's worker held its task and moved off it in this
-        run; then the run is rolled back (savepoint) and sent one by one.
+        run; then the run is rolled back (savepoint) and sent one by one. So is a
+        run whose rows changed under the statement's snapshot (a writer outside
+        the advisory locks): a message not refused whose write did or did not
+        happen against what its worker's old row says it should.
         """
         staged = self._staged
         if j - i == 1:
             return self._pipeline(conn, i, j)
-        columns: list[list[str]] = [[], [], [], []]
-        for message, _answer, now in staged[i:j]:
-            assert isinstance(message, Assign | Save)
-            fresh = {"task_id": message.task_id, "assigned_at": now, "task_data": message.task_data}
-            for column, value in zip(
-                columns,
-                (scope_key(message.scope), message.worker_id, message.task_id, _json(fresh)),
-                strict=True,
-            ):
-                column.append(value)
-        query = self._sql.save_many if isinstance(staged[i][0], Save) else self._sql.assign_many
+        payload = _claims_json(staged[i:j])
+        save = isinstance(staged[i][0], Save)
+        query = self._sql.save_many if save else self._sql.assign_many
         try:
             with conn.transaction():
-                rows = conn.execute(query, columns).fetchall()
+                rows = conn.execute(query, (payload,)).fetchall()
                 outcomes: list[Outcome] = []
                 earlier: set[tuple[str, str]] = set()
                 for (message, _answer, now), row in zip(staged[i:j], rows, strict=True):
+                    assert isinstance(message, Assign | Save)
                     scope = scope_key(message.scope)
-                    if row[2] is not None and (scope, row[2]) in earlier:
+                    old_task, _record, holder, written = row
+                    if holder is not None and (scope, holder) in earlier:
                         raise _OutOfOrder
+                    if holder is None and written != (save or old_task != message.task_id):
+                        raise _OutOfOrder  # the row moved under the snapshot
                     earlier.add((scope, message.worker_id))
                     outcomes.append(self._interpret(message, now, row))
                 return outcomes
@@ -368,6 +376,18 @@ def _mutated(message: Update, current: Record) -> Record | None:
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
     return record
+
+
+def _claims_json(staged: list[tuple[Message, Deferred, str]]) -> str:
+    """A run of assigns (or saves) as the JSON array the ``*_many`` statements read:
+    ``{"s": scope, "w": worker, "t": task, "r": the record to store}`` each."""
+    claims = []
+    for message, _answer, now in staged:
+        assert isinstance(message, Assign | Save)
+        record = {"task_id": message.task_id, "assigned_at": now, "task_data": message.task_data}
+        scope = scope_key(message.scope)
+        claims.append({"s": scope, "w": message.worker_id, "t": message.task_id, "r": record})
+    return encode(claims).decode()
 
 
 def _json(record: Record) -> str:

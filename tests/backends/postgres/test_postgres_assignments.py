@@ -227,3 +227,60 @@ async def test_a_message_postgres_refuses_fails_alone(pg: dict[str, Any]) -> Non
 
 async def test_thousand_agents_and_a_race_for_twenty_tasks(pg: dict[str, Any]) -> None:
     await thousand_agents_and_a_race(**pg)
+
+
+async def test_a_batch_staged_during_a_commit_sees_it(
+    pg: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pipelined: while batch k commits (held here), the next messages are staged
+    on top of it; their transaction starts once k committed, so a remove of the
+    worker k assigns and a claim of the task it freed both see k's row."""
+    import threading
+
+    from marcus_persist._core import _pipeline
+    from marcus_persist.backends.postgres._batch import PgBatch
+
+    monkeypatch.setattr(_pipeline, "INLINE", False)  # every batch through the committer
+    committing, release = threading.Event(), threading.Event()
+    staged = [threading.Event(), threading.Event()]  # 1, then 2 messages on top
+    commit, apply = PgBatch.commit, PgBatch.apply
+    flights: list[PgBatch] = []
+
+    def held_commit(self: PgBatch) -> None:
+        flights.append(self)
+        if len(flights) == 1:
+            committing.set()
+            release.wait(30)
+        commit(self)
+
+    def counted_apply(self: PgBatch, message: Any) -> Any:
+        answer = apply(self, message)
+        if committing.is_set() and self not in flights:
+            staged[len(self._staged) - 1].set()
+        return answer
+
+    monkeypatch.setattr(PgBatch, "commit", held_commit)
+    monkeypatch.setattr(PgBatch, "apply", counted_apply)
+    async with open_runtime(**pg) as rt:
+        store = rt.assignments
+        results: dict[str, Any] = {}
+
+        async def call(name: str, fn: Any) -> None:
+            results[name] = await fn()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, "assign", lambda: store.assign("w1", "t1", {}))
+                assert await anyio.to_thread.run_sync(committing.wait, 30)
+                tg.start_soon(call, "remove", lambda: store.remove_assignment("w1"))
+                assert await anyio.to_thread.run_sync(staged[0].wait, 30), "not staged on top"
+                tg.start_soon(call, "claim", lambda: store.assign("w2", "t1", {}))
+                assert await anyio.to_thread.run_sync(staged[1].wait, 30), "not staged on top"
+                release.set()
+        finally:
+            release.set()
+        assert results["assign"]["task_id"] == "t1"
+        assert results["remove"] is True
+        assert results["claim"]["task_id"] == "t1"
+        assert await store.get_worker_for_task("t1") == "w2"
+        assert len(flights) == 2  # the two staged messages were one batch on top

@@ -83,6 +83,28 @@ def test_runs_that_name_a_worker_twice_keep_their_order(handler: PgAssignmentsHa
     assert holders(handler) == {"w5": "t6", "w7": "t7", "w8": "t8"}
 
 
+def test_one_run_moves_inserts_and_answers_retries(handler: PgAssignmentsHandler) -> None:
+    """One statement: workers with a row move (UPDATE), new ones are inserted, a
+    retried assign writes nothing and answers the stored record, a save of the
+    same task rewrites it, a refused one changes nothing."""
+    first = batch(handler, assign("w1", "t1"), assign("w2", "t2"), Save(None, "w3", "t3", {}))
+    results = batch(
+        handler,
+        assign("w1", "t1"),  # retried
+        assign("w2", "t9"),  # moves
+        assign("w4", "t4"),  # new
+        assign("w5", "t3"),  # held by w3
+    )
+    assert results[0] == first[0]
+    assert results[1]["task_id"] == "t9" and results[2]["task_id"] == "t4"
+    assert isinstance(results[3], TaskAlreadyAssigned) and results[3].holder == "w3"
+    saved = batch(handler, Save(None, "w3", "t3", {"v": 2}), Save(None, "w6", "t6", {}))
+    assert saved == [None, None]
+    assert holders(handler) == {"w1": "t1", "w2": "t9", "w3": "t3", "w4": "t4", "w6": "t6"}
+    assert handler._db_record(("w", "", "w3"))["task_data"] == {"v": 2}  # type: ignore[index]
+    assert handler._db_record(("w", "", "w1")) == first[0]
+
+
 def test_a_run_of_updates_answers_each_in_order(handler: PgAssignmentsHandler) -> None:
     from marcus_persist import NotFound, ValidationError
     from marcus_persist.backends._assignments import Update
