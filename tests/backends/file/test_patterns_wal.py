@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from marcus_persist import CorruptDataError, open_runtime
+from marcus_persist import open_runtime
 from marcus_persist._core._fs import FileSystem
 from marcus_persist.backends._contract import KeyedWrite, Record
 from marcus_persist.backends._files import FileContext
@@ -23,7 +23,7 @@ from marcus_persist.backends.file._patterns_tokens import (
 from marcus_persist.backends.file._shards import ShardStore
 from marcus_persist.stores.patterns._records import key_of, made
 from tests._hybrid import REVIEW_HYBRID
-from tests.backends.file.test_assignments_wal import CountingFS
+from tests.backends.file.test_assignments_wal import CountingFS, a_flipped_record_is_refused
 
 pytestmark = pytest.mark.anyio
 
@@ -130,14 +130,7 @@ class TestRecovery:
 
     async def test_a_corrupt_log_is_refused_or_quarantined(self, tmp_path: Path) -> None:
         crashed = await crashed_with_a_log(tmp_path)
-        segment = next(iter(sorted(wal_dir(crashed).glob("*.log"))))
-        data = bytearray(segment.read_bytes())
-        data[22] ^= 0xFF  # inside the first record's payload (its header is 20 bytes)
-        segment.write_bytes(bytes(data))
-        with pytest.raises(CorruptDataError, match="followed by a sound record"):
-            async with open_runtime(crashed):
-                pass
-        assert segment.read_bytes() == bytes(data)  # refused, changed nothing
+        await a_flipped_record_is_refused(crashed, wal_dir(crashed))
         async with open_runtime(crashed, on_corrupt="quarantine") as rt:
             a = await rt.patterns.get("flow", "a")
             assert a is not None and a["examples"] == 2  # the shards
