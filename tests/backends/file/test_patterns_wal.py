@@ -13,8 +13,10 @@ import pytest
 
 from marcus_persist import open_runtime
 from marcus_persist._core._fs import FileSystem
+from marcus_persist.backends import HybridBackend
 from marcus_persist.backends._contract import KeyedWrite, Record
 from marcus_persist.backends._files import FileContext
+from marcus_persist.backends.file import FileBackend
 from marcus_persist.backends.file._patterns_tokens import (
     PATTERNS_COLLECTION,
     PATTERNS_DIR,
@@ -174,6 +176,21 @@ class TestHybrid:
             assert await rt.checkpoint() == ["patterns"]
             assert list(shards_alone(tmp_path)) == [key_of("flow", "a")]
             assert await rt.checkpoint() == []
+
+    async def test_a_backup_holds_the_file_engines_checkpoints(self, tmp_path: Path) -> None:
+        async with open_runtime(tmp_path, backends=PATTERNS_ON_FILES) as rt:
+            hybrid = rt.backend
+            assert isinstance(hybrid, HybridBackend)
+            files = hybrid.for_store("patterns")
+            assert isinstance(files, FileBackend)
+            logged = files.patterns().logged
+
+            def held() -> bool:
+                with hybrid.checkpoints_held():  # what rt.backup() takes
+                    return logged._checkpoint_lock.locked()
+
+            assert await anyio.to_thread.run_sync(held)
+            assert not logged._checkpoint_lock.locked()
 
     async def test_the_age_timer_reaches_the_file_engine(self, tmp_path: Path) -> None:
         fs = _Signalled()
