@@ -74,7 +74,7 @@ def collect_stats(data_dir: Path, archive: ObjectStore | None = None) -> DataSta
     found = {
         "assignments": read.assignments(data_dir),
         "marcus_state": read.state(data_dir, "_stored_at", "_stored_at"),
-        "learned_patterns": read.sharded(data_dir / "learned_patterns", "first_seen", "last_seen"),
+        "learned_patterns": read.patterns(data_dir, "first_seen", "last_seen"),
         "token_usage": tokens,
     }
     if (data_dir / SQLITE_DB_NAME).exists():

@@ -7,7 +7,7 @@ A file that cannot be read leaves its count ``None``: ``doctor`` says why.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,10 @@ from marcus_persist.backends._assignments import check_records
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._assignments import FileAssignmentStorage
 from marcus_persist.backends.file._audit import FileAuditStorage
-from marcus_persist.backends.file._logged import WAL_DIR
-from marcus_persist.backends.file._shards import MANIFEST, ShardStore
-from marcus_persist.backends.file._state import STATE_DIR, FileStateStorage
+from marcus_persist.backends.file._logged_shards import LoggedShards
+from marcus_persist.backends.file._patterns_tokens import FilePatternStorage
+from marcus_persist.backends.file._shards import MANIFEST
+from marcus_persist.backends.file._state import FileStateStorage
 from marcus_persist.backends.file._tokens import FileTokenStorage
 from marcus_persist.stores.audit._query import Filter, scan_usage_stats, select_sources
 from marcus_persist.stores.tokens import TokensHandler
@@ -39,7 +40,7 @@ __all__ = (
     "assignments",
     "audit",
     "backups",
-    "sharded",
+    "patterns",
     "state",
     "tokens",
 )
@@ -106,30 +107,30 @@ def audit(data_dir: Path) -> Found:
     return _found(int(stats["total_events"]), days if stats["total_events"] else [])
 
 
-def sharded(root: Path, first: str, last: str) -> Found:
-    """A sharded store's records; its times from the *first* / *last* field of each."""
-    if not (root / MANIFEST).exists():
-        return Found(0)
-    store = ShardStore(root, FileContext(root, OS_FS, sync=False, on_corrupt="error"))
-    try:
-        store.open()
-        records: list[Any] = [r for c in store.collections() for _, r in store.iter(c)]
-    except (CorruptDataError, OSError):
-        return Found(None)
-    stamps = [when(r.get(f)) for r in records if isinstance(r, dict) for f in (first, last)]
-    return _found(len(records), stamps)
-
-
 def state(data_dir: Path, first: str, last: str) -> Found:
-    """The state store's records (shards with the log replayed over them, read-only);
-    its times from the *first* / *last* field of each."""
-    root = data_dir / STATE_DIR
-    if not (root / MANIFEST).exists() and not (root / WAL_DIR).is_dir():
+    """The state store's records (shards with the log replayed over them, and what
+    Marcus left to import, read-only); its times from the *first* / *last* field of each."""
+    storage = FileStateStorage(_read_only(data_dir))
+    return _logged_shards(storage, storage.load, first, last)
+
+
+def patterns(data_dir: Path, first: str, last: str) -> Found:
+    """The learned patterns (shards with the log replayed over them, read-only); their
+    times from the *first* / *last* field of each."""
+    storage = FilePatternStorage(_read_only(data_dir))
+    return _logged_shards(storage, storage.replay, first, last)
+
+
+def _read_only(data_dir: Path) -> FileContext:
+    return FileContext(data_dir, OS_FS, sync=False, on_corrupt="error", read_only=True)
+
+
+def _logged_shards(storage: LoggedShards, load: Callable[[], None], first: str, last: str) -> Found:
+    """Every record of a sharded store and its log, once *load* has read them."""
+    if not (storage.directory / MANIFEST).exists() and not storage.logged.wal_dir.is_dir():
         return Found(0)
-    ctx = FileContext(data_dir, OS_FS, sync=False, on_corrupt="error", read_only=True)
-    storage = FileStateStorage(ctx)
     try:
-        storage.load()
+        load()
         records: list[Any] = [
             r for c in storage.collections() for chunk in storage.chunks(c) for _, r in chunk
         ]

@@ -8,7 +8,8 @@ as on one engine, where each store's actor commits its own batches).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from marcus_persist.backends._contract import (
@@ -59,6 +60,34 @@ class HybridBackend:
             if ctx is not None:
                 found.extend(ctx.quarantined)
         return found
+
+    @property
+    def keeps_logs(self) -> bool:
+        """Whether an engine keeps a write-ahead log (has checkpoints to forward)."""
+        return bool(self._each("checkpoint_aged"))
+
+    def _each(self, method: str) -> list[Callable[..., Any]]:
+        """*method* of every engine that has it (the engines that keep a write-ahead log)."""
+        found = (getattr(backend, method, None) for backend in self.engines.values())
+        return [bound for bound in found if bound is not None]
+
+    def checkpoint(self) -> list[str]:
+        """Checkpoint every engine's logged stores now (blocking); the stores that had
+        something to write."""
+        return [store for checkpoint in self._each("checkpoint") for store in checkpoint()]
+
+    @contextlib.contextmanager
+    def checkpoints_held(self) -> Iterator[None]:
+        """No checkpoint of any engine runs inside the block (a backup copies each log
+        with the files it completes)."""
+        with contextlib.ExitStack() as stack:
+            for held in self._each("checkpoints_held"):
+                stack.enter_context(held())
+            yield
+
+    def checkpoint_aged(self) -> list[str]:
+        """Start the due age-based checkpoints of every engine; the stores that started one."""
+        return [store for start in self._each("checkpoint_aged") for store in start()]
 
     def close(self) -> None:
         errors: list[BaseException] = []

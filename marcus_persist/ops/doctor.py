@@ -7,6 +7,7 @@ calls corrupt is exactly what would stop the runtime from starting.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,11 @@ from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._audit import FileAuditStorage
 from marcus_persist.backends.file._backend import FileBackend
 from marcus_persist.backends.file._logged import WAL_DIR
-from marcus_persist.backends.file._patterns_tokens import PATTERNS_DIR
+from marcus_persist.backends.file._logged_shards import LoggedShards, decode_record
+from marcus_persist.backends.file._patterns_tokens import PATTERNS_DIR, FilePatternStorage
 from marcus_persist.backends.file._sealed import cut_tail
 from marcus_persist.backends.file._shards import LOG, ShardStore
-from marcus_persist.backends.file._state import STATE_DIR, FileStateStorage, decode_record
+from marcus_persist.backends.file._state import STATE_DIR, FileStateStorage
 from marcus_persist.backends.file._tokens import FileTokenStorage
 from marcus_persist.ops._doctor_alerts import check_growth
 from marcus_persist.ops._doctor_engines import check_engines
@@ -161,9 +163,12 @@ def _last_byte(path: Path) -> bytes:
 
 
 def _state(data_dir: Path, repair: bool) -> list[Finding]:
-    """The shard stores: state and learned patterns."""
-    state = _shard_store(data_dir, STATE_DIR, repair) + _state_log(data_dir, repair)
-    return state + _shard_store(data_dir, PATTERNS_DIR, repair)
+    """The shard stores and their write-ahead logs: state and learned patterns."""
+    found: list[Finding] = []
+    for name, storage in ((STATE_DIR, FileStateStorage), (PATTERNS_DIR, FilePatternStorage)):
+        found += _shard_store(data_dir, name, repair)
+        found += _shard_log(data_dir, name, storage, repair)
+    return found
 
 
 def _shard_store(data_dir: Path, name: str, repair: bool) -> list[Finding]:
@@ -200,11 +205,13 @@ def _shard_store(data_dir: Path, name: str, repair: bool) -> list[Finding]:
     return found
 
 
-def _state_log(data_dir: Path, repair: bool) -> list[Finding]:
-    """The state store's write-ahead log: every record sound and readable. On repair
+def _shard_log(
+    data_dir: Path, name: str, storage: Callable[[FileContext], LoggedShards], repair: bool
+) -> list[Finding]:
+    """A shard store's write-ahead log: every record sound and readable. On repair
     it is replayed and checkpointed into the shards (a corrupt log moved aside
     first); its torn tails are reported with every store's (:func:`_stores`)."""
-    directory = data_dir / STATE_DIR / WAL_DIR
+    directory = data_dir / name / WAL_DIR
     if not directory.is_dir():
         return []
     found: list[Finding] = []
@@ -220,12 +227,12 @@ def _state_log(data_dir: Path, repair: bool) -> list[Finding]:
     if not repair:
         return found
     ctx = FileContext(data_dir, OS_FS, sync=True, on_corrupt="quarantine")
-    storage = FileStateStorage(ctx)
+    store = storage(ctx)
     try:
-        storage.replay()
-    except CorruptDataError as exc:  # a sound record that is no state batch: left as it is
+        store.replay()
+    except CorruptDataError as exc:  # a sound record that is no batch of it: left as it is
         return [*found, Finding(exc.path, exc.reason, "error")]
-    storage.close()  # the log, replayed, is checkpointed into the shards
+    store.close()  # the log, replayed, is checkpointed into the shards
     fixed = {q.path: Path(q.moved_to).name for q in ctx.quarantined}
     return [
         msgspec.structs.replace(f, repaired=f"quarantined as {fixed[str(directory)]}")

@@ -21,7 +21,7 @@ from marcus_persist.backends.file._manifest import Manifest
 from marcus_persist.backends.file._tokens import FileTokenStorage
 
 from .audit_oracle import AUDIT, MovingClock
-from .count_oracle import TOKEN_COUNTS
+from .count_oracle import PATTERN_COUNTS, TOKEN_COUNTS
 from .oracle import ASSIGNMENTS, CLOCK, Op, StoreAdapter
 from .state_oracle import STATE
 from .test_audit_crash_points import ROTATION_DAYS, ROTATION_TODAY
@@ -49,6 +49,11 @@ def state_step(i: int) -> list[Op]:
             return [("delete", "tasks", f"k{i - 2}"), ("delete_many", "docs", [f"d{i - 1}"])]
 
 
+def pattern_step(i: int) -> list[Op]:
+    """Two observations: one of three patterns in turn, and one pattern every step."""
+    return [("observe", "flow", f"p{i % 3}", 1, i), ("observe", "risk", "b", 2, i)]
+
+
 def token_step(i: int) -> list[Op]:
     """Three records over two projects; from the second step on, one retries a request
     id the step before recorded (counted once)."""
@@ -61,6 +66,7 @@ MODES: dict[str, tuple[StoreAdapter, Callable[[int], list[Op]]]] = {
     "assignments": (ASSIGNMENTS, lambda i: [op(i)]),
     "state": (STATE, state_step),
     "state-rebase": (STATE, state_step),  # checkpoints beside commits, rewriting _manifest.json
+    "patterns": (PATTERN_COUNTS, pattern_step),
     "tokens": (TOKEN_COUNTS, token_step),
     "tokens-checkpoint": (TOKEN_COUNTS, token_step),  # later batches rewrite token_usage.json
     "audit": (AUDIT, lambda i: [("event", i)]),

@@ -22,7 +22,8 @@ __all__ = ("PATTERN_COUNTS", "TOKEN_COUNTS", "PatternCounts", "TokenCounts")
 
 
 class PatternCounts:
-    """Ops: ``("observe", type, pattern, examples, n)``; the model is
+    """Ops: ``("observe", type, pattern, examples, n)`` (and optionally a padding string
+    stored in ``data``); the model is
     ``{(type, pattern): (examples, n of the last observation)}``."""
 
     name = "patterns"
@@ -36,7 +37,8 @@ class PatternCounts:
         return {**state, key: (examples + op[3], op[4])}
 
     async def submit(self, rt: Runtime, op: Op) -> None:
-        await rt.patterns.observe(op[1], op[2], 0.5, examples=op[3], data={"n": op[4]})
+        pad = {"pad": op[5]} if len(op) > 5 else {}  # big data: a shard splits
+        await rt.patterns.observe(op[1], op[2], 0.5, examples=op[3], data={"n": op[4], **pad})
 
     async def observe(self, rt: Runtime) -> State:
         found = await rt.patterns.find()

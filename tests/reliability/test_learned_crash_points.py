@@ -1,6 +1,9 @@
 """Suite 1 for learned patterns and token usage: simulated power loss at every syscall.
 
-Patterns: batches of observations (one splitting its shard with big ``data``).
+Patterns: batches of observations (one splitting its shard with big ``data``),
+each one record in ``learned_patterns/wal/``; the shards are written by the
+checkpoint at close, or, one session per batch, by each close over the shards the
+last one wrote.
 Tokens: batches appended to the write-ahead log ``tokens/wal/`` (one a retried
 request id), checkpointed into ``token_usage.json`` at close (and, with a 1-byte
 limit, beside the commits). The single-actor traces are deterministic, so the
@@ -28,6 +31,7 @@ from .oracle import ASSIGNMENTS, COUNTS, History, Op, StoreAdapter, enumerate_cr
 from .simfs import Fault, SimFS
 from .state_oracle import STATE, Both, LockedSimFS, checkpoint_often, count, run_interleaved
 from .test_state_crash_points import ROUNDS as STATE_ROUNDS
+from .test_state_crash_points import state_crash_run
 
 pytestmark = pytest.mark.anyio
 
@@ -38,6 +42,25 @@ PATTERN_STEPS: list[list[Op]] = [
     # ~1.2 KB of data each: one batch past the 32 KB shard limit, so its shard splits
     [("observe", "big", f"p{i:02}", 0.5, 1) for i in range(30)],
 ]
+
+#: the count model's ops; the third batch's ~1.2 KB of data each splits the root shard
+PATTERN_SESSIONS: list[list[Op]] = [
+    [("observe", "flow", "a", 1, 0)],
+    [("observe", "flow", "a", 2, 1), ("observe", "risk", "b", 1, 2)],
+    [("observe", "big", f"p{i:02}", 1, 3 + i, "x" * 1200) for i in range(30)],
+    [("observe", "risk", "b", 3, 40)],
+]
+
+
+def _pattern_ops(fs: SimFS, kind: str, fragment: str) -> list[str]:
+    return [op.path for op in fs.trace if op.kind == kind and fragment in op.path]
+
+
+def _shards_created(fs: SimFS) -> set[str]:
+    return {
+        Path(path).name.split(".")[0] for path in _pattern_ops(fs, "create", "_shards/patterns/")
+    }
+
 
 TOKEN_STEPS: list[list[Op]] = [
     [("record", "anthropic", 100, 20, 0.5, "m1", "p1", "r1")],
@@ -73,12 +96,20 @@ class TestLearnedCrashPoints:
             "patterns", Snapshots(PATTERNS), PATTERN_STEPS, tmp_path
         )
         assert violations == []
-        shards = {
-            op.path.rsplit("/", 1)[-1].split(".")[0]
-            for op in fs.trace
-            if op.kind == "create" and "_shards/" in op.path and "patterns" in op.path
-        }
-        assert len(shards) >= 3, shards  # the root shard and its two children
+        assert len(_pattern_ops(fs, "write", "learned_patterns/wal/")) == len(PATTERN_STEPS)
+        # the close's checkpoint writes them past the shard limit: split at once
+        assert len(_shards_created(fs)) >= 2, _shards_created(fs)
+
+    async def test_pattern_checkpoints_split_a_written_shard(self, tmp_path: Path) -> None:
+        # one session per batch: each close checkpoints over the shards the last one
+        # wrote, so crashes fall in commits, in checkpoints and in segment retirement
+        violations, fs = await state_crash_run(
+            "patterns, a session per batch", PATTERN_SESSIONS, tmp_path, adapter=PATTERN_COUNTS
+        )
+        assert violations == []
+        assert len(_shards_created(fs)) >= 3, _shards_created(fs)  # the root and its children
+        assert _pattern_ops(fs, "unlink", "_shards/patterns/0-0.")  # the root, superseded
+        assert _pattern_ops(fs, "truncate", "learned_patterns/wal/")  # each close empties it
 
     async def test_token_batches(self, tmp_path: Path) -> None:
         violations, fs = await snapshot_run("tokens", Snapshots(TOKENS), TOKEN_STEPS, tmp_path)

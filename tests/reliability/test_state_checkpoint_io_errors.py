@@ -1,8 +1,8 @@
-"""Suite 3 for the state store's checkpoints: fail the N-th file-system call of a
-checkpoint (N = 1, 2, ... until it completes) with each errno and short writes,
-once and persistently: a manifest log append after sweeping a shard file no
-manifest names, a manifest base rewrite, a shard split, a torn manifest tail
-kept aside.
+"""Suite 3 for the checkpoints of the logs over shards (state, learned patterns):
+fail the N-th file-system call of a checkpoint (N = 1, 2, ... until it completes)
+with each errno and short writes, once and persistently: a manifest log append
+after sweeping a shard file no manifest names, a manifest base rewrite, a shard
+split, a torn manifest tail kept aside; the patterns' manifest log append.
 
 Each case checks: the checkpoint completes or raises a ``PersistenceError`` with
 its errno; whatever it did, every store's committed view is unchanged (the log
@@ -26,10 +26,12 @@ from marcus_persist._errors import PersistenceError
 from marcus_persist.backends.file._manifest import LOG, MANIFEST, Manifest
 
 from .faults import KINDS, Plan, fault_matrix
+from .learned_oracle import PATTERNS
 from .oracle import CLOCK, COUNTS, State, open_fds
 from .simfs import SimFS
 from .state_oracle import STATE, checkpoint_often
 from .test_state_io_errors import (
+    NEXT_PATTERNS,
     NEXT_STATE,
     ORPHAN,
     TEMPLATE,
@@ -58,7 +60,15 @@ class CheckpointPhase:
     limit: int = 80
     orphan: str | None = None
     torn: bool = False
+    #: the store checkpointed (learned patterns share the state's log over shards)
+    store: str = "state"
 
+
+#: each store's directory, and its batch after the checkpoint
+STORES: dict[str, tuple[str, Batch]] = {
+    "state": ("marcus_state", NEXT_STATE[0]),
+    "patterns": ("learned_patterns", NEXT_PATTERNS[0]),
+}
 
 PHASES: dict[str, CheckpointPhase] = {
     "manifest log append": CheckpointPhase(
@@ -79,6 +89,12 @@ PHASES: dict[str, CheckpointPhase] = {
         # the root shard, superseded by its children
         lambda fs: any(op.kind == "unlink" and "_shards/docs/0-0." in op.path for op in fs.trace),
         limit=160,
+    ),
+    "patterns: manifest log append": CheckpointPhase(
+        TEMPLATE,
+        [(PATTERNS, [("observe", "flow", "a", 0.9, 2), ("observe", "risk", "b", 0.25, 1)])],
+        _did(("write", f"learned_patterns/{LOG}")),
+        store="patterns",
     ),
     "keeping a torn manifest tail": CheckpointPhase(
         TEMPLATE,
@@ -107,7 +123,7 @@ async def _template(tmp: Path, phase: CheckpointPhase) -> Path:
         for batch in phase.pending:
             assert await submit(rt, batch) == [None] * len(batch[1])
         start = len(fs.trace)
-        assert await rt.checkpoint() == ["state"]
+        assert await rt.checkpoint() == [phase.store]
         fs.trace = fs.trace[start:]
         assert phase.proves(fs), "the clean checkpoint does not do what the phase claims"
     return data
@@ -140,12 +156,13 @@ async def _one_case(phase: CheckpointPhase, template: Path, work: Path, plan: Pl
         assert await observe(rt) == view, "a checkpoint changed the committed view"
         if failed:
             await _restart_now(work, view)
-        assert await submit(rt, NEXT_STATE[0]) == [None]
+        directory, after = STORES[phase.store]
+        assert await submit(rt, after) == [None]
         final = await observe(rt)
     COUNTS["state checkpoint I/O faults injected"] += plan.fired
     async with open_runtime(work, clock=CLOCK) as rt:
         assert await observe(rt) == final, f"restart after {plan.kind!r} at {plan.n}"
-    logs = sorted((work / "marcus_state" / "wal").glob("*.log"))
+    logs = sorted((work / directory / "wal").glob("*.log"))
     assert [p.stat().st_size for p in logs] == [0], "the clean close emptied the log"
     assert open_fds(collect=False) == fds, "leaked file descriptors"
     _no_temps(work.parent)

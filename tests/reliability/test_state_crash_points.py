@@ -23,7 +23,16 @@ from marcus_persist.backends.file import _backend
 from marcus_persist.backends.file._logged import CheckpointPolicy
 from marcus_persist.backends.file._manifest import LOG, MANIFEST, Manifest
 
-from .oracle import ASSIGNMENTS, History, Op, enumerate_crashes, open_fds, recover, run_steps
+from .oracle import (
+    ASSIGNMENTS,
+    History,
+    Op,
+    StoreAdapter,
+    enumerate_crashes,
+    open_fds,
+    recover,
+    run_steps,
+)
 from .simfs import Fault, SimFS
 from .state_oracle import STATE, Both, LockedSimFS, checkpoint_often, count, run_interleaved
 from .test_crash_points import fail_nth, startup_calls
@@ -49,12 +58,18 @@ REBASE: list[list[Op]] = [[("store", "c", f"k{i}", {"n": i})] for i in range(5)]
 
 
 async def state_crash_run(
-    name: str, steps: list[list[Op]], tmp: Path, fault: Fault | None = None
+    name: str,
+    steps: list[list[Op]],
+    tmp: Path,
+    fault: Fault | None = None,
+    adapter: StoreAdapter = STATE,
 ) -> tuple[list[str], SimFS]:
+    """Crash every syscall of *steps* (one session each) on *adapter*'s store (state,
+    or another store on a log over shards: learned patterns)."""
     root = tmp / "sim"
     root.mkdir(parents=True)
     fs = SimFS(root, fault)
-    history = History(STATE)
+    history = History(adapter)
     fds = open_fds()
     for step in steps:  # one session per batch: each close checkpoints and retires the log
         await run_steps(history, fs, root / "data", [step])

@@ -2,10 +2,11 @@
 file-system call (N = 1, 2, ... until the operation completes) with each errno and
 short writes, once and persistently, in a state commit (one write-ahead log
 append; its checkpoints are ``test_state_checkpoint_io_errors.py``), a patterns
-batch, a token batch (an append to its write-ahead log, one that moves old days
-to their archives first) and a startup that sets torn tails aside. (A token
-checkpoint is no longer part of a batch: it runs beside commits, in its own
-thread; crashes inside it are enumerated by the crash-point suites.)
+batch (one append to its own log; its checkpoints are there too), a token batch
+(an append to its write-ahead log, one that moves old days to their archives
+first) and a startup that sets torn tails aside. (A token checkpoint is no longer
+part of a batch: it runs beside commits, in its own thread; crashes inside it are
+enumerated by the crash-point suites.)
 
 Each case checks: every caller of a failed batch gets a ``PersistenceError`` with
 its errno; the store's committed view is unchanged; live files are byte-identical
@@ -53,6 +54,8 @@ Batch = tuple[StoreAdapter, list[Op]]
 SHARD_FILE = re.compile(r"\d+-[0-9a-f]+\.\d+\.json")
 #: the state store's write-ahead log
 STATE_WAL = "marcus_state/wal/"
+#: learned patterns' write-ahead log
+PATTERNS_WAL = "learned_patterns/wal/"
 TORN_STATE = b'{"seq": 99, "collections": {"tasks": {"0-0": [9'
 TORN_TOKENS = b'{"seq": 99, "records": [{"provider": "anthr'
 ORPHAN = "marcus_state/_shards/tasks/0-0.999.json"
@@ -146,6 +149,11 @@ PHASES: dict[str, Phase] = {
         TEMPLATE,
         (PATTERNS, [("observe", "flow", "a", 0.9, 2), ("observe", "risk", "b", 0.25, 1)]),
         NEXT_PATTERNS,
+        # one record in the patterns log, nothing else: the shards wait for a checkpoint
+        lambda fs: (
+            [(op.kind, PATTERNS_WAL in op.path) for op in fs.trace if op.kind != "open"]
+            == [("write", True), ("fsync", True)]
+        ),
     ),
     "token append": Phase(
         TEMPLATE,

@@ -1,7 +1,7 @@
 """Suite 5 for state, learned patterns and token usage: a real tmpfs full (blocks or
-inodes) at each kind of commit, and at startup. A state commit is an append to its
-write-ahead log; its shard split, manifest log append and base rewrite happen in a
-checkpoint (``rt.checkpoint()`` refused, the log keeps everything).
+inodes) at each kind of commit, and at startup. A state or patterns commit is an
+append to its write-ahead log; its shard split, manifest log append and base rewrite
+happen in a checkpoint (``rt.checkpoint()`` refused, the log keeps everything).
 
 Each commit kind is aimed at exactly: the disk is filled, then ``spare`` pages or
 inodes are freed again, so the files a commit creates before the aimed step fit and
@@ -57,10 +57,15 @@ def _no_log_yet(store: str) -> Callable[[Path], bool]:
     return lambda data: (data / store / MANIFEST).exists() and not (data / store / LOG).exists()
 
 
-def _tokens_log_empty(data: Path) -> bool:
-    """The token log's newest segment is empty: an append needs a fresh page."""
-    segments = sorted((data / "tokens" / "wal").glob("*.log"))
-    return bool(segments) and segments[-1].stat().st_size == 0
+def _log_empty(store: str) -> Callable[[Path], bool]:
+    """The newest segment of the log of the store under *store* is empty: the next
+    append needs a fresh page."""
+
+    def empty(data: Path) -> bool:
+        segments = sorted((data / store / "wal").glob("*.log"))
+        return bool(segments) and segments[-1].stat().st_size == 0
+
+    return empty
 
 
 def _observe(n: int) -> Op:
@@ -89,19 +94,15 @@ class Case:
     in_checkpoint: bool = False
 
 
-def _state_log_empty(data: Path) -> bool:
-    """The state log's newest segment is empty: the next append needs a fresh page."""
-    return max((data / "marcus_state" / "wal").glob("*.log")).stat().st_size == 0
-
-
 STATE_DIR = "marcus_state"
+PATTERNS_DIR = "learned_patterns"
 CASES = {
     "state: the log append": Case(
         STATE,
         [("store", "docs", "k0", {"v": 0})],
         [("store", "docs", "k1", {"v": 1}), ("delete", "docs", "k0")],
         ("store", "docs", "k99", {"v": 99}),
-        _state_log_empty,
+        _log_empty(STATE_DIR),
         "append",
         checkpoints=True,
     ),
@@ -138,41 +139,56 @@ CASES = {
         checkpoints=True,
         in_checkpoint=True,
     ),
+    "patterns: the log append": Case(
+        PATTERNS,
+        [_observe(0)],
+        [_observe(1), _observe(0)],
+        _observe(99),
+        _log_empty(PATTERNS_DIR),
+        "append",
+        checkpoints=True,
+    ),
     "patterns: a shard split": Case(
         PATTERNS,
         [_observe(0)],
         [("observe", "big", f"b{i}", 0.5, 1) for i in range(40)],
         _observe(99),
-        lambda data: len(list((data / "learned_patterns" / "_shards").rglob("*.json"))) == 1,
+        lambda data: len(list((data / PATTERNS_DIR / "_shards").rglob("*.json"))) == 1,
         "write_new",
+        checkpoints=True,
+        in_checkpoint=True,
     ),
     "patterns: the manifest log append": Case(
         PATTERNS,
         [_observe(0)],
         [_observe(1)],
         _observe(99),
-        _no_log_yet("learned_patterns"),
+        _no_log_yet(PATTERNS_DIR),
         "_append",
         spare=1,
+        checkpoints=True,
+        in_checkpoint=True,
     ),
     "patterns: a manifest base rewrite": Case(
         PATTERNS,
         [_observe(i) for i in range(12)],
         [_observe(50)],
         _observe(99),
-        _log_outgrew_base("learned_patterns"),
+        _log_outgrew_base(PATTERNS_DIR),
         "_checkpoint",
         spare=1,
         small_checkpoints=Manifest.__init__,
+        checkpoints=True,
+        in_checkpoint=True,
     ),
     # a new start appends to the segment a clean close emptied (no batch before it);
     # a token checkpoint is no batch's step: test_a_token_checkpoint_on_a_full_disk
     "tokens: the log append": Case(
-        TOKENS, [], [_tokens(2)], _tokens(99), _tokens_log_empty, "append"
+        TOKENS, [], [_tokens(2)], _tokens(99), _log_empty("tokens"), "append"
     ),
 }
 #: an append into an existing file needs no inode: those cases fill blocks only
-BLOCKS_ONLY = {"tokens: the log append", "state: the log append"}
+BLOCKS_ONLY = {"tokens: the log append", "state: the log append", "patterns: the log append"}
 
 
 async def _refused(rt: Any, adapter: Any, ops: list[Op]) -> list[PersistenceError]:

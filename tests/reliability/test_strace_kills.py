@@ -49,6 +49,11 @@ TARGETS = [
     ("state-rebase", "rename", 1),
     *[("state-rebase", "fsync", n) for n in (2, 5, 8, 10)],  # counted per thread
     *[("state-rebase", "fdatasync", n) for n in (2, 4)],
+    # a patterns batch is a log append and its fdatasync; the checkpoint at close
+    # writes the shard and the manifest base (renamed), then empties the log
+    *[("patterns", "fdatasync", n) for n in (1, 4, 8)],
+    *[("patterns", "fsync", n) for n in (1, 3)],
+    ("patterns", "rename", 1),
     # a token batch is a log append and its fdatasync; fsyncs and renames are the
     # checkpoint's at close (token_usage.json)
     *[("tokens", "fdatasync", n) for n in (1, 2, 3, 6, 8)],

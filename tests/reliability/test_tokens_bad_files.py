@@ -225,10 +225,11 @@ FLIPPED = ("_manifest.json", "_manifest.log", "token_usage.json", "token_usage.l
 
 async def _filled(data: Path) -> None:
     async with open_runtime(data) as rt:
-        for n in range(3):  # a checkpoint, then log lines
+        for n in range(3):  # a manifest base, then log lines: a checkpoint each
             await rt.state.store("c", f"k{n}", {"n": n})
             await rt.patterns.observe("t", f"p{n}", 0.5)
             await rt.tokens.record("anthropic", n, 1, 0.01, request_id=f"r{n}")
+            await rt.checkpoint()
 
 
 def _files(data: Path) -> list[Path]:
@@ -244,9 +245,8 @@ async def test_the_runtime_refuses_or_quarantines_each_file(tmp_path: Path, poli
     template = tmp_path / "template"
     await _filled(template)
     files = _files(template)
-    # the patterns shard store (base and log), the state shard store's base (its
-    # write-ahead log is empty after a close, and the checkpoint wrote a new base),
-    # the token document (its log is empty too), one state shard
+    # the patterns and state shard stores (base and log; their write-ahead logs are
+    # empty after a close), the token document (its log is empty too), one state shard
     assert sorted(
         str(p.relative_to(template))
         for p in files
@@ -255,9 +255,10 @@ async def test_the_runtime_refuses_or_quarantines_each_file(tmp_path: Path, poli
         "learned_patterns/_manifest.json",
         "learned_patterns/_manifest.log",
         "marcus_state/_manifest.json",
+        "marcus_state/_manifest.log",
         "token_usage.json",
     ]
-    assert len(files) == 5
+    assert len(files) == 6
     for path in files:
         good = path.read_bytes()
         at = len(good) // 4  # in a log: in its first line, so a valid line follows

@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from marcus_persist._core._atomic import ensure_dir, write_atomic
 from marcus_persist._core._codec import decode, encode
 from marcus_persist._errors import CorruptDataError
@@ -74,12 +72,7 @@ class FileAssignmentStorage:
             return check(document)
 
         self._files = {s: read_json(self.path(s), self._ctx, shape) or {} for s in scopes}
-        for payload in self.logged.open():
-            try:
-                changes = _decode_changes(payload, check)
-            except (ValueError, msgspec.DecodeError) as exc:
-                reason = f"a sealed record: {exc}"
-                raise CorruptDataError(str(self.logged.wal_dir), reason) from None
+        for changes in self.logged.replay(lambda payload: _decode_changes(payload, check)):
             self._fold(changes)
         return {scope: dict(records) for scope, records in self._files.items()}
 

@@ -1,4 +1,5 @@
-"""The embedded default: JSON files under the data directory, committed atomically."""
+"""The embedded default: JSON files under the data directory, each store committed
+through its write-ahead log and written by checkpoints."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ class FileBackend:
         self.ctx = ctx
         self._assignments = FileAssignmentStorage(ctx, checkpoints)
         self._state = FileStateStorage(ctx, cache_bytes=cache_mb << 20, policy=checkpoints)
-        self._patterns = FilePatternStorage(ctx)
+        self._patterns = FilePatternStorage(ctx, checkpoints)
         self._tokens = FileTokenStorage(ctx, checkpoints)
 
     def assignments(self) -> FileAssignmentStorage:
@@ -44,15 +45,15 @@ class FileBackend:
 
     def checkpoint(self) -> list[str]:
         """Checkpoint every store that keeps a log now (blocking); the stores that had
-        something to write."""
-        written = ["assignments"] if self._assignments.checkpoint() else []
-        written += ["state"] if self._state.checkpoint() else []
-        return written + (["tokens"] if self._tokens.checkpoint() else [])
+        something to write (a store another engine keeps has nothing here)."""
+        return [store for store, logged in self._logs().items() if logged.checkpoint()]
 
     def _logs(self) -> dict[str, Logged[Any]]:
+        """Every store that commits through a write-ahead log, by store name."""
         return {
             "assignments": self._assignments.logged,
             "state": self._state.logged,
+            "patterns": self._patterns.logged,
             "tokens": self._tokens.logged,
         }
 
@@ -72,9 +73,8 @@ class FileBackend:
 
     def close(self) -> None:
         """Write a final checkpoint of every logged store and empty its log."""
-        self._assignments.close()
-        self._state.close()
-        self._tokens.close()
+        for logged in self._logs().values():
+            logged.close()
 
 
 def create(config: Config, fs: FileSystem) -> FileBackend:

@@ -41,6 +41,7 @@ __all__ = ("CheckpointPolicy", "Checkpointable", "Logged")
 log = logging.getLogger("marcus_persist")
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: the directory of a store's log, inside the store's directory
 WAL_DIR = "wal"
@@ -144,6 +145,19 @@ class Logged(Generic[T]):
         self._since = self._clock() if self._log.pending_bytes else None
         return records
 
+    def replay(self, decode: Callable[[bytes], R]) -> list[R]:
+        """:meth:`open`, each payload through *decode*: a record sound on disk that
+        *decode* refuses (``ValueError``, ``RecursionError``) makes the log corrupt
+        (``CorruptDataError``, naming the record)."""
+        decoded: list[R] = []
+        for lsn, payload in self.open_records():
+            try:
+                decoded.append(decode(payload))
+            except (ValueError, RecursionError) as exc:
+                reason = f"record {lsn}, a sealed record: {exc}"
+                raise CorruptDataError(str(self.wal_dir), reason) from None
+        return decoded
+
     def commit(self, payload: bytes, fold: Callable[[], None]) -> int:
         """Append *payload* as one record (the commit point), then *fold* it into the
         store's mirror (:attr:`last_lsn` is its number then); start a checkpoint if
@@ -189,8 +203,11 @@ class Logged(Generic[T]):
         return started
 
     def checkpoint(self) -> bool:
-        """Checkpoint now and wait for it (blocking); ``False`` if nothing changed.
-        Raises what writing the checkpoint raised."""
+        """Checkpoint now and wait for it (blocking); ``False`` if nothing changed, or
+        the log is not open (the store is kept by another engine, or closed). Raises
+        what writing the checkpoint raised."""
+        if self._log is None:
+            return False
         with self._checkpoint_lock:
             taken = self._take()
             if taken is None:

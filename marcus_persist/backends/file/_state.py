@@ -1,14 +1,8 @@
 """Core state on files: ``data/marcus_state/``, one write-ahead log over a :class:`ShardStore`.
 
-A batch is one record in ``marcus_state/wal/`` (the final value of every key
-it touches: ``[{collection: {key: record or null}}, meta or null]``), appended
-and ``fdatasync``ed: the commit point, one sync, whatever the batch touches or
-the collection holds. Reads see the log's changes over the shards
-(:mod:`._state_log`). Checkpoints (:mod:`._logged`: by size or age, on a clean
-close, ``rt.checkpoint()``) write the changes into the shards and manifest with
-their own atomic protocol (:mod:`._shards`), then retire the segments they
-cover. A directory from before the log (shards and manifest only) opens as it
-is, with an empty log; its first checkpoint writes the new shards.
+A batch is one record in ``marcus_state/wal/``; reads see the log's changes
+over the shards, and checkpoints write them into the shards and retire the log
+(:mod:`._logged_shards`, which learned patterns share).
 
 Marcus kept each collection as one JSON object ``marcus_state/<collection>.json``
 (key -> record) rewritten whole on every store. At :meth:`load` each such file
@@ -29,21 +23,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from marcus_persist._core._codec import decode, encode
+from marcus_persist._core._codec import decode
 from marcus_persist._core._safeopen import read_file
-from marcus_persist._errors import CorruptDataError, PersistenceError
+from marcus_persist._errors import PersistenceError
 from marcus_persist.backends._contract import Record, StateChanges, check_collection_name
 from marcus_persist.backends._files import FileContext, read_json
-from marcus_persist.backends.file._logged import CheckpointPolicy, Logged
-from marcus_persist.backends.file._shards import MANIFEST, ShardStore
-from marcus_persist.backends.file._state_log import Layer, StateLayers
+from marcus_persist.backends.file._logged import CheckpointPolicy
+from marcus_persist.backends.file._logged_shards import LoggedShards, decode_record
+from marcus_persist.backends.file._shards import MANIFEST
 
 __all__ = (
     "NOT_COLLECTIONS",
@@ -61,7 +54,7 @@ NOT_COLLECTIONS = frozenset({"subtasks.json"})
 _IMPORTED = "imported"  # manifest meta: {file name: sha256 of the imported bytes}
 
 
-class FileStateStorage:
+class FileStateStorage(LoggedShards):
     """``rt.state`` on files (see the module docstring)."""
 
     def __init__(
@@ -72,12 +65,9 @@ class FileStateStorage:
         policy: CheckpointPolicy | None = None,
         directory: Path | None = None,
     ) -> None:
-        self._ctx = ctx
         #: Marcus's ``storage_dir`` (``marcus_state/`` under the data directory by default)
-        self.directory = directory if directory is not None else ctx.root / STATE_DIR
-        self.shards = ShardStore(self.directory, ctx, cache_bytes=cache_bytes)
-        self.layers = StateLayers(self.shards)
-        self.logged = Logged(self.directory, ctx, self, policy or CheckpointPolicy())
+        directory = directory if directory is not None else ctx.root / STATE_DIR
+        super().__init__(directory, ctx, policy, cache_bytes=cache_bytes)
         #: ``(file, why)`` for every ``*.json`` here that is not Marcus's collection file,
         #: left exactly where it was at :meth:`load`
         self.left: list[tuple[Path, str]] = []
@@ -90,18 +80,6 @@ class FileStateStorage:
             for path in sorted(self.directory.glob("*.json")):
                 if path.name != MANIFEST and path.is_file():
                     self._import(path)
-
-    def replay(self) -> None:
-        """Open the shards and replay the log over them (no import)."""
-        self.shards.open()
-        self.layers = StateLayers(self.shards)
-        for payload in self.logged.open():
-            try:
-                changes, meta = decode_record(payload)
-            except (ValueError, msgspec.DecodeError, RecursionError) as exc:
-                reason = f"a sealed record: {exc}"
-                raise CorruptDataError(str(self.logged.wal_dir), reason) from None
-            self.layers.fold(changes, meta)
 
     def _import(self, path: Path) -> None:
         if path.name in NOT_COLLECTIONS:
@@ -128,7 +106,7 @@ class FileStateStorage:
             if self._ctx.read_only:
                 self.layers.fold({collection: document}, meta)
                 return
-            self._commit({collection: document}, meta)  # durable before the rename
+            self.put({collection: document}, meta)  # durable before the rename
             log.info("imported %d records of %s", len(document), path)
         elif self._ctx.read_only:
             return
@@ -141,62 +119,8 @@ class FileStateStorage:
         log.info("%s: %s; left as it is", path, why)
         self.left.append((path, why))
 
-    def get(self, collection: str, key: str) -> Record | None:
-        return self.layers.get(collection, key)
-
-    def count(self, collection: str) -> int:
-        return self.layers.count(collection)
-
-    def collections(self) -> list[str]:
-        return self.layers.collections()
-
-    def chunks(self, collection: str) -> Iterator[list[tuple[str, Record]]]:
-        return self.layers.chunks(collection)
-
     def commit(self, changes: StateChanges) -> None:
-        self._commit(changes, None)
-
-    def checkpoint(self) -> bool:
-        """Write the shards now and retire the log they cover; ``False`` if nothing changed."""
-        return self.logged.checkpoint()
-
-    def close(self) -> None:
-        self.logged.close()
-
-    def _commit(self, changes: StateChanges, meta: dict[str, Any] | None) -> None:
-        batch = {check_collection_name(c): dict(records) for c, records in changes.items()}
-        self.logged.commit(encode([batch, meta]), lambda: self.layers.fold(batch, meta))
-
-    # -- Checkpointable ---------------------------------------------------------
-    def snapshot(self) -> Layer | None:
-        return self.layers.take()
-
-    def write(self, snapshot: Layer) -> None:
-        self.shards.commit(snapshot.changes, snapshot.meta, self.layers.drop)
-
-    def requeue(self, snapshot: Layer) -> None:
-        self.layers.put_back()
-
-
-Changes = dict[str, dict[str, Record | None]]
-
-
-def decode_record(payload: bytes) -> tuple[Changes, dict[str, Any] | None]:
-    """One log record back into ``(changes, meta)``; ``ValueError`` names what is wrong."""
-    document = decode(payload)
-    if not isinstance(document, list) or len(document) != 2:
-        raise ValueError(f"expected [changes, meta], got {document!r:.80}")
-    changes, meta = document
-    if not isinstance(changes, dict) or not (meta is None or isinstance(meta, dict)):
-        raise ValueError(f"expected [{{collection: changes}}, meta], got {document!r:.80}")
-    for collection, records in changes.items():
-        check_collection_name(collection)
-        if not isinstance(records, Mapping):
-            raise ValueError(f"collection {collection!r}: expected an object of key -> record")
-        for key, record in records.items():
-            if record is not None and not isinstance(record, dict):
-                raise ValueError(f"key {key!r}: expected an object or null")
-    return changes, meta
+        self.put(changes)
 
 
 def _check_legacy(document: Any) -> dict[str, Record]:

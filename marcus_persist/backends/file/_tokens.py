@@ -218,7 +218,7 @@ class FileTokenStorage:
     def checkpoint(self) -> bool:
         """Write ``token_usage.json`` now and retire the log it covers; ``False`` if
         nothing changed (or the store is not open here: another engine keeps it)."""
-        return self.logged.is_open and self.logged.checkpoint()
+        return self.logged.checkpoint()
 
     def close(self) -> None:
         self.logged.close()

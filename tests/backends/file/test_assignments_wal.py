@@ -159,6 +159,20 @@ class TestCheckpoints:
         assert [p.stat().st_size for p in wal_dir(tmp_path).iterdir()] == [0]
 
 
+async def a_flipped_record_is_refused(data_dir: Path, wal: Path) -> Path:
+    """Flip a byte inside the first record of *wal*'s oldest segment (sound ones follow:
+    corruption): the runtime refuses *data_dir*, changing nothing. Returns the segment."""
+    segment = next(iter(sorted(wal.glob("*.log"))))
+    data = bytearray(segment.read_bytes())
+    data[22] ^= 0xFF  # inside the first record's payload (its header is 20 bytes)
+    segment.write_bytes(bytes(data))
+    with pytest.raises(CorruptDataError, match="followed by a sound record"):
+        async with open_runtime(data_dir):
+            pass
+    assert segment.read_bytes() == bytes(data)  # refused, changed nothing
+    return segment
+
+
 class TestRecovery:
     async def test_a_log_left_by_a_crash_is_replayed(self, tmp_path: Path) -> None:
         crashed = await crashed_with_a_log(tmp_path)
@@ -168,14 +182,7 @@ class TestRecovery:
 
     async def test_a_corrupt_log_is_refused_or_quarantined(self, tmp_path: Path) -> None:
         crashed = await crashed_with_a_log(tmp_path)
-        segment = next(iter(sorted(wal_dir(crashed).glob("*.log"))))
-        data = bytearray(segment.read_bytes())
-        data[22] ^= 0xFF  # inside the first record's payload (its header is 20 bytes)
-        segment.write_bytes(bytes(data))
-        with pytest.raises(CorruptDataError, match="followed by a sound record"):
-            async with open_runtime(crashed):
-                pass
-        assert segment.read_bytes() == bytes(data)  # refused, changed nothing
+        segment = await a_flipped_record_is_refused(crashed, wal_dir(crashed))
         async with open_runtime(crashed, on_corrupt="quarantine") as rt:
             assert await rt.assignments.get_all_assigned_task_ids() == {"t1"}  # the files
             assert [q.path for q in rt.quarantined] == [str(wal_dir(crashed))]

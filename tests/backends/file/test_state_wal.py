@@ -10,14 +10,18 @@ from pathlib import Path
 import anyio
 import pytest
 
-from marcus_persist import CorruptDataError, PersistenceError, open_runtime
+from marcus_persist import PersistenceError, open_runtime
 from marcus_persist._core._fs import FileSystem
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file import FileBackend
 from marcus_persist.backends.file._logged import CheckpointPolicy
 from marcus_persist.backends.file._shards import ShardStore
 from marcus_persist.backends.file._state import STATE_DIR
-from tests.backends.file.test_assignments_wal import CountingFS, GatedFS
+from tests.backends.file.test_assignments_wal import (
+    CountingFS,
+    GatedFS,
+    a_flipped_record_is_refused,
+)
 from tests.conftest import FaultyFS
 
 pytestmark = pytest.mark.anyio
@@ -164,14 +168,7 @@ class TestRecovery:
 
     async def test_a_corrupt_log_is_refused_or_quarantined(self, tmp_path: Path) -> None:
         crashed = await crashed_with_a_log(tmp_path)
-        segment = next(iter(sorted(wal_dir(crashed).glob("*.log"))))
-        data = bytearray(segment.read_bytes())
-        data[22] ^= 0xFF  # inside the first record's payload (its header is 20 bytes)
-        segment.write_bytes(bytes(data))
-        with pytest.raises(CorruptDataError, match="followed by a sound record"):
-            async with open_runtime(crashed):
-                pass
-        assert segment.read_bytes() == bytes(data)  # refused, changed nothing
+        await a_flipped_record_is_refused(crashed, wal_dir(crashed))
         async with open_runtime(crashed, on_corrupt="quarantine") as rt:
             assert await rt.state.count("tasks") == 2  # the shards
             assert [q.path for q in rt.quarantined] == [str(wal_dir(crashed))]
