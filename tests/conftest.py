@@ -13,6 +13,28 @@ import pytest
 
 from marcus_persist._core._fs import FileSystem
 from tests._services import drop_schema, service
+from tests.reliability.counts import COUNTS, WORKER_OUTPUT_KEY
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker: hand this worker's reliability counts to the controller."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output[WORKER_OUTPUT_KEY] = dict(COUNTS)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent under -p no:xdist
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """On the controller: add up the counts of a worker that finished."""
+    COUNTS.update(getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY, {}))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures issue 8 asks for: what the reliability suites checked in this run."""
+    if COUNTS:
+        terminalreporter.write_sep("-", "reliability counts")
+        for name, value in sorted(COUNTS.items()):
+            terminalreporter.write_line(f"{name}: {value}")
 
 
 @pytest.fixture(params=["asyncio", "trio"])
