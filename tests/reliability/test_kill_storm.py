@@ -216,9 +216,9 @@ def _legal(lane: Lane, start: State, rnd: int, acked: int, submitted: int) -> li
     return [state]
 
 
-# a hang guard, not a speed target: a kill takes about 50 ms on an idle machine, over
-# 200 ms on a loaded 2-core one (1,000 kills ran past a 200 s limit there)
-@pytest.mark.timeout(max(120, KILLS * 2 // 5))
+# a hang guard, not a speed target: a kill takes about 50 ms on an idle machine, up to
+# 390 ms on a loaded 2-core one beside the other xdist worker (1,000 kills took 388 s)
+@pytest.mark.timeout(max(120, KILLS * 3 // 5))
 def test_kill_storm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a 1-byte floor: token_usage.json and _manifest.json are rewritten whenever their
     # log outgrows them, so kills land in those rewrites too and the logs replayed at
