@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import errno
+import faulthandler
+import os
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,63 @@ import pytest
 from marcus_persist._core._fs import FileSystem
 from marcus_persist._core._objstore import ObjectStore, open_object_store
 from tests._services import drop_schema, service
+from tests.reliability.counts import COUNTS, WORKER_OUTPUT_KEY
+
+#: a copy of the process's stderr: a pytest-xdist worker's stdout goes nowhere, and
+#: what a test captures is lost when its worker is killed
+_STDERR = pytest.StashKey[int]()
+#: how long before its timeout a test's threads are dumped
+_DUMP_AHEAD = 5.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_STDERR] = os.dup(2)  # capture is suspended here (not at import)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Print the test's name and every thread's stack to stderr shortly before its
+    pytest-timeout (its ``timeout`` mark, else the ini's) kills its worker, so a hang
+    in CI shows where it hung; nothing is printed for a test that ends in time."""
+    marker = item.get_closest_marker("timeout")
+    limit = float(marker.args[0] if marker and marker.args else item.config.getini("timeout") or 0)
+    fd = item.config.stash[_STDERR]
+
+    def dump() -> None:
+        os.write(
+            fd, f"\n+++ {item.nodeid}: {_DUMP_AHEAD:g} s from its {limit:g} s timeout\n".encode()
+        )
+        faulthandler.dump_traceback(fd, all_threads=True)
+
+    timer = threading.Timer(max(limit - _DUMP_AHEAD, 1.0), dump)
+    timer.daemon = True
+    if limit > 0:
+        timer.start()
+    try:
+        return (yield)
+    finally:
+        timer.cancel()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker: hand this worker's reliability counts to the controller."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output[WORKER_OUTPUT_KEY] = dict(COUNTS)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent under -p no:xdist
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """On the controller: add up the counts of a worker that finished."""
+    COUNTS.update(getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY, {}))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures issue 8 asks for: what the reliability suites checked in this run."""
+    if COUNTS:
+        terminalreporter.write_sep("-", "reliability counts")
+        for name, value in sorted(COUNTS.items()):
+            terminalreporter.write_line(f"{name}: {value}")
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -15,7 +15,6 @@ import copy
 import gc
 import os
 import re
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from marcus_persist._core._clock import Clock, iso_utc
 from marcus_persist._errors import NotFound, PersistenceError
 from marcus_persist._runtime import Runtime
 
+from .counts import COUNTS
 from .simfs import Image, SimFS, materialise
 
 __all__ = (
@@ -80,10 +80,6 @@ def checkpointed_stores(before: dict[str, bytes]) -> tuple[str, ...]:
 
 #: a store directory (holding its log) -> the files its checkpoints write beside it
 CHECKPOINTED_BESIDE = {"tokens/": ("token_usage.json",)}
-
-
-#: what the suites did, printed at the end of the session (tests/reliability/conftest.py)
-COUNTS: Counter[str] = Counter()
 
 
 class FixedClock:
