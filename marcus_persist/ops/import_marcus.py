@@ -11,6 +11,7 @@ and :func:`._migrate.migrate` copies the result into the target, verified.
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from marcus_persist.backends._names import check_file_name
 from marcus_persist.backends.file._audit import FileAuditStorage
 from marcus_persist.backends.file._audit_rotation import parse_source_name
 from marcus_persist.backends.file._backend import FileBackend
+from marcus_persist.ops._import_costs import CostImport, import_costs
 from marcus_persist.ops._import_databases import LANE_DATABASES, copy_database
 from marcus_persist.ops.migrate._run import (
     PROGRESS_NAME,
@@ -78,6 +80,8 @@ class ImportReport(msgspec.Struct):
     files: list[str]  #: the files read (relative paths)
     skipped: list[Skipped]
     migration: MigrationReport
+    #: Marcus's CostStore rows recorded into token usage (``costs=`` given)
+    costs: CostImport | None = None
 
     @property
     def ok(self) -> bool:
@@ -85,14 +89,24 @@ class ImportReport(msgspec.Struct):
 
 
 def import_marcus(
-    marcus_dir: Path, target: Config, *, on_progress: OnProgress | None = None
+    marcus_dir: Path,
+    target: Config,
+    *,
+    costs: Path | None = None,
+    on_progress: OnProgress | None = None,
 ) -> ImportReport:
     """Import *marcus_dir* into the (empty) data directory or database *target*.
 
+    *costs* is Marcus's CostStore database (``~/.marcus/costs.db``; never read
+    unless given): its rows join the token usage (:mod:`._import_costs`).
+
     :raises PersistenceError: if the target already holds data
+    :raises ValidationError: *costs* is not a CostStore database (nothing written)
     """
     if not marcus_dir.is_dir():
         raise FileNotFoundError(f"{marcus_dir} is not a directory")
+    if costs is not None and not costs.is_file():
+        raise FileNotFoundError(f"{costs} is not a file")
     files, skipped = _survey(marcus_dir)
     databases = [f for f in files if f in LANE_DATABASES]  # copied whole, after the stores
     files = [f for f in files if f not in databases]
@@ -102,6 +116,7 @@ def import_marcus(
         for rel in files:
             _copy_in(marcus_dir / rel, staging / rel)
         skipped += _load_in_staging(staging, Path(tmp))
+        cost_report = _costs_in_staging(staging, costs, target) if costs is not None else None
         config = Config(data_dir=str(staging), backend="file")
         progress = target.path / PROGRESS_NAME if target.backend != "postgres" else None
         report = migrate(
@@ -124,7 +139,14 @@ def import_marcus(
         if why is not None:
             skipped.append(Skipped(name, why))
     files = [f for f in files if f not in {s.path for s in skipped}]
-    return ImportReport(str(marcus_dir), files, skipped, report)
+    return ImportReport(str(marcus_dir), files, skipped, report, cost_report)
+
+
+def _costs_in_staging(staging: Path, costs: Path, target: Config) -> CostImport:
+    try:
+        return import_costs(staging, costs, target)
+    except sqlite3.DatabaseError as exc:
+        raise ValidationError(f"costs: {costs} is not Marcus's CostStore database: {exc}") from None
 
 
 def _record_hybrid(target: Config) -> None:
