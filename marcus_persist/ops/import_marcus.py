@@ -4,7 +4,8 @@ Blocking. The Marcus directory is only read: what is recognised is copied to
 a staging directory, the stores' own startup loaders import it there (they
 read Marcus's real shapes: ``marcus_state/*.json``, ``learned_patterns.json``,
 ``token_usage.json``, the assignments files, ``marcus_state.db``'s
-``persistence`` table), corrupt files are quarantined there and reported,
+``persistence`` table; ``project_history/`` records and the CostStore rows
+given with ``costs=`` join the state and token usage there too), corrupt files are quarantined there and reported,
 and :func:`._migrate.migrate` copies the result into the target, verified.
 """
 
@@ -40,6 +41,12 @@ from marcus_persist.backends.file._audit_rotation import parse_source_name
 from marcus_persist.backends.file._backend import FileBackend
 from marcus_persist.ops._import_costs import CostImport, import_costs
 from marcus_persist.ops._import_databases import LANE_DATABASES, copy_database
+from marcus_persist.ops._import_history import (
+    HISTORY_DIR,
+    copy_history,
+    history_file,
+    import_history,
+)
 from marcus_persist.ops.migrate._run import (
     PROGRESS_NAME,
     Endpoint,
@@ -60,6 +67,7 @@ KNOWN = frozenset(
         "marcus_state.db",
         "learned_patterns.json",
         "token_usage.json",
+        HISTORY_DIR,
         *LANE_DATABASES,
     }
 )
@@ -110,6 +118,7 @@ def import_marcus(
     files, skipped = _survey(marcus_dir)
     databases = [f for f in files if f in LANE_DATABASES]  # copied whole, after the stores
     files = [f for f in files if f not in databases]
+    history = [f for f in files if f.startswith(f"{HISTORY_DIR}/")]  # read, and copied after
     with tempfile.TemporaryDirectory(prefix="marcus-import-") as tmp:
         staging = Path(tmp) / "data"
         ensure_dir(staging, sync=False)
@@ -138,8 +147,25 @@ def import_marcus(
             why = copy_database(marcus_dir / name, target.path, file_mode=target.file_mode_bits)
         if why is not None:
             skipped.append(Skipped(name, why))
+    skipped += _copy_history(marcus_dir, history, target, report.ok)
     files = [f for f in files if f not in {s.path for s in skipped}]
     return ImportReport(str(marcus_dir), files, skipped, report, cost_report)
+
+
+def _copy_history(
+    marcus_dir: Path, history: list[str], target: Config, imported: bool
+) -> list[Skipped]:
+    """Marcus's project history files, as they are, into the target (Marcus's class
+    keeps reading them there)."""
+    if not history:
+        return []
+    if not imported:
+        return [Skipped(f, "not copied: the import did not finish") for f in history]
+    if not uses_record(target):
+        why = "records imported; the file is not copied: the target has no directory"
+        return [Skipped(f, why) for f in history]
+    not_copied = copy_history(marcus_dir, history, target.path, file_mode=target.file_mode_bits)
+    return [Skipped(f, why) for f, why in not_copied]
 
 
 def _costs_in_staging(staging: Path, costs: Path, target: Config) -> CostImport:
@@ -178,6 +204,7 @@ def _survey(root: Path) -> tuple[list[str], list[Skipped]]:
         "assignments": _assignments_file,
         "audit_logs": _audit_file,
         "marcus_state": _state_file,
+        HISTORY_DIR: history_file,
     }
     with os.scandir(root) as listing:
         entries = sorted(listing, key=lambda e: e.name)
@@ -282,6 +309,7 @@ def _import_stores(
         # importing the same directory again gives the same records (a resumed import agrees)
         clock = _FixedClock(datetime.fromtimestamp(legacy.stat().st_mtime, UTC))
         PatternsHandler(backend.patterns(), clock).load()
+    skipped += [Skipped(rel, why) for rel, why in import_history(staging, backend)]
     database = staging / "marcus_state.db"
     if database.exists():
         skipped += _import_database(database, scratch, backend)
