@@ -5,8 +5,9 @@ a staging directory, the stores' own startup loaders import it there (they
 read Marcus's real shapes: ``marcus_state/*.json``, ``learned_patterns.json``,
 ``token_usage.json``, the assignments files, ``marcus_state.db``'s
 ``persistence`` table; ``project_history/`` records and the CostStore rows
-given with ``costs=`` join the state and token usage there too), corrupt files are quarantined there and reported,
-and :func:`._migrate.migrate` copies the result into the target, verified.
+given with ``costs=`` join the state and token usage there too), corrupt files
+are quarantined there and reported, and :func:`._migrate.migrate` copies the
+result into the target, verified.
 """
 
 from __future__ import annotations
