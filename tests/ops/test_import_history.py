@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 from marcus_persist import open_runtime
 from marcus_persist._config import Config
 from marcus_persist.ops.import_marcus import import_marcus
+from tests.ops.test_import_marcus import fingerprint
 
 pytestmark = pytest.mark.anyio
 
@@ -54,14 +54,6 @@ def history(root: Path) -> Path:
     (root / "project_history" / "p3").mkdir()
     (root / "project_history" / "p3" / "decisions.json").write_text('{"decisions": 7}')
     return root
-
-
-def fingerprint(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.mark.parametrize("backend", ["file", "sqlite"])
