@@ -22,86 +22,44 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._core._snapshot import copy_file
-from marcus_persist._errors import ValidationError
-from marcus_persist.backends._names import check_file_name
 from marcus_persist.backends.file._backend import FileBackend
+from marcus_persist.stores.state._history import (
+    HISTORY_DIR,
+    history_file,
+    history_files,
+    read_history,
+)
 
 __all__ = ("HISTORY_DIR", "copy_history", "history_file", "import_history")
-
-HISTORY_DIR = "project_history"
-#: Marcus's file name -> (state collection, the list inside it or ``None``, its key field)
-FILES: dict[str, tuple[str, str | None, str]] = {
-    "decisions.json": ("project_history_decisions", "decisions", "decision_id"),
-    "artifacts.json": ("project_history_artifacts", "artifacts", "artifact_id"),
-    "snapshot.json": ("project_history_snapshots", None, "project_id"),
-}
-
-
-def history_file(folder: Path, path: Path) -> str | None:
-    """Why *path* under ``project_history/`` is not imported (``None``: it is)."""
-    inner = path.relative_to(folder).parts
-    if len(inner) != 2 or inner[1] not in FILES:
-        return "not a project history file project_history/ID/(decisions|artifacts|snapshot).json"
-    try:
-        check_file_name("project_id", inner[0])
-    except ValidationError as exc:
-        return f"not imported: {exc}; rename the directory"
-    return None
 
 
 def import_history(staging: Path, into: FileBackend) -> list[tuple[str, str]]:
     """Put the records of ``staging/project_history`` into the staging state;
     ``(relative path, reason)`` for each file whose records could not be read."""
     problems: list[tuple[str, str]] = []
-    folder = staging / HISTORY_DIR
-    if not folder.is_dir():
-        return problems
     state = into.state()
-    for path in sorted(folder.glob("*/*.json")):
-        if history_file(folder, path) is not None:
-            continue
+    for path in history_files(staging):
         rel = path.relative_to(staging).as_posix()
-        collection, field, key_field = FILES[path.name]
         try:
-            records = _records(path, field, key_field)
+            entries = read_history(path)
         except ValueError as exc:
             problems.append((rel, f"records not imported ({exc}); the file is copied as it is"))
             continue
-        held = {key for chunk in state.chunks(collection) for key, _ in chunk}
-        fresh = {k: r for k, r in records.items() if k not in held}
-        if fresh:
-            state.commit({collection: fresh})
+        for collection in sorted({e.collection for e in entries}):
+            held = {key for chunk in state.chunks(collection) for key, _ in chunk}
+            fresh = {
+                e.key: {**e.record, "_stored_at": e.stored_at}
+                for e in entries
+                if e.collection == collection and e.key not in held
+            }
+            if fresh:
+                state.commit({collection: fresh})
     return problems
-
-
-def _records(path: Path, field: str | None, key_field: str) -> dict[str, dict[str, Any]]:
-    """``key -> record + _stored_at`` of one of Marcus's files; ``ValueError`` if not its shape."""
-    try:
-        document = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise ValueError("not a JSON object")
-    entries = [document] if field is None else document.get(field)
-    if not isinstance(entries, list):
-        raise ValueError(f"no {field!r} array")
-    fallback = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
-    out: dict[str, dict[str, Any]] = {}
-    for index, entry in enumerate(entries):
-        key = entry.get(key_field) if isinstance(entry, dict) else None
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"entry {index} has no {key_field!r}")
-        stamp = entry.get("timestamp", entry.get("snapshot_timestamp"))
-        out[key] = {**entry, "_stored_at": stamp if isinstance(stamp, str) else fallback}
-    return out
 
 
 def copy_history(

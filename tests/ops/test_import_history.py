@@ -98,3 +98,33 @@ async def test_a_key_the_state_holds_is_left_as_it_is(tmp_path: Path) -> None:
         got = await rt.state.retrieve("project_history_decisions", "dec-p1-1")
         assert got is not None and got["what"] == "already here"
         assert len(await rt.state.query("project_history_decisions", limit=10)) == 4
+
+
+async def test_the_first_open_imports_it_and_each_start_what_marcus_added(tmp_path: Path) -> None:
+    data = history(tmp_path / "data")  # a runtime opened on Marcus's own directory
+    before = fingerprint(data / "project_history")
+    async with open_runtime(data) as rt:
+        assert len(await rt.state.query("project_history_decisions", limit=10)) == 4
+        snap = await rt.state.retrieve("project_history_snapshots", "p1")
+        assert snap is not None and snap["_stored_at"] == "2025-09-05T10:00:00+00:00"
+        assert await rt.state.delete("project_history_decisions", "dec-p1-1")
+    assert fingerprint(data / "project_history") == before  # Marcus's, read only
+    # Marcus's ProjectHistoryPersistence appends a decision and rewrites its file
+    path = data / "project_history" / "p2" / "decisions.json"
+    document = json.loads(path.read_text())
+    document["decisions"].append(decision(3, "p2"))
+    path.write_text(json.dumps(document))
+    async with open_runtime(data) as rt:
+        keys = {key async for key, _ in rt.state.iter("project_history_decisions")}
+        # the new one arrives; the one deleted here stays deleted
+        assert keys == {"dec-p1-2", "dec-p2-1", "dec-p2-2", "dec-p2-3"}
+
+
+async def test_an_unreadable_history_file_does_not_stop_the_start(tmp_path: Path) -> None:
+    data = history(tmp_path / "data")
+    torn = data / "project_history" / "p1" / "artifacts.json"
+    torn.write_text('{"artifacts": [')
+    async with open_runtime(data) as rt:
+        assert await rt.state.retrieve("project_history_artifacts", "art-1") is None
+        assert len(await rt.state.query("project_history_decisions", limit=10)) == 4
+    assert torn.read_text() == '{"artifacts": ['
