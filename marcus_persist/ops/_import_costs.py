@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +60,15 @@ class CostImport(msgspec.Struct):
     skipped: list[tuple[int, str]] = []  #: ``(event_id, reason)`` of rows not recorded
 
 
-def read_cost_rows(path: Path) -> Iterator[CostRow | tuple[int, str]]:
+def read_cost_rows(path: Path) -> Generator[CostRow | tuple[int, str], None, None]:
     """Every row of ``token_events``, oldest first: a :class:`CostRow`, or
-    ``(event_id, reason)`` when the row cannot be read as one (blocking).
+    ``(event_id, reason)`` when the row cannot be read as one (blocking; streamed).
 
     :raises sqlite3.DatabaseError: not a CostStore database
     """
     uri = f"{path.absolute().as_uri()}?mode=ro"
-    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+    # read in chunks from worker threads (one at a time): not tied to one thread
+    with contextlib.closing(sqlite3.connect(uri, uri=True, check_same_thread=False)) as conn:
         conn.row_factory = sqlite3.Row
         views = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='view'")}
         if "v_event_cost_inclusive" in views:
@@ -114,8 +116,7 @@ def _moment(value: Any) -> datetime:
 async def record_costs(rt: Runtime, path: Path) -> CostImport:
     """Record every row of the CostStore at *path* into ``rt.tokens``."""
     report = CostImport(str(path))
-    rows = await anyio.to_thread.run_sync(lambda: list(read_cost_rows(path)))
-    report.rows = len(rows)
+    reader = read_cost_rows(path)
 
     async def one(row: CostRow) -> None:
         try:
@@ -139,13 +140,17 @@ async def record_costs(rt: Runtime, path: Path) -> CostImport:
         else:
             report.already_counted += 1
 
-    for start in range(0, len(rows), CONCURRENCY):
-        async with anyio.create_task_group() as tg:
-            for row in rows[start : start + CONCURRENCY]:
-                if isinstance(row, CostRow):
-                    tg.start_soon(one, row)
-                else:
-                    report.skipped.append(row)
+    try:
+        while rows := await anyio.to_thread.run_sync(lambda: list(islice(reader, CONCURRENCY))):
+            report.rows += len(rows)
+            async with anyio.create_task_group() as tg:
+                for row in rows:
+                    if isinstance(row, CostRow):
+                        tg.start_soon(one, row)
+                    else:
+                        report.skipped.append(row)
+    finally:
+        await anyio.to_thread.run_sync(reader.close)  # the connection, in a thread too
     report.skipped.sort()
     return report
 
