@@ -54,6 +54,9 @@ class Runtime:
         self.config = config
         self.backend = backend
         self._actors = actors
+        #: the actors of state stores beside the runtime's own in its directory (a
+        #: ``compat`` lane: ``marcus.db``), held with the rest by :meth:`paused`
+        self.lane_actors: list[Actor[Any]] = []
         self._token = anyio.lowlevel.current_token()
         self.last_backup: Path | None = None
         self._fs: FileSystem = OS_FS  # the data directory's FileSystem (backups write through it)
@@ -90,7 +93,7 @@ class Runtime:
         """
         barriers = []
         try:
-            for actor in self._actors:
+            for actor in [*self._actors, *self.lane_actors]:
                 barriers.append(await actor.hold())  # noqa: PERF401 (release partial holds)
             yield
         finally:
@@ -98,7 +101,8 @@ class Runtime:
                 barrier.release.set()
 
     async def backup(self, to: str | Path | None = None, *, keep: int | None = None) -> Path:
-        """Take a consistent online backup (every store between batches) and return its path.
+        """Take a consistent online backup (every store between batches, the lanes'
+        databases in the directory too) and return its path.
 
         *to* defaults to ``<data>/backups``; *keep* deletes all but the newest
         *keep* backups there afterwards.

@@ -106,7 +106,15 @@ async def open_lane(
     )
     await start(actor.run)  # type: ignore[misc]
     store = StateStore(actor, handler, Limits.of(config))  # type: ignore[arg-type]
-    return OpenLane(store, actor, close)
+    if rt is None:
+        return OpenLane(store, actor, close)
+    rt.lane_actors.append(actor)  # a backup holds it between batches with the stores
+
+    def released() -> None:
+        rt.lane_actors.remove(actor)
+        close()
+
+    return OpenLane(store, actor, released)
 
 
 def _nothing() -> None:

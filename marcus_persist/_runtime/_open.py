@@ -34,6 +34,7 @@ from marcus_persist._runtime._dirconfig import (
     with_record,
 )
 from marcus_persist._runtime._handle import Runtime
+from marcus_persist._runtime._history import import_project_history
 from marcus_persist._runtime._metrics import instrument
 from marcus_persist._runtime._replicate import Replicator, check_archive
 from marcus_persist._runtime._sqlite_replicate import SqliteReplicator
@@ -203,6 +204,8 @@ async def open_runtime(
                     lambda: run_aged_checkpoints(store_backend, config.wal_checkpoint_seconds),
                 )
                 try:
+                    if store_backend.uses_data_dir:  # what Marcus's own code keeps writing
+                        await import_project_history(runtime)
                     yield runtime
                 except BaseException as exc:
                     body_error = exc

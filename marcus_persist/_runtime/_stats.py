@@ -3,7 +3,9 @@
 Read-only: safe while a runtime serves the directory. Every column the CLI
 shows is filled for every data type of the file backend: records, bytes,
 files, the oldest and newest record's time and the growth per day between
-them; token usage adds its requests, tokens and cost. ``None`` means empty
+them; token usage adds its requests, tokens and cost. A second engine's
+database in the directory (``marcus.db``, served by a ``compat`` lane) is a
+row of its own, named by its file, counting its ``persistence`` rows. ``None`` means empty
 (no records, so no time) or, for ``records``, not counted: unreadable
 (``doctor`` says why), or kept in ``marcus_state.db`` (the SQLite backend).
 """
@@ -28,6 +30,7 @@ from marcus_persist._runtime._dirconfig import read_record
 from marcus_persist._runtime._stats_cache import CacheStats
 from marcus_persist._runtime._stats_stores import Found, TokenTotals
 from marcus_persist.backends.sqlite import STORE_TABLES
+from marcus_persist.backends.sqlite._lanes import lane_databases, read_lane_database, side_files
 
 __all__ = ("AuditDay", "DataStats", "TokenTotals", "TypeStats", "collect_stats")
 
@@ -99,6 +102,7 @@ def collect_stats(data_dir: Path, archive: ObjectStore | None = None) -> DataSta
         ),
         _type(BACKUPS_DIR, read.backups(data_dir / BACKUPS_DIR), _regular(data_dir / BACKUPS_DIR)),
     ]
+    types += [_lane(path) for path in lane_databases(data_dir)]
     types = _on_sqlite(data_dir, types)
     return DataStats(str(data_dir), types, days, sum(t.bytes for t in types), totals)
 
@@ -129,6 +133,13 @@ def _on_sqlite(data_dir: Path, types: list[TypeStats]) -> list[TypeStats]:
     return [
         msgspec.structs.replace(t, records=counts[t.name]) if t.name in counts else t for t in types
     ]
+
+
+def _lane(database: Path) -> TypeStats:
+    """A second engine's database in the directory (``marcus.db``), by its file name."""
+    read_back = read_lane_database(database)
+    found = Found(read_back.records, read_back.oldest, read_back.newest)
+    return _type(database.name, found, side_files(database))
 
 
 def _type(name: str, found: Found, paths: Iterable[Path]) -> TypeStats:

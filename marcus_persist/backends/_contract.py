@@ -102,8 +102,13 @@ class PatternStorage(Protocol):
         *check* raises ``ValueError`` for a file that is not of that shape."""
         ...
 
-    def retire_legacy(self) -> None:
-        """Move the imported legacy file aside (kept, never deleted)."""
+    def legacy_imported(self) -> frozenset[str]:
+        """The entries (their digests) earlier starts imported from the legacy file."""
+        ...
+
+    def retire_legacy(self, keys: frozenset[str]) -> None:
+        """Remember the entries of digests *keys* as imported. The legacy file stays
+        where it is: Marcus's ``ProjectPatternLearner`` still reads and rewrites it."""
         ...
 
     def commit(self, write: KeyedWrite) -> None:

@@ -31,8 +31,15 @@ BENCH_MODULES = ("aiofiles", "trio")
 @click.argument("marcus_dir", type=click.Path(path_type=Path))
 @click.argument("data_dir", default="data", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--backend", type=click.Choice(["file", "sqlite"]), default="file", show_default=True)
+@click.option(
+    "--costs",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Marcus's CostStore database (~/.marcus/costs.db): its rows join token usage.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def import_marcus_command(marcus_dir: Path, data_dir: Path, backend: str, as_json: bool) -> None:
+def import_marcus_command(
+    marcus_dir: Path, data_dir: Path, backend: str, costs: Path | None, as_json: bool
+) -> None:
     """Import the Marcus data directory MARCUS_DIR into DATA_DIR, as it is.
 
     MARCUS_DIR is only read. Reports every file imported and every entry
@@ -49,7 +56,7 @@ def import_marcus_command(marcus_dir: Path, data_dir: Path, backend: str, as_jso
     target = Config(data_dir=str(data_dir), backend=backend)
     try:
         with progress_bar(not as_json) as tick:
-            report = import_marcus(marcus_dir, target, on_progress=tick)
+            report = import_marcus(marcus_dir, target, costs=costs, on_progress=tick)
     except PersistenceError as exc:
         click.echo(f"could not import: {explain(exc)}", err=True)
         raise SystemExit(2) from None
@@ -57,6 +64,15 @@ def import_marcus_command(marcus_dir: Path, data_dir: Path, backend: str, as_jso
         click.echo(msgspec.json.encode(report).decode())
     else:
         click.echo(f"imported {len(report.files)} files from {marcus_dir}")
+        if report.costs is not None:
+            c = report.costs
+            click.echo(
+                f"costs: {c.rows} rows of {c.source}: {c.counted} counted "
+                f"({c.tokens} tokens), {c.already_counted} already counted, "
+                f"{len(c.skipped)} skipped"
+            )
+            for event_id, why in c.skipped:
+                click.echo(f"  event {event_id} not imported: {why}")
         print_report(report.migration, as_json=False)
         if report.skipped:
             table = Table("skipped", "reason")

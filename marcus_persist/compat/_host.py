@@ -121,6 +121,8 @@ class Host:
                 self._engine_fixed = True
             assert self._start_runtime is not None
             self._rt = await self._start_runtime(self._run_runtime)
+            # lanes opened before it (a SQLite database alone) are held by its backups too
+            self._rt.lane_actors.extend(lane.actor for lane in self._lanes.values())
         return self._rt
 
     async def _state(self, lane: Lane | None) -> StateStore:

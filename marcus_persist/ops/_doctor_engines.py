@@ -1,6 +1,8 @@
 """``doctor`` for what is not a plain file store: the directory's record of where each
 store lives (``marcus_persist.json``), in-place migrations cut short or kept as
-backups, and the SQLite database, read through the engine as the runtime reads it."""
+backups, the SQLite database, read through the engine as the runtime reads it, and
+the databases of a second engine in the directory (``marcus.db`` of a ``compat``
+lane), checked whole."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from marcus_persist._core._fs import OS_FS
 from marcus_persist._errors import CorruptDataError, PersistenceError
 from marcus_persist._runtime._dirconfig import RECORD_NAME, read_record
 from marcus_persist.backends import create_backend
+from marcus_persist.backends.sqlite._lanes import lane_databases, read_lane_database
 from marcus_persist.ops._finding import Finding
 from marcus_persist.ops.migrate._inplace import BACKUP_MARK
 from marcus_persist.ops.migrate._read import assignments_of, patterns_of, tokens_of
@@ -20,8 +23,21 @@ __all__ = ("check_engines",)
 
 
 def check_engines(data_dir: Path) -> list[Finding]:
-    """Findings about the record, in-place migrations and ``marcus_state.db`` (blocking)."""
-    return _record(data_dir) + _migrations(data_dir) + _sqlite(data_dir)
+    """Findings about the record, in-place migrations, ``marcus_state.db`` and a second
+    engine's databases in the directory (``marcus.db``) (blocking)."""
+    return _record(data_dir) + _migrations(data_dir) + _sqlite(data_dir) + _lanes(data_dir)
+
+
+def _lanes(data_dir: Path) -> list[Finding]:
+    """Each lane database read whole, read-only: ``quick_check`` and every row's JSON."""
+    found = []
+    for path in lane_databases(data_dir):
+        read = read_lane_database(path, check=True)
+        found += [Finding(str(path), problem, "error") for problem in read.problems]
+        if not read.problems:
+            what = f"{read.records} records in {len(read.collections)} collections"
+            found.append(Finding(str(path), f"a second engine's database (SQLite): {what}", "info"))
+    return found
 
 
 def _record(data_dir: Path) -> list[Finding]:

@@ -4,13 +4,16 @@ Blocking. The Marcus directory is only read: what is recognised is copied to
 a staging directory, the stores' own startup loaders import it there (they
 read Marcus's real shapes: ``marcus_state/*.json``, ``learned_patterns.json``,
 ``token_usage.json``, the assignments files, ``marcus_state.db``'s
-``persistence`` table), corrupt files are quarantined there and reported,
-and :func:`._migrate.migrate` copies the result into the target, verified.
+``persistence`` table; ``project_history/`` records and the CostStore rows
+given with ``costs=`` join the state and token usage there too), corrupt files
+are quarantined there and reported, and :func:`._migrate.migrate` copies the
+result into the target, verified.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +40,14 @@ from marcus_persist.backends._names import check_file_name
 from marcus_persist.backends.file._audit import FileAuditStorage
 from marcus_persist.backends.file._audit_rotation import parse_source_name
 from marcus_persist.backends.file._backend import FileBackend
+from marcus_persist.ops._import_costs import CostImport, import_costs
 from marcus_persist.ops._import_databases import LANE_DATABASES, copy_database
+from marcus_persist.ops._import_history import (
+    HISTORY_DIR,
+    copy_history,
+    history_file,
+    import_history,
+)
 from marcus_persist.ops.migrate._run import (
     PROGRESS_NAME,
     Endpoint,
@@ -58,6 +68,7 @@ KNOWN = frozenset(
         "marcus_state.db",
         "learned_patterns.json",
         "token_usage.json",
+        HISTORY_DIR,
         *LANE_DATABASES,
     }
 )
@@ -78,6 +89,8 @@ class ImportReport(msgspec.Struct):
     files: list[str]  #: the files read (relative paths)
     skipped: list[Skipped]
     migration: MigrationReport
+    #: Marcus's CostStore rows recorded into token usage (``costs=`` given)
+    costs: CostImport | None = None
 
     @property
     def ok(self) -> bool:
@@ -85,23 +98,35 @@ class ImportReport(msgspec.Struct):
 
 
 def import_marcus(
-    marcus_dir: Path, target: Config, *, on_progress: OnProgress | None = None
+    marcus_dir: Path,
+    target: Config,
+    *,
+    costs: Path | None = None,
+    on_progress: OnProgress | None = None,
 ) -> ImportReport:
     """Import *marcus_dir* into the (empty) data directory or database *target*.
 
+    *costs* is Marcus's CostStore database (``~/.marcus/costs.db``; never read
+    unless given): its rows join the token usage (:mod:`._import_costs`).
+
     :raises PersistenceError: if the target already holds data
+    :raises ValidationError: *costs* is not a CostStore database (nothing written)
     """
     if not marcus_dir.is_dir():
         raise FileNotFoundError(f"{marcus_dir} is not a directory")
+    if costs is not None and not costs.is_file():
+        raise FileNotFoundError(f"{costs} is not a file")
     files, skipped = _survey(marcus_dir)
     databases = [f for f in files if f in LANE_DATABASES]  # copied whole, after the stores
     files = [f for f in files if f not in databases]
+    history = [f for f in files if f.startswith(f"{HISTORY_DIR}/")]  # read, and copied after
     with tempfile.TemporaryDirectory(prefix="marcus-import-") as tmp:
         staging = Path(tmp) / "data"
         ensure_dir(staging, sync=False)
         for rel in files:
             _copy_in(marcus_dir / rel, staging / rel)
         skipped += _load_in_staging(staging, Path(tmp))
+        cost_report = _costs_in_staging(staging, costs, target) if costs is not None else None
         config = Config(data_dir=str(staging), backend="file")
         progress = target.path / PROGRESS_NAME if target.backend != "postgres" else None
         report = migrate(
@@ -123,8 +148,32 @@ def import_marcus(
             why = copy_database(marcus_dir / name, target.path, file_mode=target.file_mode_bits)
         if why is not None:
             skipped.append(Skipped(name, why))
+    skipped += _copy_history(marcus_dir, history, target, report.ok)
     files = [f for f in files if f not in {s.path for s in skipped}]
-    return ImportReport(str(marcus_dir), files, skipped, report)
+    return ImportReport(str(marcus_dir), files, skipped, report, cost_report)
+
+
+def _copy_history(
+    marcus_dir: Path, history: list[str], target: Config, imported: bool
+) -> list[Skipped]:
+    """Marcus's project history files, as they are, into the target (Marcus's class
+    keeps reading them there)."""
+    if not history:
+        return []
+    if not imported:
+        return [Skipped(f, "not copied: the import did not finish") for f in history]
+    if not uses_record(target):
+        why = "records imported; the file is not copied: the target has no directory"
+        return [Skipped(f, why) for f in history]
+    not_copied = copy_history(marcus_dir, history, target.path, file_mode=target.file_mode_bits)
+    return [Skipped(f, why) for f, why in not_copied]
+
+
+def _costs_in_staging(staging: Path, costs: Path, target: Config) -> CostImport:
+    try:
+        return import_costs(staging, costs, target)
+    except sqlite3.DatabaseError as exc:
+        raise ValidationError(f"costs: {costs} is not Marcus's CostStore database: {exc}") from None
 
 
 def _record_hybrid(target: Config) -> None:
@@ -156,6 +205,7 @@ def _survey(root: Path) -> tuple[list[str], list[Skipped]]:
         "assignments": _assignments_file,
         "audit_logs": _audit_file,
         "marcus_state": _state_file,
+        HISTORY_DIR: history_file,
     }
     with os.scandir(root) as listing:
         entries = sorted(listing, key=lambda e: e.name)
@@ -260,6 +310,7 @@ def _import_stores(
         # importing the same directory again gives the same records (a resumed import agrees)
         clock = _FixedClock(datetime.fromtimestamp(legacy.stat().st_mtime, UTC))
         PatternsHandler(backend.patterns(), clock).load()
+    skipped += [Skipped(rel, why) for rel, why in import_history(staging, backend)]
     database = staging / "marcus_state.db"
     if database.exists():
         skipped += _import_database(database, scratch, backend)

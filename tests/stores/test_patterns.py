@@ -249,10 +249,29 @@ class TestMarcusFile:
                 assert (got["examples"], got["confidence"]) == (47, 0.95)
                 assert got["data"] == {"extra": "kept"}
                 assert len(rt.patterns) == 5
-        assert not legacy.exists()
-        assert json.loads((tmp_path / "learned_patterns.json.imported").read_text()) == (
-            MARCUS_FILE
-        )
+        assert json.loads(legacy.read_text()) == MARCUS_FILE  # Marcus's file, where it was
+
+    @pytest.mark.parametrize("kind", ["file", "sqlite"])
+    async def test_marcus_keeps_writing_its_file(self, tmp_path: Path, kind: str) -> None:
+        legacy = tmp_path / "learned_patterns.json"
+        first, second = MARCUS_FILE["patterns"][:2]
+        legacy.write_text(json.dumps({"patterns": [first]}))
+        async with make_opener(kind, tmp_path)() as rt:
+            assert await rt.patterns.project_patterns("proj-1") == [first]
+            await rt.patterns.observe("dependency", "api_first", 0.95)
+            assert await rt.patterns.prune(min_confidence=0.9) == 1  # Marcus's first, 0.85
+        # Marcus's ProjectPatternLearner appends a pattern and rewrites its file
+        generic = {"type": "dependency", "pattern": "api_first", "confidence": 0.1}
+        legacy.write_text(json.dumps({"patterns": [first, second, generic]}))
+        async with make_opener(kind, tmp_path)() as rt:
+            # the new one arrives; the pruned one stays out; the observed one is ours
+            assert await rt.patterns.project_patterns("proj-1") == [second]
+            got = await rt.patterns.get("dependency", "api_first")
+            assert got is not None and got["confidence"] == 0.95
+        legacy.write_text('{"patterns": [')  # torn by Marcus's rewrite: not ours to refuse
+        async with make_opener(kind, tmp_path)() as rt:
+            assert await rt.patterns.project_patterns("proj-1") == [second]
+        assert legacy.read_text() == '{"patterns": ['
 
     async def test_learn_project_keeps_accepting_marcus_records(self, opener: Opener) -> None:
         record = dict(MARCUS_FILE["patterns"][0])

@@ -310,3 +310,17 @@ class TestQueryOrder:
             assert [r["v"] for r in by_second] == ["k2", "k3", "k1"]  # one second: kept order
             picked = await rt.state.query("c", lambda r: r["_key"] != "k3", key_field="_key")
             assert [r["_key"] for r in picked] == ["later", "k2", "k1"]
+
+
+async def test_store_stamped_keeps_each_time(tmp_path: Path) -> None:
+    async with open_runtime(tmp_path) as rt:
+        await rt.state.store_stamped(
+            "imported",
+            {"a": ("2025-01-02T00:00:00+00:00", {"n": 1}), "b": ("2025-01-01", {"n": 2})},
+        )
+        got = await rt.state.retrieve("imported", "a")
+        assert got == {"n": 1, "_stored_at": "2025-01-02T00:00:00+00:00"}
+        assert [r["n"] for r in await rt.state.query("imported")] == [1, 2]  # newest first
+        with pytest.raises(ValidationError, match="stored_at"):
+            await rt.state.store_stamped("imported", {"c": (5, {"n": 3})})  # type: ignore[dict-item]
+        assert await rt.state.retrieve("imported", "c") is None

@@ -17,6 +17,7 @@ class MemoryPatternStorage:
     def __init__(self) -> None:
         self.records: dict[str, dict[str, Any]] = {}
         self.legacy_document: Any = None
+        self.legacy_keys: frozenset[str] = frozenset()
         self.commits = 0
 
     def load(self, check: Callable[[dict[str, Any]], Mapping[str, Any]]) -> Mapping[str, Any]:
@@ -28,8 +29,11 @@ class MemoryPatternStorage:
         check(self.legacy_document)
         return copy.deepcopy(self.legacy_document)
 
-    def retire_legacy(self) -> None:
-        self.legacy_document = None
+    def legacy_imported(self) -> frozenset[str]:
+        return self.legacy_keys
+
+    def retire_legacy(self, keys: frozenset[str]) -> None:
+        self.legacy_keys = keys
 
     def commit(self, write: KeyedWrite) -> None:
         # only the changes are touched: the cost follows the batch, as on files

@@ -94,7 +94,10 @@ class PostgresPatternStorage:
     def legacy(self, check: Callable[[Any], Any]) -> Any:
         return None  # Marcus never kept patterns in PostgreSQL: nothing to import
 
-    def retire_legacy(self) -> None:
+    def legacy_imported(self) -> frozenset[str]:
+        return frozenset()
+
+    def retire_legacy(self, keys: frozenset[str]) -> None:
         pass
 
     def commit(self, write: KeyedWrite) -> None:

@@ -16,8 +16,8 @@
   checkpoints, dropping it).
 * Marcus's own ``learned_patterns.json`` / ``token_usage.json`` beside the
   database are read when the tables hold nothing yet, so a Marcus data
-  directory upgrades in place; the patterns file is then renamed
-  ``.imported`` like on the file backend.
+  directory upgrades in place; the patterns file stays where it is, as on
+  the file backend.
 
 Both work over any connection runner with ``run(fn)`` and
 ``transaction(fn)`` (the sqlite backend's ``_Db``): one connection, one
@@ -106,8 +106,11 @@ class SQLitePatternStorage:
     def legacy(self, check: Callable[[Any], Any]) -> Any:
         return self._legacy.legacy(check)
 
-    def retire_legacy(self) -> None:
-        self._legacy.retire_legacy()
+    def legacy_imported(self) -> frozenset[str]:
+        return self._legacy.legacy_imported()
+
+    def retire_legacy(self, keys: frozenset[str]) -> None:
+        self._legacy.retire_legacy(keys)
 
     def commit(self, write: KeyedWrite) -> None:
         def body(conn: sqlite3.Connection) -> None:

@@ -29,6 +29,7 @@ from marcus_persist._runtime import prepare_data_dir
 from marcus_persist.backends import Backend, create_backend, engine_for
 from marcus_persist.backends._audit import AuditStorage
 from marcus_persist.backends.file._audit import FileAuditStorage
+from marcus_persist.backends.file._patterns_tokens import LEGACY_KEYS, LEGACY_PATTERNS
 from marcus_persist.backends.file._state import is_marcus_collection
 from marcus_persist.backends.memory._audit import MemoryAuditStorage
 from marcus_persist.ops.migrate import _read as rd
@@ -233,12 +234,16 @@ def _lacks(store: str, src: Opened, dst: Opened) -> str:
 
 
 def _refuse_unimported(src: Opened) -> None:
-    """Loading Marcus's files imports them (renames them): that is import-marcus's job."""
+    """Loading Marcus's files imports them (collections are renamed): that is
+    import-marcus's job. ``learned_patterns.json`` stays Marcus's after a runtime
+    imported it (our ``.imported-keys`` beside it says so): that one is no reason."""
     if not src.backend.uses_data_dir:
         return
     root = src.config.path
     legacy = [p for p in (root / "marcus_state").glob("*.json") if is_marcus_collection(p)]
-    legacy += [p for p in (root / "learned_patterns.json",) if p.exists()]
+    patterns = root / LEGACY_PATTERNS
+    if patterns.exists() and not (root / LEGACY_KEYS).exists():
+        legacy.append(patterns)
     if legacy:
         names = ", ".join(sorted(p.relative_to(root).as_posix() for p in legacy))
         raise PersistenceError(

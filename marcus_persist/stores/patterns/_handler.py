@@ -6,12 +6,14 @@ total (the file backend shards them). A storage shared by several processes
 which locks the touched keys, re-reads their rows and re-applies the batch's
 messages to them, so two processes observing one pattern both count.
 Marcus's own ``learned_patterns.json`` (``{"patterns": [ProjectPattern, ...]}``)
-is imported whole at first start.
+is read at each start, left where it is (Marcus's ``ProjectPatternLearner``
+reads and rewrites it); each of its patterns is imported once, whole.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -87,7 +89,7 @@ class PatternsHandler:
         self.version = -1
 
     def load(self) -> None:
-        """Read storage and import Marcus's legacy file once (blocking; at startup)."""
+        """Read storage and import what is new in Marcus's legacy file (blocking; at startup)."""
         self.by_key, self.by_type, self.by_project = {}, {}, {}
         for record in self.storage.load(check_patterns).values():
             self._index(record)
@@ -95,15 +97,25 @@ class PatternsHandler:
         legacy = self.storage.legacy(legacy_entries)
         if legacy is None:
             return
-        imported = from_legacy(legacy, self.clock.now())
-        # import = put (not accumulate): re-running it after a crash before retire is harmless
-        changes: dict[str, Record | None] = {p.key: _raw(p) for p in imported}
-        self.storage.commit(KeyedWrite(self.raw(), changes))
-        for record in imported:
-            self._unindex(record.key)
-            self._index(record)
-        self.storage.retire_legacy()
-        log.info("imported %d patterns from Marcus's learned_patterns.json", len(imported))
+        # one pattern per object entry, in order; an entry is known by its content (a
+        # field Marcus left out is stamped with the time of the start that reads it)
+        entries = [e for e in legacy_entries(legacy) if isinstance(e, dict)]
+        patterns = from_legacy(legacy, self.clock.now())
+        every = dict(zip((_digest(e) for e in entries), patterns, strict=True))
+        seen = self.storage.legacy_imported()
+        # only entries no start imported, as patterns the store does not hold: Marcus's
+        # file is read at every start (it stays Marcus's), so what was observed, pruned
+        # or deleted since is never overwritten nor brought back
+        imported = [p for d, p in every.items() if d not in seen and p.key not in self.by_key]
+        if imported:
+            changes: dict[str, Record | None] = {p.key: _raw(p) for p in imported}
+            self.storage.commit(KeyedWrite(self.raw(), changes))
+            for record in imported:
+                self._index(record)
+            log.info("imported %d patterns from Marcus's learned_patterns.json", len(imported))
+        keys = seen | every.keys()
+        if keys != seen:  # after the commit: a crash between them imports nothing twice
+            self.storage.retire_legacy(keys)
 
     async def current(self) -> Indexes:
         """The committed indexes a read is to use. On a storage several processes
@@ -338,3 +350,8 @@ def _ts(text: str) -> float:
 
 def _later(a: str, b: str) -> bool:
     return _ts(a) > _ts(b)
+
+
+def _digest(entry: dict[str, Any]) -> str:
+    """What identifies an entry of Marcus's file from one start to the next."""
+    return hashlib.sha256(msgspec.json.encode(entry, order="sorted")).hexdigest()[:32]

@@ -98,6 +98,17 @@ class StateStore:
         records = {_key(k): make_record(name, k, v, stamp, self._limits) for k, v in items.items()}
         await self._send(Put(name, records))
 
+    async def store_stamped(self, collection: str, items: dict[str, tuple[str, Record]]) -> None:
+        """Store every ``key: (stored_at, data)`` of *items* in one atomic batch, each
+        with its own ``_stored_at`` (an import keeps each record's time: UTC ISO-8601)."""
+        name = check_collection_name(collection)
+        records = {}
+        for key, (stamp, data) in items.items():
+            if not isinstance(stamp, str):
+                raise ValidationError(f"stored_at of {shown(key)}: expected an ISO-8601 string")
+            records[_key(key)] = make_record(name, key, data, stamp, self._limits)
+        await self._send(Put(name, records))
+
     async def delete(self, collection: str, key: str) -> bool:
         """Remove *key*; ``False`` if it held nothing."""
         return bool(await self.delete_many(collection, [_key(key)]))
