@@ -16,7 +16,13 @@ Invariants:
   delays replication, never a commit;
 * the local staging copy of a base is deleted only once its upload verified;
 * a break in a log's chain (a segment retired before it was read, a record
-  that changed) starts a new base: the remote never holds a chain with a hole.
+  that changed) starts a new base: the remote never holds a chain with a hole;
+* every remote call runs in a worker thread under a deadline
+  (:data:`REMOTE_CALL_SECONDS`, besides the client's own connect and read
+  timeouts): one that outlives it, or is still running when the runtime closes,
+  is abandoned (its thread finishes on its own and changes nothing here) and
+  counts as a failed attempt, so a stuck remote never holds a pass, a
+  :meth:`Replicator.sync` or the runtime's close.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import msgspec
@@ -42,12 +49,16 @@ from marcus_persist._errors import ConfigError
 __all__ = ("LAG_SECONDS_BOUNDS", "ReplicationMetrics", "Replicator", "check_archive")
 
 log = logging.getLogger("marcus_persist")
+_T = TypeVar("_T")
 
 LAG_SECONDS_BOUNDS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0, 60.0)
 #: the local staging folder of a base (under ``backups/``, which no backup copies)
 STAGING = ".replica"
 #: the longest wait between two attempts while the remote fails
 MAX_BACKOFF_SECONDS = 30.0
+#: the longest one remote call (an upload of a run of records, or of a whole
+#: base) may take before it is abandoned and counted as a failed attempt
+REMOTE_CALL_SECONDS = 300.0
 
 
 def check_archive(data_dir: Path, store: ObjectStore) -> None:
@@ -96,6 +107,7 @@ class Replicator:
         *,
         sync: bool = True,
         rebase_bytes: int = 64 << 20,
+        call_seconds: float | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.store = store
@@ -103,6 +115,10 @@ class Replicator:
         self._hold = hold  # every writer paused, the audit rotation held
         self._sync = sync
         self._rebase_bytes = rebase_bytes
+        self._call_seconds = REMOTE_CALL_SECONDS if call_seconds is None else call_seconds
+        #: a remote call was abandoned (deadline, or cancelled mid-call): the remote
+        #: may hang, so no last pass at close waits on it
+        self._calling = False
         self._base: str | None = None
         self._staged: Path | None = None
         self._tails: dict[str, LogTail] = {}
@@ -119,6 +135,7 @@ class Replicator:
         self._wake = anyio.Event()
         self._passes = 0
         self._clean_pass = anyio.Event()
+        self._pass_ended = anyio.Event()  # set after every pass, clean or not
         self._failures = 0
         #: set at the first failed attempt of a run of failures (a fresh event after
         #: the next success): a host may alert on it
@@ -142,14 +159,16 @@ class Replicator:
         )
 
     async def sync(self) -> None:
-        """Wait until everything committed before this call is shipped (verified)."""
+        """Wait until everything committed before this call is shipped (verified).
+
+        Each pass it waits for starts at once (no backoff): a remote that came
+        back is used as soon as this is called. Waits as long as the remote fails.
+        """
         wanted = self._passes + 2  # a pass that started after this call
-        while True:
-            event = self._clean_pass
+        while self._passes < wanted or self._pending or self._base is None:
+            event = self._pass_ended
             self._wake.set()
             await event.wait()
-            if self._passes >= wanted and not self._pending and self._base is not None:
-                return
 
     async def run(self) -> None:
         """Ship until cancelled; then one last pass for what is already appended."""
@@ -162,7 +181,7 @@ class Replicator:
                 self._wake = anyio.Event()
         finally:
             with anyio.move_on_after(5 * self.interval + 5, shield=True):
-                if self._base is not None and self._down_since is None:
+                if self._base is not None and self._down_since is None and not self._calling:
                     await self._pass(final=True)
             for release in self._releases.values():
                 release()
@@ -182,6 +201,7 @@ class Replicator:
         except LogGap as gap:
             log.warning("replication: %s; starting again from a new backup", gap)
             self._base = None
+            self._end_pass()
             return
         except Exception as exc:  # replication never takes the runtime down: retried
             if self._down_since is None:
@@ -189,13 +209,14 @@ class Replicator:
                 self.failing.set()
             self._failures += 1
             self._retries += 1
-            self._last_error = str(exc)
+            self._last_error = str(exc) or type(exc).__name__
             log.warning(
                 "replication to %s failed (attempt %d), retrying: %s",
                 self.store.url,
                 self._failures,
-                exc,
+                self._last_error,
             )
+            self._end_pass()
             return
         self._failures = 0
         if self._down_since is not None:
@@ -203,13 +224,28 @@ class Replicator:
         self._passes += 1
         done, self._clean_pass = self._clean_pass, anyio.Event()
         done.set()
+        self._end_pass()
+
+    def _end_pass(self) -> None:
+        ended, self._pass_ended = self._pass_ended, anyio.Event()
+        ended.set()
+
+    async def _remote(self, call: Callable[..., _T], *args: object) -> _T:
+        """*call* in a worker thread, abandoned past :data:`REMOTE_CALL_SECONDS` or on
+        cancel (the runtime closing): its thread is left to finish on its own, its
+        result unused. A deadline passed raises ``TimeoutError`` (a failed attempt)."""
+        self._calling = True  # stays set if the call is abandoned
+        with anyio.fail_after(self._call_seconds):
+            result = await anyio.to_thread.run_sync(call, *args, abandon_on_cancel=True)
+        self._calling = False
+        return result
 
     async def _ship_pending(self) -> None:
         while self._pending:
-            # a remote call may hang past any timeout of ours: on cancel (the runtime
-            # closing) its thread is left to finish; the shipment stays pending
-            await anyio.to_thread.run_sync(self._ship, *self._pending[0], abandon_on_cancel=True)
-            self._pending.pop(0)
+            base, shipment = self._pending[0]
+            await self._remote(self.store.put_bytes, self._key(base, shipment), shipment.data)
+            self._pending.pop(0)  # only now: verified up
+            self._shipped(shipment)
 
     async def _new_base(self) -> None:
         """Take a backup with writers paused, upload it (outside the pause), and
@@ -231,9 +267,9 @@ class Replicator:
             for name in tails:
                 self._guard(name)
         staged = self._staged
-        name = await anyio.to_thread.run_sync(
-            push_backup, self.store, staged, abandon_on_cancel=True
-        )  # abandoned on cancel: the staged base stays until one is verified up
+        # abandoned on cancel or past its deadline: the staged base stays until a
+        # push of it is verified up (a later push of the same base overwrites alike)
+        name = await self._remote(push_backup, self.store, staged)
         await anyio.to_thread.run_sync(shutil.rmtree, staged)  # only now: it is verified up
         self._staged, self._base, self._since_base = None, name, 0
         self._bases += 1
@@ -254,8 +290,9 @@ class Replicator:
                 self._guard(name)
         return [s for tail in self._tails.values() if (s := tail.read()) is not None]
 
-    def _ship(self, base: str, shipment: Shipment) -> None:
-        key = log_key(
+    @staticmethod
+    def _key(base: str, shipment: Shipment) -> str:
+        return log_key(
             base,
             shipment.log_dir,
             shipment.first,
@@ -263,7 +300,9 @@ class Replicator:
             shipment.last_ns,
             shipment.data,
         )
-        self.store.put_bytes(key, shipment.data)
+
+    def _shipped(self, shipment: Shipment) -> None:
+        """Count *shipment*, verified up, and let its log's older segments go."""
         self._lag.observe(max(0.0, (time.time_ns() - shipment.first_ns) / 1e9))
         self._shipped_records += shipment.last - shipment.first + 1
         self._shipped_bytes += len(shipment.data)
