@@ -26,7 +26,7 @@ from pathlib import Path
 from marcus_persist._core._safeopen import open_reader
 from marcus_persist._core._wal import unseal
 
-__all__ = ("LogGap", "LogTail", "Shipment", "find_logs", "tail_after")
+__all__ = ("LogGap", "LogTail", "Shipment", "find_logs", "segment_sizes", "tail_after")
 
 WAL_DIR = "wal"
 _SEGMENT = re.compile(r"(?P<seq>[0-9]{12})\.log")
@@ -68,6 +68,18 @@ def _segments(directory: Path) -> list[int]:
     except FileNotFoundError:
         return []
     return sorted(int(m["seq"]) for n in names if (m := _SEGMENT.fullmatch(n)) is not None)
+
+
+def segment_sizes(directory: Path) -> list[tuple[int, int]]:
+    """``(seq, bytes)`` of every segment of the log in *directory* (a segment
+    retired meanwhile is left out)."""
+    found = []
+    for seq in _segments(directory):
+        try:
+            found.append((seq, (directory / f"{seq:012d}.log").stat().st_size))
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def _read_from(path: Path, offset: int) -> bytes:

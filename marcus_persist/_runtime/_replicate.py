@@ -17,6 +17,13 @@ Invariants:
 * the local staging copy of a base is deleted only once its upload verified;
 * a break in a log's chain (a segment retired before it was read, a record
   that changed) starts a new base: the remote never holds a chain with a hole;
+* while the remote is down the segments not shipped stay on disk, however
+  many: past ``replicate_hold_mb`` of them the metrics say so and one warning
+  is logged, but nothing is dropped (as Litestream keeps its shadow WAL until
+  a replica has it): the local data and the remote's chain stay whole;
+* with ``replicate_retention``, once a new base is verified up, only the newest
+  that many complete bases (each with the log shipped after it) stay on the
+  remote: an instant at or after the oldest kept base always restores;
 * every remote call runs in a worker thread under a deadline
   (:data:`REMOTE_CALL_SECONDS`, besides the client's own connect and read
   timeouts): one that outlives it, or is still running when the runtime closes,
@@ -40,10 +47,17 @@ import msgspec
 
 from marcus_persist._core._metrics import Histogram, HistogramSnapshot
 from marcus_persist._core._objstore import ObjectStore
-from marcus_persist._core._remote import log_key, push_backup
+from marcus_persist._core._remote import log_key, prune_remote_backups, push_backup
 from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup
 from marcus_persist._core._walhold import hold_retirement
-from marcus_persist._core._walship import LogGap, LogTail, Shipment, find_logs, tail_after
+from marcus_persist._core._walship import (
+    LogGap,
+    LogTail,
+    Shipment,
+    find_logs,
+    segment_sizes,
+    tail_after,
+)
 from marcus_persist._errors import ConfigError
 
 __all__ = ("LAG_SECONDS_BOUNDS", "ReplicationMetrics", "Replicator", "check_archive")
@@ -93,6 +107,16 @@ class ReplicationMetrics(msgspec.Struct, frozen=True):
     #: failed attempts (uploads, bases), each logged and retried with backoff
     retries: int
     last_error: str | None
+    #: bytes of write-ahead log on this disk not yet up (kept from retirement)
+    held_bytes: int = 0
+    #: ``replicate_hold_mb`` in bytes: past it the held log is still kept (no data
+    #: is dropped), :attr:`over_hold` says so and one warning is logged
+    hold_limit_bytes: int = 0
+    over_hold: bool = False
+    #: how many times the held log went past the limit
+    hold_exceeded: int = 0
+    #: bases deleted from the remote by ``replicate_retention``
+    pruned_bases: int = 0
 
 
 class Replicator:
@@ -108,6 +132,8 @@ class Replicator:
         sync: bool = True,
         rebase_bytes: int = 64 << 20,
         call_seconds: float | None = None,
+        hold_bytes: int = 1 << 30,
+        retention: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.store = store
@@ -119,6 +145,12 @@ class Replicator:
         #: a remote call was abandoned (deadline, or cancelled mid-call): the remote
         #: may hang, so no last pass at close waits on it
         self._calling = False
+        self._hold_bytes = hold_bytes
+        self._held_bytes = 0
+        self._over_hold = False
+        self._hold_exceeded = 0
+        self._retention = retention
+        self._pruned = 0
         self._base: str | None = None
         self._staged: Path | None = None
         self._tails: dict[str, LogTail] = {}
@@ -156,6 +188,11 @@ class Replicator:
             bases=self._bases,
             retries=self._retries,
             last_error=self._last_error,
+            held_bytes=self._held_bytes,
+            hold_limit_bytes=self._hold_bytes,
+            over_hold=self._over_hold,
+            hold_exceeded=self._hold_exceeded,
+            pruned_bases=self._pruned,
         )
 
     async def sync(self) -> None:
@@ -166,9 +203,13 @@ class Replicator:
         """
         wanted = self._passes + 2  # a pass that started after this call
         while self._passes < wanted or self._pending or self._base is None:
-            event = self._pass_ended
-            self._wake.set()
-            await event.wait()
+            await self.next_pass()
+
+    async def next_pass(self) -> None:
+        """Start a pass now (no backoff) and wait until it ends, shipped or failed."""
+        event = self._pass_ended
+        self._wake.set()
+        await event.wait()
 
     async def run(self) -> None:
         """Ship until cancelled; then one last pass for what is already appended."""
@@ -193,6 +234,7 @@ class Replicator:
 
     async def _pass(self, *, final: bool = False) -> None:
         try:
+            await self._measure_held()
             await self._ship_pending()  # what a failed pass read: at most one read held
             if self._base is None or (self._since_base >= self._rebase_bytes and not final):
                 await self._new_base()
@@ -274,6 +316,37 @@ class Replicator:
         self._staged, self._base, self._since_base = None, name, 0
         self._bases += 1
         log.info("replication: base %s is up at %s", name, self.store.url)
+        if self._retention is not None:
+            pruned = await self._remote(
+                prune_remote_backups, self.store, self._retention, frozenset([name])
+            )  # the base just up is never pruned, whatever the clock did
+            self._pruned += len(pruned)
+            if pruned:
+                log.info("replication: retention pruned %s", ", ".join(pruned))
+
+    async def _measure_held(self) -> None:
+        """Count the log bytes on disk not yet up; warn once each time past the bound."""
+        below = dict(self._shipped_below)
+        self._held_bytes = await anyio.to_thread.run_sync(
+            lambda: sum(
+                size
+                for name in find_logs(self.data_dir)
+                for seq, size in segment_sizes(self.data_dir / name)
+                if seq >= below.get(name, 0)
+            )
+        )
+        over = self._held_bytes > self._hold_bytes
+        if over and not self._over_hold:
+            self._hold_exceeded += 1
+            log.warning(
+                "replication: %d bytes of write-ahead log wait on this disk for %s "
+                "(replicate_hold_mb is %d): they are kept, nothing is dropped; "
+                "bring the remote back or give the disk room",
+                self._held_bytes,
+                self.store.url,
+                self._hold_bytes >> 20,
+            )
+        self._over_hold = over
 
     async def _read_into_pending(self) -> None:
         assert self._base is not None
