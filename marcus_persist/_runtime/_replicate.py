@@ -107,7 +107,8 @@ class ReplicationMetrics(msgspec.Struct, frozen=True):
     #: failed attempts (uploads, bases), each logged and retried with backoff
     retries: int
     last_error: str | None
-    #: bytes of write-ahead log on this disk not yet up (kept from retirement)
+    #: bytes of the log segments on this disk not wholly up yet (kept from
+    #: retirement; the newest, still written, is among them)
     held_bytes: int = 0
     #: ``replicate_hold_mb`` in bytes: past it the held log is still kept (no data
     #: is dropped), :attr:`over_hold` says so and one warning is logged
@@ -142,8 +143,8 @@ class Replicator:
         self._sync = sync
         self._rebase_bytes = rebase_bytes
         self._call_seconds = REMOTE_CALL_SECONDS if call_seconds is None else call_seconds
-        #: a remote call was abandoned (deadline, or cancelled mid-call): the remote
-        #: may hang, so no last pass at close waits on it
+        #: a remote call is running, or was abandoned (deadline, or cancelled
+        #: mid-call): the remote may hang, so the last pass at close is kept short
         self._calling = False
         self._hold_bytes = hold_bytes
         self._held_bytes = 0
@@ -221,8 +222,10 @@ class Replicator:
                     await self._wake.wait()
                 self._wake = anyio.Event()
         finally:
-            with anyio.move_on_after(5 * self.interval + 5, shield=True):
-                if self._base is not None and self._down_since is None and not self._calling:
+            # bounded: after a call cut short by the close, briefly (it may hang)
+            bound = self.interval + 1 if self._calling else 5 * self.interval + 5
+            with anyio.move_on_after(bound, shield=True):
+                if self._base is not None and self._down_since is None:
                     await self._pass(final=True)
             for release in self._releases.values():
                 release()
