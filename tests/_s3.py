@@ -149,7 +149,10 @@ class CutProxy:
             ready, _, _ = select.select([self._server], [], [], self.STEP)
             if not ready:
                 continue
-            client, _ = self._server.accept()
+            try:
+                client, _ = self._server.accept()
+            except OSError:  # the client gave up before it was taken: not ours to fail on
+                continue
             if self.down.is_set():
                 _reset(client)
                 self.refused.set()
