@@ -29,6 +29,10 @@ CREDENTIALS = {
 }
 
 
+#: how long the server may take to stop before it is killed
+STOP_SECONDS = 10
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,11 +61,15 @@ def moto_server() -> Iterator[str]:
         drain = threading.Thread(target=lambda: [None for _ in stderr], daemon=True)
         drain.start()
         yield f"http://127.0.0.1:{port}"
-    finally:
+    finally:  # bounded: a server that does not stop on SIGTERM is killed
         proc.terminate()
-        proc.wait()
+        try:
+            proc.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         if drain is not None:
-            drain.join()
+            drain.join(timeout=STOP_SECONDS)
         stderr.close()
 
 

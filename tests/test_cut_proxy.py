@@ -49,15 +49,19 @@ def test_the_cut_proxy_resets_like_a_network_cut_and_survives_resets(s3_endpoint
         assert idle.recv(9) == b"HTTP/1.1 "  # an open connection, answered
         proxy.down.set()
         assert _cut_by_peer(idle)  # cut at once, not left half-open
-        late = _raw(proxy)
-        assert _cut_by_peer(late)  # a new one is refused
+        try:  # a new one is refused: reset as it connects, or right after
+            late = _raw(proxy)
+        except ConnectionError:
+            pass
+        else:
+            with late:
+                assert _cut_by_peer(late)
         with pytest.raises(Exception, match="upload failed"):
             store.put_bytes("b", b"2")
         assert proxy.refused.is_set()
         proxy.down.clear()
         store.put_bytes("b", b"2")
         assert store.get_bytes("b") == b"2"
-        for sock in (idle, late):
-            sock.close()
+        idle.close()
     finally:
         proxy.close()
