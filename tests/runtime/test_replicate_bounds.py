@@ -17,6 +17,7 @@ from marcus_persist._core._objstore import ObjectStore, open_object_store
 from marcus_persist._core._remote import list_remote_backups
 from marcus_persist._core._wal import scan_log
 from marcus_persist._runtime import _replicate
+from marcus_persist._runtime._monitor_live import Monitor
 from marcus_persist.ops.remote import restore_from_store
 from tests.runtime.test_replicate import archive, stored_tasks
 
@@ -120,6 +121,8 @@ async def test_past_the_hold_bound_the_log_is_kept_and_said_once(
         assert len(lsns) >= 25
         warned = [r for r in caplog.records if "replicate_hold_mb" in r.getMessage()]
         assert len(warned) == 1
+        alerts = {a.name: a for a in (await Monitor(rt).snapshot()).alerts}
+        assert alerts["replication_held_bytes"].firing  # the growth alert, live
         store.down.clear()
         await replicator.sync()
         metrics = replicator.metrics()
