@@ -48,6 +48,8 @@ class Shipment:
     last_ns: int
     #: every segment below this one is wholly in this shipment or earlier ones
     below: int
+    #: and of segment :attr:`below`, the bytes before this offset
+    offset: int = 0
 
 
 def find_logs(data_dir: Path) -> list[str]:
@@ -142,7 +144,9 @@ class LogTail:
         payload = b"".join(chunks)
         if not payload:
             return None
-        return Shipment(self.log_dir, payload, first, last, first_ns, last_ns, self.seq)
+        return Shipment(
+            self.log_dir, payload, first, last, first_ns, last_ns, self.seq, self.offset
+        )
 
     def _check_last(self) -> None:
         """The last record yielded is still there, unchanged, if its segment is."""

@@ -107,8 +107,8 @@ class ReplicationMetrics(msgspec.Struct, frozen=True):
     #: failed attempts (uploads, bases), each logged and retried with backoff
     retries: int
     last_error: str | None
-    #: bytes of the log segments on this disk not wholly up yet (kept from
-    #: retirement; the newest, still written, is among them)
+    #: bytes of write-ahead log on this disk not up yet (their segments are kept
+    #: from retirement)
     held_bytes: int = 0
     #: ``replicate_hold_mb`` in bytes: past it the held log is still kept (no data
     #: is dropped), :attr:`over_hold` says so and one warning is logged
@@ -157,6 +157,8 @@ class Replicator:
         self._tails: dict[str, LogTail] = {}
         #: per log: every segment below this one is up (verified); older ones may go
         self._shipped_below: dict[str, int] = {}
+        #: per log: the bytes of segment ``_shipped_below`` that are up
+        self._shipped_offset: dict[str, int] = {}
         self._releases: dict[str, Callable[[], None]] = {}
         #: read but not yet up, in order, each with the base its chain continues
         self._pending: list[tuple[str, Shipment]] = []
@@ -309,6 +311,7 @@ class Replicator:
                 }
             self._staged, self._tails = staged, tails
             self._shipped_below = {name: tail.seq for name, tail in tails.items()}
+            self._shipped_offset = {name: tail.offset for name, tail in tails.items()}
             for name in tails:
                 self._guard(name)
         staged = self._staged
@@ -329,10 +332,10 @@ class Replicator:
 
     async def _measure_held(self) -> None:
         """Count the log bytes on disk not yet up; warn once each time past the bound."""
-        below = dict(self._shipped_below)
+        below, offset = dict(self._shipped_below), dict(self._shipped_offset)
         self._held_bytes = await anyio.to_thread.run_sync(
             lambda: sum(
-                size
+                size if seq > below.get(name, 0) else max(0, size - offset.get(name, 0))
                 for name in find_logs(self.data_dir)
                 for seq, size in segment_sizes(self.data_dir / name)
                 if seq >= below.get(name, 0)
@@ -363,6 +366,7 @@ class Replicator:
             if name not in self._tails:
                 self._tails[name] = LogTail(self.data_dir, name, 0, 0, None)
                 self._shipped_below[name] = 0
+                self._shipped_offset[name] = 0
                 self._guard(name)
         return [s for tail in self._tails.values() if (s := tail.read()) is not None]
 
@@ -384,6 +388,7 @@ class Replicator:
         self._shipped_bytes += len(shipment.data)
         self._since_base += len(shipment.data)
         self._shipped_below[shipment.log_dir] = shipment.below
+        self._shipped_offset[shipment.log_dir] = shipment.offset
 
     def _hold_segments(self) -> None:
         """Keep every log's segments until they are up (logs found later: as found)."""
