@@ -89,38 +89,44 @@ async def test_restore_to_random_instants_reproduces_the_acknowledged_state(
     assert {w: (r or {}).get("task_id") for w, r in found.items()} == state
 
 
+@pytest.fixture
+def cut(s3_archive: dict[str, Any]) -> Iterator[tuple[CutProxy, dict[str, Any]]]:
+    """A cut proxy in front of this test's bucket, and the options that go through it."""
+    port = urlsplit(s3_archive["archive_endpoint"]).port
+    assert port is not None
+    proxy = CutProxy(port)
+    try:
+        yield proxy, {**s3_archive, "archive_endpoint": proxy.endpoint}
+    finally:
+        proxy.close()
+
+
 @pytest.mark.anyio
 async def test_a_remote_that_goes_down_delays_replication_never_a_write(
-    tmp_path: Path, s3_archive: dict[str, Any]
+    tmp_path: Path, s3_archive: dict[str, Any], cut: tuple[CutProxy, dict[str, Any]]
 ) -> None:
     """Cut the connection to the server: every write is still acknowledged, the
     failures are counted, nothing not yet shipped leaves the disk (a checkpoint
     keeps the segments), and once the server is back everything goes up."""
-    port = urlsplit(s3_archive["archive_endpoint"]).port
-    assert port is not None
-    proxy = CutProxy(port)
+    proxy, options = cut
     data = tmp_path / "data"
-    try:
-        options: dict[str, Any] = {**s3_archive, "archive_endpoint": proxy.endpoint}
-        async with open_runtime(data, replicate_interval_seconds=0.05, **options) as rt:
-            replicator = rt.replicator
-            assert replicator is not None
-            await replicator.sync()
-            proxy.down.set()
-            for i in range(20):
-                await rt.assignments.assign(f"w{i}", f"t{i}", {"i": i})
-            await replicator.failing.wait()
-            await rt.checkpoint()  # would retire the segments: they are not up yet
-            logged = [lsn for s in scan_log(data / "assignments" / "wal") for lsn, _ in s.records]
-            assert len(logged) >= 20
-            metrics = (await rt.metrics()).replication
-            assert metrics is not None and metrics.retries >= 1 and metrics.last_error
-            proxy.down.clear()
-            await replicator.sync()
-            assert (await rt.metrics()).replication.retries >= 1  # type: ignore[union-attr]
-            assert not any((data / BACKUPS_DIR / STAGING).glob("backup-*"))
-    finally:
-        proxy.close()
+    async with open_runtime(data, replicate_interval_seconds=0.05, **options) as rt:
+        replicator = rt.replicator
+        assert replicator is not None
+        await replicator.sync()
+        proxy.down.set()
+        for i in range(20):
+            await rt.assignments.assign(f"w{i}", f"t{i}", {"i": i})
+        await replicator.failing.wait()
+        await rt.checkpoint()  # would retire the segments: they are not up yet
+        logged = [lsn for s in scan_log(data / "assignments" / "wal") for lsn, _ in s.records]
+        assert len(logged) >= 20
+        metrics = (await rt.metrics()).replication
+        assert metrics is not None and metrics.retries >= 1 and metrics.last_error
+        proxy.down.clear()
+        await replicator.sync()
+        assert (await rt.metrics()).replication.retries >= 1  # type: ignore[union-attr]
+        assert not any((data / BACKUPS_DIR / STAGING).glob("backup-*"))
     restored = tmp_path / "restored"
     store = _store(s3_archive)
     await anyio.to_thread.run_sync(restore_from_store, store, restored, None)
@@ -131,28 +137,22 @@ async def test_a_remote_that_goes_down_delays_replication_never_a_write(
 
 @pytest.mark.anyio
 async def test_the_base_stays_on_disk_until_its_upload_is_verified(
-    tmp_path: Path, s3_archive: dict[str, Any]
+    tmp_path: Path, s3_archive: dict[str, Any], cut: tuple[CutProxy, dict[str, Any]]
 ) -> None:
     """The server is down from the start: the base is copied locally and kept there
     (retried) until the server takes it; then it goes and the remote has it."""
-    port = urlsplit(s3_archive["archive_endpoint"]).port
-    assert port is not None
-    proxy = CutProxy(port)
+    proxy, options = cut
     proxy.down.set()
     data = tmp_path / "data"
-    try:
-        options: dict[str, Any] = {**s3_archive, "archive_endpoint": proxy.endpoint}
-        async with open_runtime(data, replicate_interval_seconds=0.05, **options) as rt:
-            replicator = rt.replicator
-            assert replicator is not None
-            await rt.assignments.assign("w1", "t1", {})
-            await replicator.failing.wait()
-            assert list((data / BACKUPS_DIR / STAGING).glob("backup-*"))
-            proxy.down.clear()
-            await replicator.sync()
-            assert not list((data / BACKUPS_DIR / STAGING).glob("backup-*"))
-    finally:
-        proxy.close()
+    async with open_runtime(data, replicate_interval_seconds=0.05, **options) as rt:
+        replicator = rt.replicator
+        assert replicator is not None
+        await rt.assignments.assign("w1", "t1", {})
+        await replicator.failing.wait()
+        assert list((data / BACKUPS_DIR / STAGING).glob("backup-*"))
+        proxy.down.clear()
+        await replicator.sync()
+        assert not list((data / BACKUPS_DIR / STAGING).glob("backup-*"))
     backups = await anyio.to_thread.run_sync(list_remote_backups, _store(s3_archive))
     assert len(backups) == 1
 
