@@ -116,6 +116,15 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     archive_endpoint: str | None = None
     #: with ``archive_url``: seconds between two shipments of the write-ahead logs
     replicate_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    #: with ``archive_url``: MiB of write-ahead log not yet shipped that may wait on
+    #: this disk while the remote is down; past it the segments are still kept (no
+    #: data is dropped, the chain stays whole), ``rt.metrics().replication`` says
+    #: so and one warning is logged per excess
+    replicate_hold_mb: Positive = 1024
+    #: with ``archive_url``: complete bases (with the log shipped after each) kept
+    #: on the remote; older ones are deleted by the replicator after each new base
+    #: is up (``None``: every base is kept)
+    replicate_retention: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
     @property
     def path(self) -> Path:

@@ -14,6 +14,7 @@ import contextlib
 import os
 import select
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -26,6 +27,10 @@ CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+
+#: how long the server may take to stop before it is killed
+STOP_SECONDS = 10
 
 
 def free_port() -> int:
@@ -56,11 +61,15 @@ def moto_server() -> Iterator[str]:
         drain = threading.Thread(target=lambda: [None for _ in stderr], daemon=True)
         drain.start()
         yield f"http://127.0.0.1:{port}"
-    finally:
+    finally:  # bounded: a server that does not stop on SIGTERM is killed
         proc.terminate()
-        proc.wait()
+        try:
+            proc.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         if drain is not None:
-            drain.join()
+            drain.join(timeout=STOP_SECONDS)
         stderr.close()
 
 
@@ -85,17 +94,48 @@ def restore_env(before: dict[str, str | None]) -> None:
             os.environ[key] = value
 
 
+class _Down(threading.Event):
+    """:attr:`CutProxy.down`: ``set()`` cuts at once (every open connection reset
+    before it returns), ``clear()`` lets new connections through again."""
+
+    def __init__(self, proxy: CutProxy) -> None:
+        super().__init__()
+        self._proxy = proxy
+
+    def set(self) -> None:
+        super().set()
+        self._proxy.reset_all()
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close *sock* with a TCP reset (linger 0), as a cut network or a dead peer does:
+    the other side's pending or next read or write fails at once."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
 class CutProxy:
-    """A TCP proxy on a free loopback port to *upstream*; while :attr:`down` is set,
-    every connection (new or open) is closed, as a remote that went away."""
+    """A TCP proxy on a free loopback port to *upstream* that can behave like a
+    network cut: while :attr:`down` is set, every connection that was open is
+    reset and every new one is reset as soon as it arrives (a refused
+    connection); nothing is ever left half-open. It never blocks on a peer that
+    does not read: each send waits at most :data:`STEP` seconds at a time, and
+    gives up when the proxy goes down or closes."""
+
+    STEP = 0.05
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream = ("127.0.0.1", upstream_port)
-        self.down = threading.Event()
+        self.down: threading.Event = _Down(self)
         self.refused = threading.Event()  # set once a connection was dropped
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._server.getsockname()[1])
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._pipes: list[threading.Thread] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -103,33 +143,84 @@ class CutProxy:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def reset_all(self) -> None:
+        """Reset every open connection (both sides of each)."""
+        with self._lock:
+            doomed, self._open = self._open, set()
+        for sock in doomed:
+            _reset(sock)
+        if doomed:
+            self.refused.set()
+
     def _serve(self) -> None:
         while not self._stop.is_set():
-            ready, _, _ = select.select([self._server], [], [], 0.05)
+            ready, _, _ = select.select([self._server], [], [], self.STEP)
             if not ready:
                 continue
-            client, _ = self._server.accept()
+            try:
+                client, _ = self._server.accept()
+            except OSError:  # the client gave up before it was taken: not ours to fail on
+                continue
             if self.down.is_set():
-                client.close()
+                _reset(client)
                 self.refused.set()
                 continue
-            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+            pipe = threading.Thread(target=self._pipe, args=(client,), daemon=True)
+            self._pipes.append(pipe)
+            pipe.start()
 
     def _pipe(self, client: socket.socket) -> None:
-        with client, socket.create_connection(self.upstream) as upstream:
-            pair = {client: upstream, upstream: client}
-            while not self._stop.is_set():
-                if self.down.is_set():
-                    self.refused.set()
-                    return
-                ready, _, _ = select.select(list(pair), [], [], 0.05)
+        try:
+            upstream = socket.create_connection(self.upstream, timeout=5)
+        except OSError:
+            _reset(client)
+            return
+        pair = {client: upstream, upstream: client}
+        with self._lock:
+            self._open.update(pair)
+        try:
+            while self._live(client):
+                ready, _, _ = select.select(list(pair), [], [], self.STEP)
                 for sock in ready:
                     data = sock.recv(1 << 16)
-                    if not data:
+                    if not data or not self._send(pair[sock], data):
                         return
-                    pair[sock].sendall(data)
+        except (OSError, ValueError):  # reset by down.set() or by the peer
+            return
+        finally:
+            self._drop(client, upstream)
+
+    def _live(self, client: socket.socket) -> bool:
+        with self._lock:
+            return client in self._open and not self._stop.is_set()
+
+    def _send(self, sock: socket.socket, data: bytes) -> bool:
+        """Send *data* without ever blocking more than a step; ``False`` once cut."""
+        view = memoryview(data)
+        while view:
+            if self.down.is_set() or self._stop.is_set():
+                return False
+            _, writable, _ = select.select([], [sock], [], self.STEP)
+            if writable:
+                view = view[sock.send(view) :]
+        return True
+
+    def _drop(self, client: socket.socket, upstream: socket.socket) -> None:
+        with self._lock:
+            mine = client in self._open
+            self._open.difference_update((client, upstream))
+        cut = self.down.is_set() or self._stop.is_set()
+        if mine:
+            for sock in (client, upstream):  # reset when cut, else a plain end
+                _reset(sock) if cut else sock.close()
+        if cut:
+            self.refused.set()
 
     def close(self) -> None:
+        """Stop: every connection reset, every thread of the proxy joined."""
         self._stop.set()
         self._thread.join()
         self._server.close()
+        self.reset_all()
+        for pipe in self._pipes:
+            pipe.join()

@@ -45,6 +45,12 @@ _CHUNK = 1 << 20
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 #: files above this go up in parts (S3's smallest part is 5 MiB)
 MULTIPART_BYTES = 8 << 20
+#: the S3 client's bounds on one socket operation: connecting, and each wait for
+#: bytes (sending or receiving); with 3 attempts a call that meets a remote that
+#: stopped answering ends in an error, never waits without end. The replicator
+#: puts a deadline on each whole call besides (``_runtime/_replicate.py``).
+CONNECT_SECONDS = 5
+READ_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -205,8 +211,9 @@ class S3ObjectStore:
         config = BotoConfig(
             region_name=region,
             retries={"mode": "standard", "max_attempts": 3},
-            connect_timeout=5,
-            read_timeout=30,
+            connect_timeout=CONNECT_SECONDS,
+            read_timeout=READ_SECONDS,
+            tcp_keepalive=True,  # a peer that vanished is noticed on an idle socket too
         )
         self._client: Any = boto3.client("s3", endpoint_url=endpoint, config=config)
         self._transfer = TransferConfig(

@@ -197,13 +197,15 @@ def fetch_files(store: ObjectStore, backup: RemoteBackup, target: Path) -> None:
         staged.replace(path)
 
 
-def prune_remote_backups(store: ObjectStore, keep: int) -> list[str]:
+def prune_remote_backups(
+    store: ObjectStore, keep: int, protect: frozenset[str] = frozenset()
+) -> list[str]:
     """Delete all but the newest *keep* complete backups (with the log shipped after
-    each); their names. A backup's manifest goes first, so one whose deletion is
-    interrupted is never listed as complete again."""
+    each), never one named in *protect*; their names. A backup's manifest goes
+    first, so one whose deletion is interrupted is never listed as complete again."""
     if keep < 1:
         raise ValueError("keep must be at least 1")
-    doomed = [b.name for b in list_remote_backups(store)[:-keep]]
+    doomed = [b.name for b in list_remote_backups(store)[:-keep] if b.name not in protect]
     for name in doomed:
         store.delete(f"{PREFIX}{name}/{MANIFEST}")
         for info in store.list(f"{PREFIX}{name}/"):

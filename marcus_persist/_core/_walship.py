@@ -26,7 +26,7 @@ from pathlib import Path
 from marcus_persist._core._safeopen import open_reader
 from marcus_persist._core._wal import unseal
 
-__all__ = ("LogGap", "LogTail", "Shipment", "find_logs", "tail_after")
+__all__ = ("LogGap", "LogTail", "Shipment", "find_logs", "segment_sizes", "tail_after")
 
 WAL_DIR = "wal"
 _SEGMENT = re.compile(r"(?P<seq>[0-9]{12})\.log")
@@ -48,6 +48,8 @@ class Shipment:
     last_ns: int
     #: every segment below this one is wholly in this shipment or earlier ones
     below: int
+    #: and of segment :attr:`below`, the bytes before this offset
+    offset: int = 0
 
 
 def find_logs(data_dir: Path) -> list[str]:
@@ -68,6 +70,18 @@ def _segments(directory: Path) -> list[int]:
     except FileNotFoundError:
         return []
     return sorted(int(m["seq"]) for n in names if (m := _SEGMENT.fullmatch(n)) is not None)
+
+
+def segment_sizes(directory: Path) -> list[tuple[int, int]]:
+    """``(seq, bytes)`` of every segment of the log in *directory* (a segment
+    retired meanwhile is left out)."""
+    found = []
+    for seq in _segments(directory):
+        try:
+            found.append((seq, (directory / f"{seq:012d}.log").stat().st_size))
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def _read_from(path: Path, offset: int) -> bytes:
@@ -130,7 +144,9 @@ class LogTail:
         payload = b"".join(chunks)
         if not payload:
             return None
-        return Shipment(self.log_dir, payload, first, last, first_ns, last_ns, self.seq)
+        return Shipment(
+            self.log_dir, payload, first, last, first_ns, last_ns, self.seq, self.offset
+        )
 
     def _check_last(self) -> None:
         """The last record yielded is still there, unchanged, if its segment is."""

@@ -41,6 +41,7 @@ def evaluate(
     patterns: int | None,
     active_agents: int | None,
     disk_free: int | None,
+    replication_held: int | None = None,
 ) -> list[Alert]:
     """Every growth alert of *config* for the values given."""
 
@@ -71,6 +72,12 @@ def evaluate(
             free_firing,
             "below",
             "free bytes on the data directory's disk",
+        ),
+        above(
+            "replication_held_bytes",
+            replication_held,
+            config.replicate_hold_mb << 20,
+            "write-ahead log kept on the disk for a remote that is behind, in bytes",
         ),
     ]
 

@@ -170,6 +170,7 @@ def build_snapshot(
     last_backup: str | None = None,
     replication_lag: float | None = None,
     cache: CacheMetrics | None = None,
+    replication_held: int | None = None,
 ) -> Snapshot:
     """One snapshot from its parts (``stats`` ``None``: the backend keeps no files)."""
     now = time.time()
@@ -193,6 +194,7 @@ def build_snapshot(
         patterns=by_store["patterns"].records if "patterns" in by_store else None,
         active_agents=by_store["assignments"].records if "assignments" in by_store else None,
         disk_free=free,
+        replication_held=replication_held,
     )
     cost_by_day, projects = _token_views(token_doc or {})
     return Snapshot(

@@ -60,6 +60,7 @@ class Monitor:
         ]
         token_doc: dict[str, Any] | None = getattr(getattr(rt.tokens, "_h", None), "doc", None)
         replicator = rt.replicator
+        replication = replicator.metrics() if replicator is not None else None
         snap = build_snapshot(
             config,
             stats=directory[0] if directory else None,
@@ -68,8 +69,9 @@ class Monitor:
             actors=actors,
             live=True,
             last_backup=str(rt.last_backup) if rt.last_backup else None,
-            replication_lag=replicator.metrics().lag_seconds if replicator is not None else None,
+            replication_lag=replication.lag_seconds if replication is not None else None,
             cache=cache_metrics(rt.assignment_cache),
+            replication_held=replication.held_bytes if replication is not None else None,
         )
         self.alerts.note(snap.alerts)
         return snap

@@ -256,6 +256,8 @@ def _replicator(runtime: Runtime, config: Config, archive: ObjectStore) -> Repli
         hold,
         sync=config.fsync,
         rebase_bytes=config.wal_checkpoint_mb << 20,
+        hold_bytes=config.replicate_hold_mb << 20,
+        retention=config.replicate_retention,
     )
 
 

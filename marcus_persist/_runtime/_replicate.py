@@ -16,7 +16,20 @@ Invariants:
   delays replication, never a commit;
 * the local staging copy of a base is deleted only once its upload verified;
 * a break in a log's chain (a segment retired before it was read, a record
-  that changed) starts a new base: the remote never holds a chain with a hole.
+  that changed) starts a new base: the remote never holds a chain with a hole;
+* while the remote is down the segments not shipped stay on disk, however
+  many: past ``replicate_hold_mb`` of them the metrics say so and one warning
+  is logged, but nothing is dropped (as Litestream keeps its shadow WAL until
+  a replica has it): the local data and the remote's chain stay whole;
+* with ``replicate_retention``, once a new base is verified up, only the newest
+  that many complete bases (each with the log shipped after it) stay on the
+  remote: an instant at or after the oldest kept base always restores;
+* every remote call runs in a worker thread under a deadline
+  (:data:`REMOTE_CALL_SECONDS`, besides the client's own connect and read
+  timeouts): one that outlives it, or is still running when the runtime closes,
+  is abandoned (its thread finishes on its own and changes nothing here) and
+  counts as a failed attempt, so a stuck remote never holds a pass, a
+  :meth:`Replicator.sync` or the runtime's close.
 """
 
 from __future__ import annotations
@@ -27,27 +40,39 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import msgspec
 
 from marcus_persist._core._metrics import Histogram, HistogramSnapshot
 from marcus_persist._core._objstore import ObjectStore
-from marcus_persist._core._remote import log_key, push_backup
+from marcus_persist._core._remote import log_key, prune_remote_backups, push_backup
 from marcus_persist._core._snapshot import BACKUPS_DIR, create_backup
 from marcus_persist._core._walhold import hold_retirement
-from marcus_persist._core._walship import LogGap, LogTail, Shipment, find_logs, tail_after
+from marcus_persist._core._walship import (
+    LogGap,
+    LogTail,
+    Shipment,
+    find_logs,
+    segment_sizes,
+    tail_after,
+)
 from marcus_persist._errors import ConfigError
 
 __all__ = ("LAG_SECONDS_BOUNDS", "ReplicationMetrics", "Replicator", "check_archive")
 
 log = logging.getLogger("marcus_persist")
+_T = TypeVar("_T")
 
 LAG_SECONDS_BOUNDS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0, 60.0)
 #: the local staging folder of a base (under ``backups/``, which no backup copies)
 STAGING = ".replica"
 #: the longest wait between two attempts while the remote fails
 MAX_BACKOFF_SECONDS = 30.0
+#: the longest one remote call (an upload of a run of records, or of a whole
+#: base) may take before it is abandoned and counted as a failed attempt
+REMOTE_CALL_SECONDS = 300.0
 
 
 def check_archive(data_dir: Path, store: ObjectStore) -> None:
@@ -82,6 +107,17 @@ class ReplicationMetrics(msgspec.Struct, frozen=True):
     #: failed attempts (uploads, bases), each logged and retried with backoff
     retries: int
     last_error: str | None
+    #: bytes of write-ahead log on this disk not up yet (their segments are kept
+    #: from retirement)
+    held_bytes: int = 0
+    #: ``replicate_hold_mb`` in bytes: past it the held log is still kept (no data
+    #: is dropped), :attr:`over_hold` says so and one warning is logged
+    hold_limit_bytes: int = 0
+    over_hold: bool = False
+    #: how many times the held log went past the limit
+    hold_exceeded: int = 0
+    #: bases deleted from the remote by ``replicate_retention``
+    pruned_bases: int = 0
 
 
 class Replicator:
@@ -96,6 +132,9 @@ class Replicator:
         *,
         sync: bool = True,
         rebase_bytes: int = 64 << 20,
+        call_seconds: float | None = None,
+        hold_bytes: int = 1 << 30,
+        retention: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.store = store
@@ -103,11 +142,23 @@ class Replicator:
         self._hold = hold  # every writer paused, the audit rotation held
         self._sync = sync
         self._rebase_bytes = rebase_bytes
+        self._call_seconds = REMOTE_CALL_SECONDS if call_seconds is None else call_seconds
+        #: a remote call is running, or was abandoned (deadline, or cancelled
+        #: mid-call): the remote may hang, so the last pass at close is kept short
+        self._calling = False
+        self._hold_bytes = hold_bytes
+        self._held_bytes = 0
+        self._over_hold = False
+        self._hold_exceeded = 0
+        self._retention = retention
+        self._pruned = 0
         self._base: str | None = None
         self._staged: Path | None = None
         self._tails: dict[str, LogTail] = {}
         #: per log: every segment below this one is up (verified); older ones may go
         self._shipped_below: dict[str, int] = {}
+        #: per log: the bytes of segment ``_shipped_below`` that are up
+        self._shipped_offset: dict[str, int] = {}
         self._releases: dict[str, Callable[[], None]] = {}
         #: read but not yet up, in order, each with the base its chain continues
         self._pending: list[tuple[str, Shipment]] = []
@@ -119,6 +170,7 @@ class Replicator:
         self._wake = anyio.Event()
         self._passes = 0
         self._clean_pass = anyio.Event()
+        self._pass_ended = anyio.Event()  # set after every pass, clean or not
         self._failures = 0
         #: set at the first failed attempt of a run of failures (a fresh event after
         #: the next success): a host may alert on it
@@ -139,17 +191,28 @@ class Replicator:
             bases=self._bases,
             retries=self._retries,
             last_error=self._last_error,
+            held_bytes=self._held_bytes,
+            hold_limit_bytes=self._hold_bytes,
+            over_hold=self._over_hold,
+            hold_exceeded=self._hold_exceeded,
+            pruned_bases=self._pruned,
         )
 
     async def sync(self) -> None:
-        """Wait until everything committed before this call is shipped (verified)."""
+        """Wait until everything committed before this call is shipped (verified).
+
+        Each pass it waits for starts at once (no backoff): a remote that came
+        back is used as soon as this is called. Waits as long as the remote fails.
+        """
         wanted = self._passes + 2  # a pass that started after this call
-        while True:
-            event = self._clean_pass
-            self._wake.set()
-            await event.wait()
-            if self._passes >= wanted and not self._pending and self._base is not None:
-                return
+        while self._passes < wanted or self._pending or self._base is None:
+            await self.next_pass()
+
+    async def next_pass(self) -> None:
+        """Start a pass now (no backoff) and wait until it ends, shipped or failed."""
+        event = self._pass_ended
+        self._wake.set()
+        await event.wait()
 
     async def run(self) -> None:
         """Ship until cancelled; then one last pass for what is already appended."""
@@ -161,7 +224,9 @@ class Replicator:
                     await self._wake.wait()
                 self._wake = anyio.Event()
         finally:
-            with anyio.move_on_after(5 * self.interval + 5, shield=True):
+            # bounded: after a call cut short by the close, briefly (it may hang)
+            bound = self.interval + 1 if self._calling else 5 * self.interval + 5
+            with anyio.move_on_after(bound, shield=True):
                 if self._base is not None and self._down_since is None:
                     await self._pass(final=True)
             for release in self._releases.values():
@@ -174,6 +239,7 @@ class Replicator:
 
     async def _pass(self, *, final: bool = False) -> None:
         try:
+            await self._measure_held()
             await self._ship_pending()  # what a failed pass read: at most one read held
             if self._base is None or (self._since_base >= self._rebase_bytes and not final):
                 await self._new_base()
@@ -182,6 +248,7 @@ class Replicator:
         except LogGap as gap:
             log.warning("replication: %s; starting again from a new backup", gap)
             self._base = None
+            self._end_pass()
             return
         except Exception as exc:  # replication never takes the runtime down: retried
             if self._down_since is None:
@@ -189,13 +256,14 @@ class Replicator:
                 self.failing.set()
             self._failures += 1
             self._retries += 1
-            self._last_error = str(exc)
+            self._last_error = str(exc) or type(exc).__name__
             log.warning(
                 "replication to %s failed (attempt %d), retrying: %s",
                 self.store.url,
                 self._failures,
-                exc,
+                self._last_error,
             )
+            self._end_pass()
             return
         self._failures = 0
         if self._down_since is not None:
@@ -203,13 +271,28 @@ class Replicator:
         self._passes += 1
         done, self._clean_pass = self._clean_pass, anyio.Event()
         done.set()
+        self._end_pass()
+
+    def _end_pass(self) -> None:
+        ended, self._pass_ended = self._pass_ended, anyio.Event()
+        ended.set()
+
+    async def _remote(self, call: Callable[..., _T], *args: object) -> _T:
+        """*call* in a worker thread, abandoned past :data:`REMOTE_CALL_SECONDS` or on
+        cancel (the runtime closing): its thread is left to finish on its own, its
+        result unused. A deadline passed raises ``TimeoutError`` (a failed attempt)."""
+        self._calling = True  # stays set if the call is abandoned
+        with anyio.fail_after(self._call_seconds):
+            result = await anyio.to_thread.run_sync(call, *args, abandon_on_cancel=True)
+        self._calling = False
+        return result
 
     async def _ship_pending(self) -> None:
         while self._pending:
-            # a remote call may hang past any timeout of ours: on cancel (the runtime
-            # closing) its thread is left to finish; the shipment stays pending
-            await anyio.to_thread.run_sync(self._ship, *self._pending[0], abandon_on_cancel=True)
-            self._pending.pop(0)
+            base, shipment = self._pending[0]
+            await self._remote(self.store.put_bytes, self._key(base, shipment), shipment.data)
+            self._pending.pop(0)  # only now: verified up
+            self._shipped(shipment)
 
     async def _new_base(self) -> None:
         """Take a backup with writers paused, upload it (outside the pause), and
@@ -228,16 +311,48 @@ class Replicator:
                 }
             self._staged, self._tails = staged, tails
             self._shipped_below = {name: tail.seq for name, tail in tails.items()}
+            self._shipped_offset = {name: tail.offset for name, tail in tails.items()}
             for name in tails:
                 self._guard(name)
         staged = self._staged
-        name = await anyio.to_thread.run_sync(
-            push_backup, self.store, staged, abandon_on_cancel=True
-        )  # abandoned on cancel: the staged base stays until one is verified up
+        # abandoned on cancel or past its deadline: the staged base stays until a
+        # push of it is verified up (a later push of the same base overwrites alike)
+        name = await self._remote(push_backup, self.store, staged)
         await anyio.to_thread.run_sync(shutil.rmtree, staged)  # only now: it is verified up
         self._staged, self._base, self._since_base = None, name, 0
         self._bases += 1
         log.info("replication: base %s is up at %s", name, self.store.url)
+        if self._retention is not None:
+            pruned = await self._remote(
+                prune_remote_backups, self.store, self._retention, frozenset([name])
+            )  # the base just up is never pruned, whatever the clock did
+            self._pruned += len(pruned)
+            if pruned:
+                log.info("replication: retention pruned %s", ", ".join(pruned))
+
+    async def _measure_held(self) -> None:
+        """Count the log bytes on disk not yet up; warn once each time past the bound."""
+        below, offset = dict(self._shipped_below), dict(self._shipped_offset)
+        self._held_bytes = await anyio.to_thread.run_sync(
+            lambda: sum(
+                size if seq > below.get(name, 0) else max(0, size - offset.get(name, 0))
+                for name in find_logs(self.data_dir)
+                for seq, size in segment_sizes(self.data_dir / name)
+                if seq >= below.get(name, 0)
+            )
+        )
+        over = self._held_bytes > self._hold_bytes
+        if over and not self._over_hold:
+            self._hold_exceeded += 1
+            log.warning(
+                "replication: %d bytes of write-ahead log wait on this disk for %s "
+                "(replicate_hold_mb is %d): they are kept, nothing is dropped; "
+                "bring the remote back or give the disk room",
+                self._held_bytes,
+                self.store.url,
+                self._hold_bytes >> 20,
+            )
+        self._over_hold = over
 
     async def _read_into_pending(self) -> None:
         assert self._base is not None
@@ -251,11 +366,13 @@ class Replicator:
             if name not in self._tails:
                 self._tails[name] = LogTail(self.data_dir, name, 0, 0, None)
                 self._shipped_below[name] = 0
+                self._shipped_offset[name] = 0
                 self._guard(name)
         return [s for tail in self._tails.values() if (s := tail.read()) is not None]
 
-    def _ship(self, base: str, shipment: Shipment) -> None:
-        key = log_key(
+    @staticmethod
+    def _key(base: str, shipment: Shipment) -> str:
+        return log_key(
             base,
             shipment.log_dir,
             shipment.first,
@@ -263,12 +380,15 @@ class Replicator:
             shipment.last_ns,
             shipment.data,
         )
-        self.store.put_bytes(key, shipment.data)
+
+    def _shipped(self, shipment: Shipment) -> None:
+        """Count *shipment*, verified up, and let its log's older segments go."""
         self._lag.observe(max(0.0, (time.time_ns() - shipment.first_ns) / 1e9))
         self._shipped_records += shipment.last - shipment.first + 1
         self._shipped_bytes += len(shipment.data)
         self._since_base += len(shipment.data)
         self._shipped_below[shipment.log_dir] = shipment.below
+        self._shipped_offset[shipment.log_dir] = shipment.offset
 
     def _hold_segments(self) -> None:
         """Keep every log's segments until they are up (logs found later: as found)."""

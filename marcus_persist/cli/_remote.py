@@ -85,6 +85,7 @@ def replication_line(data_dir: Path) -> dict[str, Any] | None:
     summary = (
         f"{status.archive_url} holds records up to {shipped}"
         f" (backup {status.backup}); {status.lag_seconds:.3f} s of the local logs not there yet"
+        f" ({status.held_bytes:,} bytes of log segments held on this disk for it)"
     )
     return {
         "archive_url": status.archive_url,
@@ -92,6 +93,7 @@ def replication_line(data_dir: Path) -> dict[str, Any] | None:
         "local_until": status.local_until.isoformat() if status.local_until else None,
         "shipped_until": status.shipped_until.isoformat() if status.shipped_until else None,
         "lag_seconds": status.lag_seconds,
+        "held_bytes": status.held_bytes,
         "summary": summary,
     }
 

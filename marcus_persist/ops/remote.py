@@ -75,6 +75,9 @@ class ReplicationStatus:
     shipped_until: datetime | None
     #: seconds of local log the archive does not hold yet (0 when it holds all)
     lag_seconds: float
+    #: bytes of the local log segments holding records the archive does not hold
+    #: yet (kept on disk until they are up; bounded by ``replicate_hold_mb``)
+    held_bytes: int = 0
 
 
 def replication_status(data_dir: Path, store: ObjectStore) -> ReplicationStatus:
@@ -82,10 +85,8 @@ def replication_status(data_dir: Path, store: ObjectStore) -> ReplicationStatus:
 
     :raises PersistenceError, OSError: the archive cannot be listed
     """
-    local = max(
-        (t for name in find_logs(data_dir) for s in scan_log(data_dir / name) for t in s.times),
-        default=0,
-    )
+    segments = [s for name in find_logs(data_dir) for s in scan_log(data_dir / name)]
+    local = max((t for s in segments for t in s.times), default=0)
     backups = list_remote_backups(store)
     newest = backups[-1] if backups else None
     shipped = 0
@@ -97,6 +98,7 @@ def replication_status(data_dir: Path, store: ObjectStore) -> ReplicationStatus:
         _moment(local),
         _moment(shipped),
         max(0, local - shipped) / 1e9 if local else 0.0,
+        sum(s.size for s in segments if s.times and s.times[-1] > shipped),
     )
 
 

@@ -160,6 +160,7 @@ async def test_stats_says_how_far_the_archive_is_behind(
     assert caught_up.exit_code == 0, caught_up.output
     status = json.loads(caught_up.output)["replication"]
     assert status["lag_seconds"] == 0.0 and status["shipped_until"] and status["backup"]
+    assert status["held_bytes"] == 0
     monkeypatch.delenv("MARCUS_PERSIST_ARCHIVE_URL")
     async with open_runtime(data) as rt:  # writes the archive never sees
         await rt.assignments.assign("w2", "t2", {})
@@ -170,6 +171,7 @@ async def test_stats_says_how_far_the_archive_is_behind(
     status = json.loads(behind.output)["replication"]
     # the local log holds a record sealed after the newest one the archive holds
     assert status["local_until"] > status["shipped_until"] and status["lag_seconds"] > 0
+    assert status["held_bytes"] > 0  # the segment holding that record waits for it
     assert "replication: " in told.output and "not there yet" in told.output
 
 

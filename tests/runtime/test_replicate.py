@@ -6,6 +6,7 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import pytest
@@ -13,10 +14,14 @@ import pytest
 from marcus_persist import ConfigError, open_runtime
 from marcus_persist._core._fs import OS_FS
 from marcus_persist._core._remote import list_remote_backups
+from marcus_persist._core._snapshot import BACKUPS_DIR
+from marcus_persist._core._wal import scan_log
+from marcus_persist._runtime._replicate import STAGING
 from marcus_persist.backends._assignments import check_records
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file import FileAssignmentStorage
 from marcus_persist.ops.remote import restore_from_store
+from tests._s3 import CutProxy
 
 from ..conftest import archive_store
 
@@ -70,6 +75,74 @@ async def test_restore_to_random_instants_reproduces_the_acknowledged_state(
     async with open_runtime(latest) as rt:
         found = {w: await rt.assignments.get_assignment(w) for w in state}
     assert {w: (r or {}).get("task_id") for w, r in found.items()} == state
+
+
+@pytest.fixture
+def cut(s3_archive: dict[str, Any]) -> Iterator[tuple[CutProxy, dict[str, Any]]]:
+    """A cut proxy in front of this test's bucket, and the options that go through it."""
+    port = urlsplit(s3_archive["archive_endpoint"]).port
+    assert port is not None
+    proxy = CutProxy(port)
+    try:
+        yield proxy, {**s3_archive, "archive_endpoint": proxy.endpoint}
+    finally:
+        proxy.close()
+
+
+@pytest.mark.anyio
+async def test_a_remote_that_goes_down_delays_replication_never_a_write(
+    tmp_path: Path, s3_archive: dict[str, Any], cut: tuple[CutProxy, dict[str, Any]]
+) -> None:
+    """Cut the connection to the server: every write is still acknowledged, the
+    failures are counted, nothing not yet shipped leaves the disk (a checkpoint
+    keeps the segments), and once the server is back everything goes up."""
+    proxy, options = cut
+    data = tmp_path / "data"
+    async with open_runtime(data, replicate_interval_seconds=0.05, **options) as rt:
+        replicator = rt.replicator
+        assert replicator is not None
+        await replicator.sync()
+        proxy.down.set()
+        for i in range(20):
+            await rt.assignments.assign(f"w{i}", f"t{i}", {"i": i})
+        await replicator.failing.wait()
+        await rt.checkpoint()  # would retire the segments: they are not up yet
+        logged = [lsn for s in scan_log(data / "assignments" / "wal") for lsn, _ in s.records]
+        assert len(logged) >= 20
+        metrics = (await rt.metrics()).replication
+        assert metrics is not None and metrics.retries >= 1 and metrics.last_error
+        proxy.down.clear()
+        await replicator.sync()
+        assert (await rt.metrics()).replication.retries >= 1  # type: ignore[union-attr]
+        assert not any((data / BACKUPS_DIR / STAGING).glob("backup-*"))
+    restored = tmp_path / "restored"
+    store = _store(s3_archive)
+    await anyio.to_thread.run_sync(restore_from_store, store, restored, None)
+    assert await anyio.to_thread.run_sync(stored_tasks, restored) == {
+        f"w{i}": f"t{i}" for i in range(20)
+    }
+
+
+@pytest.mark.anyio
+async def test_the_base_stays_on_disk_until_its_upload_is_verified(
+    tmp_path: Path, s3_archive: dict[str, Any], cut: tuple[CutProxy, dict[str, Any]]
+) -> None:
+    """The server is down from the start: the base is copied locally and kept there
+    (retried) until the server takes it; then it goes and the remote has it."""
+    proxy, options = cut
+    proxy.down.set()
+    data = tmp_path / "data"
+    async with open_runtime(data, replicate_interval_seconds=0.05, **options) as rt:
+        replicator = rt.replicator
+        assert replicator is not None
+        await rt.assignments.assign("w1", "t1", {})
+        await replicator.failing.wait()
+        assert list((data / BACKUPS_DIR / STAGING).glob("backup-*"))
+        proxy.down.clear()
+        await replicator.sync()
+        assert not list((data / BACKUPS_DIR / STAGING).glob("backup-*"))
+    backups = await anyio.to_thread.run_sync(list_remote_backups, _store(s3_archive))
+    assert len(backups) == 1
 
 
 @pytest.mark.anyio

@@ -1,0 +1,171 @@
+"""Replication's bounds: a remote call that never returns, the segments held
+while the remote is down, and the retention of bases on the remote."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import marcus_persist._runtime._open as runtime_open
+from marcus_persist import BackendError, PersistenceError, open_runtime
+from marcus_persist._core._objstore import ObjectStore, open_object_store
+from marcus_persist._core._remote import list_remote_backups
+from marcus_persist._core._wal import scan_log
+from marcus_persist._runtime import _replicate
+from marcus_persist._runtime._monitor_live import Monitor
+from marcus_persist.ops.remote import restore_from_store
+from tests.runtime.test_replicate import archive, stored_tasks
+
+__all__ = ("archive",)  # the fixture, file:// and s3://
+
+
+class StuckStore:
+    """A ``file://`` store whose uploads of log records hang, while :attr:`stuck`
+    is set, until :attr:`release` is set (a remote that stopped answering)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.stuck = threading.Event()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        if self.stuck.is_set() and "/log/" in key:
+            self.entered.set()
+            self.release.wait()
+        self.inner.put_bytes(key, data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.anyio
+async def test_a_call_that_never_returns_is_abandoned_and_never_holds_the_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload hangs: past its deadline it is a failed attempt (counted), writes
+    go on, and the runtime closes while the call is still stuck."""
+    store = StuckStore(open_object_store(f"file://{tmp_path}/archive"))
+    monkeypatch.setattr(runtime_open, "open_object_store", lambda *_a: store)
+    monkeypatch.setattr(_replicate, "REMOTE_CALL_SECONDS", 0.2)
+    try:
+        async with open_runtime(
+            tmp_path / "data", archive_url="file:///ignored", replicate_interval_seconds=0.05
+        ) as rt:
+            replicator = rt.replicator
+            assert replicator is not None
+            await replicator.sync()
+            store.stuck.set()
+            await rt.assignments.assign("w1", "t1", {})
+            await replicator.failing.wait()
+            metrics = replicator.metrics()
+            assert metrics.retries >= 1 and metrics.last_error == "TimeoutError"
+            await rt.assignments.assign("w2", "t2", {})  # a write never waits on it
+            assert (await rt.assignments.get_assignment("w2")) is not None
+        assert not store.release.is_set()  # closed with the call still stuck
+        assert store.entered.is_set()
+    finally:
+        store.release.set()
+
+
+class DownStore:
+    """A ``file://`` store whose uploads fail while :attr:`down` is set."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.down = threading.Event()
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        if self.down.is_set():
+            raise BackendError(f"{self.url}/{key}: upload failed: the remote is down")
+        self.inner.put_bytes(key, data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.anyio
+async def test_past_the_hold_bound_the_log_is_kept_and_said_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The remote is down while more than ``replicate_hold_mb`` of log is written:
+    every segment stays (a checkpoint retires none of them), the metrics say the
+    bound is passed, one warning is logged; once the remote is back all goes up."""
+    store = DownStore(open_object_store(f"file://{tmp_path}/archive"))
+    monkeypatch.setattr(runtime_open, "open_object_store", lambda *_a: store)
+    data = tmp_path / "data"
+    pad = "x" * 60_000
+    async with open_runtime(
+        data, archive_url="file:///ignored", replicate_interval_seconds=0.05, replicate_hold_mb=1
+    ) as rt:
+        replicator = rt.replicator
+        assert replicator is not None
+        await replicator.sync()
+        store.down.set()
+        for i in range(25):  # 1.5 MB of log
+            await rt.assignments.save_assignment(f"w{i}", f"t{i}", {"pad": pad})
+        await rt.checkpoint()  # would retire the segments: they are not up yet
+        for _ in range(3):
+            await replicator.next_pass()
+        metrics = replicator.metrics()
+        assert metrics.over_hold and metrics.hold_exceeded == 1
+        assert metrics.held_bytes > metrics.hold_limit_bytes == 1 << 20
+        lsns = [lsn for s in scan_log(data / "assignments" / "wal") for lsn, _ in s.records]
+        assert len(lsns) >= 25
+        warned = [r for r in caplog.records if "replicate_hold_mb" in r.getMessage()]
+        assert len(warned) == 1
+        alerts = {a.name: a for a in (await Monitor(rt).snapshot()).alerts}
+        assert alerts["replication_held_bytes"].firing  # the growth alert, live
+        store.down.clear()
+        await replicator.sync()
+        metrics = replicator.metrics()
+        assert not metrics.over_hold and metrics.held_bytes == 0
+    restored = tmp_path / "restored"
+    await anyio.to_thread.run_sync(restore_from_store, store.inner, restored, None)
+    tasks = await anyio.to_thread.run_sync(stored_tasks, restored)
+    assert tasks == {f"w{i}": f"t{i}" for i in range(25)}
+
+
+@pytest.mark.anyio
+async def test_retention_keeps_the_newest_bases_and_every_instant_after_the_oldest(
+    tmp_path: Path, archive: dict[str, Any]
+) -> None:
+    """Each start takes a base; with ``replicate_retention=2`` the third start's base
+    prunes the first (with its log) once it is up. Every instant from the oldest
+    kept base on restores exactly; one before it is refused, not half-restored."""
+    data = tmp_path / "data"
+    timeline: list[tuple[datetime, dict[str, str]]] = []
+    state: dict[str, str] = {}
+    for run in range(3):
+        async with open_runtime(
+            data, replicate_interval_seconds=0.05, replicate_retention=2, **archive
+        ) as rt:
+            replicator = rt.replicator
+            assert replicator is not None
+            await replicator.sync()  # this start's base is up before the writes
+            for i in range(2):
+                await rt.assignments.save_assignment(f"w{i}", f"t{run}-{i}", {})
+                state[f"w{i}"] = f"t{run}-{i}"
+                timeline.append((datetime.now(UTC), dict(state)))
+            await replicator.sync()
+            assert replicator.metrics().pruned_bases == (1 if run == 2 else 0)
+    store = open_object_store(archive["archive_url"], archive.get("archive_endpoint"))
+    backups = await anyio.to_thread.run_sync(list_remote_backups, store)
+    assert len(backups) == 2
+    oldest = datetime.fromisoformat(backups[0].created_at)
+    kept = [(t, s) for t, s in timeline if t >= oldest]
+    assert len(kept) == 4  # the second and third runs' writes
+    for n, (instant, expected) in enumerate(kept):
+        target = tmp_path / f"restored-{n}"
+        await anyio.to_thread.run_sync(restore_from_store, store, target, instant)
+        assert await anyio.to_thread.run_sync(stored_tasks, target) == expected
+    with pytest.raises(PersistenceError, match="no backup was taken at or before"):
+        await anyio.to_thread.run_sync(restore_from_store, store, tmp_path / "x", timeline[0][0])
+    assert not (tmp_path / "x").exists()
