@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ async def test_a_remote_that_goes_down_delays_replication_never_a_write(
         assert (await rt.metrics()).replication.retries >= 1  # type: ignore[union-attr]
         assert not any((data / BACKUPS_DIR / STAGING).glob("backup-*"))
     restored = tmp_path / "restored"
-    store = _store(s3_archive)
+    store = archive_store(s3_archive)
     await anyio.to_thread.run_sync(restore_from_store, store, restored, None)
     assert await anyio.to_thread.run_sync(stored_tasks, restored) == {
         f"w{i}": f"t{i}" for i in range(20)
@@ -141,7 +142,7 @@ async def test_the_base_stays_on_disk_until_its_upload_is_verified(
         proxy.down.clear()
         await replicator.sync()
         assert not list((data / BACKUPS_DIR / STAGING).glob("backup-*"))
-    backups = await anyio.to_thread.run_sync(list_remote_backups, _store(s3_archive))
+    backups = await anyio.to_thread.run_sync(list_remote_backups, archive_store(s3_archive))
     assert len(backups) == 1
 
 

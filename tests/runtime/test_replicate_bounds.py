@@ -19,9 +19,8 @@ from marcus_persist._core._wal import scan_log
 from marcus_persist._runtime import _replicate
 from marcus_persist._runtime._monitor_live import Monitor
 from marcus_persist.ops.remote import restore_from_store
-from tests.runtime.test_replicate import archive, stored_tasks
-
-__all__ = ("archive",)  # the fixture, file:// and s3://
+from tests.conftest import archive_store
+from tests.runtime.test_replicate import stored_tasks
 
 
 class StuckStore:
@@ -156,7 +155,7 @@ async def test_retention_keeps_the_newest_bases_and_every_instant_after_the_olde
                 timeline.append((datetime.now(UTC), dict(state)))
             await replicator.sync()
             assert replicator.metrics().pruned_bases == (1 if run == 2 else 0)
-    store = open_object_store(archive["archive_url"], archive.get("archive_endpoint"))
+    store = archive_store(archive)
     backups = await anyio.to_thread.run_sync(list_remote_backups, store)
     assert len(backups) == 2
     oldest = datetime.fromisoformat(backups[0].created_at)
