@@ -20,9 +20,10 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
-from typing import Any
+from itertools import groupby
+from typing import Any, cast
 
 import anyio
 import msgspec
@@ -57,6 +58,7 @@ from marcus_persist.stores.tokens._messages import (
     Record,
     SetBudget,
 )
+from marcus_persist.stores.tokens._replay import add_sums, is_plain, load_logged, sum_records
 
 __all__ = ("Archive", "Record", "SetBudget", "TokensHandler")
 
@@ -82,7 +84,7 @@ class TokensHandler:
     def load(self) -> None:
         """Read the live document, ours or Marcus's, then replay the records logged
         since it was written (blocking; at startup)."""
-        raw, logged = self.storage.load(normalize)
+        raw, logged = load_logged(self.storage, normalize)
         self.doc = normalize(raw) if raw is not None else empty_document()
         self.doc = fold_all(self.doc, getattr(self.storage, "loaded_deltas", []))
         self.version = getattr(self.storage, "loaded_version", -1)
@@ -94,11 +96,10 @@ class TokensHandler:
             self.archived |= archived_keys(self.storage.archive(month))
         if logged:
             txn = _Transaction(self, replaying=True)
-            for raw_record in logged:
-                try:
-                    txn.replay(msgspec.convert(raw_record, LoggedMessage))
-                except (msgspec.ValidationError, ValidationError) as exc:
-                    raise CorruptDataError("token usage log", f"a logged record: {exc}") from None
+            try:
+                txn.replay_all(logged)
+            except ValidationError as exc:
+                raise CorruptDataError("token usage log", f"a logged record: {exc}") from None
             txn.publish()
         loaded = getattr(self.storage, "loaded", None)
         if loaded is not None:  # a storage that writes the document later, from a thread
@@ -199,6 +200,19 @@ class _Transaction:
                     late.pop(key, None)
             case _:
                 self._apply(logged)
+
+    def replay_all(self, logged: Iterable[LoggedMessage]) -> None:
+        """Apply logged messages again, in order (at load): each run of plain records
+        is summed per cell and added once per cell (``_replay.py``), the rest one by one."""
+        for plain, run in groupby(logged, key=is_plain):
+            if not plain:
+                for message in run:
+                    self.replay(message)
+                continue
+            archived = self._archived_on or self._h.archived_on
+            cutoff = None if archived is None else archived - timedelta(days=self._h.keep_days)
+            records = cast("Iterable[Record]", run)
+            add_sums(sum_records(records, self._h.seen, self._seen), self._section, cutoff)
 
     def _apply(self, message: Message) -> Any:
         match message:
