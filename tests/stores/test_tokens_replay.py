@@ -124,7 +124,7 @@ def test_the_log_is_decoded_as_messages(tmp_path: Path) -> None:
     # opened again as after a crash: no checkpoint, the log holds both batches
     document, logged = _storage(tmp_path).load_typed(normalize, list[LoggedMessage])
     assert document is None
-    assert logged == messages
+    assert list(logged) == messages
     assert _storage(tmp_path).load(normalize)[1] == records  # the plain records, as before
 
 
@@ -132,5 +132,10 @@ def test_a_record_that_is_not_a_batch_of_messages_is_corruption(tmp_path: Path) 
     storage = _storage(tmp_path)
     storage.load(normalize)
     storage.commit([{"type": "Record", "provider": "openai"}], lambda seen=None: {}, {})
+    _document, logged = _storage(tmp_path).load_typed(normalize, list[LoggedMessage])
     with pytest.raises(CorruptDataError, match="record 1: not a batch of logged messages"):
-        _storage(tmp_path).load_typed(normalize, list[LoggedMessage])
+        list(logged)  # decoded as replay reaches it
+    handler = TokensHandler(_storage(tmp_path), SYSTEM_CLOCK, Config(data_dir=str(tmp_path)))
+    with pytest.raises(CorruptDataError, match="record 1"):
+        handler.load()
+    assert handler.seen == {}  # nothing of the log published

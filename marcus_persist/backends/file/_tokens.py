@@ -30,8 +30,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +139,15 @@ class FileTokenStorage:
 
     def load_typed(
         self, check: Callable[[dict[str, Any]], Any], batch: Any
-    ) -> tuple[dict[str, Any] | None, list[Any]]:
+    ) -> tuple[dict[str, Any] | None, Iterator[Any]]:
         """:meth:`load`, each record decoded as an item of *batch* (a ``msgspec`` type,
         a list of tagged messages): the log's batches straight from their bytes, in C
         (no plain records in between: replay costs the decoding, not a conversion).
+        The log is read and checked now; its batches are decoded as the iterator
+        reaches them (one batch's messages in memory at a time).
 
-        :raises CorruptDataError: a record that is not a *batch* (naming its number)
+        :raises CorruptDataError: a record that is not a *batch* (naming its number),
+            raised by the iterator when it reaches it
         """
         document, previous, later = self._open(check)
         try:  # the previous format's records, read as plain records
@@ -151,13 +155,17 @@ class FileTokenStorage:
         except msgspec.ValidationError as exc:
             raise CorruptDataError(str(self.log_path), f"a logged record: {exc}") from None
         decoder = msgspec.json.Decoder(batch)
-        for lsn, payload in later:
+
+        def decoded(record: tuple[int, bytes]) -> list[Any]:
+            lsn, payload = record
             try:
-                records.extend(decoder.decode(payload))
+                messages: list[Any] = decoder.decode(payload)
             except msgspec.DecodeError as exc:
                 reason = f"record {lsn}: not a batch of logged messages: {exc}"
                 raise CorruptDataError(str(self.logged.wal_dir), reason) from None
-        return document, records
+            return messages
+
+        return document, chain(records, chain.from_iterable(map(decoded, later)))
 
     def _open(
         self, check: Callable[[dict[str, Any]], Any]

@@ -94,13 +94,12 @@ class TokensHandler:
         self.doc["request_ids"] = {}
         for month in self.storage.archive_months():
             self.archived |= archived_keys(self.storage.archive(month))
-        if logged:
-            txn = _Transaction(self, replaying=True)
-            try:
-                txn.replay_all(logged)
-            except ValidationError as exc:
-                raise CorruptDataError("token usage log", f"a logged record: {exc}") from None
-            txn.publish()
+        txn = _Transaction(self, replaying=True)  # nothing logged: publishes nothing
+        try:
+            txn.replay_all(logged)
+        except ValidationError as exc:
+            raise CorruptDataError("token usage log", f"a logged record: {exc}") from None
+        txn.publish()
         loaded = getattr(self.storage, "loaded", None)
         if loaded is not None:  # a storage that writes the document later, from a thread
             view = _Transaction(self, replaying=True)

@@ -48,15 +48,17 @@ BATCH = list[LoggedMessage]
 
 def load_logged(
     storage: TokenStorage, check: Callable[[dict[str, Any]], Any]
-) -> tuple[dict[str, Any] | None, list[LoggedMessage]]:
-    """The storage's live document and the messages logged since, decoded.
+) -> tuple[dict[str, Any] | None, Iterable[LoggedMessage]]:
+    """The storage's live document and the messages logged since, decoded (by a
+    storage that decodes its log itself, as they are iterated).
 
-    :raises CorruptDataError: a logged record that is not a message
+    :raises CorruptDataError: a logged record that is not a message (maybe only
+        once the messages are iterated)
     """
     load_typed = getattr(storage, "load_typed", None)
     if load_typed is not None:  # decodes the log's batches as messages itself
         document, typed = load_typed(check, BATCH)
-        messages: list[LoggedMessage] = typed
+        messages: Iterable[LoggedMessage] = typed
         return document, messages
     document, records = storage.load(check)
     try:
