@@ -12,8 +12,10 @@ Measured, each in this process:
    off, set-up only) until each store's log holds ``--mb`` MB, the directory is
    copied as a power loss would leave it (the runtime still open, nothing
    checkpointed), and the copy is opened and one report answered: the time from
-   ``open_runtime`` to that answer, the median of ``--reps`` fresh copies. Target
-   (issue 15): <= 1 s for 64 MB.
+   ``open_runtime`` to that answer, the median of ``--reps`` fresh copies (the
+   note adds the median CPU seconds the process used meanwhile: on a loaded
+   machine the wall time says more about the load). Target (issue 15): <= 1 s
+   for 64 MB.
 2. **sustained, with and without checkpoints**: 100 callers ``tokens.record`` for
    ``--seconds`` with ``wal_checkpoint_mb`` = ``--limit-mb`` (checkpoints beside the
    commits), then the same with checkpoints disabled (limits out of reach), in
@@ -28,6 +30,7 @@ Measured, each in this process:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import statistics
 import sys
@@ -62,7 +65,11 @@ HUGE_MB = 1 << 20  # checkpoints out of reach
 
 
 def _log_bytes(data: Path, store: str) -> int:
-    return sum(p.stat().st_size for p in (data / store / "wal").glob("*.log"))
+    total = 0
+    for segment in (data / store / "wal").glob("*.log"):
+        with contextlib.suppress(FileNotFoundError):  # retired since it was listed
+            total += segment.stat().st_size
+    return total
 
 
 async def _record(rt: Runtime, caller: int, n: int) -> None:
@@ -113,14 +120,16 @@ async def replay_case(store: str, mb: int, reps: int, loop: str, work: Path) -> 
             lambda: shutil.copytree(live, crashed, ignore=shutil.ignore_patterns(".lock"))
         )
     opened: list[float] = []
+    cpu: list[float] = []  # the process's CPU seconds meanwhile: what the load cannot inflate
     correct = True
     for rep in range(reps):
         copy = work / f"{store}-open-{rep}"
         await anyio.to_thread.run_sync(shutil.copytree, crashed, copy)
-        started = time.perf_counter()
+        started, used = time.perf_counter(), time.process_time()
         async with open_runtime(copy, **limit) as rt:  # type: ignore[arg-type]
             answer = await _answer(store, rt)
             opened.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - used)
         correct = correct and answer == expected
         await anyio.to_thread.run_sync(shutil.rmtree, copy)
     median = statistics.median(opened)
@@ -134,7 +143,7 @@ async def replay_case(store: str, mb: int, reps: int, loop: str, work: Path) -> 
         seconds=median,
         correct=correct,
         note=f"{size / 2**20:.1f} MB of log, {expected:,} replayed; median of {reps} opens "
-        f"({', '.join(f'{s:.2f}' for s in opened)} s)",
+        f"({', '.join(f'{s:.2f}' for s in opened)} s; CPU {statistics.median(cpu):.2f} s)",
         env=environment(),
     )
 

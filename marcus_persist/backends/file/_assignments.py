@@ -72,8 +72,17 @@ class FileAssignmentStorage:
             return check(document)
 
         self._files = {s: read_json(self.path(s), self._ctx, shape) or {} for s in scopes}
-        for changes in self.logged.replay(lambda payload: _decode_changes(payload, check)):
+        for changes in self.logged.replay(_decode_changes):
             self._fold(changes)
+        # what the log left in each scope it touched, checked as a file's records are
+        # (a record a later batch replaced never loads: checking it costs the log,
+        # checking what it left costs the state)
+        for touched in [s for s in self._files if s in self._dirty]:
+            try:
+                check(self._files[touched])
+            except ValueError as exc:  # msgspec.DecodeError is one
+                reason = f"a sealed record: {exc}"
+                raise CorruptDataError(str(self.logged.wal_dir), reason) from None
         return {scope: dict(records) for scope, records in self._files.items()}
 
     def _unreadable_project(self, entry: Path) -> None:
@@ -163,18 +172,15 @@ def _check_scope(scope: Any) -> Scope:
     return scope
 
 
-def _decode_changes(payload: bytes, check: CheckRecords) -> Changes:
-    """One log record back into changes; ``ValueError`` names what is wrong."""
+def _decode_changes(payload: bytes) -> Changes:
+    """One log record back into changes (the records it sets are checked once replay
+    is done, :meth:`FileAssignmentStorage.load`); ``ValueError`` names what is wrong."""
     document = decode(payload)
     if not isinstance(document, list) or not all(
         isinstance(e, list) and len(e) == 2 and isinstance(e[1], dict) for e in document
     ):
         raise ValueError(f"expected [[scope, changes], ...], got {document!r:.80}")
-    changes: Changes = []
-    for scope, records in document:
-        check({k: v for k, v in records.items() if v is not None})
-        changes.append((_check_scope(scope), records))
-    return changes
+    return [(_check_scope(scope), records) for scope, records in document]
 
 
 def _kind(value: object) -> str:

@@ -145,18 +145,26 @@ class Logged(Generic[T]):
         self._since = self._clock() if self._log.pending_bytes else None
         return records
 
-    def replay(self, decode: Callable[[bytes], R]) -> list[R]:
-        """:meth:`open`, each payload through *decode*: a record sound on disk that
-        *decode* refuses (``ValueError``, ``RecursionError``) makes the log corrupt
-        (``CorruptDataError``, naming the record)."""
-        decoded: list[R] = []
-        for lsn, payload in self.open_records():
-            try:
-                decoded.append(decode(payload))
-            except (ValueError, RecursionError) as exc:
-                reason = f"record {lsn}, a sealed record: {exc}"
-                raise CorruptDataError(str(self.wal_dir), reason) from None
-        return decoded
+    def replay(self, decode: Callable[[bytes], R]) -> Iterator[R]:
+        """:meth:`open` (now), then each payload through *decode* as the caller reaches
+        it: one record's decoded form at a time, not the whole log's (holding them
+        all made the garbage collector rescan a growing heap: 4x the CPU of a 64 MB
+        replay). A record sound on disk that *decode* refuses (``ValueError``,
+        ``RecursionError``) makes the log corrupt (``CorruptDataError``, naming the
+        record), raised when the caller reaches it: a caller folding as it goes
+        has folded the records before it, and fails its load."""
+        records = self.open_records()
+
+        def decoded() -> Iterator[R]:
+            for lsn, payload in records:
+                try:
+                    value = decode(payload)
+                except (ValueError, RecursionError) as exc:
+                    reason = f"record {lsn}, a sealed record: {exc}"
+                    raise CorruptDataError(str(self.wal_dir), reason) from None
+                yield value
+
+        return decoded()
 
     def commit(self, payload: bytes, fold: Callable[[], None]) -> int:
         """Append *payload* as one record (the commit point), then *fold* it into the

@@ -32,8 +32,9 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -140,24 +141,61 @@ class FileTokenStorage:
     def load(
         self, check: Callable[[dict[str, Any]], Any]
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        document, records, later = self._open(check)
+        for lsn, payload in later:
+            records.extend(self._batch(lsn, payload))
+        return document, records
+
+    def load_typed(
+        self, check: Callable[[dict[str, Any]], Any], batch: Any
+    ) -> tuple[dict[str, Any] | None, Iterator[Any]]:
+        """:meth:`load`, each record decoded as an item of *batch* (a ``msgspec`` type,
+        a list of tagged messages): the log's batches straight from their bytes, in C
+        (no plain records in between: replay costs the decoding, not a conversion).
+        The log is read and checked now; its batches are decoded as the iterator
+        reaches them (one batch's messages in memory at a time).
+
+        :raises CorruptDataError: a record that is not a *batch* (naming its number),
+            raised by the iterator when it reaches it
+        """
+        document, previous, later = self._open(check)
+        try:  # the previous format's records, read as plain records
+            records: list[Any] = msgspec.convert(previous, batch)
+        except msgspec.ValidationError as exc:
+            raise CorruptDataError(str(self.log_path), f"a logged record: {exc}") from None
+        decoder = msgspec.json.Decoder(batch)
+
+        def decoded(record: tuple[int, bytes]) -> list[Any]:
+            lsn, payload = record
+            try:
+                messages: list[Any] = decoder.decode(payload)
+            except msgspec.DecodeError as exc:
+                reason = f"record {lsn}: not a batch of logged messages: {exc}"
+                raise CorruptDataError(str(self.logged.wal_dir), reason) from None
+            return messages
+
+        return document, chain(records, chain.from_iterable(map(decoded, later)))
+
+    def _open(
+        self, check: Callable[[dict[str, Any]], Any]
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[tuple[int, bytes]]]:
+        """Read the document and the previous format's records, recover the log: the
+        log's records after the document's ``wal_lsn``, as ``(lsn, payload)``."""
         found = self._previous = read_previous(self.path, self.log_path, self._ctx, check)
         self._doc_bytes = self.path.stat().st_size if found.document is not None else 0
         base = found.document.get("wal_lsn", 0) if found.document is not None else 0
         if isinstance(base, bool) or not isinstance(base, int) or base < 0:
             raise CorruptDataError(str(self.path), f"wal_lsn {base!r} is not a record number")
-        records = list(found.records)
         later = replay_after(base, self.logged.open_records(base + 1))
         if later and later[0][0] != base + 1:
             self._gap(base, later[0][0])
-        for lsn, payload in later:
-            records.extend(self._batch(lsn, payload))
         self._lsn = max(base, later[-1][0] if later else 0)
         # the previous format stays as it is until a commit (a start writes nothing):
         # the checkpoint after it holds what that format's log held, then removes it
         self._upgrade = found.has_log
         self._dirty = bool(later)
         self._loading = True  # until the handler's ``loaded``: see ``archive_months``
-        return found.document, records
+        return found.document, list(found.records), later
 
     def _gap(self, base: int, first: int) -> None:
         reason = (

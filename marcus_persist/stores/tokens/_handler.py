@@ -15,7 +15,6 @@ from datetime import date
 from typing import Any
 
 import anyio
-import msgspec
 
 from marcus_persist._config import Config
 from marcus_persist._core._clock import Clock
@@ -24,7 +23,8 @@ from marcus_persist.backends._contract import TokenStorage
 from marcus_persist.stores.tokens._deltas import fold_all, reloaded
 from marcus_persist.stores.tokens._document import empty_document, normalize
 from marcus_persist.stores.tokens._late import archived_keys
-from marcus_persist.stores.tokens._messages import Archive, LoggedMessage, Record, SetBudget
+from marcus_persist.stores.tokens._messages import Archive, Record, SetBudget
+from marcus_persist.stores.tokens._replay import load_logged
 from marcus_persist.stores.tokens._transaction import TokensTransaction
 
 __all__ = ("Archive", "Record", "SetBudget", "TokensHandler")
@@ -49,7 +49,7 @@ class TokensHandler:
     def load(self) -> None:
         """Read the live document, ours or Marcus's, then replay the records logged
         since it was written (blocking; at startup)."""
-        raw, logged = self.storage.load(normalize)
+        raw, logged = load_logged(self.storage, normalize)
         self.doc = normalize(raw) if raw is not None else empty_document()
         self.doc = fold_all(self.doc, getattr(self.storage, "loaded_deltas", []))
         self.version = getattr(self.storage, "loaded_version", -1)
@@ -59,14 +59,12 @@ class TokensHandler:
         self.doc["request_ids"] = {}
         for month in self.storage.archive_months():
             self.archived |= archived_keys(self.storage.archive(month))
-        if logged:
-            txn = TokensTransaction(self, replaying=True)
-            for raw_record in logged:
-                try:
-                    txn.replay(msgspec.convert(raw_record, LoggedMessage))
-                except (msgspec.ValidationError, ValidationError) as exc:
-                    raise CorruptDataError("token usage log", f"a logged record: {exc}") from None
-            txn.publish()
+        txn = TokensTransaction(self, replaying=True)  # nothing logged: publishes nothing
+        try:
+            txn.replay_all(logged)
+        except ValidationError as exc:
+            raise CorruptDataError("token usage log", f"a logged record: {exc}") from None
+        txn.publish()
         loaded = getattr(self.storage, "loaded", None)
         if loaded is not None:  # a storage that writes the document later, from a thread
             view = TokensTransaction(self, replaying=True)

@@ -4,7 +4,9 @@ A record touches four cells (its day and provider, its model, its hour, its
 project). Calls in one batch mostly share them, so the transaction adds each
 live record here (one tuple key, four integers) and :meth:`BatchSums.flush`
 adds each sum into the staged cells once: a batch of 100 records costs the
-cells it touches, not 400 updates of them.
+cells it touches, not 400 updates of them. Replay at load counts each run of
+logged live records into the same sums (``TokensTransaction.replay_all``): one
+summing mechanism, at commit and at load.
 
 Invariant: sums commute, and a flush adds cells, keys and task ids in the
 order their records came, so the staged document after a flush is exactly the

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
-from typing import Any, Protocol
+from itertools import groupby
+from typing import Any, Protocol, cast
 
 import msgspec
 
@@ -38,6 +39,7 @@ from marcus_persist.stores.tokens._messages import (
     Record,
     SetBudget,
 )
+from marcus_persist.stores.tokens._replay import is_plain
 from marcus_persist.stores.tokens._sums import BatchSums, clone, project_delta, usage_delta
 
 __all__ = ("TokensState", "TokensTransaction")
@@ -132,6 +134,41 @@ class TokensTransaction:
                     late.pop(key, None)
             case _:
                 self._apply(logged)
+
+    def replay_all(self, logged: Iterable[LoggedMessage]) -> None:
+        """Apply logged messages again, in order (at load): each run of plain records
+        goes through :meth:`_replay_live`, the rest through :meth:`replay`, one by one."""
+        for plain, run in groupby(logged, key=is_plain):
+            if plain:
+                self._replay_live(cast("Iterable[Record]", run))
+            else:
+                for message in run:
+                    self.replay(message)
+
+    def _replay_live(self, records: Iterable[Record]) -> None:
+        """Count a run of logged live records as :meth:`_apply` counts each one (a
+        request id counted already is skipped, a day an archive holds is refused),
+        into the same per-cell sums a batch uses (:mod:`._sums`), minus the message
+        dispatch and the log entry a new record needs: the loop a log of millions
+        of records costs at load. The run holds no other message, so the archive
+        cut-off and the window stay as they were at its start."""
+        archived = self._archived_on or self._h.archived_on
+        cutoff = None if archived is None else archived - self._keep
+        counted, seen, add = self._h.seen, self._seen, self._sums.add
+        days: dict[date, str] = {}  # one name string per day, not one per record
+        for rec in records:
+            rid = rec.request_id
+            if rid is not None and (rid in seen or rid in counted):
+                continue  # a retried call: already counted
+            when = rec.at.date()
+            if cutoff is not None and when < cutoff:
+                raise ValidationError(f"at: {when} is already archived")
+            day = days.get(when)
+            if day is None:
+                day = days[when] = when.isoformat()
+            add(rec, day)
+            if rid is not None:
+                seen[rid] = day
 
     def _apply(self, message: Message) -> Any:
         match message:

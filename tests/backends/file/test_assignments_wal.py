@@ -7,12 +7,15 @@ import errno
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from marcus_persist import CorruptDataError, open_runtime
 from marcus_persist._core._fs import FileSystem
+from marcus_persist._core._wal import WriteAheadLog
+from marcus_persist.backends._assignments import check_records
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file import FileBackend
 from marcus_persist.backends.file._logged import CheckpointPolicy
@@ -188,3 +191,40 @@ class TestRecovery:
             assert [q.path for q in rt.quarantined] == [str(wal_dir(crashed))]
         moved = [p for p in wal_dir(crashed).parent.iterdir() if ".corrupt-" in p.name]
         assert [p.name for p in moved[0].iterdir()] == [segment.name]
+
+    def test_what_the_log_leaves_is_checked_as_a_file_is(self, tmp_path: Path) -> None:
+        """Replay checks the records the log leaves in each scope it touched (a record
+        a later batch replaced never loads): a bad one, or a task two workers hold
+        after the log's batches, is corruption naming the log."""
+        good = {"task_id": "t1", "assigned_at": "2026-01-01T00:00:00+00:00", "task_data": {}}
+        batches: dict[str, list[Any]] = {
+            "bad record left": [[[None, {"w1": {"task_id": 5}}]]],
+            "task held twice": [
+                [[None, {"w1": good}]],
+                [["p", {"w9": good}], [None, {"w2": good}]],
+            ],
+        }
+        for case, changes in batches.items():
+            root = tmp_path / case.replace(" ", "-")
+            FileBackend(FileContext(root, FileSystem(), False, "error")).assignments().load(
+                check_records
+            )
+            wal = WriteAheadLog(wal_dir(root), {1: 0}, 1, sync=False)
+            for batch in changes:
+                wal.append(json.dumps(batch).encode())
+            wal.close()
+            with pytest.raises(CorruptDataError, match="a sealed record") as caught:
+                FileBackend(FileContext(root, FileSystem(), False, "error")).assignments().load(
+                    check_records
+                )
+            assert caught.value.path == str(wal_dir(root))
+        replaced = tmp_path / "replaced"  # the bad record never loads: a later batch replaced it
+        FileBackend(FileContext(replaced, FileSystem(), False, "error")).assignments().load(
+            check_records
+        )
+        wal = WriteAheadLog(wal_dir(replaced), {1: 0}, 1, sync=False)
+        wal.append(json.dumps([[None, {"w1": {"task_id": 5}}]]).encode())
+        wal.append(json.dumps([[None, {"w1": good}]]).encode())
+        wal.close()
+        storage = FileBackend(FileContext(replaced, FileSystem(), False, "error")).assignments()
+        assert storage.load(check_records) == {None: {"w1": good}}
