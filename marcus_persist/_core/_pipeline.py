@@ -49,7 +49,7 @@ from marcus_persist._core._inbox import Inbox
 from marcus_persist._core._mailbox import Barrier, Request
 from marcus_persist._core._txn import PipelinedHandler, Staged, Transaction
 from marcus_persist._core._wakeup import Wakeup
-from marcus_persist._errors import PersistenceError
+from marcus_persist._errors import BackendError, PersistenceError
 
 __all__ = ("Pipeline",)
 
@@ -236,7 +236,10 @@ class Pipeline(Generic[M]):
             return
         self._next = None
         self._count(batch.taken)
-        error = PersistenceError(
+        # the same kind as the failure below: a caller that retries on BackendError
+        # (the database went away) retries these too
+        kind = BackendError if isinstance(flight.error, BackendError) else PersistenceError
+        error = kind(
             f"{self._name}: not committed: the batch it was staged on failed: {flight.error}",
             errno=flight.error.errno,
         )

@@ -15,7 +15,7 @@ import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
-from marcus_persist import PersistenceError, TaskAlreadyAssigned, open_runtime
+from marcus_persist import BackendError, PersistenceError, TaskAlreadyAssigned, open_runtime
 from marcus_persist._core import _pipeline
 from marcus_persist._runtime import Runtime
 from tests.conftest import FaultyFS, store_bytes
@@ -76,7 +76,45 @@ class TestStagedOnTop:
             assert await rt.assignments.get_all_assigned_task_ids() == {"up", "t1", "t2"}
 
 
+class DatabaseGoesAway(FaultyFS):
+    """An fsync that fails as a database driver's failure does, while :attr:`away`."""
+
+    away = False
+
+    def fsync(self, fd: int) -> None:
+        self.fsync_gate.wait(30)
+        if self.away:
+            raise BackendError("injected: server closed the connection unexpectedly")
+        super().fsync(fd)
+
+
 class TestFailedBatchBelow:
+    async def test_a_database_failure_below_fails_k_plus_1_as_a_backend_error(
+        self, tmp_path: Path
+    ) -> None:
+        # found by the postgres restart test: k+1 failed as a bare PersistenceError
+        # while callers retry on BackendError (the database went away)
+        fs = DatabaseGoesAway()
+        got: dict[str, object] = {}
+        async with open_runtime(tmp_path, fs=fs) as rt:
+            await rt.assignments.assign("warm", "up", {})
+            fs.fsync_gate.clear()
+            fs.away = True
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(outcome_of, rt, "a", "t1", got)  # batch k
+                    await wait_all_tasks_blocked()
+                    tg.start_soon(outcome_of, rt, "b", "t2", got)  # k+1, staged on k
+                    await wait_all_tasks_blocked()
+                    fs.fsync_gate.set()
+            finally:
+                fs.fsync_gate.set()
+            fs.away = False
+            assert isinstance(got["a"], BackendError)
+            assert isinstance(got["b"], BackendError)
+            assert "the batch it was staged on failed" in str(got["b"])
+            assert await rt.assignments.get_all_assigned_task_ids() == {"up"}
+
     async def test_a_failed_k_fails_k_plus_1_and_readers_stay_on_the_durable_state(
         self, tmp_path: Path, faulty_fs: FaultyFS
     ) -> None:
