@@ -64,6 +64,9 @@ def import_marcus_command(
         click.echo(msgspec.json.encode(report).decode())
     else:
         click.echo(f"imported {len(report.files)} files from {marcus_dir}")
+        if report.state:
+            counts = ", ".join(f"{c} {n}" for c, n in report.state.items())
+            click.echo(f"state records: {counts}")
         if report.costs is not None:
             c = report.costs
             click.echo(

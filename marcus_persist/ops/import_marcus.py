@@ -40,6 +40,7 @@ from marcus_persist.backends._names import check_file_name
 from marcus_persist.backends.file._audit import FileAuditStorage
 from marcus_persist.backends.file._audit_rotation import parse_source_name
 from marcus_persist.backends.file._backend import FileBackend
+from marcus_persist.backends.file._state import DOCUMENTED_ONLY, DOCUMENTED_ONLY_REASON
 from marcus_persist.ops._import_costs import CostImport, import_costs
 from marcus_persist.ops._import_databases import LANE_DATABASES, copy_database
 from marcus_persist.ops._import_history import (
@@ -91,6 +92,9 @@ class ImportReport(msgspec.Struct):
     migration: MigrationReport
     #: Marcus's CostStore rows recorded into token usage (``costs=`` given)
     costs: CostImport | None = None
+    #: records per state collection imported (``events``, ``decisions``,
+    #: ``task_outcomes``, ... as Marcus named them), before the copy into the target
+    state: dict[str, int] = msgspec.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -125,7 +129,8 @@ def import_marcus(
         ensure_dir(staging, sync=False)
         for rel in files:
             _copy_in(marcus_dir / rel, staging / rel)
-        skipped += _load_in_staging(staging, Path(tmp))
+        more, state = _load_in_staging(staging, Path(tmp))
+        skipped += more
         cost_report = _costs_in_staging(staging, costs, target) if costs is not None else None
         config = Config(data_dir=str(staging), backend="file")
         progress = target.path / PROGRESS_NAME if target.backend != "postgres" else None
@@ -150,7 +155,7 @@ def import_marcus(
             skipped.append(Skipped(name, why))
     skipped += _copy_history(marcus_dir, history, target, report.ok)
     files = [f for f in files if f not in {s.path for s in skipped}]
-    return ImportReport(str(marcus_dir), files, skipped, report, cost_report)
+    return ImportReport(str(marcus_dir), files, skipped, report, cost_report, state)
 
 
 def _copy_history(
@@ -261,6 +266,8 @@ def _state_file(folder: Path, path: Path) -> str | None:
     """Why *path* under ``marcus_state/`` is not imported (``None``: it is)."""
     if path.parent == folder and path.suffix == ".json" and _collection(path.stem):
         return None
+    if path.relative_to(folder).parts[0] in DOCUMENTED_ONLY:
+        return DOCUMENTED_ONLY_REASON
     return "not a collection file marcus_state/NAME.json"
 
 
@@ -286,12 +293,15 @@ def _collection(name: str) -> bool:
     return True
 
 
-def _load_in_staging(staging: Path, scratch: Path) -> list[Skipped]:
-    """Run the stores' importers on the staging copy; report what they could not take."""
+def _load_in_staging(staging: Path, scratch: Path) -> tuple[list[Skipped], dict[str, int]]:
+    """Run the stores' importers on the staging copy; what they could not take, and
+    the records per state collection they took."""
     ctx = FileContext(staging, OS_FS, False, "quarantine")
     backend = FileBackend(ctx)
     try:
-        return _import_stores(staging, scratch, backend, ctx)
+        skipped = _import_stores(staging, scratch, backend, ctx)
+        state = backend.state()
+        return skipped, {c: state.count(c) for c in sorted(state.collections())}
     finally:
         backend.close()  # the logs opened, checkpointed into the staging files
 

@@ -17,6 +17,12 @@ else: it is never read as a collection, renamed or moved, only listed in
 imported, so a crash between the two steps does not import twice, and a file
 Marcus wrote again later is imported again (its records win, nothing else is
 touched).
+
+Marcus's data-persistence document also draws ``events/``, ``context/`` and
+``memory/`` here, but no Marcus code writes them: its Events, Context and
+Memory systems store through ``Persistence`` (``<collection>.json`` here, or
+``data/marcus.db``). A file found in one of them is logged and listed in
+:attr:`FileStateStorage.left`, never read, moved or imported.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from marcus_persist.backends.file._logged_shards import LoggedShards, decode_rec
 from marcus_persist.backends.file._shards import MANIFEST
 
 __all__ = (
+    "DOCUMENTED_ONLY",
+    "DOCUMENTED_ONLY_REASON",
     "NOT_COLLECTIONS",
     "STATE_DIR",
     "FileStateStorage",
@@ -51,6 +59,12 @@ log = logging.getLogger("marcus_persist")
 STATE_DIR = "marcus_state"
 #: files other Marcus components keep in ``marcus_state/``: never a collection, never moved
 NOT_COLLECTIONS = frozenset({"subtasks.json"})
+#: subdirectories only Marcus's document draws (see the module docstring)
+DOCUMENTED_ONLY = ("events", "context", "memory")
+DOCUMENTED_ONLY_REASON = (
+    "no Marcus code writes marcus_state/events/, context/ or memory/ (its Events, "
+    "Context and Memory keep marcus_state/NAME.json or marcus.db); left as it is"
+)
 _IMPORTED = "imported"  # manifest meta: {file name: sha256 of the imported bytes}
 
 
@@ -80,6 +94,20 @@ class FileStateStorage(LoggedShards):
             for path in sorted(self.directory.glob("*.json")):
                 if path.name != MANIFEST and path.is_file():
                     self._import(path)
+            self._leave_documented_only()
+
+    def _leave_documented_only(self) -> None:
+        """List (and log) the files under the subdirectories only Marcus's document draws."""
+        for name in DOCUMENTED_ONLY:
+            folder = self.directory / name
+            if folder.is_dir() and not folder.is_symlink():
+                found = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+                for path in found:
+                    self.left.append((path, DOCUMENTED_ONLY_REASON))
+                if found:
+                    log.warning(
+                        "%s: %d files not imported: %s", folder, len(found), DOCUMENTED_ONLY_REASON
+                    )
 
     def _import(self, path: Path) -> None:
         if path.name in NOT_COLLECTIONS:
