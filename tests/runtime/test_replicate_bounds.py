@@ -13,10 +13,10 @@ import pytest
 
 import marcus_persist._runtime._open as runtime_open
 from marcus_persist import BackendError, PersistenceError, open_runtime
+from marcus_persist._core import _bounded
 from marcus_persist._core._objstore import ObjectStore, open_object_store
 from marcus_persist._core._remote import list_remote_backups
 from marcus_persist._core._wal import scan_log
-from marcus_persist._runtime import _replicate
 from marcus_persist._runtime._monitor_live import Monitor
 from marcus_persist.ops.remote import restore_from_store
 from tests.conftest import archive_store
@@ -52,7 +52,7 @@ async def test_a_call_that_never_returns_is_abandoned_and_never_holds_the_close(
     go on, and the runtime closes while the call is still stuck."""
     store = StuckStore(open_object_store(f"file://{tmp_path}/archive"))
     monkeypatch.setattr(runtime_open, "open_object_store", lambda *_a: store)
-    monkeypatch.setattr(_replicate, "REMOTE_CALL_SECONDS", 0.2)
+    monkeypatch.setattr(_bounded, "REMOTE_CALL_SECONDS", 0.2)
     try:
         async with open_runtime(
             tmp_path / "data", archive_url="file:///ignored", replicate_interval_seconds=0.05
@@ -168,3 +168,4 @@ async def test_retention_keeps_the_newest_bases_and_every_instant_after_the_olde
     with pytest.raises(PersistenceError, match="no backup was taken at or before"):
         await anyio.to_thread.run_sync(restore_from_store, store, tmp_path / "x", timeline[0][0])
     assert not (tmp_path / "x").exists()
+
