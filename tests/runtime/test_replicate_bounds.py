@@ -18,9 +18,12 @@ from marcus_persist._core._objstore import ObjectStore, open_object_store
 from marcus_persist._core._remote import list_remote_backups
 from marcus_persist._core._wal import scan_log
 from marcus_persist._runtime._monitor_live import Monitor
+from marcus_persist.backends.file._tokens_tier import TIER_PREFIX
 from marcus_persist.ops.remote import restore_from_store
 from tests.conftest import archive_store
 from tests.runtime.test_replicate import stored_tasks
+from tests.stores.audit_helpers import FakeClock
+from tests.stores.test_tokens_tier import KEEP, NOW, fill, local_months
 
 
 class StuckStore:
@@ -169,3 +172,96 @@ async def test_retention_keeps_the_newest_bases_and_every_instant_after_the_olde
         await anyio.to_thread.run_sync(restore_from_store, store, tmp_path / "x", timeline[0][0])
     assert not (tmp_path / "x").exists()
 
+
+class StuckUploads:
+    """A ``file://`` store whose file uploads under :attr:`prefix` hang, while
+    :attr:`stuck` is set, until :attr:`release` is set."""
+
+    def __init__(self, inner: ObjectStore, prefix: str) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.prefix = prefix
+        self.stuck = threading.Event()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def put_file(self, key: str, path: Path) -> tuple[int, str]:
+        if self.stuck.is_set() and key.startswith(self.prefix):
+            self.entered.set()
+            self.release.wait()
+        return self.inner.put_file(key, path)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.anyio
+async def test_a_stuck_snapshot_upload_is_abandoned_and_its_copy_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SQLite snapshot's upload hangs: past its deadline it is a failed attempt
+    (counted), no staged copy is left, writes go on, and the runtime closes while
+    the upload is still stuck."""
+    store = StuckUploads(open_object_store(f"file://{tmp_path}/archive"), "sqlite/")
+    monkeypatch.setattr(runtime_open, "open_object_store", lambda *_a: store)
+    monkeypatch.setattr(_bounded, "REMOTE_CALL_SECONDS", 0.2)
+    data = tmp_path / "data"
+    try:
+        async with open_runtime(
+            data, backend="sqlite", archive_url="file:///ignored", replicate_interval_seconds=0.05
+        ) as rt:
+            replicator = rt.sqlite_replicator
+            assert replicator is not None
+            await rt.assignments.save_assignment("w0", "t0", {})
+            assert await replicator.ship_now() or replicator.metrics().snapshots >= 1
+            up = replicator.metrics().snapshots
+            store.stuck.set()
+            await rt.assignments.save_assignment("w1", "t1", {})
+            await replicator.failing.wait()
+            metrics = replicator.metrics()
+            assert metrics.retries >= 1 and metrics.last_error == "TimeoutError"
+            assert metrics.snapshots == up  # the abandoned one is not counted
+            with pytest.raises(TimeoutError):  # a host's call is bounded alike
+                await replicator.ship_now()
+            await rt.assignments.save_assignment("w2", "t2", {})  # a write never waits on it
+            assert (await rt.assignments.get_assignment("w2")) is not None
+        assert not store.release.is_set()  # closed with the upload still stuck
+        assert store.entered.is_set()
+        staging = data / "backups" / ".replica-sqlite"
+        assert not staging.exists() or not any(staging.iterdir())  # no copy left behind
+    finally:
+        store.release.set()
+
+
+@pytest.mark.anyio
+async def test_a_stuck_tiering_pass_is_abandoned_and_deletes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hourly tiering job's upload of a sealed month hangs: past its deadline the
+    pass is a failed one (counted), every archive stays on the disk, token usage is
+    still recorded, and the runtime closes while the upload is still stuck."""
+    data, clock = tmp_path / "data", FakeClock(NOW)
+    async with open_runtime(data, clock=clock, **KEEP) as rt:
+        await fill(rt, clock)  # January and February sealed, on the disk
+    store = StuckUploads(open_object_store(f"file://{tmp_path}/archive"), TIER_PREFIX)
+    store.stuck.set()
+    monkeypatch.setattr(runtime_open, "open_object_store", lambda *_a: store)
+    monkeypatch.setattr(_bounded, "REMOTE_CALL_SECONDS", 0.2)
+    try:
+        async with open_runtime(data, clock=clock, archive_url="file:///ignored", **KEEP) as rt:
+            tiering = rt.token_tiering
+            assert tiering is not None
+            while tiering.metrics().passes == 0:  # the pass the job makes at start
+                await tiering.pass_ended.wait()
+            metrics = tiering.metrics()
+            assert metrics.retries == 1 and metrics.last_error == "TimeoutError"
+            assert metrics.moved == 0
+            with pytest.raises(TimeoutError):  # a host's call is bounded alike
+                await rt.tokens.tier()
+            assert await rt.tokens.record("openai", 1, 1, 0.5)  # a write never waits on it
+            assert local_months(data) == ["2026-01.json", "2026-02.json", "2026-03.json"]
+        assert not store.release.is_set()  # closed with the upload still stuck
+        assert store.entered.is_set()
+        assert local_months(data) == ["2026-01.json", "2026-02.json", "2026-03.json"]
+    finally:
+        store.release.set()
