@@ -18,11 +18,13 @@ from marcus_persist._core._objstore import ObjectStore, open_object_store
 from marcus_persist._core._remote import list_remote_backups
 from marcus_persist._core._wal import scan_log
 from marcus_persist._runtime._monitor_live import Monitor
+from marcus_persist.backends.file._audit_tier import TIER_PREFIX as AUDIT_PREFIX
 from marcus_persist.backends.file._tokens_tier import TIER_PREFIX
 from marcus_persist.ops.remote import restore_from_store
 from tests.conftest import archive_store
 from tests.runtime.test_replicate import stored_tasks
 from tests.stores.audit_helpers import FakeClock
+from tests.stores.test_audit_rotation import FIRST, TODAY, fill_days, noon
 from tests.stores.test_tokens_tier import KEEP, NOW, fill, local_months
 
 
@@ -263,5 +265,42 @@ async def test_a_stuck_tiering_pass_is_abandoned_and_deletes_nothing(
         assert not store.release.is_set()  # closed with the upload still stuck
         assert store.entered.is_set()
         assert local_months(data) == ["2026-01.json", "2026-02.json", "2026-03.json"]
+    finally:
+        store.release.set()
+
+
+@pytest.mark.anyio
+async def test_a_stuck_audit_tiering_is_abandoned_and_deletes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The move of the audit archives after a rotation hangs: the rotation ends past
+    the deadline with every archive still on the disk, a later rotation does not
+    run a second move beside the stuck one, events are still logged and read, and
+    the runtime closes while the upload is still stuck."""
+    data = tmp_path / "data"
+    days = fill_days(data, FIRST, TODAY)
+    store = StuckUploads(open_object_store(f"file://{tmp_path}/archive"), AUDIT_PREFIX)
+    store.stuck.set()
+    monkeypatch.setattr(runtime_open, "open_object_store", lambda *_a: store)
+    monkeypatch.setattr(_bounded, "REMOTE_CALL_SECONDS", 0.2)
+    archive = data / "audit_logs" / "archive"
+    options: dict[str, Any] = {"audit_daily_days": 7, "audit_weekly_weeks": 2}
+    try:
+        async with open_runtime(
+            data, clock=FakeClock(noon(TODAY)), archive_url="file:///ignored", **options
+        ) as rt:
+            await rt.audit.rotate()  # the move is abandoned past its deadline
+            assert store.entered.is_set()
+            held = sorted(p.name for p in archive.iterdir())
+            assert held  # nothing left the disk
+            await rt.audit.rotate()  # refused while the first move runs, not run beside it
+            assert sorted(p.name for p in archive.iterdir()) == held
+            warned = [r.getMessage() for r in caplog.records if "stay on disk" in r.getMessage()]
+            assert "TimeoutError" in warned[0] and "still runs" in warned[-1]
+            await rt.audit.log_event("test", "c1", "agent", "ping", {"n": 1})
+            await rt.audit.sync()
+            assert len([e async for e in rt.audit.query()]) == 2 * len(days) + 1
+        assert not store.release.is_set()  # closed with the upload still stuck
+        assert sorted(p.name for p in archive.iterdir()) == held
     finally:
         store.release.set()
