@@ -14,12 +14,13 @@ verified before anything local is deleted).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
-__all__ = ("REMOTE_CALL_SECONDS", "call_remote")
+__all__ = ("REMOTE_CALL_SECONDS", "call_remote", "call_within")
 
 _T = TypeVar("_T")
 
@@ -36,3 +37,32 @@ async def call_remote(call: Callable[..., _T], *args: object, seconds: float | N
     """
     with anyio.fail_after(REMOTE_CALL_SECONDS if seconds is None else seconds):
         return await anyio.to_thread.run_sync(call, *args, abandon_on_cancel=True)
+
+
+def call_within(call: Callable[[], _T], seconds: float | None = None) -> _T:
+    """*call* in a daemon thread of its own, waited for at most *seconds* (default
+    :data:`REMOTE_CALL_SECONDS`): for blocking code that no cancel reaches (a
+    start, in its worker thread). Past the deadline the thread is left to finish
+    on its own (it never keeps the process from exiting), its result unused.
+
+    :raises TimeoutError: the deadline passed
+    """
+    limit = REMOTE_CALL_SECONDS if seconds is None else seconds
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except BaseException as exc:  # handed to the waiting caller
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="marcus-remote-call", daemon=True).start()
+    if not done.wait(limit):
+        raise TimeoutError(f"no answer from the remote in {limit:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    result: _T = outcome["result"]
+    return result

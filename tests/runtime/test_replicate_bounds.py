@@ -304,3 +304,53 @@ async def test_a_stuck_audit_tiering_is_abandoned_and_deletes_nothing(
         assert sorted(p.name for p in archive.iterdir()) == held
     finally:
         store.release.set()
+
+
+class StuckListing:
+    """A ``file://`` store whose listings under :attr:`prefix` hang until :attr:`release`."""
+
+    def __init__(self, inner: ObjectStore, prefix: str) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.prefix = prefix
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def list(self, prefix: str) -> Any:
+        if prefix.startswith(self.prefix):
+            self.entered.set()
+            self.release.wait()
+        return self.inner.list(prefix)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.anyio
+async def test_a_remote_that_hangs_at_start_does_not_hold_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Token usage reads the months tiered to ``archive_url`` as it starts: a listing
+    that never answers is abandoned past its deadline, the start goes on with the
+    months on the disk (said in a warning), usage is recorded, and a report says
+    the remote did not answer instead of waiting on it."""
+    data, clock = tmp_path / "data", FakeClock(NOW)
+    async with open_runtime(data, clock=clock, **KEEP) as rt:
+        await fill(rt, clock)
+    store = StuckListing(open_object_store(f"file://{tmp_path}/archive"), TIER_PREFIX)
+    monkeypatch.setattr(runtime_open, "open_object_store", lambda *_a: store)
+    monkeypatch.setattr(_bounded, "REMOTE_CALL_SECONDS", 0.2)
+    try:
+        async with open_runtime(data, clock=clock, archive_url="file:///ignored", **KEEP) as rt:
+            assert store.entered.is_set()
+            assert any("unreachable at start" in r.getMessage() for r in caplog.records)
+            with pytest.raises(TimeoutError):  # a report never goes without those months
+                await rt.tokens.by_provider()
+            assert await rt.tokens.record("openai", 1, 1, 0.5)
+            assert rt.token_tiering is not None
+            while rt.token_tiering.metrics().passes == 0:  # its listing hangs too
+                await rt.token_tiering.pass_ended.wait()
+            assert rt.token_tiering.metrics().last_error == "TimeoutError"
+        assert not store.release.is_set()  # closed with the listing still stuck
+    finally:
+        store.release.set()
