@@ -32,17 +32,23 @@ class StuckStore:
     """A ``file://`` store whose uploads of log records hang, while :attr:`stuck`
     is set, until :attr:`release` is set (a remote that stopped answering)."""
 
-    def __init__(self, inner: ObjectStore) -> None:
+    def __init__(self, inner: ObjectStore, prefix: str = "") -> None:
         self.inner = inner
         self.url = inner.url
+        self.prefix = prefix  # of the keys whose calls hang (subclasses)
         self.stuck = threading.Event()
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        if self.stuck.is_set() and "/log/" in key:
+    def hang(self, key: str) -> None:
+        """Hang, while :attr:`stuck` is set, if *key* is under :attr:`prefix`."""
+        if self.stuck.is_set() and key.startswith(self.prefix):
             self.entered.set()
             self.release.wait()
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        if "/log/" in key:
+            self.hang(key)
         self.inner.put_bytes(key, data)
 
     def __getattr__(self, name: str) -> Any:
@@ -175,26 +181,15 @@ async def test_retention_keeps_the_newest_bases_and_every_instant_after_the_olde
     assert not (tmp_path / "x").exists()
 
 
-class StuckUploads:
-    """A ``file://`` store whose file uploads under :attr:`prefix` hang, while
-    :attr:`stuck` is set, until :attr:`release` is set."""
+class StuckUploads(StuckStore):
+    """A ``file://`` store whose file uploads under :attr:`prefix` hang (and only they)."""
 
-    def __init__(self, inner: ObjectStore, prefix: str) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.prefix = prefix
-        self.stuck = threading.Event()
-        self.entered = threading.Event()
-        self.release = threading.Event()
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.inner.put_bytes(key, data)
 
     def put_file(self, key: str, path: Path) -> tuple[int, str]:
-        if self.stuck.is_set() and key.startswith(self.prefix):
-            self.entered.set()
-            self.release.wait()
+        self.hang(key)
         return self.inner.put_file(key, path)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @pytest.mark.anyio
@@ -235,6 +230,21 @@ async def test_a_stuck_snapshot_upload_is_abandoned_and_its_copy_deleted(
         store.release.set()
 
 
+async def stuck_after_sealing(
+    data: Path, clock: FakeClock, kind: type[StuckStore], monkeypatch: pytest.MonkeyPatch
+) -> StuckStore:
+    """Token usage with January and February sealed on the disk; then the next
+    runtime's ``archive_url`` is a *kind* store, stuck on the token archives, with
+    a deadline of 0.2 s."""
+    async with open_runtime(data, clock=clock, **KEEP) as rt:
+        await fill(rt, clock)
+    store = kind(open_object_store(f"file://{data.parent}/archive"), TIER_PREFIX)
+    store.stuck.set()
+    monkeypatch.setattr(runtime_open, "open_object_store", lambda *_a: store)
+    monkeypatch.setattr(_bounded, "REMOTE_CALL_SECONDS", 0.2)
+    return store
+
+
 @pytest.mark.anyio
 async def test_a_stuck_tiering_pass_is_abandoned_and_deletes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -243,12 +253,7 @@ async def test_a_stuck_tiering_pass_is_abandoned_and_deletes_nothing(
     pass is a failed one (counted), every archive stays on the disk, token usage is
     still recorded, and the runtime closes while the upload is still stuck."""
     data, clock = tmp_path / "data", FakeClock(NOW)
-    async with open_runtime(data, clock=clock, **KEEP) as rt:
-        await fill(rt, clock)  # January and February sealed, on the disk
-    store = StuckUploads(open_object_store(f"file://{tmp_path}/archive"), TIER_PREFIX)
-    store.stuck.set()
-    monkeypatch.setattr(runtime_open, "open_object_store", lambda *_a: store)
-    monkeypatch.setattr(_bounded, "REMOTE_CALL_SECONDS", 0.2)
+    store = await stuck_after_sealing(data, clock, StuckUploads, monkeypatch)
     try:
         async with open_runtime(data, clock=clock, archive_url="file:///ignored", **KEEP) as rt:
             tiering = rt.token_tiering
@@ -306,24 +311,12 @@ async def test_a_stuck_audit_tiering_is_abandoned_and_deletes_nothing(
         store.release.set()
 
 
-class StuckListing:
-    """A ``file://`` store whose listings under :attr:`prefix` hang until :attr:`release`."""
-
-    def __init__(self, inner: ObjectStore, prefix: str) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.prefix = prefix
-        self.entered = threading.Event()
-        self.release = threading.Event()
+class StuckListing(StuckUploads):
+    """A :class:`StuckUploads` whose listings under :attr:`prefix` hang too."""
 
     def list(self, prefix: str) -> Any:
-        if prefix.startswith(self.prefix):
-            self.entered.set()
-            self.release.wait()
+        self.hang(prefix)
         return self.inner.list(prefix)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @pytest.mark.anyio
@@ -335,11 +328,7 @@ async def test_a_remote_that_hangs_at_start_does_not_hold_the_start(
     months on the disk (said in a warning), usage is recorded, and a report says
     the remote did not answer instead of waiting on it."""
     data, clock = tmp_path / "data", FakeClock(NOW)
-    async with open_runtime(data, clock=clock, **KEEP) as rt:
-        await fill(rt, clock)
-    store = StuckListing(open_object_store(f"file://{tmp_path}/archive"), TIER_PREFIX)
-    monkeypatch.setattr(runtime_open, "open_object_store", lambda *_a: store)
-    monkeypatch.setattr(_bounded, "REMOTE_CALL_SECONDS", 0.2)
+    store = await stuck_after_sealing(data, clock, StuckListing, monkeypatch)
     try:
         async with open_runtime(data, clock=clock, archive_url="file:///ignored", **KEEP) as rt:
             assert store.entered.is_set()
