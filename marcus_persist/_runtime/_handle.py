@@ -24,6 +24,7 @@ from marcus_persist._runtime._metrics import Metrics, actor_metrics, cache_metri
 from marcus_persist._runtime._replicate import Replicator
 from marcus_persist._runtime._sqlite_replicate import SqliteReplicator
 from marcus_persist._runtime._stats import collect_stats
+from marcus_persist._runtime._tiering import TokenTiering
 from marcus_persist.backends import Backend
 from marcus_persist.backends._files import Quarantined
 from marcus_persist.stores.assignments import (
@@ -69,6 +70,8 @@ class Runtime:
         self.replicator: Replicator | None = None
         #: ships snapshots of the SQLite database there (with the ``sqlite`` engine)
         self.sqlite_replicator: SqliteReplicator | None = None
+        #: moves sealed token usage archives there every hour (with ``archive_url``)
+        self.token_tiering: TokenTiering | None = None
 
     @property
     def data_dir(self) -> Path:

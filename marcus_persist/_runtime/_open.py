@@ -38,7 +38,7 @@ from marcus_persist._runtime._history import import_project_history
 from marcus_persist._runtime._metrics import instrument
 from marcus_persist._runtime._replicate import Replicator, check_archive
 from marcus_persist._runtime._sqlite_replicate import SqliteReplicator
-from marcus_persist._runtime._tiering import run_token_tiering
+from marcus_persist._runtime._tiering import TokenTiering
 from marcus_persist.backends import Backend, create_backend, engine_for
 from marcus_persist.backends._audit import AuditStorage
 from marcus_persist.backends.file._audit import FileAuditStorage
@@ -192,7 +192,8 @@ async def open_runtime(
                     runtime.replicator = _replicator(runtime, config, archive)
                     _start_job(tg, jobs, runtime.replicator.run)
                 if archive is not None:
-                    _start_job(tg, jobs, lambda: run_token_tiering(runtime.tokens))
+                    runtime.token_tiering = TokenTiering(runtime.tokens)
+                    _start_job(tg, jobs, runtime.token_tiering.run)
                 if archive is not None and "sqlite" in config.engines.values():
                     runtime.sqlite_replicator = SqliteReplicator(
                         config.path, SQLITE_DB_NAME, archive, config.replicate_interval_seconds

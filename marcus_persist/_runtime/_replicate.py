@@ -25,7 +25,7 @@ Invariants:
   that many complete bases (each with the log shipped after it) stay on the
   remote: an instant at or after the oldest kept base always restores;
 * every remote call runs in a worker thread under a deadline
-  (:data:`REMOTE_CALL_SECONDS`, besides the client's own connect and read
+  (:func:`marcus_persist._core._bounded.call_remote`, besides the client's own connect and read
   timeouts): one that outlives it, or is still running when the runtime closes,
   is abandoned (its thread finishes on its own and changes nothing here) and
   counts as a failed attempt, so a stuck remote never holds a pass, a
@@ -45,6 +45,7 @@ from typing import TypeVar
 import anyio
 import msgspec
 
+from marcus_persist._core import _bounded
 from marcus_persist._core._metrics import Histogram, HistogramSnapshot
 from marcus_persist._core._objstore import ObjectStore
 from marcus_persist._core._remote import log_key, prune_remote_backups, push_backup
@@ -70,9 +71,6 @@ LAG_SECONDS_BOUNDS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0, 60.0
 STAGING = ".replica"
 #: the longest wait between two attempts while the remote fails
 MAX_BACKOFF_SECONDS = 30.0
-#: the longest one remote call (an upload of a run of records, or of a whole
-#: base) may take before it is abandoned and counted as a failed attempt
-REMOTE_CALL_SECONDS = 300.0
 
 
 def check_archive(data_dir: Path, store: ObjectStore) -> None:
@@ -142,7 +140,8 @@ class Replicator:
         self._hold = hold  # every writer paused, the audit rotation held
         self._sync = sync
         self._rebase_bytes = rebase_bytes
-        self._call_seconds = REMOTE_CALL_SECONDS if call_seconds is None else call_seconds
+        #: each remote call's deadline (``None``: ``_bounded.REMOTE_CALL_SECONDS``)
+        self._call_seconds = call_seconds
         #: a remote call is running, or was abandoned (deadline, or cancelled
         #: mid-call): the remote may hang, so the last pass at close is kept short
         self._calling = False
@@ -278,12 +277,11 @@ class Replicator:
         ended.set()
 
     async def _remote(self, call: Callable[..., _T], *args: object) -> _T:
-        """*call* in a worker thread, abandoned past :data:`REMOTE_CALL_SECONDS` or on
-        cancel (the runtime closing): its thread is left to finish on its own, its
-        result unused. A deadline passed raises ``TimeoutError`` (a failed attempt)."""
+        """*call* bounded (:func:`~marcus_persist._core._bounded.call_remote`): abandoned
+        past its deadline or on cancel (the runtime closing). A deadline passed raises
+        ``TimeoutError`` (a failed attempt)."""
         self._calling = True  # stays set if the call is abandoned
-        with anyio.fail_after(self._call_seconds):
-            result = await anyio.to_thread.run_sync(call, *args, abandon_on_cancel=True)
+        result = await _bounded.call_remote(call, *args, seconds=self._call_seconds)
         self._calling = False
         return result
 

@@ -19,19 +19,32 @@ Invariants: a remote that is down delays snapshots, never a commit (each
 failure counted, logged, retried with backoff); a snapshot counts only once
 its upload is verified (the staged copy is only a copy: the database itself
 is never touched, so deleting a copy that failed to go up loses nothing).
+Every remote call (the upload, the thinning) is bounded
+(:func:`marcus_persist._core._bounded.call_remote`): past its deadline it is
+abandoned and counted as a failed attempt, and a call still running when the
+runtime closes is abandoned too, so a stuck remote never holds a snapshot
+pass, a write or the close. Each copy is staged under a name of its own and
+deleted once its upload ended, however it ended: an abandoned upload still
+reading its copy never sends another copy's bytes (it fails on the missing
+file, or reads the file it already has open).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sqlite3
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import msgspec
 
+from marcus_persist._core import _bounded
 from marcus_persist._core._objstore import ObjectStore
 from marcus_persist._core._snapshot import BACKUPS_DIR
 from marcus_persist._core._sqlship import (
@@ -46,6 +59,7 @@ from marcus_persist._core._sqlship import (
 __all__ = ("KEEP_ALL_SECONDS", "SqliteReplicationMetrics", "SqliteReplicator")
 
 log = logging.getLogger("marcus_persist")
+_T = TypeVar("_T")
 
 #: the local staging folder of snapshots (under ``backups/``, which no backup copies)
 STAGING = ".replica-sqlite"
@@ -82,6 +96,12 @@ class SqliteReplicator:
         self._shipped_until = self._snapshots = self._bytes = self._retries = 0
         self._failures = 0
         self._last_error: str | None = None
+        #: a remote call is running, or was abandoned mid-call by a cancel: the
+        #: remote may hang, so the last pass at close is kept short
+        self._calling = False
+        #: set at the first failed attempt of a run of failures (a fresh event after
+        #: the next success): a host may alert on it
+        self.failing = anyio.Event()
 
     def metrics(self) -> SqliteReplicationMetrics:
         return SqliteReplicationMetrics(
@@ -102,7 +122,8 @@ class SqliteReplicator:
                 delay = self.interval * 2.0**self._failures if self._failures else self.interval
                 await anyio.sleep(min(delay, max(self.interval, MAX_BACKOFF_SECONDS)))
         finally:
-            with anyio.move_on_after(5 * self.interval + 5, shield=True):
+            bound = self.interval + 1 if self._calling else 5 * self.interval + 5
+            with anyio.move_on_after(bound, shield=True):
                 if not self._failures:
                     await self._attempt()
             if self._source is not None:
@@ -117,7 +138,28 @@ class SqliteReplicator:
         :raises PersistenceError, OSError: the upload failed (retried by the task)
         """
         async with self._lock:
-            return await anyio.to_thread.run_sync(self._pass)
+            taken = await anyio.to_thread.run_sync(self._take)
+            if taken is None:
+                return False
+            version, instant, staged = taken
+            try:
+                snap = await self._remote(upload_snapshot, self.store, self.db, staged, instant)
+            finally:  # up, failed or abandoned: a copy only, and no later pass reads it
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(_discard, staged)
+            self._version, self._shipped_until = version, instant
+            self._snapshots += 1
+            self._bytes += snap.size
+            await self._remote(self._thin)
+            return True
+
+    async def _remote(self, call: Callable[..., _T], *args: object) -> _T:
+        """*call* bounded (:func:`~marcus_persist._core._bounded.call_remote`); a
+        deadline passed raises ``TimeoutError`` (a failed attempt)."""
+        self._calling = True  # stays set if the call is abandoned
+        result = await _bounded.call_remote(call, *args)
+        self._calling = False
+        return result
 
     async def _attempt(self) -> None:
         try:
@@ -125,37 +167,48 @@ class SqliteReplicator:
         except Exception as exc:  # replication never takes the runtime down: retried
             self._failures += 1
             self._retries += 1
-            self._last_error = str(exc)
+            self._last_error = str(exc) or type(exc).__name__
+            self.failing.set()
             log.warning(
                 "sqlite replication to %s failed (attempt %d), retrying: %s",
                 self.store.url,
                 self._failures,
-                exc,
+                self._last_error,
             )
         else:
-            self._failures = 0
+            if self._failures:
+                self._failures, self.failing = 0, anyio.Event()
 
-    def _pass(self) -> bool:
+    def _take(self) -> tuple[int, int, Path] | None:
+        """A copy of the database staged under a new name, if it changed since the
+        last snapshot up: its ``data_version``, instant and path (local work only)."""
         db = self.data_dir / self.db
         if not db.exists():
-            return False  # the backend has not created it yet
+            return None  # the backend has not created it yet
         if self._source is None:
             self._source = open_source(db)
         version = changed(self._source)
         if version == self._version:
-            return False
+            return None
         if self._staging.exists():
-            shutil.rmtree(self._staging)  # an older copy that did not go up: superseded
-        staged = self._staging / "snapshot.db"
+            shutil.rmtree(self._staging)  # older copies (a crash): superseded
+        staged = self._staging / f"snapshot-{uuid.uuid4().hex[:12]}.db"
         try:
             instant = take_snapshot(self._source, staged)
-            snap = upload_snapshot(self.store, self.db, staged, instant)
-        finally:
-            shutil.rmtree(self._staging, ignore_errors=True)
-        self._version, self._shipped_until = version, instant
-        self._snapshots += 1
-        self._bytes += snap.size
+        except BaseException:
+            _discard(staged)
+            raise
+        return version, instant, staged
+
+    def _thin(self) -> None:
+        """Delete the snapshots of this database the keeping rule no longer needs."""
         mine = [s for s in list_snapshots(self.store) if s.db == self.db]
         for old in thin(mine, time.time_ns(), KEEP_ALL_SECONDS):
             self.store.delete(old.key)
-        return True
+
+
+def _discard(staged: Path) -> None:
+    """Delete the staged copy, and its folder once empty (nothing is left behind)."""
+    staged.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # gone already, or another copy is staged
+        staged.parent.rmdir()

@@ -7,7 +7,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 import marcus_persist._runtime._open as runtime_open
@@ -93,17 +92,15 @@ class _Truncating(FileObjectStore):
 async def test_a_truncated_upload_deletes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the runtime's hourly job would tier the months at start, before the store
-    # below is swapped in (a CI run on two workers saw it move January first)
-    monkeypatch.setattr(runtime_open, "run_token_tiering", lambda _tokens: anyio.sleep_forever())
     data, clock = tmp_path / "data", FakeClock(NOW)
     async with open_runtime(data, clock=clock, **KEEP) as rt:
         await fill(rt, clock)
         before = await reports(rt)
+    # truncating from the start: the tiering job's own pass at start fails alike
+    truncating = _Truncating(tmp_path / "archive")
+    monkeypatch.setattr(runtime_open, "open_object_store", lambda *_a: truncating)
     options: dict[str, Any] = {"archive_url": f"file://{tmp_path}/archive"}
     async with open_runtime(data, clock=clock, **KEEP, **options) as rt:
-        tier = rt.tokens._h.storage.remote  # type: ignore[attr-defined]
-        tier.store = _Truncating(tmp_path / "archive")
         with pytest.raises(CorruptDataError, match="read back"):
             await rt.tokens.tier()
         assert local_months(data) == ["2026-01.json", "2026-02.json", "2026-03.json"]

@@ -18,7 +18,7 @@ from marcus_persist._core._appendlog import AppendFile, cut_torn_tail
 from marcus_persist._core._fs import FileSystem
 from marcus_persist._core._objstore import ObjectStore
 from marcus_persist._core._safeopen import open_reader
-from marcus_persist._errors import CorruptDataError, PersistenceError
+from marcus_persist._errors import BackendError, CorruptDataError
 from marcus_persist.backends._audit import (
     AuditSource,
     Durability,
@@ -55,6 +55,7 @@ class FileAuditStorage:
         # the actor's thread writes _open; the rotation thread reads it under _lock
         self._open: dict[date, AppendFile] = {}
         self._lock = threading.Lock()
+        self._tiering = threading.Lock()  # one move of archives to archive_url at a time
 
     def load(self) -> list[Path]:
         cut: list[Path] = []
@@ -137,22 +138,32 @@ class FileAuditStorage:
     def rotate(self, today: date, policy: RotationPolicy) -> RotationReport:
         with self._lock:
             busy = set(self._open)
-        report = rotate_directory(self.directory, today, policy, busy=busy, fs=self._fs)
-        if self.archive is not None:
-            try:
-                moved = tier_archives(
-                    self.directory,
-                    self.archive,
-                    self._fs,
-                    sync=policy.sync,
-                    oldest_kept=oldest_kept(today, policy.retention_days),
-                )
-            except (PersistenceError, OSError) as exc:  # kept on disk; the next rotation retries
-                log.warning("audit archives stay on disk for now: %s", exc)
-            else:
-                if moved:
-                    log.info("audit archives moved to %s: %s", self.archive.url, moved)
-        return report
+        return rotate_directory(self.directory, today, policy, busy=busy, fs=self._fs)
+
+    def tier(self, today: date, policy: RotationPolicy) -> list[str]:
+        """Move the sealed archives to ``archive_url``, each verified before it leaves
+        the disk, and apply retention there; the names moved (none without it).
+
+        The audit store runs it after each rotation, bounded in time: a pass it
+        abandoned (a remote that hangs) may still run; another pass meanwhile
+        is refused, never run beside it.
+
+        :raises PersistenceError, OSError: an upload failed (that archive stays on disk)
+        """
+        if self.archive is None:
+            return []
+        if not self._tiering.acquire(blocking=False):
+            raise BackendError(f"{self.archive.url}: an earlier move of audit archives still runs")
+        try:
+            return tier_archives(
+                self.directory,
+                self.archive,
+                self._fs,
+                sync=policy.sync,
+                oldest_kept=oldest_kept(today, policy.retention_days),
+            )
+        finally:
+            self._tiering.release()
 
     def close(self) -> None:
         with self._lock:

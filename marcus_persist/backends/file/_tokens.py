@@ -41,6 +41,7 @@ from typing import Any
 import msgspec
 
 from marcus_persist._core._atomic import ensure_dir, write_atomic
+from marcus_persist._core._bounded import call_within
 from marcus_persist._core._codec import decode, encode
 from marcus_persist._core._objstore import ObjectStore
 from marcus_persist._errors import BackendError, CorruptDataError, PersistenceError
@@ -309,9 +310,10 @@ class FileTokenStorage:
         path = self._month_path(month)
         found = read_sealed(path, self._ctx, shape)[0]
         if found is None and self.remote is not None and not path.exists():
-            try:
-                return self.remote.read(month, self._ctx, shape)  # moved there (maybe just now)
-            except (BackendError, OSError) as exc:
+            remote, ctx = self.remote, self._ctx
+            try:  # moved there (maybe just now); bounded: a remote that hangs holds no one
+                return call_within(lambda: remote.read(month, ctx, shape))
+            except (BackendError, OSError) as exc:  # TimeoutError: an OSError
                 if not self._loading:
                     raise
                 log.warning("token usage: %s unreachable at start: %s", self.remote.store.url, exc)
@@ -327,9 +329,9 @@ class FileTokenStorage:
             }
         if self.remote is None:
             return sorted(local)
-        try:
-            remote = self.remote.months()
-        except PersistenceError as exc:
+        try:  # bounded: a remote that hangs holds neither a start nor a report
+            remote = call_within(self.remote.months)
+        except (PersistenceError, TimeoutError) as exc:
             if not self._loading:
                 raise  # a report: never silently without the months up there
             # a start reads every archive for the ids of its late records: a remote

@@ -29,6 +29,7 @@ from anyio.abc import TaskStatus
 
 from marcus_persist._config import Config
 from marcus_persist._core._actor import Actor
+from marcus_persist._core._bounded import call_remote
 from marcus_persist._core._clock import Clock
 from marcus_persist._core._codec import Limits
 from marcus_persist._core._mailbox import ActorStatistics, Barrier, Request
@@ -288,11 +289,27 @@ class AuditStore:
         try:
             async with self._rotation_lock:
                 report = await anyio.to_thread.run_sync(self._storage.rotate, today, self._policy)
+                await self._tier(today)
         except OSError as exc:
             raise PersistenceError.from_os_error(exc, "audit rotation") from exc
         self._rotations += 1
         self._last_rotation = report
         return report
+
+    async def _tier(self, today: date) -> None:
+        """Move the sealed archives to ``archive_url`` (storages that tier), bounded:
+        a remote that hangs is abandoned past its deadline or at close, and what did
+        not go up verified stays on the disk for the next rotation."""
+        tier = getattr(self._storage, "tier", None)
+        if tier is None:
+            return
+        try:
+            moved = await call_remote(tier, today, self._policy)
+        except (PersistenceError, OSError) as exc:  # TimeoutError: an OSError
+            log.warning("audit archives stay on disk for now: %s", str(exc) or type(exc).__name__)
+        else:
+            if moved:
+                log.info("audit archives moved to archive_url: %s", moved)
 
     @contextlib.asynccontextmanager
     async def rotation_held(self) -> AsyncIterator[None]:

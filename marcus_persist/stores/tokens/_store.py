@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 
 from marcus_persist._core._actor import Actor
+from marcus_persist._core._bounded import call_remote
 from marcus_persist._core._codec import MAX_COUNT
 from marcus_persist._core._mailbox import ActorStatistics, Barrier, Request
 from marcus_persist._errors import ValidationError, shown
@@ -126,14 +127,20 @@ class TokenStore:
         leaves the disk (in a worker thread, never the actor's); the months moved.
 
         Also runs by itself every hour with ``archive_url``. Reports read the
-        moved months from there. :raises PersistenceError: an upload failed (what
-        did not go up stays on the disk)
+        moved months from there; a pass that outlives ``REMOTE_CALL_SECONDS`` is
+        abandoned (a remote that hangs never holds the caller).
+
+        :raises PersistenceError: an upload failed (what did not go up stays on the disk)
+        :raises TimeoutError: the remote did not answer in time (nothing that is not
+            verified up leaves the disk)
         """
         tier = getattr(self._h.storage, "tier", None)
         if tier is None:  # a database keeps its archives itself
             return []
         cutoff = (today or self._h.clock.now().date()) - timedelta(days=self._h.keep_days)
-        moved: list[str] = await anyio.to_thread.run_sync(tier, cutoff.isoformat()[:7])
+        # bounded: a remote that hangs is abandoned past its deadline (what its thread
+        # still does is safe: an archive leaves the disk only once verified up)
+        moved: list[str] = await call_remote(tier, cutoff.isoformat()[:7])
         return moved
 
     # -- reports ----------------------------------------------------------------
