@@ -265,6 +265,14 @@ async def test_a_stuck_tiering_pass_is_abandoned_and_deletes_nothing(
             assert metrics.moved == 0
             with pytest.raises(TimeoutError):  # a host's call is bounded alike
                 await rt.tokens.tier()
+            # and the thread it left waits for the stuck pass no longer than the deadline
+            tier = rt.tokens._h.storage.remote  # type: ignore[attr-defined]
+            with pytest.raises(BackendError, match="still runs"):
+                await anyio.to_thread.run_sync(
+                    lambda: tier.move_sealed(
+                        data / "token_usage_archive", "2026-03", sync=False, lock=threading.Lock()
+                    )
+                )
             assert await rt.tokens.record("openai", 1, 1, 0.5)  # a write never waits on it
             assert local_months(data) == ["2026-01.json", "2026-02.json", "2026-03.json"]
         assert not store.release.is_set()  # closed with the upload still stuck

@@ -36,12 +36,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from marcus_persist._core import _bounded
 from marcus_persist._core._atomic import write_atomic
 from marcus_persist._core._fs import OS_FS, FileSystem
 from marcus_persist._core._objstore import ObjectStore
 from marcus_persist._core._safeopen import open_reader
 from marcus_persist._core._tier import Tiered, fetch_verified, list_tiered, move_to_store
-from marcus_persist._errors import CorruptDataError
+from marcus_persist._errors import BackendError, CorruptDataError
 from marcus_persist.backends._files import FileContext, Quarantined
 from marcus_persist.backends.file._sealed import read_sealed
 
@@ -131,12 +132,18 @@ class TokenTier:
         """Move every archive on the disk of a month before *sealed_before*
         (``YYYY-MM``) to the remote, verified; the months moved.
 
-        *lock* is held by whoever writes a monthly archive on the disk.
+        *lock* is held by whoever writes a monthly archive on the disk. A pass
+        abandoned past its deadline (a remote that hangs) may still run: another
+        pass waits for it at most that deadline too, then gives up, so no thread
+        waits on a stuck remote for ever.
 
         :raises PersistenceError, OSError: an upload failed (that archive stays)
+        :raises BackendError: an earlier pass still ran after the deadline
         """
         moved: list[str] = []
-        with self._passes:
+        if not self._passes.acquire(timeout=_bounded.REMOTE_CALL_SECONDS):
+            raise BackendError(f"{self.store.url}: an earlier move of token archives still runs")
+        try:
             generations = self._generations()
             local = sorted(archive_dir.iterdir()) if archive_dir.is_dir() else []
             for path in local:
@@ -158,6 +165,8 @@ class TokenTier:
                 if superseded and not (archive_dir / f"{_month(versions[0])[0]}.json").exists():
                     for tiered in superseded:
                         self.store.delete(tiered.key)
+        finally:
+            self._passes.release()
         return moved
 
 
