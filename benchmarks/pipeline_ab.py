@@ -11,8 +11,9 @@ durability ``batch``) at 1, 100 and 1,000 callers on the ``file`` and
 the actor's pipelined loop switched off (the handler is not recognised as a
 :class:`~marcus_persist._core._txn.PipelinedHandler`, so the actor runs its
 plain loop: take a batch, commit it, answer, take the next). ``--switches
-on,off,nosplit`` adds *nosplit*: pipelining on, but a start from idle never
-splits its batch (``SPLIT_AT`` out of reach), to weigh that heuristic.
+on,off,split`` adds *split*: pipelining on, but a start from idle with at
+least 256 waiting splits its batch in two (``SPLIT_AT``, shipped off since
+issue 16), to weigh that heuristic.
 
 Repetitions are interleaved (every case on and off once, then again, which of
 the two goes first alternating each time), so a change in the machine's load
@@ -30,7 +31,6 @@ import contextlib
 import functools
 import shutil
 import statistics
-import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -48,7 +48,9 @@ __all__ = ("main", "pipelining", "run")
 
 NAME = "pipeline_ab"
 BACKENDS = ("file", "memory")
-SWITCHES = ("on", "off", "nosplit")
+SWITCHES = ("on", "off", "split")
+#: ``SPLIT_AT`` of the *split* switch (the default before issue 16)
+SPLIT = 256
 
 
 class Mode(msgspec.Struct, frozen=True):
@@ -69,13 +71,14 @@ class _NeverPipelined:
 
 
 @contextlib.contextmanager
-def pipelining(on: bool, *, split: bool = True) -> Iterator[None]:
+def pipelining(on: bool, *, split: bool = False) -> Iterator[None]:
     """Actors built inside run pipelined (*on*, as shipped) or on the plain loop;
-    ``split=False``: pipelined, but a start from idle never splits its batch."""
+    ``split=True``: pipelined, and a start from idle with :data:`SPLIT` waiting
+    splits its batch."""
     if on:
         shipped_split = _pipeline.SPLIT_AT
-        if not split:
-            _pipeline.SPLIT_AT = sys.maxsize
+        if split:
+            _pipeline.SPLIT_AT = SPLIT
         try:
             yield
         finally:
@@ -92,7 +95,7 @@ def pipelining(on: bool, *, split: bool = True) -> Iterator[None]:
 def _one(case: Case, backend: str, loop: str, switch: str, work: Path) -> CaseResult:
     directory = Path(tempfile.mkdtemp(prefix=f"{backend}-{switch}-", dir=work))
     try:
-        with pipelining(switch != "off", split=switch != "nosplit"):
+        with pipelining(switch != "off", split=switch == "split"):
             drive = functools.partial(ours, case, backend, loop, directory)
             result = anyio.run(drive, backend=loop)
     finally:
@@ -191,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--loops", default="asyncio,trio")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--callers", help="comma-separated concurrencies")
-    parser.add_argument("--switches", default="on,off", help="of on,off,nosplit")
+    parser.add_argument("--switches", default="on,off", help="of on,off,split")
     parser.add_argument("--reps", type=int, help="interleaved repetitions")
     parser.add_argument("--seconds", type=float, help="time per case")
     parser.add_argument("--out", type=Path, help="results directory")

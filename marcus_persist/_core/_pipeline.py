@@ -60,11 +60,14 @@ Settle = Callable[
     [Transaction[M], list[Staged], Callable[[], None]], Awaitable[PersistenceError | None]
 ]
 #: a start from idle with at least this many waiting takes off with half of them
-#: and stages the rest on top, so a closed loop of callers splits into two groups
-#: whose loop work overlaps the other group's commit. Below it a split costs more
-#: (one more sync per round) than the overlap gains: measured on the file backend,
-#: 100 callers lost with a split, 1,000 gained (benchmarks/vs_peers)
-SPLIT_AT = 256
+#: and stages the rest on top (``None``: never split). Off by default: a split
+#: turns a closed loop of N callers into two groups of N/2 that stay apart for
+#: good (each group's answers go out while the other's batch commits), so every
+#: round pays two commits instead of one. At 1,000 callers that lost to the plain
+#: loop (file/asyncio 0.55-0.67 on/off, benchmarks/pipeline_ab, issue 16): a
+#: commit's fixed cost (thread hop, log frame, fsync) doubles, and the overlap
+#: it buys is small where the commit's work holds the GIL.
+SPLIT_AT: int | None = None
 #: fly a batch inline when there is nothing to overlap (see the module docstring);
 #: ``False`` hands every batch to the committer task (tests of the overlap set it)
 INLINE = True
@@ -136,7 +139,8 @@ class Pipeline(Generic[M]):
                                 return
                             waiting = len(inbox)
                             self._take(request)
-                            self._fill(waiting // 2 if waiting >= SPLIT_AT else None)
+                            split = SPLIT_AT is not None and waiting >= SPLIT_AT
+                            self._fill(waiting // 2 if split else None)
                             if INLINE and not self._arrived and not len(inbox):
                                 await self._fly_inline()  # nothing to overlap
                                 continue
