@@ -132,3 +132,24 @@ async def test_a_start_that_leaves_messages_waiting_goes_to_the_committer(
             fs.stepping = False
             fs.step(10)
         assert len(await rt.assignments.get_all_assigned_task_ids()) == 8
+
+
+async def test_a_start_from_idle_takes_all_that_waits_in_one_batch(tmp_path: Path) -> None:
+    """Shipped, no split (issue 16): 300 callers waiting at a start from idle make one
+    batch, not two halves that would stay two groups of a closed loop."""
+    assert _pipeline.SPLIT_AT is None
+    async with open_runtime(tmp_path) as rt:
+        await rt.assignments.assign("warm", "up", {})
+        barrier = await rt.assignments._actor.hold()  # the next 300 pile up in the inbox
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(300):
+                    tg.start_soon(rt.assignments.assign, f"w{i}", f"t{i}", {})
+                await wait_all_tasks_blocked()
+                assert queued(rt) == 300
+                barrier.release.set()
+        finally:
+            barrier.release.set()
+        assert rt.statistics()["assignments"].batches == 2  # the warm-up, then all 300
+    async with open_runtime(tmp_path) as rt:
+        assert len(await rt.assignments.get_all_assignments()) == 301
