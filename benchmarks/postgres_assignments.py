@@ -22,71 +22,27 @@ must see the write the other process had acknowledged; stale reads fail the run)
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import tempfile
-import time
 import uuid
-from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-import anyio
-
-from marcus_persist import open_runtime
+from marcus_persist import Runtime
 
 from ._harness import RESULTS_DIR, CaseResult, environment, save_results
-from ._pg_shared import measure_tokens, probe
+from ._pg_shared import measure_tokens, probe, run_processes
 
 
-async def _agents(
-    options: dict[str, Any], process: int, agents: int, seconds: float, barrier: Barrier
-) -> tuple[int, float]:
-    done = 0
-    async with open_runtime(**options) as rt:
-        await anyio.to_thread.run_sync(barrier.wait)
-        started = time.perf_counter()
-        deadline = started + seconds
-
-        async def agent(j: int) -> None:
-            nonlocal done
-            n = 0
-            while time.perf_counter() < deadline:
-                await rt.assignments.assign(f"p{process}-a{j}", f"p{process}-a{j}-t{n}", {"n": n})
-                n += 1
-                done += 1
-
-        async with anyio.create_task_group() as tg:
-            for j in range(agents):
-                tg.start_soon(agent, j)
-        return done, time.perf_counter() - started
-
-
-def _process(
-    options: dict[str, Any],
-    process: int,
-    agents: int,
-    seconds: float,
-    barrier: Barrier,
-    results: Any,
-) -> None:
-    results.put(anyio.run(_agents, options, process, agents, seconds, barrier))
+async def _assign(rt: Runtime, process: int, agent: int, n: int) -> None:
+    """Agent *agent* of *process* moves to its *n*-th fresh task (a durable write)."""
+    await rt.assignments.assign(f"p{process}-a{agent}", f"p{process}-a{agent}-t{n}", {"n": n})
 
 
 def measure(options: list[dict[str, Any]], agents: int, seconds: float) -> float:
     """Run one process per entry of *options*; acknowledged assignments per second."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(len(options)), ctx.Queue()
-    children = [
-        ctx.Process(target=_process, args=(opts, p, agents, seconds, barrier, results))
-        for p, opts in enumerate(options)
-    ]
-    for child in children:
-        child.start()
-    outcomes: list[tuple[int, float]] = [results.get(timeout=120 + seconds) for _ in children]
-    for child in children:
-        child.join()
+    outcomes = run_processes(_assign, options, agents, seconds)
     return sum(n for n, _ in outcomes) / max(w for _, w in outcomes)
 
 
