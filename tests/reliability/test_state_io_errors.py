@@ -42,7 +42,7 @@ from marcus_persist.backends.file._tokens import (
     TOKENS_FILE,
 )
 
-from .faults import KINDS, Plan, fault_matrix
+from .faults import Plan, fault_matrix_for_loop
 from .learned_oracle import PATTERNS, TOKENS, days_placed
 from .oracle import CLOCK, COUNTS, Op, State, StoreAdapter, files_under, open_fds
 from .simfs import SimFS
@@ -63,6 +63,7 @@ ORPHAN = "marcus_state/_shards/tasks/0-0.999.json"
 TOKEN_SEGMENT = "tokens/wal/000000000001.log"
 _SEGMENT = re.compile(r".*/wal/\d{12}\.log")
 STALE_TEMP = f"{TOKENS_FILE}.tmp-0123456789ab"
+RESTARTS = "state/patterns/tokens restarts right after a failed batch"
 
 
 def _big(n: int) -> dict[str, Any]:
@@ -340,14 +341,14 @@ async def _fail_startup(work: Path, plan: Plan, ref: Reference) -> bool:
     return opened
 
 
-async def _restart_now(work: Path, legal: list[State]) -> None:
-    """A restart right after the failure (on a copy of the files): the failed batch
-    may or may not be there, nothing else differs, and the files open."""
+async def restart_now(work: Path, legal: list[State], failed: str, counter: str) -> None:
+    """A restart right after a *failed* operation (on a copy of the files) opens the
+    files and reads one of the *legal* views; it counts in ``COUNTS[counter]``."""
     copy = work.parent / "restart" / "data"
     shutil.copytree(work, copy, ignore=shutil.ignore_patterns(".lock"))
     async with open_runtime(copy, clock=CLOCK) as rt:
-        assert await observe(rt) in legal, "a restart right after a failed batch"
-    COUNTS["state/patterns/tokens restarts right after a failed batch"] += 1
+        assert await observe(rt) in legal, f"a restart right after a failed {failed}"
+    COUNTS[counter] += 1
 
 
 async def _next_batches(rt: Runtime, phase: Phase, expected: list[State]) -> None:
@@ -379,7 +380,8 @@ async def _one_case(phase: Phase, template: Path, ref: Reference, work: Path, pl
                 assert plan.fired and all(o is not None and o.errno for o in outcomes), outcomes
                 assert await observe(rt) == view, "a failed batch changed the committed view"
                 _check_live(before, _files(work), fs, plan, phase.orphan)
-                await _restart_now(work, [view, ref.with_batch[0]])
+                # the failed batch may or may not be there, nothing else differs
+                await restart_now(work, [view, ref.with_batch[0]], "batch", RESTARTS)
                 expected = ref.without_batch
             else:
                 assert await observe(rt) == ref.with_batch[0]
@@ -406,9 +408,5 @@ class TestStateIOErrors:
         async def case(plan: Plan, number: int) -> bool:
             return await _one_case(phase, template, ref, tmp_path / f"c{number}" / "data", plan)
 
-        # each loop takes every other fault kind: the handling runs in a worker thread,
-        # the loop only delivers the error; both loops together cover every kind
-        kinds = KINDS[0::2] if anyio_backend == "asyncio" else KINDS[1::2]
-        cases = await fault_matrix(case, limit=phase.limit, kinds=kinds)
+        cases = await fault_matrix_for_loop(case, limit=phase.limit, anyio_backend=anyio_backend)
         COUNTS[f"state/patterns/tokens I/O fault cases ({name})"] += cases
-        assert cases > 2 * len(kinds)
