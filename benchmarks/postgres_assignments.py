@@ -125,49 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     for label, count, rate in rows:
         print(f"{label:<28}{count:>10}{rate:>22,.0f}")
     results = [
-        CaseResult(
-            workload="assign",
-            system="marcus_persist",
-            backend=label,
-            loop="asyncio",
-            concurrency=count * args.agents,
-            ops=round(rate * args.seconds),
-            seconds=args.seconds,
-            ops_per_s=round(rate, 1),
-            p50_ms=0.0,
-            p90_ms=0.0,
-            p99_ms=0.0,
-            max_ms=0.0,
-            mean_batch=None,
-            peak_rss_mb=0.0,
-            correct=rate > 0,
-            note=f"{count} process(es) x {args.agents} agents; latencies not recorded",
-            env=environment(),
+        _case(
+            "assign", label, count * args.agents, rate, args.seconds, rate > 0,
+            f"{count} process(es) x {args.agents} agents; latencies not recorded",
         )
         for label, count, rate in rows
-    ]
+    ]  # fmt: skip
     for workload, count, rate, _ok, note in shared:
         print(f"{workload:<18}{count:>3} processes {rate:>12,.0f}/s  {note}")
     results += [
-        CaseResult(
-            workload=workload,
-            system="marcus_persist",
-            backend="postgres",
-            loop="asyncio",
-            concurrency=count,
-            ops=round(rate * args.seconds),
-            seconds=args.seconds,
-            ops_per_s=round(rate, 1),
-            p50_ms=0.0,
-            p90_ms=0.0,
-            p99_ms=0.0,
-            max_ms=0.0,
-            mean_batch=None,
-            peak_rss_mb=0.0,
-            correct=ok,
-            note=note,
-            env=environment(),
-        )
+        _case(workload, "postgres", count, rate, args.seconds, ok, note)
         for workload, count, rate, ok, note in shared
     ]
     mode = "quick" if args.quick else "full"
@@ -180,6 +147,37 @@ def main(argv: list[str] | None = None) -> int:
         print("token totals not exact, or a stale read", file=sys.stderr)
         return 1
     return 0
+
+
+def _case(
+    workload: str,
+    backend: str,
+    concurrency: int,
+    rate: float,
+    seconds: float,
+    correct: bool,
+    note: str,
+) -> CaseResult:
+    """A row measured as a rate over *seconds* (latencies are not recorded)."""
+    return CaseResult(
+        workload=workload,
+        system="marcus_persist",
+        backend=backend,
+        loop="asyncio",
+        concurrency=concurrency,
+        ops=round(rate * seconds),
+        seconds=seconds,
+        ops_per_s=round(rate, 1),
+        p50_ms=0.0,
+        p90_ms=0.0,
+        p99_ms=0.0,
+        max_ms=0.0,
+        mean_batch=None,
+        peak_rss_mb=0.0,
+        correct=correct,
+        note=note,
+        env=environment(),
+    )
 
 
 def _drop(dsn: str, schema: str, redis_url: str | None) -> None:
