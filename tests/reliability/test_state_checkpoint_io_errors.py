@@ -39,7 +39,7 @@ from .test_state_io_errors import (
     Batch,
     _big,
     _did,
-    _no_temps,
+    closing_checks,
     observe,
     restart_now,
     submit,
@@ -154,13 +154,7 @@ async def _one_case(phase: CheckpointPhase, template: Path, work: Path, plan: Pl
         assert await submit(rt, after) == [None]
         final = await observe(rt)
     COUNTS["state checkpoint I/O faults injected"] += plan.fired
-    async with open_runtime(work, clock=CLOCK) as rt:
-        assert await observe(rt) == final, f"restart after {plan.kind!r} at {plan.n}"
-    logs = sorted((work / directory / "wal").glob("*.log"))
-    assert [p.stat().st_size for p in logs] == [0], "the clean close emptied the log"
-    assert open_fds(collect=False) == fds, "leaked file descriptors"
-    _no_temps(work.parent)
-    return not failed and (plan.fired == 0 or plan.kind in ("short", "zero"))
+    return await closing_checks(work, final, plan, fds, failed, work / directory / "wal")
 
 
 class TestStateCheckpointIOErrors:

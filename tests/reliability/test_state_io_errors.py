@@ -388,8 +388,21 @@ async def _one_case(phase: Phase, template: Path, ref: Reference, work: Path, pl
                 expected = ref.with_batch[1:]
             await _next_batches(rt, phase, expected)  # in the store that saw the fault
     COUNTS["state/patterns/tokens I/O faults injected"] += plan.fired
+    return await closing_checks(work, expected[-1], plan, fds, failed)
+
+
+async def closing_checks(
+    work: Path, last: State, plan: Plan, fds: set[str], failed: bool, wal: Path | None = None
+) -> bool:
+    """After a case's runtime closed: a restart reads exactly *last* (what the store
+    last committed) and its clean close leaves the *wal* directory's log empty (when
+    given), no descriptor leaked (*fds* open before), no temp file is left; return
+    whether the operation completed without a fault."""
     async with open_runtime(work, clock=CLOCK) as rt:
-        assert await observe(rt) == expected[-1], f"restart after {plan.kind!r} at {plan.n}"
+        assert await observe(rt) == last, f"restart after {plan.kind!r} at {plan.n}"
+    if wal is not None:
+        logs = sorted(wal.glob("*.log"))
+        assert [p.stat().st_size for p in logs] == [0], "the clean close emptied the log"
     assert open_fds(collect=False) == fds, "leaked file descriptors"
     _no_temps(work.parent)
     return not failed and (plan.fired == 0 or plan.kind in ("short", "zero"))
