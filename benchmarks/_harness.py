@@ -38,11 +38,13 @@ __all__ = (
     "drive_calls",
     "environment",
     "exit_status",
+    "file_case",
     "peak_rss_mb",
     "percentile",
     "print_table",
     "print_targets",
     "save_results",
+    "save_run",
 )
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -137,6 +139,25 @@ def case_result(
         correct=correct,
         note=note,
         env=env or {},
+    )
+
+
+def file_case(
+    workload: str, loop: str, callers: int, run: Drive, correct: bool, **extra: Any
+) -> CaseResult:
+    """The record of a :func:`drive_calls` *run* of marcus_persist on the file backend:
+    correct when *correct* and no call raised; *extra* goes to :func:`case_result`."""
+    return case_result(
+        workload=workload,
+        system="marcus_persist",
+        backend="file",
+        loop=loop,
+        concurrency=callers,
+        latencies=run.latencies,
+        seconds=run.seconds,
+        correct=correct and run.errors == 0,
+        env=environment(),
+        **extra,
     )
 
 
@@ -260,6 +281,22 @@ def save_results(
     for item in written:
         print(f"wrote {item}", flush=True)
     return written
+
+
+def save_run(
+    name: str,
+    results: Sequence[CaseResult],
+    *,
+    quick: bool,
+    out: Path | None,
+    targets: Sequence[Target] = (),
+) -> Path:
+    """Save a ``quick`` or ``full`` run without a plot, in *out* or else ``RESULTS_DIR``
+    (a quick run in its ``quick`` folder); return the directory written to."""
+    mode = "quick" if quick else "full"
+    out = out or (RESULTS_DIR if mode == "full" else RESULTS_DIR / "quick")
+    save_results(name, results, targets=targets, mode=mode, out_dir=out, plot=False)
+    return out
 
 
 def exit_status(results: Sequence[CaseResult]) -> int:

@@ -1,6 +1,6 @@
-"""The multi-server rows of ``benchmarks/postgres_assignments.py``: token records from
-several processes (totals checked exact) and the cross-process read-your-writes
-probe (stale reads counted)."""
+"""The process runner of ``benchmarks/postgres_assignments.py`` and its multi-server
+rows: token records from several processes (totals checked exact) and the
+cross-process read-your-writes probe (stale reads counted)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,32 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from marcus_persist import open_runtime
+from marcus_persist import Runtime, open_runtime
 
-__all__ = ("measure_tokens", "probe")
+__all__ = ("measure_tokens", "probe", "run_processes")
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def _recorders(
-    options: dict[str, Any], process: int, callers: int, seconds: float, barrier: Barrier
+#: one acknowledged call of caller *j* (its *n*-th) in process *process*; a module-level
+#: function, so that a spawned process can unpickle it
+Call = Callable[[Runtime, int, int, int], Awaitable[object]]
+
+
+async def _callers(
+    call: Call,
+    options: dict[str, Any],
+    process: int,
+    callers: int,
+    seconds: float,
+    barrier: Barrier,
 ) -> tuple[int, float]:
     done = 0
     async with open_runtime(**options) as rt:
@@ -34,8 +45,10 @@ async def _recorders(
 
         async def caller(j: int) -> None:
             nonlocal done
+            n = 0
             while time.perf_counter() < deadline:
-                await rt.tokens.record("anthropic", 3, 2, 0.000001, project_id="bench")
+                await call(rt, process, j, n)
+                n += 1
                 done += 1
 
         async with anyio.create_task_group() as tg:
@@ -44,7 +57,8 @@ async def _recorders(
         return done, time.perf_counter() - started
 
 
-def _recorder_process(
+def _process(
+    call: Call,
     options: dict[str, Any],
     process: int,
     callers: int,
@@ -52,7 +66,31 @@ def _recorder_process(
     barrier: Barrier,
     results: Any,
 ) -> None:
-    results.put(anyio.run(_recorders, options, process, callers, seconds, barrier))
+    results.put(anyio.run(_callers, call, options, process, callers, seconds, barrier))
+
+
+def run_processes(
+    call: Call, options: list[dict[str, Any]], callers: int, seconds: float
+) -> list[tuple[int, float]]:
+    """One spawned process per entry of *options*, each with its own runtime and
+    *callers* tasks repeating *call* for *seconds* once all have started; return each
+    process's ``(acknowledged calls, measured seconds)``."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(len(options)), ctx.Queue()
+    children = [
+        ctx.Process(target=_process, args=(call, opts, p, callers, seconds, barrier, results))
+        for p, opts in enumerate(options)
+    ]
+    for child in children:
+        child.start()
+    outcomes: list[tuple[int, float]] = [results.get(timeout=120 + seconds) for _ in children]
+    for child in children:
+        child.join()
+    return outcomes
+
+
+async def _record(rt: Runtime, _process: int, _caller: int, _n: int) -> None:
+    await rt.tokens.record("anthropic", 3, 2, 0.000001, project_id="bench")
 
 
 def measure_tokens(
@@ -60,17 +98,7 @@ def measure_tokens(
 ) -> tuple[float, bool]:
     """Acknowledged token records per second over *processes* processes sharing one
     schema, and whether the stored totals are exactly what was acknowledged."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(processes), ctx.Queue()
-    children = [
-        ctx.Process(target=_recorder_process, args=(options, p, callers, seconds, barrier, results))
-        for p in range(processes)
-    ]
-    for child in children:
-        child.start()
-    outcomes: list[tuple[int, float]] = [results.get(timeout=120 + seconds) for _ in children]
-    for child in children:
-        child.join()
+    outcomes = run_processes(_record, [options] * processes, callers, seconds)
     acknowledged = sum(n for n, _ in outcomes)
 
     async def totals() -> dict[str, Any] | None:

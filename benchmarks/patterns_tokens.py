@@ -44,14 +44,12 @@ from marcus_persist.backends.file._patterns_tokens import FilePatternStorage
 from marcus_persist.stores.patterns._records import key_of, made
 
 from ._harness import (
-    RESULTS_DIR,
     CaseResult,
     Drive,
-    case_result,
     drive_calls,
-    environment,
+    file_case,
     print_table,
-    save_results,
+    save_run,
 )
 
 __all__ = ("main",)
@@ -74,23 +72,6 @@ def fill(data_dir: Path, total: int) -> None:
         changes[key_of(kind, name)] = msgspec.to_builtins(record)
     storage.commit(KeyedWrite({}, changes))
     storage.close()  # the checkpoint: the shards hold them, the log is empty
-
-
-def _result(
-    workload: str, loop: str, callers: int, run: Drive, correct: bool, **extra: Any
-) -> CaseResult:
-    return case_result(
-        workload=workload,
-        system="marcus_persist",
-        backend="file",
-        loop=loop,
-        concurrency=callers,
-        latencies=run.latencies,
-        seconds=run.seconds,
-        correct=correct and run.errors == 0,
-        env=environment(),
-        **extra,
-    )
 
 
 async def observe_cases(
@@ -127,7 +108,7 @@ async def observe_cases(
             for which, total in enumerate(totals):
                 run = Drive(latencies[which], sum(latencies[which]), 0)
                 correct = len(runtimes[which].patterns) == total + fresh[which]
-                out.append(_result(f"observe@{total}", loop, 1, run, correct))
+                out.append(file_case(f"observe@{total}", loop, 1, run, correct))
             for which, total in enumerate(totals):
                 rt = runtimes[which]
                 before = len(rt.patterns)
@@ -147,7 +128,7 @@ async def observe_cases(
                 correct = len(rt.patterns) == before + made_new[0]
                 batch = rt.patterns.statistics()
                 out.append(
-                    _result(
+                    file_case(
                         f"observe@{total}",
                         loop,
                         100,
@@ -178,7 +159,7 @@ async def tokens_case(callers: int, seconds: float, loop: str) -> CaseResult:
             usage = await rt.tokens.by_provider()
             batch = rt.tokens.statistics()
         correct = sum(u["requests"] for u in usage.values()) == len(run.latencies)
-    return _result(
+    return file_case(
         "tokens.record", loop, callers, run, correct,
         mean_batch=getattr(batch, "mean_batch_size", None),
     )  # fmt: skip
@@ -208,9 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         results += anyio.run(run, args, loop, backend=loop)
     results.sort(key=lambda r: (r.workload, r.loop, r.concurrency))
     print_table(results)
-    mode = "quick" if args.quick else "full"
-    out = args.out or (RESULTS_DIR if mode == "full" else RESULTS_DIR / "quick")
-    save_results(NAME, results, mode=mode, out_dir=out, plot=False)
+    save_run(NAME, results, quick=args.quick, out=args.out)
     wrong = [f"{r.workload} {r.label} x{r.concurrency}" for r in results if not r.correct]
     if wrong or not results:
         print(f"WRONG ANSWERS: {wrong}" if wrong else "no case ran", file=sys.stderr)

@@ -22,71 +22,27 @@ must see the write the other process had acknowledged; stale reads fail the run)
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import tempfile
-import time
 import uuid
-from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-import anyio
-
-from marcus_persist import open_runtime
+from marcus_persist import Runtime
 
 from ._harness import RESULTS_DIR, CaseResult, environment, save_results
-from ._pg_shared import measure_tokens, probe
+from ._pg_shared import measure_tokens, probe, run_processes
 
 
-async def _agents(
-    options: dict[str, Any], process: int, agents: int, seconds: float, barrier: Barrier
-) -> tuple[int, float]:
-    done = 0
-    async with open_runtime(**options) as rt:
-        await anyio.to_thread.run_sync(barrier.wait)
-        started = time.perf_counter()
-        deadline = started + seconds
-
-        async def agent(j: int) -> None:
-            nonlocal done
-            n = 0
-            while time.perf_counter() < deadline:
-                await rt.assignments.assign(f"p{process}-a{j}", f"p{process}-a{j}-t{n}", {"n": n})
-                n += 1
-                done += 1
-
-        async with anyio.create_task_group() as tg:
-            for j in range(agents):
-                tg.start_soon(agent, j)
-        return done, time.perf_counter() - started
-
-
-def _process(
-    options: dict[str, Any],
-    process: int,
-    agents: int,
-    seconds: float,
-    barrier: Barrier,
-    results: Any,
-) -> None:
-    results.put(anyio.run(_agents, options, process, agents, seconds, barrier))
+async def _assign(rt: Runtime, process: int, agent: int, n: int) -> None:
+    """Agent *agent* of *process* moves to its *n*-th fresh task (a durable write)."""
+    await rt.assignments.assign(f"p{process}-a{agent}", f"p{process}-a{agent}-t{n}", {"n": n})
 
 
 def measure(options: list[dict[str, Any]], agents: int, seconds: float) -> float:
     """Run one process per entry of *options*; acknowledged assignments per second."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(len(options)), ctx.Queue()
-    children = [
-        ctx.Process(target=_process, args=(opts, p, agents, seconds, barrier, results))
-        for p, opts in enumerate(options)
-    ]
-    for child in children:
-        child.start()
-    outcomes: list[tuple[int, float]] = [results.get(timeout=120 + seconds) for _ in children]
-    for child in children:
-        child.join()
+    outcomes = run_processes(_assign, options, agents, seconds)
     return sum(n for n, _ in outcomes) / max(w for _, w in outcomes)
 
 
@@ -169,49 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     for label, count, rate in rows:
         print(f"{label:<28}{count:>10}{rate:>22,.0f}")
     results = [
-        CaseResult(
-            workload="assign",
-            system="marcus_persist",
-            backend=label,
-            loop="asyncio",
-            concurrency=count * args.agents,
-            ops=round(rate * args.seconds),
-            seconds=args.seconds,
-            ops_per_s=round(rate, 1),
-            p50_ms=0.0,
-            p90_ms=0.0,
-            p99_ms=0.0,
-            max_ms=0.0,
-            mean_batch=None,
-            peak_rss_mb=0.0,
-            correct=rate > 0,
-            note=f"{count} process(es) x {args.agents} agents; latencies not recorded",
-            env=environment(),
+        _case(
+            "assign", label, count * args.agents, rate, args.seconds, rate > 0,
+            f"{count} process(es) x {args.agents} agents; latencies not recorded",
         )
         for label, count, rate in rows
-    ]
+    ]  # fmt: skip
     for workload, count, rate, _ok, note in shared:
         print(f"{workload:<18}{count:>3} processes {rate:>12,.0f}/s  {note}")
     results += [
-        CaseResult(
-            workload=workload,
-            system="marcus_persist",
-            backend="postgres",
-            loop="asyncio",
-            concurrency=count,
-            ops=round(rate * args.seconds),
-            seconds=args.seconds,
-            ops_per_s=round(rate, 1),
-            p50_ms=0.0,
-            p90_ms=0.0,
-            p99_ms=0.0,
-            max_ms=0.0,
-            mean_batch=None,
-            peak_rss_mb=0.0,
-            correct=ok,
-            note=note,
-            env=environment(),
-        )
+        _case(workload, "postgres", count, rate, args.seconds, ok, note)
         for workload, count, rate, ok, note in shared
     ]
     mode = "quick" if args.quick else "full"
@@ -224,6 +147,37 @@ def main(argv: list[str] | None = None) -> int:
         print("token totals not exact, or a stale read", file=sys.stderr)
         return 1
     return 0
+
+
+def _case(
+    workload: str,
+    backend: str,
+    concurrency: int,
+    rate: float,
+    seconds: float,
+    correct: bool,
+    note: str,
+) -> CaseResult:
+    """A row measured as a rate over *seconds* (latencies are not recorded)."""
+    return CaseResult(
+        workload=workload,
+        system="marcus_persist",
+        backend=backend,
+        loop="asyncio",
+        concurrency=concurrency,
+        ops=round(rate * seconds),
+        seconds=seconds,
+        ops_per_s=round(rate, 1),
+        p50_ms=0.0,
+        p90_ms=0.0,
+        p99_ms=0.0,
+        max_ms=0.0,
+        mean_batch=None,
+        peak_rss_mb=0.0,
+        correct=correct,
+        note=note,
+        env=environment(),
+    )
 
 
 def _drop(dsn: str, schema: str, redis_url: str | None) -> None:

@@ -43,7 +43,6 @@ from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._shards import ShardStore
 
 from ._harness import (
-    RESULTS_DIR,
     CaseResult,
     Target,
     case_result,
@@ -51,7 +50,7 @@ from ._harness import (
     environment,
     print_table,
     print_targets,
-    save_results,
+    save_run,
 )
 
 __all__ = ("main",)
@@ -332,9 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     big = max(options["sizes"])
     targets = state_targets(results, big)
     print_targets(targets)
-    mode = "quick" if args.quick else "full"
-    out = args.out or (RESULTS_DIR if mode == "full" else RESULTS_DIR / "quick")
-    save_results(NAME, results, targets=targets, mode=mode, out_dir=out, plot=False)
+    out = save_run(NAME, results, quick=args.quick, out=args.out, targets=targets)
     if not args.no_plot:
         from ._plot import plot_scaling
 

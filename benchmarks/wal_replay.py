@@ -38,7 +38,6 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 
@@ -46,16 +45,15 @@ from marcus_persist import open_runtime
 from marcus_persist._runtime import Runtime
 
 from ._harness import (
-    RESULTS_DIR,
     CaseResult,
-    Drive,
     Target,
     case_result,
     drive_calls,
     environment,
+    file_case,
     print_table,
     print_targets,
-    save_results,
+    save_run,
 )
 
 __all__ = ("main",)
@@ -174,30 +172,13 @@ async def sustained_case(
     await anyio.to_thread.run_sync(shutil.rmtree, data)
     label = f"checkpoints every {limit_mb} MB" if checkpoints else "checkpoints disabled"
     return (
-        _tokens_result(
+        file_case(
             "tokens sustained", loop, 100, run, requests == len(run.latencies),
             note=f"{label}; largest log {largest[0] / 2**20:.2f} MB",
             mean_batch=getattr(batch, "mean_batch_size", None),
         ),
         largest[0],
     )  # fmt: skip
-
-
-def _tokens_result(
-    workload: str, loop: str, callers: int, run: Drive, correct: bool, **extra: Any
-) -> CaseResult:
-    return case_result(
-        workload=workload,
-        system="marcus_persist",
-        backend="file",
-        loop=loop,
-        concurrency=callers,
-        latencies=run.latencies,
-        seconds=run.seconds,
-        correct=correct and run.errors == 0,
-        env=environment(),
-        **extra,
-    )
 
 
 async def record_case(callers: int, seconds: float, loop: str, work: Path) -> CaseResult:
@@ -207,7 +188,7 @@ async def record_case(callers: int, seconds: float, loop: str, work: Path) -> Ca
         requests = sum(u["requests"] for u in (await rt.tokens.by_provider()).values())
         batch = rt.tokens.statistics()
     await anyio.to_thread.run_sync(shutil.rmtree, data)
-    return _tokens_result(
+    return file_case(
         "tokens.record", loop, callers, run, requests == len(run.latencies),
         mean_batch=getattr(batch, "mean_batch_size", None),
     )  # fmt: skip
@@ -302,9 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         targets += found
     print_table(results)
     print_targets(targets)
-    mode = "quick" if args.quick else "full"
-    out = args.out or (RESULTS_DIR if mode == "full" else RESULTS_DIR / "quick")
-    save_results(NAME, results, targets=targets, mode=mode, out_dir=out, plot=False)
+    save_run(NAME, results, quick=args.quick, out=args.out, targets=targets)
     wrong = [f"{r.workload} {r.label} x{r.concurrency}" for r in results if not r.correct]
     if wrong or not results:
         print(f"WRONG ANSWERS: {wrong}" if wrong else "no case ran", file=sys.stderr)

@@ -120,6 +120,14 @@ def store_bytes(root: Path, store: str = "assignments") -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+async def crash_copy(live: Path, crashed: Path) -> None:
+    """Copy *live* to *crashed* as a power loss would leave it now (the runtime still
+    open; its lock left behind)."""
+    await anyio.to_thread.run_sync(
+        lambda: shutil.copytree(live, crashed, ignore=shutil.ignore_patterns(".lock"))
+    )
+
+
 async def crashed_with_a_log(tmp_path: Path) -> Path:
     """A data directory as a power loss leaves it: the assignments checkpointed holding
     ``w1: t1``, then a log of three batches (``w2: t2``, project ``p`` ``w3: t3``,
@@ -133,9 +141,7 @@ async def crashed_with_a_log(tmp_path: Path) -> Path:
         await rt.assignments.assign("w2", "t2", {})
         await rt.assignments.for_project("p").assign("w3", "t3", {})
         await rt.assignments.remove_assignment("w1")
-        await anyio.to_thread.run_sync(
-            lambda: shutil.copytree(live, crashed, ignore=shutil.ignore_patterns(".lock"))
-        )
+        await crash_copy(live, crashed)
     return crashed
 
 

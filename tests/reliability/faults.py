@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Awaitable, Callable
 
-__all__ = ("KINDS", "Plan", "fault_matrix")
+__all__ = ("KINDS", "Plan", "fault_matrix", "fault_matrix_for_loop")
 
 KINDS: tuple[int | str, ...] = (
     errno.EIO,
@@ -61,4 +61,17 @@ async def fault_matrix(
                     break  # the operation completed before the N-th call
             else:
                 raise AssertionError(f"never completed with {kind!r} (persistent={persistent})")
+    return cases
+
+
+async def fault_matrix_for_loop(
+    case: Callable[[Plan, int], Awaitable[bool]], *, limit: int, anyio_backend: str
+) -> int:
+    """``fault_matrix`` over every other kind: asyncio takes the even ones, trio the odd
+    ones (the handling runs in a worker thread, the loop only delivers the error; both
+    loops together cover every kind); check each kind ran more than the first call in
+    both modes, and return how many cases ran."""
+    kinds = KINDS[0::2] if anyio_backend == "asyncio" else KINDS[1::2]
+    cases = await fault_matrix(case, limit=limit, kinds=kinds)
+    assert cases > 2 * len(kinds)
     return cases

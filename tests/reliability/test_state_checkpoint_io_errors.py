@@ -25,9 +25,9 @@ from marcus_persist import open_runtime
 from marcus_persist._errors import PersistenceError
 from marcus_persist.backends.file._manifest import LOG, MANIFEST, Manifest
 
-from .faults import KINDS, Plan, fault_matrix
+from .faults import Plan, fault_matrix_for_loop
 from .learned_oracle import PATTERNS
-from .oracle import CLOCK, COUNTS, State, open_fds
+from .oracle import CLOCK, COUNTS, open_fds
 from .simfs import SimFS
 from .state_oracle import STATE, checkpoint_often
 from .test_state_io_errors import (
@@ -39,8 +39,9 @@ from .test_state_io_errors import (
     Batch,
     _big,
     _did,
-    _no_temps,
+    closing_checks,
     observe,
+    restart_now,
     submit,
 )
 
@@ -129,14 +130,6 @@ async def _template(tmp: Path, phase: CheckpointPhase) -> Path:
     return data
 
 
-async def _restart_now(work: Path, view: State) -> None:
-    copy = work.parent / "restart" / "data"
-    shutil.copytree(work, copy, ignore=shutil.ignore_patterns(".lock"))
-    async with open_runtime(copy, clock=CLOCK) as rt:
-        assert await observe(rt) == view, "a restart right after a failed checkpoint"
-    COUNTS["state restarts right after a failed checkpoint"] += 1
-
-
 async def _one_case(phase: CheckpointPhase, template: Path, work: Path, plan: Plan) -> bool:
     """One injected fault; return whether the checkpoint completed without one."""
     shutil.copytree(template, work)
@@ -155,18 +148,13 @@ async def _one_case(phase: CheckpointPhase, template: Path, work: Path, plan: Pl
         plan.armed = False
         assert await observe(rt) == view, "a checkpoint changed the committed view"
         if failed:
-            await _restart_now(work, view)
+            restarts = "state restarts right after a failed checkpoint"
+            await restart_now(work, [view], "checkpoint", restarts)
         directory, after = STORES[phase.store]
         assert await submit(rt, after) == [None]
         final = await observe(rt)
     COUNTS["state checkpoint I/O faults injected"] += plan.fired
-    async with open_runtime(work, clock=CLOCK) as rt:
-        assert await observe(rt) == final, f"restart after {plan.kind!r} at {plan.n}"
-    logs = sorted((work / directory / "wal").glob("*.log"))
-    assert [p.stat().st_size for p in logs] == [0], "the clean close emptied the log"
-    assert open_fds(collect=False) == fds, "leaked file descriptors"
-    _no_temps(work.parent)
-    return not failed and (plan.fired == 0 or plan.kind in ("short", "zero"))
+    return await closing_checks(work, final, plan, fds, failed, work / directory / "wal")
 
 
 class TestStateCheckpointIOErrors:
@@ -182,8 +170,5 @@ class TestStateCheckpointIOErrors:
         async def case(plan: Plan, number: int) -> bool:
             return await _one_case(phase, template, tmp_path / f"c{number}" / "data", plan)
 
-        # each loop takes every other fault kind; both loops together cover every kind
-        kinds = KINDS[0::2] if anyio_backend == "asyncio" else KINDS[1::2]
-        cases = await fault_matrix(case, limit=phase.limit, kinds=kinds)
+        cases = await fault_matrix_for_loop(case, limit=phase.limit, anyio_backend=anyio_backend)
         COUNTS[f"state checkpoint I/O fault cases ({name})"] += cases
-        assert cases > 2 * len(kinds)

@@ -42,7 +42,7 @@ from marcus_persist.backends.file._tokens import (
     TOKENS_FILE,
 )
 
-from .faults import KINDS, Plan, fault_matrix
+from .faults import Plan, fault_matrix_for_loop
 from .learned_oracle import PATTERNS, TOKENS, days_placed
 from .oracle import CLOCK, COUNTS, Op, State, StoreAdapter, files_under, open_fds
 from .simfs import SimFS
@@ -63,6 +63,7 @@ ORPHAN = "marcus_state/_shards/tasks/0-0.999.json"
 TOKEN_SEGMENT = "tokens/wal/000000000001.log"
 _SEGMENT = re.compile(r".*/wal/\d{12}\.log")
 STALE_TEMP = f"{TOKENS_FILE}.tmp-0123456789ab"
+RESTARTS = "state/patterns/tokens restarts right after a failed batch"
 
 
 def _big(n: int) -> dict[str, Any]:
@@ -340,14 +341,14 @@ async def _fail_startup(work: Path, plan: Plan, ref: Reference) -> bool:
     return opened
 
 
-async def _restart_now(work: Path, legal: list[State]) -> None:
-    """A restart right after the failure (on a copy of the files): the failed batch
-    may or may not be there, nothing else differs, and the files open."""
+async def restart_now(work: Path, legal: list[State], failed: str, counter: str) -> None:
+    """A restart right after a *failed* operation (on a copy of the files) opens the
+    files and reads one of the *legal* views; it counts in ``COUNTS[counter]``."""
     copy = work.parent / "restart" / "data"
     shutil.copytree(work, copy, ignore=shutil.ignore_patterns(".lock"))
     async with open_runtime(copy, clock=CLOCK) as rt:
-        assert await observe(rt) in legal, "a restart right after a failed batch"
-    COUNTS["state/patterns/tokens restarts right after a failed batch"] += 1
+        assert await observe(rt) in legal, f"a restart right after a failed {failed}"
+    COUNTS[counter] += 1
 
 
 async def _next_batches(rt: Runtime, phase: Phase, expected: list[State]) -> None:
@@ -379,15 +380,29 @@ async def _one_case(phase: Phase, template: Path, ref: Reference, work: Path, pl
                 assert plan.fired and all(o is not None and o.errno for o in outcomes), outcomes
                 assert await observe(rt) == view, "a failed batch changed the committed view"
                 _check_live(before, _files(work), fs, plan, phase.orphan)
-                await _restart_now(work, [view, ref.with_batch[0]])
+                # the failed batch may or may not be there, nothing else differs
+                await restart_now(work, [view, ref.with_batch[0]], "batch", RESTARTS)
                 expected = ref.without_batch
             else:
                 assert await observe(rt) == ref.with_batch[0]
                 expected = ref.with_batch[1:]
             await _next_batches(rt, phase, expected)  # in the store that saw the fault
     COUNTS["state/patterns/tokens I/O faults injected"] += plan.fired
+    return await closing_checks(work, expected[-1], plan, fds, failed)
+
+
+async def closing_checks(
+    work: Path, last: State, plan: Plan, fds: set[str], failed: bool, wal: Path | None = None
+) -> bool:
+    """After a case's runtime closed: a restart reads exactly *last* (what the store
+    last committed) and its clean close leaves the *wal* directory's log empty (when
+    given), no descriptor leaked (*fds* open before), no temp file is left; return
+    whether the operation completed without a fault."""
     async with open_runtime(work, clock=CLOCK) as rt:
-        assert await observe(rt) == expected[-1], f"restart after {plan.kind!r} at {plan.n}"
+        assert await observe(rt) == last, f"restart after {plan.kind!r} at {plan.n}"
+    if wal is not None:
+        logs = sorted(wal.glob("*.log"))
+        assert [p.stat().st_size for p in logs] == [0], "the clean close emptied the log"
     assert open_fds(collect=False) == fds, "leaked file descriptors"
     _no_temps(work.parent)
     return not failed and (plan.fired == 0 or plan.kind in ("short", "zero"))
@@ -406,9 +421,5 @@ class TestStateIOErrors:
         async def case(plan: Plan, number: int) -> bool:
             return await _one_case(phase, template, ref, tmp_path / f"c{number}" / "data", plan)
 
-        # each loop takes every other fault kind: the handling runs in a worker thread,
-        # the loop only delivers the error; both loops together cover every kind
-        kinds = KINDS[0::2] if anyio_backend == "asyncio" else KINDS[1::2]
-        cases = await fault_matrix(case, limit=phase.limit, kinds=kinds)
+        cases = await fault_matrix_for_loop(case, limit=phase.limit, anyio_backend=anyio_backend)
         COUNTS[f"state/patterns/tokens I/O fault cases ({name})"] += cases
-        assert cases > 2 * len(kinds)

@@ -6,13 +6,15 @@ from __future__ import annotations
 import errno
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from marcus_persist import CorruptDataError, open_runtime
+from marcus_persist import CorruptDataError, Runtime, open_runtime
 from marcus_persist._core._fs import FileSystem
 from marcus_persist._core._wal import WriteAheadLog
 from marcus_persist.backends._assignments import check_records
@@ -61,6 +63,16 @@ class GatedFS(FileSystem):
         super().replace(src, dst)
 
 
+@contextmanager
+def one_sync_per_batch(fs: CountingFS, rt: Runtime, store: str) -> Iterator[None]:
+    """Check that the block's commits to *store* synced once per batch and synced no
+    directory."""
+    before = (fs.syncs, fs.dir_syncs, rt.statistics()[store].batches)
+    yield
+    batches = rt.statistics()[store].batches - before[2]
+    assert (fs.syncs - before[0], fs.dir_syncs - before[1]) == (batches, 0)
+
+
 def backend(root: Path, fs: FileSystem, policy: CheckpointPolicy) -> FileBackend:
     return FileBackend(FileContext(root, fs, sync=True, on_corrupt="error"), checkpoints=policy)
 
@@ -74,16 +86,18 @@ class TestCommitPath:
         fs = CountingFS()
         async with open_runtime(tmp_path, fs=fs) as rt:
             for n in range(20):
-                before = (fs.syncs, fs.dir_syncs, rt.statistics()["assignments"].batches)
-                if n % 2:  # a batch that touches the global file and two project files
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(rt.assignments.assign, f"w{n}", f"t{n}", {})
-                        tg.start_soon(rt.assignments.for_project("a").assign, f"w{n}", f"x{n}", {})
-                        tg.start_soon(rt.assignments.for_project("b").assign, f"w{n}", f"y{n}", {})
-                else:
-                    await rt.assignments.assign(f"w{n}", f"t{n}", {})
-                batches = rt.statistics()["assignments"].batches - before[2]
-                assert (fs.syncs - before[0], fs.dir_syncs - before[1]) == (batches, 0)
+                with one_sync_per_batch(fs, rt, "assignments"):
+                    if n % 2:  # a batch that touches the global file and two project files
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(rt.assignments.assign, f"w{n}", f"t{n}", {})
+                            tg.start_soon(
+                                rt.assignments.for_project("a").assign, f"w{n}", f"x{n}", {}
+                            )
+                            tg.start_soon(
+                                rt.assignments.for_project("b").assign, f"w{n}", f"y{n}", {}
+                            )
+                    else:
+                        await rt.assignments.assign(f"w{n}", f"t{n}", {})
         async with open_runtime(tmp_path) as rt:
             assert len(await rt.assignments.get_all_assigned_task_ids()) == 20
             assert len(await rt.assignments.for_project("b").get_all_assigned_task_ids()) == 10

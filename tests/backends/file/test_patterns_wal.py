@@ -4,7 +4,6 @@ upgraded; a hybrid forwards checkpoints to the engine that keeps the log."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 from pathlib import Path
 
@@ -25,7 +24,12 @@ from marcus_persist.backends.file._patterns_tokens import (
 from marcus_persist.backends.file._shards import ShardStore
 from marcus_persist.stores.patterns._records import key_of, made
 from tests._hybrid import REVIEW_HYBRID
-from tests.backends.file.test_assignments_wal import CountingFS, a_flipped_record_is_refused
+from tests.backends.file.test_assignments_wal import (
+    CountingFS,
+    a_flipped_record_is_refused,
+    one_sync_per_batch,
+)
+from tests.conftest import crash_copy
 
 pytestmark = pytest.mark.anyio
 
@@ -53,9 +57,7 @@ async def crashed_with_a_log(tmp_path: Path) -> Path:
         assert await rt.checkpoint() == ["patterns"]
         await rt.patterns.observe("flow", "a", 1.0, examples=2)
         await rt.patterns.observe("risk", "b", 0.25)
-        await anyio.to_thread.run_sync(
-            lambda: shutil.copytree(live, crashed, ignore=shutil.ignore_patterns(".lock"))
-        )
+        await crash_copy(live, crashed)
     return crashed
 
 
@@ -79,12 +81,10 @@ class TestCommitPath:
         fs = CountingFS()
         async with open_runtime(tmp_path, fs=fs) as rt:
             for n in range(10):
-                before = (fs.syncs, fs.dir_syncs, rt.statistics()["patterns"].batches)
-                async with anyio.create_task_group() as tg:  # often one batch of many
-                    for k in range(n * 5 + 1):
-                        tg.start_soon(rt.patterns.observe, "flow", f"p{k}", 0.5)
-                batches = rt.statistics()["patterns"].batches - before[2]
-                assert (fs.syncs - before[0], fs.dir_syncs - before[1]) == (batches, 0)
+                with one_sync_per_batch(fs, rt, "patterns"):
+                    async with anyio.create_task_group() as tg:  # often one batch of many
+                        for k in range(n * 5 + 1):
+                            tg.start_soon(rt.patterns.observe, "flow", f"p{k}", 0.5)
         async with open_runtime(tmp_path) as rt:
             assert len(rt.patterns) == 46
             got = await rt.patterns.get("flow", "p0")

@@ -4,7 +4,6 @@ the batch, checkpoints beside commits, recovery, the previous format upgraded.""
 from __future__ import annotations
 
 import errno
-import shutil
 from pathlib import Path
 
 import anyio
@@ -13,7 +12,6 @@ import pytest
 from marcus_persist import PersistenceError, open_runtime
 from marcus_persist._core._fs import FileSystem
 from marcus_persist.backends._files import FileContext
-from marcus_persist.backends.file import FileBackend
 from marcus_persist.backends.file._logged import CheckpointPolicy
 from marcus_persist.backends.file._shards import ShardStore
 from marcus_persist.backends.file._state import STATE_DIR
@@ -21,14 +19,12 @@ from tests.backends.file.test_assignments_wal import (
     CountingFS,
     GatedFS,
     a_flipped_record_is_refused,
+    backend,
+    one_sync_per_batch,
 )
-from tests.conftest import FaultyFS
+from tests.conftest import FaultyFS, crash_copy
 
 pytestmark = pytest.mark.anyio
-
-
-def backend(root: Path, fs: FileSystem, policy: CheckpointPolicy) -> FileBackend:
-    return FileBackend(FileContext(root, fs, sync=True, on_corrupt="error"), checkpoints=policy)
 
 
 def wal_dir(root: Path) -> Path:
@@ -52,9 +48,7 @@ async def crashed_with_a_log(tmp_path: Path) -> Path:
         await rt.state.delete("tasks", "t2")
         await rt.state.store("tasks", "t3", {"n": 3})
         await rt.state.store("agents", "a1", {"name": "x"})
-        await anyio.to_thread.run_sync(
-            lambda: shutil.copytree(live, crashed, ignore=shutil.ignore_patterns(".lock"))
-        )
+        await crash_copy(live, crashed)
     return crashed
 
 
@@ -64,13 +58,11 @@ class TestCommitPath:
         async with open_runtime(tmp_path, fs=fs) as rt:
             await rt.state.store_many("big", {f"k{i}": {"i": i} for i in range(3000)})
             for n in range(20):
-                before = (fs.syncs, fs.dir_syncs, rt.statistics()["state"].batches)
-                async with anyio.create_task_group() as tg:  # often one batch of many keys
-                    for k in range(n * 5):
-                        tg.start_soon(rt.state.store, "big", f"k{k * 7}", {"n": n})
-                    tg.start_soon(rt.state.store, "other", f"x{n}", {"n": n})
-                batches = rt.statistics()["state"].batches - before[2]
-                assert (fs.syncs - before[0], fs.dir_syncs - before[1]) == (batches, 0)
+                with one_sync_per_batch(fs, rt, "state"):
+                    async with anyio.create_task_group() as tg:  # often one batch of many keys
+                        for k in range(n * 5):
+                            tg.start_soon(rt.state.store, "big", f"k{k * 7}", {"n": n})
+                        tg.start_soon(rt.state.store, "other", f"x{n}", {"n": n})
         async with open_runtime(tmp_path) as rt:
             assert await rt.state.count("big") == 3000
             assert (await rt.state.retrieve("big", "k7") or {})["n"] == 19

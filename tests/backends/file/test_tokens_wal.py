@@ -5,7 +5,6 @@ of old days to their archive, late usage moved to its archive), checkpoints."""
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -18,19 +17,15 @@ from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._logged import CheckpointPolicy
 from marcus_persist.backends.file._tokens import FileTokenStorage
 
+from ...conftest import crash_copy
 from ...stores.audit_helpers import FakeClock
-from .test_assignments_wal import CountingFS, backend
+from .test_assignments_wal import CountingFS, backend, one_sync_per_batch
 
 pytestmark = pytest.mark.anyio
 
 NOW = datetime(2026, 6, 15, 12, tzinfo=UTC)
-
-
-async def crash_copy(live: Path, crashed: Path) -> None:
-    """The data directory as a power loss would leave it now (the runtime still open)."""
-    await anyio.to_thread.run_sync(
-        lambda: shutil.copytree(live, crashed, ignore=shutil.ignore_patterns(".lock"))
-    )
+#: a record's arguments before its request id
+RECORD = ("anthropic", 1, 1, 0.01, "m", "p", None)
 
 
 async def totals(rt: Runtime) -> tuple[object, ...]:
@@ -47,14 +42,10 @@ class TestCommitPath:
         fs = CountingFS()
         async with open_runtime(tmp_path, fs=fs) as rt:
             for n in range(20):
-                before = (fs.syncs, fs.dir_syncs, rt.statistics()["tokens"].batches)
-                async with anyio.create_task_group() as tg:
-                    for k in range(n % 4 + 1):  # batches of one to four records
-                        tg.start_soon(
-                            rt.tokens.record, "anthropic", 1, 1, 0.01, "m", "p", None, f"r{n}.{k}"
-                        )
-                batches = rt.statistics()["tokens"].batches - before[2]
-                assert (fs.syncs - before[0], fs.dir_syncs - before[1]) == (batches, 0)
+                with one_sync_per_batch(fs, rt, "tokens"):
+                    async with anyio.create_task_group() as tg:
+                        for k in range(n % 4 + 1):  # batches of one to four records
+                            tg.start_soon(rt.tokens.record, *RECORD, f"r{n}.{k}")
         async with open_runtime(tmp_path) as rt:
             assert (await rt.tokens.project("p"))["requests"] == 50  # type: ignore[index]
 
