@@ -29,6 +29,7 @@ kept aside in ``token_usage.log.torn`` first).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import threading
@@ -301,23 +302,47 @@ class FileTokenStorage:
 
     # -- archives -----------------------------------------------------------------
     def archive(self, month: str) -> dict[str, Any] | None:
-        def shape(document: Any) -> dict[str, Any]:
-            if not isinstance(document, dict) or not isinstance(document.get("daily_usage"), dict):
-                raise ValueError("expected an object with a 'daily_usage' object")
-            result: dict[str, Any] = document
-            return result
-
         path = self._month_path(month)
-        found = read_sealed(path, self._ctx, shape)[0]
+        found = read_sealed(path, self._ctx, _archive_shape)[0]
         if found is None and self.remote is not None and not path.exists():
             remote, ctx = self.remote, self._ctx
             try:  # moved there (maybe just now); bounded: a remote that hangs holds no one
-                return call_within(lambda: remote.read(month, ctx, shape))
+                return call_within(lambda: remote.read(month, ctx, _archive_shape))
             except (BackendError, OSError) as exc:  # TimeoutError: an OSError
                 if not self._loading:
                     raise
                 log.warning("token usage: %s unreachable at start: %s", self.remote.store.url, exc)
         return found
+
+    def off_disk(self, month: str) -> bool:
+        """Whether *month*'s archive may be on the remote only (a remote is attached and
+        the disk has none): a commit never reads it there, late usage for it stays
+        pending until :meth:`bring_back` (the tiering pass) puts it on the disk."""
+        return self.remote is not None and not self._month_path(month).exists()
+
+    def bring_back(self, month: str) -> bool:
+        """Put *month*'s newest remote archive on the disk (an empty one if the remote
+        has none), so that late usage pending for it merges there, off the remote;
+        whether it wrote one (blocking, remote calls: the tiering pass's).
+
+        A damaged remote archive raises whatever ``on_corrupt`` says (nothing is
+        written: an empty one would supersede it up there).
+
+        :raises PersistenceError, OSError: the remote did not answer, or is damaged
+        """
+        if not self.off_disk(month) or self._ctx.read_only:
+            return False
+        assert self.remote is not None  # off_disk
+        strict = dataclasses.replace(self._ctx, on_corrupt="error", quarantined=[], problems=[])
+        found = self.remote.read(month, strict, _archive_shape)
+        data = seal_document(encode(found or {"month": month, "daily_usage": {}}))
+        fs, sync = self._ctx.fs, self._ctx.sync
+        ensure_dir(self.archive_dir, fs=fs, sync=sync)
+        with self._months_lock:  # the disk's copy is the newest: never over a newer one
+            if self._month_path(month).exists():
+                return False
+            write_atomic(self._month_path(month), data, fs=fs, sync=sync)
+        return True
 
     def archive_months(self) -> list[str]:
         local = set()
@@ -366,3 +391,11 @@ class FileTokenStorage:
         if not _MONTH.fullmatch(month):
             raise ValueError(f"not a month: {month!r}")
         return self.archive_dir / f"{month}.json"
+
+
+def _archive_shape(document: Any) -> dict[str, Any]:
+    """A monthly archive as read: an object with a ``daily_usage`` object."""
+    if not isinstance(document, dict) or not isinstance(document.get("daily_usage"), dict):
+        raise ValueError("expected an object with a 'daily_usage' object")
+    result: dict[str, Any] = document
+    return result
