@@ -103,3 +103,34 @@ async def test_a_late_record_for_a_tiered_month_never_waits_on_the_remote(
             assert await counted(rt) == merged
     finally:
         store.release.set()
+
+
+async def test_the_pass_reads_the_late_ids_a_start_could_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start with the remote hanging does not know the ids of the late records
+    its archives hold; the first pass that reaches it reads them, and a retry of
+    such a record is then refused (its project not counted again)."""
+    data, clock = tmp_path / "data", FakeClock(NOW)
+    store = StuckListing(open_object_store(f"file://{tmp_path}/archive"), TIER_PREFIX)
+    monkeypatch.setattr(runtime_open, "open_object_store", lambda *_a: store)
+    opts: dict[str, Any] = {"clock": clock, "archive_url": "file:///ignored", **KEEP}
+    try:
+        async with open_runtime(data, **opts) as rt:
+            await fill(rt, clock)
+            assert await rt.tokens.record("anthropic", 10, 0, 1.0, "m0", "p", LATE, "late-0")
+            await rt.tokens.tier()  # merged and up (February's second generation)
+            assert rt.tokens._h.doc["late"] == {}
+        store.stuck.set()
+        monkeypatch.setattr(_bounded, "REMOTE_CALL_SECONDS", 0.2)
+        async with open_runtime(data, **opts) as rt:
+            assert "late-0" not in rt.tokens._h.archived  # the start could not read it
+            store.stuck.clear()  # it answers again (the calls already stuck stay so)
+            monkeypatch.setattr(_bounded, "REMOTE_CALL_SECONDS", 300.0)
+            await rt.tokens.tier()
+            assert "late-0" in rt.tokens._h.archived
+            assert not await rt.tokens.record("anthropic", 10, 0, 1.0, "m0", "p", LATE, "late-0")
+            assert (await rt.tokens.project("p") or {})["requests"] == 6
+            assert await counted(rt) == (2, 6, 6)
+    finally:
+        store.release.set()

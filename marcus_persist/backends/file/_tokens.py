@@ -126,6 +126,9 @@ class FileTokenStorage:
         #: held while a monthly archive is written on the disk (tiering checks under it)
         self._months_lock = threading.Lock()
         self._loading = False
+        #: the start could not read the remote's archives (the ids of the late records
+        #: they hold): the tiering pass reads them once it reaches it
+        self.unlisted = False
 
     @property
     def torn_tail(self) -> bytes:
@@ -312,6 +315,7 @@ class FileTokenStorage:
                 if not self._loading:
                     raise
                 log.warning("token usage: %s unreachable at start: %s", self.remote.store.url, exc)
+                self.unlisted = True
         return found
 
     def off_disk(self, month: str) -> bool:
@@ -363,6 +367,7 @@ class FileTokenStorage:
             # that is down must not keep the runtime from starting (a late record
             # retried for a month up there may then count twice, until a restart)
             log.warning("token usage: %s unreachable at start: %s", self.remote.store.url, exc)
+            self.unlisted = True
             remote = set()
         return sorted(local | remote)
 

@@ -134,10 +134,13 @@ class TokenStore:
         :raises TimeoutError: the remote did not answer in time (nothing that is not
             verified up leaves the disk)
         """
-        storage = self._h.storage
+        storage: Any = self._h.storage  # a file storage's: ``tier``, ``unlisted``
         tier = getattr(storage, "tier", None)
         if tier is None:  # a database keeps its archives itself
             return []
+        if getattr(storage, "unlisted", False):  # the start did not reach the remote
+            self._h.archived |= await call_remote(self._archived_keys)
+            storage.unlisted = False
         await self._merge_late(storage)
         cutoff = (today or self._h.clock.now().date()) - timedelta(days=self._h.keep_days)
         sealed_before = cutoff.isoformat()[:7]
@@ -147,6 +150,14 @@ class TokenStore:
         # still does is safe: an archive leaves the disk only once verified up)
         moved: list[str] = await call_remote(tier, sealed_before)
         return moved
+
+    def _archived_keys(self) -> set[str]:
+        """The keys of the late records every archive holds, the remote's too
+        (blocking, remote calls): what the start could not read."""
+        storage, keys = self._h.storage, set[str]()
+        for month in storage.archive_months():
+            keys |= archived_keys(storage.archive(month))
+        return keys
 
     async def _merge_late(self, storage: Any) -> None:
         """Late usage pending for tiered months (a commit never reads the remote:
