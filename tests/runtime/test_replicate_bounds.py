@@ -263,7 +263,9 @@ async def test_a_stuck_tiering_pass_is_abandoned_and_deletes_nothing(
             metrics = tiering.metrics()
             assert metrics.retries == 1 and metrics.last_error == "TimeoutError"
             assert metrics.moved == 0
-            with pytest.raises(TimeoutError):  # a host's call is bounded alike
+            # a host's call is bounded alike: its deadline, or the guard against the
+            # stuck pass (which waits as long) in its thread, whichever ends first
+            with pytest.raises((TimeoutError, BackendError)):
                 await rt.tokens.tier()
             # and the thread it left waits for the stuck pass no longer than the deadline
             tier = rt.tokens._h.storage.remote  # type: ignore[attr-defined]

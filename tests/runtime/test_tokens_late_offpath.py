@@ -17,7 +17,7 @@ from marcus_persist._core._objstore import ObjectStore, open_object_store
 from marcus_persist.backends.file._tokens_tier import TIER_PREFIX
 from tests.runtime.test_replicate_bounds import StuckListing
 from tests.stores.audit_helpers import FakeClock
-from tests.stores.test_tokens_tier import KEEP, NOW, fill, local_months
+from tests.stores.test_tokens_tier import DAYS, KEEP, NOW, fill, local_months
 
 pytestmark = pytest.mark.anyio
 
@@ -132,5 +132,33 @@ async def test_the_pass_reads_the_late_ids_a_start_could_not(
             assert not await rt.tokens.record("anthropic", 10, 0, 1.0, "m0", "p", LATE, "late-0")
             assert (await rt.tokens.project("p") or {})["requests"] == 6
             assert await counted(rt) == (2, 6, 6)
+    finally:
+        store.release.set()
+
+
+async def test_days_archived_into_a_new_month_never_wait_on_the_remote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first batch of a day moves old days to their month's archive; a month
+    never moved to ``archive_url`` is not looked for there, so a hanging remote
+    holds no such batch."""
+    data, clock = tmp_path / "data", FakeClock(NOW)
+    store = CountedStuck(open_object_store(f"file://{tmp_path}/archive"), TIER_PREFIX)
+    monkeypatch.setattr(runtime_open, "open_object_store", lambda *_a: store)
+    try:
+        async with open_runtime(data, clock=clock, archive_url="file:///ignored", **KEEP) as rt:
+            assert rt.token_tiering is not None
+            while rt.token_tiering.metrics().passes == 0:  # its pass at start lists it
+                await rt.token_tiering.pass_ended.wait()
+            for n, day in enumerate(DAYS):
+                clock.moment = datetime(day.year, day.month, day.day, 9, tzinfo=UTC)
+                await rt.tokens.record("anthropic", 100 + n, n, 0.25, f"m{n % 2}", "p")
+            store.stuck.set()
+            monkeypatch.setattr(_bounded, "REMOTE_CALL_SECONDS", 0.2)
+            calls = store.calls
+            clock.moment = NOW
+            assert await rt.tokens.record("openai", 7, 7, 0.5)  # March: a new archive
+            assert store.calls == calls
+            assert local_months(data) == ["2026-01.json", "2026-02.json", "2026-03.json"]
     finally:
         store.release.set()

@@ -129,6 +129,10 @@ class FileTokenStorage:
         #: the start could not read the remote's archives (the ids of the late records
         #: they hold): the tiering pass reads them once it reaches it
         self.unlisted = False
+        #: the months on the remote as last listed, plus those moved since (``None``:
+        #: not known): a month not among them is not asked for there, so the days a
+        #: commit archives into a new month never wait on the remote
+        self._remote_months: set[str] | None = None
 
     @property
     def torn_tail(self) -> bytes:
@@ -308,6 +312,8 @@ class FileTokenStorage:
         path = self._month_path(month)
         found = read_sealed(path, self._ctx, _archive_shape)[0]
         if found is None and self.remote is not None and not path.exists():
+            if self._remote_months is not None and month not in self._remote_months:
+                return None  # a month never moved there
             remote, ctx = self.remote, self._ctx
             try:  # moved there (maybe just now); bounded: a remote that hangs holds no one
                 return call_within(lambda: remote.read(month, ctx, _archive_shape))
@@ -360,6 +366,7 @@ class FileTokenStorage:
             return sorted(local)
         try:  # bounded: a remote that hangs holds neither a start nor a report
             remote = call_within(self.remote.months)
+            self._remote_months = set(remote)
         except (PersistenceError, TimeoutError) as exc:
             if not self._loading:
                 raise  # a report: never silently without the months up there
@@ -384,13 +391,21 @@ class FileTokenStorage:
         """
         if self.remote is None or self._ctx.read_only:
             return []
-        return self.remote.move_sealed(
-            self.archive_dir,
-            sealed_before,
-            fs=self._ctx.fs,
-            sync=self._ctx.sync,
-            lock=self._months_lock,
-        )
+        if self._remote_months is None:  # listed first: see ``archive``
+            self._remote_months = set(self.remote.months())
+        try:
+            moved = self.remote.move_sealed(
+                self.archive_dir,
+                sealed_before,
+                fs=self._ctx.fs,
+                sync=self._ctx.sync,
+                lock=self._months_lock,
+            )
+        except BaseException:
+            self._remote_months = None  # some may have moved: listed again first
+            raise
+        self._remote_months = self._remote_months | set(moved)
+        return moved
 
     def _month_path(self, month: str) -> Path:
         if not _MONTH.fullmatch(month):
