@@ -4,8 +4,9 @@ move to the object store of ``archive_url`` and are read back from there
 
 A month is sealed once every one of its days is older than ``token_keep_days``
 (no day of it is live any more). Late usage for a sealed month still changes
-its archive: it is read (from the remote), merged and written on the disk
-again, and that new version goes up at the next pass as a new generation.
+its archive, off the caller's path: it stays pending in the live document
+until a pass brings the archive back onto the disk (``bring_back``), where it
+is merged, and that new version goes up as a new generation.
 
 Invariants:
 
