@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import marcus_persist._runtime._open as runtime_open
-from marcus_persist import Runtime, open_runtime
+from marcus_persist import BackendError, Runtime, open_runtime
 from marcus_persist._core import _bounded
 from marcus_persist._core._objstore import ObjectStore, open_object_store
 from marcus_persist.backends.file._tokens_tier import TIER_PREFIX
@@ -73,7 +73,7 @@ async def test_a_late_record_for_a_tiered_month_never_waits_on_the_remote(
             assert rt.token_tiering is not None
             while rt.token_tiering.metrics().passes == 0:  # its pass at start: abandoned
                 await rt.token_tiering.pass_ended.wait()
-            assert rt.token_tiering.metrics().last_error == "TimeoutError"
+            assert rt.token_tiering.metrics().retries == 1  # (a timeout, either bound's)
             calls = store.calls
             # acknowledged without a call to the remote, counted once (a retry is not)
             assert await rt.tokens.record("anthropic", 20, 0, 1.0, "m0", "p", LATE, "late-1")
@@ -81,7 +81,9 @@ async def test_a_late_record_for_a_tiered_month_never_waits_on_the_remote(
             assert store.calls == calls
             assert sorted(rt.tokens._h.doc["late"]) == ["late-0", "late-1"]
             assert (await rt.tokens.project("p") or {})["requests"] == 7
-            with pytest.raises(TimeoutError):  # the pass, not the write, meets the remote
+            # the pass, not the write, meets the remote (its deadline, or the guard
+            # against the pass at start still stuck, whichever ends it first)
+            with pytest.raises((TimeoutError, BackendError)):
                 await rt.tokens.tier()
         async with open_runtime(data, **opts) as rt:  # a restart in between
             assert sorted(rt.tokens._h.doc["late"]) == ["late-0", "late-1"]

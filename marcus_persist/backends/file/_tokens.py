@@ -344,14 +344,15 @@ class FileTokenStorage:
             return False
         assert self.remote is not None  # off_disk
         strict = dataclasses.replace(self._ctx, on_corrupt="error", quarantined=[], problems=[])
-        found = self.remote.read(month, strict, _archive_shape)
-        data = seal_document(encode(found or {"month": month, "daily_usage": {}}))
         fs, sync = self._ctx.fs, self._ctx.sync
-        ensure_dir(self.archive_dir, fs=fs, sync=sync)
-        with self._months_lock:  # the disk's copy is the newest: never over a newer one
-            if self._month_path(month).exists():
-                return False
-            write_atomic(self._month_path(month), data, fs=fs, sync=sync)
+        with self.remote.one_pass():  # no move between the read and the write
+            found = self.remote.read(month, strict, _archive_shape)
+            data = seal_document(encode(found or {"month": month, "daily_usage": {}}))
+            ensure_dir(self.archive_dir, fs=fs, sync=sync)
+            with self._months_lock:  # the disk's copy is the newest: never over a newer one
+                if self._month_path(month).exists():
+                    return False
+                write_atomic(self._month_path(month), data, fs=fs, sync=sync)
         return True
 
     def archive_months(self) -> list[str]:

@@ -29,10 +29,11 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,6 +75,22 @@ class TokenTier:
         for tiered in sorted(list_tiered(self.store, TIER_PREFIX, _NAME), key=_month):
             found.setdefault(_month(tiered)[0], []).append(tiered)
         return found
+
+    @contextlib.contextmanager
+    def one_pass(self) -> Iterator[None]:
+        """Held by a move (:meth:`move_sealed`) or a bring-back (``FileTokenStorage.
+        bring_back``): one at a time, so a stale copy brought back by an abandoned
+        call never lands beside a newer generation's move. Waits for an abandoned
+        one at most the remote deadline.
+
+        :raises BackendError: an earlier one still ran after the deadline
+        """
+        if not self._passes.acquire(timeout=_bounded.REMOTE_CALL_SECONDS):
+            raise BackendError(f"{self.store.url}: an earlier move of token archives still runs")
+        try:
+            yield
+        finally:
+            self._passes.release()
 
     def months(self) -> set[str]:
         return set(self._generations())
@@ -142,9 +159,7 @@ class TokenTier:
         :raises BackendError: an earlier pass still ran after the deadline
         """
         moved: list[str] = []
-        if not self._passes.acquire(timeout=_bounded.REMOTE_CALL_SECONDS):
-            raise BackendError(f"{self.store.url}: an earlier move of token archives still runs")
-        try:
+        with self.one_pass():
             generations = self._generations()
             local = sorted(archive_dir.iterdir()) if archive_dir.is_dir() else []
             for path in local:
@@ -166,8 +181,6 @@ class TokenTier:
                 if superseded and not (archive_dir / f"{_month(versions[0])[0]}.json").exists():
                     for tiered in superseded:
                         self.store.delete(tiered.key)
-        finally:
-            self._passes.release()
         return moved
 
 
