@@ -171,6 +171,9 @@ class Runtime:
             sqlite_replication=(
                 self.sqlite_replicator.metrics() if self.sqlite_replicator is not None else None
             ),
+            token_tiering=(
+                self.token_tiering.metrics() if self.token_tiering is not None else None
+            ),
         )
 
     def statistics(self) -> dict[str, ActorStatistics]:

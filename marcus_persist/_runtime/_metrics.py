@@ -16,6 +16,7 @@ from marcus_persist._core._mailbox import ActorStatistics
 from marcus_persist._core._metrics import HistogramSnapshot
 from marcus_persist._runtime._replicate import ReplicationMetrics
 from marcus_persist._runtime._sqlite_replicate import SqliteReplicationMetrics
+from marcus_persist._runtime._tiering import TieringMetrics
 
 __all__ = (
     "ActorMetrics",
@@ -65,6 +66,8 @@ class Metrics(msgspec.Struct, frozen=True):
     replication: ReplicationMetrics | None = None
     #: the snapshots of the SQLite database shipped there (``None``: no sqlite engine)
     sqlite_replication: SqliteReplicationMetrics | None = None
+    #: the moves of sealed token archives there (``None`` without ``archive_url``)
+    token_tiering: TieringMetrics | None = None
 
 
 def cache_metrics(cache: Any) -> CacheMetrics | None:

@@ -26,6 +26,7 @@ from marcus_persist._errors import CorruptDataError
 from marcus_persist._runtime._alerts import Alert, evaluate
 from marcus_persist._runtime._metrics import ActorMetrics, CacheMetrics
 from marcus_persist._runtime._stats import DataStats, collect_stats
+from marcus_persist._runtime._tiering import TieringMetrics
 from marcus_persist.backends._files import FileContext
 from marcus_persist.backends.file._tokens import FileTokenStorage
 from marcus_persist.stores.tokens import TokensHandler
@@ -105,6 +106,8 @@ class Snapshot(msgspec.Struct, frozen=True):
     disk_free_bytes: int | None
     alerts: list[Alert]
     cache: CacheMetrics | None = None
+    #: the token tiering job's counters (``None``: no ``archive_url``, or not live)
+    token_tiering: TieringMetrics | None = None
 
 
 def quantile(h: HistogramSnapshot, q: float) -> float | None:
@@ -171,6 +174,7 @@ def build_snapshot(
     replication_lag: float | None = None,
     cache: CacheMetrics | None = None,
     replication_held: int | None = None,
+    token_tiering: TieringMetrics | None = None,
 ) -> Snapshot:
     """One snapshot from its parts (``stats`` ``None``: the backend keeps no files)."""
     now = time.time()
@@ -215,6 +219,7 @@ def build_snapshot(
         disk_free_bytes=free,
         alerts=alerts,
         cache=cache,
+        token_tiering=token_tiering,
     )
 
 

@@ -61,6 +61,7 @@ class Monitor:
         token_doc: dict[str, Any] | None = getattr(getattr(rt.tokens, "_h", None), "doc", None)
         replicator = rt.replicator
         replication = replicator.metrics() if replicator is not None else None
+        tiering = rt.token_tiering
         snap = build_snapshot(
             config,
             stats=directory[0] if directory else None,
@@ -72,6 +73,7 @@ class Monitor:
             replication_lag=replication.lag_seconds if replication is not None else None,
             cache=cache_metrics(rt.assignment_cache),
             replication_held=replication.held_bytes if replication is not None else None,
+            token_tiering=tiering.metrics() if tiering is not None else None,
         )
         self.alerts.note(snap.alerts)
         return snap

@@ -58,11 +58,28 @@ METRIC_NAMES = (
     f"{P}project_budget_usd",
     f"{P}last_backup_age_seconds",
     f"{P}replication_lag_seconds",
+    f"{P}token_tiering_passes_total",
+    f"{P}token_tiering_moved_total",
+    f"{P}token_tiering_retries_total",
     f"{P}disk_free_bytes",
     f"{P}alert_firing",
     f"{P}alert_value",
     f"{P}alert_threshold",
 )
+
+
+def _tiering(snap: Snapshot) -> Iterator[Metric]:
+    """The token tiering job's counters (none without ``archive_url``; its last
+    error is in ``rt.token_tiering.metrics()`` and the log)."""
+    tiering = snap.token_tiering
+    if tiering is None:
+        return
+    for name, value, text in (
+        ("passes", tiering.passes, "token tiering passes ended"),
+        ("moved", tiering.moved, "token usage months moved to archive_url"),
+        ("retries", tiering.retries, "token tiering passes failed"),
+    ):
+        yield CounterMetricFamily(f"{P}token_tiering_{name}", text, value)
 
 
 def _histogram(family: HistogramMetricFamily, labels: Sequence[str], h: HistogramSnapshot) -> None:
@@ -165,6 +182,7 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         "replication lag (NaN: no replication)",
         maybe(snap.replication_lag_seconds),
     )
+    yield from _tiering(snap)
     yield GaugeMetricFamily(
         f"{P}disk_free_bytes",
         "free bytes on the data directory's disk",

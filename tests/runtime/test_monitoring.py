@@ -211,5 +211,16 @@ class TestReplicationLag:
             await rt.replicator.sync()  # the base is up
             await rt.assignments.assign("w1", "t1", {})
             await rt.replicator.sync()  # and the record: nothing is waiting
+            tiering = rt.token_tiering
+            assert tiering is not None
+            while tiering.metrics().passes == 0:  # the tiering job's pass at start
+                await tiering.pass_ended.wait()
             found = samples((await get(rt, "/metrics"))[2].decode())
+            metrics = await rt.metrics()
         assert found[("marcus_persist_replication_lag_seconds", ())] == 0.0
+        # token tiering's counters beside it, as ``rt.metrics()`` says them
+        assert metrics.token_tiering == tiering.metrics()
+        assert metrics.token_tiering is not None and metrics.token_tiering.passes >= 1
+        for name in ("passes", "moved", "retries"):
+            value = getattr(metrics.token_tiering, name)
+            assert found[(f"marcus_persist_token_tiering_{name}_total", ())] == value

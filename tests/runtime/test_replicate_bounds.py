@@ -349,7 +349,9 @@ async def test_a_remote_that_hangs_at_start_does_not_hold_the_start(
             assert rt.token_tiering is not None
             while rt.token_tiering.metrics().passes == 0:  # its listing hangs too
                 await rt.token_tiering.pass_ended.wait()
-            assert rt.token_tiering.metrics().last_error == "TimeoutError"
+            # a timeout: the pass's deadline, or its listing's (the late ids the start
+            # could not read), whichever ends first
+            assert rt.token_tiering.metrics().retries == 1
         assert not store.release.is_set()  # closed with the listing still stuck
     finally:
         store.release.set()

@@ -65,11 +65,12 @@ async def test_sealed_months_move_and_reports_read_the_same(
         assert await reports(rt) == before
     async with open_runtime(data, clock=clock, **KEEP, **archive) as rt:  # loads through
         assert await reports(rt) == before
-        # late usage for a tiered month: merged into its archive, which is on the disk
-        # again until the next pass moves it up as a newer generation
+        # late usage for a tiered month: pending (a commit never reads the remote),
+        # then the next pass brings its archive back, merges and moves it up as a
+        # newer generation
         late = datetime(2026, 2, 5, 18, tzinfo=UTC)
         assert await rt.tokens.record("anthropic", 1000, 0, 2.0, "m0", at=late)
-        assert "2026-02.json" in local_months(data)
+        assert "2026-02.json" not in local_months(data)
         feb = (await rt.tokens.daily(date(2026, 2, 5), date(2026, 2, 5)))["2026-02-05"]
         assert feb["anthropic"]["requests"] == 2
         assert await rt.tokens.tier() == ["2026-02"]

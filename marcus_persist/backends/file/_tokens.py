@@ -29,6 +29,7 @@ kept aside in ``token_usage.log.torn`` first).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import threading
@@ -125,6 +126,13 @@ class FileTokenStorage:
         #: held while a monthly archive is written on the disk (tiering checks under it)
         self._months_lock = threading.Lock()
         self._loading = False
+        #: the start could not read the remote's archives (the ids of the late records
+        #: they hold): the tiering pass reads them once it reaches it
+        self.unlisted = False
+        #: the months on the remote as last listed, plus those moved since (``None``:
+        #: not known): a month not among them is not asked for there, so the days a
+        #: commit archives into a new month never wait on the remote
+        self._remote_months: set[str] | None = None
 
     @property
     def torn_tail(self) -> bytes:
@@ -301,23 +309,51 @@ class FileTokenStorage:
 
     # -- archives -----------------------------------------------------------------
     def archive(self, month: str) -> dict[str, Any] | None:
-        def shape(document: Any) -> dict[str, Any]:
-            if not isinstance(document, dict) or not isinstance(document.get("daily_usage"), dict):
-                raise ValueError("expected an object with a 'daily_usage' object")
-            result: dict[str, Any] = document
-            return result
-
         path = self._month_path(month)
-        found = read_sealed(path, self._ctx, shape)[0]
+        found = read_sealed(path, self._ctx, _archive_shape)[0]
         if found is None and self.remote is not None and not path.exists():
+            if self._remote_months is not None and month not in self._remote_months:
+                return None  # a month never moved there
             remote, ctx = self.remote, self._ctx
             try:  # moved there (maybe just now); bounded: a remote that hangs holds no one
-                return call_within(lambda: remote.read(month, ctx, shape))
+                return call_within(lambda: remote.read(month, ctx, _archive_shape))
             except (BackendError, OSError) as exc:  # TimeoutError: an OSError
                 if not self._loading:
                     raise
                 log.warning("token usage: %s unreachable at start: %s", self.remote.store.url, exc)
+                self.unlisted = True
         return found
+
+    def off_disk(self, month: str) -> bool:
+        """Whether *month*'s archive may be on the remote only (a remote is attached and
+        the disk has none): a commit never reads it there, late usage for it stays
+        pending until :meth:`bring_back` (the tiering pass) puts it on the disk."""
+        return self.remote is not None and not self._month_path(month).exists()
+
+    def bring_back(self, month: str) -> bool:
+        """Put *month*'s newest remote archive on the disk (an empty one if the remote
+        has none), so that late usage pending for it merges there, off the remote;
+        whether it wrote one (blocking, remote calls: the tiering pass's).
+
+        A damaged remote archive raises whatever ``on_corrupt`` says (nothing is
+        written: an empty one would supersede it up there).
+
+        :raises PersistenceError, OSError: the remote did not answer, or is damaged
+        """
+        if not self.off_disk(month) or self._ctx.read_only:
+            return False
+        assert self.remote is not None  # off_disk
+        strict = dataclasses.replace(self._ctx, on_corrupt="error", quarantined=[], problems=[])
+        fs, sync = self._ctx.fs, self._ctx.sync
+        with self.remote.one_pass():  # no move between the read and the write
+            found = self.remote.read(month, strict, _archive_shape)
+            data = seal_document(encode(found or {"month": month, "daily_usage": {}}))
+            ensure_dir(self.archive_dir, fs=fs, sync=sync)
+            with self._months_lock:  # the disk's copy is the newest: never over a newer one
+                if self._month_path(month).exists():
+                    return False
+                write_atomic(self._month_path(month), data, fs=fs, sync=sync)
+        return True
 
     def archive_months(self) -> list[str]:
         local = set()
@@ -331,6 +367,7 @@ class FileTokenStorage:
             return sorted(local)
         try:  # bounded: a remote that hangs holds neither a start nor a report
             remote = call_within(self.remote.months)
+            self._remote_months = set(remote)
         except (PersistenceError, TimeoutError) as exc:
             if not self._loading:
                 raise  # a report: never silently without the months up there
@@ -338,6 +375,7 @@ class FileTokenStorage:
             # that is down must not keep the runtime from starting (a late record
             # retried for a month up there may then count twice, until a restart)
             log.warning("token usage: %s unreachable at start: %s", self.remote.store.url, exc)
+            self.unlisted = True
             remote = set()
         return sorted(local | remote)
 
@@ -354,15 +392,31 @@ class FileTokenStorage:
         """
         if self.remote is None or self._ctx.read_only:
             return []
-        return self.remote.move_sealed(
-            self.archive_dir,
-            sealed_before,
-            fs=self._ctx.fs,
-            sync=self._ctx.sync,
-            lock=self._months_lock,
-        )
+        if self._remote_months is None:  # listed first: see ``archive``
+            self._remote_months = set(self.remote.months())
+        try:
+            moved = self.remote.move_sealed(
+                self.archive_dir,
+                sealed_before,
+                fs=self._ctx.fs,
+                sync=self._ctx.sync,
+                lock=self._months_lock,
+            )
+        except BaseException:
+            self._remote_months = None  # some may have moved: listed again first
+            raise
+        self._remote_months = self._remote_months | set(moved)
+        return moved
 
     def _month_path(self, month: str) -> Path:
         if not _MONTH.fullmatch(month):
             raise ValueError(f"not a month: {month!r}")
         return self.archive_dir / f"{month}.json"
+
+
+def _archive_shape(document: Any) -> dict[str, Any]:
+    """A monthly archive as read: an object with a ``daily_usage`` object."""
+    if not isinstance(document, dict) or not isinstance(document.get("daily_usage"), dict):
+        raise ValueError("expected an object with a 'daily_usage' object")
+    result: dict[str, Any] = document
+    return result

@@ -4,8 +4,9 @@ move to the object store of ``archive_url`` and are read back from there
 
 A month is sealed once every one of its days is older than ``token_keep_days``
 (no day of it is live any more). Late usage for a sealed month still changes
-its archive: it is read (from the remote), merged and written on the disk
-again, and that new version goes up at the next pass as a new generation.
+its archive, off the caller's path: it stays pending in the live document
+until a pass brings the archive back onto the disk (``bring_back``), where it
+is merged, and that new version goes up as a new generation.
 
 Invariants:
 
@@ -28,10 +29,11 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,6 +75,22 @@ class TokenTier:
         for tiered in sorted(list_tiered(self.store, TIER_PREFIX, _NAME), key=_month):
             found.setdefault(_month(tiered)[0], []).append(tiered)
         return found
+
+    @contextlib.contextmanager
+    def one_pass(self) -> Iterator[None]:
+        """Held by a move (:meth:`move_sealed`) or a bring-back (``FileTokenStorage.
+        bring_back``): one at a time, so a stale copy brought back by an abandoned
+        call never lands beside a newer generation's move. Waits for an abandoned
+        one at most the remote deadline.
+
+        :raises BackendError: an earlier one still ran after the deadline
+        """
+        if not self._passes.acquire(timeout=_bounded.REMOTE_CALL_SECONDS):
+            raise BackendError(f"{self.store.url}: an earlier move of token archives still runs")
+        try:
+            yield
+        finally:
+            self._passes.release()
 
     def months(self) -> set[str]:
         return set(self._generations())
@@ -141,9 +159,7 @@ class TokenTier:
         :raises BackendError: an earlier pass still ran after the deadline
         """
         moved: list[str] = []
-        if not self._passes.acquire(timeout=_bounded.REMOTE_CALL_SECONDS):
-            raise BackendError(f"{self.store.url}: an earlier move of token archives still runs")
-        try:
+        with self.one_pass():
             generations = self._generations()
             local = sorted(archive_dir.iterdir()) if archive_dir.is_dir() else []
             for path in local:
@@ -165,8 +181,6 @@ class TokenTier:
                 if superseded and not (archive_dir / f"{_month(versions[0])[0]}.json").exists():
                     for tiered in superseded:
                         self.store.delete(tiered.key)
-        finally:
-            self._passes.release()
         return moved
 
 

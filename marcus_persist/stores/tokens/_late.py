@@ -13,6 +13,12 @@ double-counts a record:
    lists, so redoing step 2 after a crash between its two writes is harmless.
 
 Reports read the pending entries whose key their archive does not list yet.
+
+Step 2 never reads the remote (``archive_url``): an entry whose month's archive
+is not on the disk (tiered) stays pending, counted, until the tiering pass
+brings that archive back onto the disk and has the actor run step 2 there
+(``TokenStore.tier``, a ``MergeLate`` batch); the pass then moves it up again
+as a new generation. A commit, and so a caller, never waits on the remote.
 """
 
 from __future__ import annotations

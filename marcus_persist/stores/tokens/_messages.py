@@ -11,6 +11,7 @@ __all__ = (
     "ArchivedDays",
     "LateMoved",
     "LoggedMessage",
+    "MergeLate",
     "Message",
     "Record",
     "SetBudget",
@@ -40,6 +41,11 @@ class Archive(msgspec.Struct, frozen=True, tag=True):
     today: date
 
 
+class MergeLate(msgspec.Struct, frozen=True, tag=True):
+    """Move the pending late entries whose archives are on the disk now (the tiering
+    pass, once it brought a tiered month's archive back: ``_late.py``); logs nothing."""
+
+
 class ArchivedDays(msgspec.Struct, frozen=True, tag=True):
     """Logged: the days and hours before *cutoff* left the live document (their
     month's archive holds them, durably, before this is logged); request ids of
@@ -56,6 +62,6 @@ class LateMoved(msgspec.Struct, frozen=True, tag=True):
     keys: list[str]
 
 
-Message = Record | SetBudget | Archive
+Message = Record | SetBudget | Archive | MergeLate
 #: what a batch logs, in order; a replay applies exactly these
 LoggedMessage = Record | SetBudget | ArchivedDays | LateMoved

@@ -32,7 +32,7 @@ from marcus_persist.stores.tokens._document import (
 )
 from marcus_persist.stores.tokens._handler import TokensHandler
 from marcus_persist.stores.tokens._late import archived_keys, pending_by_day
-from marcus_persist.stores.tokens._messages import Archive, Message, Record, SetBudget
+from marcus_persist.stores.tokens._messages import Archive, MergeLate, Message, Record, SetBudget
 
 __all__ = ("TokenStore", "TokensHandler")
 
@@ -134,14 +134,47 @@ class TokenStore:
         :raises TimeoutError: the remote did not answer in time (nothing that is not
             verified up leaves the disk)
         """
-        tier = getattr(self._h.storage, "tier", None)
+        storage: Any = self._h.storage  # a file storage's: ``tier``, ``unlisted``
+        tier = getattr(storage, "tier", None)
         if tier is None:  # a database keeps its archives itself
             return []
+        if getattr(storage, "unlisted", False):  # the start did not reach the remote
+            self._h.archived |= await call_remote(self._archived_keys)
+            storage.unlisted = False
+        await self._merge_late(storage)
         cutoff = (today or self._h.clock.now().date()) - timedelta(days=self._h.keep_days)
+        sealed_before = cutoff.isoformat()[:7]
+        if live := self._h.doc["daily_usage"]:  # a month with a live day is never sealed:
+            sealed_before = min(sealed_before, min(live)[:7])  # its archive stays here
         # bounded: a remote that hangs is abandoned past its deadline (what its thread
         # still does is safe: an archive leaves the disk only once verified up)
-        moved: list[str] = await call_remote(tier, cutoff.isoformat()[:7])
+        moved: list[str] = await call_remote(tier, sealed_before)
         return moved
+
+    def _archived_keys(self) -> set[str]:
+        """The keys of the late records every archive holds, the remote's too
+        (blocking, remote calls): what the start could not read."""
+        storage, keys = self._h.storage, set[str]()
+        for month in storage.archive_months():
+            keys |= archived_keys(storage.archive(month))
+        return keys
+
+    async def _merge_late(self, storage: Any) -> None:
+        """Late usage pending for tiered months (a commit never reads the remote:
+        ``_transaction.py``): their archives brought back onto the disk (one bounded
+        remote call), then merged there by a batch of the actor; the move that
+        follows sends them up as new generations."""
+        months = sorted({entry["day"][:7] for entry in self._h.doc["late"].values()})
+        if not months:
+            return
+
+        def bring_back() -> bool:  # whether any of them is on the disk now
+            for month in months:
+                storage.bring_back(month)
+            return not all(storage.off_disk(month) for month in months)
+
+        if await call_remote(bring_back):
+            await self._actor.request(MergeLate())
 
     # -- reports ----------------------------------------------------------------
     async def daily(self, start: date, end: date) -> dict[str, dict[str, Any]]:

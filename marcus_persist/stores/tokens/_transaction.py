@@ -35,6 +35,7 @@ from marcus_persist.stores.tokens._messages import (
     ArchivedDays,
     LateMoved,
     LoggedMessage,
+    MergeLate,
     Message,
     Record,
     SetBudget,
@@ -202,6 +203,9 @@ class TokensTransaction:
                 return None
             case Archive(today):
                 return self._archive_before(today)
+            case MergeLate():  # a batch that only moves what is pending (at its commit)
+                self._sec("late")
+                return None
         raise TypeError(f"unknown tokens message {type(message).__name__}")
 
     def _is_late(self, day: date, today: date) -> bool:
@@ -296,33 +300,45 @@ class TokensTransaction:
             merge_days(current, written["daily_usage"])
             archives[month] = current
         records: list[dict[str, Any]] = msgspec.to_builtins(self._logged)
-        self._h.storage.commit(records, self._document, archives)
+        if records or archives:  # (a ``MergeLate`` alone has nothing to make durable)
+            self._h.storage.commit(records, self._document, archives)
         if self._doc["late"]:
             self._move_late(self._doc["late"])
 
     def _move_late(self, late: dict[str, dict[str, Any]]) -> None:
         """Step 2 of ``_late.py``: the pending entries into their archives, then the
         live document without them. The batch is durable already (step 1): a failure
-        here leaves them pending, counted and reported, for the next commit."""
+        here leaves them pending, counted and reported, for the next commit.
+
+        Never the remote's: an entry whose month's archive is not on the disk (tiered
+        to ``archive_url``, the storage's ``off_disk``) stays pending until the tiering
+        pass brings that archive back onto the disk (:meth:`TokenStore.tier`)."""
+        off_disk = getattr(self._h.storage, "off_disk", None)
         months: dict[str, dict[str, dict[str, Any]]] = {}
         for key, entry in late.items():
             months.setdefault(entry["day"][:7], {})[key] = entry
+        if off_disk is not None:
+            months = {m: entries for m, entries in months.items() if not off_disk(m)}
+        keys = sorted(key for entries in months.values() for key in entries)
+        if not keys:
+            return
+        left = {key: entry for key, entry in late.items() if key not in set(keys)}
         try:
             archives: dict[str, dict[str, Any]] = {}
             for month, entries in months.items():
                 current = self._h.storage.archive(month) or {"month": month, "daily_usage": {}}
                 merge_late(current, entries)  # skips what a crashed move already added
                 archives[month] = current
-            moved = [msgspec.to_builtins(LateMoved(sorted(late)))]
+            moved = [msgspec.to_builtins(LateMoved(keys))]
 
             def document(seen: Mapping[str, str] | None = None) -> dict[str, Any]:
-                return {**self._document(seen), "late": {}}
+                return {**self._document(seen), "late": left}
 
             self._h.storage.commit(moved, document, archives)
         except (OSError, PersistenceError) as exc:
             log.warning("late token usage stays pending until the next commit: %s", exc)
             return
-        self._moved = list(late)
+        self._moved = keys
 
     def _commit_shared(self, replay: list[tuple[Message, Deferred]]) -> None:
         """Plain records as one delta row (``_deltas.py``: no lock), or else lock and
@@ -376,7 +392,9 @@ class TokensTransaction:
         if self._doc is not None:
             self._h.doc = self._doc
         if self._moved:  # a new document: the committed one is never mutated
-            self._h.doc = {**self._h.doc, "late": {}}
+            moved = set(self._moved)
+            late = {k: e for k, e in self._h.doc["late"].items() if k not in moved}
+            self._h.doc = {**self._h.doc, "late": late}
             self._h.archived.update(self._moved)
         self._h.seen.update(self._seen)
         if self._archived_on is not None:
